@@ -1,0 +1,362 @@
+"""The schema, as SQLAlchemy Core tables. Money is integer minor units; rates and quantities exact decimals."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from remit.adapters.db.types import ExactDecimal, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = String(40)
+
+legal_entities = Table(
+    "legal_entities",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("address", JSON, nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("tax_id", String(64)),
+    Column("rounding_policy", String(16), nullable=False),
+    Column("invoice_prefix", String(16), nullable=False),
+    Column("credit_note_prefix", String(16), nullable=False),
+    Column("auto_finalize", Boolean, nullable=False),
+    Column("payment_terms_days", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+number_series = Table(
+    "number_series",
+    metadata,
+    Column("legal_entity_id", ID, ForeignKey("legal_entities.id"), primary_key=True),
+    Column("series", String(32), primary_key=True),  # e.g. "INV-2026": numbers restart each year
+    Column("next_value", BigInteger, nullable=False),
+)
+
+test_clocks = Table(
+    "test_clocks",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("frozen_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("legal_entity_id", ID, ForeignKey("legal_entities.id"), nullable=False, index=True),
+    Column("external_id", String(200), unique=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320)),
+    Column("currency", String(3), nullable=False),
+    Column("language", String(16), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("address", JSON, nullable=False),
+    Column("tax_ids", JSON, nullable=False),
+    Column("test_clock_id", ID, ForeignKey("test_clocks.id"), index=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+products = Table(
+    "products",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("code", String(100), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("product_id", ID, ForeignKey("products.id"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+plan_versions = Table(
+    "plan_versions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("plan_id", ID, ForeignKey("plans.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("plan_id", "version"),
+)
+
+prices = Table(
+    "prices",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("product_id", ID, ForeignKey("products.id"), nullable=False),
+    Column("plan_version_id", ID, ForeignKey("plan_versions.id"), index=True),
+    Column("name", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("model", String(32), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("interval_unit", String(16)),
+    Column("interval_count", Integer),
+    Column("timing", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+price_overrides = Table(
+    "price_overrides",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False),
+    Column("price_id", ID, ForeignKey("prices.id"), nullable=False),
+    Column("model", String(32), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("customer_id", "price_id"),
+)
+
+coupons = Table(
+    "coupons",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("code", String(100), nullable=False, unique=True),
+    Column("name", String(200), nullable=False),
+    Column("percent_off", ExactDecimal),
+    Column("amount_off_minor", BigInteger),
+    Column("currency", String(3)),
+    Column("duration", String(16), nullable=False),
+    Column("duration_periods", Integer),
+    Column("max_redemptions", Integer),
+    Column("redeem_by", UTCDateTime),
+    Column("times_redeemed", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+promotion_codes = Table(
+    "promotion_codes",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("code", String(100), nullable=False, unique=True),
+    Column("coupon_id", ID, ForeignKey("coupons.id"), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("max_redemptions", Integer),
+    Column("expires_at", UTCDateTime),
+    Column("times_redeemed", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False, index=True),
+    Column("plan_id", ID, ForeignKey("plans.id")),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("interval_unit", String(16), nullable=False),
+    Column("interval_count", Integer, nullable=False),
+    Column("anchor_kind", String(16), nullable=False),
+    Column("anchor_on", Date, nullable=False),
+    Column("started_on", Date, nullable=False),
+    Column("trial_end_on", Date),
+    Column("ended_on", Date),
+    Column("reviewed_from_on", Date),  # periods ending on or before this day are settled
+    Column("next_seq", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+subscription_events = Table(
+    "subscription_events",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("subscription_id", ID, ForeignKey("subscriptions.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("effective_on", Date, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("items", JSON, nullable=False),
+    Column("source", String(32), nullable=False),  # change, schedule, phase, pause, cancel...
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),  # a scheduled change released before it took effect
+    UniqueConstraint("subscription_id", "seq"),
+)
+
+subscription_coupons = Table(
+    "subscription_coupons",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("subscription_id", ID, ForeignKey("subscriptions.id"), nullable=False, index=True),
+    Column("coupon_id", ID, ForeignKey("coupons.id"), nullable=False),
+    Column("promotion_code_id", ID, ForeignKey("promotion_codes.id")),
+    Column("applied_on", Date, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+bill_runs = Table(
+    "bill_runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("as_of", UTCDateTime, nullable=False),
+    Column("test_clock_id", ID),
+    Column("status", String(16), nullable=False),
+    Column("customers_seen", Integer, nullable=False),
+    Column("invoices_created", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False, index=True),
+    Column("legal_entity_id", ID, ForeignKey("legal_entities.id"), nullable=False),
+    Column("number", String(64)),
+    Column("status", String(16), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("billing_reason", String(32), nullable=False),
+    Column("subtotal_minor", BigInteger, nullable=False),
+    Column("discount_minor", BigInteger, nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("applied_balance_minor", BigInteger, nullable=False),
+    Column("credited_minor", BigInteger, nullable=False),
+    Column("paid_minor", BigInteger, nullable=False),
+    Column("amount_due_minor", BigInteger, nullable=False),
+    Column("period_start_on", Date),
+    Column("period_end_on", Date),
+    Column("issued_on", Date),
+    Column("due_on", Date),
+    Column("memo", Text),
+    Column("bill_run_id", ID),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finalized_at", UTCDateTime),
+    Column("paid_at", UTCDateTime),
+    Column("voided_at", UTCDateTime),
+    UniqueConstraint("legal_entity_id", "number"),
+    Index("ix_invoices_status_created", "status", "created_at"),
+)
+
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("invoice_id", ID, ForeignKey("invoices.id"), nullable=False, index=True),
+    Column("subscription_id", ID, ForeignKey("subscriptions.id")),
+    Column("price_id", ID, ForeignKey("prices.id")),
+    Column("pending_item_id", ID, unique=True),
+    Column("charge_key", String(80), nullable=False),
+    Column("period_start_on", Date),
+    Column("period_end_on", Date),
+    Column("revision", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("description", String(500), nullable=False),
+    Column("service_start_on", Date),
+    Column("service_end_on", Date),
+    Column("quantity", ExactDecimal, nullable=False),
+    Column("unit_price", ExactDecimal, nullable=False),
+    Column("subtotal_minor", BigInteger, nullable=False),
+    Column("discount_minor", BigInteger, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("corrects_line_id", ID),
+    Column("details", JSON, nullable=False),
+    # The natural key that makes a repeated or concurrent bill run a no-op.
+    UniqueConstraint("subscription_id", "charge_key", "period_start_on", "revision", name="uq_invoice_lines_key"),
+    Index("ix_invoice_lines_sub_period", "subscription_id", "period_end_on"),
+)
+
+pending_items = Table(
+    "pending_items",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False, index=True),
+    Column("price_id", ID, ForeignKey("prices.id")),
+    Column("description", String(500), nullable=False),
+    Column("quantity", ExactDecimal, nullable=False),
+    Column("unit_price", ExactDecimal, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("invoice_id", ID, ForeignKey("invoices.id")),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("number", String(64), nullable=False),
+    Column("invoice_id", ID, ForeignKey("invoices.id"), nullable=False, index=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False),
+    Column("legal_entity_id", ID, ForeignKey("legal_entities.id"), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("memo", Text),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("to_balance_minor", BigInteger, nullable=False),  # part that became customer credit
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("legal_entity_id", "number"),
+)
+
+credit_note_lines = Table(
+    "credit_note_lines",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("credit_note_id", ID, ForeignKey("credit_notes.id"), nullable=False, index=True),
+    Column("invoice_line_id", ID, ForeignKey("invoice_lines.id"), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+)
+
+balance_transactions = Table(
+    "balance_transactions",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False, index=True),
+    Column("currency", String(3), nullable=False),
+    # positive: credit the customer holds; negative: credit consumed by an invoice
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("invoice_id", ID),
+    Column("credit_note_id", ID),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("public_id", ID, nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("object_type", String(32), nullable=False),
+    Column("object_id", ID, nullable=False),
+    Column("customer_id", ID, index=True),
+    Column("data", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_events_type", "type"),
+)

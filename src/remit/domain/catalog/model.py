@@ -1,0 +1,154 @@
+"""The catalog: products, plans and their versions, prices, coupons and promotion codes.
+
+A plan is a name customers recognise ("Pro"); what it costs lives in *plan versions*. Publishing a new version
+never touches existing subscribers: their subscription items point at the prices of the version they bought
+until someone migrates them. A version carries one price per product and currency, so a plan can be sold in
+several currencies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from enum import Enum
+
+from remit.domain.errors import Conflict, ValidationError
+from remit.domain.money import Currency
+from remit.domain.rating.charge_models import ChargeModel
+from remit.domain.subscriptions.periods import Interval
+
+
+class PriceType(str, Enum):
+    RECURRING = "recurring"
+    ONE_OFF = "one_off"
+
+
+class Timing(str, Enum):
+    """When a recurring price is billed: at the start of the period it pays for, or after it."""
+
+    IN_ADVANCE = "in_advance"
+    IN_ARREARS = "in_arrears"
+
+
+class ProductKind(str, Enum):
+    PLAN = "plan"  # the main thing a subscription buys
+    ADD_ON = "add_on"  # recurring extras (support, extra storage)
+    ONE_OFF = "one_off"  # set-up fees, hardware, services
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    id: str
+    product_id: str
+    currency: Currency
+    model: ChargeModel
+    type: PriceType
+    interval: Interval | None
+    timing: Timing
+    plan_version_id: str | None = None
+    name: str = ""
+
+    @property
+    def recurring(self) -> bool:
+        return self.type is PriceType.RECURRING
+
+
+def validate_price_shape(type_: PriceType, interval: Interval | None, timing: Timing) -> None:
+    if type_ is PriceType.RECURRING and interval is None:
+        raise ValidationError("missing_field", "A recurring price needs a billing interval.", "interval")
+    if type_ is PriceType.ONE_OFF and interval is not None:
+        raise ValidationError("invalid_interval", "A one-off price has no billing interval.", "interval")
+    if type_ is PriceType.ONE_OFF and timing is not Timing.IN_ADVANCE:
+        raise ValidationError("invalid_timing", "A one-off price is billed when it is added.", "timing")
+
+
+class CouponDuration(str, Enum):
+    ONCE = "once"
+    REPEATING = "repeating"  # for `duration_periods` billing periods
+    FOREVER = "forever"
+
+
+@dataclass(frozen=True, slots=True)
+class Coupon:
+    id: str
+    code: str
+    name: str
+    percent_off: Decimal | None  # 0 < p <= 100
+    amount_off_minor: int | None  # with currency
+    currency: Currency | None
+    duration: CouponDuration
+    duration_periods: int | None
+    max_redemptions: int | None
+    redeem_by: datetime | None
+    times_redeemed: int = 0
+
+    def check_redeemable(self, at: datetime, currency: Currency, field: str = "coupon") -> None:
+        if self.redeem_by is not None and at > self.redeem_by:
+            raise Conflict("coupon_expired", f"Coupon {self.code} expired on {self.redeem_by:%Y-%m-%d}.", field)
+        if self.max_redemptions is not None and self.times_redeemed >= self.max_redemptions:
+            raise Conflict(
+                "coupon_exhausted",
+                f"Coupon {self.code} has been redeemed {self.times_redeemed} times, its limit.",
+                field,
+            )
+        if self.currency is not None and self.currency != currency:
+            raise ValidationError(
+                "coupon_currency_mismatch",
+                f"Coupon {self.code} is in {self.currency.code}, the subscription in {currency.code}.",
+                field,
+            )
+
+
+def validate_coupon_terms(
+    percent_off: Decimal | None,
+    amount_off_minor: int | None,
+    currency: Currency | None,
+    duration: CouponDuration,
+    duration_periods: int | None,
+    max_redemptions: int | None,
+) -> None:
+    if (percent_off is None) == (amount_off_minor is None):
+        raise ValidationError("invalid_coupon", "Give either percent_off or amount_off, not both.", "percent_off")
+    if percent_off is not None and not (0 < percent_off <= 100):
+        raise ValidationError("invalid_percent", "percent_off must be above 0 and at most 100.", "percent_off")
+    if amount_off_minor is not None:
+        if amount_off_minor <= 0:
+            raise ValidationError("negative_amount", "amount_off must be positive.", "amount_off")
+        if currency is None:
+            raise ValidationError("missing_field", "A fixed-amount coupon needs a currency.", "currency")
+    if duration is CouponDuration.REPEATING and (duration_periods is None or duration_periods < 1):
+        raise ValidationError(
+            "invalid_duration", "A repeating coupon needs duration_periods of at least 1.", "duration_periods"
+        )
+    if duration is not CouponDuration.REPEATING and duration_periods is not None:
+        raise ValidationError(
+            "invalid_duration", "duration_periods only applies to repeating coupons.", "duration_periods"
+        )
+    if max_redemptions is not None and max_redemptions < 1:
+        raise ValidationError("invalid_limit", "max_redemptions must be at least 1.", "max_redemptions")
+
+
+@dataclass(frozen=True, slots=True)
+class PromotionCode:
+    """A customer-facing code for a coupon, with limits of its own."""
+
+    id: str
+    code: str
+    coupon_id: str
+    active: bool
+    max_redemptions: int | None
+    expires_at: datetime | None
+    times_redeemed: int = 0
+
+    def check_redeemable(self, at: datetime, field: str = "promotion_code") -> None:
+        if not self.active:
+            raise Conflict("promotion_code_inactive", f"Promotion code {self.code} is not active.", field)
+        if self.expires_at is not None and at > self.expires_at:
+            raise Conflict(
+                "promotion_code_expired", f"Promotion code {self.code} expired on {self.expires_at:%Y-%m-%d}.", field
+            )
+        if self.max_redemptions is not None and self.times_redeemed >= self.max_redemptions:
+            raise Conflict(
+                "promotion_code_exhausted", f"Promotion code {self.code} has reached its redemption limit.", field
+            )

@@ -1,0 +1,332 @@
+"""Invoice generation as a diff (Kill Bill's generator, Lago's unique keys).
+
+``propose`` computes every subscription line that *should* exist for the periods under review, up to an "as of"
+day. ``diff`` compares that with what was already billed (per subscription, price and billing period) and returns
+only the difference: a first line when nothing was billed yet, a linked correction line when the amount
+changed (a plan change, a quantity change, a pause or a cancellation within a period). Issued lines are never
+edited. Running the generator twice with the same input yields nothing the second time.
+
+Rounding happens at one named point: the subtotal of a (subscription, price, period) key is rounded once, with
+the legal entity's policy; discounts are rounded per line; corrections are differences of integers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+from remit.domain.billing_events import Segment, TimelineEvent, build_segments, ended_on
+from remit.domain.catalog.model import Coupon, CouponDuration, Price, Timing
+from remit.domain.money import Currency, RoundingPolicy, allocate
+from remit.domain.subscriptions.periods import (
+    Interval,
+    Period,
+    period_containing,
+    periods_overlapping,
+    proration_fraction,
+)
+
+LineKey = tuple[str, str, date]  # (subscription id, charge key, period start)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedCoupon:
+    coupon: Coupon
+    applied_on: date
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionTerms:
+    """What the generator needs to know about one subscription."""
+
+    id: str
+    customer_id: str
+    currency: Currency
+    interval: Interval
+    anchor_on: date
+    trial_end_on: date | None
+    events: tuple[TimelineEvent, ...]
+    coupons: tuple[AppliedCoupon, ...] = ()
+    reviewed_from_on: date | None = None  # earliest day whose period may still change (None: from the start)
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    start_on: date
+    end_on: date
+    quantity: Decimal
+    fraction: Fraction
+    amount: Decimal  # unrounded
+
+
+@dataclass(slots=True)
+class ProposedLine:
+    subscription_id: str
+    price: Price
+    period: Period
+    slices: list[Slice] = field(default_factory=list)
+    subtotal_minor: int = 0
+    discount_minor: int = 0
+
+    @property
+    def key(self) -> LineKey:
+        return (self.subscription_id, self.price.id, self.period.start_on)
+
+    @property
+    def raw_subtotal(self) -> Decimal:
+        return sum((s.amount for s in self.slices), Decimal(0))
+
+
+@dataclass(frozen=True, slots=True)
+class BilledTotals:
+    """What existing lines of one key add up to."""
+
+    subtotal_minor: int
+    discount_minor: int
+    count: int
+    first_line_id: str
+    period_end_on: date
+    quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class NewLine:
+    subscription_id: str
+    price_id: str
+    charge_key: str
+    period: Period
+    revision: int
+    kind: str  # "subscription" (first line of a key) or "proration" (a correction)
+    description: str
+    service_start_on: date
+    service_end_on: date
+    quantity: Decimal
+    unit_price: Decimal
+    subtotal_minor: int
+    discount_minor: int
+    corrects_line_id: str | None
+    details: dict[str, object]
+
+    @property
+    def amount_minor(self) -> int:
+        return self.subtotal_minor - self.discount_minor
+
+
+def _due(price: Price, slice_start: date, period: Period, end_on: date | None, as_of_on: date) -> bool:
+    if price.timing is Timing.IN_ADVANCE:
+        return slice_start <= as_of_on
+    closes_on = period.end_on if end_on is None else min(period.end_on, end_on)
+    return closes_on <= as_of_on
+
+
+def propose(
+    terms: SubscriptionTerms,
+    prices: Mapping[str, Price],
+    as_of_on: date,
+    policy: RoundingPolicy,
+) -> list[ProposedLine]:
+    """Every subscription line that should exist for the periods under review, as of a day."""
+    segments = [s for s in build_segments(terms.events, terms.trial_end_on) if s.billable]
+    if not segments:
+        return []
+    end_on = ended_on(terms.events)
+    review_from = terms.reviewed_from_on or segments[0].start_on
+    # Periods that can hold due lines: from the one containing review_from to the one containing as_of_on.
+    periods = periods_overlapping(terms.anchor_on, terms.interval, review_from, as_of_on + timedelta(days=1))
+    lines: dict[LineKey, ProposedLine] = {}
+    for period in periods:
+        for seg in _overlapping(segments, period):
+            start = max(seg.start_on, period.start_on)
+            end = period.end_on if seg.end_on is None else min(seg.end_on, period.end_on)
+            for item in seg.items:
+                price = prices[item.price_id]
+                if not price.recurring or not _due(price, start, period, end_on, as_of_on):
+                    continue
+                fraction = proration_fraction(start, end, period)
+                full = price.model.rate(item.quantity).amount
+                amount = full * fraction.numerator / fraction.denominator
+                line = lines.get((terms.id, price.id, period.start_on))
+                if line is None:
+                    line = lines[(terms.id, price.id, period.start_on)] = ProposedLine(terms.id, price, period)
+                line.slices.append(Slice(start, end, item.quantity, fraction, amount))
+    result = list(lines.values())
+    for line in result:
+        line.subtotal_minor = policy.round_minor(line.raw_subtotal, terms.currency)
+    _apply_coupons(terms, result, policy)
+    return result
+
+
+def _overlapping(segments: Sequence[Segment], period: Period) -> list[Segment]:
+    return [s for s in segments if s.start_on < period.end_on and (s.end_on is None or s.end_on > period.start_on)]
+
+
+def _apply_coupons(terms: SubscriptionTerms, lines: list[ProposedLine], policy: RoundingPolicy) -> None:
+    if not terms.coupons:
+        return
+    by_period: dict[date, list[ProposedLine]] = defaultdict(list)
+    for line in lines:
+        by_period[line.period.start_on].append(line)
+    first_billable = terms.trial_end_on
+    for applied in terms.coupons:
+        starts = max(applied.applied_on, first_billable) if first_billable else applied.applied_on
+        first_period = period_containing(terms.anchor_on, terms.interval, starts)
+        for period_start, period_lines in by_period.items():
+            if period_start < first_period.start_on:
+                continue
+            index = _periods_between(terms, first_period, period_start)
+            if not _coupon_covers(applied.coupon, index):
+                continue
+            _discount(applied.coupon, period_lines, terms.currency, policy)
+
+
+def _periods_between(terms: SubscriptionTerms, first: Period, start_on: date) -> int:
+    return (
+        len(periods_overlapping(terms.anchor_on, terms.interval, first.start_on, start_on))
+        if (start_on > first.start_on)
+        else 0
+    )
+
+
+def _coupon_covers(coupon: Coupon, index: int) -> bool:
+    if coupon.duration is CouponDuration.FOREVER:
+        return True
+    if coupon.duration is CouponDuration.ONCE:
+        return index == 0
+    return index < (coupon.duration_periods or 0)
+
+
+def _discount(coupon: Coupon, lines: list[ProposedLine], cur: Currency, policy: RoundingPolicy) -> None:
+    remaining = [max(0, ln.subtotal_minor - ln.discount_minor) for ln in lines]
+    if coupon.percent_off is not None:
+        for ln, base in zip(lines, remaining, strict=True):
+            ln.discount_minor += min(base, policy.round_minor(Decimal(base) * coupon.percent_off / 100, cur))
+        return
+    cap = min(coupon.amount_off_minor or 0, sum(remaining))
+    for ln, part in zip(lines, allocate(cap, remaining), strict=True):
+        ln.discount_minor += part
+
+
+def diff(
+    proposed: Sequence[ProposedLine],
+    billed: Mapping[LineKey, BilledTotals],
+    as_of_on: date,
+    prices: Mapping[str, Price],
+) -> list[NewLine]:
+    """The lines to write so that what is billed equals what is proposed."""
+    out: list[NewLine] = []
+    seen: set[LineKey] = set()
+    for line in proposed:
+        seen.add(line.key)
+        before = billed.get(line.key)
+        new = _difference(line, before)
+        if new is not None:
+            out.append(new)
+    for key, before in billed.items():
+        # Billed keys that are no longer proposed (e.g. a period cut away by a cancellation) are credited
+        # in full, but never keys from periods after the as-of day: those belong to a later run.
+        if key in seen or key[2] > as_of_on or key[1] not in prices:
+            continue
+        ghost = ProposedLine(key[0], prices[key[1]], Period(key[2], before.period_end_on))
+        new = _difference(ghost, before)
+        if new is not None:
+            out.append(new)
+    return out
+
+
+def _difference(line: ProposedLine, before: BilledTotals | None) -> NewLine | None:
+    billed_subtotal = before.subtotal_minor if before else 0
+    billed_discount = before.discount_minor if before else 0
+    d_subtotal = line.subtotal_minor - billed_subtotal
+    d_discount = line.discount_minor - billed_discount
+    if d_subtotal == 0 and d_discount == 0:
+        return None
+    if before is None and line.subtotal_minor == 0 and line.discount_minor == 0:
+        return None
+    first = before is None
+    service_start, service_end, quantity = _service_range(line, first)
+    if not line.slices and before is not None:
+        quantity = before.quantity
+    label = line.price.name or line.price.id
+    qty_text = "" if quantity == 1 else f" × {_fmt_qty(quantity)}"
+    if first:
+        description = f"{label}{qty_text}"
+    elif d_subtotal - d_discount >= 0:
+        description = f"Remaining time on {label}{qty_text}"
+    else:
+        description = f"Unused time on {label}{qty_text}"
+    full = line.price.model.rate(quantity).amount if quantity else Decimal(0)
+    unit_price = (full / quantity) if quantity else Decimal(0)
+    return NewLine(
+        subscription_id=line.subscription_id,
+        price_id=line.price.id,
+        charge_key=line.price.id,
+        period=line.period,
+        revision=before.count if before else 0,
+        kind="subscription" if first else "proration",
+        description=description,
+        service_start_on=service_start,
+        service_end_on=service_end,
+        quantity=quantity,
+        unit_price=unit_price.quantize(Decimal("0.000000001")).normalize(),
+        subtotal_minor=d_subtotal,
+        discount_minor=d_discount,
+        corrects_line_id=before.first_line_id if before else None,
+        details={
+            "period": {"start_on": line.period.start_on.isoformat(), "end_on": line.period.end_on.isoformat()},
+            "slices": [
+                {
+                    "start_on": s.start_on.isoformat(),
+                    "end_on": s.end_on.isoformat(),
+                    "quantity": str(s.quantity),
+                    "fraction": f"{s.fraction.numerator}/{s.fraction.denominator}",
+                    "amount": str(s.amount),
+                }
+                for s in line.slices
+            ],
+            "breakdown": _breakdown(line),
+            "billed_before_minor": billed_subtotal - billed_discount,
+        },
+    )
+
+
+def _service_range(line: ProposedLine, first: bool) -> tuple[date, date, Decimal]:
+    """The days a line is about, and the quantity to show.
+
+    A first line covers its slices. A correction covers the time that changed: from the first slice boundary
+    inside the period to the period's end.
+    """
+    if not line.slices:
+        return line.period.start_on, line.period.end_on, Decimal(0)
+    if first:
+        return line.slices[0].start_on, line.slices[-1].end_on, line.slices[-1].quantity
+    inner = [s.start_on for s in line.slices if s.start_on != line.period.start_on]
+    inner += [s.end_on for s in line.slices if s.end_on != line.period.end_on]
+    start = min(inner) if inner else line.period.start_on
+    after = [s for s in line.slices if s.start_on >= start]
+    quantity = after[-1].quantity if after else line.slices[-1].quantity
+    return start, line.period.end_on, quantity
+
+
+def _breakdown(line: ProposedLine) -> list[dict[str, str]]:
+    if not line.slices:
+        return []
+    result = line.price.model.rate(line.slices[-1].quantity)
+    return [
+        {
+            "description": b.description,
+            "units": str(b.units),
+            "unit_price": str(b.unit_price),
+            "flat_fee": str(b.flat_fee),
+            "amount": str(b.amount),
+        }
+        for b in result.breakdown
+    ]
+
+
+def _fmt_qty(quantity: Decimal) -> str:
+    text = format(quantity.normalize(), "f")
+    return text

@@ -1,0 +1,185 @@
+"""Legal entities (the sellers), customers (the buyers) and test clocks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select
+
+from remit.adapters.db import tables as t
+from remit.adapters.db.ids import new_id
+from remit.domain.clock import ensure_utc
+from remit.domain.errors import Conflict, NotFound, ValidationError
+from remit.domain.money import RoundingPolicy, currency
+from remit.service_layer.unit_of_work import UnitOfWork
+
+
+def _country(value: str, field: str = "country") -> str:
+    if not isinstance(value, str) or len(value) != 2 or not value.isalpha():
+        raise ValidationError("invalid_country", f"{value!r} is not a two-letter ISO 3166 country code.", field)
+    return value.upper()
+
+
+def create_legal_entity(
+    uow: UnitOfWork,
+    name: str,
+    country: str,
+    currency_code: str,
+    *,
+    address: Mapping[str, str] | None = None,
+    tax_id: str | None = None,
+    rounding_policy: str = "half_up",
+    invoice_prefix: str = "INV",
+    credit_note_prefix: str = "CN",
+    auto_finalize: bool = True,
+    payment_terms_days: int = 14,
+) -> str:
+    if not name.strip():
+        raise ValidationError("missing_field", "A legal entity needs a name.", "name")
+    try:
+        policy = RoundingPolicy(rounding_policy)
+    except ValueError:
+        raise ValidationError("invalid_choice", "rounding_policy is half_up or half_even.", "rounding_policy") from None
+    if not invoice_prefix.isalnum() or not credit_note_prefix.isalnum():
+        raise ValidationError("invalid_prefix", "Number prefixes are letters and digits only.", "invoice_prefix")
+    if payment_terms_days < 0:
+        raise ValidationError("invalid_terms", "Payment terms cannot be negative.", "payment_terms_days")
+    entity_id = new_id("le")
+    uow.insert_many(
+        t.legal_entities,
+        [
+            {
+                "id": entity_id,
+                "name": name,
+                "address": dict(address or {}),
+                "country": _country(country),
+                "currency": currency(currency_code).code,
+                "tax_id": tax_id,
+                "rounding_policy": policy.value,
+                "invoice_prefix": invoice_prefix,
+                "credit_note_prefix": credit_note_prefix,
+                "auto_finalize": auto_finalize,
+                "payment_terms_days": payment_terms_days,
+                "created_at": uow.now,
+            }
+        ],
+    )
+    uow.emit("legal_entity.created", "legal_entity", entity_id, {"name": name})
+    return entity_id
+
+
+def default_entity(uow: UnitOfWork) -> str:
+    ids = list(uow.conn.execute(select(t.legal_entities.c.id).limit(2)).scalars())
+    if len(ids) != 1:
+        raise ValidationError(
+            "legal_entity_required",
+            "Name the legal entity: there is none yet." if not ids else "Name the legal entity: there are several.",
+            "legal_entity_id",
+        )
+    return str(ids[0])
+
+
+def create_customer(
+    uow: UnitOfWork,
+    name: str,
+    *,
+    currency_code: str,
+    country: str,
+    email: str | None = None,
+    legal_entity_id: str | None = None,
+    language: str = "en",
+    timezone: str = "UTC",
+    address: Mapping[str, str] | None = None,
+    tax_ids: Sequence[Mapping[str, str]] = (),
+    external_id: str | None = None,
+    test_clock_id: str | None = None,
+) -> str:
+    if not name or not name.strip():
+        raise ValidationError("missing_field", "A customer needs a name.", "name")
+    if email is not None and "@" not in email:
+        raise ValidationError("invalid_email", f"{email!r} is not an email address.", "email")
+    cur = currency(currency_code)
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError("invalid_timezone", f"{timezone!r} is not an IANA time zone.", "timezone") from None
+    entity = legal_entity_id or default_entity(uow)
+    if uow.conn.execute(select(t.legal_entities.c.id).where(t.legal_entities.c.id == entity)).first() is None:
+        raise NotFound("legal_entity", entity, "legal_entity_id")
+    if (
+        test_clock_id is not None
+        and uow.conn.execute(select(t.test_clocks.c.id).where(t.test_clocks.c.id == test_clock_id)).first() is None
+    ):
+        raise NotFound("test_clock", test_clock_id, "test_clock_id")
+    if (
+        external_id
+        and uow.conn.execute(select(t.customers.c.id).where(t.customers.c.external_id == external_id)).first()
+    ):
+        raise Conflict("external_id_taken", f"A customer with external id {external_id!r} exists.", "external_id")
+    customer_id = new_id("cus")
+    uow.insert_many(
+        t.customers,
+        [
+            {
+                "id": customer_id,
+                "legal_entity_id": entity,
+                "external_id": external_id,
+                "name": name,
+                "email": email,
+                "currency": cur.code,
+                "language": language,
+                "timezone": timezone,
+                "country": _country(country),
+                "address": dict(address or {}),
+                "tax_ids": [dict(x) for x in tax_ids],
+                "test_clock_id": test_clock_id,
+                "created_at": uow.now,
+            }
+        ],
+    )
+    uow.emit("customer.created", "customer", customer_id, {"name": name, "currency": cur.code}, customer_id)
+    return customer_id
+
+
+def get_customer(uow: UnitOfWork, customer_id: str) -> dict[str, Any]:
+    row = uow.conn.execute(select(t.customers).where(t.customers.c.id == customer_id)).mappings().first()
+    if row is None:
+        raise NotFound("customer", customer_id, "customer_id")
+    balance = uow.conn.execute(
+        select(func.coalesce(func.sum(t.balance_transactions.c.amount_minor), 0)).where(
+            t.balance_transactions.c.customer_id == customer_id
+        )
+    ).scalar_one()
+    return {**dict(row), "balance_minor": int(balance)}
+
+
+def create_test_clock(uow: UnitOfWork, name: str, frozen_at: datetime) -> str:
+    clock_id = new_id("clock")
+    uow.insert_many(
+        t.test_clocks,
+        [{"id": clock_id, "name": name, "frozen_at": ensure_utc(frozen_at), "status": "ready", "created_at": uow.now}],
+    )
+    return clock_id
+
+
+def get_test_clock(uow: UnitOfWork, clock_id: str) -> dict[str, Any]:
+    row = uow.conn.execute(select(t.test_clocks).where(t.test_clocks.c.id == clock_id)).mappings().first()
+    if row is None:
+        raise NotFound("test_clock", clock_id, "test_clock_id")
+    return dict(row)
+
+
+def customer_now(uow: UnitOfWork, customer: Mapping[str, Any]) -> datetime:
+    """A customer's 'now': their test clock's time, or the real clock's."""
+    if customer["test_clock_id"]:
+        frozen = get_test_clock(uow, customer["test_clock_id"])["frozen_at"]
+        assert isinstance(frozen, datetime)
+        return frozen
+    return uow.now
+
+
+def local_date(at: datetime, timezone: str) -> Any:
+    return at.astimezone(ZoneInfo(timezone)).date()

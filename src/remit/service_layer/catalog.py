@@ -1,0 +1,295 @@
+"""Catalog use cases: products, plans and versions, prices, overrides, coupons and promotion codes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from remit.adapters.db import tables as t
+from remit.adapters.db.ids import new_id
+from remit.domain.catalog.model import (
+    CouponDuration,
+    PriceType,
+    ProductKind,
+    Timing,
+    validate_coupon_terms,
+    validate_price_shape,
+)
+from remit.domain.errors import Conflict, NotFound, ValidationError
+from remit.domain.money import Money, currency, to_decimal
+from remit.domain.rating.charge_models import parse_charge_model
+from remit.domain.subscriptions.periods import Interval
+from remit.service_layer.unit_of_work import UnitOfWork
+
+
+def _enum(kind: type[Any], value: object, field: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise ValidationError("invalid_choice", f"{value!r} is not one of: {allowed}.", field) from None
+
+
+def create_product(uow: UnitOfWork, name: str, kind: str = "plan", description: str = "") -> str:
+    if not name.strip():
+        raise ValidationError("missing_field", "A product needs a name.", "name")
+    product_id = new_id("prod")
+    uow.insert_many(
+        t.products,
+        [
+            {
+                "id": product_id,
+                "name": name,
+                "kind": _enum(ProductKind, kind, "kind").value,
+                "description": description,
+                "created_at": uow.now,
+            }
+        ],
+    )
+    return product_id
+
+
+def _price_row(
+    uow: UnitOfWork, product_id: str, spec: Mapping[str, Any], index: int, version_id: str | None
+) -> dict[str, Any]:
+    field = f"prices[{index}]"
+    if "currency" not in spec:
+        raise ValidationError("missing_field", "A price needs a currency.", f"{field}.currency")
+    cur = currency(str(spec["currency"]), f"{field}.currency")
+    type_ = _enum(PriceType, spec.get("type", "recurring"), f"{field}.type")
+    interval = None
+    if type_ is PriceType.RECURRING:
+        interval = Interval.parse(str(spec.get("interval", "month")), int(spec.get("interval_count", 1)))
+    timing = _enum(Timing, spec.get("timing", "in_advance"), f"{field}.timing")
+    validate_price_shape(type_, interval, timing)
+    model = parse_charge_model(str(spec.get("model", "flat")), spec.get("config", {}), f"{field}.config")
+    return {
+        "id": new_id("price"),
+        "product_id": product_id,
+        "plan_version_id": version_id,
+        "name": str(spec.get("name") or _product_name(uow, product_id)),
+        "currency": cur.code,
+        "type": type_.value,
+        "model": model.kind,
+        "config": model.to_config(),
+        "interval_unit": interval.unit.value if interval else None,
+        "interval_count": interval.count if interval else None,
+        "timing": timing.value,
+        "created_at": uow.now,
+    }
+
+
+def _product_name(uow: UnitOfWork, product_id: str) -> str:
+    return str(uow.conn.execute(select(t.products.c.name).where(t.products.c.id == product_id)).scalar() or "")
+
+
+def create_price(uow: UnitOfWork, product_id: str, spec: Mapping[str, Any]) -> str:
+    """A price outside any plan: an add-on or a one-off charge."""
+    if uow.conn.execute(select(t.products.c.id).where(t.products.c.id == product_id)).first() is None:
+        raise NotFound("product", product_id, "product_id")
+    row = _price_row(uow, product_id, spec, 0, None)
+    uow.insert_many(t.prices, [row])
+    return str(row["id"])
+
+
+def create_plan(uow: UnitOfWork, code: str, name: str, prices: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A plan with its first version. Its prices may be in several currencies, one per currency and product."""
+    if not code.strip():
+        raise ValidationError("missing_field", "A plan needs a code.", "code")
+    if uow.conn.execute(select(t.plans.c.id).where(t.plans.c.code == code)).first() is not None:
+        raise Conflict("plan_code_taken", f"A plan with code {code!r} exists already.", "code")
+    product_id = create_product(uow, name, "plan")
+    plan_id = new_id("plan")
+    uow.insert_many(
+        t.plans, [{"id": plan_id, "code": code, "name": name, "product_id": product_id, "created_at": uow.now}]
+    )
+    version = _add_version(uow, plan_id, product_id, 1, prices)
+    uow.emit("plan.created", "plan", plan_id, {"code": code, "version": 1})
+    return {"id": plan_id, "code": code, "version_id": version, "product_id": product_id}
+
+
+def publish_plan_version(uow: UnitOfWork, plan_code: str, prices: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A new version of a plan; existing subscribers keep theirs until migrated."""
+    plan = uow.conn.execute(select(t.plans).where(t.plans.c.code == plan_code)).mappings().first()
+    if plan is None:
+        raise NotFound("plan", plan_code, "plan")
+    latest = uow.conn.execute(
+        select(func.max(t.plan_versions.c.version)).where(t.plan_versions.c.plan_id == plan["id"])
+    ).scalar_one()
+    version_id = _add_version(uow, plan["id"], plan["product_id"], int(latest) + 1, prices)
+    uow.emit("plan.version_published", "plan", plan["id"], {"code": plan_code, "version": int(latest) + 1})
+    return {"id": plan["id"], "code": plan_code, "version": int(latest) + 1, "version_id": version_id}
+
+
+def _add_version(
+    uow: UnitOfWork, plan_id: str, product_id: str, version: int, prices: Sequence[Mapping[str, Any]]
+) -> str:
+    if not prices:
+        raise ValidationError("missing_field", "A plan version needs at least one price.", "prices")
+    version_id = new_id("planv")
+    uow.insert_many(
+        t.plan_versions, [{"id": version_id, "plan_id": plan_id, "version": version, "created_at": uow.now}]
+    )
+    rows = [_price_row(uow, product_id, spec, i, version_id) for i, spec in enumerate(prices)]
+    seen: set[str] = set()
+    for i, row in enumerate(rows):
+        if row["currency"] in seen:
+            raise ValidationError("duplicate_currency", f"Two prices in {row['currency']}.", f"prices[{i}].currency")
+        seen.add(row["currency"])
+    intervals = {(r["interval_unit"], r["interval_count"]) for r in rows}
+    if len(intervals) > 1:
+        raise ValidationError("interval_mismatch", "All prices of a plan version bill on one interval.", "prices")
+    uow.insert_many(t.prices, rows)
+    return version_id
+
+
+def plan_price(
+    uow: UnitOfWork, plan_code: str, currency_code: str, version: int | None = None, field: str = "plan"
+) -> Mapping[str, Any]:
+    """The price of a plan (latest version unless one is named) in a currency; an error if it lacks one."""
+    plan = uow.conn.execute(select(t.plans).where(t.plans.c.code == plan_code)).mappings().first()
+    if plan is None:
+        raise NotFound("plan", plan_code, field)
+    query = select(t.plan_versions).where(t.plan_versions.c.plan_id == plan["id"])
+    if version is not None:
+        query = query.where(t.plan_versions.c.version == version)
+    pv = uow.conn.execute(query.order_by(t.plan_versions.c.version.desc()).limit(1)).mappings().first()
+    if pv is None:
+        raise NotFound("plan_version", f"{plan_code} v{version}", field)
+    price = (
+        uow.conn.execute(
+            select(t.prices).where(t.prices.c.plan_version_id == pv["id"], t.prices.c.currency == currency_code)
+        )
+        .mappings()
+        .first()
+    )
+    if price is None:
+        raise ValidationError(
+            "currency_not_offered",
+            f"Plan {plan_code} (version {pv['version']}) has no price in {currency_code}.",
+            "currency",
+        )
+    return price
+
+
+def set_price_override(uow: UnitOfWork, customer_id: str, price_id: str, model: str, config: Mapping[str, Any]) -> str:
+    """A negotiated price for one customer; it replaces the list price's model on their invoices."""
+    if uow.conn.execute(select(t.customers.c.id).where(t.customers.c.id == customer_id)).first() is None:
+        raise NotFound("customer", customer_id, "customer_id")
+    if uow.conn.execute(select(t.prices.c.id).where(t.prices.c.id == price_id)).first() is None:
+        raise NotFound("price", price_id, "price_id")
+    parsed = parse_charge_model(model, config, "config")
+    uow.lock_customer(customer_id)
+    existing = uow.conn.execute(
+        select(t.price_overrides.c.id).where(
+            t.price_overrides.c.customer_id == customer_id, t.price_overrides.c.price_id == price_id
+        )
+    ).scalar()
+    if existing:
+        uow.conn.execute(
+            update(t.price_overrides)
+            .where(t.price_overrides.c.id == existing)
+            .values(model=parsed.kind, config=parsed.to_config())
+        )
+        return str(existing)
+    override_id = new_id("ovr")
+    uow.insert_many(
+        t.price_overrides,
+        [
+            {
+                "id": override_id,
+                "customer_id": customer_id,
+                "price_id": price_id,
+                "model": parsed.kind,
+                "config": parsed.to_config(),
+                "created_at": uow.now,
+            }
+        ],
+    )
+    uow.emit("price_override.set", "customer", customer_id, {"price_id": price_id}, customer_id)
+    return override_id
+
+
+def create_coupon(
+    uow: UnitOfWork,
+    code: str,
+    name: str,
+    *,
+    percent_off: object = None,
+    amount_off: object = None,
+    currency_code: str | None = None,
+    duration: str = "once",
+    duration_periods: int | None = None,
+    max_redemptions: int | None = None,
+    redeem_by: datetime | None = None,
+) -> str:
+    dur = _enum(CouponDuration, duration, "duration")
+    pct = to_decimal(percent_off, "percent_off") if percent_off is not None else None
+    cur = currency(currency_code) if currency_code else None
+    off_minor = Money.of(amount_off, cur, "amount_off").minor if amount_off is not None and cur else None
+    if amount_off is not None and cur is None:
+        raise ValidationError("missing_field", "A fixed-amount coupon needs a currency.", "currency")
+    validate_coupon_terms(pct, off_minor, cur, dur, duration_periods, max_redemptions)
+    if uow.conn.execute(select(t.coupons.c.id).where(t.coupons.c.code == code)).first() is not None:
+        raise Conflict("coupon_code_taken", f"A coupon with code {code!r} exists already.", "code")
+    coupon_id = new_id("coupon")
+    uow.insert_many(
+        t.coupons,
+        [
+            {
+                "id": coupon_id,
+                "code": code,
+                "name": name,
+                "percent_off": pct,
+                "amount_off_minor": off_minor,
+                "currency": cur.code if cur else None,
+                "duration": dur.value,
+                "duration_periods": duration_periods,
+                "max_redemptions": max_redemptions,
+                "redeem_by": redeem_by,
+                "times_redeemed": 0,
+                "created_at": uow.now,
+            }
+        ],
+    )
+    return coupon_id
+
+
+def create_promotion_code(
+    uow: UnitOfWork, coupon_code: str, code: str, max_redemptions: int | None = None, expires_at: datetime | None = None
+) -> str:
+    coupon = uow.conn.execute(select(t.coupons.c.id).where(t.coupons.c.code == coupon_code)).scalar()
+    if coupon is None:
+        raise NotFound("coupon", coupon_code, "coupon")
+    if uow.conn.execute(select(t.promotion_codes.c.id).where(t.promotion_codes.c.code == code)).first():
+        raise Conflict("promotion_code_taken", f"Promotion code {code!r} exists already.", "code")
+    if max_redemptions is not None and max_redemptions < 1:
+        raise ValidationError("invalid_limit", "max_redemptions must be at least 1.", "max_redemptions")
+    promo_id = new_id("promo")
+    uow.insert_many(
+        t.promotion_codes,
+        [
+            {
+                "id": promo_id,
+                "code": code,
+                "coupon_id": coupon,
+                "active": True,
+                "max_redemptions": max_redemptions,
+                "expires_at": expires_at,
+                "times_redeemed": 0,
+                "created_at": uow.now,
+            }
+        ],
+    )
+    return promo_id
+
+
+def quantity(value: object, field: str = "quantity") -> Decimal:
+    q = to_decimal(value, field)
+    if q < 0:
+        raise ValidationError("negative_quantity", "Quantity cannot be negative.", field)
+    return q

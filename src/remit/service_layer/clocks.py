@@ -1,0 +1,167 @@
+"""Test clocks and the upcoming-invoice preview.
+
+Advancing a test clock walks time forward one due moment at a time (period boundaries, trial ends, scheduled
+changes, cancellations) and runs the bill run for the clock's customers at each, in order, exactly as the
+real scheduler would have done on those days.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select, update
+
+from remit.adapters.db import tables as t
+from remit.adapters.db.mappers import timeline_event_from_row
+from remit.domain.billing_events import next_change_on
+from remit.domain.clock import ensure_utc
+from remit.domain.errors import Conflict, ValidationError
+from remit.domain.invoicing.invoice import settle
+from remit.domain.subscriptions.periods import Interval, period_containing
+from remit.service_layer import bill_run
+from remit.service_layer.accounts import get_customer, get_test_clock, local_date
+from remit.service_layer.unit_of_work import UnitOfWork
+
+UowFactory = Callable[[], UnitOfWork]
+
+
+def _next_due(uow: UnitOfWork, customer_ids: Sequence[str], after: datetime) -> datetime | None:
+    """The earliest moment after ``after`` at which one of these customers' subscriptions may have work."""
+    subs = list(
+        uow.conn.execute(
+            select(t.subscriptions, t.customers.c.timezone)
+            .join(t.customers, t.customers.c.id == t.subscriptions.c.customer_id)
+            .where(t.subscriptions.c.customer_id.in_(customer_ids))
+        ).mappings()
+    )
+    events: dict[str, list[Any]] = {}
+    for row in uow.conn.execute(
+        select(t.subscription_events).where(
+            t.subscription_events.c.subscription_id.in_([s["id"] for s in subs]),
+            t.subscription_events.c.revoked_at.is_(None),
+        )
+    ).mappings():
+        events.setdefault(row["subscription_id"], []).append(timeline_event_from_row(row))
+    best: datetime | None = None
+    for sub in subs:
+        tz = ZoneInfo(sub["timezone"])
+        today = local_date(after, sub["timezone"])
+        interval = Interval.parse(sub["interval_unit"], sub["interval_count"])
+        period_end = period_containing(sub["anchor_on"], interval, today).end_on
+        day = next_change_on(events.get(sub["id"], []), sub["trial_end_on"], period_end, today)
+        if day is None:
+            continue
+        moment = datetime.combine(day, time(0, 0), tzinfo=tz).astimezone(ensure_utc(after).tzinfo)
+        if best is None or moment < best:
+            best = moment
+    return best
+
+
+def advance(
+    make_uow: UowFactory, clock_id: str, to: datetime, on_step: Callable[[datetime, int], None] | None = None
+) -> dict[str, Any]:
+    """Move a test clock to ``to``, running all work that falls due on the way, in order."""
+    to = ensure_utc(to)
+    with make_uow() as uow:
+        clock = get_test_clock(uow, clock_id)
+        if to <= clock["frozen_at"]:
+            raise ValidationError("dates_out_of_order", "A test clock only moves forward.", "to")
+        if clock["status"] != "ready":
+            raise Conflict("test_clock_busy", "The test clock is being advanced already.", "test_clock_id")
+        uow.conn.execute(update(t.test_clocks).where(t.test_clocks.c.id == clock_id).values(status="advancing"))
+    now = clock["frozen_at"]
+    steps = invoices = 0
+    try:
+        while True:
+            with make_uow() as uow:
+                customer_ids = list(
+                    uow.conn.execute(select(t.customers.c.id).where(t.customers.c.test_clock_id == clock_id)).scalars()
+                )
+                due = _next_due(uow, customer_ids, now) if customer_ids else None
+            step_to = to if due is None or due > to else due
+            with make_uow() as uow:
+                uow.conn.execute(update(t.test_clocks).where(t.test_clocks.c.id == clock_id).values(frozen_at=step_to))
+            result = bill_run.run(make_uow, step_to, test_clock_id=clock_id)
+            steps += 1
+            invoices += result.invoices_created
+            if on_step is not None:
+                on_step(step_to, result.invoices_created)
+            now = step_to
+            if step_to >= to:
+                break
+    finally:
+        with make_uow() as uow:
+            uow.conn.execute(update(t.test_clocks).where(t.test_clocks.c.id == clock_id).values(status="ready"))
+    return {"id": clock_id, "frozen_at": to, "steps": steps, "invoices_created": invoices}
+
+
+def preview_upcoming(uow: UnitOfWork, customer_id: str) -> dict[str, Any]:
+    """What the customer's next invoice will be, computed exactly like the bill run; nothing is written."""
+    customer = get_customer(uow, customer_id)
+    now = get_test_clock(uow, customer["test_clock_id"])["frozen_at"] if customer["test_clock_id"] else uow.now
+    moment = now
+    for _ in range(8):
+        batch = bill_run._load_batch(uow, [customer_id])
+        drafts, _reviewed = bill_run.compute_drafts(batch, moment)
+        if drafts and (drafts[0].lines or drafts[0].pending_items):
+            return _present_draft(drafts[0], batch.balances.get(customer_id, 0), moment)
+        nxt = _next_due(uow, [customer_id], moment)
+        if nxt is None:
+            break
+        moment = nxt
+    return {
+        "customer_id": customer_id,
+        "currency": customer["currency"],
+        "lines": [],
+        "total_minor": 0,
+        "amount_due_minor": 0,
+        "as_of": None,
+    }
+
+
+def _present_draft(draft: bill_run.InvoiceDraft, balance: int, at: datetime) -> dict[str, Any]:
+    lines = [
+        {
+            "description": ln.description,
+            "kind": ln.kind,
+            "service_start_on": ln.service_start_on,
+            "service_end_on": ln.service_end_on,
+            "quantity": ln.quantity,
+            "unit_price": ln.unit_price,
+            "subtotal_minor": ln.subtotal_minor,
+            "discount_minor": ln.discount_minor,
+            "amount_minor": ln.amount_minor,
+        }
+        for ln in draft.lines
+    ]
+    lines += [
+        {
+            "description": i["description"],
+            "kind": "one_off",
+            "service_start_on": None,
+            "service_end_on": None,
+            "quantity": i["quantity"],
+            "unit_price": i["unit_price"],
+            "subtotal_minor": i["amount_minor"],
+            "discount_minor": 0,
+            "amount_minor": i["amount_minor"],
+        }
+        for i in draft.pending_items
+    ]
+    subtotal = sum(int(ln["subtotal_minor"]) for ln in lines)
+    discount = sum(int(ln["discount_minor"]) for ln in lines)
+    settlement = settle(subtotal - discount, balance)
+    return {
+        "customer_id": draft.customer["id"],
+        "currency": draft.customer["currency"],
+        "as_of": at,
+        "lines": lines,
+        "subtotal_minor": subtotal,
+        "discount_minor": discount,
+        "total_minor": subtotal - discount,
+        "applied_balance_minor": settlement.applied_balance_minor,
+        "amount_due_minor": settlement.amount_due_minor,
+    }

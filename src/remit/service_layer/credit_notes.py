@@ -1,0 +1,243 @@
+"""Credit notes (against a finalized invoice) and one-off charges (billed on the next invoice)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from remit.adapters.db import tables as t
+from remit.adapters.db.ids import new_id
+from remit.adapters.db.mappers import load_prices
+from remit.domain.errors import NotFound, ValidationError
+from remit.domain.invoicing.invoice import (
+    CreditableLine,
+    CreditReason,
+    credit_outcome,
+    invoice_number,
+    series_key,
+    split_credit,
+)
+from remit.domain.lifecycle import InvoiceStatus
+from remit.domain.money import Money, RoundingPolicy, currency
+from remit.service_layer.accounts import customer_now, get_customer, local_date
+from remit.service_layer.catalog import quantity as parse_quantity
+from remit.service_layer.invoices import _invoice, reserve_numbers
+from remit.service_layer.unit_of_work import UnitOfWork
+
+
+def _creditable_lines(uow: UnitOfWork, invoice_id: str) -> list[CreditableLine]:
+    credited = dict(
+        uow.conn.execute(
+            select(t.credit_note_lines.c.invoice_line_id, func.sum(t.credit_note_lines.c.amount_minor))
+            .join(t.invoice_lines, t.invoice_lines.c.id == t.credit_note_lines.c.invoice_line_id)
+            .where(t.invoice_lines.c.invoice_id == invoice_id)
+            .group_by(t.credit_note_lines.c.invoice_line_id)
+        )
+        .tuples()
+        .all()
+    )
+    rows = uow.conn.execute(
+        select(t.invoice_lines.c.id, t.invoice_lines.c.amount_minor)
+        .where(t.invoice_lines.c.invoice_id == invoice_id)
+        .order_by(t.invoice_lines.c.id)
+    ).tuples()
+    return [CreditableLine(line_id, amount, int(credited.get(line_id, 0))) for line_id, amount in rows]
+
+
+def issue_credit_note(
+    uow: UnitOfWork,
+    invoice_id: str,
+    *,
+    amount: object = None,
+    lines: Sequence[Mapping[str, Any]] = (),
+    reason: str = "other",
+    memo: str | None = None,
+) -> dict[str, Any]:
+    """Credit a finalized invoice in whole (no amount, no lines), by a lump sum, or line by line.
+
+    On an open invoice the credit reduces what is due; what exceeds it (and any credit on a paid invoice)
+    becomes customer credit that later invoices consume.
+    """
+    inv = _invoice(uow, invoice_id)
+    try:
+        why = CreditReason(reason)
+    except ValueError:
+        raise ValidationError("invalid_choice", f"{reason!r} is not a credit note reason.", "reason") from None
+    status = InvoiceStatus(inv["status"])
+    cur = currency(inv["currency"])
+    creditable = _creditable_lines(uow, invoice_id)
+    if lines:
+        by_id = {c.line_id: c for c in creditable}
+        parts = []
+        for i, spec in enumerate(lines):
+            line = by_id.get(str(spec.get("line_id")))
+            if line is None:
+                raise NotFound("invoice_line", spec.get("line_id"), f"lines[{i}].line_id")
+            part = Money.of(spec.get("amount"), cur, f"lines[{i}].amount").minor
+            if part <= 0 or part > line.open_minor:
+                raise ValidationError(
+                    "invalid_amount",
+                    "Each line's credit must be positive and at most what remains on that line.",
+                    f"lines[{i}].amount",
+                )
+            parts.append((line.line_id, part))
+        total = sum(p for _, p in parts)
+    else:
+        total = Money.of(amount, cur).minor if amount is not None else sum(c.open_minor for c in creditable)
+        parts = split_credit(total, creditable)
+    outcome = credit_outcome(status, total, inv["amount_due_minor"])
+    entity = (
+        uow.conn.execute(select(t.legal_entities).where(t.legal_entities.c.id == inv["legal_entity_id"]))
+        .mappings()
+        .one()
+    )
+    customer = get_customer(uow, inv["customer_id"])
+    at = customer_now(uow, customer)
+    issued_on = local_date(at, customer["timezone"])
+    series = series_key(entity["credit_note_prefix"], issued_on)
+    number = invoice_number(entity["credit_note_prefix"], issued_on.year, reserve_numbers(uow, entity["id"], series, 1))
+    note_id = new_id("cn")
+    uow.insert_many(
+        t.credit_notes,
+        [
+            {
+                "id": note_id,
+                "number": number,
+                "invoice_id": invoice_id,
+                "customer_id": inv["customer_id"],
+                "legal_entity_id": entity["id"],
+                "currency": cur.code,
+                "reason": why.value,
+                "memo": memo,
+                "amount_minor": total,
+                "to_balance_minor": outcome.to_balance_minor,
+                "created_at": at,
+            }
+        ],
+    )
+    uow.insert_many(
+        t.credit_note_lines,
+        [
+            {"id": new_id("cnl"), "credit_note_id": note_id, "invoice_line_id": lid, "amount_minor": part}
+            for lid, part in parts
+        ],
+    )
+    new_due = inv["amount_due_minor"] - outcome.reduces_due_minor
+    values: dict[str, Any] = {"credited_minor": inv["credited_minor"] + total, "amount_due_minor": new_due}
+    if status is InvoiceStatus.OPEN and new_due == 0:
+        values.update(status=InvoiceStatus.PAID.value, paid_at=at)
+    uow.conn.execute(update(t.invoices).where(t.invoices.c.id == invoice_id).values(**values))
+    if outcome.to_balance_minor:
+        uow.insert_many(
+            t.balance_transactions,
+            [
+                {
+                    "id": new_id("cbtxn"),
+                    "customer_id": inv["customer_id"],
+                    "currency": cur.code,
+                    "amount_minor": outcome.to_balance_minor,
+                    "kind": "credit_note",
+                    "invoice_id": invoice_id,
+                    "credit_note_id": note_id,
+                    "created_at": at,
+                }
+            ],
+        )
+    uow.emit(
+        "credit_note.issued",
+        "credit_note",
+        note_id,
+        {"number": number, "invoice_id": invoice_id, "amount_minor": total, "currency": cur.code, "reason": why.value},
+        inv["customer_id"],
+        at=at,
+    )
+    if values.get("status") == InvoiceStatus.PAID.value:
+        uow.emit(
+            "invoice.paid",
+            "invoice",
+            invoice_id,
+            {"number": inv["number"], "by": "credit_note"},
+            inv["customer_id"],
+            at=at,
+        )
+    return {
+        "id": note_id,
+        "number": number,
+        "amount_minor": total,
+        "currency": cur.code,
+        "to_balance_minor": outcome.to_balance_minor,
+        "invoice_id": invoice_id,
+        "reason": why.value,
+    }
+
+
+def add_one_off(
+    uow: UnitOfWork,
+    customer_id: str,
+    *,
+    price_id: str | None = None,
+    quantity: object = 1,
+    description: str | None = None,
+    unit_amount: object = None,
+) -> dict[str, Any]:
+    """A one-off charge (set-up fee, hardware, services) billed on the customer's next invoice."""
+    customer = get_customer(uow, customer_id)
+    uow.lock_customer(customer_id)
+    cur = currency(customer["currency"])
+    qty = parse_quantity(quantity)
+    if qty == 0:
+        raise ValidationError("invalid_quantity", "Quantity must be above zero.", "quantity")
+    policy = RoundingPolicy(
+        uow.conn.execute(
+            select(t.legal_entities.c.rounding_policy).where(t.legal_entities.c.id == customer["legal_entity_id"])
+        ).scalar_one()
+    )
+    if price_id is not None:
+        prices = load_prices(uow.conn, [price_id])
+        if not prices:
+            raise NotFound("price", price_id, "price_id")
+        price = prices[price_id]
+        if price.currency != cur:
+            raise ValidationError(
+                "currency_not_offered",
+                f"Price {price_id} is in {price.currency.code}, the customer pays in {cur.code}.",
+                "price_id",
+            )
+        raw = price.model.rate(qty).amount
+        text = description or price.name or price_id
+    else:
+        if unit_amount is None or not description:
+            raise ValidationError(
+                "missing_field",
+                "Give a price_id, or a description and unit_amount.",
+                "unit_amount" if description else "description",
+            )
+        unit = Money.of(unit_amount, cur, "unit_amount").amount
+        raw = unit * qty
+        text = description
+    amount = policy.round_minor(raw, cur)
+    item_id = new_id("ii")
+    uow.insert_many(
+        t.pending_items,
+        [
+            {
+                "id": item_id,
+                "customer_id": customer_id,
+                "price_id": price_id,
+                "description": text,
+                "quantity": qty,
+                "unit_price": (raw / qty).quantize(Decimal("0.000000001")).normalize(),
+                "amount_minor": amount,
+                "currency": cur.code,
+                "invoice_id": None,
+                "created_at": uow.now,
+            }
+        ],
+    )
+    uow.emit(
+        "invoice_item.created", "invoice_item", item_id, {"amount_minor": amount, "currency": cur.code}, customer_id
+    )
+    return {"id": item_id, "amount_minor": amount, "currency": cur.code, "description": text}

@@ -1,0 +1,463 @@
+"""Writing and finalizing invoices, and what people do with them afterwards.
+
+Finalizing assigns the legal number (gapless per legal entity and year: numbers are reserved from a locked
+counter row in the same transaction, so a rollback returns them and a commit uses every one), applies the
+customer's credit balance and emits ``invoice.finalized``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+
+from remit.adapters.db import tables as t
+from remit.adapters.db.ids import new_id
+from remit.domain.errors import Conflict, NotFound, ValidationError
+from remit.domain.invoicing.generator import NewLine
+from remit.domain.invoicing.invoice import invoice_number, series_key, settle
+from remit.domain.lifecycle import INVOICE_TRANSITIONS, InvoiceStatus, transition
+from remit.service_layer.unit_of_work import UnitOfWork
+
+
+@dataclass
+class InvoiceDraft:
+    customer: Mapping[str, Any]
+    lines: list[NewLine]
+    pending_items: list[Mapping[str, Any]] = field(default_factory=list)
+    issued_on: date | None = None
+    at: datetime | None = None
+    reason: str = "subscription_cycle"
+
+
+def reserve_numbers(uow: UnitOfWork, entity_id: str, series: str, count: int) -> int:
+    """Reserve ``count`` consecutive numbers; returns the first. The counter row is locked until commit."""
+    c = t.number_series.c
+    where = (c.legal_entity_id == entity_id) & (c.series == series)
+    query = select(c.next_value).where(where)
+    if uow.is_postgres:
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        uow.conn.execute(
+            pg_insert(t.number_series)
+            .values(legal_entity_id=entity_id, series=series, next_value=1)
+            .on_conflict_do_nothing()
+        )
+        query = query.with_for_update()
+    current = uow.conn.execute(query).scalar()
+    if current is None:
+        uow.conn.execute(insert(t.number_series).values(legal_entity_id=entity_id, series=series, next_value=1))
+        current = 1
+    uow.conn.execute(update(t.number_series).where(where).values(next_value=current + count))
+    return int(current)
+
+
+def write_invoices(
+    uow: UnitOfWork,
+    drafts: Sequence[InvoiceDraft],
+    entities: Mapping[str, Mapping[str, Any]],
+    balances: Mapping[str, int],
+    run_id: str | None,
+) -> list[str]:
+    """Insert invoices and their lines in bulk; finalize those whose entity finalizes automatically."""
+    invoice_rows: list[dict[str, Any]] = []
+    line_rows: list[dict[str, Any]] = []
+    pending_updates: list[tuple[str, str]] = []
+    for draft in drafts:
+        customer = draft.customer
+        invoice_id = new_id("in")
+        at = draft.at or uow.now
+        rows = [_line_row(invoice_id, customer["id"], ln) for ln in draft.lines]
+        for item in draft.pending_items:
+            rows.append(_pending_line_row(invoice_id, item))
+            pending_updates.append((item["id"], invoice_id))
+        subtotal = sum(r["subtotal_minor"] for r in rows)
+        discount = sum(r["discount_minor"] for r in rows)
+        starts = [r["service_start_on"] for r in rows if r["service_start_on"]]
+        ends = [r["service_end_on"] for r in rows if r["service_end_on"]]
+        invoice_rows.append(
+            {
+                "id": invoice_id,
+                "customer_id": customer["id"],
+                "legal_entity_id": customer["legal_entity_id"],
+                "number": None,
+                "status": InvoiceStatus.DRAFT.value,
+                "currency": customer["currency"],
+                "billing_reason": draft.reason,
+                "subtotal_minor": subtotal,
+                "discount_minor": discount,
+                "total_minor": subtotal - discount,
+                "applied_balance_minor": 0,
+                "credited_minor": 0,
+                "paid_minor": 0,
+                "amount_due_minor": subtotal - discount,
+                "period_start_on": min(starts) if starts else None,
+                "period_end_on": max(ends) if ends else None,
+                "issued_on": None,
+                "due_on": None,
+                "memo": None,
+                "bill_run_id": run_id,
+                "created_at": at,
+                "finalized_at": None,
+                "paid_at": None,
+                "voided_at": None,
+                "_issued_on": draft.issued_on or at.date(),
+            }
+        )
+        line_rows.extend(rows)
+    if not invoice_rows:
+        return []
+    uow.insert_many(t.invoices, [{k: v for k, v in r.items() if not k.startswith("_")} for r in invoice_rows])
+    uow.insert_many(t.invoice_lines, line_rows)
+    for item_id, invoice_id in pending_updates:
+        uow.conn.execute(update(t.pending_items).where(t.pending_items.c.id == item_id).values(invoice_id=invoice_id))
+    for row in invoice_rows:
+        uow.emit(
+            "invoice.created",
+            "invoice",
+            row["id"],
+            {"total_minor": row["total_minor"], "currency": row["currency"]},
+            row["customer_id"],
+            at=row["created_at"],
+        )
+    auto = [r for r in invoice_rows if entities[r["legal_entity_id"]]["auto_finalize"]]
+    _finalize_rows(uow, auto, entities, dict(balances))
+    return [r["id"] for r in invoice_rows]
+
+
+def _line_row(invoice_id: str, customer_id: str, ln: NewLine) -> dict[str, Any]:
+    return {
+        "id": new_id("il"),
+        "invoice_id": invoice_id,
+        "subscription_id": ln.subscription_id,
+        "price_id": ln.price_id,
+        "pending_item_id": None,
+        "charge_key": ln.charge_key,
+        "period_start_on": ln.period.start_on,
+        "period_end_on": ln.period.end_on,
+        "revision": ln.revision,
+        "kind": ln.kind,
+        "description": ln.description,
+        "service_start_on": ln.service_start_on,
+        "service_end_on": ln.service_end_on,
+        "quantity": ln.quantity,
+        "unit_price": ln.unit_price,
+        "subtotal_minor": ln.subtotal_minor,
+        "discount_minor": ln.discount_minor,
+        "amount_minor": ln.amount_minor,
+        "corrects_line_id": ln.corrects_line_id,
+        "details": ln.details,
+    }
+
+
+def _pending_line_row(invoice_id: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "id": new_id("il"),
+        "invoice_id": invoice_id,
+        "subscription_id": None,
+        "price_id": item["price_id"],
+        "pending_item_id": item["id"],
+        "charge_key": f"item:{item['id']}",
+        "period_start_on": None,
+        "period_end_on": None,
+        "revision": 0,
+        "kind": "one_off",
+        "description": item["description"],
+        "service_start_on": None,
+        "service_end_on": None,
+        "quantity": item["quantity"],
+        "unit_price": item["unit_price"],
+        "subtotal_minor": item["amount_minor"],
+        "discount_minor": 0,
+        "amount_minor": item["amount_minor"],
+        "corrects_line_id": None,
+        "details": {},
+    }
+
+
+def _finalize_rows(
+    uow: UnitOfWork, rows: Sequence[dict[str, Any]], entities: Mapping[str, Mapping[str, Any]], balances: dict[str, int]
+) -> None:
+    """Number, settle and open (or close) a set of draft invoices, with one counter update per series."""
+    by_series: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        entity = entities[row["legal_entity_id"]]
+        by_series[(entity["id"], series_key(entity["invoice_prefix"], row["_issued_on"]))].append(row)
+    updates: list[dict[str, Any]] = []
+    balance_rows: list[dict[str, Any]] = []
+    for (entity_id, series), group in sorted(by_series.items()):
+        entity = entities[entity_id]
+        first = reserve_numbers(uow, entity_id, series, len(group))
+        for offset, row in enumerate(sorted(group, key=lambda r: r["id"])):
+            issued_on: date = row["_issued_on"]
+            settlement = settle(row["total_minor"], balances.get(row["customer_id"], 0))
+            balances[row["customer_id"]] = balances.get(row["customer_id"], 0) + settlement.balance_change_minor
+            at = row["created_at"]
+            number = invoice_number(entity["invoice_prefix"], issued_on.year, first + offset)
+            updates.append(
+                {
+                    "b_id": row["id"],
+                    "number": number,
+                    "status": settlement.status.value,
+                    "applied_balance_minor": settlement.applied_balance_minor,
+                    "amount_due_minor": settlement.amount_due_minor,
+                    "issued_on": issued_on,
+                    "due_on": issued_on + timedelta(days=entity["payment_terms_days"]),
+                    "finalized_at": at,
+                    "paid_at": at if settlement.status is InvoiceStatus.PAID else None,
+                }
+            )
+            if settlement.balance_change_minor:
+                balance_rows.append(
+                    {
+                        "id": new_id("cbtxn"),
+                        "customer_id": row["customer_id"],
+                        "currency": row["currency"],
+                        "amount_minor": settlement.balance_change_minor,
+                        "kind": "applied_to_invoice" if settlement.balance_change_minor < 0 else "invoice_credit",
+                        "invoice_id": row["id"],
+                        "credit_note_id": None,
+                        "created_at": at,
+                    }
+                )
+            data = {
+                "number": number,
+                "total_minor": row["total_minor"],
+                "currency": row["currency"],
+                "amount_due_minor": settlement.amount_due_minor,
+            }
+            uow.emit("invoice.finalized", "invoice", row["id"], data, row["customer_id"], at=at)
+            if settlement.status is InvoiceStatus.PAID:
+                uow.emit("invoice.paid", "invoice", row["id"], data, row["customer_id"], at=at)
+    if updates:
+        from sqlalchemy import bindparam
+
+        i = t.invoices.c
+        uow.conn.execute(
+            update(t.invoices)
+            .where(i.id == bindparam("b_id"))
+            .values(
+                number=bindparam("number"),
+                status=bindparam("status"),
+                applied_balance_minor=bindparam("applied_balance_minor"),
+                amount_due_minor=bindparam("amount_due_minor"),
+                issued_on=bindparam("issued_on"),
+                due_on=bindparam("due_on"),
+                finalized_at=bindparam("finalized_at"),
+                paid_at=bindparam("paid_at"),
+            ),
+            updates,
+        )
+    uow.insert_many(t.balance_transactions, balance_rows)
+
+
+def _invoice(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
+    row = uow.conn.execute(select(t.invoices).where(t.invoices.c.id == invoice_id)).mappings().first()
+    if row is None:
+        raise NotFound("invoice", invoice_id, "invoice_id")
+    uow.lock_customer(row["customer_id"])
+    return dict(row)
+
+
+def customer_balance(uow: UnitOfWork, customer_id: str) -> int:
+    return int(
+        uow.conn.execute(
+            select(func.coalesce(func.sum(t.balance_transactions.c.amount_minor), 0)).where(
+                t.balance_transactions.c.customer_id == customer_id
+            )
+        ).scalar_one()
+    )
+
+
+def finalize(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
+    inv = _invoice(uow, invoice_id)
+    transition(INVOICE_TRANSITIONS, InvoiceStatus(inv["status"]), "finalize", what="invoice")
+    entity = (
+        uow.conn.execute(select(t.legal_entities).where(t.legal_entities.c.id == inv["legal_entity_id"]))
+        .mappings()
+        .one()
+    )
+    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == inv["customer_id"])).mappings().one()
+    from remit.service_layer.accounts import customer_now, local_date
+
+    at = customer_now(uow, customer)
+    inv["created_at"] = at
+    inv["_issued_on"] = local_date(at, customer["timezone"])
+    _finalize_rows(uow, [inv], {entity["id"]: entity}, {inv["customer_id"]: customer_balance(uow, inv["customer_id"])})
+    return get_invoice(uow, invoice_id)
+
+
+def _move(uow: UnitOfWork, invoice_id: str, action: str, **values: Any) -> dict[str, Any]:
+    inv = _invoice(uow, invoice_id)
+    new_status = transition(INVOICE_TRANSITIONS, InvoiceStatus(inv["status"]), action, what="invoice")
+    uow.conn.execute(update(t.invoices).where(t.invoices.c.id == invoice_id).values(status=new_status.value, **values))
+    return inv
+
+
+def void(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
+    """Void an open or uncollectible invoice. Credit it consumed goes back to the customer."""
+    inv = _move(uow, invoice_id, "void", voided_at=uow.now, amount_due_minor=0)
+    if inv["applied_balance_minor"] > 0:
+        uow.insert_many(
+            t.balance_transactions,
+            [
+                {
+                    "id": new_id("cbtxn"),
+                    "customer_id": inv["customer_id"],
+                    "currency": inv["currency"],
+                    "amount_minor": inv["applied_balance_minor"],
+                    "kind": "invoice_voided",
+                    "invoice_id": invoice_id,
+                    "credit_note_id": None,
+                    "created_at": uow.now,
+                }
+            ],
+        )
+    uow.emit("invoice.voided", "invoice", invoice_id, {"number": inv["number"]}, inv["customer_id"])
+    return get_invoice(uow, invoice_id)
+
+
+def mark_uncollectible(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
+    inv = _move(uow, invoice_id, "mark_uncollectible")
+    uow.emit("invoice.marked_uncollectible", "invoice", invoice_id, {"number": inv["number"]}, inv["customer_id"])
+    return get_invoice(uow, invoice_id)
+
+
+def mark_paid(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
+    """Record that an invoice was paid outside Remit (a bank transfer, a cheque)."""
+    inv = _invoice(uow, invoice_id)
+    _move(
+        uow,
+        invoice_id,
+        "pay",
+        paid_at=uow.now,
+        paid_minor=inv["paid_minor"] + inv["amount_due_minor"],
+        amount_due_minor=0,
+    )
+    uow.emit(
+        "invoice.paid",
+        "invoice",
+        invoice_id,
+        {"number": inv["number"], "amount_minor": inv["amount_due_minor"], "out_of_band": True},
+        inv["customer_id"],
+    )
+    return get_invoice(uow, invoice_id)
+
+
+def _draft(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
+    inv = _invoice(uow, invoice_id)
+    if inv["status"] != InvoiceStatus.DRAFT.value:
+        raise Conflict("invoice_not_draft", "Only a draft invoice can be edited.", "invoice_id")
+    return inv
+
+
+def _recompute_draft(uow: UnitOfWork, invoice_id: str) -> None:
+    sums = uow.conn.execute(
+        select(
+            func.coalesce(func.sum(t.invoice_lines.c.subtotal_minor), 0),
+            func.coalesce(func.sum(t.invoice_lines.c.discount_minor), 0),
+        ).where(t.invoice_lines.c.invoice_id == invoice_id)
+    ).one()
+    subtotal, discount = int(sums[0]), int(sums[1])
+    uow.conn.execute(
+        update(t.invoices)
+        .where(t.invoices.c.id == invoice_id)
+        .values(
+            subtotal_minor=subtotal,
+            discount_minor=discount,
+            total_minor=subtotal - discount,
+            amount_due_minor=subtotal - discount,
+        )
+    )
+
+
+def add_draft_line(
+    uow: UnitOfWork, invoice_id: str, description: str, quantity: Decimal, unit_price: Decimal
+) -> dict[str, Any]:
+    """Add a manual line to a draft (a one-off service, a correction the reviewer wants)."""
+    from remit.domain.money import RoundingPolicy, currency
+
+    inv = _draft(uow, invoice_id)
+    if not description.strip():
+        raise ValidationError("missing_field", "A line needs a description.", "description")
+    if quantity <= 0:
+        raise ValidationError("negative_quantity", "Quantity must be positive.", "quantity")
+    entity = uow.conn.execute(
+        select(t.legal_entities.c.rounding_policy).where(t.legal_entities.c.id == inv["legal_entity_id"])
+    ).scalar_one()
+    amount = RoundingPolicy(entity).round_minor(quantity * unit_price, currency(inv["currency"]))
+    item_id = new_id("ii")
+    uow.insert_many(
+        t.pending_items,
+        [
+            {
+                "id": item_id,
+                "customer_id": inv["customer_id"],
+                "price_id": None,
+                "description": description,
+                "quantity": quantity,
+                "unit_price": unit_price,
+                "amount_minor": amount,
+                "currency": inv["currency"],
+                "invoice_id": invoice_id,
+                "created_at": uow.now,
+            }
+        ],
+    )
+    row = _pending_line_row(
+        invoice_id,
+        {
+            "id": item_id,
+            "price_id": None,
+            "description": description,
+            "quantity": quantity,
+            "unit_price": unit_price,
+            "amount_minor": amount,
+        },
+    )
+    uow.insert_many(t.invoice_lines, [row])
+    _recompute_draft(uow, invoice_id)
+    return get_invoice(uow, invoice_id)
+
+
+def remove_draft_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, Any]:
+    """Take a line off a draft. A subscription line comes back at the next bill run unless its cause changed."""
+    _draft(uow, invoice_id)
+    line = (
+        uow.conn.execute(
+            select(t.invoice_lines).where(t.invoice_lines.c.id == line_id, t.invoice_lines.c.invoice_id == invoice_id)
+        )
+        .mappings()
+        .first()
+    )
+    if line is None:
+        raise NotFound("invoice_line", line_id, "line_id")
+    uow.conn.execute(delete(t.invoice_lines).where(t.invoice_lines.c.id == line_id))
+    if line["pending_item_id"]:
+        uow.conn.execute(delete(t.pending_items).where(t.pending_items.c.id == line["pending_item_id"]))
+    _recompute_draft(uow, invoice_id)
+    return get_invoice(uow, invoice_id)
+
+
+def delete_draft(uow: UnitOfWork, invoice_id: str) -> None:
+    _draft(uow, invoice_id)
+    uow.conn.execute(update(t.pending_items).where(t.pending_items.c.invoice_id == invoice_id).values(invoice_id=None))
+    uow.conn.execute(delete(t.invoice_lines).where(t.invoice_lines.c.invoice_id == invoice_id))
+    uow.conn.execute(delete(t.invoices).where(t.invoices.c.id == invoice_id))
+
+
+def get_invoice(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
+    row = uow.conn.execute(select(t.invoices).where(t.invoices.c.id == invoice_id)).mappings().first()
+    if row is None:
+        raise NotFound("invoice", invoice_id, "invoice_id")
+    lines = uow.conn.execute(
+        select(t.invoice_lines)
+        .where(t.invoice_lines.c.invoice_id == invoice_id)
+        .order_by(t.invoice_lines.c.service_start_on, t.invoice_lines.c.kind, t.invoice_lines.c.id)
+    ).mappings()
+    return {**dict(row), "lines": [dict(ln) for ln in lines]}

@@ -1,0 +1,470 @@
+"""Subscription use cases. Every change is a dated event appended to the subscription's timeline; invoicing
+reads the timeline (see domain/billing_events.py) and bills the difference."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+
+from remit.adapters.db import tables as t
+from remit.adapters.db.ids import new_id
+from remit.adapters.db.mappers import (
+    coupon_from_row,
+    items_to_json,
+    load_prices,
+    promotion_code_from_row,
+    timeline_event_from_row,
+)
+from remit.domain.billing_events import ChangeKind, Item, TimelineEvent, ended_on, items_on, status_on
+from remit.domain.errors import Conflict, NotFound, ValidationError
+from remit.domain.lifecycle import SUBSCRIPTION_TRANSITIONS, SubscriptionStatus, transition
+from remit.domain.money import currency
+from remit.domain.subscriptions.periods import AnchorKind, Interval, billing_anchor, period_containing
+from remit.service_layer import catalog
+from remit.service_layer.accounts import customer_now, get_customer, local_date
+from remit.service_layer.unit_of_work import UnitOfWork
+
+
+def _today(uow: UnitOfWork, customer: Mapping[str, Any]) -> date:
+    result = local_date(customer_now(uow, customer), customer["timezone"])
+    assert isinstance(result, date)
+    return result
+
+
+def _items_for(
+    uow: UnitOfWork,
+    customer: Mapping[str, Any],
+    plan_code: str,
+    quantity: Decimal,
+    version: int | None,
+    add_ons: Sequence[Mapping[str, Any]],
+) -> tuple[tuple[Item, ...], Interval]:
+    price = catalog.plan_price(uow, plan_code, customer["currency"], version)
+    items = [Item(price["id"], quantity)]
+    plan_prices = load_prices(uow.conn, [price["id"]])
+    interval = plan_prices[price["id"]].interval
+    assert interval is not None
+    for i, add_on in enumerate(add_ons):
+        field = f"add_ons[{i}]"
+        found = load_prices(uow.conn, [str(add_on.get("price_id"))])
+        if not found:
+            raise NotFound("price", add_on.get("price_id"), f"{field}.price_id")
+        p = next(iter(found.values()))
+        if p.currency.code != customer["currency"]:
+            raise ValidationError(
+                "currency_mismatch",
+                f"Add-on price {p.id} is in {p.currency.code}, the customer pays in {customer['currency']}.",
+                f"{field}.price_id",
+            )
+        if not p.recurring or p.interval != interval:
+            raise ValidationError(
+                "interval_mismatch", "An add-on must recur on the plan's interval.", f"{field}.price_id"
+            )
+        items.append(Item(p.id, catalog.quantity(add_on.get("quantity", 1), f"{field}.quantity")))
+    return tuple(items), interval
+
+
+def create_subscription(
+    uow: UnitOfWork,
+    customer_id: str,
+    plan_code: str,
+    *,
+    quantity: object = 1,
+    plan_version: int | None = None,
+    start_on: date | None = None,
+    trial_days: int | None = None,
+    anchor: str = "anniversary",
+    anchor_day: int | None = None,
+    add_ons: Sequence[Mapping[str, Any]] = (),
+    coupon: str | None = None,
+    promotion_code: str | None = None,
+    phases: Sequence[Mapping[str, Any]] = (),
+) -> str:
+    """Start a subscription. ``phases`` schedule later changes: ``{"on": date, "plan": code, "quantity": n}``."""
+    customer = get_customer(uow, customer_id)
+    uow.lock_customer(customer_id)
+    today = _today(uow, customer)
+    start = start_on or today
+    if start < today:
+        raise ValidationError("date_in_past", "A subscription cannot start before today.", "start_on")
+    qty = catalog.quantity(quantity)
+    items, interval = _items_for(uow, customer, plan_code, qty, plan_version, add_ons)
+    if trial_days is not None and trial_days < 0:
+        raise ValidationError("invalid_trial", "trial_days cannot be negative.", "trial_days")
+    trial_end = start + timedelta(days=trial_days) if trial_days else None
+    try:
+        anchor_kind = AnchorKind(anchor)
+    except ValueError:
+        raise ValidationError("invalid_choice", "anchor is calendar, anniversary or day_of_month.", "anchor") from None
+    anchor_on = billing_anchor(anchor_kind, start, interval, trial_end_on=trial_end, day_of_month=anchor_day)
+    sub_id = new_id("sub")
+    events = [_event_row(sub_id, 0, start, ChangeKind.START, items, "start", uow)]
+    for i, phase in enumerate(phases):
+        on = phase.get("on")
+        if not isinstance(on, date) or on <= start:
+            raise ValidationError(
+                "dates_out_of_order", "Each phase must start after the subscription starts.", f"phases[{i}].on"
+            )
+        if i and on <= phases[i - 1]["on"]:
+            raise ValidationError("dates_out_of_order", "Phases must be in date order.", f"phases[{i}].on")
+        phase_items, phase_interval = _items_for(
+            uow,
+            customer,
+            str(phase.get("plan", plan_code)),
+            catalog.quantity(phase.get("quantity", qty), f"phases[{i}].quantity"),
+            phase.get("version"),
+            (),
+        )
+        if phase_interval != interval:
+            raise ValidationError("interval_mismatch", "A phase must bill on the same interval.", f"phases[{i}].plan")
+        events.append(_event_row(sub_id, i + 1, on, ChangeKind.CHANGE, phase_items, "phase", uow))
+    status = status_on([timeline_event_from_row(e) for e in events], trial_end, today)
+    plan_id = uow.conn.execute(select(t.plans.c.id).where(t.plans.c.code == plan_code)).scalar()
+    uow.insert_many(
+        t.subscriptions,
+        [
+            {
+                "id": sub_id,
+                "customer_id": customer_id,
+                "plan_id": plan_id,
+                "currency": customer["currency"],
+                "status": status.value,
+                "interval_unit": interval.unit.value,
+                "interval_count": interval.count,
+                "anchor_kind": anchor_kind.value,
+                "anchor_on": anchor_on,
+                "started_on": start,
+                "trial_end_on": trial_end,
+                "ended_on": None,
+                "reviewed_from_on": None,
+                "next_seq": len(events),
+                "created_at": uow.now,
+                "updated_at": uow.now,
+            }
+        ],
+    )
+    uow.insert_many(t.subscription_events, events)
+    if coupon or promotion_code:
+        _apply_coupon(uow, sub_id, customer, coupon, promotion_code, max(start, trial_end or start))
+    uow.emit(
+        "subscription.created",
+        "subscription",
+        sub_id,
+        {"plan": plan_code, "status": status.value, "quantity": str(qty)},
+        customer_id,
+    )
+    return sub_id
+
+
+def _event_row(
+    sub_id: str, seq: int, on: date, kind: ChangeKind, items: Sequence[Item], source: str, uow: UnitOfWork
+) -> dict[str, Any]:
+    return {
+        "id": new_id("subev"),
+        "subscription_id": sub_id,
+        "seq": seq,
+        "effective_on": on,
+        "kind": kind.value,
+        "items": items_to_json(items),
+        "source": source,
+        "recorded_at": uow.now,
+        "revoked_at": None,
+    }
+
+
+def _apply_coupon(
+    uow: UnitOfWork, sub_id: str, customer: Mapping[str, Any], code: str | None, promo: str | None, applied_on: date
+) -> None:
+    at = customer_now(uow, customer)
+    promo_row = None
+    if promo:
+        promo_row = (
+            uow.conn.execute(select(t.promotion_codes).where(t.promotion_codes.c.code == promo)).mappings().first()
+        )
+        if promo_row is None:
+            raise NotFound("promotion_code", promo, "promotion_code")
+        promotion_code_from_row(promo_row).check_redeemable(at)
+        coupon_row = (
+            uow.conn.execute(select(t.coupons).where(t.coupons.c.id == promo_row["coupon_id"])).mappings().one()
+        )
+    else:
+        coupon_row = uow.conn.execute(select(t.coupons).where(t.coupons.c.code == code)).mappings().first()
+        if coupon_row is None:
+            raise NotFound("coupon", code, "coupon")
+    coupon_from_row(coupon_row).check_redeemable(
+        at, currency(customer["currency"]), "promotion_code" if promo else "coupon"
+    )
+    # Redemption counters move with a guarded update, so a limit holds under concurrency.
+    _bump(uow, t.coupons, coupon_row["id"], "coupon_exhausted", "coupon")
+    if promo_row is not None:
+        _bump(uow, t.promotion_codes, promo_row["id"], "promotion_code_exhausted", "promotion_code")
+    uow.insert_many(
+        t.subscription_coupons,
+        [
+            {
+                "id": new_id("subcpn"),
+                "subscription_id": sub_id,
+                "coupon_id": coupon_row["id"],
+                "promotion_code_id": promo_row["id"] if promo_row is not None else None,
+                "applied_on": applied_on,
+                "created_at": uow.now,
+            }
+        ],
+    )
+    uow.emit("coupon.redeemed", "subscription", sub_id, {"coupon": coupon_row["code"]}, customer["id"])
+
+
+def _bump(uow: UnitOfWork, table: Any, row_id: str, code: str, field: str) -> None:
+    result = uow.conn.execute(
+        update(table)
+        .where(
+            table.c.id == row_id,
+            (table.c.max_redemptions.is_(None)) | (table.c.times_redeemed < table.c.max_redemptions),
+        )
+        .values(times_redeemed=table.c.times_redeemed + 1)
+    )
+    if result.rowcount != 1:
+        raise Conflict(code, "The redemption limit has been reached.", field)
+
+
+def apply_coupon(uow: UnitOfWork, sub_id: str, coupon: str | None = None, promotion_code: str | None = None) -> None:
+    sub, customer, events, today = _load(uow, sub_id)
+    transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "change_plan", what="subscription")
+    _apply_coupon(uow, sub_id, customer, coupon, promotion_code, today)
+
+
+def _load(uow: UnitOfWork, sub_id: str) -> tuple[dict[str, Any], dict[str, Any], list[TimelineEvent], date]:
+    row = uow.conn.execute(select(t.subscriptions).where(t.subscriptions.c.id == sub_id)).mappings().first()
+    if row is None:
+        raise NotFound("subscription", sub_id, "subscription_id")
+    uow.lock_customer(row["customer_id"])
+    customer = get_customer(uow, row["customer_id"])
+    events = [
+        timeline_event_from_row(r)
+        for r in uow.conn.execute(
+            select(t.subscription_events)
+            .where(t.subscription_events.c.subscription_id == sub_id, t.subscription_events.c.revoked_at.is_(None))
+            .order_by(t.subscription_events.c.seq)
+        ).mappings()
+    ]
+    today = _today(uow, customer)
+    status = status_on(events, row["trial_end_on"], today)
+    return {**dict(row), "status": status.value}, customer, events, today
+
+
+def _interval(sub: Mapping[str, Any]) -> Interval:
+    return Interval.parse(sub["interval_unit"], sub["interval_count"])
+
+
+def period_end(sub: Mapping[str, Any], today: date) -> date:
+    """When 'at period end' falls: the end of the current period, or of the trial."""
+    if sub["trial_end_on"] and today < sub["trial_end_on"]:
+        return sub["trial_end_on"]  # type: ignore[no-any-return]
+    start = max(today, sub["started_on"])
+    return period_containing(sub["anchor_on"], _interval(sub), start).end_on
+
+
+def _when(sub: Mapping[str, Any], today: date, when: str | date) -> date:
+    if isinstance(when, date):
+        if when < today:
+            raise ValidationError("date_in_past", "A change cannot take effect before today.", "effective_on")
+        return when
+    if when == "now":
+        return max(today, sub["started_on"])
+    if when == "period_end":
+        return period_end(sub, today)
+    raise ValidationError("invalid_choice", "when is 'now', 'period_end' or a date.", "when")
+
+
+def _append(
+    uow: UnitOfWork,
+    sub: dict[str, Any],
+    events: list[TimelineEvent],
+    today: date,
+    on: date,
+    kind: ChangeKind,
+    items: Sequence[Item],
+    source: str,
+) -> SubscriptionStatus:
+    end = ended_on(events)
+    if end is not None and on >= end:
+        raise Conflict("subscription_ending", f"The subscription ends on {end}; nothing can follow.", "effective_on")
+    seq = sub["next_seq"]
+    row = _event_row(sub["id"], seq, on, kind, items, source, uow)
+    uow.insert_many(t.subscription_events, [row])
+    events.append(timeline_event_from_row(row))
+    status = status_on(events, sub["trial_end_on"], today)
+    uow.conn.execute(
+        update(t.subscriptions)
+        .where(t.subscriptions.c.id == sub["id"])
+        .values(
+            next_seq=seq + 1,
+            status=status.value,
+            updated_at=uow.now,
+            ended_on=on if kind is ChangeKind.CANCEL else sub["ended_on"],
+        )
+    )
+    return status
+
+
+def change_plan(
+    uow: UnitOfWork,
+    sub_id: str,
+    plan_code: str,
+    *,
+    quantity: object = None,
+    version: int | None = None,
+    when: str | date = "now",
+) -> dict[str, Any]:
+    """Upgrade or downgrade. Now: the invoice credits unused time and charges the rest. At period end: no
+    proration."""
+    sub, customer, events, today = _load(uow, sub_id)
+    transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "change_plan", what="subscription")
+    on = _when(sub, today, when)
+    current = items_on(events, on)
+    qty = catalog.quantity(quantity) if quantity is not None else (current[0].quantity if current else Decimal(1))
+    new_items, interval = _items_for(uow, customer, plan_code, qty, version, ())
+    if interval != _interval(sub):
+        raise ValidationError("interval_mismatch", "Changing the billing interval needs a new subscription.", "plan")
+    items = new_items + tuple(current[1:])  # add-ons stay
+    _append(uow, sub, events, today, on, ChangeKind.CHANGE, items, "change_plan")
+    plan_id = uow.conn.execute(select(t.plans.c.id).where(t.plans.c.code == plan_code)).scalar()
+    if on <= today:
+        uow.conn.execute(update(t.subscriptions).where(t.subscriptions.c.id == sub_id).values(plan_id=plan_id))
+    uow.emit(
+        "subscription.updated",
+        "subscription",
+        sub_id,
+        {"change": "plan", "plan": plan_code, "effective_on": on.isoformat()},
+        sub["customer_id"],
+    )
+    return {"subscription_id": sub_id, "effective_on": on}
+
+
+def change_quantity(uow: UnitOfWork, sub_id: str, quantity: object, when: str | date = "now") -> dict[str, Any]:
+    sub, _customer, events, today = _load(uow, sub_id)
+    transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "change_quantity", what="subscription")
+    qty = catalog.quantity(quantity)
+    on = _when(sub, today, when)
+    current = items_on(events, on)
+    items = (Item(current[0].price_id, qty), *current[1:])
+    _append(uow, sub, events, today, on, ChangeKind.CHANGE, items, "change_quantity")
+    uow.emit(
+        "subscription.updated",
+        "subscription",
+        sub_id,
+        {"change": "quantity", "quantity": str(qty), "effective_on": on.isoformat()},
+        sub["customer_id"],
+    )
+    return {"subscription_id": sub_id, "effective_on": on}
+
+
+def pause(uow: UnitOfWork, sub_id: str, when: str | date = "now") -> dict[str, Any]:
+    """Stop charging from a day on; time already paid for and not used is credited."""
+    sub, _customer, events, today = _load(uow, sub_id)
+    transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "pause", what="subscription")
+    on = _when(sub, today, when)
+    _append(uow, sub, events, today, on, ChangeKind.PAUSE, (), "pause")
+    uow.emit("subscription.paused", "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
+    return {"subscription_id": sub_id, "effective_on": on}
+
+
+def resume(uow: UnitOfWork, sub_id: str, when: str | date = "now") -> dict[str, Any]:
+    sub, _customer, events, today = _load(uow, sub_id)
+    transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "resume", what="subscription")
+    on = _when(sub, today, when)
+    _append(uow, sub, events, today, on, ChangeKind.RESUME, (), "resume")
+    uow.emit("subscription.resumed", "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
+    return {"subscription_id": sub_id, "effective_on": on}
+
+
+def cancel(uow: UnitOfWork, sub_id: str, at_period_end: bool = False) -> dict[str, Any]:
+    """Cancel now (unused time is credited) or at the end of the current period."""
+    sub, _customer, events, today = _load(uow, sub_id)
+    transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "cancel", what="subscription")
+    if ended_on(events) is not None:
+        raise Conflict("subscription_ending", "The subscription is already set to end.", "subscription_id")
+    on = _when(sub, today, "period_end" if at_period_end else "now")
+    _append(uow, sub, events, today, on, ChangeKind.CANCEL, (), "cancel")
+    uow.emit(
+        "subscription.cancellation_scheduled" if on > today else "subscription.canceled",
+        "subscription",
+        sub_id,
+        {"effective_on": on.isoformat()},
+        sub["customer_id"],
+    )
+    return {"subscription_id": sub_id, "effective_on": on}
+
+
+def release_scheduled(uow: UnitOfWork, sub_id: str) -> int:
+    """Withdraw every change that has not taken effect yet (scheduled plan changes, phases, a pending cancel)."""
+    sub, _customer, events, today = _load(uow, sub_id)
+    result = uow.conn.execute(
+        update(t.subscription_events)
+        .where(
+            t.subscription_events.c.subscription_id == sub_id,
+            t.subscription_events.c.effective_on > today,
+            t.subscription_events.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=uow.now)
+    )
+    remaining = [e for e in events if e.effective_on <= today]
+    uow.conn.execute(
+        update(t.subscriptions)
+        .where(t.subscriptions.c.id == sub_id)
+        .values(ended_on=ended_on(remaining), updated_at=uow.now)
+    )
+    if result.rowcount:
+        uow.emit(
+            "subscription.schedule_released", "subscription", sub_id, {"released": result.rowcount}, sub["customer_id"]
+        )
+    return int(result.rowcount)
+
+
+def migrate_plan_version(uow: UnitOfWork, plan_code: str, to_version: int, when: str = "period_end") -> int:
+    """Move every subscriber of a plan to one of its versions (by default from their next period)."""
+    plan_id = uow.conn.execute(select(t.plans.c.id).where(t.plans.c.code == plan_code)).scalar()
+    if plan_id is None:
+        raise NotFound("plan", plan_code, "plan")
+    sub_ids = list(
+        uow.conn.execute(
+            select(t.subscriptions.c.id)
+            .where(t.subscriptions.c.plan_id == plan_id, t.subscriptions.c.status != SubscriptionStatus.CANCELED.value)
+            .order_by(t.subscriptions.c.customer_id)
+        ).scalars()
+    )
+    moved = 0
+    for sub_id in sub_ids:
+        sub, _customer, events, today = _load(uow, sub_id)
+        current = items_on(events, today)
+        target = catalog.plan_price(uow, plan_code, sub["currency"], to_version)
+        if not current or current[0].price_id == target["id"] or ended_on(events) is not None:
+            continue
+        change_plan(uow, sub_id, plan_code, version=to_version, when=when)
+        moved += 1
+    return moved
+
+
+def get_subscription(uow: UnitOfWork, sub_id: str) -> dict[str, Any]:
+    row = uow.conn.execute(select(t.subscriptions).where(t.subscriptions.c.id == sub_id)).mappings().first()
+    if row is None:
+        raise NotFound("subscription", sub_id, "subscription_id")
+    events = list(
+        uow.conn.execute(
+            select(t.subscription_events)
+            .where(t.subscription_events.c.subscription_id == sub_id)
+            .order_by(t.subscription_events.c.seq)
+        ).mappings()
+    )
+    coupons = list(
+        uow.conn.execute(
+            select(t.coupons.c.code, t.subscription_coupons.c.applied_on)
+            .join(t.coupons, t.coupons.c.id == t.subscription_coupons.c.coupon_id)
+            .where(t.subscription_coupons.c.subscription_id == sub_id)
+        ).mappings()
+    )
+    return {**dict(row), "events": [dict(e) for e in events], "coupons": [dict(c) for c in coupons]}

@@ -1,0 +1,101 @@
+"""One transaction per command, with the domain events it produced written inside it (the outbox).
+
+Locks are taken here and only here, always in the same order (customers by id, then number series), so two
+commands never wait on each other in a circle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select
+
+from remit.adapters.db import tables as t
+from remit.adapters.db.ids import new_id
+from remit.domain.clock import Clock
+
+
+class UnitOfWork:
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._conn: Connection | None = None
+        self._events: list[dict[str, Any]] = []
+        self.now: datetime = clock.now()  # read once per command
+
+    @property
+    def conn(self) -> Connection:
+        assert self._conn is not None, "use the unit of work in a with-block"
+        return self._conn
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def __enter__(self) -> UnitOfWork:
+        self.now = self.clock.now()
+        self._conn = self.engine.connect()
+        self._conn.begin()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self._conn is not None
+        try:
+            if exc_type is None:
+                self._flush_events()
+                self._conn.commit()
+            else:
+                self._conn.rollback()
+        finally:
+            self._conn.close()
+            self._conn = None
+            self._events = []
+
+    def emit(
+        self,
+        type_: str,
+        object_type: str,
+        object_id: str,
+        data: dict[str, Any],
+        customer_id: str | None = None,
+        at: datetime | None = None,
+    ) -> None:
+        """Record a domain event; it is written with the change, or not at all."""
+        self._events.append(
+            {
+                "public_id": new_id("evt"),
+                "type": type_,
+                "object_type": object_type,
+                "object_id": object_id,
+                "customer_id": customer_id,
+                "data": data,
+                "created_at": at or self.now,
+            }
+        )
+
+    def _flush_events(self) -> None:
+        if self._events:
+            self.conn.execute(insert(t.events), self._events)
+            self._events = []
+
+    def lock_customers(self, customer_ids: Sequence[str], skip_locked: bool = False) -> list[str]:
+        """One writer per account. On PostgreSQL, row locks in id order; SQLite already has one writer."""
+        ids = sorted(set(customer_ids))
+        if not self.is_postgres or not ids:
+            return ids
+        query = select(t.customers.c.id).where(t.customers.c.id.in_(ids)).order_by(t.customers.c.id)
+        query = query.with_for_update(skip_locked=skip_locked)
+        return list(self.conn.execute(query).scalars())
+
+    def lock_customer(self, customer_id: str) -> None:
+        self.lock_customers([customer_id])
+
+    def insert_many(self, table: t.Table, rows: Iterable[dict[str, Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            self.conn.execute(insert(table), rows)

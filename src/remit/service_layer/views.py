@@ -1,0 +1,117 @@
+"""Read models: lists with keyset paging, and public representations (money as exact strings)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, select
+
+from remit.adapters.db import tables as t
+from remit.domain.money import Money
+from remit.service_layer.unit_of_work import UnitOfWork
+
+MAX_LIMIT = 1000
+
+
+def money(minor: int | None, code: str) -> str | None:
+    return None if minor is None else str(Money.from_minor(int(minor), code).amount)
+
+
+def plain(value: Any) -> Any:
+    """JSON-safe values: dates ISO 8601, datetimes in UTC with Z, decimals as strings."""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
+
+
+def _with_money(row: Mapping[str, Any], code: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key.endswith("_minor"):
+            out[key[: -len("_minor")]] = money(value, code)
+        else:
+            out[key] = plain(value)
+    return out
+
+
+def invoice_public(inv: Mapping[str, Any]) -> dict[str, Any]:
+    code = inv["currency"]
+    out = _with_money({k: v for k, v in inv.items() if k != "lines"}, code)
+    if "lines" in inv:
+        out["lines"] = [_with_money(ln, code) for ln in inv["lines"]]
+    return out
+
+
+def customer_public(row: Mapping[str, Any]) -> dict[str, Any]:
+    return _with_money(row, row["currency"])
+
+
+def page(uow: UnitOfWork, query: Select[Any], id_column: Any, limit: int | None, after: str | None) -> list[Any]:
+    if after:
+        query = query.where(id_column > after)
+    query = query.order_by(id_column)
+    if limit is not None:
+        query = query.limit(min(limit, MAX_LIMIT) if limit > 0 else MAX_LIMIT)
+    return [dict(r) for r in uow.conn.execute(query).mappings()]
+
+
+def list_customers(uow: UnitOfWork, limit: int | None = 20, after: str | None = None) -> list[dict[str, Any]]:
+    return [customer_public(r) for r in page(uow, select(t.customers), t.customers.c.id, limit, after)]
+
+
+def list_subscriptions(
+    uow: UnitOfWork,
+    limit: int | None = 20,
+    after: str | None = None,
+    customer_id: str | None = None,
+    status: str | None = None,
+) -> list[dict[str, Any]]:
+    query = select(t.subscriptions, t.plans.c.code.label("plan")).outerjoin(
+        t.plans, t.plans.c.id == t.subscriptions.c.plan_id
+    )
+    if customer_id:
+        query = query.where(t.subscriptions.c.customer_id == customer_id)
+    if status:
+        query = query.where(t.subscriptions.c.status == status)
+    return [plain(r) for r in page(uow, query, t.subscriptions.c.id, limit, after)]
+
+
+def list_invoices(
+    uow: UnitOfWork,
+    limit: int | None = 20,
+    after: str | None = None,
+    customer_id: str | None = None,
+    status: str | None = None,
+) -> list[dict[str, Any]]:
+    query = select(t.invoices)
+    if customer_id:
+        query = query.where(t.invoices.c.customer_id == customer_id)
+    if status:
+        query = query.where(t.invoices.c.status == status)
+    return [invoice_public(r) for r in page(uow, query, t.invoices.c.id, limit, after)]
+
+
+def list_credit_notes(uow: UnitOfWork, limit: int | None = 20, after: str | None = None) -> list[dict[str, Any]]:
+    return [_with_money(r, r["currency"]) for r in page(uow, select(t.credit_notes), t.credit_notes.c.id, limit, after)]
+
+
+def list_events(uow: UnitOfWork, limit: int | None = 50, after_id: int = 0, type_: str | None = None
+                ) -> list[dict[str, Any]]:
+    query = select(t.events).where(t.events.c.id > after_id)
+    if type_:
+        query = query.where(t.events.c.type == type_)
+    query = query.order_by(t.events.c.id)
+    if limit:
+        query = query.limit(min(limit, MAX_LIMIT))
+    return [plain(dict(r)) for r in uow.conn.execute(query).mappings()]
