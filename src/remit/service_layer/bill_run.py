@@ -212,7 +212,7 @@ def _load_batch(uow: UnitOfWork, customer_ids: Sequence[str]) -> _Batch:
             .where(t.balance_transactions.c.customer_id.in_(customer_ids))
             .group_by(t.balance_transactions.c.customer_id)
         )
-        .tuples()
+        
         .all()
     )
     return _Batch(
@@ -252,7 +252,7 @@ def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[Line
         )
     )
     acc: dict[str, dict[LineKey, list[Any]]] = defaultdict(dict)
-    for row in uow.conn.execute(query).tuples():
+    for row in uow.conn.execute(query):
         sub_id, charge, p_start, p_end, revision, line_id, subtotal, discount, qty = row
         key = (sub_id, charge, p_start)
         entry = acc[sub_id].get(key)

@@ -36,14 +36,14 @@ def _creditable_lines(uow: UnitOfWork, invoice_id: str) -> list[CreditableLine]:
             .where(t.invoice_lines.c.invoice_id == invoice_id)
             .group_by(t.credit_note_lines.c.invoice_line_id)
         )
-        .tuples()
+        
         .all()
     )
     rows = uow.conn.execute(
         select(t.invoice_lines.c.id, t.invoice_lines.c.amount_minor)
         .where(t.invoice_lines.c.invoice_id == invoice_id)
         .order_by(t.invoice_lines.c.id)
-    ).tuples()
+    )
     return [CreditableLine(line_id, amount, int(credited.get(line_id, 0))) for line_id, amount in rows]
 
 

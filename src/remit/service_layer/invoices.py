@@ -292,6 +292,13 @@ def finalize(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
     return get_invoice(uow, invoice_id)
 
 
+def _customer_time(uow: UnitOfWork, customer_id: str) -> datetime:
+    """The time as the invoice's customer lives it: their test clock's, or the real one."""
+    from remit.service_layer.accounts import customer_now, get_customer
+
+    return customer_now(uow, get_customer(uow, customer_id))
+
+
 def _move(uow: UnitOfWork, invoice_id: str, action: str, **values: Any) -> dict[str, Any]:
     inv = _invoice(uow, invoice_id)
     new_status = transition(INVOICE_TRANSITIONS, InvoiceStatus(inv["status"]), action, what="invoice")
@@ -301,7 +308,9 @@ def _move(uow: UnitOfWork, invoice_id: str, action: str, **values: Any) -> dict[
 
 def void(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
     """Void an open or uncollectible invoice. Credit it consumed goes back to the customer."""
-    inv = _move(uow, invoice_id, "void", voided_at=uow.now, amount_due_minor=0)
+    inv = _invoice(uow, invoice_id)
+    at = _customer_time(uow, inv["customer_id"])
+    inv = _move(uow, invoice_id, "void", voided_at=at, amount_due_minor=0)
     if inv["applied_balance_minor"] > 0:
         uow.insert_many(
             t.balance_transactions,
@@ -314,11 +323,11 @@ def void(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
                     "kind": "invoice_voided",
                     "invoice_id": invoice_id,
                     "credit_note_id": None,
-                    "created_at": uow.now,
+                    "created_at": at,
                 }
             ],
         )
-    uow.emit("invoice.voided", "invoice", invoice_id, {"number": inv["number"]}, inv["customer_id"])
+    uow.emit("invoice.voided", "invoice", invoice_id, {"number": inv["number"]}, inv["customer_id"], at=at)
     return get_invoice(uow, invoice_id)
 
 
@@ -331,11 +340,12 @@ def mark_uncollectible(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
 def mark_paid(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
     """Record that an invoice was paid outside Remit (a bank transfer, a cheque)."""
     inv = _invoice(uow, invoice_id)
+    at = _customer_time(uow, inv["customer_id"])
     _move(
         uow,
         invoice_id,
         "pay",
-        paid_at=uow.now,
+        paid_at=at,
         paid_minor=inv["paid_minor"] + inv["amount_due_minor"],
         amount_due_minor=0,
     )
@@ -345,6 +355,7 @@ def mark_paid(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
         invoice_id,
         {"number": inv["number"], "amount_minor": inv["amount_due_minor"], "out_of_band": True},
         inv["customer_id"],
+        at=at,
     )
     return get_invoice(uow, invoice_id)
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -21,14 +22,14 @@ from remit.domain.rating.charge_models import (
 
 D = Decimal
 
-ZUPLO_TIERS = {
+ZUPLO_TIERS: dict[str, object] = {
     "tiers": [
         {"up_to": "1000", "unit_price": "0.10"},
         {"up_to": "10000", "unit_price": "0.05"},
         {"up_to": None, "unit_price": "0.01"},
     ]
 }
-LAGO_VOLUME_TIERS = {
+LAGO_VOLUME_TIERS: dict[str, object] = {
     "tiers": [
         {"up_to": "10000", "unit_price": "0.0010", "flat_fee": "10"},
         {"up_to": "50000", "unit_price": "0.0008", "flat_fee": "10"},
@@ -36,7 +37,7 @@ LAGO_VOLUME_TIERS = {
         {"up_to": None, "unit_price": "0.0004", "flat_fee": "10"},
     ]
 }
-LAGO_PERCENTAGE = {
+LAGO_PERCENTAGE: dict[str, object] = {
     "rate": "0.012",
     "fixed_fee": "0.10",
     "free_transactions": 3,
@@ -335,8 +336,11 @@ def test_to_config_writes_plain_notation() -> None:
 
 def test_custom_field_prefix() -> None:
     with pytest.raises(ValidationError) as info:
-        parse_charge_model("per_unit", {"unit_price": "-1"}, field="items[2].price")
-    assert info.value.field == "items[2].price.unit_price"
+        parse_charge_model("per_unit", {"unit_price": "-1"}, field="prices[2].config")
+    assert info.value.field == "prices[2].config.unit_price"
+    with pytest.raises(ValidationError) as info:
+        parse_charge_model("tiered", {}, field="prices[2].config")
+    assert (info.value.code, info.value.field) == ("unknown_price_model", "prices[2].model")
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -362,16 +366,16 @@ def test_a_quantity_that_cannot_be_rated_exactly_is_refused_not_rounded() -> Non
 # --- validation ---------------------------------------------------------------------------------------------
 
 
-def tiers(*entries: dict[str, object]) -> dict[str, object]:
+def tiers(*entries: object) -> dict[str, object]:
     return {"tiers": list(entries)}
 
 
-OPEN = {"up_to": None, "unit_price": "1"}
+OPEN: dict[str, object] = {"up_to": None, "unit_price": "1"}
 
 INVALID: list[tuple[str, object, str, str]] = [
     # kind, config, code, field
-    ("tiered", {}, "unknown_price_model", "price.model"),
-    ("", {}, "unknown_price_model", "price.model"),
+    ("tiered", {}, "unknown_price_model", "model"),
+    ("", {}, "unknown_price_model", "model"),
     ("flat", "49", "invalid_price", "price"),
     ("flat", {}, "missing_field", "price.amount"),
     ("flat", {"amount": "1", "currency": "USD"}, "unknown_field", "price.currency"),
@@ -389,7 +393,7 @@ INVALID: list[tuple[str, object, str, str]] = [
     ("graduated", tiers(), "invalid_tiers", "price.tiers"),
     ("graduated", {"tiers": "1000"}, "invalid_tiers", "price.tiers"),
     ("graduated", {"tiers": {"up_to": None}}, "invalid_tiers", "price.tiers"),
-    ("graduated", tiers("x"), "invalid_tiers", "price.tiers[0]"),  # type: ignore[arg-type]
+    ("graduated", tiers("x"), "invalid_tiers", "price.tiers[0]"),
     ("graduated", tiers({"unit_price": "1"}), "missing_field", "price.tiers[0].up_to"),
     ("graduated", tiers({"up_to": None}), "missing_field", "price.tiers[0].unit_price"),
     ("graduated", tiers({**OPEN, "price": "1"}), "unknown_field", "price.tiers[0].price"),
@@ -496,9 +500,9 @@ def test_min_equal_to_max_is_allowed() -> None:
         (lambda: PercentageCharge(D("0.1"), D(0), 0, D(2), D(1)), "invalid_range", "price.min_per_transaction"),
     ],
 )
-def test_constructors_validate_too(build: object, code: str, field: str) -> None:
+def test_constructors_validate_too(build: Callable[[], object], code: str, field: str) -> None:
     with pytest.raises(ValidationError) as info:
-        build()  # type: ignore[operator]
+        build()
     assert (info.value.code, info.value.field) == (code, field)
 
 

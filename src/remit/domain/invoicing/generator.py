@@ -135,6 +135,8 @@ def propose(
         return []
     end_on = ended_on(terms.events)
     review_from = terms.reviewed_from_on or segments[0].start_on
+    if review_from > as_of_on:
+        return []  # nothing has started yet
     # Periods that can hold due lines: from the one containing review_from to the one containing as_of_on.
     periods = periods_overlapping(terms.anchor_on, terms.interval, review_from, as_of_on + timedelta(days=1))
     lines: dict[LineKey, ProposedLine] = {}

@@ -381,14 +381,18 @@ assert tuple(_PARSERS) == KINDS
 
 
 def parse_charge_model(kind: str, config: Mapping[str, object], field: str = "price") -> ChargeModel:
-    """Validate a price model config and build the model. Errors name the field at fault under ``field``;
-    an unknown kind is reported at ``{field}.model``."""
+    """Validate a price model config and build the model. Errors name the field at fault under ``field``.
+
+    The kind sits next to the config (``{"model": ..., "config": {...}}``), so an unknown kind is reported at
+    ``model`` beside ``field``: "prices[0].config" -> "prices[0].model", "price" -> "model".
+    """
     parser = _PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
+        parent = field.rpartition(".")[0]
         raise ValidationError(
             "unknown_price_model",
             f"{kind!r} is not a price model; use one of {', '.join(KINDS)}.",
-            f"{field}.model",
+            f"{parent}.model" if parent else "model",
         )
     if not isinstance(config, Mapping):
         raise ValidationError("invalid_price", "The price settings must be an object.", field)

@@ -1,0 +1,524 @@
+"""The `remit` command line."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from remit.adapters.db.engine import migrate as run_migrations
+from remit.bootstrap import Remit, Settings, bootstrap
+from remit.domain.clock import ensure_utc
+from remit.domain.errors import ValidationError
+from remit.entrypoints.cli.output import console, handle_errors, show
+from remit.service_layer import (
+    accounts,
+    bill_run,
+    catalog,
+    clocks,
+    credit_notes,
+    invoices,
+    subscriptions,
+    views,
+)
+
+app = typer.Typer(help="Remit: open-source billing automation.", no_args_is_help=True)
+customers_app = typer.Typer(help="Customers.", no_args_is_help=True)
+subs_app = typer.Typer(help="Subscriptions.", no_args_is_help=True)
+invoices_app = typer.Typer(help="Invoices.", no_args_is_help=True)
+clock_app = typer.Typer(help="Test clocks.", no_args_is_help=True)
+plans_app = typer.Typer(help="Plans and prices.", no_args_is_help=True)
+cn_app = typer.Typer(help="Credit notes.", no_args_is_help=True)
+app.add_typer(customers_app, name="customers")
+app.add_typer(subs_app, name="subscriptions")
+app.add_typer(invoices_app, name="invoices")
+app.add_typer(clock_app, name="clock")
+app.add_typer(plans_app, name="plans")
+app.add_typer(cn_app, name="credit-notes")
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+Limit = Annotated[int, typer.Option("--limit", help="Rows per page (at most 1000).")]
+All = Annotated[bool, typer.Option("--all", help="Every row, not one page.")]
+After = Annotated[str | None, typer.Option("--starting-after", help="Page after this id.")]
+
+
+def _app() -> Remit:
+    return bootstrap(Settings())
+
+
+def _time(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError("invalid_time", f"{value!r} is not an ISO 8601 time.", field) from None
+    return ensure_utc(parsed)
+
+
+def _date(value: str | None, field: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError("invalid_date", f"{value!r} is not a date (YYYY-MM-DD).", field) from None
+
+
+def _all_pages(fetch: Any, limit: int, every: bool) -> list[dict[str, Any]]:
+    if not every:
+        return list(fetch(limit, None))
+    rows: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = fetch(1000, after)
+        rows.extend(page)
+        if len(page) < 1000:
+            return rows
+        after = page[-1]["id"]
+
+
+@app.command()
+@handle_errors
+def init(
+    name: Annotated[str, typer.Option(help="Your company's legal name.")] = "My Company",
+    country: Annotated[str, typer.Option(help="ISO 3166 country code.")] = "US",
+    currency: Annotated[str, typer.Option(help="ISO 4217 currency.")] = "USD",
+    as_json: Json = False,
+) -> None:
+    """Create the database and a first legal entity (the seller)."""
+    remit = _app()
+    with remit.uow() as uow:
+        from sqlalchemy import select
+
+        from remit.adapters.db import tables as t
+
+        existing = uow.conn.execute(select(t.legal_entities.c.id)).scalars().first()
+        entity = existing or accounts.create_legal_entity(uow, name, country, currency)
+    show({"legal_entity_id": entity, "created": existing is None, "database": str(remit.engine.url)}, as_json,
+         "Remit is ready")
+
+
+@app.command()
+@handle_errors
+def migrate(as_json: Json = False) -> None:
+    """Create or upgrade the database schema."""
+    remit = bootstrap(Settings(), auto_migrate=False)
+    run_migrations(remit.engine)
+    show({"database": str(remit.engine.url), "migrated": True}, as_json, "Migrated")
+
+
+@app.command()
+@handle_errors
+def demo(
+    customers: Annotated[int, typer.Option(help="How many demo customers.")] = 50,
+    months: Annotated[int, typer.Option(help="Months to simulate on the test clock.")] = 12,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed, the same company.")] = 7,
+    reset: Annotated[bool, typer.Option(help="Delete all data in the database first.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Create a demo company and simulate months of billing on a test clock."""
+    from remit.service_layer import demo as demo_mod
+
+    remit = _app()
+    if reset:
+        demo_mod.reset(remit)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, disable=as_json) as progress:
+        task = progress.add_task("Simulating", total=months)
+        summary = demo_mod.run(remit, customers=customers, months=months, seed=seed,
+                               on_month=lambda label: progress.update(task, advance=1, description=label))
+    if as_json:
+        show(summary, True)
+        return
+    demo_mod.print_summary(summary)
+
+
+@app.command("bill-run")
+@handle_errors
+def bill_run_cmd(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time; default now.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Create every invoice that is due (for customers on the real clock)."""
+    remit = _app()
+    now = remit.clock.now()
+    at = _time(as_of, "as_of") or now
+    if at > now:
+        raise ValidationError("as_of_in_future", "A bill run cannot look into the future; use a test clock.",
+                              "as_of")
+    with Progress(TextColumn("Billing"), BarColumn(), TextColumn("{task.completed} customers"),
+                  TimeElapsedColumn(), console=console, disable=as_json) as progress:
+        task = progress.add_task("bill", total=None)
+        result = bill_run.run(remit.uow, at, progress=lambda n: progress.update(task, advance=n))
+    show({"id": result.id, "as_of": result.as_of, "customers_seen": result.customers_seen,
+          "invoices_created": result.invoices_created}, as_json, "Bill run")
+
+
+# --- customers ---------------------------------------------------------------------------------------------------
+
+
+@customers_app.command("list")
+@handle_errors
+def customers_list(limit: Limit = 20, every: All = False, after: After = None, as_json: Json = False) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        rows = _all_pages(lambda n, a: views.list_customers(uow, n, a or after), limit, every)
+    show(rows, as_json, "Customers", ["id", "name", "email", "currency", "country", "test_clock_id"])
+
+
+@customers_app.command("show")
+@handle_errors
+def customers_show(customer_id: str, as_json: Json = False) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        row = views.customer_public(accounts.get_customer(uow, customer_id))
+    show(row, as_json, "Customer")
+
+
+@customers_app.command("create")
+@handle_errors
+def customers_create(
+    name: Annotated[str, typer.Option()],
+    currency: Annotated[str, typer.Option()],
+    country: Annotated[str, typer.Option()],
+    email: Annotated[str | None, typer.Option()] = None,
+    legal_entity: Annotated[str | None, typer.Option("--legal-entity")] = None,
+    language: Annotated[str, typer.Option()] = "en",
+    timezone: Annotated[str, typer.Option()] = "UTC",
+    test_clock: Annotated[str | None, typer.Option("--test-clock")] = None,
+    as_json: Json = False,
+) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        cid = accounts.create_customer(uow, name, currency_code=currency, country=country, email=email,
+                                       legal_entity_id=legal_entity, language=language, timezone=timezone,
+                                       test_clock_id=test_clock)
+    show({"id": cid}, as_json, "Customer created")
+
+
+@customers_app.command("upcoming-invoice")
+@handle_errors
+def customers_upcoming(customer_id: str, as_json: Json = False) -> None:
+    """Preview the customer's next invoice; nothing is written."""
+    remit = _app()
+    with remit.uow() as uow:
+        preview = clocks.preview_upcoming(uow, customer_id)
+    data = views.invoice_public(preview)
+    if as_json:
+        show(data, True)
+        return
+    show(data["lines"], False, f"Upcoming invoice as of {data['as_of']}",
+         ["description", "service_start_on", "service_end_on", "quantity", "unit_price", "discount", "amount"])
+    console.print(f"Total {data['total']} {data['currency']}, amount due {data['amount_due']}")
+
+
+# --- plans ---------------------------------------------------------------------------------------------------------
+
+
+@plans_app.command("create")
+@handle_errors
+def plans_create(
+    code: Annotated[str, typer.Option()],
+    name: Annotated[str, typer.Option()],
+    prices: Annotated[str, typer.Option(help='JSON list, e.g. [{"currency":"EUR","model":"flat",'
+                                             '"config":{"amount":"29"},"interval":"month"}]')],
+    as_json: Json = False,
+) -> None:
+    try:
+        specs = json.loads(prices)
+    except json.JSONDecodeError as exc:
+        raise ValidationError("invalid_json", f"--prices is not valid JSON: {exc.msg}.", "prices") from None
+    if not isinstance(specs, list):
+        raise ValidationError("invalid_json", "--prices must be a JSON list.", "prices")
+    remit = _app()
+    with remit.uow() as uow:
+        result = catalog.create_plan(uow, code, name, specs)
+    show(result, as_json, "Plan created")
+
+
+@plans_app.command("list")
+@handle_errors
+def plans_list(as_json: Json = False) -> None:
+    from sqlalchemy import select
+
+    from remit.adapters.db import tables as t
+
+    remit = _app()
+    with remit.uow() as uow:
+        rows = [dict(r) for r in uow.conn.execute(
+            select(t.plans.c.code, t.plans.c.name, t.plan_versions.c.version, t.prices.c.id.label("price_id"),
+                   t.prices.c.currency, t.prices.c.model, t.prices.c.config, t.prices.c.interval_unit,
+                   t.prices.c.timing).join(t.plan_versions, t.plan_versions.c.plan_id == t.plans.c.id)
+            .join(t.prices, t.prices.c.plan_version_id == t.plan_versions.c.id)
+            .order_by(t.plans.c.code, t.plan_versions.c.version, t.prices.c.currency)).mappings()]
+    show(rows, as_json, "Plans", ["code", "name", "version", "currency", "model", "config", "interval_unit",
+                                  "timing"])
+
+
+# --- subscriptions -------------------------------------------------------------------------------------------------
+
+
+@subs_app.command("list")
+@handle_errors
+def subs_list(
+    limit: Limit = 20, every: All = False, after: After = None,
+    customer: Annotated[str | None, typer.Option()] = None, status: Annotated[str | None, typer.Option()] = None,
+    as_json: Json = False,
+) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        rows = _all_pages(lambda n, a: views.list_subscriptions(uow, n, a or after, customer, status), limit, every)
+    show(rows, as_json, "Subscriptions", ["id", "customer_id", "plan", "status", "interval_unit", "started_on",
+                                          "trial_end_on", "ended_on"])
+
+
+@subs_app.command("show")
+@handle_errors
+def subs_show(subscription_id: str, as_json: Json = False) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        row = subscriptions.get_subscription(uow, subscription_id)
+    show(row, as_json, "Subscription")
+    if not as_json:
+        show([{**e, "items": json.dumps(e["items"])} for e in row["events"]], False, "Timeline",
+             ["seq", "effective_on", "kind", "items", "source", "revoked_at"])
+
+
+@subs_app.command("create")
+@handle_errors
+def subs_create(
+    customer: Annotated[str, typer.Option()],
+    plan: Annotated[str, typer.Option()],
+    quantity: Annotated[str, typer.Option()] = "1",
+    trial_days: Annotated[int | None, typer.Option("--trial-days")] = None,
+    anchor: Annotated[str, typer.Option(help="anniversary, calendar or day_of_month")] = "anniversary",
+    anchor_day: Annotated[int | None, typer.Option("--anchor-day")] = None,
+    start_on: Annotated[str | None, typer.Option("--start-on")] = None,
+    coupon: Annotated[str | None, typer.Option()] = None,
+    promotion_code: Annotated[str | None, typer.Option("--promotion-code")] = None,
+    as_json: Json = False,
+) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        sid = subscriptions.create_subscription(
+            uow, customer, plan, quantity=quantity, trial_days=trial_days, anchor=anchor, anchor_day=anchor_day,
+            start_on=_date(start_on, "start_on"), coupon=coupon, promotion_code=promotion_code)
+    show({"id": sid}, as_json, "Subscription created")
+
+
+When = Annotated[str, typer.Option(help="now, period_end or a date YYYY-MM-DD")]
+
+
+def _when(value: str) -> str | date:
+    return value if value in ("now", "period_end") else (_date(value, "when") or "now")
+
+
+@subs_app.command("change-plan")
+@handle_errors
+def subs_change_plan(subscription_id: str, plan: Annotated[str, typer.Option()], when: When = "now",
+                     quantity: Annotated[str | None, typer.Option()] = None, as_json: Json = False) -> None:
+    """Upgrade or downgrade (now: prorated; period_end: from the next period)."""
+    remit = _app()
+    with remit.uow() as uow:
+        result = subscriptions.change_plan(uow, subscription_id, plan, quantity=quantity, when=_when(when))
+    show(result, as_json, "Plan changed")
+
+
+@subs_app.command("change-quantity")
+@handle_errors
+def subs_change_quantity(subscription_id: str, quantity: Annotated[str, typer.Option()], when: When = "now",
+                         as_json: Json = False) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        result = subscriptions.change_quantity(uow, subscription_id, quantity, when=_when(when))
+    show(result, as_json, "Quantity changed")
+
+
+@subs_app.command("pause")
+@handle_errors
+def subs_pause(subscription_id: str, when: When = "now", as_json: Json = False) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        result = subscriptions.pause(uow, subscription_id, when=_when(when))
+    show(result, as_json, "Paused")
+
+
+@subs_app.command("resume")
+@handle_errors
+def subs_resume(subscription_id: str, when: When = "now", as_json: Json = False) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        result = subscriptions.resume(uow, subscription_id, when=_when(when))
+    show(result, as_json, "Resumed")
+
+
+@subs_app.command("cancel")
+@handle_errors
+def subs_cancel(subscription_id: str, at_period_end: Annotated[bool, typer.Option("--at-period-end")] = False,
+                as_json: Json = False) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        result = subscriptions.cancel(uow, subscription_id, at_period_end=at_period_end)
+    show(result, as_json, "Canceled")
+
+
+# --- invoices ------------------------------------------------------------------------------------------------------
+
+
+@invoices_app.command("list")
+@handle_errors
+def invoices_list(
+    limit: Limit = 20, every: All = False, after: After = None,
+    customer: Annotated[str | None, typer.Option()] = None, status: Annotated[str | None, typer.Option()] = None,
+    as_json: Json = False,
+) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        rows = _all_pages(lambda n, a: views.list_invoices(uow, n, a or after, customer, status), limit, every)
+    show(rows, as_json, "Invoices", ["id", "number", "customer_id", "status", "currency", "total", "amount_due",
+                                     "issued_on", "due_on"])
+
+
+@invoices_app.command("show")
+@handle_errors
+def invoices_show(invoice_id: str, as_json: Json = False) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        data = views.invoice_public(invoices.get_invoice(uow, invoice_id))
+    show(data, as_json, f"Invoice {data['number'] or '(draft)'}")
+    if not as_json:
+        show(data["lines"], False, "Lines", ["id", "description", "kind", "service_start_on", "service_end_on",
+                                             "quantity", "unit_price", "subtotal", "discount", "amount"])
+
+
+def _invoice_action(action: Any, invoice_id: str, as_json: bool, title: str) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        data = views.invoice_public(action(uow, invoice_id))
+    show({k: v for k, v in data.items() if k != "lines"}, as_json, title)
+
+
+@invoices_app.command("finalize")
+@handle_errors
+def invoices_finalize(invoice_id: str, as_json: Json = False) -> None:
+    _invoice_action(invoices.finalize, invoice_id, as_json, "Finalized")
+
+
+@invoices_app.command("void")
+@handle_errors
+def invoices_void(invoice_id: str, as_json: Json = False) -> None:
+    _invoice_action(invoices.void, invoice_id, as_json, "Voided")
+
+
+@invoices_app.command("mark-uncollectible")
+@handle_errors
+def invoices_uncollectible(invoice_id: str, as_json: Json = False) -> None:
+    _invoice_action(invoices.mark_uncollectible, invoice_id, as_json, "Marked uncollectible")
+
+
+@invoices_app.command("pay")
+@handle_errors
+def invoices_pay(invoice_id: str, as_json: Json = False) -> None:
+    """Record a payment received outside Remit."""
+    _invoice_action(invoices.mark_paid, invoice_id, as_json, "Paid")
+
+
+# --- credit notes --------------------------------------------------------------------------------------------------
+
+
+@cn_app.command("create")
+@handle_errors
+def cn_create(
+    invoice: Annotated[str, typer.Option()],
+    amount: Annotated[str | None, typer.Option(help="Default: everything still creditable.")] = None,
+    reason: Annotated[str, typer.Option()] = "other",
+    memo: Annotated[str | None, typer.Option()] = None,
+    as_json: Json = False,
+) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        note = credit_notes.issue_credit_note(uow, invoice, amount=amount, reason=reason, memo=memo)
+    show(views.invoice_public(note), as_json, "Credit note issued")
+
+
+@cn_app.command("list")
+@handle_errors
+def cn_list(limit: Limit = 20, every: All = False, after: After = None, as_json: Json = False) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        rows = _all_pages(lambda n, a: views.list_credit_notes(uow, n, a or after), limit, every)
+    show(rows, as_json, "Credit notes", ["id", "number", "invoice_id", "reason", "amount", "currency",
+                                         "to_balance"])
+
+
+# --- test clocks ---------------------------------------------------------------------------------------------------
+
+
+@clock_app.command("create")
+@handle_errors
+def clock_create(name: Annotated[str, typer.Option()], at: Annotated[str, typer.Option(help="ISO 8601 time")],
+                 as_json: Json = False) -> None:
+    remit = _app()
+    frozen = _time(at, "at")
+    assert frozen is not None
+    with remit.uow() as uow:
+        cid = accounts.create_test_clock(uow, name, frozen)
+    show({"id": cid, "frozen_at": frozen}, as_json, "Test clock created")
+
+
+@clock_app.command("advance")
+@handle_errors
+def clock_advance(
+    clock_id: str,
+    to: Annotated[str | None, typer.Option(help="ISO 8601 time")] = None,
+    days: Annotated[int | None, typer.Option()] = None,
+    as_json: Json = False,
+) -> None:
+    """Move a test clock forward; all work that falls due on the way runs, in order."""
+    remit = _app()
+    with remit.uow() as uow:
+        frozen = accounts.get_test_clock(uow, clock_id)["frozen_at"]
+    from datetime import timedelta
+
+    target = _time(to, "to") if to else (frozen + timedelta(days=days) if days else None)
+    if target is None:
+        raise ValidationError("missing_field", "Give --to or --days.", "to")
+    with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  disable=as_json) as progress:
+        task = progress.add_task("Advancing", total=None)
+        result = clocks.advance(remit.uow, clock_id, target,
+                                on_step=lambda at, n: progress.update(task, description=f"{at:%Y-%m-%d}: {n} invoices"))
+    show(result, as_json, "Test clock advanced")
+
+
+@clock_app.command("list")
+@handle_errors
+def clock_list(as_json: Json = False) -> None:
+    from sqlalchemy import select
+
+    from remit.adapters.db import tables as t
+
+    remit = _app()
+    with remit.uow() as uow:
+        rows = [dict(r) for r in uow.conn.execute(select(t.test_clocks).order_by(t.test_clocks.c.created_at)
+                                                  ).mappings()]
+    show(rows, as_json, "Test clocks", ["id", "name", "frozen_at", "status"])
+
+
+@app.command()
+@handle_errors
+def events(limit: Limit = 50, type_: Annotated[str | None, typer.Option("--type")] = None,
+           as_json: Json = False) -> None:
+    """Domain events recorded with each change (the outbox)."""
+    remit = _app()
+    with remit.uow() as uow:
+        rows = views.list_events(uow, limit, 0, type_)
+    show(rows, as_json, "Events", ["id", "type", "object_id", "customer_id", "created_at"])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,71 @@
+"""How the CLI prints: JSON for scripts, Rich tables for people, and one place that maps errors to exit codes."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from remit.domain.errors import ErrorKind, RemitError
+from remit.service_layer.views import plain
+
+EXIT_CODES = {ErrorKind.INVALID: 2, ErrorKind.NOT_FOUND: 3, ErrorKind.CONFLICT: 4}
+console = Console()
+err_console = Console(stderr=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Print a RemitError for people (or as JSON with --json) and exit with its code; nothing else is caught."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except RemitError as exc:
+            if kwargs.get("as_json"):
+                print(json.dumps({"error": exc.to_dict()}), file=sys.stderr)
+            else:
+                where = f" (field: {exc.field})" if exc.field else ""
+                err_console.print(f"[bold red]Error[/] {escape(f'[{exc.code}] {exc.message}{where}')}")
+            raise typer.Exit(EXIT_CODES[exc.kind]) from None
+
+    return wrapper
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(plain(data), indent=2, ensure_ascii=False))
+
+
+def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*["" if row.get(c) is None else str(plain(row.get(c))) for c in columns])
+    console.print(table)
+
+
+def show(data: Any, as_json: bool, title: str = "", columns: Sequence[str] | None = None) -> None:
+    if as_json:
+        print_json(data)
+    elif isinstance(data, list):
+        print_table(title, data, columns or (list(data[0].keys()) if data else []))
+    else:
+        table = Table(title=title, show_header=False)
+        table.add_column("field", style="bold")
+        table.add_column("value", overflow="fold")
+        for key, value in data.items():
+            if isinstance(value, list):
+                continue
+            table.add_row(key, "" if value is None else str(plain(value)))
+        console.print(table)

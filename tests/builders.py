@@ -1,0 +1,55 @@
+"""Small builders for tests: a seller, plans, customers on a test clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from remit.bootstrap import Remit
+from remit.service_layer import accounts, catalog, invoices, views
+
+
+def seller(app: Remit, currency: str = "EUR", **kwargs: Any) -> str:
+    with app.uow() as uow:
+        return accounts.create_legal_entity(uow, "Acme Cloud GmbH", "DE", currency, **kwargs)
+
+
+def plan(app: Remit, code: str, amount: str | None = None, *, currency: str = "EUR", interval: str = "month",
+         timing: str = "in_advance", model: str = "flat", config: dict[str, Any] | None = None) -> str:
+    cfg = config if config is not None else {"amount": amount}
+    with app.uow() as uow:
+        return str(catalog.create_plan(uow, code, code.title(), [{
+            "currency": currency, "model": model, "config": cfg, "interval": interval, "timing": timing,
+        }])["id"])
+
+
+def clock(app: Remit, at: datetime) -> str:
+    with app.uow() as uow:
+        return accounts.create_test_clock(uow, "test", at)
+
+
+def customer(app: Remit, clock_id: str | None, currency: str = "EUR", **kwargs: Any) -> str:
+    with app.uow() as uow:
+        return accounts.create_customer(uow, "Test Customer", currency_code=currency, country="DE",
+                                        test_clock_id=clock_id, **kwargs)
+
+
+def invoices_of(app: Remit, customer_id: str) -> list[dict[str, Any]]:
+    """Every invoice of a customer with its lines, oldest first, in public form (money as strings)."""
+    with app.uow() as uow:
+        rows = views.list_invoices(uow, None, customer_id=customer_id)
+        full = [views.invoice_public(invoices.get_invoice(uow, r["id"])) for r in rows]
+    return sorted(full, key=lambda i: (i["created_at"], i["number"] or ""))
+
+
+def lines_of(app: Remit, customer_id: str) -> list[tuple[str, str, str, str]]:
+    """(kind, service start, service end, amount) of every line, in billing order: what scenario tests assert."""
+    out = []
+    for inv in invoices_of(app, customer_id):
+        for ln in inv["lines"]:
+            out.append((ln["kind"], ln["service_start_on"], ln["service_end_on"], ln["amount"]))
+    return out
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
