@@ -14,13 +14,35 @@ def seller(app: Remit, currency: str = "EUR", **kwargs: Any) -> str:
         return accounts.create_legal_entity(uow, "Acme Cloud GmbH", "DE", currency, **kwargs)
 
 
-def plan(app: Remit, code: str, amount: str | None = None, *, currency: str = "EUR", interval: str = "month",
-         timing: str = "in_advance", model: str = "flat", config: dict[str, Any] | None = None) -> str:
+def plan(
+    app: Remit,
+    code: str,
+    amount: str | None = None,
+    *,
+    currency: str = "EUR",
+    interval: str = "month",
+    timing: str = "in_advance",
+    model: str = "flat",
+    config: dict[str, Any] | None = None,
+) -> str:
     cfg = config if config is not None else {"amount": amount}
     with app.uow() as uow:
-        return str(catalog.create_plan(uow, code, code.title(), [{
-            "currency": currency, "model": model, "config": cfg, "interval": interval, "timing": timing,
-        }])["id"])
+        return str(
+            catalog.create_plan(
+                uow,
+                code,
+                code.title(),
+                [
+                    {
+                        "currency": currency,
+                        "model": model,
+                        "config": cfg,
+                        "interval": interval,
+                        "timing": timing,
+                    }
+                ],
+            )["id"]
+        )
 
 
 def clock(app: Remit, at: datetime) -> str:
@@ -30,8 +52,9 @@ def clock(app: Remit, at: datetime) -> str:
 
 def customer(app: Remit, clock_id: str | None, currency: str = "EUR", **kwargs: Any) -> str:
     with app.uow() as uow:
-        return accounts.create_customer(uow, "Test Customer", currency_code=currency, country="DE",
-                                        test_clock_id=clock_id, **kwargs)
+        return accounts.create_customer(
+            uow, "Test Customer", currency_code=currency, country="DE", test_clock_id=clock_id, **kwargs
+        )
 
 
 def invoices_of(app: Remit, customer_id: str) -> list[dict[str, Any]]:

@@ -172,7 +172,7 @@ def get_test_clock(uow: UnitOfWork, clock_id: str) -> dict[str, Any]:
     return dict(row)
 
 
-def customer_now(uow: UnitOfWork, customer: Mapping[str, Any]) -> datetime:
+def customer_now(uow: UnitOfWork, customer: Mapping[Any, Any]) -> datetime:
     """A customer's 'now': their test clock's time, or the real clock's."""
     if customer["test_clock_id"]:
         frozen = get_test_clock(uow, customer["test_clock_id"])["frozen_at"]

@@ -149,7 +149,7 @@ def _add_version(
 
 def plan_price(
     uow: UnitOfWork, plan_code: str, currency_code: str, version: int | None = None, field: str = "plan"
-) -> Mapping[str, Any]:
+) -> Mapping[Any, Any]:
     """The price of a plan (latest version unless one is named) in a currency; an error if it lacks one."""
     plan = uow.conn.execute(select(t.plans).where(t.plans.c.code == plan_code)).mappings().first()
     if plan is None:

@@ -154,8 +154,8 @@ def _present_draft(draft: bill_run.InvoiceDraft, balance: int, at: datetime) -> 
         }
         for i in draft.pending_items
     ]
-    subtotal = sum(int(ln["subtotal_minor"]) for ln in lines)
-    discount = sum(int(ln["discount_minor"]) for ln in lines)
+    subtotal = sum(int(str(ln["subtotal_minor"])) for ln in lines)
+    discount = sum(int(str(ln["discount_minor"])) for ln in lines)
     settlement = settle(subtotal - discount, balance)
     return {
         "customer_id": draft.customer["id"],

@@ -35,9 +35,7 @@ def _creditable_lines(uow: UnitOfWork, invoice_id: str) -> list[CreditableLine]:
             .join(t.invoice_lines, t.invoice_lines.c.id == t.credit_note_lines.c.invoice_line_id)
             .where(t.invoice_lines.c.invoice_id == invoice_id)
             .group_by(t.credit_note_lines.c.invoice_line_id)
-        )
-        
-        .all()
+        ).all()
     )
     rows = uow.conn.execute(
         select(t.invoice_lines.c.id, t.invoice_lines.c.amount_minor)

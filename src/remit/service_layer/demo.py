@@ -23,8 +23,12 @@ from remit.domain.money import Money
 from remit.service_layer import accounts, catalog, clocks, credit_notes, invoices, subscriptions
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
-CURRENCIES = {"EUR": ("DE", "Europe/Berlin"), "USD": ("US", "America/New_York"), "GBP": ("GB", "Europe/London"),
-              "JPY": ("JP", "Asia/Tokyo")}
+CURRENCIES = {
+    "EUR": ("DE", "Europe/Berlin"),
+    "USD": ("US", "America/New_York"),
+    "GBP": ("GB", "Europe/London"),
+    "JPY": ("JP", "Asia/Tokyo"),
+}
 # Per-currency amounts for each plan: (EUR, USD, GBP, JPY)
 FLAT = {"EUR": "29", "USD": "29", "GBP": "25", "JPY": "4500"}
 SEAT = {"EUR": "12", "USD": "12", "GBP": "10", "JPY": "1800"}
@@ -32,9 +36,33 @@ SEAT_Q = {"EUR": "33", "USD": "33", "GBP": "28", "JPY": "5000"}
 SUPPORT = {"EUR": "99", "USD": "99", "GBP": "85", "JPY": "15000"}
 ONBOARDING = {"EUR": "500", "USD": "500", "GBP": "450", "JPY": "75000"}
 SCALE = {"EUR": 1, "USD": 1, "GBP": 1, "JPY": 150}
-NAMES = ("Northwind", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Tyrell", "Cyberdyne",
-         "Soylent", "Wonka", "Aperture", "Gringotts", "Oscorp", "Pied Piper", "Dunder Mifflin", "Monarch", "Massive",
-         "Nakatomi", "Blue Sun", "Acme Retail", "Sirius", "Zorg", "Octan")
+NAMES = (
+    "Northwind",
+    "Globex",
+    "Initech",
+    "Umbrella",
+    "Hooli",
+    "Vandelay",
+    "Stark",
+    "Wayne",
+    "Tyrell",
+    "Cyberdyne",
+    "Soylent",
+    "Wonka",
+    "Aperture",
+    "Gringotts",
+    "Oscorp",
+    "Pied Piper",
+    "Dunder Mifflin",
+    "Monarch",
+    "Massive",
+    "Nakatomi",
+    "Blue Sun",
+    "Acme Retail",
+    "Sirius",
+    "Zorg",
+    "Octan",
+)
 
 
 def reset(app: Remit) -> None:
@@ -45,8 +73,13 @@ def reset(app: Remit) -> None:
 
 def _tiers(currency: str) -> dict[str, Any]:
     k = SCALE[currency]
-    return {"tiers": [{"up_to": "10", "unit_price": str(20 * k), "flat_fee": str(50 * k)},
-                      {"up_to": "50", "unit_price": str(15 * k)}, {"up_to": None, "unit_price": str(10 * k)}]}
+    return {
+        "tiers": [
+            {"up_to": "10", "unit_price": str(20 * k), "flat_fee": str(50 * k)},
+            {"up_to": "50", "unit_price": str(15 * k)},
+            {"up_to": None, "unit_price": str(10 * k)},
+        ]
+    }
 
 
 def _volume(currency: str) -> dict[str, Any]:
@@ -56,41 +89,80 @@ def _volume(currency: str) -> dict[str, Any]:
 
 def _catalog(app: Remit) -> dict[str, str]:
     with app.uow() as uow:
-        de = accounts.create_legal_entity(uow, "Acme Cloud GmbH", "DE", "EUR", tax_id="DE811907980",
-                                          address={"line1": "Friedrichstr. 68", "city": "Berlin",
-                                                   "postal_code": "10117"})
-        us = accounts.create_legal_entity(uow, "Acme Cloud Inc.", "US", "USD", invoice_prefix="US",
-                                          credit_note_prefix="USCN", rounding_policy="half_even",
-                                          address={"line1": "500 Howard St", "city": "San Francisco",
-                                                   "postal_code": "94105", "state": "CA"})
+        de = accounts.create_legal_entity(
+            uow,
+            "Acme Cloud GmbH",
+            "DE",
+            "EUR",
+            tax_id="DE811907980",
+            address={"line1": "Friedrichstr. 68", "city": "Berlin", "postal_code": "10117"},
+        )
+        us = accounts.create_legal_entity(
+            uow,
+            "Acme Cloud Inc.",
+            "US",
+            "USD",
+            invoice_prefix="US",
+            credit_note_prefix="USCN",
+            rounding_policy="half_even",
+            address={"line1": "500 Howard St", "city": "San Francisco", "postal_code": "94105", "state": "CA"},
+        )
         cur = list(CURRENCIES)
-        catalog.create_plan(uow, "starter", "Starter", [
-            {"currency": c, "model": "flat", "config": {"amount": FLAT[c]}} for c in cur])
-        catalog.create_plan(uow, "team", "Team", [
-            {"currency": c, "model": "per_unit", "config": {"unit_price": SEAT[c]}} for c in cur])
-        catalog.create_plan(uow, "team-quarterly", "Team (quarterly)", [
-            {"currency": c, "model": "per_unit", "config": {"unit_price": SEAT_Q[c]}, "interval": "quarter"}
-            for c in cur])
-        catalog.create_plan(uow, "business", "Business", [
-            {"currency": c, "model": "graduated", "config": _tiers(c)} for c in cur])
-        catalog.create_plan(uow, "enterprise", "Enterprise (annual)", [
-            {"currency": c, "model": "volume", "config": _volume(c), "interval": "year"} for c in cur])
+        catalog.create_plan(
+            uow, "starter", "Starter", [{"currency": c, "model": "flat", "config": {"amount": FLAT[c]}} for c in cur]
+        )
+        catalog.create_plan(
+            uow, "team", "Team", [{"currency": c, "model": "per_unit", "config": {"unit_price": SEAT[c]}} for c in cur]
+        )
+        catalog.create_plan(
+            uow,
+            "team-quarterly",
+            "Team (quarterly)",
+            [
+                {"currency": c, "model": "per_unit", "config": {"unit_price": SEAT_Q[c]}, "interval": "quarter"}
+                for c in cur
+            ],
+        )
+        catalog.create_plan(
+            uow, "business", "Business", [{"currency": c, "model": "graduated", "config": _tiers(c)} for c in cur]
+        )
+        catalog.create_plan(
+            uow,
+            "enterprise",
+            "Enterprise (annual)",
+            [{"currency": c, "model": "volume", "config": _volume(c), "interval": "year"} for c in cur],
+        )
         support = catalog.create_product(uow, "Priority support", "add_on")
         onboarding = catalog.create_product(uow, "Onboarding", "one_off")
         ids = {"de": de, "us": us}
         for c in cur:
-            ids[f"support_{c}"] = catalog.create_price(uow, support, {
-                "currency": c, "model": "flat", "config": {"amount": SUPPORT[c]}, "name": "Priority support"})
-            ids[f"onboarding_{c}"] = catalog.create_price(uow, onboarding, {
-                "currency": c, "type": "one_off", "model": "flat", "config": {"amount": ONBOARDING[c]},
-                "name": "Onboarding package"})
-        catalog.create_coupon(uow, "WELCOME20", "20% off for 3 months", percent_off="20", duration="repeating",
-                              duration_periods=3)
+            ids[f"support_{c}"] = catalog.create_price(
+                uow,
+                support,
+                {"currency": c, "model": "flat", "config": {"amount": SUPPORT[c]}, "name": "Priority support"},
+            )
+            ids[f"onboarding_{c}"] = catalog.create_price(
+                uow,
+                onboarding,
+                {
+                    "currency": c,
+                    "type": "one_off",
+                    "model": "flat",
+                    "config": {"amount": ONBOARDING[c]},
+                    "name": "Onboarding package",
+                },
+            )
+        catalog.create_coupon(
+            uow, "WELCOME20", "20% off for 3 months", percent_off="20", duration="repeating", duration_periods=3
+        )
         catalog.create_coupon(uow, "LAUNCH10", "10 EUR off the first invoice", amount_off="10", currency_code="EUR")
         catalog.create_promotion_code(uow, "WELCOME20", "SPRING26", max_redemptions=8)
         # A newer Starter version (price rise); existing customers stay on v1 until migrated.
-        catalog.publish_plan_version(uow, "starter", [
-            {"currency": c, "model": "flat", "config": {"amount": str(int(FLAT[c]) + 2 * SCALE[c])}} for c in cur])
+        catalog.publish_plan_version(
+            uow,
+            "starter",
+            [{"currency": c, "model": "flat", "config": {"amount": str(int(FLAT[c]) + 2 * SCALE[c])}} for c in cur],
+        )
     return ids
 
 
@@ -101,25 +173,43 @@ def _customers(app: Remit, rng: random.Random, clock_id: str, ids: dict[str, str
         cur = rng.choices(list(weights), list(weights.values()))[0]
         country, tz = CURRENCIES[cur]
         name = f"{NAMES[i % len(NAMES)]}{'' if i < len(NAMES) else ' ' + str(i // len(NAMES) + 1)} " + rng.choice(
-            ("GmbH", "Ltd", "Inc.", "LLC", "SAS", "KK"))
+            ("GmbH", "Ltd", "Inc.", "LLC", "SAS", "KK")
+        )
         plan = rng.choices(["starter", "team", "team-quarterly", "business", "enterprise"], [30, 30, 10, 20, 10])[0]
         with app.uow() as uow:
             cid = accounts.create_customer(
-                uow, name, currency_code=cur, country=country, timezone=tz, test_clock_id=clock_id,
-                email=f"billing{i}@example.com", legal_entity_id=ids["de"] if cur in ("EUR", "GBP") else ids["us"],
-                language={"EUR": "de", "JPY": "ja"}.get(cur, "en"))
+                uow,
+                name,
+                currency_code=cur,
+                country=country,
+                timezone=tz,
+                test_clock_id=clock_id,
+                email=f"billing{i}@example.com",
+                legal_entity_id=ids["de"] if cur in ("EUR", "GBP") else ids["us"],
+                language={"EUR": "de", "JPY": "ja"}.get(cur, "en"),
+            )
             start = START.date() + timedelta(days=rng.randrange(0, 28))
-            qty = 1 if plan == "starter" else rng.choice([3, 5, 8, 12, 20, 40, 120] if plan == "enterprise"
-                                                          else [2, 3, 5, 8, 12, 25])
+            qty = (
+                1
+                if plan == "starter"
+                else rng.choice([3, 5, 8, 12, 20, 40, 120] if plan == "enterprise" else [2, 3, 5, 8, 12, 25])
+            )
             sub = subscriptions.create_subscription(
-                uow, cid, plan, quantity=qty, plan_version=1, start_on=start,
+                uow,
+                cid,
+                plan,
+                quantity=qty,
+                plan_version=1,
+                start_on=start,
                 trial_days=14 if rng.random() < 0.3 else None,
                 anchor="calendar" if rng.random() < 0.4 else "anniversary",
                 add_ons=[{"price_id": ids[f"support_{cur}"]}] if plan == "business" and rng.random() < 0.5 else (),
                 coupon="LAUNCH10" if cur == "EUR" and rng.random() < 0.15 else None,
                 promotion_code="SPRING26" if cur != "EUR" and rng.random() < 0.15 else None,
-                phases=[{"on": start + timedelta(days=90), "plan": "team", "quantity": 5}] if plan == "team"
-                and rng.random() < 0.15 else ())
+                phases=[{"on": start + timedelta(days=90), "plan": "team", "quantity": 5}]
+                if plan == "team" and rng.random() < 0.15
+                else (),
+            )
             if plan in ("business", "enterprise"):
                 credit_notes.add_one_off(uow, cid, price_id=ids[f"onboarding_{cur}"])
         subs.append(sub)
@@ -135,7 +225,9 @@ def _act(app: Remit, rng: random.Random, sub_id: str, stats: Counter[str]) -> No
     with app.uow() as uow:
         sub = subscriptions.get_subscription(uow, sub_id)
         plan = uow.conn.execute(select(t.plans.c.code).where(t.plans.c.id == sub["plan_id"])).scalar() or ""
-    action = rng.choices(["upgrade", "downgrade", "seats", "pause", "cancel", "cancel_end"], [25, 10, 30, 10, 10, 15])[0]
+    action = rng.choices(["upgrade", "downgrade", "seats", "pause", "cancel", "cancel_end"], [25, 10, 30, 10, 10, 15])[
+        0
+    ]
     if sub["status"] == "paused":
         action = "resume"
     try:
@@ -143,8 +235,13 @@ def _act(app: Remit, rng: random.Random, sub_id: str, stats: Counter[str]) -> No
             if action == "upgrade" and plan in UPGRADE and UPGRADE[plan] != plan:
                 subscriptions.change_plan(uow, sub_id, UPGRADE[plan], quantity=5 if plan == "starter" else None)
             elif action == "downgrade" and plan in DOWNGRADE and DOWNGRADE[plan] != plan:
-                subscriptions.change_plan(uow, sub_id, DOWNGRADE[plan], when="period_end",
-                                          quantity=1 if DOWNGRADE[plan] == "starter" else None)
+                subscriptions.change_plan(
+                    uow,
+                    sub_id,
+                    DOWNGRADE[plan],
+                    when="period_end",
+                    quantity=1 if DOWNGRADE[plan] == "starter" else None,
+                )
             elif action == "seats" and plan not in ("starter", ""):
                 subscriptions.change_quantity(uow, sub_id, rng.choice([2, 4, 6, 10, 15, 30]))
             elif action == "pause":
@@ -165,8 +262,7 @@ def _act(app: Remit, rng: random.Random, sub_id: str, stats: Counter[str]) -> No
 def _collect(app: Remit, rng: random.Random, clock_at: datetime, stats: Counter[str]) -> None:
     """Customers pay most invoices within their terms; a few disputes end in credit notes or write-offs."""
     with app.uow() as uow:
-        due = list(uow.conn.execute(select(t.invoices.c.id, t.invoices.c.due_on).where(
-            t.invoices.c.status == "open")))
+        due = list(uow.conn.execute(select(t.invoices.c.id, t.invoices.c.due_on).where(t.invoices.c.status == "open")))
     for invoice_id, due_on in due:
         roll = rng.random()
         with app.uow() as uow:
@@ -174,21 +270,26 @@ def _collect(app: Remit, rng: random.Random, clock_at: datetime, stats: Counter[
                 invoices.mark_paid(uow, invoice_id)
                 stats["paid"] += 1
             elif roll < 0.03:
-                credit_notes.issue_credit_note(uow, invoice_id, reason="product_unsatisfactory",
-                                               memo="Service outage goodwill credit")
+                credit_notes.issue_credit_note(
+                    uow, invoice_id, reason="product_unsatisfactory", memo="Service outage goodwill credit"
+                )
                 stats["credit_notes"] += 1
             elif roll < 0.04 and due_on and due_on <= clock_at.date():
                 invoices.mark_uncollectible(uow, invoice_id)
                 stats["uncollectible"] += 1
 
 
-def run(app: Remit, *, customers: int = 50, months: int = 12, seed: int = 7,
-        on_month: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(
+    app: Remit, *, customers: int = 50, months: int = 12, seed: int = 7, on_month: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     rng = random.Random(seed)
     with app.uow() as uow:
         if uow.conn.execute(select(func.count()).select_from(t.legal_entities)).scalar_one():
-            raise Conflict("database_not_empty", "This database has data already; run `remit demo --reset` to "
-                           "start over (it deletes everything in it).", "reset")
+            raise Conflict(
+                "database_not_empty",
+                "This database has data already; run `remit demo --reset` to start over (it deletes everything in it).",
+                "reset",
+            )
     ids = _catalog(app)
     with app.uow() as uow:
         clock_id = accounts.create_test_clock(uow, "Demo year", START)
@@ -212,24 +313,38 @@ def run(app: Remit, *, customers: int = 50, months: int = 12, seed: int = 7,
 def summary(app: Remit, clock_id: str, stats: Counter[str]) -> dict[str, Any]:
     with app.uow() as uow:
         c = uow.conn
-        by_status = dict(c.execute(select(t.invoices.c.status, func.count()).group_by(t.invoices.c.status)).all())
+        by_status: dict[str, int] = dict(
+            c.execute(select(t.invoices.c.status, func.count()).group_by(t.invoices.c.status)).all()
+        )
         billed: dict[str, int] = defaultdict(int)
-        for cur, total in c.execute(select(t.invoices.c.currency, func.sum(t.invoices.c.total_minor)).group_by(
-                t.invoices.c.currency)):
+        for cur, total in c.execute(
+            select(t.invoices.c.currency, func.sum(t.invoices.c.total_minor)).group_by(t.invoices.c.currency)
+        ):
             billed[cur] = int(total)
-        subs_by_status = dict(c.execute(select(t.subscriptions.c.status, func.count()).group_by(
-            t.subscriptions.c.status)).all())
+        subs_by_status: dict[str, int] = dict(
+            c.execute(select(t.subscriptions.c.status, func.count()).group_by(t.subscriptions.c.status)).all()
+        )
         frozen = accounts.get_test_clock(uow, clock_id)["frozen_at"]
-        sample = c.execute(select(t.invoices.c.id, t.invoices.c.number).where(t.invoices.c.number.is_not(None))
-                           .order_by(t.invoices.c.total_minor.desc()).limit(1)).first()
+        sample = c.execute(
+            select(t.invoices.c.id, t.invoices.c.number)
+            .where(t.invoices.c.number.is_not(None))
+            .order_by(t.invoices.c.total_minor.desc())
+            .limit(1)
+        ).first()
         credit = c.execute(select(func.count()).select_from(t.credit_notes)).scalar_one()
         events = c.execute(select(func.count()).select_from(t.events)).scalar_one()
         customers = c.execute(select(func.count()).select_from(t.customers)).scalar_one()
     return {
-        "test_clock_id": clock_id, "clock_at": frozen, "customers": customers,
-        "subscriptions": subs_by_status, "invoices": by_status, "invoices_total": sum(by_status.values()),
+        "test_clock_id": clock_id,
+        "clock_at": frozen,
+        "customers": customers,
+        "subscriptions": subs_by_status,
+        "invoices": by_status,
+        "invoices_total": sum(by_status.values()),
         "billed": {cur: str(Money.from_minor(v, cur).amount) for cur, v in sorted(billed.items())},
-        "credit_notes": credit, "events": events, "actions": dict(stats),
+        "credit_notes": credit,
+        "events": events,
+        "actions": dict(stats),
         "largest_invoice": {"id": sample[0], "number": sample[1]} if sample else None,
     }
 
@@ -239,15 +354,18 @@ def print_summary(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]Demo company billed through {data['clock_at']:%Y-%m-%d}[/] "
-                  f"(test clock {data['test_clock_id']})")
+    console.print(
+        f"[bold]Demo company billed through {data['clock_at']:%Y-%m-%d}[/] (test clock {data['test_clock_id']})"
+    )
     table = Table(title="What happened")
     table.add_column("")
     table.add_column("")
     table.add_row("Customers", str(data["customers"]))
     table.add_row("Subscriptions", ", ".join(f"{k}: {v}" for k, v in sorted(data["subscriptions"].items())))
-    table.add_row("Invoices", f"{data['invoices_total']} (" + ", ".join(
-        f"{k}: {v}" for k, v in sorted(data["invoices"].items())) + ")")
+    table.add_row(
+        "Invoices",
+        f"{data['invoices_total']} (" + ", ".join(f"{k}: {v}" for k, v in sorted(data["invoices"].items())) + ")",
+    )
     for cur, amount in data["billed"].items():
         table.add_row(f"Billed in {cur}", f"{Decimal(amount):,} {cur}")
     table.add_row("Credit notes", str(data["credit_notes"]))
@@ -255,6 +373,8 @@ def print_summary(data: dict[str, Any]) -> None:
     table.add_row("Domain events recorded", str(data["events"]))
     console.print(table)
     if data["largest_invoice"]:
-        console.print(f"Try: [bold]remit invoices show {data['largest_invoice']['id']}[/]  "
-                      f"({data['largest_invoice']['number']}), [bold]remit invoices list[/], "
-                      "[bold]remit customers list[/], [bold]remit subscriptions list --status canceled[/]")
+        console.print(
+            f"Try: [bold]remit invoices show {data['largest_invoice']['id']}[/]  "
+            f"({data['largest_invoice']['number']}), [bold]remit invoices list[/], "
+            "[bold]remit customers list[/], [bold]remit subscriptions list --status canceled[/]"
+        )

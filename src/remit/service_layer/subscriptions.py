@@ -29,7 +29,7 @@ from remit.service_layer.accounts import customer_now, get_customer, local_date
 from remit.service_layer.unit_of_work import UnitOfWork
 
 
-def _today(uow: UnitOfWork, customer: Mapping[str, Any]) -> date:
+def _today(uow: UnitOfWork, customer: Mapping[Any, Any]) -> date:
     result = local_date(customer_now(uow, customer), customer["timezone"])
     assert isinstance(result, date)
     return result
@@ -37,7 +37,7 @@ def _today(uow: UnitOfWork, customer: Mapping[str, Any]) -> date:
 
 def _items_for(
     uow: UnitOfWork,
-    customer: Mapping[str, Any],
+    customer: Mapping[Any, Any],
     plan_code: str,
     quantity: Decimal,
     version: int | None,
@@ -177,7 +177,7 @@ def _event_row(
 
 
 def _apply_coupon(
-    uow: UnitOfWork, sub_id: str, customer: Mapping[str, Any], code: str | None, promo: str | None, applied_on: date
+    uow: UnitOfWork, sub_id: str, customer: Mapping[Any, Any], code: str | None, promo: str | None, applied_on: date
 ) -> None:
     at = customer_now(uow, customer)
     promo_row = None
@@ -192,9 +192,10 @@ def _apply_coupon(
             uow.conn.execute(select(t.coupons).where(t.coupons.c.id == promo_row["coupon_id"])).mappings().one()
         )
     else:
-        coupon_row = uow.conn.execute(select(t.coupons).where(t.coupons.c.code == code)).mappings().first()
-        if coupon_row is None:
+        found = uow.conn.execute(select(t.coupons).where(t.coupons.c.code == code)).mappings().first()
+        if found is None:
             raise NotFound("coupon", code, "coupon")
+        coupon_row = found
     coupon_from_row(coupon_row).check_redeemable(
         at, currency(customer["currency"]), "promotion_code" if promo else "coupon"
     )
@@ -274,7 +275,8 @@ def _when(sub: Mapping[str, Any], today: date, when: str | date) -> date:
             raise ValidationError("date_in_past", "A change cannot take effect before today.", "effective_on")
         return when
     if when == "now":
-        return max(today, sub["started_on"])
+        started: date = sub["started_on"]
+        return max(today, started)
     if when == "period_end":
         return period_end(sub, today)
     raise ValidationError("invalid_choice", "when is 'now', 'period_end' or a date.", "when")

@@ -11,7 +11,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, Table, insert, select
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -95,7 +95,7 @@ class UnitOfWork:
     def lock_customer(self, customer_id: str) -> None:
         self.lock_customers([customer_id])
 
-    def insert_many(self, table: t.Table, rows: Iterable[dict[str, Any]]) -> None:
+    def insert_many(self, table: Table, rows: Iterable[dict[str, Any]]) -> None:
         rows = list(rows)
         if rows:
             self.conn.execute(insert(table), rows)

@@ -106,8 +106,9 @@ def list_credit_notes(uow: UnitOfWork, limit: int | None = 20, after: str | None
     return [_with_money(r, r["currency"]) for r in page(uow, select(t.credit_notes), t.credit_notes.c.id, limit, after)]
 
 
-def list_events(uow: UnitOfWork, limit: int | None = 50, after_id: int = 0, type_: str | None = None
-                ) -> list[dict[str, Any]]:
+def list_events(
+    uow: UnitOfWork, limit: int | None = 50, after_id: int = 0, type_: str | None = None
+) -> list[dict[str, Any]]:
     query = select(t.events).where(t.events.c.id > after_id)
     if type_:
         query = query.where(t.events.c.type == type_)

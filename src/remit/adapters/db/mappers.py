@@ -18,7 +18,7 @@ from remit.domain.subscriptions.periods import Interval
 _PRICE_CACHE: dict[str, Price] = {}
 
 
-def price_from_row(row: Mapping[str, Any]) -> Price:
+def price_from_row(row: Mapping[Any, Any]) -> Price:
     interval = Interval.parse(row["interval_unit"], row["interval_count"]) if row["interval_unit"] else None
     return Price(
         id=row["id"],
@@ -62,7 +62,7 @@ def with_overrides(prices: Mapping[str, Price], overrides: Iterable[Mapping[str,
     return result
 
 
-def coupon_from_row(row: Mapping[str, Any]) -> Coupon:
+def coupon_from_row(row: Mapping[Any, Any]) -> Coupon:
     return Coupon(
         id=row["id"],
         code=row["code"],
@@ -78,7 +78,7 @@ def coupon_from_row(row: Mapping[str, Any]) -> Coupon:
     )
 
 
-def promotion_code_from_row(row: Mapping[str, Any]) -> PromotionCode:
+def promotion_code_from_row(row: Mapping[Any, Any]) -> PromotionCode:
     return PromotionCode(
         id=row["id"],
         code=row["code"],
@@ -98,7 +98,7 @@ def items_from_json(raw: Iterable[Mapping[str, str]]) -> tuple[Item, ...]:
     return tuple(Item(r["price_id"], Decimal(r["quantity"])) for r in raw)
 
 
-def timeline_event_from_row(row: Mapping[str, Any]) -> TimelineEvent:
+def timeline_event_from_row(row: Mapping[Any, Any]) -> TimelineEvent:
     return TimelineEvent(
         effective_on=row["effective_on"],
         kind=ChangeKind(row["kind"]),

@@ -205,7 +205,10 @@ def _discount(coupon: Coupon, lines: list[ProposedLine], cur: Currency, policy: 
     remaining = [max(0, ln.subtotal_minor - ln.discount_minor) for ln in lines]
     if coupon.percent_off is not None:
         for ln, base in zip(lines, remaining, strict=True):
-            ln.discount_minor += min(base, policy.round_minor(Decimal(base) * coupon.percent_off / 100, cur))
+            # ``base`` is in minor units; ``round_minor`` takes an amount in major units (e.g. euros), so the
+            # base is scaled to major units first (3000 minor × 20% is 6.00 EUR = 600 minor, not 600 EUR).
+            raw = Decimal(base).scaleb(-cur.minor_units) * coupon.percent_off / 100
+            ln.discount_minor += min(base, policy.round_minor(raw, cur))
         return
     cap = min(coupon.amount_off_minor or 0, sum(remaining))
     for ln, part in zip(lines, allocate(cap, remaining), strict=True):

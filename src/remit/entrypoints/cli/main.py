@@ -98,8 +98,11 @@ def init(
 
         existing = uow.conn.execute(select(t.legal_entities.c.id)).scalars().first()
         entity = existing or accounts.create_legal_entity(uow, name, country, currency)
-    show({"legal_entity_id": entity, "created": existing is None, "database": str(remit.engine.url)}, as_json,
-         "Remit is ready")
+    show(
+        {"legal_entity_id": entity, "created": existing is None, "database": str(remit.engine.url)},
+        as_json,
+        "Remit is ready",
+    )
 
 
 @app.command()
@@ -126,11 +129,22 @@ def demo(
     remit = _app()
     if reset:
         demo_mod.reset(remit)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console, disable=as_json) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+    ) as progress:
         task = progress.add_task("Simulating", total=months)
-        summary = demo_mod.run(remit, customers=customers, months=months, seed=seed,
-                               on_month=lambda label: progress.update(task, advance=1, description=label))
+        summary = demo_mod.run(
+            remit,
+            customers=customers,
+            months=months,
+            seed=seed,
+            on_month=lambda label: progress.update(task, advance=1, description=label),
+        )
     if as_json:
         show(summary, True)
         return
@@ -148,14 +162,27 @@ def bill_run_cmd(
     now = remit.clock.now()
     at = _time(as_of, "as_of") or now
     if at > now:
-        raise ValidationError("as_of_in_future", "A bill run cannot look into the future; use a test clock.",
-                              "as_of")
-    with Progress(TextColumn("Billing"), BarColumn(), TextColumn("{task.completed} customers"),
-                  TimeElapsedColumn(), console=console, disable=as_json) as progress:
+        raise ValidationError("as_of_in_future", "A bill run cannot look into the future; use a test clock.", "as_of")
+    with Progress(
+        TextColumn("Billing"),
+        BarColumn(),
+        TextColumn("{task.completed} customers"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=as_json,
+    ) as progress:
         task = progress.add_task("bill", total=None)
         result = bill_run.run(remit.uow, at, progress=lambda n: progress.update(task, advance=n))
-    show({"id": result.id, "as_of": result.as_of, "customers_seen": result.customers_seen,
-          "invoices_created": result.invoices_created}, as_json, "Bill run")
+    show(
+        {
+            "id": result.id,
+            "as_of": result.as_of,
+            "customers_seen": result.customers_seen,
+            "invoices_created": result.invoices_created,
+        },
+        as_json,
+        "Bill run",
+    )
 
 
 # --- customers ---------------------------------------------------------------------------------------------------
@@ -194,9 +221,17 @@ def customers_create(
 ) -> None:
     remit = _app()
     with remit.uow() as uow:
-        cid = accounts.create_customer(uow, name, currency_code=currency, country=country, email=email,
-                                       legal_entity_id=legal_entity, language=language, timezone=timezone,
-                                       test_clock_id=test_clock)
+        cid = accounts.create_customer(
+            uow,
+            name,
+            currency_code=currency,
+            country=country,
+            email=email,
+            legal_entity_id=legal_entity,
+            language=language,
+            timezone=timezone,
+            test_clock_id=test_clock,
+        )
     show({"id": cid}, as_json, "Customer created")
 
 
@@ -211,8 +246,12 @@ def customers_upcoming(customer_id: str, as_json: Json = False) -> None:
     if as_json:
         show(data, True)
         return
-    show(data["lines"], False, f"Upcoming invoice as of {data['as_of']}",
-         ["description", "service_start_on", "service_end_on", "quantity", "unit_price", "discount", "amount"])
+    show(
+        data["lines"],
+        False,
+        f"Upcoming invoice as of {data['as_of']}",
+        ["description", "service_start_on", "service_end_on", "quantity", "unit_price", "discount", "amount"],
+    )
     console.print(f"Total {data['total']} {data['currency']}, amount due {data['amount_due']}")
 
 
@@ -224,8 +263,12 @@ def customers_upcoming(customer_id: str, as_json: Json = False) -> None:
 def plans_create(
     code: Annotated[str, typer.Option()],
     name: Annotated[str, typer.Option()],
-    prices: Annotated[str, typer.Option(help='JSON list, e.g. [{"currency":"EUR","model":"flat",'
-                                             '"config":{"amount":"29"},"interval":"month"}]')],
+    prices: Annotated[
+        str,
+        typer.Option(
+            help='JSON list, e.g. [{"currency":"EUR","model":"flat","config":{"amount":"29"},"interval":"month"}]'
+        ),
+    ],
     as_json: Json = False,
 ) -> None:
     try:
@@ -249,14 +292,26 @@ def plans_list(as_json: Json = False) -> None:
 
     remit = _app()
     with remit.uow() as uow:
-        rows = [dict(r) for r in uow.conn.execute(
-            select(t.plans.c.code, t.plans.c.name, t.plan_versions.c.version, t.prices.c.id.label("price_id"),
-                   t.prices.c.currency, t.prices.c.model, t.prices.c.config, t.prices.c.interval_unit,
-                   t.prices.c.timing).join(t.plan_versions, t.plan_versions.c.plan_id == t.plans.c.id)
-            .join(t.prices, t.prices.c.plan_version_id == t.plan_versions.c.id)
-            .order_by(t.plans.c.code, t.plan_versions.c.version, t.prices.c.currency)).mappings()]
-    show(rows, as_json, "Plans", ["code", "name", "version", "currency", "model", "config", "interval_unit",
-                                  "timing"])
+        rows = [
+            dict(r)
+            for r in uow.conn.execute(
+                select(
+                    t.plans.c.code,
+                    t.plans.c.name,
+                    t.plan_versions.c.version,
+                    t.prices.c.id.label("price_id"),
+                    t.prices.c.currency,
+                    t.prices.c.model,
+                    t.prices.c.config,
+                    t.prices.c.interval_unit,
+                    t.prices.c.timing,
+                )
+                .join(t.plan_versions, t.plan_versions.c.plan_id == t.plans.c.id)
+                .join(t.prices, t.prices.c.plan_version_id == t.plan_versions.c.id)
+                .order_by(t.plans.c.code, t.plan_versions.c.version, t.prices.c.currency)
+            ).mappings()
+        ]
+    show(rows, as_json, "Plans", ["code", "name", "version", "currency", "model", "config", "interval_unit", "timing"])
 
 
 # --- subscriptions -------------------------------------------------------------------------------------------------
@@ -265,15 +320,22 @@ def plans_list(as_json: Json = False) -> None:
 @subs_app.command("list")
 @handle_errors
 def subs_list(
-    limit: Limit = 20, every: All = False, after: After = None,
-    customer: Annotated[str | None, typer.Option()] = None, status: Annotated[str | None, typer.Option()] = None,
+    limit: Limit = 20,
+    every: All = False,
+    after: After = None,
+    customer: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[str | None, typer.Option()] = None,
     as_json: Json = False,
 ) -> None:
     remit = _app()
     with remit.uow() as uow:
         rows = _all_pages(lambda n, a: views.list_subscriptions(uow, n, a or after, customer, status), limit, every)
-    show(rows, as_json, "Subscriptions", ["id", "customer_id", "plan", "status", "interval_unit", "started_on",
-                                          "trial_end_on", "ended_on"])
+    show(
+        rows,
+        as_json,
+        "Subscriptions",
+        ["id", "customer_id", "plan", "status", "interval_unit", "started_on", "trial_end_on", "ended_on"],
+    )
 
 
 @subs_app.command("show")
@@ -284,8 +346,12 @@ def subs_show(subscription_id: str, as_json: Json = False) -> None:
         row = subscriptions.get_subscription(uow, subscription_id)
     show(row, as_json, "Subscription")
     if not as_json:
-        show([{**e, "items": json.dumps(e["items"])} for e in row["events"]], False, "Timeline",
-             ["seq", "effective_on", "kind", "items", "source", "revoked_at"])
+        show(
+            [{**e, "items": json.dumps(e["items"])} for e in row["events"]],
+            False,
+            "Timeline",
+            ["seq", "effective_on", "kind", "items", "source", "revoked_at"],
+        )
 
 
 @subs_app.command("create")
@@ -305,8 +371,17 @@ def subs_create(
     remit = _app()
     with remit.uow() as uow:
         sid = subscriptions.create_subscription(
-            uow, customer, plan, quantity=quantity, trial_days=trial_days, anchor=anchor, anchor_day=anchor_day,
-            start_on=_date(start_on, "start_on"), coupon=coupon, promotion_code=promotion_code)
+            uow,
+            customer,
+            plan,
+            quantity=quantity,
+            trial_days=trial_days,
+            anchor=anchor,
+            anchor_day=anchor_day,
+            start_on=_date(start_on, "start_on"),
+            coupon=coupon,
+            promotion_code=promotion_code,
+        )
     show({"id": sid}, as_json, "Subscription created")
 
 
@@ -319,8 +394,13 @@ def _when(value: str) -> str | date:
 
 @subs_app.command("change-plan")
 @handle_errors
-def subs_change_plan(subscription_id: str, plan: Annotated[str, typer.Option()], when: When = "now",
-                     quantity: Annotated[str | None, typer.Option()] = None, as_json: Json = False) -> None:
+def subs_change_plan(
+    subscription_id: str,
+    plan: Annotated[str, typer.Option()],
+    when: When = "now",
+    quantity: Annotated[str | None, typer.Option()] = None,
+    as_json: Json = False,
+) -> None:
     """Upgrade or downgrade (now: prorated; period_end: from the next period)."""
     remit = _app()
     with remit.uow() as uow:
@@ -330,8 +410,9 @@ def subs_change_plan(subscription_id: str, plan: Annotated[str, typer.Option()],
 
 @subs_app.command("change-quantity")
 @handle_errors
-def subs_change_quantity(subscription_id: str, quantity: Annotated[str, typer.Option()], when: When = "now",
-                         as_json: Json = False) -> None:
+def subs_change_quantity(
+    subscription_id: str, quantity: Annotated[str, typer.Option()], when: When = "now", as_json: Json = False
+) -> None:
     remit = _app()
     with remit.uow() as uow:
         result = subscriptions.change_quantity(uow, subscription_id, quantity, when=_when(when))
@@ -358,8 +439,9 @@ def subs_resume(subscription_id: str, when: When = "now", as_json: Json = False)
 
 @subs_app.command("cancel")
 @handle_errors
-def subs_cancel(subscription_id: str, at_period_end: Annotated[bool, typer.Option("--at-period-end")] = False,
-                as_json: Json = False) -> None:
+def subs_cancel(
+    subscription_id: str, at_period_end: Annotated[bool, typer.Option("--at-period-end")] = False, as_json: Json = False
+) -> None:
     remit = _app()
     with remit.uow() as uow:
         result = subscriptions.cancel(uow, subscription_id, at_period_end=at_period_end)
@@ -372,15 +454,22 @@ def subs_cancel(subscription_id: str, at_period_end: Annotated[bool, typer.Optio
 @invoices_app.command("list")
 @handle_errors
 def invoices_list(
-    limit: Limit = 20, every: All = False, after: After = None,
-    customer: Annotated[str | None, typer.Option()] = None, status: Annotated[str | None, typer.Option()] = None,
+    limit: Limit = 20,
+    every: All = False,
+    after: After = None,
+    customer: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[str | None, typer.Option()] = None,
     as_json: Json = False,
 ) -> None:
     remit = _app()
     with remit.uow() as uow:
         rows = _all_pages(lambda n, a: views.list_invoices(uow, n, a or after, customer, status), limit, every)
-    show(rows, as_json, "Invoices", ["id", "number", "customer_id", "status", "currency", "total", "amount_due",
-                                     "issued_on", "due_on"])
+    show(
+        rows,
+        as_json,
+        "Invoices",
+        ["id", "number", "customer_id", "status", "currency", "total", "amount_due", "issued_on", "due_on"],
+    )
 
 
 @invoices_app.command("show")
@@ -391,8 +480,23 @@ def invoices_show(invoice_id: str, as_json: Json = False) -> None:
         data = views.invoice_public(invoices.get_invoice(uow, invoice_id))
     show(data, as_json, f"Invoice {data['number'] or '(draft)'}")
     if not as_json:
-        show(data["lines"], False, "Lines", ["id", "description", "kind", "service_start_on", "service_end_on",
-                                             "quantity", "unit_price", "subtotal", "discount", "amount"])
+        show(
+            data["lines"],
+            False,
+            "Lines",
+            [
+                "id",
+                "description",
+                "kind",
+                "service_start_on",
+                "service_end_on",
+                "quantity",
+                "unit_price",
+                "subtotal",
+                "discount",
+                "amount",
+            ],
+        )
 
 
 def _invoice_action(action: Any, invoice_id: str, as_json: bool, title: str) -> None:
@@ -451,8 +555,7 @@ def cn_list(limit: Limit = 20, every: All = False, after: After = None, as_json:
     remit = _app()
     with remit.uow() as uow:
         rows = _all_pages(lambda n, a: views.list_credit_notes(uow, n, a or after), limit, every)
-    show(rows, as_json, "Credit notes", ["id", "number", "invoice_id", "reason", "amount", "currency",
-                                         "to_balance"])
+    show(rows, as_json, "Credit notes", ["id", "number", "invoice_id", "reason", "amount", "currency", "to_balance"])
 
 
 # --- test clocks ---------------------------------------------------------------------------------------------------
@@ -460,8 +563,9 @@ def cn_list(limit: Limit = 20, every: All = False, after: After = None, as_json:
 
 @clock_app.command("create")
 @handle_errors
-def clock_create(name: Annotated[str, typer.Option()], at: Annotated[str, typer.Option(help="ISO 8601 time")],
-                 as_json: Json = False) -> None:
+def clock_create(
+    name: Annotated[str, typer.Option()], at: Annotated[str, typer.Option(help="ISO 8601 time")], as_json: Json = False
+) -> None:
     remit = _app()
     frozen = _time(at, "at")
     assert frozen is not None
@@ -487,11 +591,14 @@ def clock_advance(
     target = _time(to, "to") if to else (frozen + timedelta(days=days) if days else None)
     if target is None:
         raise ValidationError("missing_field", "Give --to or --days.", "to")
-    with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  disable=as_json) as progress:
+    with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console, disable=as_json) as progress:
         task = progress.add_task("Advancing", total=None)
-        result = clocks.advance(remit.uow, clock_id, target,
-                                on_step=lambda at, n: progress.update(task, description=f"{at:%Y-%m-%d}: {n} invoices"))
+        result = clocks.advance(
+            remit.uow,
+            clock_id,
+            target,
+            on_step=lambda at, n: progress.update(task, description=f"{at:%Y-%m-%d}: {n} invoices"),
+        )
     show(result, as_json, "Test clock advanced")
 
 
@@ -504,15 +611,17 @@ def clock_list(as_json: Json = False) -> None:
 
     remit = _app()
     with remit.uow() as uow:
-        rows = [dict(r) for r in uow.conn.execute(select(t.test_clocks).order_by(t.test_clocks.c.created_at)
-                                                  ).mappings()]
+        rows = [
+            dict(r) for r in uow.conn.execute(select(t.test_clocks).order_by(t.test_clocks.c.created_at)).mappings()
+        ]
     show(rows, as_json, "Test clocks", ["id", "name", "frozen_at", "status"])
 
 
 @app.command()
 @handle_errors
-def events(limit: Limit = 50, type_: Annotated[str | None, typer.Option("--type")] = None,
-           as_json: Json = False) -> None:
+def events(
+    limit: Limit = 50, type_: Annotated[str | None, typer.Option("--type")] = None, as_json: Json = False
+) -> None:
     """Domain events recorded with each change (the outbox)."""
     remit = _app()
     with remit.uow() as uow:

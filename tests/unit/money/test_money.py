@@ -1,0 +1,112 @@
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from remit.domain.errors import ValidationError
+from remit.domain.money import Money, RoundingPolicy, allocate, currency, parse_rate, to_decimal
+
+
+@pytest.mark.parametrize(
+    ("code", "units"), [("EUR", 2), ("USD", 2), ("JPY", 0), ("KRW", 0), ("CLP", 0), ("BHD", 3), ("KWD", 3), ("GBP", 2)]
+)
+def test_currencies_know_their_minor_units(code, units):
+    assert currency(code).minor_units == units
+
+
+def test_money_is_stored_as_minor_units_per_currency():
+    assert Money.of("10.50", "EUR").minor == 1050
+    assert Money.of("1234", "JPY").minor == 1234
+    assert Money.of("1.234", "KWD").minor == 1234
+    assert Money.from_minor(1234, "BHD").amount == Decimal("1.234")
+
+
+def test_money_refuses_floats_unknown_currencies_and_extra_decimals():
+    with pytest.raises(ValidationError) as exc:
+        Money.of(10.5, "EUR")
+    assert exc.value.code == "float_not_allowed"
+    with pytest.raises(ValidationError) as exc:
+        Money.of("10", "XXX")
+    assert (exc.value.code, exc.value.field) == ("unknown_currency", "currency")
+    with pytest.raises(ValidationError) as exc:
+        Money.of("10.5", "JPY")
+    assert exc.value.code == "too_many_decimals"
+    with pytest.raises(ValidationError) as exc:
+        Money.of("abc", "EUR")
+    assert exc.value.code == "invalid_number"
+
+
+def test_money_refuses_mixed_currencies():
+    with pytest.raises(ValidationError) as exc:
+        Money.of("1", "EUR") + Money.of("1", "USD")
+    assert exc.value.code == "currency_mismatch"
+
+
+def test_rates_keep_up_to_nine_decimals():
+    assert parse_rate("0.000000125") == Decimal("0.000000125")
+    with pytest.raises(ValidationError) as exc:
+        parse_rate("0.0000000001")
+    assert exc.value.code == "too_many_decimals"
+
+
+def test_rounding_policy_half_up_and_half_even():
+    eur = currency("EUR")
+    assert RoundingPolicy.HALF_UP.round(Decimal("0.125"), eur).amount == Decimal("0.13")
+    assert RoundingPolicy.HALF_EVEN.round(Decimal("0.125"), eur).amount == Decimal("0.12")
+    assert RoundingPolicy.HALF_UP.round(Decimal("-0.125"), eur).amount == Decimal("-0.13")
+    assert RoundingPolicy.HALF_UP.round(Decimal("1234.5"), currency("JPY")).amount == Decimal("1235")
+    # The published calendar-proration example: 22 × 50 / 31 = 35.48
+    assert RoundingPolicy.HALF_UP.round(Decimal(22) * 50 / 31, eur).amount == Decimal("35.48")
+
+
+def test_allocate_examples():
+    assert allocate(100, [1, 1, 1]) == [34, 33, 33]
+    assert allocate(-100, [1, 1, 1]) == [-34, -33, -33]
+    assert allocate(5, [0, 0]) == [3, 2]
+    assert allocate(0, []) == []
+    assert Money.of("10.00", "EUR").allocate([1, 2]) == [Money.of("3.33", "EUR"), Money.of("6.67", "EUR")]
+
+
+@given(
+    total=st.integers(min_value=-(10**15), max_value=10**15),
+    weights=st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=30),
+)
+def test_every_split_sums_exactly_to_the_whole(total, weights):
+    parts = allocate(total, weights)
+    assert sum(parts) == total
+    assert len(parts) == len(weights)
+    if sum(weights) > 0:
+        # No part is further than one minor unit from its exact share.
+        for part, weight in zip(parts, weights, strict=True):
+            exact = Decimal(total) * weight / sum(weights)
+            assert abs(Decimal(part) - exact) < 1
+
+
+@given(
+    total=st.integers(min_value=0, max_value=10**12),
+    weights=st.lists(st.decimals(min_value=0, max_value=10**6, places=4, allow_nan=False), min_size=1, max_size=10),
+)
+def test_split_by_decimal_weights_sums_to_whole(total, weights):
+    assert sum(allocate(total, weights)) == total
+
+
+@given(
+    st.decimals(min_value=-(10**9), max_value=10**9, allow_nan=False, allow_infinity=False, places=6),
+    st.sampled_from(["EUR", "JPY", "KWD"]),
+    st.sampled_from(list(RoundingPolicy)),
+)
+def test_rounding_is_within_half_a_minor_unit(raw, code, policy):
+    cur = currency(code)
+    rounded = policy.round(raw, cur)
+    assert abs(rounded.amount - raw) <= cur.quantum / 2
+    assert Money.from_minor(rounded.minor, cur) == rounded
+
+
+def test_to_decimal_accepts_ints_strings_and_decimals_only():
+    assert to_decimal(3) == Decimal(3)
+    assert to_decimal(" 2.50 ") == Decimal("2.50")
+    with pytest.raises(ValidationError):
+        to_decimal(True)
+    with pytest.raises(ValidationError):
+        to_decimal("NaN")
