@@ -4,11 +4,11 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
+from tests import builders as b
 
 from remit.adapters.db.tables import metadata
 from remit.domain.errors import RemitError
 from remit.service_layer import accounts, catalog, clocks, subscriptions
-from tests import builders as b
 
 
 def _counts(app):
@@ -141,9 +141,8 @@ CASES = [
 def test_bad_input_is_refused_and_changes_nothing(world, name, action, code, field):
     app = world["app"]
     before = _counts(app)
-    with pytest.raises(RemitError) as exc:
-        with app.uow() as uow:
-            action(uow, world)
+    with pytest.raises(RemitError) as exc, app.uow() as uow:
+        action(uow, world)
     assert exc.value.code == code
     if field is not None:
         assert exc.value.field == field

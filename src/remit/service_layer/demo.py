@@ -296,7 +296,7 @@ def run(
     subs = _customers(app, rng, clock_id, ids, customers)
     stats: Counter[str] = Counter()
     at = START
-    for month in range(months):
+    for _month in range(months):
         mid = at.replace(day=15)
         clocks.advance(app.uow, clock_id, mid)
         for sub_id in rng.sample(subs, k=max(1, len(subs) // 6)):

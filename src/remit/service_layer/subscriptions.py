@@ -300,16 +300,22 @@ def _append(
     uow.insert_many(t.subscription_events, [row])
     events.append(timeline_event_from_row(row))
     status = status_on(events, sub["trial_end_on"], today)
-    uow.conn.execute(
-        update(t.subscriptions)
-        .where(t.subscriptions.c.id == sub["id"])
-        .values(
-            next_seq=seq + 1,
-            status=status.value,
-            updated_at=uow.now,
-            ended_on=on if kind is ChangeKind.CANCEL else sub["ended_on"],
-        )
-    )
+    values: dict[str, Any] = {
+        "next_seq": seq + 1,
+        "status": status.value,
+        "updated_at": uow.now,
+        "ended_on": on if kind is ChangeKind.CANCEL else sub["ended_on"],
+    }
+    # A change effective on a day the bill run has already reviewed (e.g. "cancel now" after today's run) must
+    # reopen that day. The bill run treats a subscription as finished once ``reviewed_from_on >= ended_on``, so
+    # a cancellation on the day of the last review would otherwise never be billed (no credit for unused time
+    # in advance, no final line in arrears). The earliest day whose period the change can affect is the day
+    # before it (the last day served), so the mark moves back there.
+    reviewed = sub["reviewed_from_on"]
+    if reviewed is not None and on <= reviewed:
+        values["reviewed_from_on"] = on - timedelta(days=1)
+        sub["reviewed_from_on"] = values["reviewed_from_on"]
+    uow.conn.execute(update(t.subscriptions).where(t.subscriptions.c.id == sub["id"]).values(**values))
     return status
 
 

@@ -87,6 +87,10 @@ def init(
     name: Annotated[str, typer.Option(help="Your company's legal name.")] = "My Company",
     country: Annotated[str, typer.Option(help="ISO 3166 country code.")] = "US",
     currency: Annotated[str, typer.Option(help="ISO 4217 currency.")] = "USD",
+    review_drafts: Annotated[
+        bool, typer.Option("--review-drafts", help="Leave invoices as drafts for review instead of finalizing.")
+    ] = False,
+    rounding: Annotated[str, typer.Option(help="half_up or half_even")] = "half_up",
     as_json: Json = False,
 ) -> None:
     """Create the database and a first legal entity (the seller)."""
@@ -97,7 +101,9 @@ def init(
         from remit.adapters.db import tables as t
 
         existing = uow.conn.execute(select(t.legal_entities.c.id)).scalars().first()
-        entity = existing or accounts.create_legal_entity(uow, name, country, currency)
+        entity = existing or accounts.create_legal_entity(
+            uow, name, country, currency, auto_finalize=not review_drafts, rounding_policy=rounding
+        )
     show(
         {"legal_entity_id": entity, "created": existing is None, "database": str(remit.engine.url)},
         as_json,
@@ -366,8 +372,18 @@ def subs_create(
     start_on: Annotated[str | None, typer.Option("--start-on")] = None,
     coupon: Annotated[str | None, typer.Option()] = None,
     promotion_code: Annotated[str | None, typer.Option("--promotion-code")] = None,
+    phases: Annotated[str | None, typer.Option(help='JSON list: [{"on":"2026-04-01","plan":"pro"}]')] = None,
+    add_ons: Annotated[
+        str | None, typer.Option("--add-ons", help='JSON list: [{"price_id":"...","quantity":1}]')
+    ] = None,
     as_json: Json = False,
 ) -> None:
+    phase_list = _json_arg(phases, "phases") or []
+    if not isinstance(phase_list, list):
+        raise ValidationError("invalid_json", "--phases must be a JSON list.", "phases")
+    for i, phase in enumerate(phase_list):
+        if isinstance(phase, dict) and isinstance(phase.get("on"), str):
+            phase["on"] = _date(phase["on"], f"phases[{i}].on")
     remit = _app()
     with remit.uow() as uow:
         sid = subscriptions.create_subscription(
@@ -627,6 +643,207 @@ def events(
     with remit.uow() as uow:
         rows = views.list_events(uow, limit, 0, type_)
     show(rows, as_json, "Events", ["id", "type", "object_id", "customer_id", "created_at"])
+
+
+def _json_arg(value: str | None, field: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(
+            "invalid_json", f"--{field.replace('_', '-')} is not valid JSON: {exc.msg}.", field
+        ) from None
+
+
+prices_app = typer.Typer(help="Add-on and one-off prices, and per-customer overrides.", no_args_is_help=True)
+coupons_app = typer.Typer(help="Coupons and promotion codes.", no_args_is_help=True)
+items_app = typer.Typer(help="One-off charges for a customer's next invoice.", no_args_is_help=True)
+app.add_typer(prices_app, name="prices")
+app.add_typer(coupons_app, name="coupons")
+app.add_typer(items_app, name="invoice-items")
+
+
+@plans_app.command("publish-version")
+@handle_errors
+def plans_publish(
+    code: Annotated[str, typer.Option()], prices: Annotated[str, typer.Option(help="JSON list")], as_json: Json = False
+) -> None:
+    """Publish a new version of a plan; current subscribers keep theirs until migrated."""
+    specs = _json_arg(prices, "prices")
+    if not isinstance(specs, list):
+        raise ValidationError("invalid_json", "--prices must be a JSON list.", "prices")
+    with _app().uow() as uow:
+        result = catalog.publish_plan_version(uow, code, specs)
+    show(result, as_json, "Version published")
+
+
+@plans_app.command("migrate")
+@handle_errors
+def plans_migrate(
+    code: Annotated[str, typer.Option()],
+    to_version: Annotated[int, typer.Option("--to-version")],
+    when: Annotated[str, typer.Option(help="now or period_end")] = "period_end",
+    as_json: Json = False,
+) -> None:
+    """Move every subscriber of a plan to one of its versions."""
+    with _app().uow() as uow:
+        moved = subscriptions.migrate_plan_version(uow, code, to_version, when)
+    show({"plan": code, "version": to_version, "subscriptions_moved": moved}, as_json, "Migrated")
+
+
+@prices_app.command("create")
+@handle_errors
+def prices_create(
+    product: Annotated[str, typer.Option(help="Product name (created if new).")],
+    spec: Annotated[
+        str,
+        typer.Option(help='JSON, e.g. {"currency":"EUR","type":"one_off","model":"flat","config":{"amount":"500"}}'),
+    ],
+    kind: Annotated[str, typer.Option(help="add_on or one_off")] = "add_on",
+    as_json: Json = False,
+) -> None:
+    data = _json_arg(spec, "spec")
+    if not isinstance(data, dict):
+        raise ValidationError("invalid_json", "--spec must be a JSON object.", "spec")
+    with _app().uow() as uow:
+        product_id = catalog.create_product(uow, product, kind)
+        price_id = catalog.create_price(uow, product_id, data)
+    show({"product_id": product_id, "price_id": price_id}, as_json, "Price created")
+
+
+@prices_app.command("override")
+@handle_errors
+def prices_override(
+    customer: Annotated[str, typer.Option()],
+    price: Annotated[str, typer.Option()],
+    model: Annotated[str, typer.Option()],
+    config: Annotated[str, typer.Option(help="JSON")],
+    as_json: Json = False,
+) -> None:
+    """A negotiated price for one customer, replacing the list price on their invoices."""
+    cfg = _json_arg(config, "config")
+    with _app().uow() as uow:
+        override_id = catalog.set_price_override(uow, customer, price, model, cfg or {})
+    show({"id": override_id}, as_json, "Override set")
+
+
+@coupons_app.command("create")
+@handle_errors
+def coupons_create(
+    code: Annotated[str, typer.Option()],
+    name: Annotated[str, typer.Option()],
+    percent_off: Annotated[str | None, typer.Option("--percent-off")] = None,
+    amount_off: Annotated[str | None, typer.Option("--amount-off")] = None,
+    currency: Annotated[str | None, typer.Option()] = None,
+    duration: Annotated[str, typer.Option(help="once, repeating or forever")] = "once",
+    duration_periods: Annotated[int | None, typer.Option("--duration-periods")] = None,
+    max_redemptions: Annotated[int | None, typer.Option("--max-redemptions")] = None,
+    redeem_by: Annotated[str | None, typer.Option("--redeem-by", help="ISO 8601 time")] = None,
+    as_json: Json = False,
+) -> None:
+    with _app().uow() as uow:
+        coupon_id = catalog.create_coupon(
+            uow,
+            code,
+            name,
+            percent_off=percent_off,
+            amount_off=amount_off,
+            currency_code=currency,
+            duration=duration,
+            duration_periods=duration_periods,
+            max_redemptions=max_redemptions,
+            redeem_by=_time(redeem_by, "redeem_by"),
+        )
+    show({"id": coupon_id, "code": code}, as_json, "Coupon created")
+
+
+@coupons_app.command("promotion-code")
+@handle_errors
+def coupons_promo(
+    coupon: Annotated[str, typer.Option()],
+    code: Annotated[str, typer.Option()],
+    max_redemptions: Annotated[int | None, typer.Option("--max-redemptions")] = None,
+    expires_at: Annotated[str | None, typer.Option("--expires-at")] = None,
+    as_json: Json = False,
+) -> None:
+    with _app().uow() as uow:
+        promo_id = catalog.create_promotion_code(uow, coupon, code, max_redemptions, _time(expires_at, "expires_at"))
+    show({"id": promo_id, "code": code}, as_json, "Promotion code created")
+
+
+@subs_app.command("apply-coupon")
+@handle_errors
+def subs_apply_coupon(
+    subscription_id: str,
+    coupon: Annotated[str | None, typer.Option()] = None,
+    promotion_code: Annotated[str | None, typer.Option("--promotion-code")] = None,
+    as_json: Json = False,
+) -> None:
+    with _app().uow() as uow:
+        subscriptions.apply_coupon(uow, subscription_id, coupon, promotion_code)
+    show({"subscription_id": subscription_id, "applied": coupon or promotion_code}, as_json, "Coupon applied")
+
+
+@subs_app.command("release-schedule")
+@handle_errors
+def subs_release(subscription_id: str, as_json: Json = False) -> None:
+    """Withdraw changes that have not taken effect yet (scheduled plan changes, phases, a pending cancel)."""
+    with _app().uow() as uow:
+        released = subscriptions.release_scheduled(uow, subscription_id)
+    show({"subscription_id": subscription_id, "released": released}, as_json, "Schedule released")
+
+
+@items_app.command("create")
+@handle_errors
+def items_create(
+    customer: Annotated[str, typer.Option()],
+    price: Annotated[str | None, typer.Option()] = None,
+    quantity: Annotated[str, typer.Option()] = "1",
+    description: Annotated[str | None, typer.Option()] = None,
+    unit_amount: Annotated[str | None, typer.Option("--unit-amount")] = None,
+    as_json: Json = False,
+) -> None:
+    with _app().uow() as uow:
+        item = credit_notes.add_one_off(
+            uow, customer, price_id=price, quantity=quantity, description=description, unit_amount=unit_amount
+        )
+    show(views.invoice_public(item), as_json, "Charge added to the next invoice")
+
+
+@invoices_app.command("add-line")
+@handle_errors
+def invoices_add_line(
+    invoice_id: str,
+    description: Annotated[str, typer.Option()],
+    unit_price: Annotated[str, typer.Option("--unit-price")],
+    quantity: Annotated[str, typer.Option()] = "1",
+    as_json: Json = False,
+) -> None:
+    """Add a manual line to a draft invoice."""
+    from remit.domain.money import parse_rate, to_decimal
+
+    with _app().uow() as uow:
+        data = invoices.add_draft_line(
+            uow, invoice_id, description, to_decimal(quantity, "quantity"), parse_rate(unit_price, "unit_price")
+        )
+    show(views.invoice_public(data), as_json, "Line added")
+
+
+@invoices_app.command("remove-line")
+@handle_errors
+def invoices_remove_line(invoice_id: str, line: Annotated[str, typer.Option()], as_json: Json = False) -> None:
+    with _app().uow() as uow:
+        data = invoices.remove_draft_line(uow, invoice_id, line)
+    show(views.invoice_public(data), as_json, "Line removed")
+
+
+@invoices_app.command("delete-draft")
+@handle_errors
+def invoices_delete_draft(invoice_id: str, as_json: Json = False) -> None:
+    with _app().uow() as uow:
+        invoices.delete_draft(uow, invoice_id)
+    show({"id": invoice_id, "deleted": True}, as_json, "Draft deleted")
 
 
 if __name__ == "__main__":  # pragma: no cover
