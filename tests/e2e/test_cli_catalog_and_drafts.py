@@ -23,21 +23,46 @@ def rj(*args: str):
 
 def test_drafts_wait_for_review_and_take_manual_edits():
     rj("init", "--currency", "EUR", "--country", "DE", "--review-drafts")
-    rj("plans", "create", "--code", "pro", "--name", "Pro", "--prices",
-       '[{"currency":"EUR","model":"flat","config":{"amount":"100.00"}}]')
+    rj(
+        "plans",
+        "create",
+        "--code",
+        "pro",
+        "--name",
+        "Pro",
+        "--prices",
+        '[{"currency":"EUR","model":"flat","config":{"amount":"100.00"}}]',
+    )
     customer = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE")["id"]
     rj("coupons", "create", "--code", "HALF", "--name", "Half off", "--percent-off", "50", "--duration", "forever")
     rj("coupons", "promotion-code", "--coupon", "HALF", "--code", "HALFNOW", "--max-redemptions", "1")
     sub = rj("subscriptions", "create", "--customer", customer, "--plan", "pro", "--promotion-code", "HALFNOW")["id"]
-    onboarding = rj("prices", "create", "--product", "Onboarding", "--kind", "one_off", "--spec",
-                    '{"currency":"EUR","type":"one_off","model":"flat","config":{"amount":"250"}}')["price_id"]
+    onboarding = rj(
+        "prices",
+        "create",
+        "--product",
+        "Onboarding",
+        "--kind",
+        "one_off",
+        "--spec",
+        '{"currency":"EUR","type":"one_off","model":"flat","config":{"amount":"250"}}',
+    )["price_id"]
     rj("invoice-items", "create", "--customer", customer, "--price", onboarding)
     assert rj("bill-run")["invoices_created"] == 1
     draft = rj("invoices", "list", "--customer", customer)[0]
     assert draft["status"] == "draft" and draft["number"] is None
     assert draft["total"] == "300.00"  # 100 - 50% + 250 onboarding
-    edited = rj("invoices", "add-line", draft["id"], "--description", "Extra training day", "--unit-price", "80",
-                "--quantity", "2")
+    edited = rj(
+        "invoices",
+        "add-line",
+        draft["id"],
+        "--description",
+        "Extra training day",
+        "--unit-price",
+        "80",
+        "--quantity",
+        "2",
+    )
     assert edited["total"] == "460.00"
     training = next(ln for ln in edited["lines"] if ln["description"] == "Extra training day")
     assert rj("invoices", "remove-line", draft["id"], "--line", training["id"])["total"] == "300.00"
@@ -51,17 +76,44 @@ def test_drafts_wait_for_review_and_take_manual_edits():
 
 def test_versions_overrides_and_migration():
     rj("init", "--currency", "EUR", "--country", "DE")
-    rj("plans", "create", "--code", "team", "--name", "Team", "--prices",
-       '[{"currency":"EUR","model":"per_unit","config":{"unit_price":"10"}}]')
+    rj(
+        "plans",
+        "create",
+        "--code",
+        "team",
+        "--name",
+        "Team",
+        "--prices",
+        '[{"currency":"EUR","model":"per_unit","config":{"unit_price":"10"}}]',
+    )
     customer = rj("customers", "create", "--name", "Hooli", "--currency", "EUR", "--country", "DE")["id"]
     sub = rj("subscriptions", "create", "--customer", customer, "--plan", "team", "--quantity", "3")["id"]
-    assert rj("plans", "publish-version", "--code", "team", "--prices",
-              '[{"currency":"EUR","model":"per_unit","config":{"unit_price":"12"}}]')["version"] == 2
+    assert (
+        rj(
+            "plans",
+            "publish-version",
+            "--code",
+            "team",
+            "--prices",
+            '[{"currency":"EUR","model":"per_unit","config":{"unit_price":"12"}}]',
+        )["version"]
+        == 2
+    )
     versions = {(p["version"], p["config"]["unit_price"]) for p in rj("plans", "list")}
     assert versions == {(1, "10"), (2, "12")}
     price_v1 = next(p["price_id"] for p in rj("plans", "list") if p["version"] == 1)
-    rj("prices", "override", "--customer", customer, "--price", price_v1, "--model", "per_unit", "--config",
-       '{"unit_price": "8"}')
+    rj(
+        "prices",
+        "override",
+        "--customer",
+        customer,
+        "--price",
+        price_v1,
+        "--model",
+        "per_unit",
+        "--config",
+        '{"unit_price": "8"}',
+    )
     rj("bill-run")
     assert [i["total"] for i in rj("invoices", "list", "--customer", customer)] == ["24.00"]  # 3 × negotiated 8
     assert rj("plans", "migrate", "--code", "team", "--to-version", "2")["subscriptions_moved"] == 1
