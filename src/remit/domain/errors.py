@@ -13,6 +13,7 @@ class ErrorKind(Enum):
     INVALID = "invalid"  # the request itself is wrong (HTTP 422, exit 2)
     NOT_FOUND = "not_found"  # (HTTP 404, exit 3)
     CONFLICT = "conflict"  # the request is fine but the state forbids it (HTTP 409, exit 4)
+    FORBIDDEN = "forbidden"  # the caller may not do this (HTTP 403, exit 5)
 
 
 class RemitError(Exception):
@@ -43,3 +44,7 @@ class NotFound(RemitError):
 
 class Conflict(RemitError):
     kind = ErrorKind.CONFLICT
+
+
+class Forbidden(RemitError):
+    kind = ErrorKind.FORBIDDEN

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,7 @@ from sqlalchemy import Select, select
 
 from remit.adapters.db import tables as t
 from remit.domain.money import Money
+from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
 
 MAX_LIMIT = 1000
@@ -62,12 +64,47 @@ def page(uow: UnitOfWork, query: Select[Any], id_column: Any, limit: int | None,
         query = query.where(id_column > after)
     query = query.order_by(id_column)
     if limit is not None:
-        query = query.limit(min(limit, MAX_LIMIT) if limit > 0 else MAX_LIMIT)
+        query = query.limit(min(limit, MAX_LIMIT + 1) if limit > 0 else MAX_LIMIT)
     return [dict(r) for r in uow.conn.execute(query).mappings()]
 
 
-def list_customers(uow: UnitOfWork, limit: int | None = 20, after: str | None = None) -> list[dict[str, Any]]:
-    return [customer_public(r) for r in page(uow, select(t.customers), t.customers.c.id, limit, after)]
+@dataclass(frozen=True)
+class Filters:
+    customer_id: str | None = None
+    status: str | None = None
+    created_gte: datetime | None = None
+    created_lte: datetime | None = None
+
+    def apply(self, query: Select[Any], table: Any) -> Select[Any]:
+        if self.customer_id and "customer_id" in table.c:
+            query = query.where(table.c.customer_id == self.customer_id)
+        if self.status and "status" in table.c:
+            query = query.where(table.c.status == self.status)
+        if self.created_gte is not None:
+            query = query.where(table.c.created_at >= self.created_gte)
+        if self.created_lte is not None:
+            query = query.where(table.c.created_at <= self.created_lte)
+        return query
+
+
+def _owned(table: Any, vis: Visibility) -> Select[Any]:
+    """Rows of a customer-owned table that the visibility allows."""
+    query = select(table)
+    if vis != EVERYTHING:
+        query = query.join(t.customers, t.customers.c.id == table.c.customer_id).where(vis.customers_clause())
+    return query
+
+
+def list_customers(
+    uow: UnitOfWork,
+    limit: int | None = 20,
+    after: str | None = None,
+    *,
+    vis: Visibility = EVERYTHING,
+    filters: Filters = Filters(),
+) -> list[dict[str, Any]]:
+    query = filters.apply(select(t.customers).where(vis.customers_clause()), t.customers)
+    return [customer_public(r) for r in page(uow, query, t.customers.c.id, limit, after)]
 
 
 def list_subscriptions(
@@ -76,14 +113,15 @@ def list_subscriptions(
     after: str | None = None,
     customer_id: str | None = None,
     status: str | None = None,
+    *,
+    vis: Visibility = EVERYTHING,
+    filters: Filters | None = None,
 ) -> list[dict[str, Any]]:
-    query = select(t.subscriptions, t.plans.c.code.label("plan")).outerjoin(
+    f = filters or Filters(customer_id=customer_id, status=status)
+    query = f.apply(_owned(t.subscriptions, vis), t.subscriptions)
+    query = query.add_columns(t.plans.c.code.label("plan")).outerjoin(
         t.plans, t.plans.c.id == t.subscriptions.c.plan_id
     )
-    if customer_id:
-        query = query.where(t.subscriptions.c.customer_id == customer_id)
-    if status:
-        query = query.where(t.subscriptions.c.status == status)
     return [plain(r) for r in page(uow, query, t.subscriptions.c.id, limit, after)]
 
 
@@ -93,26 +131,42 @@ def list_invoices(
     after: str | None = None,
     customer_id: str | None = None,
     status: str | None = None,
+    *,
+    vis: Visibility = EVERYTHING,
+    filters: Filters | None = None,
 ) -> list[dict[str, Any]]:
-    query = select(t.invoices)
-    if customer_id:
-        query = query.where(t.invoices.c.customer_id == customer_id)
-    if status:
-        query = query.where(t.invoices.c.status == status)
+    f = filters or Filters(customer_id=customer_id, status=status)
+    query = f.apply(_owned(t.invoices, vis), t.invoices)
     return [invoice_public(r) for r in page(uow, query, t.invoices.c.id, limit, after)]
 
 
-def list_credit_notes(uow: UnitOfWork, limit: int | None = 20, after: str | None = None) -> list[dict[str, Any]]:
-    return [_with_money(r, r["currency"]) for r in page(uow, select(t.credit_notes), t.credit_notes.c.id, limit, after)]
+def list_credit_notes(
+    uow: UnitOfWork,
+    limit: int | None = 20,
+    after: str | None = None,
+    *,
+    vis: Visibility = EVERYTHING,
+    filters: Filters = Filters(),
+) -> list[dict[str, Any]]:
+    query = filters.apply(_owned(t.credit_notes, vis), t.credit_notes)
+    return [_with_money(r, r["currency"]) for r in page(uow, query, t.credit_notes.c.id, limit, after)]
 
 
 def list_events(
-    uow: UnitOfWork, limit: int | None = 50, after_id: int = 0, type_: str | None = None
+    uow: UnitOfWork,
+    limit: int | None = 50,
+    after_id: int = 0,
+    type_: str | None = None,
+    *,
+    vis: Visibility = EVERYTHING,
+    filters: Filters = Filters(),
 ) -> list[dict[str, Any]]:
     query = select(t.events).where(t.events.c.id > after_id)
+    if vis != EVERYTHING:
+        query = query.join(t.customers, t.customers.c.id == t.events.c.customer_id).where(vis.customers_clause())
     if type_:
         query = query.where(t.events.c.type == type_)
-    query = query.order_by(t.events.c.id)
+    query = filters.apply(query, t.events).order_by(t.events.c.id)
     if limit:
-        query = query.limit(min(limit, MAX_LIMIT))
+        query = query.limit(min(limit, MAX_LIMIT + 1))
     return [plain(dict(r)) for r in uow.conn.execute(query).mappings()]

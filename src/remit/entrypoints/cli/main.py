@@ -846,5 +846,75 @@ def invoices_delete_draft(invoice_id: str, as_json: Json = False) -> None:
     show({"id": invoice_id, "deleted": True}, as_json, "Draft deleted")
 
 
+keys_app = typer.Typer(help="API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+@handle_errors
+def keys_create(
+    scope: Annotated[list[str], typer.Option("--scope", help="read, write or admin; repeat for several.")],
+    name: Annotated[str, typer.Option()] = "",
+    legal_entity: Annotated[str | None, typer.Option("--legal-entity", help="Limit the key to one entity.")] = None,
+    test: Annotated[bool, typer.Option("--test", help="A test-mode key (sees only test-clock customers).")] = False,
+    expires_at: Annotated[str | None, typer.Option("--expires-at")] = None,
+    as_json: Json = False,
+) -> None:
+    """Create an API key. The secret is printed once; Remit keeps only a hash."""
+    from remit.service_layer import api_keys
+
+    with _app().uow() as uow:
+        key = api_keys.create_key(uow, name, scope, legal_entity, not test, _time(expires_at, "expires_at"))
+    if as_json:
+        show(
+            {
+                "id": key["id"],
+                "secret": key["secret"],
+                "scopes": key["scopes"],
+                "legal_entity_id": key["legal_entity_id"],
+                "livemode": key["livemode"],
+            },
+            True,
+        )
+        return
+    show(key, False, "API key created: copy the secret now, it is not shown again")
+
+
+@keys_app.command("revoke")
+@handle_errors
+def keys_revoke(key_id: str, as_json: Json = False) -> None:
+    from remit.service_layer import api_keys
+
+    with _app().uow() as uow:
+        api_keys.revoke_key(uow, key_id)
+    show({"id": key_id, "revoked": True}, as_json, "Revoked")
+
+
+@app.command()
+@handle_errors
+def serve(
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    workers: Annotated[int, typer.Option(help="HTTP worker processes.")] = 1,
+) -> None:
+    """Serve the REST API (docs at /docs). On SQLite the webhook worker runs inside this process."""
+    import uvicorn
+
+    from remit.entrypoints.api.server import build_app
+
+    _app()  # create or migrate the schema before the server starts
+    if workers > 1:
+        uvicorn.run(
+            "remit.entrypoints.api.server:build_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+        )
+    else:
+        uvicorn.run(build_app(), host=host, port=port, log_level="warning")
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

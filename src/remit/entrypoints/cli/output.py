@@ -16,7 +16,7 @@ from rich.table import Table
 from remit.domain.errors import ErrorKind, RemitError
 from remit.service_layer.views import plain
 
-EXIT_CODES = {ErrorKind.INVALID: 2, ErrorKind.NOT_FOUND: 3, ErrorKind.CONFLICT: 4}
+EXIT_CODES = {ErrorKind.INVALID: 2, ErrorKind.NOT_FOUND: 3, ErrorKind.CONFLICT: 4, ErrorKind.FORBIDDEN: 5}
 console = Console()
 err_console = Console(stderr=True)
 

@@ -1,0 +1,47 @@
+"""The REST API: FastAPI, versioned under /v1, with OpenAPI at /openapi.json and interactive docs at /docs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+
+from remit import __version__
+from remit.bootstrap import Remit
+from remit.entrypoints.api import errors
+from remit.entrypoints.api.gate import ApiGate
+from remit.entrypoints.api.routes import accounts, catalog, events, invoices, subscriptions
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))  # a setting, not money
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    max_body_bytes: int = field(default_factory=lambda: int(os.environ.get("REMIT_MAX_BODY_BYTES", 1_048_576)))
+    rate_limit_per_s: float = field(default_factory=lambda: _env_float("REMIT_RATE_LIMIT_PER_S", 100))
+    rate_limit_burst: float = field(default_factory=lambda: _env_float("REMIT_RATE_LIMIT_BURST", 200))
+
+
+def create_app(remit: Remit, settings: ApiSettings | None = None) -> FastAPI:
+    settings = settings or ApiSettings()
+    app = FastAPI(
+        title="Remit API",
+        version=__version__,
+        description="Billing automation: catalog, customers, subscriptions, invoices, credit notes, test clocks. "
+        "Authenticate with `Authorization: Bearer <API key>`. Every POST takes an `Idempotency-Key` header.",
+    )
+    app.state.remit = remit
+    errors.install(app)
+    for module in (accounts, catalog, subscriptions, invoices, events):
+        app.include_router(module.router, prefix="/v1", responses=errors.COMMON_ERRORS)
+    app.add_middleware(
+        ApiGate,
+        remit=remit,
+        max_body_bytes=settings.max_body_bytes,
+        rate_per_s=settings.rate_limit_per_s,
+        burst=settings.rate_limit_burst,
+    )
+    return app

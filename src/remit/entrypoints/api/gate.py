@@ -1,0 +1,238 @@
+"""The gate every /v1 request passes: request id, body limit, authentication, rate limit, idempotency.
+
+A plain ASGI middleware (no per-request task overhead). Errors leave in the same envelope as the routes'.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from anyio import to_thread
+
+from remit.adapters.db.ids import new_id
+from remit.bootstrap import Remit
+from remit.entrypoints.api.errors import envelope_bytes
+from remit.service_layer import idempotency
+from remit.service_layer.api_keys import AuthError, Principal, authenticate
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class TokenBuckets:
+    """Per-key token buckets: ``rate`` requests a second on average, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """0 when allowed; otherwise the seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * self.rate)
+            if tokens >= 1:
+                self._buckets[key] = (tokens - 1, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+
+
+class ApiGate:
+    def __init__(self, app: ASGIApp, remit: Remit, *, max_body_bytes: int, rate_per_s: float, burst: float) -> None:
+        self.app = app
+        self.remit = remit
+        self.max_body_bytes = max_body_bytes
+        self.buckets = TokenBuckets(rate_per_s, burst)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+            await self.app(scope, receive, send)
+            return
+        request_id = new_id("req")
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+        async def fail(
+            status: int,
+            code: str,
+            message: str,
+            extra: list[tuple[bytes, bytes]] | None = None,
+            field: str | None = None,
+        ) -> None:
+            body = envelope_bytes(code, message, field, request_id)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        (b"request-id", request_id.encode()),
+                        *(extra or []),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            await fail(413, "body_too_large", f"The body is larger than {self.max_body_bytes} bytes.")
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_body_bytes:
+                await fail(413, "body_too_large", f"The body is larger than {self.max_body_bytes} bytes.")
+                return
+
+        if body and scope["method"] in ("POST", "PUT", "PATCH"):
+            try:
+                parsed = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                await fail(400, "invalid_json", "The request body is not valid JSON.")
+                return
+            if not isinstance(parsed, dict):
+                await fail(400, "invalid_json", "The request body must be a JSON object.")
+                return
+        auth = headers.get("authorization", "")
+        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+            await fail(
+                401,
+                "missing_api_key",
+                "Send your API key as `Authorization: Bearer <secret>`.",
+                [(b"www-authenticate", b"Bearer")],
+            )
+            return
+        try:
+            principal: Principal = await to_thread.run_sync(
+                authenticate, self.remit.engine, auth[7:].strip(), self.remit.clock.now()
+            )
+        except AuthError as exc:
+            await fail(401, exc.code, exc.message, [(b"www-authenticate", b"Bearer")])
+            return
+        state["principal"] = principal
+        wait = self.buckets.take(principal.key_id)
+        if wait > 0:
+            retry = str(max(1, math.ceil(wait)))
+            await fail(
+                429,
+                "rate_limited",
+                f"Too many requests for this key; retry in {retry} s.",
+                [(b"retry-after", retry.encode())],
+            )
+            return
+
+        replayed = False
+
+        async def replay_receive() -> Message:
+            nonlocal replayed
+            if replayed:
+                return {"type": "http.disconnect"}
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        key = headers.get("idempotency-key")
+        if scope["method"] != "POST" or not key:
+            await self.app(scope, replay_receive, _with_request_id(send, request_id))
+            return
+        if len(key) > 255:
+            await fail(
+                422, "invalid_idempotency_key", "Idempotency keys are at most 255 characters.", field="Idempotency-Key"
+            )
+            return
+        await self._idempotent(scope, replay_receive, send, principal, key, body, request_id, fail)
+
+    async def _idempotent(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        principal: Principal,
+        key: str,
+        body: bytes,
+        request_id: str,
+        fail: Callable[..., Awaitable[None]],
+    ) -> None:
+        print_ = idempotency.fingerprint(scope["method"], scope["path"], scope.get("query_string", b"").decode(), body)
+        engine = self.remit.engine
+        stored = await to_thread.run_sync(
+            idempotency.claim, engine, principal.key_id, key, print_, self.remit.clock.now()
+        )
+        if stored is not None:
+            if stored.fingerprint != print_:
+                await fail(
+                    409,
+                    "idempotency_key_reused",
+                    "This idempotency key was used with a different request.",
+                    field="Idempotency-Key",
+                )
+            elif stored.status_code is None:
+                await fail(
+                    409,
+                    "idempotency_request_in_progress",
+                    "A request with this idempotency key is still running; retry shortly.",
+                    [(b"retry-after", b"1")],
+                    field="Idempotency-Key",
+                )
+            else:
+                data = (stored.body or "").encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": stored.status_code,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(data)).encode()),
+                            (b"request-id", request_id.encode()),
+                            (b"idempotent-replayed", b"true"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": data})
+            return
+        status = 500
+        chunks: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), (b"request-id", request_id.encode())]}
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            if status >= 500:
+                await to_thread.run_sync(idempotency.release, engine, principal.key_id, key)
+            else:
+                await to_thread.run_sync(
+                    idempotency.complete, engine, principal.key_id, key, status, b"".join(chunks).decode()
+                )
+
+
+def _with_request_id(send: Send, request_id: str) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (b"request-id", request_id.encode())]}
+        await send(message)
+
+    return wrapped

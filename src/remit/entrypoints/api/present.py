@@ -1,0 +1,81 @@
+"""Rows to public dictionaries that the XPublic schemas validate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func, select
+
+from remit.adapters.db import tables as t
+from remit.domain.errors import NotFound
+from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.views import invoice_public, money, plain
+
+
+def customer(uow: UnitOfWork, row: Mapping[Any, Any]) -> dict[str, Any]:
+    balance = uow.conn.execute(
+        select(func.coalesce(func.sum(t.balance_transactions.c.amount_minor), 0)).where(
+            t.balance_transactions.c.customer_id == row["id"]
+        )
+    ).scalar_one()
+    return {**dict(row), "livemode": row["test_clock_id"] is None, "balance": money(int(balance), row["currency"])}
+
+
+def customer_by_id(uow: UnitOfWork, customer_id: str) -> dict[str, Any]:
+    row = uow.conn.execute(select(t.customers).where(t.customers.c.id == customer_id)).mappings().first()
+    if row is None:
+        raise NotFound("customer", customer_id, "customer_id")
+    return customer(uow, row)
+
+
+def subscription(row: Mapping[Any, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["interval"] = out.pop("interval_unit")
+    return out
+
+
+def invoice(inv: Mapping[Any, Any]) -> dict[str, Any]:
+    out = invoice_public(inv)
+    if "lines" in out:
+        out["lines"] = [
+            {**ln, "quantity": plain(ln["quantity"]), "unit_price": plain(ln["unit_price"])} for ln in out["lines"]
+        ]
+    return out
+
+
+def price(row: Mapping[Any, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["interval"] = out.pop("interval_unit")
+    return out
+
+
+def plan(uow: UnitOfWork, row: Mapping[Any, Any]) -> dict[str, Any]:
+    versions = list(
+        uow.conn.execute(
+            select(t.plan_versions).where(t.plan_versions.c.plan_id == row["id"]).order_by(t.plan_versions.c.version)
+        ).mappings()
+    )
+    prices = list(
+        uow.conn.execute(select(t.prices).where(t.prices.c.plan_version_id.in_([v["id"] for v in versions]))).mappings()
+    )
+    return {
+        **dict(row),
+        "versions": [
+            {**dict(v), "prices": [price(p) for p in prices if p["plan_version_id"] == v["id"]]} for v in versions
+        ],
+    }
+
+
+def coupon(row: Mapping[Any, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["amount_off"] = money(out.pop("amount_off_minor"), row["currency"]) if row["currency"] else None
+    out["percent_off"] = plain(row["percent_off"]) if row["percent_off"] is not None else None
+    return out
+
+
+def event(row: Mapping[Any, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["sequence"] = out.pop("id")
+    out["id"] = out.pop("public_id")
+    return out
