@@ -65,7 +65,10 @@ def _request_id(request: Request) -> str | None:
 
 
 def _field(loc: tuple[Any, ...]) -> str | None:
+    tags = {"int", "str", "float", "bool", "date", "datetime", "dict", "list", "constrained-str", "none"}
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # Pydantic names the member of a union that failed ("quantity.int"); people want the field.
+    parts = [p for p in parts if p not in tags and "[" not in p and not p.startswith("function-")]
     out = ""
     for p in parts:
         out += f"[{p}]" if p.isdigit() else (f".{p}" if out else p)

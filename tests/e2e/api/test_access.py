@@ -1,0 +1,119 @@
+"""Who may do what: scopes × endpoints, legal-entity isolation, expired and revoked keys, rate limits."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from tests.e2e.api.conftest import PLAN, make_api
+
+from remit.entrypoints.api.app import ApiSettings
+from remit.service_layer import accounts, api_keys
+
+# (method, path, body, the least scope that may call it)
+ENDPOINTS = [
+    ("GET", "/customers", None, "read"),
+    ("POST", "/customers", {"name": "A", "currency": "EUR", "country": "DE"}, "write"),
+    ("GET", "/plans", None, "read"),
+    (
+        "POST",
+        "/plans",
+        {"code": "x{n}", "name": "X", "prices": [{"currency": "EUR", "model": "flat", "config": {"amount": "1"}}]},
+        "write",
+    ),
+    ("GET", "/coupons", None, "read"),
+    ("POST", "/coupons", {"code": "c{n}", "name": "C", "percent_off": "5"}, "write"),
+    ("GET", "/subscriptions", None, "read"),
+    ("GET", "/invoices", None, "read"),
+    ("GET", "/credit_notes", None, "read"),
+    ("GET", "/events", None, "read"),
+    ("GET", "/legal_entities", None, "read"),
+    ("POST", "/legal_entities", {"name": "E", "country": "FR", "currency": "EUR"}, "admin"),
+    ("POST", "/api_keys", {"scopes": ["read"]}, "admin"),
+    ("POST", "/bill_runs", {}, "admin"),
+]
+RANK = {"read": 0, "write": 1, "admin": 2}
+
+
+@pytest.mark.parametrize("scope", ["read", "write", "admin"])
+def test_scope_matrix(api, scope):
+    for n, (method, path, body, needed) in enumerate(ENDPOINTS):
+        if body is not None:
+            body = {k: (v.format(n=f"{scope}{n}") if isinstance(v, str) else v) for k, v in body.items()}
+        resp = api.client.request(method, f"/v1{path}", json=body, headers=api.h(scope))
+        if RANK[scope] >= RANK[needed]:
+            assert resp.status_code in (200, 201), (method, path, scope, resp.json())
+        else:
+            assert resp.status_code == 403, (method, path, scope)
+            assert resp.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_a_key_for_one_entity_cannot_see_or_touch_another(api):
+    other = api.post("/legal_entities", {"name": "Other Inc.", "country": "US", "currency": "USD"}).json()["id"]
+    api.key("de_only", ["admin"], api.entity)
+    api.key("us_only", ["write"], other)
+    api.post("/plans", PLAN)
+    us_customer = api.post("/customers", {"name": "US", "currency": "USD", "country": "US"}, key="us_only").json()
+    assert us_customer["legal_entity_id"] == other
+    de_customer = api.post("/customers", {"name": "DE", "currency": "EUR", "country": "DE"}, key="de_only").json()
+    assert api.get(f"/customers/{us_customer['id']}", key="de_only").status_code == 404
+    assert api.get(f"/customers/{de_customer['id']}", key="us_only").status_code == 404
+    assert [c["id"] for c in api.get("/customers", key="de_only").json()["data"]] == [de_customer["id"]]
+    sub = api.post("/subscriptions", {"customer_id": us_customer["id"], "plan": "pro"}, key="us_only").json()
+    assert api.post(f"/subscriptions/{sub['id']}/cancel", {}, key="de_only").status_code == 404
+    assert (
+        api.post("/subscriptions", {"customer_id": us_customer["id"], "plan": "pro"}, key="de_only").status_code == 404
+    )
+    cross = api.post(
+        "/customers", {"name": "X", "currency": "EUR", "country": "DE", "legal_entity_id": other}, key="de_only"
+    )
+    assert cross.status_code == 404
+    assert api.post("/bill_runs", {}, key="de_only").json()["error"]["code"] == "entity_scoped_key"
+    assert api.post("/api_keys", {"scopes": ["read"]}, key="de_only").status_code == 403
+    assert [e["id"] for e in api.get("/legal_entities", key="de_only").json()["data"]] == [api.entity]
+
+
+def test_missing_invalid_expired_and_revoked_keys_get_401(api):
+    assert api.client.get("/v1/customers").json()["error"]["code"] == "missing_api_key"
+    bad = api.client.get("/v1/customers", headers={"Authorization": "Bearer rk_live_key_x.y"})
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
+    assert bad.headers["www-authenticate"] == "Bearer"
+    with api.remit.uow() as uow:
+        key = api_keys.create_key(uow, "short", ["read"], expires_at=uow.now + timedelta(hours=1))
+    ok = api.client.get("/v1/customers", headers={"Authorization": f"Bearer {key['secret']}"})
+    assert ok.status_code == 200
+    api.remit.clock.move_to(api.remit.clock.now() + timedelta(hours=2))
+    expired = api.client.get("/v1/customers", headers={"Authorization": f"Bearer {key['secret']}"})
+    assert expired.status_code == 401 and expired.json()["error"]["code"] == "api_key_expired"
+    with api.remit.uow() as uow:
+        other = api_keys.create_key(uow, "gone", ["read"])
+        api_keys.revoke_key(uow, other["id"])
+    revoked = api.client.get("/v1/customers", headers={"Authorization": f"Bearer {other['secret']}"})
+    assert revoked.json()["error"]["code"] == "api_key_revoked"
+
+
+def test_rate_limit_answers_429_with_retry_after(sqlite_app):
+    api = make_api(sqlite_app, ApiSettings(rate_limit_per_s=1, rate_limit_burst=3))
+    codes = [api.get("/customers", key="read").status_code for _ in range(5)]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+    limited = api.get("/customers", key="read")
+    assert limited.json()["error"]["code"] == "rate_limited" and int(limited.headers["retry-after"]) >= 1
+    assert api.get("/customers", key="write").status_code == 200  # per key
+
+
+def test_errors_carry_a_request_id(api):
+    resp = api.get("/customers/cus_missing")
+    assert resp.status_code == 404
+    assert resp.json()["error"]["request_id"] == resp.headers["request-id"]
+    assert api.get("/customers").headers["request-id"].startswith("req_")
+
+
+def test_the_api_keys_endpoint_shows_the_secret_once(api):
+    created = api.post("/api_keys", {"scopes": ["read"], "legal_entity_id": api.entity}).json()
+    assert created["secret"].startswith("rk_live_")
+    assert api.client.get("/v1/customers", headers={"Authorization": f"Bearer {created['secret']}"}).status_code == 200
+    with api.remit.uow() as uow:
+        assert accounts.default_entity(uow) == api.entity
+
+
+def test_expired_key_creation_is_refused(api):
+    past = (datetime.now(UTC) - timedelta(days=400)).isoformat()
+    assert api.post("/api_keys", {"scopes": ["read"], "expires_at": past}).json()["error"]["code"] == "date_in_past"

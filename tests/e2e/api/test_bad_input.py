@@ -1,0 +1,119 @@
+"""Nothing a client sends can produce a 500: bad input gets a documented error and changes nothing."""
+
+import pytest
+from sqlalchemy import func, select
+from tests.e2e.api.conftest import PLAN
+
+from remit.adapters.db.tables import metadata
+
+
+def _counts(api):
+    with api.remit.engine.connect() as conn:
+        skip = {"idempotency_keys"}
+        return {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
+            for t in metadata.sorted_tables
+            if t.name not in skip
+        }
+
+
+CUSTOMER = {"name": "A", "currency": "EUR", "country": "DE"}
+CASES = [
+    ("malformed json", "/customers", b"{nope", 400, "invalid_json", None),
+    ("not an object", "/customers", b"[1,2]", 400, "invalid_json", None),
+    ("wrong type", "/customers", {**CUSTOMER, "name": 12}, 422, "invalid_value", "name"),
+    ("unknown field", "/customers", {**CUSTOMER, "colour": "red"}, 422, "unknown_field", "colour"),
+    ("missing field", "/customers", {"name": "A", "currency": "EUR"}, 422, "missing_field", "country"),
+    ("unknown currency", "/customers", {**CUSTOMER, "currency": "ABC"}, 422, "unknown_currency", "currency"),
+    (
+        "bad money string",
+        "/coupons",
+        {"code": "X", "name": "X", "amount_off": "12,50", "currency": "EUR"},
+        422,
+        "invalid_value",
+        "amount_off",
+    ),
+    (
+        "float money",
+        "/coupons",
+        {"code": "X", "name": "X", "amount_off": 12.5, "currency": "EUR"},
+        422,
+        "invalid_value",
+        "amount_off",
+    ),
+    (
+        "float quantity",
+        "/subscriptions",
+        {"customer_id": "{cus}", "plan": "pro", "quantity": 1.5},
+        422,
+        "invalid_value",
+        "quantity",
+    ),
+    (
+        "negative quantity",
+        "/subscriptions",
+        {"customer_id": "{cus}", "plan": "pro", "quantity": "-2"},
+        422,
+        "invalid_value",
+        "quantity",
+    ),
+    (
+        "unknown id",
+        "/subscriptions",
+        {"customer_id": "cus_nope", "plan": "pro"},
+        404,
+        "customer_not_found",
+        "customer_id",
+    ),
+    ("unknown plan", "/subscriptions", {"customer_id": "{cus}", "plan": "gold"}, 404, "plan_not_found", "plan"),
+    (
+        "plan lacks currency",
+        "/subscriptions",
+        {"customer_id": "{gbp}", "plan": "pro"},
+        422,
+        "currency_not_offered",
+        "currency",
+    ),
+    (
+        "bad tiers",
+        "/plans",
+        {"code": "t", "name": "T", "prices": [{"currency": "EUR", "model": "graduated", "config": {"tiers": []}}]},
+        422,
+        "invalid_tiers",
+        None,
+    ),
+    ("as_of in the future", "/bill_runs", {"as_of": "2999-01-01T00:00:00Z"}, 422, "as_of_in_future", "as_of"),
+]
+
+
+@pytest.mark.parametrize(("name", "path", "body", "status", "code", "field"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input(api, name, path, body, status, code, field):
+    api.post("/plans", PLAN)
+    cus = api.post("/customers", CUSTOMER).json()["id"]
+    gbp = api.post("/customers", {**CUSTOMER, "currency": "GBP"}).json()["id"]
+    before = _counts(api)
+    if isinstance(body, bytes):
+        resp = api.client.post(f"/v1{path}", content=body, headers={**api.h(), "Content-Type": "application/json"})
+    else:
+        body = {k: (v.format(cus=cus, gbp=gbp) if isinstance(v, str) else v) for k, v in body.items()}
+        resp = api.post(path, body)
+    assert resp.status_code == status, resp.json()
+    error = resp.json()["error"]
+    assert error["code"] == code and error["message"] and error["request_id"]
+    if field is not None:
+        assert error["field"] == field
+    assert _counts(api) == before
+
+
+def test_oversize_bodies_are_refused(api):
+    before = _counts(api)
+    big = {"name": "A" * 2_000_000, "currency": "EUR", "country": "DE"}
+    resp = api.post("/customers", big)
+    assert resp.status_code == 413 and resp.json()["error"]["code"] == "body_too_large"
+    assert _counts(api) == before
+
+
+def test_unknown_paths_and_methods_use_the_envelope(api):
+    assert api.get("/nothing").json()["error"]["code"] == "not_found"
+    resp = api.client.delete("/v1/customers", headers=api.h())
+    assert resp.status_code == 405 and resp.json()["error"]["code"] == "method_not_allowed"

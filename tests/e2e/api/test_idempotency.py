@@ -1,0 +1,84 @@
+"""Idempotency-Key on every POST: replay, conflicting reuse, and identical requests racing each other."""
+
+import threading
+
+import pytest
+from sqlalchemy import func, select
+
+from remit.adapters.db import tables as t
+
+CUSTOMER = {"name": "Initech", "currency": "EUR", "country": "DE"}
+
+
+def _customers(api):
+    with api.remit.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(t.customers)).scalar_one()
+
+
+def test_same_key_same_request_replays_the_response(api):
+    first = api.post("/customers", CUSTOMER, **{"Idempotency-Key": "k1"})
+    second = api.post("/customers", CUSTOMER, **{"Idempotency-Key": "k1"})
+    assert first.status_code == second.status_code == 201
+    assert second.json() == first.json()
+    assert second.headers["idempotent-replayed"] == "true"
+    assert _customers(api) == 1
+
+
+def test_same_key_different_request_is_a_conflict(api):
+    api.post("/customers", CUSTOMER, **{"Idempotency-Key": "k2"})
+    other = api.post("/customers", {**CUSTOMER, "name": "Hooli"}, **{"Idempotency-Key": "k2"})
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency_key_reused"
+    assert _customers(api) == 1
+
+
+def test_errors_are_replayed_too_and_keys_are_per_api_key(api):
+    bad = api.post("/customers", {**CUSTOMER, "currency": "XXX"}, **{"Idempotency-Key": "k3"})
+    again = api.post("/customers", {**CUSTOMER, "currency": "XXX"}, **{"Idempotency-Key": "k3"})
+    assert bad.status_code == again.status_code == 422
+    other_key = api.post("/customers", CUSTOMER, key="write", **{"Idempotency-Key": "k3"})
+    assert other_key.status_code == 201
+
+
+def test_keys_expire_after_24_hours(api):
+    from datetime import timedelta
+
+    api.post("/customers", CUSTOMER, **{"Idempotency-Key": "k4"})
+    api.remit.clock.move_to(api.remit.clock.now() + timedelta(hours=25))
+    again = api.post("/customers", CUSTOMER, **{"Idempotency-Key": "k4"})
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+    assert _customers(api) == 2
+
+
+@pytest.mark.postgres
+def test_identical_requests_racing_produce_one_effect(postgres_url):
+    from datetime import UTC, datetime
+
+    from tests.e2e.api.conftest import make_api
+
+    from remit.adapters.db.engine import make_engine
+    from remit.bootstrap import Remit
+    from remit.domain.clock import FixedClock
+
+    remit = Remit(make_engine(postgres_url, pool_size=20), FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    with remit.engine.begin() as conn:
+        for table in reversed(t.metadata.sorted_tables):
+            conn.execute(table.delete())
+    api = make_api(remit)
+    barrier = threading.Barrier(8)
+    results = []
+
+    def call() -> None:
+        barrier.wait()
+        results.append(api.post("/customers", CUSTOMER, **{"Idempotency-Key": "race"}))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert _customers(api) == 1
+    created = {r.json()["id"] for r in results if r.status_code == 201}
+    assert len(created) == 1
+    for r in results:
+        assert r.status_code == 201 or r.json()["error"]["code"] == "idempotency_request_in_progress"
+    remit.engine.dispose()
