@@ -6,7 +6,7 @@ Expected lines: see tests/scenarios/matrix.py (hand calculation from the dates b
 
 from datetime import date
 
-from tests.scenarios.matrix import Axis, check, expected_lines
+from tests.scenarios.matrix import Axis, expected, play
 
 AXIS = Axis(
     "month",
@@ -19,31 +19,6 @@ AXIS = Axis(
 )
 
 
-def test_monthly__in_advance__anniversary__upgrade(app):
-    """upgrade (basic → pro) now"""
-    assert check(app, AXIS, "upgrade") == expected_lines(AXIS, "upgrade")
-
-
-def test_monthly__in_advance__anniversary__downgrade(app):
-    """downgrade (basic → lite) now"""
-    assert check(app, AXIS, "downgrade") == expected_lines(AXIS, "downgrade")
-
-
-def test_monthly__in_advance__anniversary__quantity_change(app):
-    """3 → 5 seats now"""
-    assert check(app, AXIS, "quantity_change") == expected_lines(AXIS, "quantity_change")
-
-
-def test_monthly__in_advance__anniversary__pause_resume(app):
-    """pause in P1, resume in P2"""
-    assert check(app, AXIS, "pause_resume") == expected_lines(AXIS, "pause_resume")
-
-
-def test_monthly__in_advance__anniversary__cancel_now(app):
-    """cancel now"""
-    assert check(app, AXIS, "cancel_now") == expected_lines(AXIS, "cancel_now")
-
-
-def test_monthly__in_advance__anniversary__cancel_at_period_end(app):
-    """cancel at period end"""
-    assert check(app, AXIS, "cancel_at_period_end") == expected_lines(AXIS, "cancel_at_period_end")
+def test_monthly__in_advance__anniversary__each_change(app):
+    """One customer each: upgrade, downgrade, quantity change, pause then resume, cancel now, cancel at period end."""
+    assert play(app, AXIS) == expected(AXIS)

@@ -259,6 +259,8 @@ def _difference(line: ProposedLine, before: BilledTotals | None) -> NewLine | No
     qty_text = "" if quantity == 1 else f" × {_fmt_qty(quantity)}"
     if first:
         description = f"{label}{qty_text}"
+    elif d_subtotal == 0:
+        description = f"Discount adjustment on {label}{qty_text}"
     elif d_subtotal - d_discount >= 0:
         description = f"Remaining time on {label}{qty_text}"
     else:
@@ -302,15 +304,19 @@ def _service_range(line: ProposedLine, first: bool) -> tuple[date, date, Decimal
     """The days a line is about, and the quantity to show.
 
     A first line covers its slices. A correction covers the time that changed: from the first slice boundary
-    inside the period to the period's end.
+    inside the billed time to the period's end. The day billing begins in the period (the period's start, or the
+    subscription's start or trial end in a first, partial period) was billed by the first line already and is
+    not a change: an upgrade on 20 Feb of a subscription started 10 Feb on calendar months credits 20 Feb - 1 Mar,
+    not 10 Feb - 1 Mar.
     """
     if not line.slices:
         return line.period.start_on, line.period.end_on, Decimal(0)
     if first:
         return line.slices[0].start_on, line.slices[-1].end_on, line.slices[-1].quantity
-    inner = [s.start_on for s in line.slices if s.start_on != line.period.start_on]
+    begins = line.slices[0].start_on
+    inner = [s.start_on for s in line.slices if s.start_on != begins]
     inner += [s.end_on for s in line.slices if s.end_on != line.period.end_on]
-    start = min(inner) if inner else line.period.start_on
+    start = min(inner) if inner else begins
     after = [s for s in line.slices if s.start_on >= start]
     quantity = after[-1].quantity if after else line.slices[-1].quantity
     return start, line.period.end_on, quantity

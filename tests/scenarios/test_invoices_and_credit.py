@@ -1,0 +1,203 @@
+"""What happens around invoices: one-off charges, customer credit, credit notes, voiding, repeated bill runs."""
+
+import pytest
+from tests import builders as b
+
+from remit.domain.errors import Conflict
+from remit.service_layer import bill_run, clocks, credit_notes, invoices, subscriptions
+
+
+def _monthly(app, amount="30.00", start=(2026, 3, 1), plans=()):
+    b.seller(app)
+    b.plan(app, "basic", amount)
+    for code, price in plans:
+        b.plan(app, code, price)
+    clock_id = b.clock(app, b.utc(*start))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        sub = subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    return clock_id, cus, sub
+
+
+def _balance(app, cus):
+    with app.uow() as uow:
+        return invoices.customer_balance(uow, cus)
+
+
+def _summary(inv):
+    keys = ("status", "total", "credited", "applied_balance", "amount_due")
+    return tuple(inv[k] for k in keys)
+
+
+def test_monthly__in_advance__calendar__one_off_charge_alone_goes_on_the_next_bill_run(app):
+    """A one-off added when nothing else is due is invoiced by the next bill run (here the test clock's
+    catch-up run), on an invoice of its own; it is not held back for the next cycle invoice."""
+    clock_id, cus, _sub = _monthly(app)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 5))
+    with app.uow() as uow:
+        credit_notes.add_one_off(uow, cus, description="Set-up", unit_amount="49.50", quantity=2)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    assert [(i["issued_on"], [ln["kind"] for ln in i["lines"]], i["total"]) for i in b.invoices_of(app, cus)] == [
+        ("2026-03-01", ["subscription"], "30.00"),
+        ("2026-03-05", ["one_off"], "99.00"),
+        ("2026-04-01", ["subscription"], "30.00"),
+    ]
+
+
+def test_monthly__in_advance__calendar__one_off_charge_on_the_next_invoice(app, request):
+    clock_id, cus, sub = _monthly(app, plans=[("pro", "50.00")])
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 16))
+    with app.uow() as uow:
+        item = credit_notes.add_one_off(uow, cus, description="Set-up", unit_amount="49.50", quantity=2)
+    assert item["amount_minor"] == 9900
+    # The next invoice is the one the upgrade writes on the same day: the one-off rides along with it.
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, sub, "pro", when="now")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    totals = [i["total"] for i in b.invoices_of(app, cus)]
+    assert totals == ["30.00", "109.33", "50.00"]  # 99.00 - 15.48 + 25.81
+
+    # One-off lines (no service period) come last on every database, as in the upcoming-invoice preview.
+    assert b.lines_of(app, cus) == [
+        ("subscription", "2026-03-01", "2026-04-01", "30.00"),
+        ("proration", "2026-03-16", "2026-04-01", "-15.48"),  # 16/31 × 30.00
+        ("subscription", "2026-03-16", "2026-04-01", "25.81"),  # 16/31 × 50.00
+        ("one_off", None, None, "99.00"),
+        ("subscription", "2026-04-01", "2026-05-01", "50.00"),
+    ]
+
+
+def test_monthly__in_advance__calendar__downgrade_credit_is_consumed_by_later_invoices(app):
+    """60.00 -> 10.00 halfway through April: -30.00 + 5.00 = -25.00 becomes customer credit, which pays May
+    (10.00) and June (10.00) and 5.00 of July."""
+    clock_id, cus, sub = _monthly(app, "60.00", start=(2026, 4, 1), plans=[("lite", "10.00")])
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 16))
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, sub, "lite", when="now")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 16, 12))
+    assert _balance(app, cus) == 2500
+    clocks.advance(app.uow, clock_id, b.utc(2026, 7, 1))
+    assert b.lines_of(app, cus) == [
+        ("subscription", "2026-04-01", "2026-05-01", "60.00"),
+        ("proration", "2026-04-16", "2026-05-01", "-30.00"),
+        ("subscription", "2026-04-16", "2026-05-01", "5.00"),
+        ("subscription", "2026-05-01", "2026-06-01", "10.00"),
+        ("subscription", "2026-06-01", "2026-07-01", "10.00"),
+        ("subscription", "2026-07-01", "2026-08-01", "10.00"),
+    ]
+    assert [_summary(i) for i in b.invoices_of(app, cus)] == [
+        ("open", "60.00", "0.00", "0.00", "60.00"),
+        ("paid", "-25.00", "0.00", "-25.00", "0.00"),  # a negative invoice: its total moves to the balance
+        ("paid", "10.00", "0.00", "10.00", "0.00"),
+        ("paid", "10.00", "0.00", "10.00", "0.00"),
+        ("open", "10.00", "0.00", "5.00", "5.00"),
+    ]
+    assert _balance(app, cus) == 0
+
+
+def test_monthly__in_advance__calendar__credit_notes_on_open_and_paid_invoices(app):
+    clock_id, cus, _sub = _monthly(app)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    march, april, may = b.invoices_of(app, cus)
+
+    # Partial, then whole (what remains), on an open invoice: it reduces what is due, and settles it.
+    with app.uow() as uow:
+        partial = credit_notes.issue_credit_note(uow, march["id"], amount="10.00")
+    assert (partial["amount_minor"], partial["to_balance_minor"]) == (1000, 0)
+    with app.uow() as uow:
+        rest = credit_notes.issue_credit_note(uow, march["id"])
+    assert (rest["amount_minor"], rest["to_balance_minor"]) == (2000, 0)
+
+    # Whole, on an open invoice in one go.
+    with app.uow() as uow:
+        credit_notes.issue_credit_note(uow, april["id"], reason="duplicate")
+
+    # Partial on a paid invoice: it becomes customer credit.
+    with app.uow() as uow:
+        invoices.mark_paid(uow, may["id"])
+    with app.uow() as uow:
+        on_paid = credit_notes.issue_credit_note(uow, may["id"], amount="7.50")
+    assert on_paid["to_balance_minor"] == 750
+    with pytest.raises(Conflict) as raised, app.uow() as uow:
+        credit_notes.issue_credit_note(uow, may["id"], amount="22.51")  # only 22.50 is left to credit
+    assert raised.value.code == "credit_exceeds_invoice"
+    assert [n["number"] for n in (partial, rest, on_paid)] == ["CN-2026-000001", "CN-2026-000002", "CN-2026-000004"]
+
+    assert [_summary(i) for i in b.invoices_of(app, cus)] == [
+        ("paid", "30.00", "30.00", "0.00", "0.00"),
+        ("paid", "30.00", "30.00", "0.00", "0.00"),
+        ("paid", "30.00", "7.50", "0.00", "0.00"),
+    ]
+    assert _balance(app, cus) == 750
+
+    # The next invoice consumes the credit; credited subscription lines are not billed again.
+    clocks.advance(app.uow, clock_id, b.utc(2026, 6, 1))
+    june = b.invoices_of(app, cus)[-1]
+    assert _summary(june) == ("open", "30.00", "0.00", "7.50", "22.50")
+    assert b.lines_of(app, cus) == [
+        ("subscription", "2026-03-01", "2026-04-01", "30.00"),
+        ("subscription", "2026-04-01", "2026-05-01", "30.00"),
+        ("subscription", "2026-05-01", "2026-06-01", "30.00"),
+        ("subscription", "2026-06-01", "2026-07-01", "30.00"),
+    ]
+    assert _balance(app, cus) == 0
+
+
+def test_monthly__in_advance__calendar__void_returns_consumed_credit(app):
+    clock_id, cus, _sub = _monthly(app)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    (march,) = b.invoices_of(app, cus)
+    with app.uow() as uow:
+        invoices.mark_paid(uow, march["id"])
+    with app.uow() as uow:
+        credit_notes.issue_credit_note(uow, march["id"], amount="12.00")  # 12.00 of credit
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    april = b.invoices_of(app, cus)[-1]
+    assert _summary(april) == ("open", "30.00", "0.00", "12.00", "18.00")
+    assert _balance(app, cus) == 0
+
+    with app.uow() as uow:
+        voided = invoices.void(uow, april["id"])
+    assert (voided["status"], voided["amount_due_minor"]) == ("void", 0)
+    assert _balance(app, cus) == 1200  # the credit April had consumed is back
+    with pytest.raises(Conflict) as raised, app.uow() as uow:
+        credit_notes.issue_credit_note(uow, april["id"])
+    assert raised.value.code == "invoice_not_creditable"
+
+    # Voiding does not make the generator bill April again; May uses the returned credit.
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    assert b.lines_of(app, cus) == [
+        ("subscription", "2026-03-01", "2026-04-01", "30.00"),
+        ("subscription", "2026-04-01", "2026-05-01", "30.00"),
+        ("subscription", "2026-05-01", "2026-06-01", "30.00"),
+    ]
+    assert _summary(b.invoices_of(app, cus)[-1]) == ("open", "30.00", "0.00", "12.00", "18.00")
+
+
+@pytest.mark.parametrize("timing", ["in_advance", "in_arrears"])
+def test_monthly__calendar__bill_run_again_at_the_same_time_writes_nothing(app, timing):
+    b.seller(app)
+    b.plan(app, "basic", "30.00", timing=timing)
+    b.plan(app, "pro", "50.00", timing=timing)
+    clock_id = b.clock(app, b.utc(2026, 3, 10))
+    changed, canceled = b.customer(app, clock_id), b.customer(app, clock_id)
+    subs = {}
+    for cus in (changed, canceled):
+        with app.uow() as uow:
+            subs[cus] = subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 16))
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, subs[changed], "pro", when="now")
+    with app.uow() as uow:
+        subscriptions.cancel(uow, subs[canceled])
+    with app.uow() as uow:
+        credit_notes.add_one_off(uow, changed, description="Training", unit_amount="100.00")
+    at = b.utc(2026, 5, 1)
+    clocks.advance(app.uow, clock_id, at)
+    before = {cus: b.invoices_of(app, cus) for cus in (changed, canceled)}
+    assert before[changed] and before[canceled]
+
+    for _ in range(2):
+        again = bill_run.run(app.uow, at, test_clock_id=clock_id)
+        assert again.invoices_created == 0
+    assert {cus: b.invoices_of(app, cus) for cus in (changed, canceled)} == before
