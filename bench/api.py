@@ -9,7 +9,8 @@ What it does:
 2. Starts `remit serve` (uvicorn, `--workers` processes, rate limit lifted) on that database, and a bare ASGI app
    (uvicorn, same number of workers, a psycopg connection pool, no framework, no validation, no auth) that does
    the same single-row write (`INSERT INTO customers`) and the same single-row read.
-3. Drives each endpoint with `--concurrency` clients on one event loop (httpx), for `--requests` requests, and
+3. Drives each endpoint with `--concurrency` keep-alive connections on one event loop (a minimal client on raw
+   asyncio streams), for `--requests` requests, and
    measures throughput and p50/p99 latency: create customer, create subscription, upcoming-invoice preview and
    get customer on Remit; insert and read on the bare app.
 
@@ -38,7 +39,7 @@ import httpx
 import psycopg
 
 PG = os.environ.get("REMIT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-BARE_APP = '''
+BARE_APP = """
 import json, os, uuid
 from datetime import UTC, datetime
 from psycopg_pool import ConnectionPool
@@ -73,7 +74,7 @@ async def app(scope, receive, send):
         status = 200
     await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": out})
-'''
+"""
 
 
 def free_port() -> int:
@@ -92,27 +93,70 @@ def wait_up(url: str) -> None:
     raise SystemExit(f"server at {url} did not start")
 
 
-async def drive(make: Callable[[int], tuple[str, str, Any]], total: int, concurrency: int,
-                headers: dict[str, str]) -> dict[str, float]:
+class Conn:
+    """A minimal HTTP/1.1 keep-alive client on raw asyncio streams: httpx's own overhead on this 2-core machine
+    would cap the load (about 200 requests/s) far below what the servers can take."""
+
+    def __init__(self, host: str, port: int, headers: dict[str, str]) -> None:
+        self.host, self.port = host, port
+        self.head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"{host}:{port}", **headers}.items())
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def request(self, method: str, path: str, body: Any) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        data = json.dumps(body).encode() if body is not None else b""
+        extra = f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n" if body is not None else ""
+        self.writer.write(f"{method} {path} HTTP/1.1\r\n{self.head}{extra}\r\n".encode() + data)
+        status_line = await self.reader.readline()
+        status = int(status_line.split()[1])
+        length = 0
+        chunked = False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+            elif name.lower() == "transfer-encoding" and "chunked" in value:
+                chunked = True
+        if not chunked:
+            return status, await self.reader.readexactly(length)
+        out = b""
+        while True:
+            size = int((await self.reader.readline()).strip(), 16)
+            chunk = await self.reader.readexactly(size + 2)
+            if size == 0:
+                return status, out
+            out += chunk[:-2]
+
+
+async def drive(
+    base: str, make: Callable[[int], tuple[str, str, Any]], total: int, concurrency: int, headers: dict[str, str]
+) -> dict[str, float]:
+    host, port = base.removeprefix("http://").split(":")
     latencies: list[float] = []
-    errors = 0
+    failures: list[tuple[int, bytes]] = []
     counter = iter(range(total))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30, headers=headers) as client:
-        async def worker() -> None:
-            nonlocal errors
-            for i in counter:
-                method, url, body = make(i)
-                start = time.perf_counter()
-                resp = await client.request(method, url, json=body)
-                latencies.append(time.perf_counter() - start)
-                if resp.status_code >= 300:
-                    errors += 1
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - start
-    if errors:
-        raise SystemExit(f"{errors} requests failed")
+
+    async def worker() -> None:
+        conn = Conn(host, int(port), headers)
+        for i in counter:
+            method, path, body = make(i)
+            start = time.perf_counter()
+            status, payload = await conn.request(method, path, body)
+            latencies.append(time.perf_counter() - start)
+            if status >= 300:
+                failures.append((status, payload))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise SystemExit(f"{len(failures)} requests failed, e.g. {failures[0]}")
     q = statistics.quantiles(latencies, n=100)
     return {"rps": round(total / elapsed, 1), "p50_ms": round(q[49] * 1000, 2), "p99_ms": round(q[98] * 1000, 2)}
 
@@ -129,28 +173,75 @@ def main() -> None:
     dsn = PG.rsplit("/", 1)[0] + "/" + name
     url = dsn.replace("postgresql://", "postgresql+psycopg://")
     exe = str(Path(sys.executable).with_name("remit"))
-    env = {**os.environ, "REMIT_DATABASE_URL": url, "REMIT_RATE_LIMIT_PER_S": "1000000",
-           "REMIT_RATE_LIMIT_BURST": "1000000"}
+    env = {
+        **os.environ,
+        "REMIT_DATABASE_URL": url,
+        "REMIT_RATE_LIMIT_PER_S": "1000000",
+        "REMIT_RATE_LIMIT_BURST": "1000000",
+    }
     procs: list[subprocess.Popen[bytes]] = []
     try:
         subprocess.run([exe, "init", "--currency", "EUR", "--country", "DE"], env=env, check=True, capture_output=True)
-        key = json.loads(subprocess.run([exe, "keys", "create", "--scope", "write", "--json"], env=env, check=True,
-                                        capture_output=True, text=True).stdout)["secret"]
-        subprocess.run([exe, "plans", "create", "--code", "pro", "--name", "Pro", "--prices",
-                        '[{"currency":"EUR","model":"per_unit","config":{"unit_price":"12"}}]'], env=env, check=True,
-                       capture_output=True)
+        key = json.loads(
+            subprocess.run(
+                [exe, "keys", "create", "--scope", "write", "--json"],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+        )["secret"]
+        subprocess.run(
+            [
+                exe,
+                "plans",
+                "create",
+                "--code",
+                "pro",
+                "--name",
+                "Pro",
+                "--prices",
+                '[{"currency":"EUR","model":"per_unit","config":{"unit_price":"12"}}]',
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         with psycopg.connect(dsn) as conn:
             entity = conn.execute("SELECT id FROM legal_entities").fetchone()[0]  # type: ignore[index]
         remit_port, bare_port = free_port(), free_port()
-        procs.append(subprocess.Popen([exe, "serve", "--port", str(remit_port), "--workers", str(args.workers)],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [exe, "serve", "--port", str(remit_port), "--workers", str(args.workers)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         bare_dir = Path(os.environ.get("TMPDIR", "/tmp")) / name
         bare_dir.mkdir(parents=True, exist_ok=True)
         (bare_dir / "bare_app.py").write_text(BARE_APP)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(bare_port), "--workers", str(args.workers),
-             "--log-level", "warning", "--app-dir", str(bare_dir)],
-            env={**env, "BARE_DSN": dsn, "BARE_ENTITY": entity}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bare_app:app",
+                    "--port",
+                    str(bare_port),
+                    "--workers",
+                    str(args.workers),
+                    "--log-level",
+                    "warning",
+                    "--app-dir",
+                    str(bare_dir),
+                ],
+                env={**env, "BARE_DSN": dsn, "BARE_ENTITY": entity},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         remit_url, bare_url = f"http://127.0.0.1:{remit_port}", f"http://127.0.0.1:{bare_port}"
         wait_up(f"{remit_url}/openapi.json")
         wait_up(f"{bare_url}/x")
@@ -158,24 +249,41 @@ def main() -> None:
         n, c = args.requests, args.concurrency
         customer = {"name": "Bench", "email": "b@example.com", "currency": "EUR", "country": "DE"}
         results: dict[str, Any] = {}
-        results["bare_write"] = asyncio.run(drive(lambda i: ("POST", f"{bare_url}/customers", customer), n, c, {}))
+        results["bare_write"] = asyncio.run(drive(bare_url, lambda i: ("POST", "/customers", customer), n, c, {}))
         results["create_customer"] = asyncio.run(
-            drive(lambda i: ("POST", f"{remit_url}/v1/customers", customer), n, c, auth))
-        ids = [r["id"] for r in httpx.get(f"{remit_url}/v1/customers", params={"limit": 100}, headers=auth).json()["data"]]
-        results["create_subscription"] = asyncio.run(drive(
-            lambda i: ("POST", f"{remit_url}/v1/subscriptions", {"customer_id": ids[i % len(ids)], "plan": "pro"}),
-            n, c, auth))
-        results["upcoming_invoice"] = asyncio.run(drive(
-            lambda i: ("GET", f"{remit_url}/v1/customers/{ids[i % len(ids)]}/upcoming_invoice", None), n, c, auth))
-        results["get_customer"] = asyncio.run(drive(
-            lambda i: ("GET", f"{remit_url}/v1/customers/{ids[i % len(ids)]}", None), n, c, auth))
-        results["bare_read"] = asyncio.run(drive(lambda i: ("GET", f"{bare_url}/customers/{ids[i % len(ids)]}", None),
-                                                 n, c, {}))
+            drive(remit_url, lambda i: ("POST", "/v1/customers", customer), n, c, auth)
+        )
+        ids = [
+            r["id"] for r in httpx.get(f"{remit_url}/v1/customers", params={"limit": 100}, headers=auth).json()["data"]
+        ]
+        results["create_subscription"] = asyncio.run(
+            drive(
+                remit_url,
+                lambda i: ("POST", "/v1/subscriptions", {"customer_id": ids[i % len(ids)], "plan": "pro"}),
+                n,
+                c,
+                auth,
+            )
+        )
+        results["upcoming_invoice"] = asyncio.run(
+            drive(remit_url, lambda i: ("GET", f"/v1/customers/{ids[i % len(ids)]}/upcoming_invoice", None), n, c, auth)
+        )
+        results["get_customer"] = asyncio.run(
+            drive(remit_url, lambda i: ("GET", f"/v1/customers/{ids[i % len(ids)]}", None), n, c, auth)
+        )
+        results["bare_read"] = asyncio.run(
+            drive(bare_url, lambda i: ("GET", f"/customers/{ids[i % len(ids)]}", None), n, c, {})
+        )
         for label, figures in results.items():
-            print(f"{label:22} {figures['rps']:>9.1f} req/s   p50 {figures['p50_ms']:>7.2f} ms   "
-                  f"p99 {figures['p99_ms']:>7.2f} ms")
+            print(
+                f"{label:22} {figures['rps']:>9.1f} req/s   p50 {figures['p50_ms']:>7.2f} ms   "
+                f"p99 {figures['p99_ms']:>7.2f} ms"
+            )
         summary = {
-            "requests": n, "concurrency": c, "workers": args.workers, **{k: v for k, v in results.items()},
+            "requests": n,
+            "concurrency": c,
+            "workers": args.workers,
+            **{k: v for k, v in results.items()},
             "write_ratio_to_bare": round(results["create_customer"]["rps"] / results["bare_write"]["rps"], 3),
             "read_ratio_to_bare": round(results["get_customer"]["rps"] / results["bare_read"]["rps"], 3),
         }

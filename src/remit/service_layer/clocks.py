@@ -7,7 +7,7 @@ real scheduler would have done on those days.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -45,16 +45,27 @@ def _next_due(uow: UnitOfWork, customer_ids: Sequence[str], after: datetime) -> 
         )
     ).mappings():
         events.setdefault(row["subscription_id"], []).append(timeline_event_from_row(row))
+    timezones = {s["customer_id"]: s["timezone"] for s in subs}
+    return _next_due_in(subs, events, timezones, after)
+
+
+def _next_due_in(
+    subs: Sequence[Mapping[str, Any]],
+    events: Mapping[str, Sequence[Any]],
+    timezone: str | Mapping[str, str],
+    after: datetime,
+) -> datetime | None:
+    """The earliest moment after ``after`` at which one of these subscriptions may have work."""
     best: datetime | None = None
     for sub in subs:
-        tz = ZoneInfo(sub["timezone"])
-        today = local_date(after, sub["timezone"])
+        tz_name = timezone if isinstance(timezone, str) else timezone[sub["customer_id"]]
+        today = local_date(after, tz_name)
         interval = Interval.parse(sub["interval_unit"], sub["interval_count"])
         period_end = period_containing(sub["anchor_on"], interval, today).end_on
         day = next_change_on(events.get(sub["id"], []), sub["trial_end_on"], period_end, today)
         if day is None:
             continue
-        moment = datetime.combine(day, time(0, 0), tzinfo=tz).astimezone(ensure_utc(after).tzinfo)
+        moment = datetime.combine(day, time(0, 0), tzinfo=ZoneInfo(tz_name)).astimezone(ensure_utc(after).tzinfo)
         if best is None or moment < best:
             best = moment
     return best
@@ -106,12 +117,12 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str) -> dict[str, Any]:
     customer = get_customer(uow, customer_id)
     now = get_test_clock(uow, customer["test_clock_id"])["frozen_at"] if customer["test_clock_id"] else uow.now
     moment = now
+    batch = bill_run._load_batch(uow, [customer_id])  # nothing changes while we look ahead: load once
     for _ in range(8):
-        batch = bill_run._load_batch(uow, [customer_id])
         drafts, _reviewed = bill_run.compute_drafts(batch, moment)
         if drafts and (drafts[0].lines or drafts[0].pending_items):
             return _present_draft(drafts[0], batch.balances.get(customer_id, 0), moment)
-        nxt = _next_due(uow, [customer_id], moment)
+        nxt = _next_due_in(batch.subs, batch.events, customer["timezone"], moment)
         if nxt is None:
             break
         moment = nxt
