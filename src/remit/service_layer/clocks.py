@@ -50,7 +50,7 @@ def _next_due(uow: UnitOfWork, customer_ids: Sequence[str], after: datetime) -> 
 
 
 def _next_due_in(
-    subs: Sequence[Mapping[str, Any]],
+    subs: Sequence[Mapping[Any, Any]],
     events: Mapping[str, Sequence[Any]],
     timezone: str | Mapping[str, str],
     after: datetime,
