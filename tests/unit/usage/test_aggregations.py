@@ -1,0 +1,101 @@
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from remit.domain.errors import ValidationError
+from remit.domain.rating.aggregations import Aggregation, Meter, UsageEvent, aggregate
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+END = datetime(2026, 4, 1, tzinfo=UTC)  # 31 days
+
+
+def ev(day: float, txn: str = "", **props):
+    return UsageEvent(START + timedelta(days=day), props, txn or f"t{day}-{sorted(props.items())}")
+
+
+EVENTS = [
+    ev(0, gb="5", region="eu", user="a"),
+    ev(3, gb="2.5", region="us", user="b"),
+    ev(10, gb="1", region="eu", user="a"),
+    ev(40, gb="100", region="eu", user="c"),
+]
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "field", "expected"),
+    [
+        (Aggregation.COUNT, None, Decimal(3)),
+        (Aggregation.SUM, "gb", Decimal("8.5")),
+        (Aggregation.MAX, "gb", Decimal(5)),
+        (Aggregation.UNIQUE_COUNT, "user", Decimal(2)),
+        (Aggregation.LATEST, "gb", Decimal(1)),
+    ],
+)
+def test_simple_aggregations_over_one_period(aggregation, field, expected):
+    result = aggregate(Meter("m", aggregation, field), EVENTS, START, END)
+    assert result[()].quantity == expected
+    assert result[()].events == 3  # the April event is outside the period
+
+
+def test_filters_and_group_by_dimensions():
+    meter = Meter("storage", Aggregation.SUM, "gb", filters={"region": ("eu",)}, group_by=("user",))
+    result = aggregate(meter, EVENTS, START, END)
+    assert {k: v.quantity for k, v in result.items()} == {("a",): Decimal(6)}
+
+
+def test_weighted_sum_is_the_time_weighted_level():
+    # 10 GB held from the 1st, +20 GB on day 15.5 (of 31), -30 GB on day 23.25.
+    meter = Meter("gb_held", Aggregation.WEIGHTED_SUM, "delta")
+    events = [ev(0, delta="10"), ev(15.5, delta="20"), ev(23.25, delta="-30")]
+    result = aggregate(meter, events, START, END)[()]
+    expected = (Decimal(10) * Decimal("15.5") + Decimal(30) * Decimal("7.75")) / 31
+    assert result.quantity == expected
+    assert result.ending_level == 0
+
+
+def test_weighted_sum_carries_the_level_into_the_next_period():
+    meter = Meter("seats", Aggregation.WEIGHTED_SUM, "delta")
+    result = aggregate(meter, [], START, END, starting_levels={(): Decimal(4)})
+    assert result[()].quantity == 4 and result[()].ending_level == 4
+
+
+def test_latest_breaks_ties_by_transaction_id():
+    meter = Meter("m", Aggregation.LATEST, "v")
+    same_time = [ev(1, "b", v="2"), ev(1, "a", v="1")]
+    assert aggregate(meter, same_time, START, END)[()].quantity == 2
+
+
+def test_meters_refuse_events_they_could_not_bill():
+    meter = Meter("api", Aggregation.SUM, "tokens", filters={"model": ("small", "large")}, group_by=("region",))
+    with pytest.raises(ValidationError) as exc:
+        meter.check(UsageEvent(START, {"tokens": "many", "model": "small", "region": "eu"}))
+    assert (exc.value.code, exc.value.field) == ("not_numeric", "properties.tokens")
+    with pytest.raises(ValidationError) as exc:
+        meter.check(UsageEvent(START, {"tokens": 3, "region": "eu"}))
+    assert (exc.value.code, exc.value.field) == ("missing_property", "properties.model")
+    meter.check(UsageEvent(START, {"tokens": 3, "model": "small", "region": "eu"}))
+    with pytest.raises(ValidationError):
+        Meter("x", Aggregation.SUM)
+    with pytest.raises(ValidationError):
+        Meter("x", Aggregation.COUNT, "v")
+
+
+@given(st.lists(st.tuples(st.integers(0, 31 * 24 - 1), st.integers(-50, 50)), max_size=30), st.integers(0, 100))
+def test_weighted_sum_matches_an_hour_by_hour_count(changes, start_level):
+    """Stepping through the month hour by hour gives the same time-weighted average."""
+    meter = Meter("m", Aggregation.WEIGHTED_SUM, "d")
+    events = [UsageEvent(START + timedelta(hours=h), {"d": d}, f"t{i}") for i, (h, d) in enumerate(changes)]
+    result = aggregate(meter, events, START, END, starting_levels={(): Decimal(start_level)})[()]
+    level = Decimal(start_level)
+    area = Decimal(0)
+    by_hour: dict[int, int] = {}
+    for h, d in changes:
+        by_hour[h] = by_hour.get(h, 0) + d
+    for hour in range(31 * 24):
+        level += by_hour.get(hour, 0)
+        area += level
+    assert result.quantity == area / (31 * 24)
+    assert result.ending_level == start_level + sum(d for _, d in changes)
