@@ -2,11 +2,14 @@
 
 from alembic import context
 
+from remit.adapters.db.engine import include_object
 from remit.adapters.db.tables import metadata
 
 engine = context.config.attributes["engine"]
 with engine.connect() as connection:
-    context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+    context.configure(
+        connection=connection, target_metadata=metadata, render_as_batch=True, include_object=include_object
+    )
     with context.begin_transaction():
         context.run_migrations()
     connection.commit()

@@ -113,7 +113,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('customers', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_customers_legal_entity_id'), ['legal_entity_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_customers_test_clock_id'), ['test_clock_id'], unique=False)
+        batch_op.create_index('ix_customers_test_clock_id_id', ['test_clock_id', 'id'], unique=False)
 
     op.create_table('number_series',
     sa.Column('legal_entity_id', sa.String(length=40), nullable=False),
@@ -422,7 +422,7 @@ def downgrade() -> None:
     op.drop_table('plans')
     op.drop_table('number_series')
     with op.batch_alter_table('customers', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_customers_test_clock_id'))
+        batch_op.drop_index('ix_customers_test_clock_id_id')
         batch_op.drop_index(batch_op.f('ix_customers_legal_entity_id'))
 
     op.drop_table('customers')

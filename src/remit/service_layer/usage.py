@@ -1,0 +1,236 @@
+"""Meters and usage-event ingestion: validate each event on its own, keep the valid ones, count each once.
+
+A batch answers event by event: which were new, which were duplicates of events already received (same customer
+and client transaction id: not an error, not counted twice), and which were refused and why. Nothing of a refused
+event is stored. Deduplication lives in the database (a primary key on customer and transaction id), so the same
+batch posted twice at once still counts once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from remit.adapters.db import tables as t
+from remit.adapters.db.ids import new_id
+from remit.domain.clock import ensure_utc
+from remit.domain.errors import Conflict, RemitError, ValidationError
+from remit.domain.rating.aggregations import Aggregation, Meter, UsageEvent
+from remit.service_layer.scoping import EVERYTHING, Visibility
+from remit.service_layer.unit_of_work import UnitOfWork
+
+MAX_BATCH = 1000
+MAX_PROPERTIES = 50
+MAX_PROPERTIES_BYTES = 8192
+FUTURE_SKEW = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    grace: timedelta = timedelta(days=7)  # how late an event may arrive
+
+
+def create_meter(
+    uow: UnitOfWork,
+    code: str,
+    name: str,
+    aggregation: str,
+    field_name: str | None = None,
+    filters: Mapping[str, Sequence[str]] | None = None,
+    group_by: Sequence[str] = (),
+) -> str:
+    try:
+        agg = Aggregation(aggregation)
+    except ValueError:
+        raise ValidationError(
+            "invalid_choice",
+            f"{aggregation!r} is not an aggregation: " + ", ".join(a.value for a in Aggregation) + ".",
+            "aggregation",
+        ) from None
+    meter = Meter(
+        code, agg, field_name, {k: tuple(str(v) for v in vs) for k, vs in (filters or {}).items()}, tuple(group_by)
+    )
+    if uow.conn.execute(select(t.meters.c.id).where(t.meters.c.code == code)).first() is not None:
+        raise Conflict("meter_code_taken", f"A meter with code {code!r} exists already.", "code")
+    meter_id = new_id("meter")
+    uow.insert_many(
+        t.meters,
+        [
+            {
+                "id": meter_id,
+                "code": meter.code,
+                "name": name or code,
+                "aggregation": agg.value,
+                "field": field_name,
+                "filters": {k: list(v) for k, v in meter.filters.items()},
+                "group_by": list(meter.group_by),
+                "created_at": uow.now,
+            }
+        ],
+    )
+    return meter_id
+
+
+def meter_from_row(row: Mapping[Any, Any]) -> Meter:
+    return Meter(
+        row["code"],
+        Aggregation(row["aggregation"]),
+        row["field"],
+        {k: tuple(v) for k, v in row["filters"].items()},
+        tuple(row["group_by"]),
+    )
+
+
+@dataclass
+class IngestResult:
+    accepted: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _reject(result: IngestResult, index: int, txn: object, exc: RemitError) -> None:
+    result.rejected.append(
+        {"index": index, "transaction_id": txn if isinstance(txn, str) else None, "error": exc.to_dict()}
+    )
+
+
+def _occurred_at(raw: object, now: datetime, settings: UsageSettings) -> datetime:
+    if isinstance(raw, datetime):
+        at = ensure_utc(raw)
+    elif isinstance(raw, str):
+        try:
+            at = ensure_utc(datetime.fromisoformat(raw.replace("Z", "+00:00")))
+        except ValueError:
+            raise ValidationError("invalid_timestamp", f"{raw!r} is not an ISO 8601 time.", "timestamp") from None
+    else:
+        raise ValidationError("invalid_timestamp", "timestamp is an ISO 8601 time.", "timestamp")
+    if at > now + FUTURE_SKEW:
+        raise ValidationError("timestamp_in_future", "The event is dated in the future.", "timestamp")
+    if at < now - settings.grace:
+        raise ValidationError(
+            "event_too_old", f"Events may arrive at most {settings.grace.days} days late.", "timestamp"
+        )
+    return at
+
+
+def _row(
+    raw: Mapping[str, Any],
+    meters: Mapping[str, Meter],
+    customers: Mapping[str, Mapping[Any, Any]],
+    now: datetime,
+    settings: UsageSettings,
+) -> dict[str, Any]:
+    txn = raw.get("transaction_id")
+    if not isinstance(txn, str) or not 1 <= len(txn) <= 200:
+        raise ValidationError(
+            "invalid_transaction_id", "transaction_id is a string of 1 to 200 characters.", "transaction_id"
+        )
+    customer_id = raw.get("customer_id")
+    if not isinstance(customer_id, str) or customer_id not in customers:
+        raise ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
+    code = raw.get("code")
+    meter = meters.get(code) if isinstance(code, str) else None
+    if meter is None:
+        raise ValidationError("unknown_meter", f"No meter with code {code!r}.", "code")
+    props = raw.get("properties", {})
+    if not isinstance(props, dict) or len(props) > MAX_PROPERTIES or not all(isinstance(k, str) for k in props):
+        raise ValidationError(
+            "invalid_properties", f"properties is an object of at most {MAX_PROPERTIES} keys.", "properties"
+        )
+    encoded = json.dumps(props, default=str)
+    if len(encoded) > MAX_PROPERTIES_BYTES:
+        raise ValidationError("invalid_properties", "properties are too large.", "properties")
+    at = _occurred_at(raw.get("timestamp"), now, settings)
+    event = UsageEvent(at, props, txn)
+    meter.check(event)
+    from remit.domain.rating.aggregations import numeric_value
+
+    value = dimension = None
+    if meter.field is not None:
+        if meter.aggregation.numeric:
+            value = numeric_value(props[meter.field], f"properties.{meter.field}")
+        else:
+            dimension = str(props[meter.field])[:200]
+    return {
+        "id": new_id("uev"),
+        "occurred_at": at,
+        "customer_id": customer_id,
+        "subscription_id": raw.get("subscription_id"),
+        "meter_code": meter.code,
+        "transaction_id": txn,
+        "received_at": now,
+        "value": value,
+        "dimension": dimension,
+        "group_key": json.dumps(list(meter.group_of(event))),
+        "matched": meter.matches(event),
+        "properties": json.loads(encoded),
+    }
+
+
+def ingest(
+    uow: UnitOfWork, events: Sequence[Any], *, vis: Visibility = EVERYTHING, settings: UsageSettings | None = None
+) -> IngestResult:
+    """Validate and store a batch of usage events (at most 1,000)."""
+    settings = settings or UsageSettings()
+    if len(events) > MAX_BATCH:
+        raise ValidationError("batch_too_large", f"A batch holds at most {MAX_BATCH} events.", "events")
+    now = uow.now
+    meters = {r["code"]: meter_from_row(r) for r in uow.conn.execute(select(t.meters)).mappings()}
+    wanted = {e.get("customer_id") for e in events if isinstance(e, dict) and isinstance(e.get("customer_id"), str)}
+    customers = {
+        r["id"]: r
+        for r in uow.conn.execute(select(t.customers).where(t.customers.c.id.in_(wanted))).mappings()
+        if vis.sees_customer(r)
+    }
+    result = IngestResult()
+    rows: list[tuple[int, dict[str, Any]]] = []
+    seen: set[tuple[str, str]] = set()
+    for index, raw in enumerate(events):
+        if not isinstance(raw, dict):
+            _reject(result, index, None, ValidationError("invalid_event", "Each event is an object.", "events"))
+            continue
+        try:
+            row = _row(raw, meters, customers, now, settings)
+        except RemitError as exc:
+            _reject(result, index, raw.get("transaction_id"), exc)
+            continue
+        key = (row["customer_id"], row["transaction_id"])
+        if key in seen:
+            result.duplicates.append({"index": index, "transaction_id": row["transaction_id"]})
+            continue
+        seen.add(key)
+        rows.append((index, row))
+    new_keys = _claim_keys(uow.conn, [r for _, r in rows], now)
+    fresh = []
+    for index, row in rows:
+        entry = {"index": index, "transaction_id": row["transaction_id"]}
+        if (row["customer_id"], row["transaction_id"]) in new_keys:
+            result.accepted.append({**entry, "id": row["id"]})
+            fresh.append(row)
+        else:
+            result.duplicates.append(entry)
+    uow.insert_many(t.usage_events, fresh)
+    return result
+
+
+def _claim_keys(conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime) -> set[tuple[str, str]]:
+    """Insert the dedup keys; the ones that were new come back. A key another transaction holds is a duplicate."""
+    if not rows:
+        return set()
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(t.usage_event_keys)
+        .on_conflict_do_nothing()
+        .returning(t.usage_event_keys.c.customer_id, t.usage_event_keys.c.transaction_id)
+    )
+    params = [
+        {"customer_id": r["customer_id"], "transaction_id": r["transaction_id"], "received_at": now} for r in rows
+    ]
+    returned = conn.execute(stmt, params).all()
+    return {(c, txn) for c, txn in returned}
