@@ -64,7 +64,7 @@ def test_a_customer_lifecycle_from_the_command_line(db):
     assert note["number"] == "CN-2026-000001" and note["amount"] == "10.00"
     assert remit_json("invoices", "pay", invoices[0]["id"])["status"] == "paid"
     assert remit_json("subscriptions", "cancel", sub)["effective_on"] == "2026-02-15"
-    events = remit_json("events", "--limit", "500")
+    events = remit_json("events", "list", "--limit", "500")
     assert {"invoice.finalized", "credit_note.issued", "subscription.canceled"} <= {e["type"] for e in events}
 
 

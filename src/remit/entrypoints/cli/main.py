@@ -13,7 +13,9 @@ from remit.adapters.db.engine import migrate as run_migrations
 from remit.bootstrap import Remit, Settings, bootstrap
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import ValidationError
+from remit.entrypoints.cli import usage as usage_cli
 from remit.entrypoints.cli.output import console, handle_errors, show
+from remit.entrypoints.cli.webhooks import webhooks_app, worker
 from remit.service_layer import (
     accounts,
     bill_run,
@@ -38,6 +40,8 @@ app.add_typer(invoices_app, name="invoices")
 app.add_typer(clock_app, name="clock")
 app.add_typer(plans_app, name="plans")
 app.add_typer(cn_app, name="credit-notes")
+app.add_typer(webhooks_app, name="webhooks")
+app.command("worker")(worker)
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Limit = Annotated[int, typer.Option("--limit", help="Rows per page (at most 1000).")]
@@ -633,12 +637,18 @@ def clock_list(as_json: Json = False) -> None:
     show(rows, as_json, "Test clocks", ["id", "name", "frozen_at", "status"])
 
 
-@app.command()
+events_app = typer.Typer(help="Domain events (the outbox) and usage-event import.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+events_app.command("import")(usage_cli.import_command)
+app.add_typer(usage_cli.meters_app, name="meters")
+
+
+@events_app.command("list")
 @handle_errors
-def events(
+def events_list(
     limit: Limit = 50, type_: Annotated[str | None, typer.Option("--type")] = None, as_json: Json = False
 ) -> None:
-    """Domain events recorded with each change (the outbox)."""
+    """Domain events recorded with each change (the outbox), oldest first."""
     remit = _app()
     with remit.uow() as uow:
         rows = views.list_events(uow, limit, 0, type_)
@@ -902,18 +912,28 @@ def serve(
 
     from remit.entrypoints.api.server import build_app
 
-    _app()  # create or migrate the schema before the server starts
-    if workers > 1:
-        uvicorn.run(
-            "remit.entrypoints.api.server:build_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-        )
-    else:
-        uvicorn.run(build_app(), host=host, port=port, log_level="warning")
+    remit = _app()  # create or migrate the schema before the server starts
+    in_process = None
+    if remit.engine.dialect.name == "sqlite":  # on PostgreSQL, run `remit worker` (any number of them)
+        from remit.adapters.jobs.webhook_worker import start_in_thread
+
+        in_process = start_in_thread(remit)
+    try:
+        if workers > 1:
+            uvicorn.run(
+                "remit.entrypoints.api.server:build_app",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level="warning",
+            )
+        else:
+            uvicorn.run(build_app(), host=host, port=port, log_level="warning")
+    finally:
+        if in_process is not None:
+            in_process[1].set()
+            in_process[0].join(timeout=15)
 
 
 if __name__ == "__main__":  # pragma: no cover

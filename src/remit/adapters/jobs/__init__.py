@@ -1,0 +1,1 @@
+"""Background jobs that drain the outbox: webhook delivery."""

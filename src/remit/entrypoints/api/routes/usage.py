@@ -1,0 +1,63 @@
+"""Usage metering: meters, and usage events in one by one or in batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from remit.adapters.db import tables as t
+from remit.domain.errors import ValidationError
+from remit.entrypoints.api.deps import Read, Write
+from remit.entrypoints.api.routes.common import Limit, StartingAfter, page
+from remit.entrypoints.api.schemas import ListOf
+from remit.entrypoints.api.usage_schemas import (
+    MeterCreate,
+    MeterPublic,
+    UsageBatchIn,
+    UsageBatchResult,
+    UsageEventIn,
+    UsageEventResult,
+)
+from remit.service_layer import usage, views
+
+router = APIRouter(tags=["usage"])
+
+
+@router.post("/meters", response_model=MeterPublic, status_code=201)
+def create_meter(body: MeterCreate, ctx: Write) -> Any:
+    with ctx.uow() as uow:
+        meter_id = usage.create_meter(
+            uow, body.code, body.name, body.aggregation, body.field, body.filters, body.group_by
+        )
+        return uow.conn.execute(select(t.meters).where(t.meters.c.id == meter_id)).mappings().one()
+
+
+@router.get("/meters", response_model=ListOf[MeterPublic])
+def list_meters(ctx: Read, limit: Limit = 20, starting_after: StartingAfter = None) -> Any:
+    with ctx.uow() as uow:
+        return page(views.page(uow, select(t.meters), t.meters.c.id, limit + 1, starting_after), limit)
+
+
+@router.post("/events", response_model=UsageEventResult)
+def ingest_event(body: UsageEventIn, ctx: Write) -> Any:
+    """Record one usage event. Sending the same transaction id again is not an error: it answers `duplicate`."""
+    raw = body.model_dump(mode="json")
+    with ctx.uow() as uow:
+        result = usage.ingest(uow, [raw], vis=ctx.vis)
+    if result.rejected:
+        error = result.rejected[0]["error"]
+        raise ValidationError(error["code"], error["message"], error["field"])
+    if result.accepted:
+        return {"status": "accepted", "transaction_id": body.transaction_id, "id": result.accepted[0]["id"]}
+    return {"status": "duplicate", "transaction_id": body.transaction_id}
+
+
+@router.post("/events/batch", response_model=UsageBatchResult)
+def ingest_batch(body: UsageBatchIn, ctx: Write) -> Any:
+    """Record up to 1,000 usage events. Each is reported on its own: accepted, duplicate, or rejected with the
+    reason; the valid ones are kept even when others are refused."""
+    with ctx.uow() as uow:
+        result = usage.ingest(uow, body.events, vis=ctx.vis)
+    return {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected}

@@ -1,0 +1,69 @@
+"""Schemas of the usage-metering endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints
+
+from remit.entrypoints.api.schemas import Code, Id, Input, Name, Output
+
+PropertyName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+class MeterCreate(Input):
+    code: Code
+    name: Name
+    aggregation: Literal["count", "sum", "max", "unique_count", "latest", "weighted_sum"]
+    field: PropertyName | None = None
+    filters: dict[PropertyName, list[Annotated[str, StringConstraints(max_length=200)]]] = {}
+    group_by: list[PropertyName] = Field(default=[], max_length=5)
+
+
+class MeterPublic(Output):
+    id: str
+    object: Literal["meter"] = "meter"
+    code: str
+    name: str
+    aggregation: str
+    field: str | None
+    filters: dict[str, list[str]]
+    group_by: list[str]
+    created_at: datetime
+
+
+class UsageEventIn(Input):
+    customer_id: Id
+    subscription_id: Id | None = None
+    code: Code = Field(description="The meter's code.")
+    transaction_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
+        description="Your id for the event: the same id twice counts once."
+    )
+    timestamp: datetime
+    properties: dict[PropertyName, Any] = {}
+
+
+class UsageBatchIn(Input):
+    events: list[dict[str, Any]] = Field(description="At most 1,000 events; each is checked on its own.")
+
+
+class EventOutcome(Output):
+    index: int
+    transaction_id: str | None
+    id: str | None = None
+    error: dict[str, Any] | None = None
+
+
+class UsageBatchResult(Output):
+    object: Literal["usage_batch_result"] = "usage_batch_result"
+    accepted: list[EventOutcome]
+    duplicates: list[EventOutcome]
+    rejected: list[EventOutcome]
+
+
+class UsageEventResult(Output):
+    object: Literal["usage_event_result"] = "usage_event_result"
+    status: Literal["accepted", "duplicate"]
+    transaction_id: str
+    id: str | None = None

@@ -1,0 +1,56 @@
+"""`remit meters create` and `remit events import FILE` (CSV and JSON lines)."""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from remit.entrypoints.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def db(tmp_path, monkeypatch):
+    monkeypatch.setenv("REMIT_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+
+
+def rj(*args: str, code: int = 0):
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == code, (result.output, result.stderr)
+    return json.loads(result.stdout)
+
+
+def test_import_csv_and_jsonl_with_duplicates_and_refusals(tmp_path):
+    rj("init", "--currency", "EUR", "--country", "DE")
+    customer = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE")["id"]
+    rj("meters", "create", "--code", "calls", "--aggregation", "count")
+    rj("meters", "create", "--code", "gb", "--aggregation", "sum", "--field", "gb", "--group-by", "region")
+    at = (datetime.now(UTC) - timedelta(days=2)).isoformat()
+    old = (datetime.now(UTC) - timedelta(days=40)).isoformat()
+    csv_file = tmp_path / "usage.csv"
+    csv_file.write_text(
+        "customer_id,code,transaction_id,timestamp,gb,region\n"
+        f"{customer},gb,r1,{at},1.5,eu\n"
+        f"{customer},gb,r2,{at},2,us\n"
+        f"{customer},gb,r1,{at},1.5,eu\n"
+        f"{customer},gb,r3,{at},lots,eu\n"
+        f"{customer},gb,r4,{old},1,eu\n"
+    )
+    report = rj("events", "import", str(csv_file), code=2)
+    assert (report["accepted"], report["duplicates"], report["rejected"]) == (2, 1, 2)
+    assert [(r["line"], r["code"]) for r in report["rejected_events"]] == [(5, "not_numeric"), (6, "event_too_old")]
+    again = rj("events", "import", str(csv_file), "--grace-days", "60", code=2)
+    assert (again["accepted"], again["duplicates"], again["rejected"]) == (1, 3, 1)  # r4 now within grace
+    jsonl = tmp_path / "calls.jsonl"
+    jsonl.write_text(
+        "\n".join(
+            json.dumps({"customer_id": customer, "code": "calls", "transaction_id": f"c{i}", "timestamp": at})
+            for i in range(2500)
+        )
+        + "\n{broken\n"
+    )
+    report = rj("events", "import", str(jsonl), code=2)
+    assert (report["accepted"], report["rejected"]) == (2500, 1)
+    assert report["rejected_events"][0]["line"] == 2501
