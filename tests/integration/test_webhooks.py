@@ -19,6 +19,7 @@ from tests import builders as b
 from tests.integration.webhook_receiver import Receiver, Reply, running_receiver
 
 from remit.adapters.db import tables as t
+from remit.adapters.db.engine import make_engine
 from remit.adapters.db.ids import new_id
 from remit.bootstrap import Remit
 from remit.domain.clock import FixedClock
@@ -285,10 +286,13 @@ def test_a_disabled_endpoint_gets_nothing(app, receiver, http):
 
 
 @pytest.fixture
-def pg_app(app: Remit) -> Remit:
-    if app.engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL only")
-    return app
+def pg_app(postgres_url: str) -> Iterator[Remit]:
+    app = Remit(make_engine(postgres_url, pool_size=10), FixedClock(b.utc(2026, 1, 1)))
+    with app.engine.begin() as conn:
+        for table in reversed(t.metadata.sorted_tables):
+            conn.execute(table.delete())
+    yield app
+    app.engine.dispose()
 
 
 def _raw_event(conn: Any, object_id: str) -> None:

@@ -19,7 +19,10 @@ from tests import builders as b
 from tests.integration.webhook_receiver import Receiver, Reply, running_receiver
 from typer.testing import CliRunner
 
-from remit.bootstrap import Settings, bootstrap
+from remit.adapters.db import tables as t
+from remit.adapters.db.engine import make_engine
+from remit.bootstrap import Remit, Settings, bootstrap
+from remit.domain.clock import FixedClock
 from remit.entrypoints.cli.main import app as cli
 from remit.service_layer import webhooks
 
@@ -112,9 +115,11 @@ def test_remit_serve_delivers_webhooks_on_sqlite(tmp_path, receiver):
 
 
 @pytest.mark.postgres
-def test_remit_worker_delivers_on_postgres_and_stops_on_sigterm(app, receiver):
-    if app.engine.dialect.name != "postgresql":
-        pytest.skip("PostgreSQL only")
+def test_remit_worker_delivers_on_postgres_and_stops_on_sigterm(postgres_url, receiver):
+    app = Remit(make_engine(postgres_url), FixedClock(b.utc(2026, 1, 1)))
+    with app.engine.begin() as conn:
+        for table in reversed(t.metadata.sorted_tables):
+            conn.execute(table.delete())
     b.seller(app)
     with app.uow() as uow:
         secret = webhooks.create_endpoint(uow, receiver.url, ["customer.created"])["secret"]
@@ -131,3 +136,4 @@ def test_remit_worker_delivers_on_postgres_and_stops_on_sigterm(app, receiver):
     [got] = receiver.received
     assert got.json["data"]["object_id"] == customer
     assert webhooks.verify_signature(secret, got.headers["remit-signature"], got.body)
+    app.engine.dispose()

@@ -421,6 +421,8 @@ webhook_deliveries = Table(
     Column("delivered_at", UTCDateTime),
     UniqueConstraint("endpoint_id", "event_id"),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    # Order per object: "is an earlier delivery of this object to this endpoint still pending?"
+    Index("ix_webhook_deliveries_object_order", "endpoint_id", "object_id", "event_id"),
 )
 
 webhook_attempts = Table(

@@ -78,6 +78,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_webhook_deliveries_due', ['status', 'next_attempt_at'], unique=False)
+        batch_op.create_index('ix_webhook_deliveries_object_order', ['endpoint_id', 'object_id', 'event_id'], unique=False)
 
     op.create_table('webhook_attempts',
     sa.Column('id', sa.String(length=40), nullable=False),
@@ -102,6 +103,7 @@ def downgrade() -> None:
 
     op.drop_table('webhook_attempts')
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_webhook_deliveries_object_order')
         batch_op.drop_index('ix_webhook_deliveries_due')
 
     op.drop_table('webhook_deliveries')
