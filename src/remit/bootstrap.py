@@ -22,8 +22,8 @@ class Remit:
     engine: Engine
     clock: Clock
 
-    def uow(self) -> UnitOfWork:
-        return UnitOfWork(self.engine, self.clock)
+    def uow(self, read_only: bool = False) -> UnitOfWork:
+        return UnitOfWork(self.engine, self.clock, read_only)
 
 
 def bootstrap(settings: Settings | None = None, clock: Clock | None = None, auto_migrate: bool = True) -> Remit:

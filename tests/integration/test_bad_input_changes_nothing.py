@@ -4,11 +4,11 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
-from tests import builders as b
 
 from remit.adapters.db.tables import metadata
 from remit.domain.errors import RemitError
 from remit.service_layer import accounts, catalog, clocks, subscriptions
+from tests import builders as b
 
 
 def _counts(app):

@@ -5,13 +5,13 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
-from tests import builders as b
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.engine import make_engine
 from remit.bootstrap import Remit
 from remit.domain.clock import FixedClock
 from remit.service_layer import bill_run, subscriptions
+from tests import builders as b
 
 pytestmark = pytest.mark.postgres
 

@@ -1,6 +1,5 @@
-from tests import builders as b
-
 from remit.service_layer import clocks, subscriptions
+from tests import builders as b
 
 
 def test_monthly_subscription_bills_each_month_on_both_databases(app):

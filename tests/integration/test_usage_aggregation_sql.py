@@ -6,12 +6,12 @@ from decimal import Decimal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
-from tests import builders as b
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.usage_queries import Window, aggregate_usage, reference
 from remit.domain.rating.aggregations import Aggregation, Meter
 from remit.service_layer import usage
+from tests import builders as b
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 END = datetime(2026, 4, 1, tzinfo=UTC)

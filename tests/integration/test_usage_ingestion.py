@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
-from tests import builders as b
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import RemitError
 from remit.service_layer import usage
+from tests import builders as b
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

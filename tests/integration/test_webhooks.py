@@ -15,8 +15,6 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import insert, select
-from tests import builders as b
-from tests.integration.webhook_receiver import Receiver, Reply, running_receiver
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.engine import make_engine
@@ -24,6 +22,8 @@ from remit.adapters.db.ids import new_id
 from remit.bootstrap import Remit
 from remit.domain.clock import FixedClock
 from remit.service_layer import accounts, webhooks
+from tests import builders as b
+from tests.integration.webhook_receiver import Receiver, Reply, running_receiver
 
 
 @pytest.fixture

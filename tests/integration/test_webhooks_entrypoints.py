@@ -15,8 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests import builders as b
-from tests.integration.webhook_receiver import Receiver, Reply, running_receiver
 from typer.testing import CliRunner
 
 from remit.adapters.db import tables as t
@@ -25,6 +23,8 @@ from remit.bootstrap import Remit, Settings, bootstrap
 from remit.domain.clock import FixedClock
 from remit.entrypoints.cli.main import app as cli
 from remit.service_layer import webhooks
+from tests import builders as b
+from tests.integration.webhook_receiver import Receiver, Reply, running_receiver
 
 runner = CliRunner()
 EXE = str(Path(sys.executable).with_name("remit"))

@@ -25,11 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
-from tests import builders as b
-
 from remit.bootstrap import Remit
 from remit.service_layer import clocks, subscriptions
 from remit.service_layer.unit_of_work import UnitOfWork
+from tests import builders as b
 
 Line = tuple[str, str, str, str]
 

@@ -4,11 +4,11 @@ from datetime import date
 
 import pytest
 from sqlalchemy import select
-from tests import builders as b
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import Conflict
 from remit.service_layer import catalog, clocks, subscriptions, views
+from tests import builders as b
 
 
 def _subscribe(app, coupon: dict, start: date, until: date, *, code="C", upgrade_on: date | None = None):

@@ -1,9 +1,9 @@
 """Changes at the edges: inside a first, partial period, during or right after a trial, on a period boundary."""
 
 import pytest
-from tests import builders as b
 
 from remit.service_layer import catalog, clocks, subscriptions
+from tests import builders as b
 
 
 def _setup(app, start, timing="in_advance"):

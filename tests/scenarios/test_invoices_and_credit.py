@@ -1,10 +1,10 @@
 """What happens around invoices: one-off charges, customer credit, credit notes, voiding, repeated bill runs."""
 
 import pytest
-from tests import builders as b
 
 from remit.domain.errors import Conflict
 from remit.service_layer import bill_run, clocks, credit_notes, invoices, subscriptions
+from tests import builders as b
 
 
 def _monthly(app, amount="30.00", start=(2026, 3, 1), plans=()):

@@ -4,9 +4,9 @@ Service ranges are half-open: "6-30 Apr" reads (2026-04-06, 2026-05-01).
 """
 
 import pytest
-from tests import builders as b
 
 from remit.service_layer import clocks, subscriptions
+from tests import builders as b
 
 
 def test_monthly__in_advance__calendar__trial_lago_example(app):

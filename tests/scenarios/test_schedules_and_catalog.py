@@ -3,9 +3,9 @@
 from datetime import date
 
 import pytest
-from tests import builders as b
 
 from remit.service_layer import catalog, clocks, subscriptions
+from tests import builders as b
 
 
 def test_monthly__in_advance__anniversary__phases_intro_then_list_price(app):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, bindparam, func, insert, select
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -17,8 +18,12 @@ from remit.domain.money import RoundingPolicy, currency
 from remit.service_layer.unit_of_work import UnitOfWork
 
 
+def _is_country(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 2 and value.isalpha()
+
+
 def _country(value: str, field: str = "country") -> str:
-    if not isinstance(value, str) or len(value) != 2 or not value.isalpha():
+    if not _is_country(value):
         raise ValidationError("invalid_country", f"{value!r} is not a two-letter ISO 3166 country code.", field)
     return value.upper()
 
@@ -71,8 +76,28 @@ def create_legal_entity(
     return entity_id
 
 
+# Statements built once: a statement's cache key is computed once per statement object.
+_TWO_ENTITIES = select(t.legal_entities.c.id).limit(2)
+_INSERT_CUSTOMER = insert(t.customers).returning(*t.customers.c)
+
+
+def _insert_for_the_only_entity() -> Any:
+    """INSERT a customer of the default entity (``default_entity``), found in the same statement: it inserts
+    nothing unless there is exactly one legal entity."""
+    two = _TWO_ENTITIES.subquery()
+    columns = [
+        func.min(two.c.id) if column.key == "legal_entity_id" else bindparam(column.key, type_=column.type)
+        for column in t.customers.c
+    ]
+    only_one = select(*columns).select_from(two).having(func.count() == 1)
+    return insert(t.customers).from_select(list(t.customers.c.keys()), only_one).returning(*t.customers.c)
+
+
+_INSERT_CUSTOMER_OF_THE_ONLY_ENTITY = _insert_for_the_only_entity()
+
+
 def default_entity(uow: UnitOfWork) -> str:
-    ids = list(uow.conn.execute(select(t.legal_entities.c.id).limit(2)).scalars())
+    ids = list(uow.conn.execute(_TWO_ENTITIES).scalars())
     if len(ids) != 1:
         raise ValidationError(
             "legal_entity_required",
@@ -80,6 +105,19 @@ def default_entity(uow: UnitOfWork) -> str:
             "legal_entity_id",
         )
     return str(ids[0])
+
+
+# Legal entities seen to exist, per engine. They are never deleted, so once seen an id needs no query again.
+_KNOWN_ENTITIES: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _check_entity(uow: UnitOfWork, entity_id: str) -> None:
+    known = _KNOWN_ENTITIES.setdefault(uow.engine, set())
+    if entity_id in known:
+        return
+    if uow.conn.execute(select(t.legal_entities.c.id).where(t.legal_entities.c.id == entity_id)).first() is None:
+        raise NotFound("legal_entity", entity_id, "legal_entity_id")
+    known.add(entity_id)
 
 
 def create_customer(
@@ -97,6 +135,40 @@ def create_customer(
     external_id: str | None = None,
     test_clock_id: str | None = None,
 ) -> str:
+    row = create_customer_row(
+        uow,
+        name,
+        currency_code=currency_code,
+        country=country,
+        email=email,
+        legal_entity_id=legal_entity_id,
+        language=language,
+        timezone=timezone,
+        address=address,
+        tax_ids=tax_ids,
+        external_id=external_id,
+        test_clock_id=test_clock_id,
+    )
+    return str(row["id"])
+
+
+def create_customer_row(
+    uow: UnitOfWork,
+    name: str,
+    *,
+    currency_code: str,
+    country: str,
+    email: str | None = None,
+    legal_entity_id: str | None = None,
+    language: str = "en",
+    timezone: str = "UTC",
+    address: Mapping[str, str] | None = None,
+    tax_ids: Sequence[Mapping[str, str]] = (),
+    external_id: str | None = None,
+    test_clock_id: str | None = None,
+) -> Mapping[Any, Any]:
+    """Create a customer; the new row as stored (``INSERT ... RETURNING``, no second query)."""
+    uow.ensure_writable()
     if not name or not name.strip():
         raise ValidationError("missing_field", "A customer needs a name.", "name")
     if email is not None and "@" not in email:
@@ -106,9 +178,11 @@ def create_customer(
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValidationError("invalid_timezone", f"{timezone!r} is not an IANA time zone.", "timezone") from None
-    entity = legal_entity_id or default_entity(uow)
-    if uow.conn.execute(select(t.legal_entities.c.id).where(t.legal_entities.c.id == entity)).first() is None:
-        raise NotFound("legal_entity", entity, "legal_entity_id")
+    entity: str | None = legal_entity_id or None
+    if entity:
+        _check_entity(uow, entity)
+    elif test_clock_id is not None or external_id or not _is_country(country):
+        entity = default_entity(uow)  # now, as its error comes before theirs
     if (
         test_clock_id is not None
         and uow.conn.execute(select(t.test_clocks.c.id).where(t.test_clocks.c.id == test_clock_id)).first() is None
@@ -120,28 +194,33 @@ def create_customer(
     ):
         raise Conflict("external_id_taken", f"A customer with external id {external_id!r} exists.", "external_id")
     customer_id = new_id("cus")
-    uow.insert_many(
-        t.customers,
-        [
-            {
-                "id": customer_id,
-                "legal_entity_id": entity,
-                "external_id": external_id,
-                "name": name,
-                "email": email,
-                "currency": cur.code,
-                "language": language,
-                "timezone": timezone,
-                "country": _country(country),
-                "address": dict(address or {}),
-                "tax_ids": [dict(x) for x in tax_ids],
-                "test_clock_id": test_clock_id,
-                "created_at": uow.now,
-            }
-        ],
-    )
+    values = {
+        "id": customer_id,
+        "legal_entity_id": entity,
+        "external_id": external_id,
+        "name": name,
+        "email": email,
+        "currency": cur.code,
+        "language": language,
+        "timezone": timezone,
+        "country": _country(country),
+        "address": dict(address or {}),
+        "tax_ids": [dict(x) for x in tax_ids],
+        "test_clock_id": test_clock_id,
+        "created_at": uow.now,
+    }
+    if entity:
+        row = uow.conn.execute(_INSERT_CUSTOMER, values).mappings().one()
+    else:
+        # The default entity, found by the INSERT itself (one round trip instead of two); when there is none or
+        # there are several, nothing is inserted and default_entity says which.
+        found = uow.conn.execute(_INSERT_CUSTOMER_OF_THE_ONLY_ENTITY, values).mappings().first()
+        row = (
+            found
+            or uow.conn.execute(_INSERT_CUSTOMER, {**values, "legal_entity_id": default_entity(uow)}).mappings().one()
+        )
     uow.emit("customer.created", "customer", customer_id, {"name": name, "currency": cur.code}, customer_id)
-    return customer_id
+    return row
 
 
 def get_customer(uow: UnitOfWork, customer_id: str) -> dict[str, Any]:

@@ -9,13 +9,15 @@ batch is retried, finding nothing left to do.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import String, Text, any_, bindparam, cast, func, or_, select, update
+from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db import tables as t
@@ -32,16 +34,16 @@ from remit.domain.invoicing.generator import (
     diff,
     propose,
 )
-from remit.domain.money import RoundingPolicy, currency
+from remit.domain.money import Currency, RoundingPolicy, currency
 from remit.domain.subscriptions.periods import Interval
 from remit.service_layer.accounts import local_date
-from remit.service_layer.invoices import InvoiceDraft, write_invoices
+from remit.service_layer.invoices import Event, InvoiceDraft, write_events, write_invoices
 
 __all__ = ["InvoiceDraft", "run", "bill_customers", "compute_drafts"]
 from remit.service_layer.unit_of_work import UnitOfWork
 
 UowFactory = Callable[[], UnitOfWork]
-BATCH_SIZE = 1000
+BATCH_SIZE = 5000
 
 
 @dataclass
@@ -59,24 +61,25 @@ def _needs_review() -> Any:
 
 
 def _candidate_customers(uow: UnitOfWork, test_clock_id: str | None, after: str, limit: int) -> list[str]:
-    clock_filter = (
-        (t.customers.c.test_clock_id == test_clock_id) if test_clock_id else (t.customers.c.test_clock_id.is_(None))
+    """The first ``limit`` customers after ``after``, in id order, of the real world (or of one test clock), with a
+    subscription under review or an uninvoiced pending item.
+
+    One query per kind of work, each a semi-join that walks ``ix_customers_test_clock_id_id`` from ``after`` and
+    stops at ``limit``: a batch costs the same whatever the number of customers. (An ``OR`` of two ``EXISTS`` would
+    let PostgreSQL hash the whole subscriptions table for every batch, and a ``UNION`` sorts everything after
+    ``after``.) The repeated ``customer_id > after`` lets a merge join start where the batch starts.
+    """
+    c, s, p = t.customers.c, t.subscriptions.c, t.pending_items.c
+    clock_filter = (c.test_clock_id == test_clock_id) if test_clock_id else c.test_clock_id.is_(None)
+    work = (
+        select(s.id).where(s.customer_id == c.id, s.customer_id > after, _needs_review()),
+        select(p.id).where(p.customer_id == c.id, p.customer_id > after, p.invoice_id.is_(None)),
     )
-    with_subs = select(t.subscriptions.c.customer_id.label("cid")).where(
-        _needs_review(), t.subscriptions.c.customer_id > after
-    )
-    with_items = select(t.pending_items.c.customer_id.label("cid")).where(
-        t.pending_items.c.invoice_id.is_(None), t.pending_items.c.customer_id > after
-    )
-    union = with_subs.union(with_items).subquery()
-    query = (
-        select(union.c.cid)
-        .join(t.customers, t.customers.c.id == union.c.cid)
-        .where(clock_filter)
-        .order_by(union.c.cid)
-        .limit(limit)
-    )
-    return list(uow.conn.execute(query).scalars())
+    found: set[str] = set()
+    for exists in work:
+        query = select(c.id).where(clock_filter, c.id > after, exists.exists()).order_by(c.id).limit(limit)
+        found.update(uow.conn.execute(query).scalars())
+    return sorted(found)[:limit]
 
 
 def run(
@@ -145,76 +148,123 @@ def _bill_batch_with_retry(make_uow: UowFactory, batch: Sequence[str], as_of: da
 
 @dataclass
 class _Batch:
-    customers: dict[str, Mapping[str, Any]]
-    entities: dict[str, Mapping[str, Any]]
-    subs: list[Mapping[str, Any]]
+    customers: dict[str, Mapping[Any, Any]]
+    entities: dict[str, Mapping[Any, Any]]
+    subs: Sequence[Mapping[Any, Any]]
     events: dict[str, list[TimelineEvent]]
     coupons: dict[str, list[AppliedCoupon]]
-    overrides: dict[str, list[Mapping[str, Any]]]
+    overrides: dict[str, list[Mapping[Any, Any]]]
     billed: dict[str, dict[LineKey, BilledTotals]]
-    pending: dict[str, list[Mapping[str, Any]]]
+    pending: dict[str, list[Mapping[Any, Any]]]
     balances: dict[str, int]
     prices: dict[str, Price]
 
 
+def _ids(uow: UnitOfWork, column: Any, ids: Iterable[str]) -> Any:
+    """``column IN ids``. On PostgreSQL a single parameter: one short statement, compiled and prepared once
+    whatever the batch size (not thousands of placeholders parsed anew for every batch). The ids travel as one
+    comma-separated string split by the server, which is cheaper to send than an array; ids never contain a
+    comma (they are ``prefix_hex``), and if one ever did they would go as an array instead."""
+    ids = list(ids)
+    if not uow.is_postgres:
+        return column.in_(ids)
+    joined = ",".join(ids)
+    if ids and joined.count(",") == len(ids) - 1:
+        return column == any_(func.string_to_array(bindparam(None, joined, type_=Text), ","))
+    return column == any_(bindparam(None, ids, type_=PG_ARRAY(String)))
+
+
+_CUSTOMER_COLUMNS = ("id", "legal_entity_id", "currency", "timezone", "test_clock_id")
+_SUBSCRIPTION_COLUMNS = (
+    "id",
+    "customer_id",
+    "currency",
+    "status",
+    "interval_unit",
+    "interval_count",
+    "anchor_on",
+    "trial_end_on",
+    "ended_on",
+    "reviewed_from_on",
+)
+
+
 def _load_batch(uow: UnitOfWork, customer_ids: Sequence[str]) -> _Batch:
+    """Everything billing these customers needs, in a fixed number of queries. Customers and subscriptions are
+    loaded with the columns billing reads (not addresses and tax ids); identical timeline events and coupons are
+    parsed once per batch and shared (they are immutable)."""
     conn = uow.conn
-    customers = {
-        r["id"]: r for r in conn.execute(select(t.customers).where(t.customers.c.id.in_(customer_ids))).mappings()
+    c = t.customers.c
+    customers: dict[str, Mapping[Any, Any]] = {
+        r["id"]: r
+        for r in conn.execute(
+            select(*(c[name] for name in _CUSTOMER_COLUMNS)).where(_ids(uow, c.id, customer_ids))
+        ).mappings()
     }
-    entity_ids = {c["legal_entity_id"] for c in customers.values()}
-    entities = {
+    entity_ids = {cu["legal_entity_id"] for cu in customers.values()}
+    entities: dict[str, Mapping[Any, Any]] = {
         r["id"]: r
         for r in conn.execute(select(t.legal_entities).where(t.legal_entities.c.id.in_(entity_ids))).mappings()
     }
-    subs = list(
+    s = t.subscriptions.c
+    subs = (
         conn.execute(
-            select(t.subscriptions)
-            .where(t.subscriptions.c.customer_id.in_(customer_ids), _needs_review())
-            .order_by(t.subscriptions.c.customer_id, t.subscriptions.c.id)
-        ).mappings()
+            select(*(s[name] for name in _SUBSCRIPTION_COLUMNS))
+            .where(_ids(uow, s.customer_id, customer_ids), _needs_review())
+            .order_by(s.customer_id, s.id)
+        )
+        .mappings()
+        .all()
     )
-    sub_ids = [s["id"] for s in subs]
+    sub_customer = t.subscriptions.alias("s")
+    in_batch = _ids(uow, sub_customer.c.customer_id, customer_ids)
     events: dict[str, list[TimelineEvent]] = defaultdict(list)
     price_ids: set[str] = set()
-    sub_customer = t.subscriptions.alias("s")
-    for row in conn.execute(
-        select(t.subscription_events)
-        .join(sub_customer, sub_customer.c.id == t.subscription_events.c.subscription_id)
-        .where(sub_customer.c.customer_id.in_(customer_ids), t.subscription_events.c.revoked_at.is_(None))
-    ).mappings():
-        event = timeline_event_from_row(row)
-        events[row["subscription_id"]].append(event)
-        price_ids.update(i.price_id for i in event.items)
+    parsed: dict[tuple[str, date, str, int], TimelineEvent] = {}
+    ev = t.subscription_events.c
+    for sub_id, effective_on, kind, seq, items in conn.execute(
+        select(ev.subscription_id, ev.effective_on, ev.kind, ev.seq, cast(ev["items"], Text))
+        .join(sub_customer, sub_customer.c.id == ev.subscription_id)
+        .where(in_batch, ev.revoked_at.is_(None))
+    ).all():
+        key = (items, effective_on, kind, seq)
+        event = parsed.get(key)
+        if event is None:
+            event = parsed[key] = timeline_event_from_row(
+                {"effective_on": effective_on, "kind": kind, "items": json.loads(items), "seq": seq}
+            )
+            price_ids.update(i.price_id for i in event.items)
+        events[sub_id].append(event)
     coupons: dict[str, list[AppliedCoupon]] = defaultdict(list)
+    applied: dict[tuple[str, date], AppliedCoupon] = {}
     for row in conn.execute(
         select(t.coupons, t.subscription_coupons.c.subscription_id, t.subscription_coupons.c.applied_on)
         .join(t.subscription_coupons, t.subscription_coupons.c.coupon_id == t.coupons.c.id)
         .join(sub_customer, sub_customer.c.id == t.subscription_coupons.c.subscription_id)
-        .where(sub_customer.c.customer_id.in_(customer_ids))
+        .where(in_batch)
     ).mappings():
-        coupons[row["subscription_id"]].append(AppliedCoupon(coupon_from_row(row), row["applied_on"]))
-    overrides: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        one = applied.get((row["id"], row["applied_on"]))
+        if one is None:
+            one = applied[(row["id"], row["applied_on"])] = AppliedCoupon(coupon_from_row(row), row["applied_on"])
+        coupons[row["subscription_id"]].append(one)
+    overrides: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
     for row in conn.execute(
-        select(t.price_overrides).where(t.price_overrides.c.customer_id.in_(customer_ids))
+        select(t.price_overrides).where(_ids(uow, t.price_overrides.c.customer_id, customer_ids))
     ).mappings():
         overrides[row["customer_id"]].append(row)
-    pending: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    pending: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
     for row in conn.execute(
         select(t.pending_items).where(
-            t.pending_items.c.customer_id.in_(customer_ids), t.pending_items.c.invoice_id.is_(None)
+            _ids(uow, t.pending_items.c.customer_id, customer_ids), t.pending_items.c.invoice_id.is_(None)
         )
     ).mappings():
         pending[row["customer_id"]].append(row)
-    balances = dict(
-        conn.execute(
-            select(t.balance_transactions.c.customer_id, func.sum(t.balance_transactions.c.amount_minor))
-            .where(t.balance_transactions.c.customer_id.in_(customer_ids))
-            .group_by(t.balance_transactions.c.customer_id)
-        )
-        
-        .all()
-    )
+    bt = t.balance_transactions.c
+    balances = conn.execute(
+        select(bt.customer_id, func.sum(bt.amount_minor))
+        .where(_ids(uow, bt.customer_id, customer_ids))
+        .group_by(bt.customer_id)
+    ).all()
     return _Batch(
         customers,
         entities,
@@ -222,9 +272,9 @@ def _load_batch(uow: UnitOfWork, customer_ids: Sequence[str]) -> _Batch:
         events,
         coupons,
         overrides,
-        _billed(uow, customer_ids) if sub_ids else {},
+        _billed(uow, customer_ids) if subs else {},
         pending,
-        {k: int(v) for k, v in balances.items()},
+        {k: int(v) for k, v in balances},
         load_prices(conn, price_ids),
     )
 
@@ -246,13 +296,13 @@ def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[Line
         )
         .join(s, s.c.id == ln.c.subscription_id)
         .where(
-            s.c.customer_id.in_(customer_ids),
+            _ids(uow, s.c.customer_id, customer_ids),
             _needs_review(),
             or_(s.c.reviewed_from_on.is_(None), ln.c.period_end_on > s.c.reviewed_from_on),
         )
     )
     acc: dict[str, dict[LineKey, list[Any]]] = defaultdict(dict)
-    for row in uow.conn.execute(query):
+    for row in uow.conn.execute(query).all():
         sub_id, charge, p_start, p_end, revision, line_id, subtotal, discount, qty = row
         key = (sub_id, charge, p_start)
         entry = acc[sub_id].get(key)
@@ -280,7 +330,10 @@ def bill_customers(
     skip_locked: bool = False,
     write: bool = True,
 ) -> list[str]:
-    """Generate and write the invoices due for these customers as of a time. Returns the new invoice ids."""
+    """Generate and write the invoices due for these customers as of a time. Returns the new invoice ids.
+
+    The events this produces are written here, in bulk and in the order they happen, rather than queued on the
+    unit of work."""
     locked = uow.lock_customers(customer_ids, skip_locked=skip_locked)
     if not locked:
         return []
@@ -288,40 +341,59 @@ def bill_customers(
     drafts, reviewed = compute_drafts(batch, as_of)
     if not write:
         return []
-    _mark_reviewed(uow, batch, reviewed)
-    return write_invoices(uow, drafts, batch.entities, batch.balances, run_id)
+    events: list[Event] = []
+    _mark_reviewed(uow, batch, reviewed, events)
+    invoice_ids = write_invoices(uow, drafts, batch.entities, batch.balances, run_id, events=events)
+    write_events(uow, events)
+    return invoice_ids
 
 
 def compute_drafts(batch: _Batch, as_of: datetime) -> tuple[list[InvoiceDraft], dict[str, tuple[date, str]]]:
-    subs_by_customer: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    subs_by_customer: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
     for sub in batch.subs:
         subs_by_customer[sub["customer_id"]].append(sub)
     drafts: list[InvoiceDraft] = []
     reviewed: dict[str, tuple[date, str]] = {}
+    # Looked up once per batch rather than per customer or subscription: all pure.
+    policies: dict[str, RoundingPolicy] = {}
+    local_days: dict[str, date] = {}
+    statuses: dict[tuple[tuple[TimelineEvent, ...], date | None, date], str] = {}
+    no_billed: dict[LineKey, BilledTotals] = {}
     for customer_id, customer in batch.customers.items():
-        entity = batch.entities[customer["legal_entity_id"]]
-        policy = RoundingPolicy(entity["rounding_policy"])
-        as_of_on = local_date(as_of, customer["timezone"])
-        prices = with_overrides(batch.prices, batch.overrides.get(customer_id, ()))
+        entity_id = customer["legal_entity_id"]
+        policy = policies.get(entity_id)
+        if policy is None:
+            policy = policies[entity_id] = RoundingPolicy(batch.entities[entity_id]["rounding_policy"])
+        as_of_on = local_days.get(customer["timezone"])
+        if as_of_on is None:
+            as_of_on = local_days[customer["timezone"]] = local_date(as_of, customer["timezone"])
+        overrides = batch.overrides.get(customer_id)
+        prices = with_overrides(batch.prices, overrides) if overrides else batch.prices
         lines: list[NewLine] = []
         for sub in subs_by_customer.get(customer_id, ()):
-            events = batch.events.get(sub["id"], [])
-            if not events:
+            sub_id = sub["id"]
+            sub_events = batch.events.get(sub_id)
+            if not sub_events:
                 continue
+            events = tuple(sub_events)
             terms = SubscriptionTerms(
-                id=sub["id"],
+                id=sub_id,
                 customer_id=customer_id,
-                currency=currency(sub["currency"]),
+                currency=_currency(sub["currency"]),
                 interval=_interval(sub["interval_unit"], sub["interval_count"]),
                 anchor_on=sub["anchor_on"],
                 trial_end_on=sub["trial_end_on"],
-                events=tuple(events),
-                coupons=tuple(batch.coupons.get(sub["id"], ())),
+                events=events,
+                coupons=tuple(batch.coupons.get(sub_id, ())),
                 reviewed_from_on=sub["reviewed_from_on"],
             )
             proposed = propose(terms, prices, as_of_on, policy)
-            lines.extend(diff(proposed, batch.billed.get(sub["id"], {}), as_of_on, prices))
-            reviewed[sub["id"]] = (as_of_on, status_on(events, sub["trial_end_on"], as_of_on).value)
+            lines.extend(diff(proposed, batch.billed.get(sub_id, no_billed), as_of_on, prices))
+            key = (events, sub["trial_end_on"], as_of_on)
+            status = statuses.get(key)
+            if status is None:
+                status = statuses[key] = status_on(events, sub["trial_end_on"], as_of_on).value
+            reviewed[sub_id] = (as_of_on, status)
         pending = batch.pending.get(customer_id, [])
         if lines or pending:
             drafts.append(
@@ -337,6 +409,16 @@ def compute_drafts(batch: _Batch, as_of: datetime) -> tuple[list[InvoiceDraft], 
     return drafts, reviewed
 
 
+_CURRENCIES: dict[str, Currency] = {}
+
+
+def _currency(code: str) -> Currency:
+    found = _CURRENCIES.get(code)
+    if found is None:
+        found = _CURRENCIES[code] = currency(code)
+    return found
+
+
 _INTERVALS: dict[tuple[str, int], Interval] = {}
 
 
@@ -348,33 +430,37 @@ def _interval(unit: str, count: int) -> Interval:
     return found
 
 
-def _mark_reviewed(uow: UnitOfWork, batch: _Batch, reviewed: Mapping[str, tuple[date, str]]) -> None:
-    """Advance each subscription's review mark; statuses that changed (trial ended, canceled...) emit events."""
+def _mark_reviewed(
+    uow: UnitOfWork, batch: _Batch, reviewed: Mapping[str, tuple[date, str]], events: list[Event]
+) -> None:
+    """Advance each subscription's review mark; statuses that changed (trial ended, canceled...) add events."""
     by_day: dict[date, list[str]] = defaultdict(list)
     changed: list[dict[str, Any]] = []
     for sub in batch.subs:
-        if sub["id"] not in reviewed:
+        found = reviewed.get(sub["id"])
+        if found is None:
             continue
-        day, status = reviewed[sub["id"]]
+        day, status = found
         if sub["reviewed_from_on"] is None or day > sub["reviewed_from_on"]:
             by_day[day].append(sub["id"])
         if status != sub["status"]:
             changed.append({"b_id": sub["id"], "b_status": status})
-            uow.emit(
-                _STATUS_EVENTS.get(status, "subscription.updated"),
-                "subscription",
-                sub["id"],
-                {"status": status, "previous_status": sub["status"]},
-                sub["customer_id"],
+            events.append(
+                (
+                    _STATUS_EVENTS.get(status, "subscription.updated"),
+                    "subscription",
+                    sub["id"],
+                    {"status": status, "previous_status": sub["status"]},
+                    sub["customer_id"],
+                    None,
+                )
             )
     for day, ids in by_day.items():
         for chunk in _chunks(ids, 5000):
             uow.conn.execute(
-                update(t.subscriptions).where(t.subscriptions.c.id.in_(chunk)).values(reviewed_from_on=day)
+                update(t.subscriptions).where(_ids(uow, t.subscriptions.c.id, chunk)).values(reviewed_from_on=day)
             )
     if changed:
-        from sqlalchemy import bindparam
-
         uow.conn.execute(
             update(t.subscriptions)
             .where(t.subscriptions.c.id == bindparam("b_id"))

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, and_, bindparam, func, select, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -151,6 +151,49 @@ def plan_price(
     uow: UnitOfWork, plan_code: str, currency_code: str, version: int | None = None, field: str = "plan"
 ) -> Mapping[Any, Any]:
     """The price of a plan (latest version unless one is named) in a currency; an error if it lacks one."""
+    return plan_and_price(uow, plan_code, currency_code, version, field)[1]
+
+
+def _plan_price_query(with_version: bool) -> Select[Any]:
+    pv = t.plan_versions
+    query = (
+        select(t.plans.c.id.label("plan_id_"), *t.prices.c)
+        .select_from(
+            t.plans.join(pv, pv.c.plan_id == t.plans.c.id).outerjoin(
+                t.prices,
+                and_(t.prices.c.plan_version_id == pv.c.id, t.prices.c.currency == bindparam("currency_code")),
+            )
+        )
+        .where(t.plans.c.code == bindparam("plan_code"))
+    )
+    if with_version:
+        query = query.where(pv.c.version == bindparam("version"))
+    return query.order_by(pv.c.version.desc()).limit(1)
+
+
+# Built once: a statement object's cache key is computed once, not on every call.
+_PLAN_PRICE = {False: _plan_price_query(False), True: _plan_price_query(True)}
+_PRICE_COLUMNS = tuple(column.key for column in t.prices.c)
+
+
+def plan_and_price(
+    uow: UnitOfWork, plan_code: str, currency_code: str, version: int | None = None, field: str = "plan"
+) -> tuple[str, Mapping[Any, Any]]:
+    """The plan's id and ``plan_price``: one query (the latest or named version, and its price in the currency,
+    if any), then, only when something is missing, the step-by-step lookup that says what."""
+    params: dict[str, Any] = {"plan_code": plan_code, "currency_code": currency_code}
+    if version is not None:
+        params["version"] = version
+    row = uow.conn.execute(_PLAN_PRICE[version is not None], params).mappings().first()
+    if row is not None and row["id"] is not None:
+        return str(row["plan_id_"]), {name: row[name] for name in _PRICE_COLUMNS}
+    return _plan_price_slowly(uow, plan_code, currency_code, version, field)
+
+
+def _plan_price_slowly(
+    uow: UnitOfWork, plan_code: str, currency_code: str, version: int | None, field: str
+) -> tuple[str, Mapping[Any, Any]]:
+    """Step by step, to say what is missing: the plan, the version or the price in this currency."""
     plan = uow.conn.execute(select(t.plans).where(t.plans.c.code == plan_code)).mappings().first()
     if plan is None:
         raise NotFound("plan", plan_code, field)
@@ -173,7 +216,7 @@ def plan_price(
             f"Plan {plan_code} (version {pv['version']}) has no price in {currency_code}.",
             "currency",
         )
-    return price
+    return str(plan["id"]), price
 
 
 def set_price_override(uow: UnitOfWork, customer_id: str, price_id: str, model: str, config: Mapping[str, Any]) -> str:

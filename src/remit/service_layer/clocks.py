@@ -112,9 +112,11 @@ def advance(
     return {"id": clock_id, "frozen_at": to, "steps": steps, "invoices_created": invoices}
 
 
-def preview_upcoming(uow: UnitOfWork, customer_id: str) -> dict[str, Any]:
-    """What the customer's next invoice will be, computed exactly like the bill run; nothing is written."""
-    customer = get_customer(uow, customer_id)
+def preview_upcoming(uow: UnitOfWork, customer_id: str, customer: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What the customer's next invoice will be, computed exactly like the bill run; nothing is written.
+    ``customer``: the customer's row, when the caller has just read it."""
+    if customer is None:
+        customer = get_customer(uow, customer_id)
     now = get_test_clock(uow, customer["test_clock_id"])["frozen_at"] if customer["test_clock_id"] else uow.now
     moment = now
     batch = bill_run._load_batch(uow, [customer_id])  # nothing changes while we look ahead: load once

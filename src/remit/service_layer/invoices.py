@@ -8,13 +8,14 @@ customer's credit balance and emits ``invoice.finalized``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Dialect, Table, delete, func, insert, select, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -57,36 +58,134 @@ def reserve_numbers(uow: UnitOfWork, entity_id: str, series: str, count: int) ->
     return int(current)
 
 
+_BulkPlan = tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]], list[tuple[int, Callable[[Any], Any]]]]
+_BULK_PLANS: dict[tuple[str, str, tuple[str, ...]], _BulkPlan] = {}
+
+
+def _bulk_plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> _BulkPlan:
+    key = (dialect.name, table.name, names)
+    plan = _BULK_PLANS.get(key)
+    if plan is None:
+        quote = dialect.identifier_preparer.quote
+        cols = ", ".join(quote(n) for n in names)
+        if dialect.name == "postgresql":
+            sql = f"COPY {quote(table.name)} ({cols}) FROM STDIN"
+        else:
+            sql = f"INSERT INTO {quote(table.name)} ({cols}) VALUES ({', '.join('?' * len(names))})"
+        getter = itemgetter(*names)
+        values: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
+            getter if len(names) > 1 else (lambda row: (getter(row),))
+        )
+        processors: list[tuple[int, Callable[[Any], Any]]] = []
+        for i, name in enumerate(names):
+            process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+            if process is not None:
+                processors.append((i, process))
+        plan = (sql, values, processors)
+        _BULK_PLANS[key] = plan
+    return plan
+
+
+def bulk_insert(uow: UnitOfWork, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert many rows at once: COPY on PostgreSQL, one executemany on SQLite, in the unit of work's transaction.
+
+    The columns are the table's columns among the first row's keys (other keys are ignored; every row has the
+    same keys). Each value goes through its column type's own bind processing, so rows are stored exactly as
+    ``insert(table)`` would store them, without SQLAlchemy's per-row statement machinery.
+    """
+    if not rows:
+        return
+    dialect = uow.conn.dialect
+    names = tuple(k for k in rows[0] if k in table.c)
+    sql, values, processors = _bulk_plan(dialect, table, names)
+    if processors:
+        data: list[Any] = []
+        for row in rows:
+            vals = list(values(row))
+            for i, process in processors:
+                vals[i] = process(vals[i])
+            data.append(vals)
+    else:
+        data = [values(row) for row in rows]
+    if dialect.name == "postgresql":
+        driver = uow.conn.connection.driver_connection
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
+            write = copy.write_row
+            for vals in data:
+                write(vals)
+    else:
+        uow.conn.exec_driver_sql(sql, [tuple(v) for v in data])
+
+
+# A domain event as ``UnitOfWork.emit`` takes it: type, object type, object id, data, customer id, time (None: now).
+Event = tuple[str, str, str, dict[str, Any], str | None, datetime | None]
+
+
+def write_events(uow: UnitOfWork, events: Sequence[Event]) -> None:
+    """Write events to the outbox now, in order, in bulk: the rows ``UnitOfWork.emit`` would have queued."""
+    bulk_insert(
+        uow,
+        t.events,
+        [
+            {
+                "public_id": new_id("evt"),
+                "type": type_,
+                "object_type": object_type,
+                "object_id": object_id,
+                "customer_id": customer_id,
+                "data": data,
+                "created_at": at or uow.now,
+            }
+            for type_, object_type, object_id, data, customer_id, at in events
+        ],
+    )
+
+
 def write_invoices(
     uow: UnitOfWork,
     drafts: Sequence[InvoiceDraft],
-    entities: Mapping[str, Mapping[str, Any]],
+    entities: Mapping[str, Mapping[Any, Any]],
     balances: Mapping[str, int],
     run_id: str | None,
+    *,
+    events: list[Event] | None = None,
 ) -> list[str]:
-    """Insert invoices and their lines in bulk; finalize those whose entity finalizes automatically."""
+    """Insert invoices and their lines in bulk; finalize those whose entity finalizes automatically.
+
+    Invoices that finalize right away are numbered and settled before they are written, so each row is written
+    once, final; the events are the same and in the same order as creating then finalizing them would give.
+    They are emitted on the unit of work, or appended to ``events`` for the caller to write (``write_events``).
+    """
     invoice_rows: list[dict[str, Any]] = []
     line_rows: list[dict[str, Any]] = []
-    pending_updates: list[tuple[str, str]] = []
+    pending_updates: list[dict[str, str]] = []
+    draft_status = InvoiceStatus.DRAFT.value
     for draft in drafts:
         customer = draft.customer
         invoice_id = new_id("in")
         at = draft.at or uow.now
-        rows = [_line_row(invoice_id, customer["id"], ln) for ln in draft.lines]
+        rows = [_line_row(invoice_id, ln) for ln in draft.lines]
         for item in draft.pending_items:
             rows.append(_pending_line_row(invoice_id, item))
-            pending_updates.append((item["id"], invoice_id))
-        subtotal = sum(r["subtotal_minor"] for r in rows)
-        discount = sum(r["discount_minor"] for r in rows)
-        starts = [r["service_start_on"] for r in rows if r["service_start_on"]]
-        ends = [r["service_end_on"] for r in rows if r["service_end_on"]]
+            pending_updates.append({"b_id": item["id"], "b_invoice_id": invoice_id})
+        if len(rows) == 1:
+            row = rows[0]
+            subtotal, discount = row["subtotal_minor"], row["discount_minor"]
+            period_start, period_end = row["service_start_on"] or None, row["service_end_on"] or None
+        else:
+            subtotal = sum(r["subtotal_minor"] for r in rows)
+            discount = sum(r["discount_minor"] for r in rows)
+            starts = [r["service_start_on"] for r in rows if r["service_start_on"]]
+            ends = [r["service_end_on"] for r in rows if r["service_end_on"]]
+            period_start, period_end = (min(starts) if starts else None), (max(ends) if ends else None)
         invoice_rows.append(
             {
                 "id": invoice_id,
                 "customer_id": customer["id"],
                 "legal_entity_id": customer["legal_entity_id"],
                 "number": None,
-                "status": InvoiceStatus.DRAFT.value,
+                "status": draft_status,
                 "currency": customer["currency"],
                 "billing_reason": draft.reason,
                 "subtotal_minor": subtotal,
@@ -96,8 +195,8 @@ def write_invoices(
                 "credited_minor": 0,
                 "paid_minor": 0,
                 "amount_due_minor": subtotal - discount,
-                "period_start_on": min(starts) if starts else None,
-                "period_end_on": max(ends) if ends else None,
+                "period_start_on": period_start,
+                "period_end_on": period_end,
                 "issued_on": None,
                 "due_on": None,
                 "memo": None,
@@ -112,25 +211,45 @@ def write_invoices(
         line_rows.extend(rows)
     if not invoice_rows:
         return []
-    uow.insert_many(t.invoices, [{k: v for k, v in r.items() if not k.startswith("_")} for r in invoice_rows])
-    uow.insert_many(t.invoice_lines, line_rows)
-    for item_id, invoice_id in pending_updates:
-        uow.conn.execute(update(t.pending_items).where(t.pending_items.c.id == item_id).values(invoice_id=invoice_id))
-    for row in invoice_rows:
-        uow.emit(
+    auto = [r for r in invoice_rows if entities[r["legal_entity_id"]]["auto_finalize"]]
+    final, balance_rows, finalize_events = _finalization(uow, auto, entities, dict(balances))
+    for row, values in zip(auto, final, strict=True):
+        row.update(values)
+    bulk_insert(uow, t.invoices, invoice_rows)
+    bulk_insert(uow, t.invoice_lines, line_rows)
+    if pending_updates:
+        from sqlalchemy import bindparam
+
+        uow.conn.execute(
+            update(t.pending_items)
+            .where(t.pending_items.c.id == bindparam("b_id"))
+            .values(invoice_id=bindparam("b_invoice_id")),
+            pending_updates,
+        )
+    created: list[Event] = [
+        (
             "invoice.created",
             "invoice",
             row["id"],
             {"total_minor": row["total_minor"], "currency": row["currency"]},
             row["customer_id"],
-            at=row["created_at"],
+            row["created_at"],
         )
-    auto = [r for r in invoice_rows if entities[r["legal_entity_id"]]["auto_finalize"]]
-    _finalize_rows(uow, auto, entities, dict(balances))
+        for row in invoice_rows
+    ]
+    if events is None:
+        for event in (*created, *finalize_events):
+            uow.emit(*event[:5], at=event[5])
+    else:
+        events.extend(created)
+        events.extend(finalize_events)
+    bulk_insert(uow, t.balance_transactions, balance_rows)
     return [r["id"] for r in invoice_rows]
 
 
-def _line_row(invoice_id: str, customer_id: str, ln: NewLine) -> dict[str, Any]:
+def _line_row(invoice_id: str, ln: NewLine) -> dict[str, Any]:
+    period = ln.period
+    subtotal, discount = ln.subtotal_minor, ln.discount_minor
     return {
         "id": new_id("il"),
         "invoice_id": invoice_id,
@@ -138,8 +257,8 @@ def _line_row(invoice_id: str, customer_id: str, ln: NewLine) -> dict[str, Any]:
         "price_id": ln.price_id,
         "pending_item_id": None,
         "charge_key": ln.charge_key,
-        "period_start_on": ln.period.start_on,
-        "period_end_on": ln.period.end_on,
+        "period_start_on": period.start_on,
+        "period_end_on": period.end_on,
         "revision": ln.revision,
         "kind": ln.kind,
         "description": ln.description,
@@ -147,9 +266,9 @@ def _line_row(invoice_id: str, customer_id: str, ln: NewLine) -> dict[str, Any]:
         "service_end_on": ln.service_end_on,
         "quantity": ln.quantity,
         "unit_price": ln.unit_price,
-        "subtotal_minor": ln.subtotal_minor,
-        "discount_minor": ln.discount_minor,
-        "amount_minor": ln.amount_minor,
+        "subtotal_minor": subtotal,
+        "discount_minor": discount,
+        "amount_minor": subtotal - discount,
         "corrects_line_id": ln.corrects_line_id,
         "details": ln.details,
     }
@@ -180,61 +299,76 @@ def _pending_line_row(invoice_id: str, item: Mapping[str, Any]) -> dict[str, Any
     }
 
 
-def _finalize_rows(
-    uow: UnitOfWork, rows: Sequence[dict[str, Any]], entities: Mapping[str, Mapping[str, Any]], balances: dict[str, int]
-) -> None:
-    """Number, settle and open (or close) a set of draft invoices, with one counter update per series."""
-    by_series: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
+def _finalization(
+    uow: UnitOfWork, rows: Sequence[dict[str, Any]], entities: Mapping[str, Mapping[Any, Any]], balances: dict[str, int]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Event]]:
+    """Number and settle a set of draft invoices, with one counter update per series.
+
+    Returns, per row (in the order given), the values that make it final; the balance transactions to write;
+    and the events to emit, in order. Numbers are reserved here, so the caller must write what it gets.
+    """
+    by_series: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for index, row in enumerate(rows):
         entity = entities[row["legal_entity_id"]]
-        by_series[(entity["id"], series_key(entity["invoice_prefix"], row["_issued_on"]))].append(row)
-    updates: list[dict[str, Any]] = []
+        by_series[(entity["id"], series_key(entity["invoice_prefix"], row["_issued_on"]))].append(index)
+    final: list[dict[str, Any]] = [{} for _ in rows]
     balance_rows: list[dict[str, Any]] = []
+    events: list[Event] = []
+    paid, open_ = InvoiceStatus.PAID, InvoiceStatus.OPEN
     for (entity_id, series), group in sorted(by_series.items()):
         entity = entities[entity_id]
+        prefix, terms = entity["invoice_prefix"], timedelta(days=entity["payment_terms_days"])
         first = reserve_numbers(uow, entity_id, series, len(group))
-        for offset, row in enumerate(sorted(group, key=lambda r: r["id"])):
+        for offset, index in enumerate(sorted(group, key=lambda i: rows[i]["id"])):
+            row = rows[index]
+            customer_id = row["customer_id"]
             issued_on: date = row["_issued_on"]
-            settlement = settle(row["total_minor"], balances.get(row["customer_id"], 0))
-            balances[row["customer_id"]] = balances.get(row["customer_id"], 0) + settlement.balance_change_minor
+            total = row["total_minor"]
+            balance = balances.get(customer_id, 0)
+            if total > 0 and balance <= 0:  # the common case, as settle() would decide it
+                applied, due, status = 0, total, open_
+            else:
+                settlement = settle(total, balance)
+                applied, due, status = settlement.applied_balance_minor, settlement.amount_due_minor, settlement.status
+                balances[customer_id] = balance - applied
             at = row["created_at"]
-            number = invoice_number(entity["invoice_prefix"], issued_on.year, first + offset)
-            updates.append(
-                {
-                    "b_id": row["id"],
-                    "number": number,
-                    "status": settlement.status.value,
-                    "applied_balance_minor": settlement.applied_balance_minor,
-                    "amount_due_minor": settlement.amount_due_minor,
-                    "issued_on": issued_on,
-                    "due_on": issued_on + timedelta(days=entity["payment_terms_days"]),
-                    "finalized_at": at,
-                    "paid_at": at if settlement.status is InvoiceStatus.PAID else None,
-                }
-            )
-            if settlement.balance_change_minor:
+            number = invoice_number(prefix, issued_on.year, first + offset)
+            final[index] = {
+                "number": number,
+                "status": status.value,
+                "applied_balance_minor": applied,
+                "amount_due_minor": due,
+                "issued_on": issued_on,
+                "due_on": issued_on + terms,
+                "finalized_at": at,
+                "paid_at": at if status is paid else None,
+            }
+            if applied:
                 balance_rows.append(
                     {
                         "id": new_id("cbtxn"),
-                        "customer_id": row["customer_id"],
+                        "customer_id": customer_id,
                         "currency": row["currency"],
-                        "amount_minor": settlement.balance_change_minor,
-                        "kind": "applied_to_invoice" if settlement.balance_change_minor < 0 else "invoice_credit",
+                        "amount_minor": -applied,
+                        "kind": "applied_to_invoice" if -applied < 0 else "invoice_credit",
                         "invoice_id": row["id"],
                         "credit_note_id": None,
                         "created_at": at,
                     }
                 )
-            data = {
-                "number": number,
-                "total_minor": row["total_minor"],
-                "currency": row["currency"],
-                "amount_due_minor": settlement.amount_due_minor,
-            }
-            uow.emit("invoice.finalized", "invoice", row["id"], data, row["customer_id"], at=at)
-            if settlement.status is InvoiceStatus.PAID:
-                uow.emit("invoice.paid", "invoice", row["id"], data, row["customer_id"], at=at)
-    if updates:
+            data = {"number": number, "total_minor": total, "currency": row["currency"], "amount_due_minor": due}
+            events.append(("invoice.finalized", "invoice", row["id"], data, customer_id, at))
+            if status is paid:
+                events.append(("invoice.paid", "invoice", row["id"], data, customer_id, at))
+    return final, balance_rows, events
+
+
+def _finalize_rows(
+    uow: UnitOfWork, rows: Sequence[dict[str, Any]], entities: Mapping[str, Mapping[Any, Any]], balances: dict[str, int]
+) -> None:
+    """Number, settle and open (or close) a set of written draft invoices."""
+    final, balance_rows, events = _finalization(uow, rows, entities, balances)
+    if final:
         from sqlalchemy import bindparam
 
         i = t.invoices.c
@@ -251,8 +385,10 @@ def _finalize_rows(
                 finalized_at=bindparam("finalized_at"),
                 paid_at=bindparam("paid_at"),
             ),
-            updates,
+            [{"b_id": row["id"], **values} for row, values in zip(rows, final, strict=True)],
         )
+    for event in events:
+        uow.emit(*event[:5], at=event[5])
     uow.insert_many(t.balance_transactions, balance_rows)
 
 
@@ -469,6 +605,6 @@ def get_invoice(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
     lines = uow.conn.execute(
         select(t.invoice_lines)
         .where(t.invoice_lines.c.invoice_id == invoice_id)
-        .order_by(t.invoice_lines.c.service_start_on, t.invoice_lines.c.kind, t.invoice_lines.c.id)
+        .order_by(t.invoice_lines.c.service_start_on.asc().nulls_last(), t.invoice_lines.c.kind, t.invoice_lines.c.id)
     ).mappings()
     return {**dict(row), "lines": [dict(ln) for ln in lines]}

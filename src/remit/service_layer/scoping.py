@@ -9,11 +9,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select, true
+from sqlalchemy import ColumnElement, and_, bindparam, select, true
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import NotFound
 from remit.service_layer.unit_of_work import UnitOfWork
+
+# Built once: a statement's cache key is computed once per statement object (see entrypoints/api/present.py).
+_CUSTOMER = select(t.customers).where(t.customers.c.id == bindparam("customer_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +43,7 @@ class Visibility:
         return self.livemode == (row["test_clock_id"] is None)
 
     def check_customer(self, uow: UnitOfWork, customer_id: str, field: str = "customer_id") -> Mapping[Any, Any]:
-        row = uow.conn.execute(select(t.customers).where(t.customers.c.id == customer_id)).mappings().first()
+        row = uow.conn.execute(_CUSTOMER, {"customer_id": customer_id}).mappings().first()
         if row is None or not self.sees_customer(row):
             raise NotFound("customer", customer_id, field)
         return row

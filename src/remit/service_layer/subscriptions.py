@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -42,8 +42,9 @@ def _items_for(
     quantity: Decimal,
     version: int | None,
     add_ons: Sequence[Mapping[str, Any]],
-) -> tuple[tuple[Item, ...], Interval]:
-    price = catalog.plan_price(uow, plan_code, customer["currency"], version)
+) -> tuple[tuple[Item, ...], Interval, str]:
+    """The items of a subscription to this plan, its billing interval, and the plan's id."""
+    plan_id, price = catalog.plan_and_price(uow, plan_code, customer["currency"], version)
     items = [Item(price["id"], quantity)]
     plan_prices = load_prices(uow.conn, [price["id"]])
     interval = plan_prices[price["id"]].interval
@@ -65,7 +66,12 @@ def _items_for(
                 "interval_mismatch", "An add-on must recur on the plan's interval.", f"{field}.price_id"
             )
         items.append(Item(p.id, catalog.quantity(add_on.get("quantity", 1), f"{field}.quantity")))
-    return tuple(items), interval
+    return tuple(items), interval, plan_id
+
+
+# Statements built once: a statement's cache key is computed once per statement object.
+_INSERT_SUBSCRIPTION = insert(t.subscriptions).returning(*t.subscriptions.c)
+_INSERT_EVENTS = insert(t.subscription_events).returning(*t.subscription_events.c, sort_by_parameter_order=True)
 
 
 def create_subscription(
@@ -85,14 +91,54 @@ def create_subscription(
     phases: Sequence[Mapping[str, Any]] = (),
 ) -> str:
     """Start a subscription. ``phases`` schedule later changes: ``{"on": date, "plan": code, "quantity": n}``."""
-    customer = get_customer(uow, customer_id)
-    uow.lock_customer(customer_id)
+    created = create_subscription_record(
+        uow,
+        customer_id,
+        plan_code,
+        quantity=quantity,
+        plan_version=plan_version,
+        start_on=start_on,
+        trial_days=trial_days,
+        anchor=anchor,
+        anchor_day=anchor_day,
+        add_ons=add_ons,
+        coupon=coupon,
+        promotion_code=promotion_code,
+        phases=phases,
+    )
+    return str(created["id"])
+
+
+def create_subscription_record(
+    uow: UnitOfWork,
+    customer_id: str,
+    plan_code: str,
+    *,
+    quantity: object = 1,
+    plan_version: int | None = None,
+    start_on: date | None = None,
+    trial_days: int | None = None,
+    anchor: str = "anniversary",
+    anchor_day: int | None = None,
+    add_ons: Sequence[Mapping[str, Any]] = (),
+    coupon: str | None = None,
+    promotion_code: str | None = None,
+    phases: Sequence[Mapping[str, Any]] = (),
+    customer: Mapping[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """``create_subscription``, answering what ``get_subscription`` would read back, from the rows as inserted
+    (``INSERT ... RETURNING``) instead of three more queries. ``customer``: the customer's row when the caller has
+    already locked and read it (``uow.locked_customer``)."""
+    if customer is None:
+        customer = uow.locked_customer(customer_id)
+    if customer is None:
+        raise NotFound("customer", customer_id, "customer_id")
     today = _today(uow, customer)
     start = start_on or today
     if start < today:
         raise ValidationError("date_in_past", "A subscription cannot start before today.", "start_on")
     qty = catalog.quantity(quantity)
-    items, interval = _items_for(uow, customer, plan_code, qty, plan_version, add_ons)
+    items, interval, plan_id = _items_for(uow, customer, plan_code, qty, plan_version, add_ons)
     if trial_days is not None and trial_days < 0:
         raise ValidationError("invalid_trial", "trial_days cannot be negative.", "trial_days")
     trial_end = start + timedelta(days=trial_days) if trial_days else None
@@ -111,7 +157,7 @@ def create_subscription(
             )
         if i and on <= phases[i - 1]["on"]:
             raise ValidationError("dates_out_of_order", "Phases must be in date order.", f"phases[{i}].on")
-        phase_items, phase_interval = _items_for(
+        phase_items, phase_interval, _ = _items_for(
             uow,
             customer,
             str(phase.get("plan", plan_code)),
@@ -123,33 +169,31 @@ def create_subscription(
             raise ValidationError("interval_mismatch", "A phase must bill on the same interval.", f"phases[{i}].plan")
         events.append(_event_row(sub_id, i + 1, on, ChangeKind.CHANGE, phase_items, "phase", uow))
     status = status_on([timeline_event_from_row(e) for e in events], trial_end, today)
-    plan_id = uow.conn.execute(select(t.plans.c.id).where(t.plans.c.code == plan_code)).scalar()
-    uow.insert_many(
-        t.subscriptions,
-        [
-            {
-                "id": sub_id,
-                "customer_id": customer_id,
-                "plan_id": plan_id,
-                "currency": customer["currency"],
-                "status": status.value,
-                "interval_unit": interval.unit.value,
-                "interval_count": interval.count,
-                "anchor_kind": anchor_kind.value,
-                "anchor_on": anchor_on,
-                "started_on": start,
-                "trial_end_on": trial_end,
-                "ended_on": None,
-                "reviewed_from_on": None,
-                "next_seq": len(events),
-                "created_at": uow.now,
-                "updated_at": uow.now,
-            }
-        ],
-    )
-    uow.insert_many(t.subscription_events, events)
+    uow.ensure_writable()
+    values = {
+        "id": sub_id,
+        "customer_id": customer_id,
+        "plan_id": plan_id,
+        "currency": customer["currency"],
+        "status": status.value,
+        "interval_unit": interval.unit.value,
+        "interval_count": interval.count,
+        "anchor_kind": anchor_kind.value,
+        "anchor_on": anchor_on,
+        "started_on": start,
+        "trial_end_on": trial_end,
+        "ended_on": None,
+        "reviewed_from_on": None,
+        "next_seq": len(events),
+        "created_at": uow.now,
+        "updated_at": uow.now,
+    }
+    sub_row = uow.conn.execute(_INSERT_SUBSCRIPTION, values).mappings().one()
+    event_rows = uow.conn.execute(_INSERT_EVENTS, events).mappings()
+    created = {**dict(sub_row), "events": [dict(e) for e in event_rows], "coupons": []}
     if coupon or promotion_code:
         _apply_coupon(uow, sub_id, customer, coupon, promotion_code, max(start, trial_end or start))
+        created["coupons"] = _coupons_of(uow, sub_id)
     uow.emit(
         "subscription.created",
         "subscription",
@@ -157,7 +201,7 @@ def create_subscription(
         {"plan": plan_code, "status": status.value, "quantity": str(qty)},
         customer_id,
     )
-    return sub_id
+    return created
 
 
 def _event_row(
@@ -335,12 +379,11 @@ def change_plan(
     on = _when(sub, today, when)
     current = items_on(events, on)
     qty = catalog.quantity(quantity) if quantity is not None else (current[0].quantity if current else Decimal(1))
-    new_items, interval = _items_for(uow, customer, plan_code, qty, version, ())
+    new_items, interval, plan_id = _items_for(uow, customer, plan_code, qty, version, ())
     if interval != _interval(sub):
         raise ValidationError("interval_mismatch", "Changing the billing interval needs a new subscription.", "plan")
     items = new_items + tuple(current[1:])  # add-ons stay
     _append(uow, sub, events, today, on, ChangeKind.CHANGE, items, "change_plan")
-    plan_id = uow.conn.execute(select(t.plans.c.id).where(t.plans.c.code == plan_code)).scalar()
     if on <= today:
         uow.conn.execute(update(t.subscriptions).where(t.subscriptions.c.id == sub_id).values(plan_id=plan_id))
     uow.emit(
@@ -468,11 +511,15 @@ def get_subscription(uow: UnitOfWork, sub_id: str) -> dict[str, Any]:
             .order_by(t.subscription_events.c.seq)
         ).mappings()
     )
-    coupons = list(
-        uow.conn.execute(
+    return {**dict(row), "events": [dict(e) for e in events], "coupons": _coupons_of(uow, sub_id)}
+
+
+def _coupons_of(uow: UnitOfWork, sub_id: str) -> list[dict[str, Any]]:
+    return [
+        dict(c)
+        for c in uow.conn.execute(
             select(t.coupons.c.code, t.subscription_coupons.c.applied_on)
             .join(t.coupons, t.coupons.c.id == t.subscription_coupons.c.coupon_id)
             .where(t.subscription_coupons.c.subscription_id == sub_id)
         ).mappings()
-    )
-    return {**dict(row), "events": [dict(e) for e in events], "coupons": [dict(c) for c in coupons]}
+    ]

@@ -3,10 +3,10 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.e2e.api.conftest import PLAN, make_api
 
 from remit.entrypoints.api.app import ApiSettings
 from remit.service_layer import accounts, api_keys
+from tests.e2e.api.conftest import PLAN, make_api
 
 # (method, path, body, the least scope that may call it)
 ENDPOINTS = [

@@ -2,9 +2,9 @@
 
 import pytest
 from sqlalchemy import func, select
-from tests.e2e.api.conftest import PLAN
 
 from remit.adapters.db.tables import metadata
+from tests.e2e.api.conftest import PLAN
 
 
 def _counts(api):

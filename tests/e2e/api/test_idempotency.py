@@ -53,11 +53,10 @@ def test_keys_expire_after_24_hours(api):
 def test_identical_requests_racing_produce_one_effect(postgres_url):
     from datetime import UTC, datetime
 
-    from tests.e2e.api.conftest import make_api
-
     from remit.adapters.db.engine import make_engine
     from remit.bootstrap import Remit
     from remit.domain.clock import FixedClock
+    from tests.e2e.api.conftest import make_api
 
     remit = Remit(make_engine(postgres_url, pool_size=20), FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
     with remit.engine.begin() as conn:

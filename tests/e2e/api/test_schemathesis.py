@@ -12,12 +12,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.config import SchemathesisConfig
-from tests.e2e.api.conftest import PLAN, make_api
 
 from remit.adapters.db.engine import make_engine, migrate
 from remit.bootstrap import Remit
 from remit.domain.clock import FixedClock
 from remit.entrypoints.api.app import ApiSettings, create_app
+from tests.e2e.api.conftest import PLAN, make_api
 
 CONFIG = SchemathesisConfig.from_path(Path(__file__).resolve().parents[3] / "schemathesis.toml")
 

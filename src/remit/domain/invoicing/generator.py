@@ -22,6 +22,7 @@ from fractions import Fraction
 from remit.domain.billing_events import Segment, TimelineEvent, build_segments, ended_on
 from remit.domain.catalog.model import Coupon, CouponDuration, Price, Timing
 from remit.domain.money import Currency, RoundingPolicy, allocate
+from remit.domain.rating.charge_models import ChargeModel, ChargeResult
 from remit.domain.subscriptions.periods import (
     Interval,
     Period,
@@ -31,6 +32,7 @@ from remit.domain.subscriptions.periods import (
 )
 
 LineKey = tuple[str, str, date]  # (subscription id, charge key, period start)
+_ONE_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,87 @@ class NewLine:
         return self.subtotal_minor - self.discount_minor
 
 
+# --- memos ------------------------------------------------------------------------------------------------
+# A bill run asks the same pure questions for thousands of subscriptions: the rating of a price at a quantity,
+# the segments of a timeline, the periods of a grid. Their answers are immutable, so they are computed once and
+# shared. Keys hold the exact inputs (a quantity by its exact text: 1 and 1.0 rate to different-looking
+# results), so a memo never changes an answer. Each memo is bounded: it is emptied when it grows too large.
+
+_MEMO_LIMIT = 4096
+_RATINGS: dict[tuple[int, str], tuple[ChargeModel, ChargeResult]] = {}
+_SEGMENTS: dict[tuple[tuple[TimelineEvent, ...], date | None, tuple[str, ...]], tuple[Segment, ...]] = {}
+_PERIODS: dict[tuple[date, Interval, date, date], tuple[Period, ...]] = {}
+_CONTAINING: dict[tuple[date, Interval, date], Period] = {}
+_ROUNDED: dict[tuple[Decimal, Currency, RoundingPolicy], int] = {}
+_BREAKDOWNS: dict[int, tuple[ChargeResult, tuple[tuple[str, str, str, str, str], ...]]] = {}
+_WHOLE = Fraction(1)  # what proration_fraction gives for a slice covering its whole period
+_NANO = Decimal("0.000000001")
+
+
+def _rate(model: ChargeModel, quantity: Decimal) -> ChargeResult:
+    """``model.rate(quantity)``, remembered. Keyed by the model object (kept alive by the entry, so its id cannot
+    be reused while the entry exists) and the quantity's exact text."""
+    key = (id(model), str(quantity))
+    hit = _RATINGS.get(key)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    result = model.rate(quantity)
+    if len(_RATINGS) >= _MEMO_LIMIT:
+        _RATINGS.clear()
+    _RATINGS[key] = (model, result)
+    return result
+
+
+def _segments(events: tuple[TimelineEvent, ...], trial_end_on: date | None) -> tuple[Segment, ...]:
+    """``build_segments``, remembered. Equal quantities can be written differently (1 and 1.0) and segments carry
+    them on, so the key holds each quantity's exact text too."""
+    key = (events, trial_end_on, tuple([str(i.quantity) for e in events for i in e.items]))
+    found = _SEGMENTS.get(key)
+    if found is None:
+        found = tuple(build_segments(events, trial_end_on))
+        if len(_SEGMENTS) >= _MEMO_LIMIT:
+            _SEGMENTS.clear()
+        _SEGMENTS[key] = found
+    return found
+
+
+def _periods_overlapping(anchor_on: date, interval: Interval, start_on: date, end_on: date) -> tuple[Period, ...]:
+    key = (anchor_on, interval, start_on, end_on)
+    found = _PERIODS.get(key)
+    if found is None:
+        found = tuple(periods_overlapping(anchor_on, interval, start_on, end_on))
+        if len(_PERIODS) >= _MEMO_LIMIT:
+            _PERIODS.clear()
+        _PERIODS[key] = found
+    return found
+
+
+def _period_containing(anchor_on: date, interval: Interval, on: date) -> Period:
+    key = (anchor_on, interval, on)
+    found = _CONTAINING.get(key)
+    if found is None:
+        found = period_containing(anchor_on, interval, on)
+        if len(_CONTAINING) >= _MEMO_LIMIT:
+            _CONTAINING.clear()
+        _CONTAINING[key] = found
+    return found
+
+
+def _round_minor(policy: RoundingPolicy, raw: Decimal, cur: Currency) -> int:
+    """``policy.round_minor(raw, cur)``, remembered. The result is an integer, so equal amounts share an entry
+    however they are written."""
+    if not raw.is_finite():
+        return policy.round_minor(raw, cur)
+    key = (raw, cur, policy)
+    found = _ROUNDED.get(key)
+    if found is None:
+        found = policy.round_minor(raw, cur)
+        if len(_ROUNDED) >= _MEMO_LIMIT:
+            _ROUNDED.clear()
+        _ROUNDED[key] = found
+    return found
+
+
 def _due(price: Price, slice_start: date, period: Period, end_on: date | None, as_of_on: date) -> bool:
     if price.timing is Timing.IN_ADVANCE:
         return slice_start <= as_of_on
@@ -130,7 +213,7 @@ def propose(
     policy: RoundingPolicy,
 ) -> list[ProposedLine]:
     """Every subscription line that should exist for the periods under review, as of a day."""
-    segments = [s for s in build_segments(terms.events, terms.trial_end_on) if s.billable]
+    segments = [s for s in _segments(terms.events, terms.trial_end_on) if s.billable]
     if not segments:
         return []
     end_on = ended_on(terms.events)
@@ -138,7 +221,7 @@ def propose(
     if review_from > as_of_on:
         return []  # nothing has started yet
     # Periods that can hold due lines: from the one containing review_from to the one containing as_of_on.
-    periods = periods_overlapping(terms.anchor_on, terms.interval, review_from, as_of_on + timedelta(days=1))
+    periods = _periods_overlapping(terms.anchor_on, terms.interval, review_from, as_of_on + _ONE_DAY)
     lines: dict[LineKey, ProposedLine] = {}
     for period in periods:
         for seg in _overlapping(segments, period):
@@ -148,8 +231,11 @@ def propose(
                 price = prices[item.price_id]
                 if not price.recurring or not _due(price, start, period, end_on, as_of_on):
                     continue
-                fraction = proration_fraction(start, end, period)
-                full = price.model.rate(item.quantity).amount
+                if start == period.start_on and end == period.end_on and start < end:
+                    fraction = _WHOLE
+                else:
+                    fraction = proration_fraction(start, end, period)
+                full = _rate(price.model, item.quantity).amount
                 amount = full * fraction.numerator / fraction.denominator
                 line = lines.get((terms.id, price.id, period.start_on))
                 if line is None:
@@ -157,7 +243,7 @@ def propose(
                 line.slices.append(Slice(start, end, item.quantity, fraction, amount))
     result = list(lines.values())
     for line in result:
-        line.subtotal_minor = policy.round_minor(line.raw_subtotal, terms.currency)
+        line.subtotal_minor = _round_minor(policy, line.raw_subtotal, terms.currency)
     _apply_coupons(terms, result, policy)
     return result
 
@@ -175,7 +261,7 @@ def _apply_coupons(terms: SubscriptionTerms, lines: list[ProposedLine], policy: 
     first_billable = terms.trial_end_on
     for applied in terms.coupons:
         starts = max(applied.applied_on, first_billable) if first_billable else applied.applied_on
-        first_period = period_containing(terms.anchor_on, terms.interval, starts)
+        first_period = _period_containing(terms.anchor_on, terms.interval, starts)
         for period_start, period_lines in by_period.items():
             if period_start < first_period.start_on:
                 continue
@@ -187,7 +273,7 @@ def _apply_coupons(terms: SubscriptionTerms, lines: list[ProposedLine], policy: 
 
 def _periods_between(terms: SubscriptionTerms, first: Period, start_on: date) -> int:
     return (
-        len(periods_overlapping(terms.anchor_on, terms.interval, first.start_on, start_on))
+        len(_periods_overlapping(terms.anchor_on, terms.interval, first.start_on, start_on))
         if (start_on > first.start_on)
         else 0
     )
@@ -208,7 +294,7 @@ def _discount(coupon: Coupon, lines: list[ProposedLine], cur: Currency, policy: 
             # ``base`` is in minor units; ``round_minor`` takes an amount in major units (e.g. euros), so the
             # base is scaled to major units first (3000 minor × 20% is 6.00 EUR = 600 minor, not 600 EUR).
             raw = Decimal(base).scaleb(-cur.minor_units) * coupon.percent_off / 100
-            ln.discount_minor += min(base, policy.round_minor(raw, cur))
+            ln.discount_minor += min(base, _round_minor(policy, raw, cur))
         return
     cap = min(coupon.amount_off_minor or 0, sum(remaining))
     for ln, part in zip(lines, allocate(cap, remaining), strict=True):
@@ -265,7 +351,7 @@ def _difference(line: ProposedLine, before: BilledTotals | None) -> NewLine | No
         description = f"Remaining time on {label}{qty_text}"
     else:
         description = f"Unused time on {label}{qty_text}"
-    full = line.price.model.rate(quantity).amount if quantity else Decimal(0)
+    full = _rate(line.price.model, quantity).amount if quantity else Decimal(0)
     unit_price = (full / quantity) if quantity else Decimal(0)
     return NewLine(
         subscription_id=line.subscription_id,
@@ -278,7 +364,7 @@ def _difference(line: ProposedLine, before: BilledTotals | None) -> NewLine | No
         service_start_on=service_start,
         service_end_on=service_end,
         quantity=quantity,
-        unit_price=unit_price.quantize(Decimal("0.000000001")).normalize(),
+        unit_price=unit_price.quantize(_NANO).normalize(),
         subtotal_minor=d_subtotal,
         discount_minor=d_discount,
         corrects_line_id=before.first_line_id if before else None,
@@ -325,17 +411,16 @@ def _service_range(line: ProposedLine, first: bool) -> tuple[date, date, Decimal
 def _breakdown(line: ProposedLine) -> list[dict[str, str]]:
     if not line.slices:
         return []
-    result = line.price.model.rate(line.slices[-1].quantity)
-    return [
-        {
-            "description": b.description,
-            "units": str(b.units),
-            "unit_price": str(b.unit_price),
-            "flat_fee": str(b.flat_fee),
-            "amount": str(b.amount),
-        }
-        for b in result.breakdown
-    ]
+    result = _rate(line.price.model, line.slices[-1].quantity)
+    hit = _BREAKDOWNS.get(id(result))
+    if hit is None or hit[0] is not result:
+        texts = tuple(
+            (b.description, str(b.units), str(b.unit_price), str(b.flat_fee), str(b.amount)) for b in result.breakdown
+        )
+        if len(_BREAKDOWNS) >= _MEMO_LIMIT:
+            _BREAKDOWNS.clear()
+        hit = _BREAKDOWNS[id(result)] = (result, texts)
+    return [{"description": d, "units": u, "unit_price": p, "flat_fee": f, "amount": a} for d, u, p, f, a in hit[1]]
 
 
 def _fmt_qty(quantity: Decimal) -> str:

@@ -26,8 +26,8 @@ class Ctx:
     def vis(self) -> Visibility:
         return Visibility(self.principal.legal_entity_id, self.principal.livemode)
 
-    def uow(self) -> UnitOfWork:
-        return self.remit.uow()
+    def uow(self, read_only: bool = False) -> UnitOfWork:
+        return self.remit.uow(read_only)
 
     def require_unscoped(self, what: str) -> None:
         if self.principal.legal_entity_id is not None:
@@ -43,7 +43,8 @@ class Ctx:
 
 
 def _ctx(scope: str):  # type: ignore[no-untyped-def]
-    def dependency(request: Request, _token: Annotated[object, Depends(bearer)] = None) -> Ctx:
+    # async: it does no I/O, and FastAPI would otherwise hand a plain function to a worker thread on every request.
+    async def dependency(request: Request, _token: Annotated[object, Depends(bearer)] = None) -> Ctx:
         principal: Principal = request.state.principal  # set by the gate
         if not principal.allows(scope):
             raise Forbidden("insufficient_scope", f"This operation needs the {scope!r} scope.", None)

@@ -5,11 +5,13 @@ A plain ASGI middleware (no per-request task overhead). Errors leave in the same
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 from anyio import to_thread
@@ -18,8 +20,9 @@ from remit.adapters.db.ids import new_id
 from remit.bootstrap import Remit
 from remit.entrypoints.api.errors import envelope_bytes
 from remit.service_layer import idempotency
-from remit.service_layer.api_keys import AuthError, Principal, authenticate
+from remit.service_layer.api_keys import AuthError, Principal, authenticate, cached_principal, renew, renewal_due
 
+log = logging.getLogger(__name__)
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -55,6 +58,17 @@ class ApiGate:
         self.remit = remit
         self.max_body_bytes = max_body_bytes
         self.buckets = TokenBuckets(rate_per_s, burst)
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)  # a reference, so the task is not collected before it ends
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background work failed", exc_info=task.exception())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1"):
@@ -119,10 +133,14 @@ class ApiGate:
                 [(b"www-authenticate", b"Bearer")],
             )
             return
+        secret, now = auth[7:].strip(), self.remit.clock.now()
         try:
-            principal: Principal = await to_thread.run_sync(
-                authenticate, self.remit.engine, auth[7:].strip(), self.remit.clock.now()
-            )
+            # A recently verified key is answered from memory here; only a lookup goes to a worker thread.
+            principal: Principal | None = cached_principal(secret, now)
+            if principal is None:
+                principal = await to_thread.run_sync(authenticate, self.remit.engine, secret, now)
+            elif renewal_due(secret):
+                self._in_background(to_thread.run_sync(renew, self.remit.engine, secret, now))
         except AuthError as exc:
             await fail(401, exc.code, exc.message, [(b"www-authenticate", b"Bearer")])
             return

@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import Forbidden, NotFound, ValidationError
 from remit.entrypoints.api import present
-from remit.entrypoints.api.deps import Admin, Read, Write
+from remit.entrypoints.api.deps import Admin, Ctx, Read, Write
 from remit.entrypoints.api.routes.common import CreatedGte, CreatedLte, Limit, StartingAfter, filters, page
 from remit.entrypoints.api.schemas import (
     ApiKeyCreate,
@@ -59,7 +60,11 @@ def get_legal_entity(entity_id: str, ctx: Read) -> Any:
 
 
 @router.post("/customers", response_model=CustomerPublic, status_code=201, tags=["customers"])
-def create_customer(body: CustomerCreate, ctx: Write) -> Any:
+async def create_customer(body: CustomerCreate, ctx: Write) -> Any:
+    return await run_in_threadpool(_create_customer, body, ctx)
+
+
+def _create_customer(body: CustomerCreate, ctx: Ctx) -> Any:
     entity = body.legal_entity_id or ctx.principal.legal_entity_id
     if ctx.principal.legal_entity_id and entity != ctx.principal.legal_entity_id:
         raise NotFound("legal_entity", entity, "legal_entity_id")
@@ -74,7 +79,7 @@ def create_customer(body: CustomerCreate, ctx: Write) -> Any:
     with ctx.uow() as uow:
         if body.test_clock_id:
             ctx.vis.check_clock(uow, body.test_clock_id)
-        customer_id = accounts.create_customer(
+        row = accounts.create_customer_row(
             uow,
             body.name,
             currency_code=body.currency,
@@ -88,7 +93,7 @@ def create_customer(body: CustomerCreate, ctx: Write) -> Any:
             external_id=body.external_id,
             test_clock_id=body.test_clock_id,
         )
-        return present.customer_by_id(uow, customer_id)
+        return present.customer(uow, row, balance=0)  # a new customer holds no credit
 
 
 @router.get("/customers", response_model=ListOf[CustomerPublic], tags=["customers"])
@@ -107,17 +112,25 @@ def list_customers(
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerPublic, tags=["customers"])
-def get_customer(customer_id: str, ctx: Read) -> Any:
-    with ctx.uow() as uow:
-        return present.customer(uow, ctx.vis.check_customer(uow, customer_id))
+async def get_customer(customer_id: str, ctx: Read) -> Any:
+    return await run_in_threadpool(_get_customer, customer_id, ctx)
+
+
+def _get_customer(customer_id: str, ctx: Ctx) -> Any:
+    with ctx.uow(read_only=True) as uow:
+        return present.customer_by_id(uow, customer_id, ctx.vis)
 
 
 @router.get("/customers/{customer_id}/upcoming_invoice", response_model=UpcomingInvoicePublic, tags=["invoices"])
-def upcoming_invoice(customer_id: str, ctx: Read) -> Any:
+async def upcoming_invoice(customer_id: str, ctx: Read) -> Any:
     """What the customer's next invoice will be, computed like the bill run; nothing is written."""
-    with ctx.uow() as uow:
-        ctx.vis.check_customer(uow, customer_id)
-        return present.invoice(clocks.preview_upcoming(uow, customer_id))
+    return await run_in_threadpool(_upcoming_invoice, customer_id, ctx)
+
+
+def _upcoming_invoice(customer_id: str, ctx: Ctx) -> Any:
+    with ctx.uow(read_only=True) as uow:
+        customer = ctx.vis.check_customer(uow, customer_id)
+        return present.invoice(clocks.preview_upcoming(uow, customer_id, customer))
 
 
 @router.post("/api_keys", response_model=ApiKeyPublic, status_code=201, tags=["api keys"])

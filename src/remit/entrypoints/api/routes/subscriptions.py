@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
+from starlette.concurrency import run_in_threadpool
 
 from remit.adapters.db import tables as t
+from remit.domain.errors import NotFound
 from remit.entrypoints.api import present
-from remit.entrypoints.api.deps import Read, Write
+from remit.entrypoints.api.deps import Ctx, Read, Write
 from remit.entrypoints.api.routes.common import (
     CreatedGte,
     CreatedLte,
@@ -44,10 +46,17 @@ def _show(uow: Any, sub_id: str, expand: list[str] | None = None) -> dict[str, A
 
 
 @router.post("/subscriptions", response_model=SubscriptionPublic, status_code=201)
-def create_subscription(body: SubscriptionCreate, ctx: Write) -> Any:
+async def create_subscription(body: SubscriptionCreate, ctx: Write) -> Any:
+    return await run_in_threadpool(_create_subscription, body, ctx)
+
+
+def _create_subscription(body: SubscriptionCreate, ctx: Ctx) -> Any:
     with ctx.uow() as uow:
-        ctx.vis.check_customer(uow, body.customer_id)
-        sub_id = subscriptions.create_subscription(
+        # Lock and read the customer once: the service works on this row.
+        customer = uow.locked_customer(body.customer_id)
+        if customer is None or not ctx.vis.sees_customer(customer):
+            raise NotFound("customer", body.customer_id, "customer_id")
+        created = subscriptions.create_subscription_record(
             uow,
             body.customer_id,
             body.plan,
@@ -61,8 +70,9 @@ def create_subscription(body: SubscriptionCreate, ctx: Write) -> Any:
             coupon=body.coupon,
             promotion_code=body.promotion_code,
             phases=[p.model_dump(exclude_none=True) for p in body.phases],
+            customer=customer,
         )
-        return _show(uow, sub_id)
+        return present.subscription(created)
 
 
 @router.get("/subscriptions", response_model=ListOf[SubscriptionPublic])
