@@ -51,6 +51,19 @@ def customer_by_id(uow: UnitOfWork, customer_id: str, vis: Visibility = EVERYTHI
     return customer(uow, row, int(row["balance_minor"]))
 
 
+def expand_customers(uow: UnitOfWork, rows: list[dict[str, Any]], expand: list[str] | None) -> None:
+    """`expand=customer` on a list: every row's customer, with its balance, in one query for the page."""
+    if not expand or "customer" not in expand or not rows:
+        return
+    ids = sorted({r["customer_id"] for r in rows})
+    found = {
+        r["id"]: customer(uow, r, int(r["balance_minor"]))
+        for r in uow.conn.execute(select(t.customers, _BALANCE).where(t.customers.c.id.in_(ids))).mappings()
+    }
+    for row in rows:
+        row["customer"] = found[row["customer_id"]]
+
+
 def subscription(row: Mapping[Any, Any]) -> dict[str, Any]:
     out = dict(row)
     out["interval"] = out.pop("interval_unit")

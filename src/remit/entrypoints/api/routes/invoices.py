@@ -60,9 +60,7 @@ def list_invoices(
             uow, limit + 1, starting_after, vis=ctx.vis, filters=filters(customer, status, created_gte, created_lte)
         )
         data = [present.invoice(r) for r in rows]
-        if expand and "customer" in expand:
-            for row in data[:limit]:
-                row["customer"] = present.customer_by_id(uow, row["customer_id"])
+        present.expand_customers(uow, data[:limit], expand)
     return page(data, limit)
 
 
