@@ -21,12 +21,16 @@ def test_serve_answers_on_its_port(tmp_path):
     env = {**os.environ, "REMIT_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}"}
     exe = str(Path(sys.executable).with_name("remit"))
     subprocess.run([exe, "init", "--currency", "EUR", "--country", "DE"], env=env, check=True, capture_output=True)
-    key = json.loads(subprocess.run([exe, "keys", "create", "--scope", "write", "--json"], env=env, check=True,
-                                    capture_output=True, text=True).stdout)
+    key = json.loads(
+        subprocess.run(
+            [exe, "keys", "create", "--scope", "write", "--json"], env=env, check=True, capture_output=True, text=True
+        ).stdout
+    )
     assert key["secret"].startswith("rk_live_") and key["id"].startswith("key_")
     port = _free_port()
-    server = subprocess.Popen([exe, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [exe, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
@@ -36,8 +40,12 @@ def test_serve_answers_on_its_port(tmp_path):
             except httpx.TransportError:
                 time.sleep(0.1)
         headers = {"Authorization": f"Bearer {key['secret']}"}
-        created = httpx.post(f"{base}/v1/customers", headers=headers, timeout=10,
-                             json={"name": "Globex", "email": "ap@globex.example", "currency": "EUR", "country": "FR"})
+        created = httpx.post(
+            f"{base}/v1/customers",
+            headers=headers,
+            timeout=10,
+            json={"name": "Globex", "email": "ap@globex.example", "currency": "EUR", "country": "FR"},
+        )
         assert created.status_code == 201
         listed = httpx.get(f"{base}/v1/customers", headers=headers, timeout=10).json()
         assert [c["id"] for c in listed["data"]] == [created.json()["id"]]

@@ -289,21 +289,13 @@ def test_period_containing_before_and_after_anchor() -> None:
     assert period_containing(anchor, MONTH, date(2026, 1, 31)) == Period(date(2026, 1, 31), date(2026, 2, 28))
     assert period_containing(anchor, MONTH, date(2026, 3, 30)) == Period(date(2026, 2, 28), date(2026, 3, 31))
     assert period_containing(anchor, MONTH, date(2026, 3, 31)) == Period(date(2026, 3, 31), date(2026, 4, 30))
-    assert period_containing(anchor, MONTH, date(2026, 1, 30)) == Period(
-        date(2025, 12, 31), date(2026, 1, 31)
-    )
+    assert period_containing(anchor, MONTH, date(2026, 1, 30)) == Period(date(2025, 12, 31), date(2026, 1, 31))
     assert period_containing(anchor, MONTH, date(2025, 3, 1)) == Period(date(2025, 2, 28), date(2025, 3, 31))
     week = Interval(IntervalUnit.WEEK, 2)
-    assert period_containing(date(2026, 8, 10), week, date(2026, 8, 9)) == Period(
-        date(2026, 7, 27), date(2026, 8, 10)
-    )
+    assert period_containing(date(2026, 8, 10), week, date(2026, 8, 9)) == Period(date(2026, 7, 27), date(2026, 8, 10))
     # 364 days = 26 fortnights after the anchor: a boundary.
-    assert period_containing(date(2026, 8, 10), week, date(2027, 8, 9)) == Period(
-        date(2027, 8, 9), date(2027, 8, 23)
-    )
-    assert period_containing(date(2026, 8, 10), week, date(2027, 8, 8)) == Period(
-        date(2027, 7, 26), date(2027, 8, 9)
-    )
+    assert period_containing(date(2026, 8, 10), week, date(2027, 8, 9)) == Period(date(2027, 8, 9), date(2027, 8, 23))
+    assert period_containing(date(2026, 8, 10), week, date(2027, 8, 8)) == Period(date(2027, 7, 26), date(2027, 8, 9))
 
 
 def test_periods_overlapping_examples() -> None:
@@ -446,12 +438,8 @@ def test_proration_clips_the_slice_to_the_period() -> None:
         proration_fraction(date(2026, 2, 10), date(2026, 2, 11), Period(date(2026, 2, 1), date(2026, 2, 1)))
 
 
-@given(
-    anchor=st.one_of(dates, month_ends), interval=intervals, on=dates, cuts=st.lists(st.integers(0, 10_000))
-)
-def test_proration_of_a_partition_sums_to_one(
-    anchor: date, interval: Interval, on: date, cuts: list[int]
-) -> None:
+@given(anchor=st.one_of(dates, month_ends), interval=intervals, on=dates, cuts=st.lists(st.integers(0, 10_000)))
+def test_proration_of_a_partition_sums_to_one(anchor: date, interval: Interval, on: date, cuts: list[int]) -> None:
     if interval.days() is not None:
         on = anchor + timedelta(days=(on - anchor).days % 3000)
     period = period_containing(anchor, interval, on)
