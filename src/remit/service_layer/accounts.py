@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, bindparam, func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -78,22 +77,29 @@ def create_legal_entity(
 
 # Statements built once: a statement's cache key is computed once per statement object.
 _TWO_ENTITIES = select(t.legal_entities.c.id).limit(2)
+_ENTITY = select(t.legal_entities.c.id).where(t.legal_entities.c.id == bindparam("legal_entity_id"))
 _INSERT_CUSTOMER = insert(t.customers).returning(*t.customers.c)
 
 
-def _insert_for_the_only_entity() -> Any:
-    """INSERT a customer of the default entity (``default_entity``), found in the same statement: it inserts
-    nothing unless there is exactly one legal entity."""
-    two = _TWO_ENTITIES.subquery()
+def _insert_customer_of(entity: Any) -> Any:
+    """INSERT a customer whose legal entity is found by ``entity`` (a query of one ``legal_entities`` id, or none)
+    in the same statement: nothing is inserted when it finds none."""
+    found = entity.subquery()
     columns = [
-        func.min(two.c.id) if column.key == "legal_entity_id" else bindparam(column.key, type_=column.type)
+        found.c.id if column.key == "legal_entity_id" else bindparam(column.key, type_=column.type)
         for column in t.customers.c
     ]
-    only_one = select(*columns).select_from(two).having(func.count() == 1)
-    return insert(t.customers).from_select(list(t.customers.c.keys()), only_one).returning(*t.customers.c)
+    return (
+        insert(t.customers)
+        .from_select(list(t.customers.c.keys()), select(*columns).select_from(found))
+        .returning(*t.customers.c)
+    )
 
 
-_INSERT_CUSTOMER_OF_THE_ONLY_ENTITY = _insert_for_the_only_entity()
+# The default entity (see default_entity): the only one, or no row when there are none or several.
+_ONLY_ENTITY = select(func.min(_TWO_ENTITIES.subquery().c.id).label("id")).having(func.count() == 1)
+_INSERT_CUSTOMER_OF_ENTITY = _insert_customer_of(_ENTITY)
+_INSERT_CUSTOMER_OF_ONLY_ENTITY = _insert_customer_of(_ONLY_ENTITY)
 
 
 def default_entity(uow: UnitOfWork) -> str:
@@ -107,17 +113,9 @@ def default_entity(uow: UnitOfWork) -> str:
     return str(ids[0])
 
 
-# Legal entities seen to exist, per engine. They are never deleted, so once seen an id needs no query again.
-_KNOWN_ENTITIES: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
-
-
 def _check_entity(uow: UnitOfWork, entity_id: str) -> None:
-    known = _KNOWN_ENTITIES.setdefault(uow.engine, set())
-    if entity_id in known:
-        return
-    if uow.conn.execute(select(t.legal_entities.c.id).where(t.legal_entities.c.id == entity_id)).first() is None:
+    if uow.conn.execute(_ENTITY, {"legal_entity_id": entity_id}).first() is None:
         raise NotFound("legal_entity", entity_id, "legal_entity_id")
-    known.add(entity_id)
 
 
 def create_customer(
@@ -178,11 +176,16 @@ def create_customer_row(
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValidationError("invalid_timezone", f"{timezone!r} is not an IANA time zone.", "timezone") from None
-    entity: str | None = legal_entity_id or None
-    if entity:
-        _check_entity(uow, entity)
-    elif test_clock_id is not None or external_id or not _is_country(country):
-        entity = default_entity(uow)  # now, as its error comes before theirs
+    # The legal entity is checked (or, by default, found) inside the INSERT: one round trip instead of two. Only
+    # when an error of the request's could come after the entity's is it checked first, so that its error still
+    # comes first.
+    checked_first = test_clock_id is not None or bool(external_id) or not _is_country(country)
+    entity = legal_entity_id or None
+    if checked_first:
+        if entity:
+            _check_entity(uow, entity)
+        else:
+            entity = default_entity(uow)
     if (
         test_clock_id is not None
         and uow.conn.execute(select(t.test_clocks.c.id).where(t.test_clocks.c.id == test_clock_id)).first() is None
@@ -209,16 +212,19 @@ def create_customer_row(
         "test_clock_id": test_clock_id,
         "created_at": uow.now,
     }
-    if entity:
+    if checked_first:
         row = uow.conn.execute(_INSERT_CUSTOMER, values).mappings().one()
+    elif entity:
+        row = uow.conn.execute(_INSERT_CUSTOMER_OF_ENTITY, values).mappings().first()
+        if row is None:
+            raise NotFound("legal_entity", entity, "legal_entity_id")
     else:
-        # The default entity, found by the INSERT itself (one round trip instead of two); when there is none or
-        # there are several, nothing is inserted and default_entity says which.
-        found = uow.conn.execute(_INSERT_CUSTOMER_OF_THE_ONLY_ENTITY, values).mappings().first()
-        row = (
-            found
-            or uow.conn.execute(_INSERT_CUSTOMER, {**values, "legal_entity_id": default_entity(uow)}).mappings().one()
-        )
+        row = uow.conn.execute(_INSERT_CUSTOMER_OF_ONLY_ENTITY, values).mappings().first()
+        if row is None:  # none or several: default_entity says which (or finds one created since)
+            row = (
+                uow.conn.execute(_INSERT_CUSTOMER, {**values, "legal_entity_id": default_entity(uow)}).mappings().one()
+            )
+    assert row is not None
     uow.emit("customer.created", "customer", customer_id, {"name": name, "currency": cur.code}, customer_id)
     return row
 
