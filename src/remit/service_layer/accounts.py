@@ -212,6 +212,7 @@ def create_customer_row(
         "test_clock_id": test_clock_id,
         "created_at": uow.now,
     }
+    row: Mapping[Any, Any] | None
     if checked_first:
         row = uow.conn.execute(_INSERT_CUSTOMER, values).mappings().one()
     elif entity:
