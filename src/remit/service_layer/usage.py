@@ -22,6 +22,7 @@ from remit.adapters.db.ids import new_id
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, RemitError, ValidationError
 from remit.domain.rating.aggregations import Aggregation, Meter, UsageEvent
+from remit.domain.rating.expressions import Formula, parse_formula
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
 
@@ -44,6 +45,7 @@ def create_meter(
     field_name: str | None = None,
     filters: Mapping[str, Sequence[str]] | None = None,
     group_by: Sequence[str] = (),
+    expression: str | None = None,
 ) -> str:
     try:
         agg = Aggregation(aggregation)
@@ -53,8 +55,14 @@ def create_meter(
             f"{aggregation!r} is not an aggregation: " + ", ".join(a.value for a in Aggregation) + ".",
             "aggregation",
         ) from None
+    formula = parse_formula(expression, "expression") if expression is not None else None
     meter = Meter(
-        code, agg, field_name, {k: tuple(str(v) for v in vs) for k, vs in (filters or {}).items()}, tuple(group_by)
+        code,
+        agg,
+        field_name,
+        {k: tuple(str(v) for v in vs) for k, vs in (filters or {}).items()},
+        tuple(group_by),
+        formula,
     )
     if uow.conn.execute(select(t.meters.c.id).where(t.meters.c.code == code)).first() is not None:
         raise Conflict("meter_code_taken", f"A meter with code {code!r} exists already.", "code")
@@ -68,6 +76,7 @@ def create_meter(
                 "name": name or code,
                 "aggregation": agg.value,
                 "field": field_name,
+                "expression": formula.source if formula else None,
                 "filters": {k: list(v) for k, v in meter.filters.items()},
                 "group_by": list(meter.group_by),
                 "created_at": uow.now,
@@ -84,7 +93,20 @@ def meter_from_row(row: Mapping[Any, Any]) -> Meter:
         row["field"],
         {k: tuple(v) for k, v in row["filters"].items()},
         tuple(row["group_by"]),
+        _formula(row.get("expression")),
     )
+
+
+_FORMULAS: dict[str, Formula] = {}
+
+
+def _formula(source: str | None) -> Formula | None:
+    if source is None:
+        return None
+    found = _FORMULAS.get(source)
+    if found is None:
+        found = _FORMULAS[source] = parse_formula(source, "expression")
+    return found
 
 
 @dataclass
@@ -149,14 +171,11 @@ def _row(
     at = _occurred_at(raw.get("timestamp"), now, settings)
     event = UsageEvent(at, props, txn)
     meter.check(event)
-    from remit.domain.rating.aggregations import numeric_value
-
     value = dimension = None
-    if meter.field is not None:
-        if meter.aggregation.numeric:
-            value = numeric_value(props[meter.field], f"properties.{meter.field}")
-        else:
-            dimension = str(props[meter.field])[:200]
+    if meter.aggregation.numeric:
+        value = meter.value_of(event)
+    elif meter.field is not None:
+        dimension = str(props[meter.field])[:200]
     return {
         "id": new_id("uev"),
         "occurred_at": at,

@@ -99,3 +99,29 @@ def test_weighted_sum_matches_an_hour_by_hour_count(changes, start_level):
         area += level
     assert result.quantity == area / (31 * 24)
     assert result.ending_level == start_level + sum(d for _, d in changes)
+
+
+def test_a_meter_can_compute_each_events_value_with_a_formula():
+    from remit.domain.rating.expressions import parse_formula
+
+    meter = Meter("llm_cost", Aggregation.SUM, expression=parse_formula("tokens_in * 0.000003 + tokens_out * 0.000015"))
+    events = [ev(1, tokens_in=1000, tokens_out=200), ev(2, tokens_in="500", tokens_out=0)]
+    assert aggregate(meter, events, START, END)[()].quantity == Decimal("0.006") + Decimal("0.0015")
+
+
+def test_a_formula_meter_refuses_an_event_it_cannot_value():
+    from remit.domain.rating.expressions import parse_formula
+
+    meter = Meter("llm_cost", Aggregation.SUM, expression=parse_formula("tokens_in * 2"))
+    with pytest.raises(ValidationError) as err:
+        meter.check(ev(1, other=1))
+    assert err.value.field.startswith("properties")
+
+
+def test_a_meter_takes_a_field_or_an_expression_not_both_and_no_expression_for_counts():
+    from remit.domain.rating.expressions import parse_formula
+
+    with pytest.raises(ValidationError):
+        Meter("x", Aggregation.SUM, field="a", expression=parse_formula("a"))
+    with pytest.raises(ValidationError):
+        Meter("x", Aggregation.COUNT, expression=parse_formula("a"))

@@ -131,6 +131,9 @@ prices = Table(
     Column("interval_unit", String(16)),
     Column("interval_count", Integer),
     Column("timing", String(16), nullable=False),
+    # Usage prices: {"meter": code, "included_units": "..", "dimensions": {...}}; {"minimum": true} for a
+    # commitment true-up; NULL for a fixed recurring or one-off price.
+    Column("usage", JSON),
     Column("created_at", UTCDateTime, nullable=False),
 )
 
@@ -453,6 +456,7 @@ meters = Table(
     Column("name", String(200), nullable=False),
     Column("aggregation", String(16), nullable=False),
     Column("field", String(100)),
+    Column("expression", String(500)),  # a formula over the event's properties giving its value (instead of field)
     Column("filters", JSON, nullable=False),  # property -> accepted values
     Column("group_by", JSON, nullable=False),  # dimensions prices can vary by
     Column("created_at", UTCDateTime, nullable=False),

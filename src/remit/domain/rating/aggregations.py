@@ -26,6 +26,7 @@ from decimal import Decimal, InvalidOperation
 from enum import Enum
 
 from remit.domain.errors import ValidationError
+from remit.domain.rating.expressions import Formula
 
 
 class Aggregation(str, Enum):
@@ -62,8 +63,21 @@ class Meter:
     field: str | None = None
     filters: Mapping[str, tuple[str, ...]] = dataclass_field(default_factory=dict)  # property -> accepted values
     group_by: tuple[str, ...] = ()
+    # A formula over the event's properties that gives its value, instead of one field: e.g. the cost of an
+    # LLM call from its token counts. Evaluated once, when the event is received.
+    expression: Formula | None = None
 
     def __post_init__(self) -> None:
+        if self.expression is not None:
+            if self.field:
+                raise ValidationError("invalid_field", "Give a field or an expression, not both.", "field")
+            if not self.aggregation.numeric:
+                raise ValidationError(
+                    "invalid_expression",
+                    f"A {self.aggregation.value} meter takes no expression; sum, max, latest and weighted_sum do.",
+                    "expression",
+                )
+            return
         if self.aggregation.needs_field and not self.field:
             raise ValidationError(
                 "missing_field", f"A {self.aggregation.value} meter needs a field to aggregate.", "field"
@@ -71,8 +85,17 @@ class Meter:
         if not self.aggregation.needs_field and self.field:
             raise ValidationError("invalid_field", "A count meter counts events; it takes no field.", "field")
 
+    def value_of(self, event: UsageEvent) -> Decimal:
+        """The event's numeric value: its field, or the meter's formula over its properties."""
+        if self.expression is not None:
+            return self.expression.evaluate(event.properties, "properties")
+        assert self.field is not None
+        return numeric_value(event.properties[self.field], f"properties.{self.field}")
+
     def check(self, event: UsageEvent) -> None:
         """Refuse an event this meter could never bill: a missing or non-numeric value, a missing dimension."""
+        if self.expression is not None:
+            self.value_of(event)
         if self.field is not None:
             if self.field not in event.properties:
                 raise ValidationError(
@@ -147,7 +170,7 @@ def _one(meter: Meter, events: list[UsageEvent], start: datetime, end: datetime,
         return Aggregate(Decimal(len(events)), len(events))
     if agg is Aggregation.UNIQUE_COUNT:
         return Aggregate(Decimal(len({str(e.properties[name]) for e in events})), len(events))
-    values = [numeric_value(e.properties[name], name) for e in events]
+    values = [meter.value_of(e) for e in events]
     if agg is Aggregation.SUM:
         return Aggregate(sum(values, Decimal(0)), len(events))
     if agg is Aggregation.MAX:

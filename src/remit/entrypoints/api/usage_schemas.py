@@ -16,7 +16,12 @@ class MeterCreate(Input):
     code: Code
     name: Name
     aggregation: Literal["count", "sum", "max", "unique_count", "latest", "weighted_sum"]
-    field: PropertyName | None = None
+    field: PropertyName | None = Field(default=None, description="The property to aggregate.")
+    expression: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = Field(
+        default=None,
+        description="Instead of a field: a formula over the event's properties giving its value, e.g. "
+        "`tokens_in * 0.000003 + tokens_out * 0.000015` (see docs/usage.md).",
+    )
     filters: dict[PropertyName, list[Annotated[str, StringConstraints(max_length=200)]]] = {}
     group_by: list[PropertyName] = Field(default=[], max_length=5)
 
@@ -28,6 +33,7 @@ class MeterPublic(Output):
     name: str
     aggregation: str
     field: str | None
+    expression: str | None
     filters: dict[str, list[str]]
     group_by: list[str]
     created_at: datetime

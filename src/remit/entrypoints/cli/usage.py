@@ -29,6 +29,9 @@ def meters_create(
     aggregation: Annotated[str, typer.Option(help="count, sum, max, unique_count, latest, weighted_sum")],
     name: Annotated[str, typer.Option()] = "",
     field: Annotated[str | None, typer.Option(help="The property to aggregate.")] = None,
+    expression: Annotated[
+        str | None, typer.Option(help="Instead of --field: a formula over the properties, e.g. 'a * 2 + b'.")
+    ] = None,
     group_by: Annotated[list[str] | None, typer.Option("--group-by", help="A dimension; repeat for several.")] = None,
     filters: Annotated[str | None, typer.Option(help='JSON: {"region": ["eu", "us"]}')] = None,
     as_json: Json = False,
@@ -38,7 +41,7 @@ def meters_create(
     except json.JSONDecodeError as exc:
         raise ValidationError("invalid_json", f"--filters is not valid JSON: {exc.msg}.", "filters") from None
     with bootstrap(Settings()).uow() as uow:
-        meter_id = usage.create_meter(uow, code, name or code, aggregation, field, parsed, group_by or [])
+        meter_id = usage.create_meter(uow, code, name or code, aggregation, field, parsed, group_by or [], expression)
     show({"id": meter_id, "code": code}, as_json, "Meter created")
 
 

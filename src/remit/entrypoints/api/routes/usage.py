@@ -29,7 +29,7 @@ router = APIRouter(tags=["usage"])
 def create_meter(body: MeterCreate, ctx: Write) -> Any:
     with ctx.uow() as uow:
         meter_id = usage.create_meter(
-            uow, body.code, body.name, body.aggregation, body.field, body.filters, body.group_by
+            uow, body.code, body.name, body.aggregation, body.field, body.filters, body.group_by, body.expression
         )
         return uow.conn.execute(select(t.meters).where(t.meters.c.id == meter_id)).mappings().one()
 
