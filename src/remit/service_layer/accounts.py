@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -269,3 +269,8 @@ def customer_now(uow: UnitOfWork, customer: Mapping[Any, Any]) -> datetime:
 
 def local_date(at: datetime, timezone: str) -> Any:
     return at.astimezone(ZoneInfo(timezone)).date()
+
+
+def local_midnight(on: date, timezone: str) -> datetime:
+    """The instant a local day begins, in UTC."""
+    return datetime.combine(on, time(0), ZoneInfo(timezone)).astimezone(UTC)

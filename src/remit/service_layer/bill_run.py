@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
 from remit.adapters.db.mappers import coupon_from_row, load_prices, timeline_event_from_row, with_overrides
+from remit.adapters.db.usage_queries import Window, aggregate_usage
 from remit.domain.billing_events import TimelineEvent, status_on
 from remit.domain.catalog.model import Price
 from remit.domain.invoicing.generator import (
@@ -31,13 +32,18 @@ from remit.domain.invoicing.generator import (
     LineKey,
     NewLine,
     SubscriptionTerms,
+    UsageData,
+    UsageWindowKey,
     diff,
+    has_usage,
     propose,
+    usage_windows,
 )
 from remit.domain.money import Currency, RoundingPolicy, currency
 from remit.domain.subscriptions.periods import Interval
-from remit.service_layer.accounts import local_date
+from remit.service_layer.accounts import local_date, local_midnight
 from remit.service_layer.invoices import Event, InvoiceDraft, write_events, write_invoices
+from remit.service_layer.usage import meter_from_row
 
 __all__ = ["InvoiceDraft", "run", "bill_customers", "compute_drafts"]
 from remit.service_layer.unit_of_work import UnitOfWork
@@ -158,6 +164,7 @@ class _Batch:
     pending: dict[str, list[Mapping[Any, Any]]]
     balances: dict[str, int]
     prices: dict[str, Price]
+    usage: dict[str, UsageData] = field(default_factory=dict)  # per customer, for the as-of time being billed
 
 
 def _ids(uow: UnitOfWork, column: Any, ids: Iterable[str]) -> Any:
@@ -293,6 +300,7 @@ def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[Line
             ln.c.subtotal_minor,
             ln.c.discount_minor,
             ln.c.quantity,
+            ln.c.price_id,
         )
         .join(s, s.c.id == ln.c.subscription_id)
         .where(
@@ -303,11 +311,20 @@ def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[Line
     )
     acc: dict[str, dict[LineKey, list[Any]]] = defaultdict(dict)
     for row in uow.conn.execute(query).all():
-        sub_id, charge, p_start, p_end, revision, line_id, subtotal, discount, qty = row
+        sub_id, charge, p_start, p_end, revision, line_id, subtotal, discount, qty, price_id = row
         key = (sub_id, charge, p_start)
         entry = acc[sub_id].get(key)
         if entry is None:
-            acc[sub_id][key] = [subtotal, discount, 1, line_id if revision == 0 else None, p_end, qty, revision]
+            acc[sub_id][key] = [
+                subtotal,
+                discount,
+                1,
+                line_id if revision == 0 else None,
+                p_end,
+                qty,
+                revision,
+                price_id or "",
+            ]
         else:
             entry[0] += subtotal
             entry[1] += discount
@@ -317,7 +334,7 @@ def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[Line
             if revision > entry[6]:
                 entry[5], entry[6] = qty, revision
     return {
-        sub: {k: BilledTotals(v[0], v[1], v[2], v[3] or "", v[4], v[5]) for k, v in keys.items()}
+        sub: {k: BilledTotals(v[0], v[1], v[2], v[3] or "", v[4], v[5], v[7]) for k, v in keys.items()}
         for sub, keys in acc.items()
     }
 
@@ -338,6 +355,7 @@ def bill_customers(
     if not locked:
         return []
     batch = _load_batch(uow, locked)
+    load_usage(uow, batch, as_of)
     drafts, reviewed = compute_drafts(batch, as_of)
     if not write:
         return []
@@ -372,22 +390,11 @@ def compute_drafts(batch: _Batch, as_of: datetime) -> tuple[list[InvoiceDraft], 
         lines: list[NewLine] = []
         for sub in subs_by_customer.get(customer_id, ()):
             sub_id = sub["id"]
-            sub_events = batch.events.get(sub_id)
-            if not sub_events:
+            terms = _terms(batch, sub)
+            if terms is None:
                 continue
-            events = tuple(sub_events)
-            terms = SubscriptionTerms(
-                id=sub_id,
-                customer_id=customer_id,
-                currency=_currency(sub["currency"]),
-                interval=_interval(sub["interval_unit"], sub["interval_count"]),
-                anchor_on=sub["anchor_on"],
-                trial_end_on=sub["trial_end_on"],
-                events=events,
-                coupons=tuple(batch.coupons.get(sub_id, ())),
-                reviewed_from_on=sub["reviewed_from_on"],
-            )
-            proposed = propose(terms, prices, as_of_on, policy)
+            events = terms.events
+            proposed = propose(terms, prices, as_of_on, policy, batch.usage.get(customer_id))
             lines.extend(diff(proposed, batch.billed.get(sub_id, no_billed), as_of_on, prices))
             key = (events, sub["trial_end_on"], as_of_on)
             status = statuses.get(key)
@@ -407,6 +414,61 @@ def compute_drafts(batch: _Batch, as_of: datetime) -> tuple[list[InvoiceDraft], 
                 )
             )
     return drafts, reviewed
+
+
+def _terms(batch: _Batch, sub: Mapping[Any, Any]) -> SubscriptionTerms | None:
+    sub_id = sub["id"]
+    sub_events = batch.events.get(sub_id)
+    if not sub_events:
+        return None
+    return SubscriptionTerms(
+        id=sub_id,
+        customer_id=sub["customer_id"],
+        currency=_currency(sub["currency"]),
+        interval=_interval(sub["interval_unit"], sub["interval_count"]),
+        anchor_on=sub["anchor_on"],
+        trial_end_on=sub["trial_end_on"],
+        events=tuple(sub_events),
+        coupons=tuple(batch.coupons.get(sub_id, ())),
+        reviewed_from_on=sub["reviewed_from_on"],
+    )
+
+
+def load_usage(uow: UnitOfWork, batch: _Batch, as_of: datetime) -> None:
+    """The meter aggregates the batch's usage prices need as of a time: one query for the whole batch (two with
+    time-weighted meters). Windows are the customer's local days, as UTC instants."""
+    batch.usage = {}
+    if not any(p.usage is not None for p in batch.prices.values()):
+        return
+    windows: list[Window] = []
+    wanted: dict[str, list[tuple[UsageWindowKey, Window]]] = defaultdict(list)
+    for sub in batch.subs:
+        terms = _terms(batch, sub)
+        if terms is None:
+            continue
+        customer = batch.customers[sub["customer_id"]]
+        overrides = batch.overrides.get(customer["id"])
+        prices = with_overrides(batch.prices, overrides) if overrides else batch.prices
+        if not has_usage(terms, prices):
+            continue
+        tz = customer["timezone"]
+        for key in usage_windows(terms, prices, local_date(as_of, tz)):
+            meter, start_on, end_on = key
+            window = Window(customer["id"], meter, local_midnight(start_on, tz), local_midnight(end_on, tz))
+            windows.append(window)
+            wanted[customer["id"]].append((key, window))
+    if not windows:
+        return
+    meters = {r["code"]: meter_from_row(r) for r in uow.conn.execute(select(t.meters)).mappings()}
+    found = aggregate_usage(uow.conn, meters, list(dict.fromkeys(windows)))
+    by_window: dict[tuple[str, str, datetime, datetime], dict[tuple[str, ...], Any]] = defaultdict(dict)
+    for (customer_id, meter, start, end, group), agg in found.items():
+        by_window[(customer_id, meter, start, end)][group] = agg
+    for customer_id, keys in wanted.items():
+        batch.usage[customer_id] = UsageData(
+            meters,
+            {key: by_window.get((w.customer_id, w.meter_code, w.start, w.end), {}) for key, w in keys},
+        )
 
 
 _CURRENCIES: dict[str, Currency] = {}

@@ -16,6 +16,8 @@ from remit.domain.catalog.model import (
     PriceType,
     ProductKind,
     Timing,
+    parse_usage_terms,
+    usage_terms_to_json,
     validate_coupon_terms,
     validate_price_shape,
 )
@@ -64,9 +66,22 @@ def _price_row(
     interval = None
     if type_ is PriceType.RECURRING:
         interval = Interval.parse(str(spec.get("interval", "month")), int(spec.get("interval_count", 1)))
-    timing = _enum(Timing, spec.get("timing", "in_advance"), f"{field}.timing")
-    validate_price_shape(type_, interval, timing)
+    usage_raw = spec.get("usage")
+    given_timing = _enum(Timing, spec["timing"], f"{field}.timing") if spec.get("timing") is not None else None
+    timing = given_timing or (Timing.IN_ARREARS if usage_raw is not None else Timing.IN_ADVANCE)
     model = parse_charge_model(str(spec.get("model", "flat")), spec.get("config", {}), f"{field}.config")
+    terms = parse_usage_terms(usage_raw, type_, given_timing, model, f"{field}.usage", f"{field}.timing")
+    validate_price_shape(type_, interval, timing)
+    if terms is not None and terms.meter is not None:
+        meter = uow.conn.execute(select(t.meters.c.group_by).where(t.meters.c.code == terms.meter)).first()
+        if meter is None:
+            raise ValidationError("unknown_meter", f"No meter with code {terms.meter!r}.", f"{field}.usage.meter")
+        if terms.dimensions and not meter[0]:
+            raise ValidationError(
+                "invalid_usage",
+                f"Meter {terms.meter} has no group-by dimensions to price by.",
+                f"{field}.usage.dimensions",
+            )
     return {
         "id": new_id("price"),
         "product_id": product_id,
@@ -79,6 +94,7 @@ def _price_row(
         "interval_unit": interval.unit.value if interval else None,
         "interval_count": interval.count if interval else None,
         "timing": timing.value,
+        "usage": usage_terms_to_json(terms),
         "created_at": uow.now,
     }
 
@@ -135,11 +151,16 @@ def _add_version(
         t.plan_versions, [{"id": version_id, "plan_id": plan_id, "version": version, "created_at": uow.now}]
     )
     rows = [_price_row(uow, product_id, spec, i, version_id) for i, spec in enumerate(prices)]
-    seen: set[str] = set()
+    # Per currency: one fixed price (the plan fee), any number of usage prices on distinct meters, and at most
+    # one minimum commitment.
+    seen: set[tuple[str, str]] = set()
     for i, row in enumerate(rows):
-        if row["currency"] in seen:
-            raise ValidationError("duplicate_currency", f"Two prices in {row['currency']}.", f"prices[{i}].currency")
-        seen.add(row["currency"])
+        usage = row["usage"] or {}
+        role = "minimum" if usage.get("minimum") else f"meter:{usage['meter']}" if usage else "fixed"
+        if (row["currency"], role) in seen:
+            what = {"fixed": "fixed prices", "minimum": "minimum commitments"}.get(role, f"prices for meter {role[6:]}")
+            raise ValidationError("duplicate_currency", f"Two {what} in {row['currency']}.", f"prices[{i}].currency")
+        seen.add((row["currency"], role))
     intervals = {(r["interval_unit"], r["interval_count"]) for r in rows}
     if len(intervals) > 1:
         raise ValidationError("interval_mismatch", "All prices of a plan version bill on one interval.", "prices")
@@ -168,7 +189,8 @@ def _plan_price_query(with_version: bool) -> Select[Any]:
     )
     if with_version:
         query = query.where(pv.c.version == bindparam("version"))
-    return query.order_by(pv.c.version.desc()).limit(1)
+    # The plan's main price is its fixed price when it has one (usage prices come beside it).
+    return query.order_by(pv.c.version.desc(), t.prices.c.usage.is_(None).desc()).limit(1)
 
 
 # Built once: a statement object's cache key is computed once, not on every call.
@@ -190,6 +212,25 @@ def plan_and_price(
     return _plan_price_slowly(uow, plan_code, currency_code, version, field)
 
 
+_USAGE_BESIDE = (
+    select(t.prices.c.id)
+    .where(
+        t.prices.c.plan_version_id == bindparam("version_id"),
+        t.prices.c.currency == bindparam("currency_code"),
+        t.prices.c.id != bindparam("price_id"),
+    )
+    .order_by(t.prices.c.created_at, t.prices.c.id)
+)
+
+
+def usage_prices_beside(uow: UnitOfWork, price: Mapping[Any, Any]) -> list[str]:
+    """The other prices of a plan version in the same currency: its usage prices and minimum commitment."""
+    if price["plan_version_id"] is None:
+        return []
+    params = {"version_id": price["plan_version_id"], "currency_code": price["currency"], "price_id": price["id"]}
+    return [str(i) for i in uow.conn.execute(_USAGE_BESIDE, params).scalars()]
+
+
 def _plan_price_slowly(
     uow: UnitOfWork, plan_code: str, currency_code: str, version: int | None, field: str
 ) -> tuple[str, Mapping[Any, Any]]:
@@ -205,7 +246,9 @@ def _plan_price_slowly(
         raise NotFound("plan_version", f"{plan_code} v{version}", field)
     price = (
         uow.conn.execute(
-            select(t.prices).where(t.prices.c.plan_version_id == pv["id"], t.prices.c.currency == currency_code)
+            select(t.prices)
+            .where(t.prices.c.plan_version_id == pv["id"], t.prices.c.currency == currency_code)
+            .order_by(t.prices.c.usage.is_(None).desc())
         )
         .mappings()
         .first()

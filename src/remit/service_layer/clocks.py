@@ -121,6 +121,7 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, customer: Mapping[str, A
     moment = now
     batch = bill_run._load_batch(uow, [customer_id])  # nothing changes while we look ahead: load once
     for _ in range(8):
+        bill_run.load_usage(uow, batch, moment)  # usage so far, for usage billed at that moment
         drafts, _reviewed = bill_run.compute_drafts(batch, moment)
         if drafts and (drafts[0].lines or drafts[0].pending_items):
             return _present_draft(drafts[0], batch.balances.get(customer_id, 0), moment)

@@ -605,6 +605,12 @@ def get_invoice(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
     lines = uow.conn.execute(
         select(t.invoice_lines)
         .where(t.invoice_lines.c.invoice_id == invoice_id)
-        .order_by(t.invoice_lines.c.service_start_on.asc().nulls_last(), t.invoice_lines.c.kind, t.invoice_lines.c.id)
+        .order_by(
+            t.invoice_lines.c.service_start_on.asc().nulls_last(),
+            t.invoice_lines.c.kind == "true_up",  # a true-up follows the usage lines it tops up
+            t.invoice_lines.c.kind,
+            t.invoice_lines.c.charge_key,
+            t.invoice_lines.c.id,
+        )
     ).mappings()
     return {**dict(row), "lines": [dict(ln) for ln in lines]}

@@ -46,6 +46,8 @@ def _items_for(
     """The items of a subscription to this plan, its billing interval, and the plan's id."""
     plan_id, price = catalog.plan_and_price(uow, plan_code, customer["currency"], version)
     items = [Item(price["id"], quantity)]
+    # The version's other prices in the currency: usage prices and a minimum commitment (hybrid plans).
+    items += [Item(other, Decimal(1)) for other in catalog.usage_prices_beside(uow, price)]
     plan_prices = load_prices(uow.conn, [price["id"]])
     interval = plan_prices[price["id"]].interval
     assert interval is not None
@@ -139,6 +141,7 @@ def create_subscription_record(
         raise ValidationError("date_in_past", "A subscription cannot start before today.", "start_on")
     qty = catalog.quantity(quantity)
     items, interval, plan_id = _items_for(uow, customer, plan_code, qty, plan_version, add_ons)
+    _check_meters_free(uow, customer_id, items)
     if trial_days is not None and trial_days < 0:
         raise ValidationError("invalid_trial", "trial_days cannot be negative.", "trial_days")
     trial_end = start + timedelta(days=trial_days) if trial_days else None
@@ -382,7 +385,7 @@ def change_plan(
     new_items, interval, plan_id = _items_for(uow, customer, plan_code, qty, version, ())
     if interval != _interval(sub):
         raise ValidationError("interval_mismatch", "Changing the billing interval needs a new subscription.", "plan")
-    items = new_items + tuple(current[1:])  # add-ons stay
+    items = new_items + _add_ons(uow, current)  # add-ons stay; the plan's own prices are replaced
     _append(uow, sub, events, today, on, ChangeKind.CHANGE, items, "change_plan")
     if on <= today:
         uow.conn.execute(update(t.subscriptions).where(t.subscriptions.c.id == sub_id).values(plan_id=plan_id))
@@ -394,6 +397,38 @@ def change_plan(
         sub["customer_id"],
     )
     return {"subscription_id": sub_id, "effective_on": on}
+
+
+def _check_meters_free(uow: UnitOfWork, customer_id: str, items: Sequence[Item]) -> None:
+    """Usage events name the customer, so one live subscription per customer bills a given meter: a second one
+    would bill the same events twice."""
+    prices = load_prices(uow.conn, [i.price_id for i in items])
+    meters = {p.usage.meter for p in prices.values() if p.usage is not None and p.usage.meter}
+    if not meters:
+        return
+    s, pv, pr = t.subscriptions.c, t.plan_versions.c, t.prices.c
+    taken = uow.conn.execute(
+        select(pr.usage, s.id)
+        .select_from(
+            t.subscriptions.join(t.plan_versions, pv.plan_id == s.plan_id).join(t.prices, pr.plan_version_id == pv.id)
+        )
+        .where(s.customer_id == customer_id, s.ended_on.is_(None), pr.usage.is_not(None))
+    ).all()
+    for usage, sub_id in taken:
+        meter = (usage or {}).get("meter")
+        if meter in meters:
+            raise Conflict(
+                "meter_already_billed",
+                f"Subscription {sub_id} already bills meter {meter} for this customer; usage events name the "
+                "customer, so a second subscription would bill them twice. Change that subscription's plan instead.",
+                "plan",
+            )
+
+
+def _add_ons(uow: UnitOfWork, items: Sequence[Item]) -> tuple[Item, ...]:
+    """The items bought beside the plan: prices outside any plan version."""
+    prices = load_prices(uow.conn, [i.price_id for i in items])
+    return tuple(i for i in items[1:] if i.price_id in prices and prices[i.price_id].plan_version_id is None)
 
 
 def change_quantity(uow: UnitOfWork, sub_id: str, quantity: object, when: str | date = "now") -> dict[str, Any]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters.db import tables as t
@@ -23,6 +23,8 @@ from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, RemitError, ValidationError
 from remit.domain.rating.aggregations import Aggregation, Meter, UsageEvent
 from remit.domain.rating.expressions import Formula, parse_formula
+from remit.domain.subscriptions.periods import Interval, period_containing
+from remit.service_layer.accounts import local_date, local_midnight
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
 
@@ -122,7 +124,9 @@ def _reject(result: IngestResult, index: int, txn: object, exc: RemitError) -> N
     )
 
 
-def _occurred_at(raw: object, now: datetime, settings: UsageSettings) -> datetime:
+def _occurred_at(raw: object, now: datetime, settings: UsageSettings, open_since: datetime | None) -> datetime:
+    """The event's time. Any time in the customer's open billing period is fine; before it, at most ``grace``
+    before now (such late events are billed as corrections). Not in the future beyond a small clock skew."""
     if isinstance(raw, datetime):
         at = ensure_utc(raw)
     elif isinstance(raw, str):
@@ -134,7 +138,7 @@ def _occurred_at(raw: object, now: datetime, settings: UsageSettings) -> datetim
         raise ValidationError("invalid_timestamp", "timestamp is an ISO 8601 time.", "timestamp")
     if at > now + FUTURE_SKEW:
         raise ValidationError("timestamp_in_future", "The event is dated in the future.", "timestamp")
-    if at < now - settings.grace:
+    if at < now - settings.grace and (open_since is None or at < open_since):
         raise ValidationError(
             "event_too_old", f"Events may arrive at most {settings.grace.days} days late.", "timestamp"
         )
@@ -147,6 +151,8 @@ def _row(
     customers: Mapping[str, Mapping[Any, Any]],
     now: datetime,
     settings: UsageSettings,
+    clock_times: Mapping[str, datetime],
+    open_since: Mapping[str, datetime],
 ) -> dict[str, Any]:
     txn = raw.get("transaction_id")
     if not isinstance(txn, str) or not 1 <= len(txn) <= 200:
@@ -168,7 +174,10 @@ def _row(
     encoded = json.dumps(props, default=str)
     if len(encoded) > MAX_PROPERTIES_BYTES:
         raise ValidationError("invalid_properties", "properties are too large.", "properties")
-    at = _occurred_at(raw.get("timestamp"), now, settings)
+    clock_id = customers[customer_id]["test_clock_id"]
+    if clock_id:  # a test-mode customer lives at its test clock's time
+        now = clock_times.get(clock_id, now)
+    at = _occurred_at(raw.get("timestamp"), now, settings, open_since.get(customer_id))
     event = UsageEvent(at, props, txn)
     meter.check(event)
     value = dimension = None
@@ -207,6 +216,18 @@ def ingest(
         for r in uow.conn.execute(select(t.customers).where(t.customers.c.id.in_(wanted))).mappings()
         if vis.sees_customer(r)
     }
+    clock_ids = {r["test_clock_id"] for r in customers.values() if r["test_clock_id"]}
+    clock_times: dict[str, datetime] = (
+        {
+            r.id: r.frozen_at
+            for r in uow.conn.execute(
+                select(t.test_clocks.c.id, t.test_clocks.c.frozen_at).where(t.test_clocks.c.id.in_(clock_ids))
+            )
+        }
+        if clock_ids
+        else {}
+    )
+    open_since = _open_since(uow, customers, clock_times)
     result = IngestResult()
     rows: list[tuple[int, dict[str, Any]]] = []
     seen: set[tuple[str, str]] = set()
@@ -215,7 +236,7 @@ def ingest(
             _reject(result, index, None, ValidationError("invalid_event", "Each event is an object.", "events"))
             continue
         try:
-            row = _row(raw, meters, customers, now, settings)
+            row = _row(raw, meters, customers, now, settings, clock_times, open_since)
         except RemitError as exc:
             _reject(result, index, raw.get("transaction_id"), exc)
             continue
@@ -235,7 +256,66 @@ def ingest(
         else:
             result.duplicates.append(entry)
     uow.insert_many(t.usage_events, fresh)
+    reopen_for_late_usage(uow, [(r["customer_id"], r["occurred_at"]) for r in fresh], customers, clock_times)
     return result
+
+
+def _open_since(
+    uow: UnitOfWork, customers: Mapping[str, Mapping[Any, Any]], clock_times: Mapping[str, datetime]
+) -> dict[str, datetime]:
+    """Per customer, when the earliest billing period still open today began (events from then on are never
+    late). One query for the batch."""
+    if not customers:
+        return {}
+    s = t.subscriptions.c
+    rows = uow.conn.execute(
+        select(s.customer_id, s.anchor_on, s.interval_unit, s.interval_count, s.started_on).where(
+            s.customer_id.in_(list(customers)), s.ended_on.is_(None)
+        )
+    ).all()
+    out: dict[str, datetime] = {}
+    for customer_id, anchor_on, unit, count, started_on in rows:
+        customer = customers[customer_id]
+        clock_id = customer["test_clock_id"]
+        now = clock_times.get(clock_id, uow.now) if clock_id else uow.now
+        tz = customer["timezone"]
+        today = local_date(now, tz)
+        start_on = max(period_containing(anchor_on, Interval.parse(unit, count), today).start_on, started_on)
+        since = local_midnight(start_on, tz)
+        if customer_id not in out or since < out[customer_id]:
+            out[customer_id] = since
+    return out
+
+
+_REOPEN = (
+    update(t.subscriptions)
+    .where(
+        t.subscriptions.c.customer_id == bindparam("b_customer"),
+        t.subscriptions.c.reviewed_from_on > bindparam("b_day"),
+    )
+    .values(reviewed_from_on=bindparam("b_day"))
+)
+
+
+def reopen_for_late_usage(
+    uow: UnitOfWork,
+    events: Sequence[tuple[str, datetime]],
+    customers: Mapping[str, Mapping[Any, Any]],
+    clock_times: Mapping[str, datetime],
+) -> None:
+    """Events dated before the day the bill run has reviewed up to (late arrivals, inside the grace period) move
+    that mark back to the event's day, so the next bill run looks at the period again and bills the difference
+    as a correction. Events dated today (the usual case) cost nothing here."""
+    earliest: dict[str, date] = {}
+    for customer_id, at in events:
+        customer = customers[customer_id]
+        clock_id = customer["test_clock_id"]
+        now = clock_times.get(clock_id, uow.now) if clock_id else uow.now
+        day = local_date(at, customer["timezone"])
+        if day < local_date(now, customer["timezone"]) and day < earliest.get(customer_id, date.max):
+            earliest[customer_id] = day
+    if earliest:
+        uow.conn.execute(_REOPEN, [{"b_customer": c, "b_day": d} for c, d in earliest.items()])
 
 
 def _claim_keys(conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime) -> set[tuple[str, str]]:

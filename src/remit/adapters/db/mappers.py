@@ -10,7 +10,15 @@ from sqlalchemy import Connection, select
 
 from remit.adapters.db import tables as t
 from remit.domain.billing_events import ChangeKind, Item, TimelineEvent
-from remit.domain.catalog.model import Coupon, CouponDuration, Price, PriceType, PromotionCode, Timing
+from remit.domain.catalog.model import (
+    Coupon,
+    CouponDuration,
+    Price,
+    PriceType,
+    PromotionCode,
+    Timing,
+    parse_usage_terms,
+)
 from remit.domain.money import currency
 from remit.domain.rating.charge_models import parse_charge_model
 from remit.domain.subscriptions.periods import Interval
@@ -20,16 +28,19 @@ _PRICE_CACHE: dict[str, Price] = {}
 
 def price_from_row(row: Mapping[Any, Any]) -> Price:
     interval = Interval.parse(row["interval_unit"], row["interval_count"]) if row["interval_unit"] else None
+    model = parse_charge_model(row["model"], row["config"])
+    type_ = PriceType(row["type"])
     return Price(
         id=row["id"],
         product_id=row["product_id"],
         currency=currency(row["currency"]),
-        model=parse_charge_model(row["model"], row["config"]),
-        type=PriceType(row["type"]),
+        model=model,
+        type=type_,
         interval=interval,
         timing=Timing(row["timing"]),
         plan_version_id=row["plan_version_id"],
         name=row["name"],
+        usage=parse_usage_terms(row.get("usage"), type_, None, model),
     )
 
 
@@ -58,6 +69,7 @@ def with_overrides(prices: Mapping[str, Price], overrides: Iterable[Mapping[str,
                 timing=base.timing,
                 plan_version_id=base.plan_version_id,
                 name=base.name,
+                usage=base.usage,
             )
     return result
 

@@ -133,7 +133,7 @@ prices = Table(
     Column("timing", String(16), nullable=False),
     # Usage prices: {"meter": code, "included_units": "..", "dimensions": {...}}; {"minimum": true} for a
     # commitment true-up; NULL for a fixed recurring or one-off price.
-    Column("usage", JSON),
+    Column("usage", JSON(none_as_null=True)),
     Column("created_at", UTCDateTime, nullable=False),
 )
 

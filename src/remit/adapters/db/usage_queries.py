@@ -34,7 +34,7 @@ class Window:
     end: datetime
 
 
-Key = tuple[str, str, datetime, tuple[str, ...]]  # (customer, meter, window start, group)
+Key = tuple[str, str, datetime, datetime, tuple[str, ...]]  # (customer, meter, window start, window end, group)
 
 
 class _DecimalSum:
@@ -105,13 +105,15 @@ def _windows_cte(windows: Sequence[Window]) -> Any:
     )
 
 
-def _joined(windows: Sequence[Window]) -> tuple[Any, Any]:
+def _joined(windows: Sequence[Window], from_start: bool = True) -> tuple[Any, Any]:
+    """The windows as a VALUES list, and the join condition of events to them. ``from_start=False`` also takes
+    the events before each window (a time-weighted level starts from everything before it)."""
     w = _windows_cte(windows)
     e = t.usage_events.c
     condition = and_(
         e.customer_id == w.c.w_customer,
         e.meter_code == w.c.w_meter,
-        e.occurred_at >= w.c.w_start,
+        *([e.occurred_at >= w.c.w_start] if from_start else []),
         e.occurred_at < w.c.w_end,
         e.matched.is_(True),
     )
@@ -122,7 +124,7 @@ def _simple(conn: Connection, meters: Mapping[str, Meter], windows: Sequence[Win
     w, condition = _joined(windows)
     e = t.usage_events.c
     latest_rank = func.row_number().over(
-        partition_by=(e.customer_id, e.meter_code, w.c.w_start, e.group_key),
+        partition_by=(e.customer_id, e.meter_code, w.c.w_start, w.c.w_end, e.group_key),
         order_by=(e.occurred_at.desc(), e.transaction_id.desc()),
     )
     inner = (
@@ -130,6 +132,7 @@ def _simple(conn: Connection, meters: Mapping[str, Meter], windows: Sequence[Win
             e.customer_id,
             e.meter_code,
             w.c.w_start.label("w_start"),
+            w.c.w_end.label("w_end"),
             e.group_key,
             e.value,
             e.dimension,
@@ -148,13 +151,14 @@ def _simple(conn: Connection, meters: Mapping[str, Meter], windows: Sequence[Win
         i.customer_id,
         i.meter_code,
         i.w_start,
+        i.w_end,
         i.group_key,
         func.count().label("events"),
         (func.sum(cast(i.value, Numeric(38, 12))) if pg else func.decimal_sum(i.value)).label("total"),
         (func.max(cast(i.value, Numeric(38, 12))) if pg else func.decimal_max(i.value)).label("biggest"),
         func.count(i.dimension.distinct()).label("distinct"),
         latest_value.label("latest"),
-    ).group_by(i.customer_id, i.meter_code, i.w_start, i.group_key)
+    ).group_by(i.customer_id, i.meter_code, i.w_start, i.w_end, i.group_key)
     out: dict[Key, Aggregate] = {}
     for row in conn.execute(query):
         meter = meters[row.meter_code]
@@ -165,15 +169,15 @@ def _simple(conn: Connection, meters: Mapping[str, Meter], windows: Sequence[Win
             Aggregation.UNIQUE_COUNT: Decimal(row.distinct),
             Aggregation.LATEST: _dec(row.latest),
         }[meter.aggregation]
-        start = (
-            row.w_start
-            if isinstance(row.w_start, datetime)
-            else UTCDateTime().process_result_value(row.w_start, conn.dialect)
-        )
-        out[(row.customer_id, row.meter_code, _utc(start), tuple(json.loads(row.group_key)))] = Aggregate(
+        start, end = _when(row.w_start, conn), _when(row.w_end, conn)
+        out[(row.customer_id, row.meter_code, start, end, tuple(json.loads(row.group_key)))] = Aggregate(
             quantity, int(row.events)
         )
     return out
+
+
+def _when(value: Any, conn: Connection) -> datetime:
+    return _utc(value if isinstance(value, datetime) else UTCDateTime().process_result_value(value, conn.dialect))
 
 
 def _weighted(
@@ -182,36 +186,46 @@ def _weighted(
     windows: Sequence[Window],
     starting_levels: Mapping[tuple[str, str, tuple[str, ...]], Decimal],
 ) -> dict[Key, Aggregate]:
-    w, condition = _joined(windows)
+    """Time-weighted sums: each window's events in order, streamed, after the level everything before the window
+    built up (events before the window only move the starting level)."""
+    w, condition = _joined(windows, from_start=False)
     e = t.usage_events.c
     query = (
-        select(e.customer_id, e.meter_code, w.c.w_start, e.group_key, e.occurred_at, e.transaction_id, e.value)
-        .select_from(t.usage_events.join(w, condition))
-        .order_by(e.customer_id, e.meter_code, w.c.w_start, e.group_key, e.occurred_at, e.transaction_id)
-    )
-    by_window: dict[tuple[str, str, datetime], list[UsageEvent]] = {}
-    for row in conn.execute(query):
-        start = _utc(
-            row.w_start
-            if isinstance(row.w_start, datetime)
-            else UTCDateTime().process_result_value(row.w_start, conn.dialect)
+        select(
+            e.customer_id, e.meter_code, w.c.w_start, w.c.w_end, e.group_key, e.occurred_at, e.transaction_id, e.value
         )
+        .select_from(t.usage_events.join(w, condition))
+        .order_by(e.customer_id, e.meter_code, w.c.w_start, w.c.w_end, e.group_key, e.occurred_at, e.transaction_id)
+    )
+    by_window: dict[tuple[str, str, datetime, datetime], list[UsageEvent]] = {}
+    before: dict[tuple[str, str, datetime, datetime, str], Decimal] = {}
+    for row in conn.execute(query):
+        start, end = _when(row.w_start, conn), _when(row.w_end, conn)
+        at = _utc(row.occurred_at)
+        if at < start:
+            key = (row.customer_id, row.meter_code, start, end, row.group_key)
+            before[key] = before.get(key, Decimal(0)) + _dec(row.value)
+            continue
         props = {"__value": row.value, "__group": row.group_key}
-        by_window.setdefault((row.customer_id, row.meter_code, start), []).append(
-            UsageEvent(_utc(row.occurred_at), props, row.transaction_id)
+        by_window.setdefault((row.customer_id, row.meter_code, start, end), []).append(
+            UsageEvent(at, props, row.transaction_id)
         )
     out: dict[Key, Aggregate] = {}
     for win in windows:
         meter = meters[win.meter_code]
+        start, end = _utc(win.start), _utc(win.end)
         reader = Meter(meter.code, Aggregation.WEIGHTED_SUM, "__value", group_by=("__group",))
         levels: dict[tuple[str, ...], Decimal] = {
             (json.dumps(list(g)),): v
             for (c, m, g), v in starting_levels.items()
             if c == win.customer_id and m == win.meter_code
         }
-        events = by_window.get((win.customer_id, win.meter_code, _utc(win.start)), [])
-        for (group_json,), agg in aggregate(reader, events, _utc(win.start), _utc(win.end), levels).items():
-            out[(win.customer_id, win.meter_code, _utc(win.start), tuple(json.loads(group_json)))] = agg
+        for (c, m, s_, e_, group_json), level in before.items():
+            if (c, m, s_, e_) == (win.customer_id, win.meter_code, start, end):
+                levels[(group_json,)] = levels.get((group_json,), Decimal(0)) + level
+        events = by_window.get((win.customer_id, win.meter_code, start, end), [])
+        for (group_json,), agg in aggregate(reader, events, start, end, levels).items():
+            out[(win.customer_id, win.meter_code, start, end, tuple(json.loads(group_json)))] = agg
     return out
 
 
@@ -241,6 +255,12 @@ def reference(
             for r in rows
             if r["customer_id"] == win.customer_id and r["meter_code"] == win.meter_code
         ]
-        for group, agg in aggregate(meter, events, win.start, win.end).items():
-            out[(win.customer_id, win.meter_code, win.start, group)] = agg
+        levels: dict[tuple[str, ...], Decimal] = {}
+        if meter.aggregation is Aggregation.WEIGHTED_SUM:  # the level everything before the window built up
+            for event in events:
+                if event.timestamp < win.start and meter.matches(event):
+                    group = meter.group_of(event)
+                    levels[group] = levels.get(group, Decimal(0)) + meter.value_of(event)
+        for group, agg in aggregate(meter, events, win.start, win.end, levels).items():
+            out[(win.customer_id, win.meter_code, win.start, win.end, group)] = agg
     return out

@@ -8,14 +8,15 @@ several currencies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 
 from remit.domain.errors import Conflict, ValidationError
 from remit.domain.money import Currency
-from remit.domain.rating.charge_models import ChargeModel
+from remit.domain.rating.charge_models import ChargeModel, parse_charge_model
 from remit.domain.subscriptions.periods import Interval
 
 
@@ -38,6 +39,30 @@ class ProductKind(str, Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class UsageTerms:
+    """What makes a recurring price a usage price, billed in arrears from a meter's aggregate.
+
+    - ``meter``: the meter whose quantity for the billed time the price rates. A meter with group-by dimensions
+      gives one line per group (e.g. per region); ``dimensions`` may give a group its own model (keyed by the
+      group's values joined with ``|``, e.g. ``"eu"`` or ``"eu|gpt-4"``); other groups use the price's model.
+    - ``included_units``: units included in the plan's fee, billed at nothing (per group; prorated when the
+      price applies to part of a period).
+    - ``minimum``: instead of a meter, a minimum commitment: the price's flat amount per period, less what the
+      subscription's usage lines of the period come to; a true-up line bills the shortfall.
+    """
+
+    meter: str | None = None
+    included_units: Decimal = Decimal(0)
+    dimensions: Mapping[str, ChargeModel] = field(default_factory=dict, hash=False)
+    minimum: bool = False
+
+    def model_for(self, group: tuple[str, ...], default: ChargeModel) -> ChargeModel:
+        if not self.dimensions:
+            return default
+        return self.dimensions.get("|".join(group), default)
+
+
+@dataclass(frozen=True, slots=True)
 class Price:
     id: str
     product_id: str
@@ -48,10 +73,20 @@ class Price:
     timing: Timing
     plan_version_id: str | None = None
     name: str = ""
+    usage: UsageTerms | None = None
 
     @property
     def recurring(self) -> bool:
         return self.type is PriceType.RECURRING
+
+    @property
+    def metered(self) -> bool:
+        """Billed from a meter's usage."""
+        return self.usage is not None and self.usage.meter is not None
+
+    @property
+    def is_minimum(self) -> bool:
+        return self.usage is not None and self.usage.minimum
 
 
 def validate_price_shape(type_: PriceType, interval: Interval | None, timing: Timing) -> None:
@@ -61,6 +96,86 @@ def validate_price_shape(type_: PriceType, interval: Interval | None, timing: Ti
         raise ValidationError("invalid_interval", "A one-off price has no billing interval.", "interval")
     if type_ is PriceType.ONE_OFF and timing is not Timing.IN_ADVANCE:
         raise ValidationError("invalid_timing", "A one-off price is billed when it is added.", "timing")
+
+
+def parse_usage_terms(
+    raw: object,
+    type_: PriceType,
+    timing: Timing | None,
+    model: ChargeModel,
+    field_name: str = "usage",
+    timing_field: str = "timing",
+) -> UsageTerms | None:
+    """Validate a price's ``usage`` settings (``None``: not a usage price). Usage is billed in arrears."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise ValidationError("invalid_usage", "usage is an object.", field_name)
+    unknown = set(raw) - {"meter", "included_units", "dimensions", "minimum"}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ValidationError("unknown_field", f"usage has no setting {name!r}.", f"{field_name}.{name}")
+    if type_ is not PriceType.RECURRING:
+        raise ValidationError("invalid_usage", "Only a recurring price can bill usage.", f"{field_name}")
+    if timing is Timing.IN_ADVANCE:
+        raise ValidationError(
+            "invalid_timing", "Usage is billed in arrears, after the period it measures.", timing_field
+        )
+    minimum = raw.get("minimum", False)
+    if not isinstance(minimum, bool):
+        raise ValidationError("invalid_usage", "minimum is true or false.", f"{field_name}.minimum")
+    meter = raw.get("meter")
+    if minimum:
+        if meter is not None or raw.get("dimensions") or raw.get("included_units") is not None:
+            raise ValidationError(
+                "invalid_usage",
+                "A minimum commitment has no meter, dimensions or included units: it applies to the usage "
+                "lines of the period.",
+                f"{field_name}.minimum",
+            )
+        if model.kind != "flat":
+            raise ValidationError(
+                "invalid_usage", "A minimum commitment is a flat amount per period.", f"{field_name}.minimum"
+            )
+        return UsageTerms(minimum=True)
+    if not isinstance(meter, str) or not meter:
+        raise ValidationError("missing_field", "A usage price names its meter.", f"{field_name}.meter")
+    included = raw.get("included_units")
+    included_units = Decimal(0)
+    if included is not None:
+        try:
+            included_units = Decimal(str(included)) if not isinstance(included, bool) else Decimal("NaN")
+        except ArithmeticError:
+            included_units = Decimal("NaN")
+        if not included_units.is_finite() or included_units < 0 or isinstance(included, float):
+            raise ValidationError(
+                "invalid_number",
+                'included_units is a number of at least 0, as a string ("1000").',
+                f"{field_name}.included_units",
+            )
+    dimensions_raw = raw.get("dimensions") or {}
+    if not isinstance(dimensions_raw, Mapping):
+        raise ValidationError("invalid_usage", "dimensions maps a group to a price model.", f"{field_name}.dimensions")
+    dimensions: dict[str, ChargeModel] = {}
+    for key, spec in dimensions_raw.items():
+        where = f"{field_name}.dimensions.{key}"
+        if not isinstance(spec, Mapping) or "model" not in spec:
+            raise ValidationError("invalid_usage", 'Each dimension has {"model": ..., "config": {...}}.', where)
+        dimensions[str(key)] = parse_charge_model(str(spec["model"]), spec.get("config", {}), f"{where}.config")
+    return UsageTerms(meter=meter, included_units=included_units, dimensions=dimensions)
+
+
+def usage_terms_to_json(terms: UsageTerms | None) -> dict[str, object] | None:
+    if terms is None:
+        return None
+    if terms.minimum:
+        return {"minimum": True}
+    out: dict[str, object] = {"meter": terms.meter}
+    if terms.included_units:
+        out["included_units"] = str(terms.included_units)
+    if terms.dimensions:
+        out["dimensions"] = {k: {"model": m.kind, "config": m.to_config()} for k, m in terms.dimensions.items()}
+    return out
 
 
 class CouponDuration(str, Enum):

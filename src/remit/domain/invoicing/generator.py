@@ -8,20 +8,29 @@ edited. Running the generator twice with the same input yields nothing the secon
 
 Rounding happens at one named point: the subtotal of a (subscription, price, period) key is rounded once, with
 the legal entity's policy; discounts are rounded per line; corrections are differences of integers.
+
+Usage prices (``price.usage``) are billed in arrears from a meter's aggregate over the days the price applied in
+the period (its *windows*: consecutive slices of the same price are one window, so tiers never restart at a
+quantity change elsewhere on the subscription). A meter with group-by dimensions gives one line per group, keyed
+``price|group``. Usage the bill run did not know of yet (an event that arrived late, inside the grace period)
+changes a period's proposed amount, so the diff bills the difference as a linked ``usage_correction`` line. A
+minimum commitment adds a ``true_up`` line for what the period's usage lines fall short of it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-from remit.domain.billing_events import Segment, TimelineEvent, build_segments, ended_on
+from remit.domain.billing_events import Item, Segment, TimelineEvent, build_segments, ended_on
 from remit.domain.catalog.model import Coupon, CouponDuration, Price, Timing
 from remit.domain.money import Currency, RoundingPolicy, allocate
+from remit.domain.rating.aggregations import Aggregate, Aggregation, Meter
 from remit.domain.rating.charge_models import ChargeModel, ChargeResult
 from remit.domain.subscriptions.periods import (
     Interval,
@@ -65,6 +74,17 @@ class Slice:
     amount: Decimal  # unrounded
 
 
+UsageWindowKey = tuple[str, date, date]  # (meter code, first day, day after the last)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageData:
+    """What the generator needs to rate usage: the meters, and each window's aggregate per group."""
+
+    meters: Mapping[str, Meter]
+    windows: Mapping[UsageWindowKey, Mapping[tuple[str, ...], Aggregate]]
+
+
 @dataclass(slots=True)
 class ProposedLine:
     subscription_id: str
@@ -73,10 +93,14 @@ class ProposedLine:
     slices: list[Slice] = field(default_factory=list)
     subtotal_minor: int = 0
     discount_minor: int = 0
+    charge_key: str = ""  # default: the price's id; a usage price's group adds to it
+    model: ChargeModel | None = None  # the model that rated it, when not the price's (a dimension's)
+    rated_units: Decimal | None = None  # usage: the units rated, after included units
+    usage: dict[str, object] | None = None  # usage: how the quantity was measured
 
     @property
     def key(self) -> LineKey:
-        return (self.subscription_id, self.price.id, self.period.start_on)
+        return (self.subscription_id, self.charge_key or self.price.id, self.period.start_on)
 
     @property
     def raw_subtotal(self) -> Decimal:
@@ -93,6 +117,7 @@ class BilledTotals:
     first_line_id: str
     period_end_on: date
     quantity: Decimal
+    price_id: str = ""  # default: the key's charge
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,24 +231,55 @@ def _due(price: Price, slice_start: date, period: Period, end_on: date | None, a
     return closes_on <= as_of_on
 
 
+UsageSlices = dict[tuple[str, date], list[tuple[date, date, Fraction]]]  # (price id, period start) -> slices
+
+
 def propose(
     terms: SubscriptionTerms,
     prices: Mapping[str, Price],
     as_of_on: date,
     policy: RoundingPolicy,
+    usage: UsageData | None = None,
 ) -> list[ProposedLine]:
-    """Every subscription line that should exist for the periods under review, as of a day."""
+    """Every subscription line that should exist for the periods under review, as of a day.
+
+    Usage prices need ``usage``: the aggregates of the windows ``usage_windows`` names."""
+    lines: dict[LineKey, ProposedLine] = {}
+    usage_slices: UsageSlices = {}
+    periods: dict[date, Period] = {}
+    for period, start, end, item, price, fraction in _due_slices(terms, prices, as_of_on):
+        if price.usage is not None:
+            usage_slices.setdefault((price.id, period.start_on), []).append((start, end, fraction))
+            periods[period.start_on] = period
+            continue
+        full = _rate(price.model, item.quantity).amount
+        amount = full * fraction.numerator / fraction.denominator
+        line = lines.get((terms.id, price.id, period.start_on))
+        if line is None:
+            line = lines[(terms.id, price.id, period.start_on)] = ProposedLine(terms.id, price, period)
+        line.slices.append(Slice(start, end, item.quantity, fraction, amount))
+    result = list(lines.values())
+    for line in result:
+        line.subtotal_minor = _round_minor(policy, line.raw_subtotal, terms.currency)
+    if usage_slices:
+        result.extend(_usage_lines(terms, prices, usage_slices, periods, usage, policy))
+    _apply_coupons(terms, result, policy)
+    return result
+
+
+def _due_slices(
+    terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date
+) -> Iterator[tuple[Period, date, date, Item, Price, Fraction]]:
+    """Each (period, slice, item) billable and due as of the day, with the slice's fraction of its period."""
     segments = [s for s in _segments(terms.events, terms.trial_end_on) if s.billable]
     if not segments:
-        return []
+        return
     end_on = ended_on(terms.events)
     review_from = terms.reviewed_from_on or segments[0].start_on
     if review_from > as_of_on:
-        return []  # nothing has started yet
+        return  # nothing has started yet
     # Periods that can hold due lines: from the one containing review_from to the one containing as_of_on.
-    periods = _periods_overlapping(terms.anchor_on, terms.interval, review_from, as_of_on + _ONE_DAY)
-    lines: dict[LineKey, ProposedLine] = {}
-    for period in periods:
+    for period in _periods_overlapping(terms.anchor_on, terms.interval, review_from, as_of_on + _ONE_DAY):
         for seg in _overlapping(segments, period):
             start = max(seg.start_on, period.start_on)
             end = period.end_on if seg.end_on is None else min(seg.end_on, period.end_on)
@@ -235,17 +291,150 @@ def propose(
                     fraction = _WHOLE
                 else:
                     fraction = proration_fraction(start, end, period)
-                full = _rate(price.model, item.quantity).amount
-                amount = full * fraction.numerator / fraction.denominator
-                line = lines.get((terms.id, price.id, period.start_on))
-                if line is None:
-                    line = lines[(terms.id, price.id, period.start_on)] = ProposedLine(terms.id, price, period)
-                line.slices.append(Slice(start, end, item.quantity, fraction, amount))
-    result = list(lines.values())
-    for line in result:
-        line.subtotal_minor = _round_minor(policy, line.raw_subtotal, terms.currency)
-    _apply_coupons(terms, result, policy)
-    return result
+                yield period, start, end, item, price, fraction
+
+
+def has_usage(terms: SubscriptionTerms, prices: Mapping[str, Price]) -> bool:
+    return any(prices[i.price_id].metered for e in terms.events for i in e.items if i.price_id in prices)
+
+
+def usage_windows(terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date) -> list[UsageWindowKey]:
+    """The meter windows ``propose`` will need aggregates for (to load them set-wise beforehand)."""
+    slices: UsageSlices = {}
+    for period, start, end, _item, price, fraction in _due_slices(terms, prices, as_of_on):
+        if price.metered:
+            slices.setdefault((price.id, period.start_on), []).append((start, end, fraction))
+    out: list[UsageWindowKey] = []
+    for (price_id, _start), parts in slices.items():
+        meter = prices[price_id].usage.meter  # type: ignore[union-attr]
+        assert meter is not None
+        out.extend((meter, a, b) for a, b in _windows(parts))
+    return out
+
+
+def _windows(parts: Sequence[tuple[date, date, Fraction]]) -> list[tuple[date, date]]:
+    """Consecutive slices merged: a price that applies from the 1st to the 31st is one window."""
+    merged: list[list[date]] = []
+    for start, end, _fraction in sorted(parts):
+        if merged and merged[-1][1] == start:
+            merged[-1][1] = end
+        else:
+            merged.append([start, end])
+    return [(a, b) for a, b in merged if a < b]
+
+
+def _usage_lines(
+    terms: SubscriptionTerms,
+    prices: Mapping[str, Price],
+    usage_slices: UsageSlices,
+    periods: Mapping[date, Period],
+    usage: UsageData | None,
+    policy: RoundingPolicy,
+) -> list[ProposedLine]:
+    """Metered lines per price, period and group; then minimum commitments against them."""
+    out: list[ProposedLine] = []
+    minimums: list[tuple[Price, Period, Fraction, list[tuple[date, date, Fraction]]]] = []
+    for (price_id, period_start), parts in usage_slices.items():
+        price, period = prices[price_id], periods[period_start]
+        terms_ = price.usage
+        assert terms_ is not None
+        fraction = sum((f for _a, _b, f in parts), Fraction(0))
+        if terms_.minimum:
+            minimums.append((price, period, fraction, parts))
+            continue
+        if usage is None:
+            raise ValueError(f"usage price {price.id} needs usage data")
+        assert terms_.meter is not None
+        meter = usage.meters[terms_.meter]
+        windows = _windows(parts)
+        per_group = _combine(meter, [(w, usage.windows.get((meter.code, *w), {})) for w in windows], period)
+        included = terms_.included_units * fraction.numerator / fraction.denominator
+        for group, (quantity, events) in sorted(per_group.items()):
+            billable = max(Decimal(0), quantity - included)
+            model = terms_.model_for(group, price.model)
+            rated = _rate(model, billable)
+            line = ProposedLine(
+                terms.id,
+                price,
+                period,
+                [Slice(windows[0][0], windows[-1][1], quantity, fraction, rated.amount)],
+                charge_key=charge_key(price.id, group),
+                model=model,
+                rated_units=billable,
+                usage={
+                    "meter": meter.code,
+                    "aggregation": meter.aggregation.value,
+                    "field": meter.field,
+                    "expression": meter.expression.source if meter.expression else None,
+                    "group": dict(zip(meter.group_by, group, strict=True)),
+                    "windows": [{"start_on": a.isoformat(), "end_on": b.isoformat()} for a, b in windows],
+                    "events": events,
+                    "quantity": str(quantity),
+                    "included_units": str(included),
+                    "billable_units": str(billable),
+                    "price_model": model.kind,
+                },
+            )
+            line.subtotal_minor = _round_minor(policy, rated.amount, terms.currency)
+            out.append(line)
+    for price, period, fraction, parts in minimums:
+        commitment = _rate(price.model, Decimal(1)).amount * fraction.numerator / fraction.denominator
+        committed_minor = _round_minor(policy, commitment, terms.currency)
+        used_minor = sum(ln.subtotal_minor for ln in out if ln.period.start_on == period.start_on)
+        windows = _windows(parts)
+        line = ProposedLine(
+            terms.id,
+            price,
+            period,
+            [Slice(windows[0][0], windows[-1][1], Decimal(1), fraction, commitment)],
+            usage={
+                "minimum_minor": committed_minor,
+                "usage_minor": used_minor,
+                "windows": [{"start_on": a.isoformat(), "end_on": b.isoformat()} for a, b in windows],
+            },
+        )
+        line.subtotal_minor = max(0, committed_minor - used_minor)
+        out.append(line)
+    return out
+
+
+def _combine(
+    meter: Meter,
+    windows: Sequence[tuple[tuple[date, date], Mapping[tuple[str, ...], Aggregate]]],
+    period: Period,
+) -> dict[tuple[str, ...], tuple[Decimal, int]]:
+    """One quantity per group over several windows of a period. Usually there is one window; several happen when
+    a price stops and starts again within a period (a pause). Counts and sums add up; a maximum is the largest;
+    the latest value is the last window's; unique counts add up per window (a value seen in two windows counts
+    twice). A time-weighted sum is each window's average level weighted by its share of the period, so a level
+    held for half a month bills half a month."""
+    out: dict[tuple[str, ...], tuple[Decimal, int]] = {}
+    for (start, end), groups in windows:
+        share = Fraction(period.overlap_days(start, end), period.days) if period.days else Fraction(0)
+        for group, agg in groups.items():
+            quantity = agg.quantity
+            if meter.aggregation is Aggregation.WEIGHTED_SUM:
+                quantity = quantity * share.numerator / share.denominator
+            before = out.get(group)
+            if before is None:
+                out[group] = (quantity, agg.events)
+            elif meter.aggregation is Aggregation.MAX:
+                out[group] = (max(before[0], quantity), before[1] + agg.events)
+            elif meter.aggregation is Aggregation.LATEST:
+                out[group] = (quantity if agg.events else before[0], before[1] + agg.events)
+            else:
+                out[group] = (before[0] + quantity, before[1] + agg.events)
+    return out
+
+
+def charge_key(price_id: str, group: tuple[str, ...]) -> str:
+    """A usage line's charge: the price, and its group when the meter has dimensions (hashed if long)."""
+    if not group:
+        return price_id
+    key = f"{price_id}|{'|'.join(group)}"
+    if len(key) <= 80:
+        return key
+    return f"{price_id}|#{hashlib.sha256(chr(31).join(group).encode()).hexdigest()[:24]}"
 
 
 def _overlapping(segments: Sequence[Segment], period: Period) -> list[Segment]:
@@ -319,9 +508,10 @@ def diff(
     for key, before in billed.items():
         # Billed keys that are no longer proposed (e.g. a period cut away by a cancellation) are credited
         # in full, but never keys from periods after the as-of day: those belong to a later run.
-        if key in seen or key[2] > as_of_on or key[1] not in prices:
+        price_id = before.price_id or key[1]
+        if key in seen or key[2] > as_of_on or price_id not in prices:
             continue
-        ghost = ProposedLine(key[0], prices[key[1]], Period(key[2], before.period_end_on))
+        ghost = ProposedLine(key[0], prices[price_id], Period(key[2], before.period_end_on), charge_key=key[1])
         new = _difference(ghost, before)
         if new is not None:
             out.append(new)
@@ -338,6 +528,8 @@ def _difference(line: ProposedLine, before: BilledTotals | None) -> NewLine | No
     if before is None and line.subtotal_minor == 0 and line.discount_minor == 0:
         return None
     first = before is None
+    if line.price.usage is not None:
+        return _usage_difference(line, before, d_subtotal, d_discount)
     service_start, service_end, quantity = _service_range(line, first)
     if not line.slices and before is not None:
         quantity = before.quantity
@@ -353,14 +545,88 @@ def _difference(line: ProposedLine, before: BilledTotals | None) -> NewLine | No
         description = f"Unused time on {label}{qty_text}"
     full = _rate(line.price.model, quantity).amount if quantity else Decimal(0)
     unit_price = (full / quantity) if quantity else Decimal(0)
+    return _new_line(
+        line,
+        before,
+        "subscription" if first else "proration",
+        description,
+        service_start,
+        service_end,
+        quantity,
+        unit_price,
+        d_subtotal,
+        d_discount,
+    )
+
+
+def _usage_difference(line: ProposedLine, before: BilledTotals | None, d_subtotal: int, d_discount: int) -> NewLine:
+    """A usage or true-up line: the first for its key, or the correction late usage (or a change) calls for."""
+    first = before is None
+    label = line.price.name or line.price.id
+    group = line.usage.get("group") if line.usage else None
+    if isinstance(group, dict) and group:
+        label += " (" + ", ".join(str(v) for v in group.values()) + ")"
+    if line.slices:
+        start, end, quantity = line.slices[0].start_on, line.slices[-1].end_on, line.slices[-1].quantity
+    else:
+        start, end, quantity = line.period.start_on, line.period.end_on, before.quantity if before else Decimal(0)
+    minimum = line.price.is_minimum
+    if minimum:
+        kind = "true_up"
+        description = f"{label}: minimum commitment" if first else f"{label}: minimum commitment adjusted"
+        quantity, unit_price = Decimal(1), Decimal(line.subtotal_minor).scaleb(-line.price.currency.minor_units)
+    else:
+        kind = "usage" if first else "usage_correction"
+        if first:
+            description = f"{label}: {_fmt_qty(quantity)}"
+        elif d_subtotal - d_discount >= 0:
+            description = f"{label}: usage received late for {line.period.start_on} – {line.period.end_on}"
+        else:
+            description = f"{label}: usage corrected for {line.period.start_on} – {line.period.end_on}"
+        units = line.rated_units if line.rated_units is not None else quantity
+        full = _rate(line.model or line.price.model, units).amount if units else Decimal(0)
+        unit_price = (full / units) if units else Decimal(0)
+    return _new_line(line, before, kind, description, start, end, quantity, unit_price, d_subtotal, d_discount)
+
+
+def _new_line(
+    line: ProposedLine,
+    before: BilledTotals | None,
+    kind: str,
+    description: str,
+    service_start: date,
+    service_end: date,
+    quantity: Decimal,
+    unit_price: Decimal,
+    d_subtotal: int,
+    d_discount: int,
+) -> NewLine:
+    billed = (before.subtotal_minor - before.discount_minor) if before else 0
+    details: dict[str, object] = {
+        "period": {"start_on": line.period.start_on.isoformat(), "end_on": line.period.end_on.isoformat()},
+        "slices": [
+            {
+                "start_on": s.start_on.isoformat(),
+                "end_on": s.end_on.isoformat(),
+                "quantity": str(s.quantity),
+                "fraction": f"{s.fraction.numerator}/{s.fraction.denominator}",
+                "amount": str(s.amount),
+            }
+            for s in line.slices
+        ],
+        "breakdown": _breakdown(line),
+        "billed_before_minor": billed,
+    }
+    if line.usage is not None:
+        details["usage"] = line.usage
     return NewLine(
         subscription_id=line.subscription_id,
         price_id=line.price.id,
-        charge_key=line.price.id,
+        charge_key=line.charge_key or line.price.id,
         period=line.period,
         revision=before.count if before else 0,
-        kind="subscription" if first else "proration",
-        description=description,
+        kind=kind,
+        description=description[:500],
         service_start_on=service_start,
         service_end_on=service_end,
         quantity=quantity,
@@ -368,21 +634,7 @@ def _difference(line: ProposedLine, before: BilledTotals | None) -> NewLine | No
         subtotal_minor=d_subtotal,
         discount_minor=d_discount,
         corrects_line_id=before.first_line_id if before else None,
-        details={
-            "period": {"start_on": line.period.start_on.isoformat(), "end_on": line.period.end_on.isoformat()},
-            "slices": [
-                {
-                    "start_on": s.start_on.isoformat(),
-                    "end_on": s.end_on.isoformat(),
-                    "quantity": str(s.quantity),
-                    "fraction": f"{s.fraction.numerator}/{s.fraction.denominator}",
-                    "amount": str(s.amount),
-                }
-                for s in line.slices
-            ],
-            "breakdown": _breakdown(line),
-            "billed_before_minor": billed_subtotal - billed_discount,
-        },
+        details=details,
     )
 
 
@@ -409,9 +661,12 @@ def _service_range(line: ProposedLine, first: bool) -> tuple[date, date, Decimal
 
 
 def _breakdown(line: ProposedLine) -> list[dict[str, str]]:
-    if not line.slices:
+    if not line.slices or line.price.is_minimum:
         return []
-    result = _rate(line.price.model, line.slices[-1].quantity)
+    if line.rated_units is not None:
+        result = _rate(line.model or line.price.model, line.rated_units)
+    else:
+        result = _rate(line.price.model, line.slices[-1].quantity)
     hit = _BREAKDOWNS.get(id(result))
     if hit is None or hit[0] is not result:
         texts = tuple(

@@ -149,19 +149,51 @@ class PriceModelConfig(Input):
         return self.model_dump(exclude_none=True)
 
 
+PriceModelName = Literal["flat", "per_unit", "graduated", "volume", "package", "percentage"]
+
+
+class DimensionPrice(Input):
+    model: PriceModelName
+    config: PriceModelConfig
+
+
+class UsageTermsIn(Input):
+    meter: Code | None = Field(None, description="The meter whose usage this price bills (in arrears).")
+    included_units: Decimal9 | None = Field(None, description="Units included at no charge, per period.")
+    dimensions: dict[Annotated[str, StringConstraints(min_length=1, max_length=200)], DimensionPrice] = Field(
+        {},
+        max_length=100,
+        description="A price model per group of the meter's group-by values (joined with `|`), e.g. `eu`.",
+    )
+    minimum: bool = Field(False, description="A minimum commitment per period instead of a meter (flat model).")
+
+    def as_spec(self) -> dict[str, Any]:
+        spec = self.model_dump(exclude={"dimensions"}, exclude_none=True, exclude_defaults=True)
+        if self.dimensions:
+            spec["dimensions"] = {
+                k: {"model": d.model, "config": d.config.as_config()} for k, d in self.dimensions.items()
+            }
+        return spec
+
+
 class PriceCreate(Input):
     currency: CurrencyCode
-    model: Literal["flat", "per_unit", "graduated", "volume", "package", "percentage"]
+    model: PriceModelName
     config: PriceModelConfig
     type: Literal["recurring", "one_off"] = "recurring"
     interval: Literal["day", "week", "month", "quarter", "year"] = "month"
     interval_count: Annotated[int, Field(ge=1, le=366)] = 1
-    timing: Literal["in_advance", "in_arrears"] = "in_advance"
+    timing: Literal["in_advance", "in_arrears"] | None = Field(
+        None, description="Default: in_advance; usage prices are always in_arrears."
+    )
     name: Annotated[str, StringConstraints(max_length=200)] | None = None
+    usage: UsageTermsIn | None = Field(None, description="Makes this a usage price (see docs/usage.md).")
 
     def as_spec(self) -> dict[str, Any]:
-        spec = self.model_dump(exclude={"config"}, exclude_none=True)
+        spec = self.model_dump(exclude={"config", "usage"}, exclude_none=True)
         spec["config"] = self.config.as_config()
+        if self.usage is not None:
+            spec["usage"] = self.usage.as_spec()
         return spec
 
 
@@ -183,6 +215,7 @@ class PricePublic(Output):
     interval: str | None
     interval_count: int | None
     timing: str
+    usage: dict[str, Any] | None = None
     created_at: datetime
 
 

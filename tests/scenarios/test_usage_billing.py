@@ -1,0 +1,248 @@
+"""Usage billing on the test clock: hybrid plans, overage, commitments, late events, plan changes, dimensions.
+
+Usage is billed in arrears: the invoice written when a period closes carries the period's usage lines beside
+the next period's fees billed in advance.
+"""
+
+import pytest
+
+from remit.service_layer import catalog, clocks, subscriptions, usage
+from tests import builders as b
+
+
+def _meter(app, code="api_calls", aggregation="sum", field="calls", **kwargs):
+    with app.uow() as uow:
+        usage.create_meter(uow, code, code, aggregation, field, **kwargs)
+
+
+def _plan(app, code, prices):
+    with app.uow() as uow:
+        catalog.create_plan(uow, code, code.title(), prices)
+
+
+def _fixed(amount):
+    return {"currency": "EUR", "model": "flat", "config": {"amount": amount}, "name": "Platform fee"}
+
+
+def _usage(meter, model="per_unit", config=None, name="API calls", **terms):
+    return {
+        "currency": "EUR",
+        "model": model,
+        "config": config or {"unit_price": "0.002"},
+        "name": name,
+        "usage": {"meter": meter, **terms},
+    }
+
+
+def _start(app, plan, at=(2026, 3, 1)):
+    clock_id = b.clock(app, b.utc(*at))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        sub = subscriptions.create_subscription(uow, cus, plan, anchor="calendar")
+    return clock_id, cus, sub
+
+
+def _send(app, cus, *events, code="api_calls"):
+    """events: (day in the clock's month as a datetime, properties)."""
+    batch = [
+        {
+            "customer_id": cus,
+            "code": code,
+            "transaction_id": f"t{i}-{at.isoformat()}",
+            "timestamp": at.isoformat(),
+            "properties": props,
+        }
+        for i, (at, props) in enumerate(events)
+    ]
+    with app.uow() as uow:
+        result = usage.ingest(uow, batch)
+    return result
+
+
+def test_monthly__hybrid_plan__fee_in_advance_and_overage_in_arrears(app):
+    """49.00 a month with 10,000 calls included, then 0.002 a call. March: 12,500 calls -> 2,500 × 0.002."""
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_fixed("49.00"), _usage("api_calls", included_units="10000")])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    assert not _send(app, cus, (b.utc(2026, 3, 5), {"calls": 5000}), (b.utc(2026, 3, 19), {"calls": 7500})).rejected
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    assert b.lines_of(app, cus) == [
+        ("subscription", "2026-03-01", "2026-04-01", "49.00"),
+        ("usage", "2026-03-01", "2026-04-01", "5.00"),
+        ("subscription", "2026-04-01", "2026-05-01", "49.00"),
+    ]
+    line = b.invoices_of(app, cus)[1]["lines"][0]
+    assert line["description"] == "API calls: 12500"
+    assert line["quantity"] == "12500"
+
+
+def test_monthly__usage_under_the_included_units_bills_nothing(app):
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_fixed("49.00"), _usage("api_calls", included_units="10000")])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    _send(app, cus, (b.utc(2026, 3, 5), {"calls": 9000}))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    assert [k for k, *_ in b.lines_of(app, cus)] == ["subscription", "subscription"]
+
+
+def test_monthly__minimum_commitment__true_up_for_the_shortfall(app):
+    """At least 20.00 of usage a month: 50 units at 0.10 = 5.00 of usage and a 15.00 true-up; in April 300
+    units = 30.00, no true-up."""
+    b.seller(app)
+    _meter(app, "units", field="n")
+    minimum = {
+        "currency": "EUR",
+        "model": "flat",
+        "config": {"amount": "20.00"},
+        "name": "Commitment",
+        "usage": {"minimum": True},
+    }
+    _plan(app, "metered", [_usage("units", config={"unit_price": "0.10"}, name="Units"), minimum])
+    clock_id, cus, _sub = _start(app, "metered")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, (b.utc(2026, 3, 9), {"n": 50}), code="units")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 10))
+    _send(app, cus, (b.utc(2026, 4, 9), {"n": 300}), code="units")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    assert b.lines_of(app, cus) == [
+        ("usage", "2026-03-01", "2026-04-01", "5.00"),
+        ("true_up", "2026-03-01", "2026-04-01", "15.00"),
+        ("usage", "2026-04-01", "2026-05-01", "30.00"),
+    ]
+
+
+def test_monthly__late_event_inside_the_grace_period_is_billed_as_a_correction(app):
+    """March is invoiced on 1 April. An event of 30 March arriving on 3 April (grace: 7 days) is billed on the
+    next invoice as a correction linked to March's usage line; one of 20 March arriving then is refused."""
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_fixed("49.00"), _usage("api_calls")])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    _send(app, cus, (b.utc(2026, 3, 5), {"calls": 1000}))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 3))
+    late = _send(app, cus, (b.utc(2026, 3, 30, 23), {"calls": 500}), (b.utc(2026, 3, 20), {"calls": 9999}))
+    assert len(late.accepted) == 1
+    assert [r["error"]["code"] for r in late.rejected] == ["event_too_old"]
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 4))
+    assert b.lines_of(app, cus) == [
+        ("subscription", "2026-03-01", "2026-04-01", "49.00"),
+        ("usage", "2026-03-01", "2026-04-01", "2.00"),
+        ("subscription", "2026-04-01", "2026-05-01", "49.00"),
+        ("usage_correction", "2026-03-01", "2026-04-01", "1.00"),
+    ]
+    invs = b.invoices_of(app, cus)
+    first, correction = invs[1]["lines"][0], invs[2]["lines"][0]
+    assert len(invs) == 3  # the correction is on an invoice of its own, after March's
+    assert correction["corrects_line_id"] == first["id"]
+    assert "received late" in correction["description"]
+    # Running again bills nothing twice.
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 5))
+    assert len(b.lines_of(app, cus)) == 4
+
+
+def test_monthly__plan_change_mid_period__usage_on_both_sides_at_each_plans_price(app):
+    """Basic bills 0.01 a call, Pro 0.005. An upgrade on 16 March: calls before it at Basic's price, calls
+    after it at Pro's; the fees are prorated as usual."""
+    b.seller(app)
+    _meter(app)
+    _plan(app, "basic", [_fixed("10.00"), _usage("api_calls", config={"unit_price": "0.01"})])
+    _plan(app, "pro", [_fixed("40.00"), _usage("api_calls", config={"unit_price": "0.005"})])
+    clock_id, cus, sub = _start(app, "basic")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 16))
+    _send(app, cus, (b.utc(2026, 3, 10), {"calls": 1000}), (b.utc(2026, 3, 15, 23, 59), {"calls": 200}))
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, sub, "pro", when="now")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 25))
+    _send(app, cus, (b.utc(2026, 3, 16), {"calls": 2000}), (b.utc(2026, 3, 24), {"calls": 400}))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    lines = b.lines_of(app, cus)
+    assert ("usage", "2026-03-01", "2026-03-16", "12.00") in lines  # 1,200 × 0.01
+    assert ("usage", "2026-03-16", "2026-04-01", "12.00") in lines  # 2,400 × 0.005
+    assert ("proration", "2026-03-16", "2026-04-01", "-5.16") in lines  # 16/31 of 10.00 back
+    assert ("subscription", "2026-03-16", "2026-04-01", "20.65") in lines  # 16/31 of 40.00
+    assert ("subscription", "2026-04-01", "2026-05-01", "40.00") in lines
+
+
+def test_monthly__dimensions__one_line_per_region_at_its_own_price(app):
+    b.seller(app)
+    _meter(app, group_by=["region"])
+    eu = {"model": "per_unit", "config": {"unit_price": "0.02"}}
+    _plan(app, "api", [_usage("api_calls", config={"unit_price": "0.01"}, dimensions={"eu": eu})])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    _send(
+        app,
+        cus,
+        (b.utc(2026, 3, 2), {"calls": 100, "region": "eu"}),
+        (b.utc(2026, 3, 3), {"calls": 300, "region": "us"}),
+        (b.utc(2026, 3, 4), {"calls": 50, "region": "eu"}),
+    )
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    lines = b.invoices_of(app, cus)[0]["lines"]
+    assert [(ln["description"], ln["amount"]) for ln in lines] == [
+        ("API calls (eu): 150", "3.00"),
+        ("API calls (us): 300", "3.00"),
+    ]
+
+
+def test_monthly__graduated_usage_price_and_its_breakdown(app):
+    """Graduated: the first 1,000 calls at 0.01, the rest at 0.005; 2,500 calls -> 10.00 + 7.50."""
+    b.seller(app)
+    _meter(app)
+    tiers = {"tiers": [{"up_to": "1000", "unit_price": "0.01"}, {"up_to": None, "unit_price": "0.005"}]}
+    _plan(app, "api", [_usage("api_calls", model="graduated", config=tiers)])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    _send(app, cus, (b.utc(2026, 3, 2), {"calls": 2500}))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    line = b.invoices_of(app, cus)[0]["lines"][0]
+    assert line["amount"] == "17.50"
+    assert [bd["amount"] for bd in line["details"]["breakdown"]] == ["10.00", "7.500"]
+
+
+def test_monthly__weighted_sum__storage_held_for_part_of_the_month_bills_that_part(app):
+    """1 GB-month at 2.00: 100 GB from 1 March (level carried from February's events) and +50 GB from
+    17 March: (100 × 31 + 50 × 15) / 31 GB-months."""
+    b.seller(app)
+    _meter(app, "storage", aggregation="weighted_sum", field="gb")
+    _plan(app, "store", [_usage("storage", config={"unit_price": "2.00"}, name="Storage")])
+    clock_id, cus, _sub = _start(app, "store", at=(2026, 2, 20))
+    _send(app, cus, (b.utc(2026, 2, 20), {"gb": 100}), code="storage")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 17))
+    _send(app, cus, (b.utc(2026, 3, 17), {"gb": 50}), code="storage")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    lines = b.lines_of(app, cus)
+    # February: 100 GB over 9 of 28 days (the subscription started on the 20th): 100 × 9/28 × 2.00 = 64.29
+    assert lines[0] == ("usage", "2026-02-20", "2026-03-01", "64.29")
+    # March: (100 × 31 + 50 × 15) / 31 × 2.00 = 248.39
+    assert lines[1] == ("usage", "2026-03-01", "2026-04-01", "248.39")
+
+
+def test_a_second_subscription_may_not_bill_the_same_meter(app):
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_usage("api_calls")])
+    _clock_id, cus, _sub = _start(app, "api")
+    from remit.domain.errors import Conflict
+
+    with pytest.raises(Conflict) as err, app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "api")
+    assert err.value.code == "meter_already_billed"
+
+
+def test_usage_price_refuses_in_advance_timing_and_unknown_meters(app):
+    from remit.domain.errors import ValidationError
+
+    b.seller(app)
+    with pytest.raises(ValidationError) as err, app.uow() as uow:
+        catalog.create_plan(uow, "x", "X", [{**_usage("nope")}])
+    assert (err.value.code, err.value.field) == ("unknown_meter", "prices[0].usage.meter")
+    _meter(app)
+    with pytest.raises(ValidationError) as err, app.uow() as uow:
+        catalog.create_plan(uow, "x", "X", [{**_usage("api_calls"), "timing": "in_advance"}])
+    assert (err.value.code, err.value.field) == ("invalid_timing", "prices[0].timing")
