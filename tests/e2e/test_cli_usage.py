@@ -54,3 +54,49 @@ def test_import_csv_and_jsonl_with_duplicates_and_refusals(tmp_path):
     report = rj("events", "import", str(jsonl), code=2)
     assert (report["accepted"], report["rejected"]) == (2500, 1)
     assert report["rejected_events"][0]["line"] == 2501
+
+
+def test_usage_plan_billed_on_a_test_clock_and_a_line_explained(tmp_path):
+    rj("init", "--currency", "EUR", "--country", "DE")
+    rj("meters", "create", "--code", "tokens", "--aggregation", "sum", "--expression", "tokens_in + 4 * tokens_out")
+    prices = [
+        {
+            "currency": "EUR",
+            "model": "per_unit",
+            "config": {"unit_price": "0.00001"},
+            "name": "Tokens",
+            "usage": {"meter": "tokens", "included_units": "100000"},
+        },
+    ]
+    rj("plans", "create", "--code", "llm", "--name", "LLM", "--prices", json.dumps(prices))
+    clock = rj("clock", "create", "--name", "sim", "--at", "2026-03-01T00:00:00Z")["id"]
+    customer = rj(
+        "customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE", "--test-clock", clock
+    )["id"]
+    rj("subscriptions", "create", "--customer", customer, "--plan", "llm", "--anchor", "calendar")
+    rj("clock", "advance", clock, "--to", "2026-03-20T00:00:00Z")
+    events = tmp_path / "tokens.jsonl"
+    events.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "customer_id": customer,
+                    "code": "tokens",
+                    "transaction_id": f"c{i}",
+                    "timestamp": "2026-03-19T12:00:00Z",
+                    "properties": {"tokens_in": 40000, "tokens_out": 10000},
+                }
+            )
+            for i in range(5)
+        )
+    )
+    assert rj("events", "import", str(events))["accepted"] == 5
+    rj("clock", "advance", clock, "--to", "2026-04-01T00:00:00Z")
+    invoice = rj("invoices", "list", "--customer", customer)[0]
+    line = rj("invoices", "show", invoice["id"])["lines"][0]
+    assert (line["kind"], line["amount"]) == ("usage", "3.00")  # 5 × (40,000 + 4 × 10,000) - 100,000 = 300,000 × 0.00001
+    explained = rj("invoices", "explain", invoice["id"], line["id"])
+    assert explained["usage"]["expression"] == "tokens_in + 4 * tokens_out"
+    assert explained["usage"]["billable_units"] == "300000"
+    text = runner.invoke(app, ["invoices", "explain", invoice["id"], line["id"]])
+    assert text.exit_code == 0 and "100000 units included; 300000 billable." in text.stdout

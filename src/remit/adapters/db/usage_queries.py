@@ -233,7 +233,7 @@ def _dec(value: object) -> Decimal:
     if value is None:
         return Decimal(0)
     if isinstance(value, Decimal):
-        return value.normalize() if value == value.to_integral() else value
+        return Decimal(int(value)) if value == value.to_integral() else value.normalize()
     return Decimal(str(value))
 
 

@@ -369,9 +369,9 @@ def _usage_lines(
                     "group": dict(zip(meter.group_by, group, strict=True)),
                     "windows": [{"start_on": a.isoformat(), "end_on": b.isoformat()} for a, b in windows],
                     "events": events,
-                    "quantity": str(quantity),
-                    "included_units": str(included),
-                    "billable_units": str(billable),
+                    "quantity": _fmt_qty(quantity),
+                    "included_units": _fmt_qty(included),
+                    "billable_units": _fmt_qty(billable),
                     "price_model": model.kind,
                 },
             )

@@ -146,7 +146,10 @@ class PriceModelConfig(Input):
     max_per_transaction: Decimal9 | None = None
 
     def as_config(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        out = self.model_dump(exclude_none=True, exclude={"tiers"})
+        if self.tiers is not None:  # the last tier's "up_to": null is meaningful ("and beyond")
+            out["tiers"] = [{**tier.model_dump(exclude_none=True), "up_to": tier.up_to} for tier in self.tiers]
+        return out
 
 
 PriceModelName = Literal["flat", "per_unit", "graduated", "volume", "package", "percentage"]
@@ -417,6 +420,48 @@ class InvoiceLinePublic(Output):
     amount: str
     corrects_line_id: str | None = None
     details: dict[str, Any] | None = None
+
+
+class DateRange(Output):
+    start_on: date | None
+    end_on: date | None
+
+
+class CorrectionRef(Output):
+    id: str
+    invoice_id: str
+    kind: str
+    amount: str
+
+
+class InvoiceLineExplanation(Output):
+    object: Literal["invoice_line_explanation"] = "invoice_line_explanation"
+    invoice_id: str
+    invoice_number: str | None
+    line_id: str
+    kind: str
+    description: str
+    currency: str
+    subscription_id: str | None
+    period: DateRange
+    service: DateRange
+    quantity: str
+    unit_price: str
+    subtotal: str
+    discount: str
+    amount: str
+    billed_before: str | None
+    price: dict[str, Any] | None = Field(description="The price as configured: model, config, usage terms.")
+    meter: dict[str, Any] | None = Field(description="For usage lines: the meter and its aggregation.")
+    usage: dict[str, Any] | None = Field(
+        description="For usage lines: windows measured, events, quantity, included and billable units, group; "
+        "for a true-up: the minimum and what usage came to."
+    )
+    slices: list[dict[str, Any]] = Field(description="Time slices of the period with their proration fractions.")
+    breakdown: list[dict[str, Any]] = Field(description="The price model's breakdown: tiers, units, unit prices.")
+    corrects_line_id: str | None
+    corrected_by: list[CorrectionRef]
+    explanation: list[str] = Field(description="The same, in sentences.")
 
 
 class InvoicePublic(Output):

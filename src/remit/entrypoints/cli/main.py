@@ -22,6 +22,7 @@ from remit.service_layer import (
     catalog,
     clocks,
     credit_notes,
+    explain,
     invoices,
     subscriptions,
     views,
@@ -524,6 +525,21 @@ def _invoice_action(action: Any, invoice_id: str, as_json: bool, title: str) -> 
     with remit.uow() as uow:
         data = views.invoice_public(action(uow, invoice_id))
     show({k: v for k, v in data.items() if k != "lines"}, as_json, title)
+
+
+@invoices_app.command("explain")
+@handle_errors
+def invoices_explain(invoice_id: str, line_id: str, as_json: Json = False) -> None:
+    """Why a line says what it says: period, price, usage measured, tiers applied, corrections."""
+    remit = _app()
+    with remit.uow() as uow:
+        data = explain.explain_line(uow, invoice_id, line_id)
+    if as_json:
+        show(data, True, "")
+        return
+    console.print(f"[bold]{data['description']}[/bold] ({data['kind']}, {data['amount']} {data['currency']})")
+    for sentence in data["explanation"]:
+        console.print(sentence, markup=False, highlight=False)
 
 
 @invoices_app.command("finalize")

@@ -29,10 +29,11 @@ from remit.entrypoints.api.schemas import (
     CreditNotePublic,
     InvoiceItemCreate,
     InvoiceItemPublic,
+    InvoiceLineExplanation,
     InvoicePublic,
     ListOf,
 )
-from remit.service_layer import bill_run, credit_notes, invoices, views
+from remit.service_layer import bill_run, credit_notes, explain, invoices, views
 
 router = APIRouter()
 
@@ -69,6 +70,21 @@ def get_invoice(invoice_id: str, ctx: Read, expand: Expand = None) -> Any:
     with ctx.uow() as uow:
         ctx.vis.check_owned(uow, t.invoices, invoice_id, "invoice", "invoice_id")
         return _show(uow, invoice_id, expand)
+
+
+@router.get(
+    "/invoices/{invoice_id}/lines/{line_id}/explain",
+    response_model=InvoiceLineExplanation,
+    tags=["invoices"],
+    summary="Explain an invoice line",
+)
+def explain_line(invoice_id: str, line_id: str, ctx: Read) -> Any:
+    """How a line's amount came about: the period, the price and its model's breakdown, and for usage the
+    meter, its aggregation, the time measured, the quantity, included and billable units; the line it corrects
+    and the lines that corrected it. Read from what was recorded when the line was written."""
+    with ctx.uow() as uow:
+        ctx.vis.check_owned(uow, t.invoices, invoice_id, "invoice", "invoice_id")
+        return explain.explain_line(uow, invoice_id, line_id)
 
 
 def _action(ctx: Any, invoice_id: str, action: Any) -> Any:

@@ -1,0 +1,172 @@
+"""Why an invoice line says what it says: the answer an auditor or a customer asks for.
+
+``explain_line`` gathers what the generator recorded when it wrote the line (the period, the slices and their
+proration fractions, the price model's breakdown; for usage, the meter, its aggregation, the windows measured,
+the quantity, included and billable units) and what surrounds it (the price as configured, the line it corrects,
+the lines that later corrected it), and states it in plain sentences. It reads only; nothing is recomputed, so
+the explanation is what was billed even if the catalog or the usage changed since.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from sqlalchemy import select
+
+from remit.adapters.db import tables as t
+from remit.domain.errors import NotFound
+from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.views import money, plain
+
+
+def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, Any]:
+    ln = t.invoice_lines.c
+    line = (
+        uow.conn.execute(select(t.invoice_lines).where(ln.id == line_id, ln.invoice_id == invoice_id))
+        .mappings()
+        .first()
+    )
+    if line is None:
+        raise NotFound("invoice_line", line_id, "line_id")
+    invoice = uow.conn.execute(
+        select(t.invoices.c.currency, t.invoices.c.number, t.invoices.c.status).where(t.invoices.c.id == invoice_id)
+    ).one()
+    code = invoice.currency
+    details: Mapping[str, Any] = line["details"] or {}
+    price = None
+    if line["price_id"]:
+        price = uow.conn.execute(select(t.prices).where(t.prices.c.id == line["price_id"])).mappings().first()
+    usage: Mapping[str, Any] | None = details.get("usage")
+    meter = None
+    if usage and usage.get("meter"):
+        meter = uow.conn.execute(select(t.meters).where(t.meters.c.code == usage["meter"])).mappings().first()
+    corrections = [
+        {"id": r.id, "invoice_id": r.invoice_id, "kind": r.kind, "amount": money(r.amount_minor, code)}
+        for r in uow.conn.execute(
+            select(ln.id, ln.invoice_id, ln.kind, ln.amount_minor)
+            .where(ln.corrects_line_id == line_id)
+            .order_by(ln.revision)
+        )
+    ]
+    return {
+        "object": "invoice_line_explanation",
+        "invoice_id": invoice_id,
+        "invoice_number": invoice.number,
+        "line_id": line_id,
+        "kind": line["kind"],
+        "description": line["description"],
+        "currency": code,
+        "subscription_id": line["subscription_id"],
+        "period": {"start_on": plain(line["period_start_on"]), "end_on": plain(line["period_end_on"])},
+        "service": {"start_on": plain(line["service_start_on"]), "end_on": plain(line["service_end_on"])},
+        "quantity": plain(line["quantity"]),
+        "unit_price": plain(line["unit_price"]),
+        "subtotal": money(line["subtotal_minor"], code),
+        "discount": money(line["discount_minor"], code),
+        "amount": money(line["amount_minor"], code),
+        "billed_before": money(details.get("billed_before_minor"), code) if "billed_before_minor" in details else None,
+        "price": _price(price),
+        "meter": _meter(meter),
+        "usage": _usage(usage, code),
+        "slices": details.get("slices", []),
+        "breakdown": details.get("breakdown", []),
+        "corrects_line_id": line["corrects_line_id"],
+        "corrected_by": corrections,
+        "explanation": _sentences(line, details, usage, price, code, corrections),
+    }
+
+
+def _price(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "id": row["id"],
+        "name": row["name"],
+        "model": row["model"],
+        "config": row["config"],
+        "timing": row["timing"],
+        "interval": row["interval_unit"],
+        "interval_count": row["interval_count"],
+        "usage": row["usage"],
+        "plan_version_id": row["plan_version_id"],
+    }
+
+
+def _meter(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "code": row["code"],
+        "name": row["name"],
+        "aggregation": row["aggregation"],
+        "field": row["field"],
+        "expression": row["expression"],
+        "filters": row["filters"],
+        "group_by": row["group_by"],
+    }
+
+
+def _usage(usage: Mapping[str, Any] | None, code: str) -> dict[str, Any] | None:
+    if usage is None:
+        return None
+    out = {k: v for k, v in usage.items() if not k.endswith("_minor")}
+    for key in ("minimum_minor", "usage_minor"):
+        if key in usage:
+            out[key[: -len("_minor")]] = money(usage[key], code)
+    return out
+
+
+def _sentences(
+    line: Mapping[str, Any],
+    details: Mapping[str, Any],
+    usage: Mapping[str, Any] | None,
+    price: Mapping[str, Any] | None,
+    code: str,
+    corrections: list[dict[str, Any]],
+) -> list[str]:
+    out: list[str] = []
+    period = details.get("period") or {}
+    if period:
+        out.append(f"Billing period {_day(period['start_on'])} to {_day(period['end_on'])} (end exclusive).")
+    if price is not None:
+        out.append(f"Price {price['name']!r} ({price['id']}), model {price['model']}, billed {price['timing']}.")
+    if usage is not None and "minimum_minor" in usage:
+        out.append(
+            f"Minimum commitment {money(usage['minimum_minor'], code)} {code} for the period; usage lines came to "
+            f"{money(usage['usage_minor'], code)} {code}; the true-up bills the shortfall."
+        )
+    elif usage is not None:
+        windows = ", ".join(f"{_day(w['start_on'])} to {_day(w['end_on'])}" for w in usage.get("windows", []))
+        what = usage.get("expression") or usage.get("field") or "events"
+        group = usage.get("group") or {}
+        where = (" for " + ", ".join(f"{k}={v}" for k, v in group.items())) if group else ""
+        out.append(
+            f"Meter {usage['meter']}: {usage['aggregation']} of {what}{where} over {windows}: "
+            f"{usage['quantity']} from {usage['events']} event{'' if usage['events'] == 1 else 's'}."
+        )
+        if usage.get("included_units") not in (None, "0"):
+            out.append(f"{usage['included_units']} units included; {usage['billable_units']} billable.")
+        out.append(f"Rated with the {usage.get('price_model')} model.")
+    for b in details.get("breakdown", []):
+        out.append(f"  {b['description']}: {b['amount']}")
+    slices = details.get("slices", [])
+    if usage is None and (len(slices) > 1 or any(s.get("fraction") not in ("1/1", None) for s in slices)):
+        for s in slices:
+            out.append(
+                f"  {_day(s['start_on'])} to {_day(s['end_on'])}: quantity {s['quantity']}, "
+                f"fraction {s['fraction']} of the period, {s['amount']}."
+            )
+    if line["corrects_line_id"]:
+        before = details.get("billed_before_minor")
+        billed = f" ({money(before, code)} {code} was billed before)" if before is not None else ""
+        out.append(f"Corrects line {line['corrects_line_id']}{billed}; this line bills the difference.")
+    for c in corrections:
+        out.append(f"Later corrected by line {c['id']} ({c['kind']}, {c['amount']} {code}).")
+    out.append(f"Amount: {money(line['amount_minor'], code)} {code}.")
+    return out
+
+
+def _day(value: str | date) -> str:
+    return value.isoformat() if isinstance(value, date) else str(value)
