@@ -246,3 +246,35 @@ def test_usage_price_refuses_in_advance_timing_and_unknown_meters(app):
     with pytest.raises(ValidationError) as err, app.uow() as uow:
         catalog.create_plan(uow, "x", "X", [{**_usage("api_calls"), "timing": "in_advance"}])
     assert (err.value.code, err.value.field) == ("invalid_timing", "prices[0].timing")
+
+
+def test_monthly__percentage_usage_price_charges_each_transaction__published_example(app):
+    """Lago's example: 1.2% + 0.10 per transaction, the first 3 transactions free: the 4th transaction, of
+    50.00, costs 0.70 (here in EUR)."""
+    b.seller(app)
+    _meter(app, "payments", field="amount")
+    pct = {"rate": "0.012", "fixed_fee": "0.10", "free_transactions": 3}
+    _plan(app, "pay", [_usage("payments", model="percentage", config=pct, name="Payment fees")])
+    clock_id, cus, _sub = _start(app, "pay")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    _send(app, cus, *[(b.utc(2026, 3, day), {"amount": "50.00"}) for day in (2, 3, 4, 5)], code="payments")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    line = b.invoices_of(app, cus)[0]["lines"][0]
+    assert (line["kind"], line["amount"]) == ("usage", "0.70")
+    assert [bd["description"] for bd in line["details"]["breakdown"]] == [
+        "3 transactions free (volume 150)",
+        "1 transaction, volume 50 × 1.2% + 0.10 each",
+    ]
+
+
+def test_monthly__graduated_percentage_usage_price(app):
+    """3% of the first 10,000 of volume, 2% above: 25,000 processed in March -> 300 + 300."""
+    b.seller(app)
+    _meter(app, "volume", field="amount")
+    tiers = {"tiers": [{"up_to": "10000", "rate": "0.03"}, {"up_to": None, "rate": "0.02"}]}
+    _plan(app, "pay", [_usage("volume", model="graduated_percentage", config=tiers, name="Processing")])
+    clock_id, cus, _sub = _start(app, "pay")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    _send(app, cus, (b.utc(2026, 3, 2), {"amount": "20000"}), (b.utc(2026, 3, 9), {"amount": "5000"}), code="volume")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    assert b.lines_of(app, cus) == [("usage", "2026-03-01", "2026-04-01", "600.00")]

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import String, Text, any_, bindparam, cast, func, or_, select, update
@@ -23,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
 from remit.adapters.db.mappers import coupon_from_row, load_prices, timeline_event_from_row, with_overrides
-from remit.adapters.db.usage_queries import Window, aggregate_usage
+from remit.adapters.db.usage_queries import Window, aggregate_usage, transaction_values
 from remit.domain.billing_events import TimelineEvent, status_on
 from remit.domain.catalog.model import Price
 from remit.domain.invoicing.generator import (
@@ -441,6 +442,7 @@ def load_usage(uow: UnitOfWork, batch: _Batch, as_of: datetime) -> None:
     if not any(p.usage is not None for p in batch.prices.values()):
         return
     windows: list[Window] = []
+    per_transaction: list[Window] = []
     wanted: dict[str, list[tuple[UsageWindowKey, Window]]] = defaultdict(list)
     for sub in batch.subs:
         terms = _terms(batch, sub)
@@ -452,10 +454,12 @@ def load_usage(uow: UnitOfWork, batch: _Batch, as_of: datetime) -> None:
         if not has_usage(terms, prices):
             continue
         tz = customer["timezone"]
-        for key in usage_windows(terms, prices, local_date(as_of, tz)):
+        for key, one_by_one in usage_windows(terms, prices, local_date(as_of, tz)):
             meter, start_on, end_on = key
             window = Window(customer["id"], meter, local_midnight(start_on, tz), local_midnight(end_on, tz))
             windows.append(window)
+            if one_by_one:
+                per_transaction.append(window)
             wanted[customer["id"]].append((key, window))
     if not windows:
         return
@@ -464,10 +468,16 @@ def load_usage(uow: UnitOfWork, batch: _Batch, as_of: datetime) -> None:
     by_window: dict[tuple[str, str, datetime, datetime], dict[tuple[str, ...], Any]] = defaultdict(dict)
     for (customer_id, meter, start, end, group), agg in found.items():
         by_window[(customer_id, meter, start, end)][group] = agg
+    values: dict[tuple[str, str, datetime, datetime], dict[tuple[str, ...], list[Decimal]]] = defaultdict(dict)
+    for (customer_id, meter, start, end, group), found_values in transaction_values(
+        uow.conn, list(dict.fromkeys(per_transaction))
+    ).items():
+        values[(customer_id, meter, start, end)][group] = found_values
     for customer_id, keys in wanted.items():
         batch.usage[customer_id] = UsageData(
             meters,
             {key: by_window.get((w.customer_id, w.meter_code, w.start, w.end), {}) for key, w in keys},
+            {key: values.get((w.customer_id, w.meter_code, w.start, w.end), {}) for key, w in keys},
         )
 
 

@@ -78,7 +78,7 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
     }
 
 
-def _price(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _price(row: Mapping[Any, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {
@@ -94,7 +94,7 @@ def _price(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _meter(row: Mapping[str, Any] | None) -> dict[str, Any] | None:
+def _meter(row: Mapping[Any, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
     return {
@@ -119,10 +119,10 @@ def _usage(usage: Mapping[str, Any] | None, code: str) -> dict[str, Any] | None:
 
 
 def _sentences(
-    line: Mapping[str, Any],
+    line: Mapping[Any, Any],
     details: Mapping[str, Any],
     usage: Mapping[str, Any] | None,
-    price: Mapping[str, Any] | None,
+    price: Mapping[Any, Any] | None,
     code: str,
     corrections: list[dict[str, Any]],
 ) -> list[str]:

@@ -304,11 +304,32 @@ EXAMPLES: dict[str, dict[str, object]] = {
     "volume": LAGO_VOLUME_TIERS,
     "package": {"package_size": "100", "package_price": "5", "free_units": "100"},
     "percentage": {**LAGO_PERCENTAGE, "min_per_transaction": "0.05", "max_per_transaction": "9.99"},
+    "graduated_percentage": {
+        "tiers": [{"up_to": "10000", "rate": "0.03", "flat_fee": "0.50"}, {"up_to": None, "rate": "0.02"}]
+    },
 }
 
 
+def test_graduated_percentage_charges_each_slice_of_the_volume_at_its_rate() -> None:
+    """3% of the first 10,000 with a 0.50 fee for entering the tier, 2% above: 25,000 -> 300.50 + 300."""
+    model = parse_charge_model("graduated_percentage", EXAMPLES["graduated_percentage"])
+    result = model.rate(D(25000))
+    assert result.amount == D("600.50")
+    assert [(i.description, i.amount) for i in result.breakdown] == [
+        ("3% of 1–10,000 + flat fee 0.50", D("300.50")),
+        ("2% of 10,001–25,000", D("300")),
+    ]
+    assert model.rate(D(0)).amount == 0
+
+
+def test_graduated_percentage_rates_are_fractions() -> None:
+    with pytest.raises(ValidationError) as err:
+        parse_charge_model("graduated_percentage", {"tiers": [{"up_to": None, "rate": "3"}]})
+    assert err.value.field == "price.tiers[0].rate"
+
+
 def test_kinds() -> None:
-    assert KINDS == ("flat", "per_unit", "graduated", "volume", "package", "percentage")
+    assert KINDS == ("flat", "per_unit", "graduated", "volume", "package", "percentage", "graduated_percentage")
     assert set(EXAMPLES) == set(KINDS)
 
 

@@ -229,6 +229,25 @@ def _weighted(
     return out
 
 
+def transaction_values(conn: Connection, windows: Sequence[Window]) -> dict[Key, list[Decimal]]:
+    """Each window's event values in time order, per group: the transactions a percentage price charges one by
+    one (its fixed fee, free transactions, minimum and maximum apply per transaction). One query."""
+    if not windows:
+        return {}
+    w, condition = _joined(windows)
+    e = t.usage_events.c
+    query = (
+        select(e.customer_id, e.meter_code, w.c.w_start, w.c.w_end, e.group_key, e.value)
+        .select_from(t.usage_events.join(w, condition))
+        .order_by(e.customer_id, e.meter_code, w.c.w_start, w.c.w_end, e.group_key, e.occurred_at, e.transaction_id)
+    )
+    out: dict[Key, list[Decimal]] = {}
+    for row in conn.execute(query):
+        key = (row.customer_id, row.meter_code, _when(row.w_start, conn), _when(row.w_end, conn))
+        out.setdefault((*key, tuple(json.loads(row.group_key))), []).append(_dec(row.value))
+    return out
+
+
 def _dec(value: object) -> Decimal:
     if value is None:
         return Decimal(0)

@@ -153,6 +153,12 @@ def parse_usage_terms(
                 'included_units is a number of at least 0, as a string ("1000").',
                 f"{field_name}.included_units",
             )
+    if included_units and model.kind == "percentage":
+        raise ValidationError(
+            "invalid_usage",
+            "A percentage price charges transactions; use free_transactions instead of included_units.",
+            f"{field_name}.included_units",
+        )
     dimensions_raw = raw.get("dimensions") or {}
     if not isinstance(dimensions_raw, Mapping):
         raise ValidationError("invalid_usage", "dimensions maps a group to a price model.", f"{field_name}.dimensions")

@@ -31,7 +31,7 @@ from remit.domain.billing_events import Item, Segment, TimelineEvent, build_segm
 from remit.domain.catalog.model import Coupon, CouponDuration, Price, Timing
 from remit.domain.money import Currency, RoundingPolicy, allocate
 from remit.domain.rating.aggregations import Aggregate, Aggregation, Meter
-from remit.domain.rating.charge_models import ChargeModel, ChargeResult
+from remit.domain.rating.charge_models import ChargeModel, ChargeResult, PercentageCharge
 from remit.domain.subscriptions.periods import (
     Interval,
     Period,
@@ -83,6 +83,8 @@ class UsageData:
 
     meters: Mapping[str, Meter]
     windows: Mapping[UsageWindowKey, Mapping[tuple[str, ...], Aggregate]]
+    # Percentage prices: each window's event values in time order, per group (charged transaction by transaction).
+    transactions: Mapping[UsageWindowKey, Mapping[tuple[str, ...], Sequence[Decimal]]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -96,6 +98,7 @@ class ProposedLine:
     charge_key: str = ""  # default: the price's id; a usage price's group adds to it
     model: ChargeModel | None = None  # the model that rated it, when not the price's (a dimension's)
     rated_units: Decimal | None = None  # usage: the units rated, after included units
+    rated: ChargeResult | None = None  # usage: the rating, when it is not ``model.rate(rated_units)``
     usage: dict[str, object] | None = None  # usage: how the quantity was measured
 
     @property
@@ -298,17 +301,22 @@ def has_usage(terms: SubscriptionTerms, prices: Mapping[str, Price]) -> bool:
     return any(prices[i.price_id].metered for e in terms.events for i in e.items if i.price_id in prices)
 
 
-def usage_windows(terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date) -> list[UsageWindowKey]:
-    """The meter windows ``propose`` will need aggregates for (to load them set-wise beforehand)."""
+def usage_windows(
+    terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date
+) -> list[tuple[UsageWindowKey, bool]]:
+    """The meter windows ``propose`` will need aggregates for (to load them set-wise beforehand), each with
+    whether its price also needs the window's transactions one by one (a percentage model)."""
     slices: UsageSlices = {}
     for period, start, end, _item, price, fraction in _due_slices(terms, prices, as_of_on):
         if price.metered:
             slices.setdefault((price.id, period.start_on), []).append((start, end, fraction))
-    out: list[UsageWindowKey] = []
+    out: list[tuple[UsageWindowKey, bool]] = []
     for (price_id, _start), parts in slices.items():
-        meter = prices[price_id].usage.meter  # type: ignore[union-attr]
-        assert meter is not None
-        out.extend((meter, a, b) for a, b in _windows(parts))
+        price = prices[price_id]
+        assert price.usage is not None and price.usage.meter is not None
+        models = (price.model, *price.usage.dimensions.values())
+        per_transaction = any(isinstance(m, PercentageCharge) for m in models)
+        out.extend(((price.usage.meter, a, b), per_transaction) for a, b in _windows(parts))
     return out
 
 
@@ -352,7 +360,11 @@ def _usage_lines(
         for group, (quantity, events) in sorted(per_group.items()):
             billable = max(Decimal(0), quantity - included)
             model = terms_.model_for(group, price.model)
-            rated = _rate(model, billable)
+            if isinstance(model, PercentageCharge):  # transaction by transaction: fees, free ones, min and max
+                values = [v for w in windows for v in usage.transactions.get((meter.code, *w), {}).get(group, ())]
+                rated = model.rate_transactions(values)
+            else:
+                rated = _rate(model, billable)
             line = ProposedLine(
                 terms.id,
                 price,
@@ -361,6 +373,7 @@ def _usage_lines(
                 charge_key=charge_key(price.id, group),
                 model=model,
                 rated_units=billable,
+                rated=rated,
                 usage={
                     "meter": meter.code,
                     "aggregation": meter.aggregation.value,
@@ -584,7 +597,10 @@ def _usage_difference(line: ProposedLine, before: BilledTotals | None, d_subtota
         else:
             description = f"{label}: usage corrected for {line.period.start_on} – {line.period.end_on}"
         units = line.rated_units if line.rated_units is not None else quantity
-        full = _rate(line.model or line.price.model, units).amount if units else Decimal(0)
+        if line.rated is not None:
+            full = line.rated.amount
+        else:
+            full = _rate(line.model or line.price.model, units).amount if units else Decimal(0)
         unit_price = (full / units) if units else Decimal(0)
     return _new_line(line, before, kind, description, start, end, quantity, unit_price, d_subtotal, d_discount)
 
@@ -663,7 +679,9 @@ def _service_range(line: ProposedLine, first: bool) -> tuple[date, date, Decimal
 def _breakdown(line: ProposedLine) -> list[dict[str, str]]:
     if not line.slices or line.price.is_minimum:
         return []
-    if line.rated_units is not None:
+    if line.rated is not None:
+        result = line.rated
+    elif line.rated_units is not None:
         result = _rate(line.model or line.price.model, line.rated_units)
     else:
         result = _rate(line.price.model, line.slices[-1].quantity)

@@ -9,6 +9,8 @@ Six models, each a frozen dataclass with a ``kind``, ``rate(units) -> ChargeResu
 - ``package``    units beyond the free ones, in packages; a started package is charged in full.
 - ``percentage`` a fraction of transaction amounts, with a fixed fee per transaction, free transactions and a
   per-transaction minimum and maximum.
+- ``graduated_percentage`` a fraction of a volume that falls as the volume grows: each slice of the volume at
+  its tier's rate (e.g. 3% of the first 10,000, 2% above), a tier's flat fee charged once if entered.
 
 Rating is pure and exact: Decimal only, never a float, never rounded. The amount is in the price currency
 and becomes money later, at a named rounding point. Products and sums run with 200 digits and inexact results
@@ -62,6 +64,7 @@ __all__ = [
     "ChargeResult",
     "FlatCharge",
     "GraduatedCharge",
+    "GraduatedPercentageCharge",
     "PackageCharge",
     "PerUnitCharge",
     "PercentageCharge",
@@ -70,7 +73,7 @@ __all__ = [
     "parse_charge_model",
 ]
 
-KINDS: tuple[str, ...] = ("flat", "per_unit", "graduated", "volume", "package", "percentage")
+KINDS: tuple[str, ...] = ("flat", "per_unit", "graduated", "volume", "package", "percentage", "graduated_percentage")
 
 # Constructors validate too, with paths under "price"; parse_charge_model reports paths under its ``field``.
 _PATH = "price"
@@ -317,6 +320,47 @@ class PercentageCharge:
         return f"{qty(self.rate_fraction * 100)}%"
 
 
+@dataclass(frozen=True, slots=True)
+class GraduatedPercentageCharge:
+    """A volume (an amount of money processed, say) charged by tiers of rates: the part of the volume in each
+    tier at that tier's rate, plus the tier's flat fee once when entered. The tiers are those of ``graduated``
+    with ``rate`` (a fraction: 0.03 is 3%) in place of ``unit_price``."""
+
+    kind: ClassVar[str] = "graduated_percentage"
+    tiers: tuple[Tier, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tiers", tuple(self.tiers))
+        check_tiers(self.tiers, _PATH)
+        for i, tier in enumerate(self.tiers):
+            check_rate(tier.unit_price, f"{_PATH}.tiers[{i}].rate")
+
+    def rate(self, units: Decimal) -> ChargeResult:
+        q = quantity(units)
+        with exact_arithmetic():
+            lines: list[BreakdownItem] = []
+            lower = ZERO
+            for tier in self.tiers:
+                if q <= lower:
+                    break
+                top = q if tier.up_to is None or q < tier.up_to else tier.up_to
+                pct = f"{qty(tier.unit_price * 100)}%"
+                description = f"{pct} of {unit_range(lower, top)}{fee_suffix(tier.flat_fee)}"
+                lines.append(item(description, top - lower, tier.unit_price, tier.flat_fee))
+                if tier.up_to is None:
+                    break
+                lower = tier.up_to
+            return result(self.kind, q, lines)
+
+    def to_config(self) -> dict[str, object]:
+        out = []
+        for tier in self.tiers:
+            config = tier.to_config()
+            config["rate"] = config.pop("unit_price")
+            out.append(config)
+        return {"tiers": out}
+
+
 def _txns(group: Sequence[Decimal]) -> str:
     return plural(Decimal(len(group)), "transaction")
 
@@ -369,6 +413,24 @@ def _parse_percentage(config: Mapping[str, object], path: str) -> PercentageChar
     )
 
 
+def _parse_graduated_percentage(config: Mapping[str, object], path: str) -> GraduatedPercentageCharge:
+    check_keys(config, ("tiers",), (), path)
+    raw = config["tiers"]
+    if isinstance(raw, str | bytes) or not isinstance(raw, Sequence):
+        raise ValidationError("invalid_tiers", "tiers must be a list of tiers.", f"{path}.tiers")
+    renamed: list[object] = []
+    for index, entry in enumerate(raw):
+        at = f"{path}.tiers[{index}]"
+        if not isinstance(entry, Mapping):
+            raise ValidationError("invalid_tiers", "Each tier is an object with up_to and rate.", at)
+        check_keys(entry, ("up_to", "rate"), ("flat_fee",), at)
+        check_rate(entry["rate"], f"{at}.rate")
+        renamed.append({"up_to": entry["up_to"], "unit_price": entry["rate"], "flat_fee": entry.get("flat_fee")})
+        if entry.get("flat_fee") is None:
+            del renamed[-1]["flat_fee"]  # type: ignore[attr-defined]
+    return GraduatedPercentageCharge(parse_tiers({"tiers": renamed}, path))
+
+
 _PARSERS: dict[str, Callable[[Mapping[str, object], str], ChargeModel]] = {
     "flat": _parse_flat,
     "per_unit": _parse_per_unit,
@@ -376,6 +438,7 @@ _PARSERS: dict[str, Callable[[Mapping[str, object], str], ChargeModel]] = {
     "volume": _parse_volume,
     "package": _parse_package,
     "percentage": _parse_percentage,
+    "graduated_percentage": _parse_graduated_percentage,
 }
 assert tuple(_PARSERS) == KINDS
 

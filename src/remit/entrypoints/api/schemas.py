@@ -128,7 +128,8 @@ class ApiKeyPublic(Output):
 
 class Tier(Input):
     up_to: Decimal9 | None
-    unit_price: Decimal9
+    unit_price: Decimal9 | None = Field(None, description="graduated and volume tiers")
+    rate: Decimal9 | None = Field(None, description="graduated_percentage tiers: a fraction (0.03 is 3%)")
     flat_fee: Decimal9 | None = None
 
 
@@ -152,7 +153,7 @@ class PriceModelConfig(Input):
         return out
 
 
-PriceModelName = Literal["flat", "per_unit", "graduated", "volume", "package", "percentage"]
+PriceModelName = Literal["flat", "per_unit", "graduated", "volume", "package", "percentage", "graduated_percentage"]
 
 
 class DimensionPrice(Input):
@@ -252,7 +253,7 @@ class PlanPublic(Output):
 class PriceOverrideCreate(Input):
     customer_id: Id
     price_id: Id
-    model: Literal["flat", "per_unit", "graduated", "volume", "package", "percentage"]
+    model: PriceModelName
     config: PriceModelConfig
 
 
