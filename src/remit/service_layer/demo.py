@@ -1,8 +1,10 @@
 """A realistic demo company, simulated on a test clock: `remit demo`.
 
-Two legal entities (Germany in EUR, the US in USD), five plans with different price models in four currencies,
+Two legal entities (Germany in EUR, the US in USD), six plans with different price models in four currencies
+(one of them hybrid: a platform fee plus API calls metered by region, with included calls and graduated overage),
 an add-on, a one-off onboarding fee, coupons, and customers who trial, upgrade, downgrade, change seats, pause
-and cancel while the clock runs through a year. Everything goes through the same services as production.
+and cancel while the clock runs through a year and the API customers send usage events. Everything goes through
+the same services as production.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from remit.adapters.db import tables as t
 from remit.bootstrap import Remit
 from remit.domain.errors import Conflict, RemitError
 from remit.domain.money import Money
-from remit.service_layer import accounts, catalog, clocks, credit_notes, invoices, subscriptions
+from remit.service_layer import accounts, catalog, clocks, credit_notes, invoices, subscriptions, usage
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CURRENCIES = {
@@ -36,6 +38,13 @@ SEAT_Q = {"EUR": "33", "USD": "33", "GBP": "28", "JPY": "5000"}
 SUPPORT = {"EUR": "99", "USD": "99", "GBP": "85", "JPY": "15000"}
 ONBOARDING = {"EUR": "500", "USD": "500", "GBP": "450", "JPY": "75000"}
 SCALE = {"EUR": 1, "USD": 1, "GBP": 1, "JPY": 150}
+PLATFORM = {"EUR": "49", "USD": "49", "GBP": "42", "JPY": "7500"}
+CALL_PRICES = {
+    "EUR": ("0.002", "0.001"),
+    "USD": ("0.002", "0.001"),
+    "GBP": ("0.0018", "0.0009"),
+    "JPY": ("0.3", "0.15"),
+}
 NAMES = (
     "Northwind",
     "Globex",
@@ -87,6 +96,30 @@ def _volume(currency: str) -> dict[str, Any]:
     return {"tiers": [{"up_to": "100", "unit_price": str(200 * k)}, {"up_to": None, "unit_price": str(150 * k)}]}
 
 
+def _api_prices(currency: str) -> list[dict[str, Any]]:
+    """A platform fee in advance, and API calls in arrears: 100,000 a month included, then graduated, with
+    calls served from the APAC region at a premium."""
+    first, rest = CALL_PRICES[currency]
+    tiers = {"tiers": [{"up_to": "1000000", "unit_price": first}, {"up_to": None, "unit_price": rest}]}
+    apac = {
+        "tiers": [{"up_to": "1000000", "unit_price": str(Decimal(first) * 2)}, {"up_to": None, "unit_price": first}]
+    }
+    return [
+        {"currency": currency, "model": "flat", "config": {"amount": PLATFORM[currency]}, "name": "Platform fee"},
+        {
+            "currency": currency,
+            "model": "graduated",
+            "config": tiers,
+            "name": "API calls",
+            "usage": {
+                "meter": "api_calls",
+                "included_units": "100000",
+                "dimensions": {"apac": {"model": "graduated", "config": apac}},
+            },
+        },
+    ]
+
+
 def _catalog(app: Remit) -> dict[str, str]:
     with app.uow() as uow:
         de = accounts.create_legal_entity(
@@ -132,6 +165,8 @@ def _catalog(app: Remit) -> dict[str, str]:
             "Enterprise (annual)",
             [{"currency": c, "model": "volume", "config": _volume(c), "interval": "year"} for c in cur],
         )
+        usage.create_meter(uow, "api_calls", "API calls", "sum", "calls", group_by=["region"])
+        catalog.create_plan(uow, "api", "API Platform", [p for c in cur for p in _api_prices(c)])
         support = catalog.create_product(uow, "Priority support", "add_on")
         onboarding = catalog.create_product(uow, "Onboarding", "one_off")
         ids = {"de": de, "us": us}
@@ -175,7 +210,9 @@ def _customers(app: Remit, rng: random.Random, clock_id: str, ids: dict[str, str
         name = f"{NAMES[i % len(NAMES)]}{'' if i < len(NAMES) else ' ' + str(i // len(NAMES) + 1)} " + rng.choice(
             ("GmbH", "Ltd", "Inc.", "LLC", "SAS", "KK")
         )
-        plan = rng.choices(["starter", "team", "team-quarterly", "business", "enterprise"], [30, 30, 10, 20, 10])[0]
+        plan = rng.choices(
+            ["starter", "team", "team-quarterly", "business", "enterprise", "api"], [26, 26, 8, 16, 8, 16]
+        )[0]
         with app.uow() as uow:
             cid = accounts.create_customer(
                 uow,
@@ -213,7 +250,37 @@ def _customers(app: Remit, rng: random.Random, clock_id: str, ids: dict[str, str
             if plan in ("business", "enterprise"):
                 credit_notes.add_one_off(uow, cid, price_id=ids[f"onboarding_{cur}"])
         subs.append(sub)
+        if plan == "api":
+            metered.append(cid)
     return subs
+
+
+metered: list[str] = []
+
+
+def _send_usage(app: Remit, rng: random.Random, start: datetime, end: datetime, stats: Counter[str]) -> None:
+    """Each API customer reports its calls per region a few times in the last days before ``end`` (the test
+    clock's time): inside the grace period, so none is refused; some fall in a period that closed a day or two
+    ago (anniversary billing) and are billed as late-usage corrections."""
+    start = max(start, end - timedelta(days=6))
+    for cid in metered:
+        scale = rng.choice([20_000, 60_000, 150_000, 400_000])
+        events = []
+        for n in range(rng.randint(2, 5)):
+            at = start + (end - start) * rng.random()
+            region = rng.choices(["eu", "us", "apac"], [50, 35, 15])[0]
+            events.append(
+                {
+                    "customer_id": cid,
+                    "code": "api_calls",
+                    "transaction_id": f"{cid}-{at:%Y%m%d%H%M%S}-{n}",
+                    "timestamp": at.isoformat(),
+                    "properties": {"calls": rng.randint(scale // 4, scale), "region": region},
+                }
+            )
+        with app.uow() as uow:
+            result = usage.ingest(uow, events)
+        stats["usage_events"] += len(result.accepted)
 
 
 UPGRADE = {"starter": "team", "team": "business", "business": "business"}
@@ -293,15 +360,20 @@ def run(
     ids = _catalog(app)
     with app.uow() as uow:
         clock_id = accounts.create_test_clock(uow, "Demo year", START)
+    metered.clear()
     subs = _customers(app, rng, clock_id, ids, customers)
     stats: Counter[str] = Counter()
     at = START
     for _month in range(months):
         mid = at.replace(day=15)
         clocks.advance(app.uow, clock_id, mid)
+        _send_usage(app, rng, at, mid, stats)
         for sub_id in rng.sample(subs, k=max(1, len(subs) // 6)):
             _act(app, rng, sub_id, stats)
         _collect(app, rng, mid, stats)
+        late = at.replace(day=27)
+        clocks.advance(app.uow, clock_id, late)
+        _send_usage(app, rng, mid, late, stats)
         at = (at.replace(day=1) + timedelta(days=32)).replace(day=1)
         clocks.advance(app.uow, clock_id, at)
         if on_month:
