@@ -78,6 +78,26 @@ def rid(prefix: str) -> str:
     return f"{prefix}_{os.urandom(10).hex()}"
 
 
+def bulk_write(dbapi: Any, dialect: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """Rows into a table with the plainest fast means of the driver (COPY on PostgreSQL, executemany on SQLite),
+    each value bound by its column's own SQLAlchemy type (so it reads back exactly as the code wrote it)."""
+    if not rows:
+        return
+    cols = [c for c in table.columns if c.name in rows[0]]
+    procs = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
+    names = [c.name for c in cols]
+    tuples = [tuple(p(r[k]) if p else r[k] for k, p in zip(names, procs, strict=True)) for r in rows]
+    cur = dbapi.cursor()
+    if dialect.name == "postgresql":
+        with cur.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
+            for tup in tuples:
+                copy.write_row(tup)
+    else:
+        marks = ", ".join("?" * len(names))
+        cur.executemany(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})", tuples)
+    cur.close()
+
+
 # ------------------------------------------------------------------------------------------------- the children
 
 
@@ -92,21 +112,7 @@ def child_setup(url: str, n: int) -> dict[str, Any]:
     dialect = engine.dialect
 
     def write(dbapi: Any, table: Any, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        cols = [c for c in table.columns if c.name in rows[0]]
-        procs = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
-        names = [c.name for c in cols]
-        tuples = [tuple(p(r[k]) if p else r[k] for k, p in zip(names, procs, strict=True)) for r in rows]
-        cur = dbapi.cursor()
-        if pg:
-            with cur.copy(f"COPY {table.name} ({', '.join(names)}) FROM STDIN") as copy:
-                for tup in tuples:
-                    copy.write_row(tup)
-        else:
-            marks = ", ".join("?" * len(names))
-            cur.executemany(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})", tuples)
-        cur.close()
+        bulk_write(dbapi, dialect, table, rows)
 
     now = datetime(2026, 1, 1, tzinfo=UTC)
     le, prod, plan, planv, price, coupon = (rid(p) for p in ("le", "prod", "plan", "planv", "price", "coupon"))

@@ -1,0 +1,404 @@
+"""Benchmark of a usage bill run, against the floor of one GROUP BY and a bulk write of its result.
+
+    .venv/bin/python bench/usage_bill_run.py --customers 100000 --events 10000000 --db postgresql
+    .venv/bin/python bench/usage_bill_run.py --customers 10000 --events 1000000 --db sqlite
+
+What it does (each step in its own child process, as in ``bench/bill_run.py``, so each peak RSS is its own):
+
+1. Creates a throwaway database (PostgreSQL: a fresh database on 127.0.0.1:5432 or REMIT_BENCH_POSTGRES_URL,
+   dropped at the end; SQLite: a file in a temporary directory, removed at the end), migrates it, and bulk-loads
+   (COPY on PostgreSQL, executemany on SQLite) one legal entity, a meter ``calls`` (sum of ``n``), a plan whose only
+   price is a usage price of 0.001 EUR per call (monthly, in arrears), N real customers with one subscription each
+   (started 2026-01-01, calendar anchor), and E usage events spread evenly over the customers at random times in
+   January 2026 (``n`` from 1 to 100), with their deduplication keys. On PostgreSQL: VACUUM ANALYZE.
+2. The floor: one ``SELECT customer_id, SUM(value) ... GROUP BY customer_id`` over January's events of the meter
+   (the plainest exact aggregate of each database: NUMERIC on PostgreSQL, SQLite's own SUM of the integer values),
+   and a bulk write of the result (customer, quantity, amount) into a scratch table (COPY / executemany), in one
+   transaction. Measured twice, before and after the bill run; the faster counts (a warm cache helps the floor).
+3. The bill run: ``bill_run.run(app.uow, as_of=2026-02-01T00:00Z)``: it finds the customers, aggregates their
+   January usage set-wise, rates it, writes and finalizes one invoice (numbered) with one usage line per customer,
+   and its domain events.
+4. Checks: N invoices and N usage lines, and the sum of their amounts equals the floor's (each customer's quantity
+   × 0.001 rounded half-up to the cent). Anything else fails loudly (exit 1).
+
+The last line printed is one JSON object: seconds, floor_seconds, ratio_to_reference (the bill run's time ÷ the
+floor's), invoices_per_s, events_per_s, peak_rss_mb (the bill run's), and more figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from bill_run import BenchFailure, Databases, bulk_write, log, peak_rss_mb, rid
+
+AS_OF = datetime(2026, 2, 1, tzinfo=UTC)
+JAN = date(2026, 1, 1)
+JAN_START = datetime(2026, 1, 1, tzinfo=UTC)
+CHUNK = 100_000
+UNIT_PRICE = Decimal("0.001")
+
+
+def child_setup(url: str, customers: int, events: int) -> dict[str, Any]:
+    from remit.adapters.db import tables as t
+    from remit.adapters.db.engine import make_engine, migrate
+
+    engine = make_engine(url)
+    migrate(engine)
+    pg = engine.dialect.name == "postgresql"
+    now = JAN_START
+    le, prod, plan, planv, price, meter = (rid(p) for p in ("le", "prod", "plan", "planv", "price", "meter"))
+    rng = random.Random(42)
+    raw = engine.raw_connection()
+    try:
+        db = raw.driver_connection
+        if not pg:
+            db.execute("BEGIN")
+
+        def write(table: Any, rows: list[dict[str, Any]]) -> None:
+            bulk_write(db, engine.dialect, table, rows)
+
+        write(
+            t.legal_entities,
+            [
+                {
+                    "id": le,
+                    "name": "Bench GmbH",
+                    "address": {},
+                    "country": "DE",
+                    "currency": "EUR",
+                    "tax_id": None,
+                    "rounding_policy": "half_up",
+                    "invoice_prefix": "INV",
+                    "credit_note_prefix": "CN",
+                    "auto_finalize": True,
+                    "payment_terms_days": 14,
+                    "created_at": now,
+                }
+            ],
+        )
+        write(
+            t.meters,
+            [
+                {
+                    "id": meter,
+                    "code": "calls",
+                    "name": "Calls",
+                    "aggregation": "sum",
+                    "field": "n",
+                    "expression": None,
+                    "filters": {},
+                    "group_by": [],
+                    "created_at": now,
+                }
+            ],
+        )
+        write(t.products, [{"id": prod, "name": "API", "kind": "plan", "description": "", "created_at": now}])
+        write(t.plans, [{"id": plan, "code": "api", "name": "API", "product_id": prod, "created_at": now}])
+        write(t.plan_versions, [{"id": planv, "plan_id": plan, "version": 1, "created_at": now}])
+        write(
+            t.prices,
+            [
+                {
+                    "id": price,
+                    "product_id": prod,
+                    "plan_version_id": planv,
+                    "name": "API calls",
+                    "currency": "EUR",
+                    "type": "recurring",
+                    "model": "per_unit",
+                    "config": {"unit_price": str(UNIT_PRICE)},
+                    "interval_unit": "month",
+                    "interval_count": 1,
+                    "timing": "in_arrears",
+                    "usage": {"meter": "calls"},
+                    "created_at": now,
+                }
+            ],
+        )
+        ids: list[str] = []
+        for lo in range(0, customers, CHUNK):
+            cus_rows, sub_rows, ev_rows = [], [], []
+            for i in range(lo, min(customers, lo + CHUNK)):
+                cus, sub = rid("cus"), rid("sub")
+                ids.append(cus)
+                cus_rows.append(
+                    {
+                        "id": cus,
+                        "legal_entity_id": le,
+                        "external_id": None,
+                        "name": f"Customer {i}",
+                        "email": None,
+                        "currency": "EUR",
+                        "language": "en",
+                        "timezone": "UTC",
+                        "country": "DE",
+                        "address": {},
+                        "tax_ids": [],
+                        "test_clock_id": None,
+                        "created_at": now,
+                    }
+                )
+                sub_rows.append(
+                    {
+                        "id": sub,
+                        "customer_id": cus,
+                        "plan_id": plan,
+                        "currency": "EUR",
+                        "status": "active",
+                        "interval_unit": "month",
+                        "interval_count": 1,
+                        "anchor_kind": "calendar",
+                        "anchor_on": JAN,
+                        "started_on": JAN,
+                        "trial_end_on": None,
+                        "ended_on": None,
+                        "reviewed_from_on": JAN,
+                        "next_seq": 1,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                )
+                ev_rows.append(
+                    {
+                        "id": rid("subev"),
+                        "subscription_id": sub,
+                        "seq": 0,
+                        "effective_on": JAN,
+                        "kind": "start",
+                        "items": [{"price_id": price, "quantity": "1"}],
+                        "source": "start",
+                        "recorded_at": now,
+                        "revoked_at": None,
+                    }
+                )
+            write(t.customers, cus_rows)
+            write(t.subscriptions, sub_rows)
+            write(t.subscription_events, ev_rows)
+        # Events: the same number per customer (the rest to the first ones), at random times in January.
+        seconds_in_january = 31 * 86_400
+        sent = 0
+        while sent < events:
+            usage_rows, key_rows = [], []
+            for k in range(sent, min(events, sent + CHUNK)):
+                cus = ids[k % customers]
+                at = JAN_START + timedelta(seconds=rng.randrange(seconds_in_january), microseconds=rng.randrange(10**6))
+                txn = f"e{k}"
+                usage_rows.append(
+                    {
+                        "id": f"uev_{k:020x}",
+                        "occurred_at": at,
+                        "customer_id": cus,
+                        "subscription_id": None,
+                        "meter_code": "calls",
+                        "transaction_id": txn,
+                        "received_at": at,
+                        "value": Decimal(rng.randint(1, 100)),
+                        "dimension": None,
+                        "group_key": "[]",
+                        "matched": True,
+                        "properties": {"n": 0},
+                    }
+                )
+                key_rows.append({"customer_id": cus, "transaction_id": txn, "received_at": at})
+            write(t.usage_events, usage_rows)
+            write(t.usage_event_keys, key_rows)
+            sent += len(usage_rows)
+        if pg:
+            db.commit()
+            db.autocommit = True
+            db.execute("VACUUM ANALYZE")
+        else:
+            db.execute("COMMIT")
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
+    engine.dispose()
+    return {"peak_rss_mb": peak_rss_mb()}
+
+
+def child_floor(url: str, attempt: str) -> dict[str, Any]:
+    """One GROUP BY over January's events of the meter, and a bulk write of the result, in one transaction."""
+    from remit.adapters.db.engine import make_engine
+
+    engine = make_engine(url)
+    pg = engine.dialect.name == "postgresql"
+    raw = engine.raw_connection()
+    db = raw.driver_connection
+    table = f"floor_result_{attempt}"
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if pg:
+        rows = db.execute(
+            "SELECT customer_id, SUM(CAST(value AS NUMERIC)) FROM usage_events "
+            "WHERE meter_code = 'calls' AND matched AND occurred_at >= %s AND occurred_at < %s GROUP BY customer_id",
+            (JAN_START, AS_OF),
+        ).fetchall()
+        db.execute(f"CREATE TABLE {table} (customer_id varchar(40), quantity numeric, amount_minor bigint)")
+        cur = db.cursor()
+        with cur.copy(f"COPY {table} (customer_id, quantity, amount_minor) FROM STDIN") as copy:
+            for cus, qty in rows:
+                copy.write_row((cus, qty, _minor(qty)))
+        db.commit()
+    else:
+        db.execute("BEGIN IMMEDIATE")
+        rows = db.execute(
+            "SELECT customer_id, SUM(value) FROM usage_events "
+            "WHERE meter_code = 'calls' AND matched AND occurred_at >= ? AND occurred_at < ? GROUP BY customer_id",
+            ("2026-01-01 00:00:00.000000", "2026-02-01 00:00:00.000000"),
+        ).fetchall()
+        db.execute(f"CREATE TABLE {table} (customer_id varchar(40), quantity text, amount_minor bigint)")
+        db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", [(c, str(q), _minor(Decimal(q))) for c, q in rows])
+        db.execute("COMMIT")
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    total_minor = sum(_minor(Decimal(q)) for _c, q in rows)
+    raw.close()
+    engine.dispose()
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "customers": len(rows), "total_minor": total_minor}
+
+
+def _minor(quantity: Decimal) -> int:
+    return int((Decimal(quantity) * UNIT_PRICE * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def child_run(url: str) -> dict[str, Any]:
+    from remit.adapters.db.engine import make_engine
+    from remit.bootstrap import Remit
+    from remit.domain.clock import SystemClock
+    from remit.service_layer import bill_run
+
+    app = Remit(make_engine(url), SystemClock())
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = bill_run.run(app.uow, as_of=AS_OF)
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    app.engine.dispose()
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "run_id": result.id,
+        "invoices_created": result.invoices_created,
+        "batch_size": bill_run.BATCH_SIZE,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def child_check(url: str, run_id: str, customers: int, floor_total_minor: int) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from remit.adapters.db import tables as t
+    from remit.adapters.db.engine import make_engine
+
+    i, ln = t.invoices, t.invoice_lines
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        invoices = conn.execute(select(func.count()).where(i.c.bill_run_id == run_id)).scalar_one()
+        lines, total = conn.execute(
+            select(func.count(), func.sum(ln.c.amount_minor))
+            .select_from(ln.join(i, i.c.id == ln.c.invoice_id))
+            .where(i.c.bill_run_id == run_id, ln.c.kind == "usage")
+        ).one()
+    engine.dispose()
+    problems = []
+    if invoices != customers or lines != customers:
+        problems.append(f"{invoices} invoices and {lines} usage lines, expected {customers} of each")
+    if int(total or 0) != floor_total_minor:
+        problems.append(f"the usage lines come to {total} cents, the floor's result to {floor_total_minor}")
+    return {"problems": problems}
+
+
+def child(mode: str, *args: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--child", mode, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout + proc.stderr)
+        raise BenchFailure(f"the {mode} step failed (exit {proc.returncode})")
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--customers", type=int, default=100_000, help="how many (default 100000)")
+    parser.add_argument("--events", type=int, default=10_000_000, help="how many usage events (default 10000000)")
+    parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        a = args.args
+        if args.child == "setup":
+            out = child_setup(a[0], int(a[1]), int(a[2]))
+        elif args.child == "floor":
+            out = child_floor(a[0], a[1])
+        elif args.child == "run":
+            out = child_run(a[0])
+        elif args.child == "check":
+            out = child_check(a[0], a[1], int(a[2]), int(a[3]))
+        else:
+            parser.error(f"unknown step {args.child}")
+        print(json.dumps(out, default=str))
+        return 0
+
+    n, e = args.customers, args.events
+    log(f"bench: usage bill run, {n:,} customers, {e:,} events on {args.db} ({os.cpu_count()} cores)")
+    dbs: Databases | None = None
+    try:
+        dbs = Databases(args.db)
+        started = time.perf_counter()
+        child("setup", dbs.url, str(n), str(e))
+        log(f"setup: {time.perf_counter() - started:.1f} s")
+        load_before = os.getloadavg()[0]
+        floors = [child("floor", dbs.url, "before")]
+        log(f"floor (before the run): {floors[0]['seconds']:.2f} s for {floors[0]['customers']:,} customers")
+        run = child("run", dbs.url)
+        ips = n / run["seconds"]
+        log(f"bill run: {run['seconds']:.2f} s, {ips:,.0f} invoices/s, peak RSS {run['peak_rss_mb']:.0f} MB")
+        floors.append(child("floor", dbs.url, "after"))
+        log(f"floor (after the run): {floors[1]['seconds']:.2f} s")
+        load_after = os.getloadavg()[0]
+        floor = min(floors, key=lambda f: f["seconds"])
+        if run["invoices_created"] != n:
+            raise BenchFailure(f"the run reports {run['invoices_created']} invoices, expected {n}")
+        problems = child("check", dbs.url, run["run_id"], str(n), str(floor["total_minor"]))["problems"]
+        if problems:
+            raise BenchFailure("; ".join(problems))
+        ratio = run["seconds"] / floor["seconds"]
+        log(f"checks: {n:,} invoices and usage lines; their total equals the floor's ({floor['total_minor']} cents)")
+        log(f"ratio to the floor: {ratio:.2f}x (bill run time / floor time)")
+        print(
+            json.dumps(
+                {
+                    "db": args.db,
+                    "customers": n,
+                    "events": e,
+                    "seconds": round(run["seconds"], 2),
+                    "cpu_seconds": round(run["cpu_seconds"], 2),
+                    "floor_seconds": round(floor["seconds"], 2),
+                    "floor_seconds_before_after": [round(f["seconds"], 2) for f in floors],
+                    "ratio_to_reference": round(ratio, 2),
+                    "invoices_per_s": round(n / run["seconds"], 1),
+                    "events_per_s": round(e / run["seconds"], 1),
+                    "peak_rss_mb": round(run["peak_rss_mb"], 1),
+                    "batch_size": run["batch_size"],
+                    "load_before": round(load_before, 2),
+                    "load_after": round(load_after, 2),
+                }
+            )
+        )
+        return 0
+    except BenchFailure as exc:
+        log(f"FAILED: {exc}")
+        return 1
+    finally:
+        if dbs is not None:
+            dbs.drop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
