@@ -75,7 +75,12 @@ def test_sql_aggregation_equals_the_reference(app, events):
                 )
         app._usage_ready = True
     _load(app, app._customers, events)
-    windows = [Window(c, code, START, END) for c in app._customers for code in METERS]
+    # Windows of different spans: the second customer's month starts later, and the first customer has a second,
+    # overlapping window (as after a mid-period plan change), so spans are grouped and told apart correctly.
+    first, second = app._customers
+    windows = [Window(first, code, START, END) for code in METERS]
+    windows += [Window(first, code, START + timedelta(days=5), START + timedelta(days=20)) for code in METERS]
+    windows += [Window(second, code, START + timedelta(days=10), END + timedelta(days=10)) for code in METERS]
     with app.engine.connect() as conn:
         got = aggregate_usage(conn, METERS, windows)
         stored = [dict(r) for r in conn.execute(select(t.usage_events)).mappings()]

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Numeric, and_, case, cast, column, func, select, values
+from sqlalchemy import Connection, Numeric, and_, any_, bindparam, cast, func, select
 from sqlalchemy import String as SqlString
 
 from remit.adapters.db import tables as t
@@ -74,106 +74,137 @@ def aggregate_usage(
     windows: Sequence[Window],
     starting_levels: Mapping[tuple[str, str, tuple[str, ...]], Decimal] | None = None,
 ) -> dict[Key, Aggregate]:
-    """Aggregate every window's events, per group, in one statement (two when weighted meters are present)."""
+    """Aggregate every window's events, per group.
+
+    Windows that share a meter and a time span (all the customers billed on the same calendar month, say) are
+    one statement with the customers as a single array parameter: a batch costs one query per distinct span and
+    meter (one for calendar billing; at most one per start day for anniversary billing), never one per
+    subscription. Each statement computes only the aggregate its meter needs."""
     if not windows:
         return {}
     pg = conn.dialect.name == "postgresql"
     if not pg:
         _sqlite_functions(conn)
-    simple = [w for w in windows if meters[w.meter_code].aggregation is not Aggregation.WEIGHTED_SUM]
-    weighted = [w for w in windows if meters[w.meter_code].aggregation is Aggregation.WEIGHTED_SUM]
     result: dict[Key, Aggregate] = {}
-    if simple:
-        result.update(_simple(conn, meters, simple, pg))
+    weighted: list[Window] = []
+    for (meter_code, start, end), customers in _spans(windows).items():
+        meter = meters[meter_code]
+        if meter.aggregation is Aggregation.WEIGHTED_SUM:
+            weighted.extend(Window(c, meter_code, start, end) for c in customers)
+            continue
+        params = {"ids": _ids_param(customers, pg), "meter": meter_code, "start": start, "end": end}
+        for customer_id, group_key, events, value in conn.execute(_SIMPLE[(meter.aggregation, pg)], params):
+            quantity = Decimal(value) if meter.aggregation in _COUNTS else _dec(value)
+            result[(customer_id, meter_code, start, end, tuple(json.loads(group_key)))] = Aggregate(
+                quantity, int(events)
+            )
     if weighted:
         result.update(_weighted(conn, meters, weighted, starting_levels or {}))
     return result
 
 
-def _windows_cte(windows: Sequence[Window]) -> Any:
-    rows = [(w.customer_id, w.meter_code, w.start, w.end) for w in windows]
-    return (
-        values(
-            column("w_customer", SqlString(40)),
-            column("w_meter", SqlString(100)),
-            column("w_start", UTCDateTime()),
-            column("w_end", UTCDateTime()),
-            name="w",
-        )
-        .data(rows)
-        .cte("w")
-    )
+def _spans(windows: Sequence[Window]) -> dict[tuple[str, datetime, datetime], list[str]]:
+    spans: dict[tuple[str, datetime, datetime], list[str]] = {}
+    for w in windows:
+        customers = spans.setdefault((w.meter_code, _utc(w.start), _utc(w.end)), [])
+        if not customers or customers[-1] != w.customer_id:
+            customers.append(w.customer_id)
+    return {k: list(dict.fromkeys(v)) for k, v in spans.items()}
 
 
-def _joined(windows: Sequence[Window], from_start: bool = True) -> tuple[Any, Any]:
-    """The windows as a VALUES list, and the join condition of events to them. ``from_start=False`` also takes
-    the events before each window (a time-weighted level starts from everything before it)."""
-    w = _windows_cte(windows)
+def _ids_param(ids: Sequence[str], pg: bool) -> Any:
+    """On PostgreSQL one comma-joined text split by the server (ids never hold a comma); on SQLite a list for an
+    expanding IN."""
+    return ",".join(ids) if pg else list(ids)
+
+
+_COUNTS = (Aggregation.COUNT, Aggregation.UNIQUE_COUNT)
+
+
+def _customer_in(pg: bool) -> Any:
     e = t.usage_events.c
-    condition = and_(
-        e.customer_id == w.c.w_customer,
-        e.meter_code == w.c.w_meter,
-        *([e.occurred_at >= w.c.w_start] if from_start else []),
-        e.occurred_at < w.c.w_end,
+    if pg:
+        return e.customer_id == any_(func.string_to_array(bindparam("ids", type_=SqlString), ","))
+    return e.customer_id.in_(bindparam("ids", expanding=True))
+
+
+def _in_span(pg: bool, from_start: bool = True) -> Any:
+    e = t.usage_events.c
+    return and_(
+        _customer_in(pg),
+        e.meter_code == bindparam("meter", type_=SqlString),
+        *([e.occurred_at >= bindparam("start", type_=UTCDateTime())] if from_start else []),
+        e.occurred_at < bindparam("end", type_=UTCDateTime()),
         e.matched.is_(True),
     )
-    return w, condition
 
 
-def _simple(conn: Connection, meters: Mapping[str, Meter], windows: Sequence[Window], pg: bool) -> dict[Key, Aggregate]:
-    w, condition = _joined(windows)
+def _simple_statement(aggregation: Aggregation, pg: bool) -> Any:
     e = t.usage_events.c
-    latest_rank = func.row_number().over(
-        partition_by=(e.customer_id, e.meter_code, w.c.w_start, w.c.w_end, e.group_key),
-        order_by=(e.occurred_at.desc(), e.transaction_id.desc()),
-    )
-    inner = (
-        select(
-            e.customer_id,
-            e.meter_code,
-            w.c.w_start.label("w_start"),
-            w.c.w_end.label("w_end"),
-            e.group_key,
-            e.value,
-            e.dimension,
-            latest_rank.label("rank"),
+    number = cast(e.value, Numeric(38, 12)) if pg else e.value
+    if aggregation is Aggregation.LATEST:
+        rank = func.row_number().over(
+            partition_by=(e.customer_id, e.group_key), order_by=(e.occurred_at.desc(), e.transaction_id.desc())
         )
-        .select_from(t.usage_events.join(w, condition))
-        .subquery()
-    )
-    i = inner.c
-    latest_value = (
-        (func.max(case((i.rank == 1, cast(i.value, Numeric(38, 12))))))
-        if pg
-        else func.decimal_max(case((i.rank == 1, i.value)))
-    )
-    query = select(
-        i.customer_id,
-        i.meter_code,
-        i.w_start,
-        i.w_end,
-        i.group_key,
-        func.count().label("events"),
-        (func.sum(cast(i.value, Numeric(38, 12))) if pg else func.decimal_sum(i.value)).label("total"),
-        (func.max(cast(i.value, Numeric(38, 12))) if pg else func.decimal_max(i.value)).label("biggest"),
-        func.count(i.dimension.distinct()).label("distinct"),
-        latest_value.label("latest"),
-    ).group_by(i.customer_id, i.meter_code, i.w_start, i.w_end, i.group_key)
-    out: dict[Key, Aggregate] = {}
-    for row in conn.execute(query):
-        meter = meters[row.meter_code]
-        quantity = {
-            Aggregation.COUNT: Decimal(row.events),
-            Aggregation.SUM: _dec(row.total),
-            Aggregation.MAX: _dec(row.biggest),
-            Aggregation.UNIQUE_COUNT: Decimal(row.distinct),
-            Aggregation.LATEST: _dec(row.latest),
-        }[meter.aggregation]
-        start, end = _when(row.w_start, conn), _when(row.w_end, conn)
-        out[(row.customer_id, row.meter_code, start, end, tuple(json.loads(row.group_key)))] = Aggregate(
-            quantity, int(row.events)
+        inner = (
+            select(
+                e.customer_id,
+                e.group_key,
+                e.value,
+                rank.label("rank"),
+                func.count().over(partition_by=(e.customer_id, e.group_key)).label("events"),
+            )
+            .where(_in_span(pg))
+            .subquery()
         )
-    return out
+        i = inner.c
+        return select(i.customer_id, i.group_key, i.events, i.value).where(i.rank == 1)
+    value = {
+        Aggregation.COUNT: func.count(),
+        Aggregation.SUM: func.sum(number) if pg else func.decimal_sum(number),
+        Aggregation.MAX: func.max(number) if pg else func.decimal_max(number),
+        Aggregation.UNIQUE_COUNT: func.count(e.dimension.distinct()),
+    }[aggregation]
+    return (
+        select(e.customer_id, e.group_key, func.count(), value).where(_in_span(pg)).group_by(e.customer_id, e.group_key)
+    )
+
+
+# Built once per aggregation and database: a statement's compiled form is cached by SQLAlchemy per object.
+_SIMPLE = {
+    (agg, pg): _simple_statement(agg, pg)
+    for agg in Aggregation
+    if agg is not Aggregation.WEIGHTED_SUM
+    for pg in (True, False)
+}
+_WEIGHTED = {
+    pg: select(
+        t.usage_events.c.customer_id,
+        t.usage_events.c.group_key,
+        t.usage_events.c.occurred_at,
+        t.usage_events.c.transaction_id,
+        t.usage_events.c.value,
+    )
+    .where(_in_span(pg, from_start=False))
+    .order_by(
+        t.usage_events.c.customer_id,
+        t.usage_events.c.group_key,
+        t.usage_events.c.occurred_at,
+        t.usage_events.c.transaction_id,
+    )
+    for pg in (True, False)
+}
+_VALUES = {
+    pg: select(t.usage_events.c.customer_id, t.usage_events.c.group_key, t.usage_events.c.value)
+    .where(_in_span(pg))
+    .order_by(
+        t.usage_events.c.customer_id,
+        t.usage_events.c.group_key,
+        t.usage_events.c.occurred_at,
+        t.usage_events.c.transaction_id,
+    )
+    for pg in (True, False)
+}
 
 
 def _when(value: Any, conn: Connection) -> datetime:
@@ -187,64 +218,47 @@ def _weighted(
     starting_levels: Mapping[tuple[str, str, tuple[str, ...]], Decimal],
 ) -> dict[Key, Aggregate]:
     """Time-weighted sums: each window's events in order, streamed, after the level everything before the window
-    built up (events before the window only move the starting level)."""
-    w, condition = _joined(windows, from_start=False)
-    e = t.usage_events.c
-    query = (
-        select(
-            e.customer_id, e.meter_code, w.c.w_start, w.c.w_end, e.group_key, e.occurred_at, e.transaction_id, e.value
-        )
-        .select_from(t.usage_events.join(w, condition))
-        .order_by(e.customer_id, e.meter_code, w.c.w_start, w.c.w_end, e.group_key, e.occurred_at, e.transaction_id)
-    )
-    by_window: dict[tuple[str, str, datetime, datetime], list[UsageEvent]] = {}
-    before: dict[tuple[str, str, datetime, datetime, str], Decimal] = {}
-    for row in conn.execute(query):
-        start, end = _when(row.w_start, conn), _when(row.w_end, conn)
-        at = _utc(row.occurred_at)
-        if at < start:
-            key = (row.customer_id, row.meter_code, start, end, row.group_key)
-            before[key] = before.get(key, Decimal(0)) + _dec(row.value)
-            continue
-        props = {"__value": row.value, "__group": row.group_key}
-        by_window.setdefault((row.customer_id, row.meter_code, start, end), []).append(
-            UsageEvent(at, props, row.transaction_id)
-        )
+    built up (events before the window only move the starting level). One query per span."""
+    pg = conn.dialect.name == "postgresql"
     out: dict[Key, Aggregate] = {}
-    for win in windows:
-        meter = meters[win.meter_code]
-        start, end = _utc(win.start), _utc(win.end)
-        reader = Meter(meter.code, Aggregation.WEIGHTED_SUM, "__value", group_by=("__group",))
-        levels: dict[tuple[str, ...], Decimal] = {
-            (json.dumps(list(g)),): v
-            for (c, m, g), v in starting_levels.items()
-            if c == win.customer_id and m == win.meter_code
-        }
-        for (c, m, s_, e_, group_json), level in before.items():
-            if (c, m, s_, e_) == (win.customer_id, win.meter_code, start, end):
-                levels[(group_json,)] = levels.get((group_json,), Decimal(0)) + level
-        events = by_window.get((win.customer_id, win.meter_code, start, end), [])
-        for (group_json,), agg in aggregate(reader, events, start, end, levels).items():
-            out[(win.customer_id, win.meter_code, start, end, tuple(json.loads(group_json)))] = agg
+    for (meter_code, start, end), customers in _spans(windows).items():
+        params = {"ids": _ids_param(customers, pg), "meter": meter_code, "end": end}
+        by_customer: dict[str, list[UsageEvent]] = {}
+        before: dict[tuple[str, str], Decimal] = {}
+        for customer_id, group_key, occurred_at, transaction_id, value in conn.execute(_WEIGHTED[pg], params):
+            at = _utc(occurred_at)
+            if at < start:
+                key = (customer_id, group_key)
+                before[key] = before.get(key, Decimal(0)) + _dec(value)
+                continue
+            props = {"__value": value, "__group": group_key}
+            by_customer.setdefault(customer_id, []).append(UsageEvent(at, props, transaction_id))
+        reader = Meter(meter_code, Aggregation.WEIGHTED_SUM, "__value", group_by=("__group",))
+        for customer_id in customers:
+            levels: dict[tuple[str, ...], Decimal] = {
+                (json.dumps(list(g)),): v
+                for (c, m, g), v in starting_levels.items()
+                if c == customer_id and m == meter_code
+            }
+            for (c, group_json), level in before.items():
+                if c == customer_id:
+                    levels[(group_json,)] = levels.get((group_json,), Decimal(0)) + level
+            events = by_customer.get(customer_id, [])
+            for (group_json,), agg in aggregate(reader, events, start, end, levels).items():
+                out[(customer_id, meter_code, start, end, tuple(json.loads(group_json)))] = agg
     return out
 
 
 def transaction_values(conn: Connection, windows: Sequence[Window]) -> dict[Key, list[Decimal]]:
     """Each window's event values in time order, per group: the transactions a percentage price charges one by
-    one (its fixed fee, free transactions, minimum and maximum apply per transaction). One query."""
-    if not windows:
-        return {}
-    w, condition = _joined(windows)
-    e = t.usage_events.c
-    query = (
-        select(e.customer_id, e.meter_code, w.c.w_start, w.c.w_end, e.group_key, e.value)
-        .select_from(t.usage_events.join(w, condition))
-        .order_by(e.customer_id, e.meter_code, w.c.w_start, w.c.w_end, e.group_key, e.occurred_at, e.transaction_id)
-    )
+    one (its fixed fee, free transactions, minimum and maximum apply per transaction). One query per span."""
+    pg = conn.dialect.name == "postgresql"
     out: dict[Key, list[Decimal]] = {}
-    for row in conn.execute(query):
-        key = (row.customer_id, row.meter_code, _when(row.w_start, conn), _when(row.w_end, conn))
-        out.setdefault((*key, tuple(json.loads(row.group_key))), []).append(_dec(row.value))
+    for (meter_code, start, end), customers in _spans(windows).items():
+        params = {"ids": _ids_param(customers, pg), "meter": meter_code, "start": start, "end": end}
+        for customer_id, group_key, value in conn.execute(_VALUES[pg], params):
+            key = (customer_id, meter_code, start, end, tuple(json.loads(group_key)))
+            out.setdefault(key, []).append(_dec(value))
     return out
 
 
