@@ -278,3 +278,19 @@ def test_monthly__graduated_percentage_usage_price(app):
     _send(app, cus, (b.utc(2026, 3, 2), {"amount": "20000"}), (b.utc(2026, 3, 9), {"amount": "5000"}), code="volume")
     clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
     assert b.lines_of(app, cus) == [("usage", "2026-03-01", "2026-04-01", "600.00")]
+
+
+def test_monthly__upcoming_invoice_preview_shows_the_usage_so_far(app):
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_fixed("49.00"), _usage("api_calls", included_units="10000")])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    _send(app, cus, (b.utc(2026, 3, 5), {"calls": 15000}))
+    with app.uow() as uow:
+        preview = clocks.preview_upcoming(uow, cus)
+    assert sorted((ln["kind"], ln["amount_minor"]) for ln in preview["lines"]) == [
+        ("subscription", 4900),
+        ("usage", 1000),
+    ]
+    assert len(b.invoices_of(app, cus)) == 1  # the preview wrote nothing

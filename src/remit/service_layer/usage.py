@@ -9,6 +9,7 @@ batch posted twice at once still counts once.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -36,7 +37,18 @@ FUTURE_SKEW = timedelta(minutes=5)
 
 @dataclass(frozen=True)
 class UsageSettings:
-    grace: timedelta = timedelta(days=7)  # how late an event may arrive
+    """How late an event may arrive, before the customer's open period: ``REMIT_USAGE_GRACE_DAYS`` (default 7)."""
+
+    grace: timedelta = field(default_factory=lambda: timedelta(days=_grace_days()))
+
+
+def _grace_days() -> int:
+    raw = os.environ.get("REMIT_USAGE_GRACE_DAYS", "7")
+    if not raw.isdigit() or int(raw) > 366:
+        raise ValidationError(
+            "invalid_setting", f"REMIT_USAGE_GRACE_DAYS is a number of days from 0 to 366, not {raw!r}.", "grace"
+        )
+    return int(raw)
 
 
 def create_meter(
