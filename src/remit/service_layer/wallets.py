@@ -1,0 +1,618 @@
+"""Prepaid credits: wallets, grants (free or bought), expiry, top-ups, and what invoices consume.
+
+The ledger (``wallet_transactions``) is append-only; each grant's remaining credits and money are kept on the
+grant too, for the consumption order, and equal the sum of its ledger entries (``check_ledger``). Every entry has
+a unique (grant, cause) key, so repeating a consumption, an expiry or a void is refused by the database rather
+than done twice. Consumption at finalization is in ``wallet_consumption.py``; this module is everything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from remit.adapters.db import tables as t
+from remit.adapters.db.ids import new_id
+from remit.domain.clock import ensure_utc
+from remit.domain.errors import Conflict, NotFound, ValidationError
+from remit.domain.money import RoundingPolicy, currency
+from remit.domain.wallets import credits_value_minor, parse_credits, parse_wallet_rate
+from remit.service_layer.accounts import customer_now, local_date
+from remit.service_layer.invoices import InvoiceDraft, write_invoices
+from remit.service_layer.scoping import EVERYTHING, Visibility
+from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.views import Filters, money, page, plain
+from remit.service_layer.wallet_consumption import PURCHASE_REASON, ledger_row
+
+MAX_WALLETS_PER_CUSTOMER = 100
+PRIORITY_MIN, PRIORITY_MAX = 1, 100
+
+__all__ = ["PURCHASE_REASON", "create_wallet", "grant", "void_wallet", "expire_credits", "get_wallet"]
+
+
+# --- wallets -----------------------------------------------------------------------------------------------------
+
+
+def _top_up_terms(
+    threshold: object, credits: object, expires_days: int | None
+) -> tuple[Decimal | None, Decimal | None, int | None]:
+    if threshold is None and credits is None:
+        if expires_days is not None:
+            raise ValidationError("top_up_incomplete", "An automatic top-up needs a threshold and credits.", "top_up")
+        return None, None, None
+    if threshold is None or credits is None:
+        raise ValidationError(
+            "top_up_incomplete",
+            "An automatic top-up needs both a threshold and the credits to buy.",
+            "top_up_threshold" if threshold is None else "top_up_credits",
+        )
+    if expires_days is not None and not 1 <= expires_days <= 3650:
+        raise ValidationError("invalid_expiry", "Top-up credits expire after 1 to 3650 days.", "top_up_expires_days")
+    return (
+        parse_credits(threshold, "top_up_threshold", allow_zero=True),
+        parse_credits(credits, "top_up_credits"),
+        expires_days,
+    )
+
+
+def create_wallet(
+    uow: UnitOfWork,
+    customer_id: str,
+    *,
+    name: str | None = None,
+    priority: int = 1,
+    rate: object = "1",
+    currency_code: str | None = None,
+    top_up_threshold: object = None,
+    top_up_credits: object = None,
+    top_up_expires_days: int | None = None,
+) -> dict[str, Any]:
+    """A wallet for a customer, in the customer's currency. ``rate``: money per credit (1: credits are money)."""
+    customer = uow.locked_customer(customer_id)
+    if customer is None:
+        raise NotFound("customer", customer_id, "customer_id")
+    cur = currency(customer["currency"])
+    if currency_code is not None and currency(currency_code).code != cur.code:
+        raise ValidationError(
+            "currency_mismatch", f"The customer pays in {cur.code}: a wallet is in the customer's currency.", "currency"
+        )
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValidationError(
+            "invalid_priority", f"Priority is {PRIORITY_MIN} (consumed first) to {PRIORITY_MAX}.", "priority"
+        )
+    wallet_rate = parse_wallet_rate(rate)
+    threshold, top_up, expires_days = _top_up_terms(top_up_threshold, top_up_credits, top_up_expires_days)
+    if top_up is not None:
+        credits_value_minor(top_up, wallet_rate, _policy(uow, customer["legal_entity_id"]), cur)
+    label = (name if name is not None else "Prepaid credits").strip()
+    if not label or len(label) > 200:
+        raise ValidationError("invalid_name", "A wallet's name has 1 to 200 characters.", "name")
+    count = uow.conn.execute(
+        select(func.count()).where(t.wallets.c.customer_id == customer_id, t.wallets.c.status == "active")
+    ).scalar_one()
+    if count >= MAX_WALLETS_PER_CUSTOMER:
+        raise Conflict("too_many_wallets", f"A customer has at most {MAX_WALLETS_PER_CUSTOMER} wallets.", "customer_id")
+    wallet_id = new_id("wal")
+    uow.insert_many(
+        t.wallets,
+        [
+            {
+                "id": wallet_id,
+                "customer_id": customer_id,
+                "name": label,
+                "currency": cur.code,
+                "priority": priority,
+                "rate": wallet_rate,
+                "status": "active",
+                "top_up_threshold": threshold,
+                "top_up_credits": top_up,
+                "top_up_expires_days": expires_days,
+                "created_at": customer_now(uow, customer),
+                "voided_at": None,
+            }
+        ],
+    )
+    uow.emit(
+        "wallet.created",
+        "wallet",
+        wallet_id,
+        {"currency": cur.code, "rate": plain(wallet_rate), "priority": priority},
+        customer_id,
+        at=customer_now(uow, customer),
+    )
+    return get_wallet(uow, wallet_id)
+
+
+def _policy(uow: UnitOfWork, entity_id: str) -> RoundingPolicy:
+    return RoundingPolicy(
+        uow.conn.execute(
+            select(t.legal_entities.c.rounding_policy).where(t.legal_entities.c.id == entity_id)
+        ).scalar_one()
+    )
+
+
+def _wallet(uow: UnitOfWork, wallet_id: str, lock: bool = False) -> dict[str, Any]:
+    row = uow.conn.execute(select(t.wallets).where(t.wallets.c.id == wallet_id)).mappings().first()
+    if row is None:
+        raise NotFound("wallet", wallet_id, "wallet_id")
+    if lock:
+        uow.lock_customer(row["customer_id"])
+    return dict(row)
+
+
+def get_wallet(uow: UnitOfWork, wallet_id: str, *, with_grants: bool = False) -> dict[str, Any]:
+    """The wallet with its balance: credits and money, both the sum of the ledger; and credits bought but not
+    paid for yet."""
+    wallet = _wallet(uow, wallet_id)
+    return _with_balances(uow, [wallet], with_grants)[0]
+
+
+def _with_balances(uow: UnitOfWork, wallets: list[dict[str, Any]], with_grants: bool) -> list[dict[str, Any]]:
+    if not wallets:
+        return []
+    g = t.wallet_grants.c
+    grants = list(
+        uow.conn.execute(
+            select(t.wallet_grants).where(g.wallet_id.in_([w["id"] for w in wallets])).order_by(g.created_at, g.id)
+        ).mappings()
+    )
+    out = []
+    for wallet in wallets:
+        mine = [gr for gr in grants if gr["wallet_id"] == wallet["id"]]
+        held = [gr for gr in mine if gr["status"] == "active"]
+        pending = [gr for gr in mine if gr["status"] == "pending"]
+        row = {
+            **wallet,
+            "object": "wallet",
+            "balance_credits": sum((gr["remaining_credits"] for gr in held), Decimal(0)),
+            "balance_minor": sum(gr["remaining_minor"] for gr in held),
+            "pending_credits": sum((gr["credits"] for gr in pending), Decimal(0)),
+        }
+        if with_grants:
+            row["grants"] = [grant_public(gr, wallet["currency"]) for gr in mine]
+        out.append(wallet_public(row))
+    return out
+
+
+def wallet_public(row: Mapping[Any, Any]) -> dict[str, Any]:
+    code = row["currency"]
+    out = {k: (plain(v) if k != "grants" else v) for k, v in row.items() if k != "balance_minor"}
+    out["balance"] = money(row["balance_minor"], code)
+    return out
+
+
+def grant_public(row: Mapping[Any, Any], code: str) -> dict[str, Any]:
+    out = {k: plain(v) for k, v in row.items() if not k.endswith("_minor") and k != "cause_key"}
+    out["object"] = "wallet_grant"
+    out["amount"] = money(row["amount_minor"], code)
+    out["remaining"] = money(row["remaining_minor"], code)
+    return out
+
+
+def list_wallets(
+    uow: UnitOfWork,
+    limit: int | None = 20,
+    after: str | None = None,
+    *,
+    vis: Visibility = EVERYTHING,
+    filters: Filters | None = None,
+) -> list[dict[str, Any]]:
+    query = select(t.wallets)
+    if vis != EVERYTHING:
+        query = query.join(t.customers, t.customers.c.id == t.wallets.c.customer_id).where(vis.customers_clause())
+    query = (filters or Filters()).apply(query, t.wallets)
+    return _with_balances(uow, page(uow, query, t.wallets.c.id, limit, after), False)
+
+
+def list_transactions(
+    uow: UnitOfWork, wallet_id: str, limit: int | None = 20, after: str | None = None
+) -> list[dict[str, Any]]:
+    """The wallet's ledger in the order it was recorded; ``after``: the id of the last entry of the page before."""
+    wallet = _wallet(uow, wallet_id)
+    x = t.wallet_transactions.c
+    query = select(t.wallet_transactions).where(x.wallet_id == wallet_id)
+    if after:
+        seq = uow.conn.execute(select(x.seq).where(x.id == after, x.wallet_id == wallet_id)).scalar()
+        if seq is None:
+            raise NotFound("wallet_transaction", after, "starting_after")
+        query = query.where(x.seq > seq)
+    query = query.order_by(x.seq).limit(min(limit, 1001) if limit else 1000)
+    return [transaction_public(r, wallet["currency"]) for r in uow.conn.execute(query).mappings()]
+
+
+def transaction_public(row: Mapping[Any, Any], code: str) -> dict[str, Any]:
+    out = {k: plain(v) for k, v in row.items() if k not in ("seq", "amount_minor", "cause_key")}
+    out["object"] = "wallet_transaction"
+    out["amount"] = money(row["amount_minor"], code)
+    out["currency"] = code
+    return out
+
+
+# --- grants and purchases ----------------------------------------------------------------------------------------
+
+
+def grant(
+    uow: UnitOfWork,
+    wallet_id: str,
+    credits: object,
+    *,
+    paid: bool = False,
+    expires_at: datetime | None = None,
+    grant_before_payment: bool = False,
+) -> dict[str, Any]:
+    """Add credits to a wallet: free (granted now), or bought (an invoice for them, granted when it is paid, or
+    now with ``grant_before_payment``). Returns the grant."""
+    wallet = _wallet(uow, wallet_id, lock=True)
+    if wallet["status"] != "active":
+        raise Conflict("wallet_voided", "A voided wallet takes no more credits.", "wallet_id")
+    if grant_before_payment and not paid:
+        raise ValidationError(
+            "invalid_choice",
+            "grant_before_payment is for credits bought (paid), not free ones.",
+            "grant_before_payment",
+        )
+    amount = parse_credits(credits)
+    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+    now = customer_now(uow, customer)
+    if expires_at is not None:
+        expires_at = ensure_utc(expires_at)
+        if expires_at <= now:
+            raise ValidationError("expiry_in_past", "Credits must expire after now.", "expires_at")
+    return _add_grant(
+        uow,
+        wallet,
+        customer,
+        amount,
+        now,
+        kind="paid" if paid else "free",
+        source="manual",
+        expires_at=expires_at,
+        granted=not paid or grant_before_payment,
+    )
+
+
+def _add_grant(
+    uow: UnitOfWork,
+    wallet: Mapping[Any, Any],
+    customer: Mapping[Any, Any],
+    amount: Decimal,
+    at: datetime,
+    *,
+    kind: str,
+    source: str,
+    expires_at: datetime | None,
+    granted: bool,
+    cause_key: str | None = None,
+) -> dict[str, Any]:
+    cur = currency(wallet["currency"])
+    entity = (
+        uow.conn.execute(select(t.legal_entities).where(t.legal_entities.c.id == customer["legal_entity_id"]))
+        .mappings()
+        .one()
+    )
+    value = credits_value_minor(amount, wallet["rate"], RoundingPolicy(entity["rounding_policy"]), cur)
+    invoice_id = _purchase_invoice(uow, wallet, customer, entity, amount, value, at) if kind == "paid" else None
+    grant_id = new_id("wgr")
+    row = {
+        "id": grant_id,
+        "wallet_id": wallet["id"],
+        "customer_id": wallet["customer_id"],
+        "kind": kind,
+        "source": source,
+        "status": "active" if granted else "pending",
+        "credits": amount,
+        "amount_minor": value,
+        "remaining_credits": amount if granted else Decimal(0),
+        "remaining_minor": value if granted else 0,
+        "expires_at": expires_at,
+        "invoice_id": invoice_id,
+        "cause_key": cause_key,
+        "created_at": at,
+        "granted_at": at if granted else None,
+    }
+    uow.insert_many(t.wallet_grants, [row])
+    if granted:
+        _record_granted(uow, row, wallet["currency"], at)
+    return grant_public(row, cur.code)
+
+
+def _record_granted(uow: UnitOfWork, grant_row: Mapping[Any, Any], code: str, at: datetime) -> None:
+    uow.insert_many(
+        t.wallet_transactions,
+        [ledger_row(grant_row, "grant", "grant", grant_row["credits"], grant_row["amount_minor"], None, at)],
+    )
+    uow.emit(
+        "wallet.credits_granted",
+        "wallet",
+        grant_row["wallet_id"],
+        {
+            "grant_id": grant_row["id"],
+            "kind": grant_row["kind"],
+            "credits": plain(grant_row["credits"]),
+            "amount_minor": grant_row["amount_minor"],
+            "currency": code,
+            "expires_at": plain(grant_row["expires_at"]),
+        },
+        grant_row["customer_id"],
+        at=at,
+    )
+
+
+def _purchase_invoice(
+    uow: UnitOfWork,
+    wallet: Mapping[Any, Any],
+    customer: Mapping[Any, Any],
+    entity: Mapping[Any, Any],
+    amount: Decimal,
+    value_minor: int,
+    at: datetime,
+) -> str:
+    """An invoice of its own for credits bought: one line, paid with money only (neither the customer's balance
+    nor other credits pay for credits)."""
+    item = {
+        "id": new_id("ii"),
+        "customer_id": customer["id"],
+        "price_id": None,
+        "description": f"{plain(amount)} credits: {wallet['name']}"[:500],
+        "quantity": amount,
+        "unit_price": wallet["rate"],
+        "amount_minor": value_minor,
+        "currency": wallet["currency"],
+        "invoice_id": None,
+        "created_at": at,
+    }
+    uow.insert_many(t.pending_items, [item])
+    draft = InvoiceDraft(
+        customer=customer,
+        lines=[],
+        pending_items=[item],
+        issued_on=local_date(at, customer["timezone"]),
+        at=at,
+        reason=PURCHASE_REASON,
+    )
+    return write_invoices(uow, [draft], {entity["id"]: entity}, {}, None)[0]
+
+
+def top_up(uow: UnitOfWork, wallet: Mapping[Any, Any], cause_invoice_id: str, at: datetime) -> str | None:
+    """Buy the wallet's top-up credits, once per cause (the invoice whose consumption crossed the threshold), and
+    only if no top-up of this wallet is still waiting for payment. Returns the new grant's id, if any."""
+    g = t.wallet_grants.c
+    waiting = uow.conn.execute(
+        select(g.id).where(g.wallet_id == wallet["id"], g.source == "top_up", g.status == "pending").limit(1)
+    ).first()
+    key = f"top_up:{cause_invoice_id}"
+    done = uow.conn.execute(select(g.id).where(g.wallet_id == wallet["id"], g.cause_key == key)).first()
+    if waiting is not None or done is not None:
+        return None
+    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+    days = wallet["top_up_expires_days"]
+    made = _add_grant(
+        uow,
+        wallet,
+        customer,
+        wallet["top_up_credits"],
+        at,
+        kind="paid",
+        source="top_up",
+        expires_at=at + timedelta(days=days) if days else None,
+        granted=False,
+        cause_key=key,
+    )
+    uow.emit(
+        "wallet.topped_up",
+        "wallet",
+        wallet["id"],
+        {
+            "grant_id": made["id"],
+            "credits": made["credits"],
+            "invoice_id": made["invoice_id"],
+            "threshold": plain(wallet["top_up_threshold"]),
+        },
+        wallet["customer_id"],
+        at=at,
+    )
+    return str(made["id"])
+
+
+# --- what happens to invoices ------------------------------------------------------------------------------------
+
+
+def invoice_paid(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
+    """A purchase invoice was paid: its credits are granted."""
+    g = t.wallet_grants.c
+    for row in uow.conn.execute(
+        select(t.wallet_grants, t.wallets.c.currency)
+        .join(t.wallets, t.wallets.c.id == g.wallet_id)
+        .where(g.invoice_id == invoice_id, g.status == "pending")
+    ).mappings():
+        granted = {**row, "remaining_credits": row["credits"], "remaining_minor": row["amount_minor"]}
+        uow.conn.execute(
+            update(t.wallet_grants)
+            .where(g.id == row["id"])
+            .values(
+                status="active",
+                remaining_credits=row["credits"],
+                remaining_minor=row["amount_minor"],
+                granted_at=at,
+            )
+        )
+        _record_granted(uow, granted, row["currency"], at)
+
+
+def invoice_voided(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
+    """An invoice was voided. Credits it consumed go back to their grants (and expire again at once if their grant
+    has expired or was voided meanwhile); credits it sold are not granted, or are voided if already granted."""
+    _restore(uow, invoice_id, at)
+    g = t.wallet_grants.c
+    for row in uow.conn.execute(select(t.wallet_grants).where(g.invoice_id == invoice_id)).mappings():
+        if row["status"] == "pending":
+            uow.conn.execute(update(t.wallet_grants).where(g.id == row["id"]).values(status="voided"))
+        elif row["status"] == "active":
+            _void_grant(uow, row, at, "invoice_voided")
+
+
+def invoice_deleted(uow: UnitOfWork, invoice_id: str) -> None:
+    """A draft purchase invoice was deleted: its credits will never be granted."""
+    g = t.wallet_grants.c
+    uow.conn.execute(update(t.wallet_grants).where(g.invoice_id == invoice_id).values(status="voided", invoice_id=None))
+
+
+def _restore(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
+    x, g = t.wallet_transactions.c, t.wallet_grants.c
+    taken = list(
+        uow.conn.execute(
+            select(t.wallet_transactions).where(x.invoice_id == invoice_id, x.kind == "consumption").order_by(x.seq)
+        ).mappings()
+    )
+    for entry in taken:
+        grant_row = uow.conn.execute(select(t.wallet_grants).where(g.id == entry["grant_id"])).mappings().one()
+        credits, minor = -entry["credits"], -entry["amount_minor"]
+        rows = [ledger_row(grant_row, "restore", f"restore:{invoice_id}", credits, minor, invoice_id, at)]
+        if grant_row["status"] != "active":  # the grant is gone: what comes back goes again, the ledger says why
+            kind = "void" if grant_row["status"] == "voided" else "expiry"
+            rows.append(ledger_row(grant_row, kind, f"{kind}:{invoice_id}", -credits, -minor, invoice_id, at))
+        else:  # (past its expiry but not expired yet: the next expiry run takes it with the rest)
+            uow.conn.execute(
+                update(t.wallet_grants)
+                .where(g.id == grant_row["id"])
+                .values(
+                    remaining_credits=grant_row["remaining_credits"] + credits,
+                    remaining_minor=grant_row["remaining_minor"] + minor,
+                )
+            )
+        uow.insert_many(t.wallet_transactions, rows)
+        uow.emit(
+            "wallet.credits_restored",
+            "wallet",
+            grant_row["wallet_id"],
+            {"grant_id": grant_row["id"], "invoice_id": invoice_id, "credits": plain(credits), "amount_minor": minor},
+            grant_row["customer_id"],
+            at=at,
+        )
+
+
+def _void_grant(uow: UnitOfWork, row: Mapping[Any, Any], at: datetime, reason: str) -> None:
+    g = t.wallet_grants.c
+    if row["remaining_minor"] or row["remaining_credits"]:
+        uow.insert_many(
+            t.wallet_transactions,
+            [ledger_row(row, "void", "void", -row["remaining_credits"], -row["remaining_minor"], None, at)],
+        )
+        uow.emit(
+            "wallet.credits_voided",
+            "wallet",
+            row["wallet_id"],
+            {
+                "grant_id": row["id"],
+                "credits": plain(row["remaining_credits"]),
+                "amount_minor": row["remaining_minor"],
+                "reason": reason,
+            },
+            row["customer_id"],
+            at=at,
+        )
+    uow.conn.execute(
+        update(t.wallet_grants)
+        .where(g.id == row["id"])
+        .values(status="voided", remaining_credits=Decimal(0), remaining_minor=0)
+    )
+
+
+def void_wallet(uow: UnitOfWork, wallet_id: str) -> dict[str, Any]:
+    """Close a wallet: what remains of its credits is voided (in the ledger), purchases not yet paid will not be
+    granted (their invoices stay: void them if they should not be collected)."""
+    wallet = _wallet(uow, wallet_id, lock=True)
+    if wallet["status"] != "active":
+        raise Conflict("wallet_voided", "The wallet is voided already.", "wallet_id")
+    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+    at = customer_now(uow, customer)
+    g = t.wallet_grants.c
+    for row in uow.conn.execute(
+        select(t.wallet_grants).where(g.wallet_id == wallet_id, g.status.in_(("active", "pending"))).order_by(g.id)
+    ).mappings():
+        if row["status"] == "pending":
+            uow.conn.execute(update(t.wallet_grants).where(g.id == row["id"]).values(status="voided"))
+        else:
+            _void_grant(uow, row, at, "wallet_voided")
+    uow.conn.execute(update(t.wallets).where(t.wallets.c.id == wallet_id).values(status="voided", voided_at=at))
+    uow.emit("wallet.voided", "wallet", wallet_id, {}, wallet["customer_id"], at=at)
+    return get_wallet(uow, wallet_id)
+
+
+# --- expiry ------------------------------------------------------------------------------------------------------
+
+
+def expire_credits(make_uow: Callable[[], UnitOfWork], as_of: datetime, *, test_clock_id: str | None = None) -> int:
+    """Expire what remains of every grant whose time is up by ``as_of``, for real customers or one test clock's,
+    in one transaction. Returns the number of grants expired; a second run finds nothing to do."""
+    with make_uow() as uow:
+        return expire_due(uow, as_of, test_clock_id)
+
+
+def _due_for_expiry(as_of: datetime, test_clock_id: str | None, customer_ids: Sequence[str] | None = None) -> Any:
+    g, c = t.wallet_grants.c, t.customers.c
+    clock = (c.test_clock_id == test_clock_id) if test_clock_id else c.test_clock_id.is_(None)
+    query = (
+        select(t.wallet_grants, t.wallets.c.currency)
+        .join(t.customers, c.id == g.customer_id)
+        .join(t.wallets, t.wallets.c.id == g.wallet_id)
+        .where(g.status == "active", g.expires_at <= as_of, g.remaining_minor > 0, clock)
+    )
+    if customer_ids is not None:
+        query = query.where(g.customer_id.in_(customer_ids))
+    return query.order_by(g.customer_id, g.expires_at, g.id)
+
+
+def expire_due(uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = None) -> int:
+    customer_ids = sorted(
+        {r["customer_id"] for r in uow.conn.execute(_due_for_expiry(as_of, test_clock_id)).mappings()}
+    )
+    if not customer_ids:
+        return 0
+    uow.lock_customers(customer_ids)  # then read again: a finalization may have consumed some meanwhile
+    due = list(uow.conn.execute(_due_for_expiry(as_of, test_clock_id, customer_ids)).mappings())
+    g = t.wallet_grants.c
+    for row in due:
+        at = row["expires_at"]
+        uow.insert_many(
+            t.wallet_transactions,
+            [ledger_row(row, "expiry", "expire", -row["remaining_credits"], -row["remaining_minor"], None, at)],
+        )
+        uow.conn.execute(
+            update(t.wallet_grants)
+            .where(g.id == row["id"])
+            .values(status="expired", remaining_credits=Decimal(0), remaining_minor=0)
+        )
+        uow.emit(
+            "wallet.credits_expired",
+            "wallet",
+            row["wallet_id"],
+            {
+                "grant_id": row["id"],
+                "credits": plain(row["remaining_credits"]),
+                "amount_minor": row["remaining_minor"],
+                "currency": row["currency"],
+            },
+            row["customer_id"],
+            at=at,
+        )
+    return len(due)
+
+
+def check_ledger(uow: UnitOfWork, wallet_id: str) -> None:
+    """Every grant's remaining credits and money are the sum of its ledger entries, and never negative."""
+    x, g = t.wallet_transactions.c, t.wallet_grants.c
+    sums: dict[str, tuple[Decimal, int]] = {}
+    for grant_id, credits, minor in uow.conn.execute(
+        select(x.grant_id, x.credits, x.amount_minor).where(x.wallet_id == wallet_id)
+    ).all():
+        c, m = sums.get(grant_id, (Decimal(0), 0))
+        sums[grant_id] = (c + credits, m + minor)
+    for row in uow.conn.execute(select(t.wallet_grants).where(g.wallet_id == wallet_id)).mappings():
+        credits, minor = sums.get(row["id"], (Decimal(0), 0))
+        assert (credits, minor) == (row["remaining_credits"], row["remaining_minor"]), (row["id"], credits, minor)
+        assert row["remaining_credits"] >= 0 and row["remaining_minor"] >= 0, row["id"]
