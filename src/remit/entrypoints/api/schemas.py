@@ -399,6 +399,7 @@ class InvoicePublic(Output):
     discount: str
     total: str
     applied_balance: str
+    applied_credits: str = Field(description="Paid by prepaid credits from the customer's wallets.")
     credited: str
     paid: str
     amount_due: str
