@@ -247,8 +247,6 @@ def grant(
     """Add credits to a wallet: free (granted now), or bought (an invoice for them, granted when it is paid, or
     now with ``grant_before_payment``). Returns the grant."""
     wallet = _wallet(uow, wallet_id, lock=True)
-    if wallet["status"] != "active":
-        raise Conflict("wallet_voided", "A voided wallet takes no more credits.", "wallet_id")
     if grant_before_payment and not paid:
         raise ValidationError(
             "invalid_choice",
@@ -262,6 +260,8 @@ def grant(
         expires_at = ensure_utc(expires_at)
         if expires_at <= now:
             raise ValidationError("expiry_in_past", "Credits must expire after now.", "expires_at")
+    if wallet["status"] != "active":
+        raise Conflict("wallet_voided", "A voided wallet takes no more credits.", "wallet_id")
     return _add_grant(
         uow,
         wallet,
