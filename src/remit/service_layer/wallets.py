@@ -472,10 +472,20 @@ def _restore(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
         grant_row = uow.conn.execute(select(t.wallet_grants).where(g.id == entry["grant_id"])).mappings().one()
         credits, minor = -entry["credits"], -entry["amount_minor"]
         rows = [ledger_row(grant_row, "restore", f"restore:{invoice_id}", credits, minor, invoice_id, at)]
+        expires_at = grant_row["expires_at"]
         if grant_row["status"] != "active":  # the grant is gone: what comes back goes again, the ledger says why
             kind = "void" if grant_row["status"] == "voided" else "expiry"
             rows.append(ledger_row(grant_row, kind, f"{kind}:{invoice_id}", -credits, -minor, invoice_id, at))
-        else:  # (past its expiry but not expired yet: the next expiry run takes it with the rest)
+        elif expires_at is not None and expires_at <= at:  # its time is up: it expires now, with what came back
+            all_credits, all_minor = grant_row["remaining_credits"] + credits, grant_row["remaining_minor"] + minor
+            rows.append(ledger_row(grant_row, "expiry", "expire", -all_credits, -all_minor, None, at))
+            uow.conn.execute(
+                update(t.wallet_grants)
+                .where(g.id == grant_row["id"])
+                .values(status="expired", remaining_credits=Decimal(0), remaining_minor=0)
+            )
+            _emit_expired(uow, grant_row, all_credits, all_minor, at)
+        else:
             uow.conn.execute(
                 update(t.wallet_grants)
                 .where(g.id == grant_row["id"])
@@ -557,9 +567,8 @@ def _due_for_expiry(as_of: datetime, test_clock_id: str | None, customer_ids: Se
     g, c = t.wallet_grants.c, t.customers.c
     clock = (c.test_clock_id == test_clock_id) if test_clock_id else c.test_clock_id.is_(None)
     query = (
-        select(t.wallet_grants, t.wallets.c.currency)
+        select(t.wallet_grants)
         .join(t.customers, c.id == g.customer_id)
-        .join(t.wallets, t.wallets.c.id == g.wallet_id)
         .where(g.status == "active", g.expires_at <= as_of, g.remaining_minor > 0, clock)
     )
     if customer_ids is not None:
@@ -587,20 +596,20 @@ def expire_due(uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = Non
             .where(g.id == row["id"])
             .values(status="expired", remaining_credits=Decimal(0), remaining_minor=0)
         )
-        uow.emit(
-            "wallet.credits_expired",
-            "wallet",
-            row["wallet_id"],
-            {
-                "grant_id": row["id"],
-                "credits": plain(row["remaining_credits"]),
-                "amount_minor": row["remaining_minor"],
-                "currency": row["currency"],
-            },
-            row["customer_id"],
-            at=at,
-        )
+        _emit_expired(uow, row, row["remaining_credits"], row["remaining_minor"], at)
     return len(due)
+
+
+def _emit_expired(uow: UnitOfWork, grant_row: Mapping[Any, Any], credits: Decimal, minor: int, at: datetime) -> None:
+    code = uow.conn.execute(select(t.wallets.c.currency).where(t.wallets.c.id == grant_row["wallet_id"])).scalar_one()
+    uow.emit(
+        "wallet.credits_expired",
+        "wallet",
+        grant_row["wallet_id"],
+        {"grant_id": grant_row["id"], "credits": plain(credits), "amount_minor": minor, "currency": code},
+        grant_row["customer_id"],
+        at=at,
+    )
 
 
 def check_ledger(uow: UnitOfWork, wallet_id: str) -> None:

@@ -1,0 +1,174 @@
+"""Wallets on both databases: finalizing by hand, voiding invoices that used credits, drafts of purchases,
+expiry that runs twice, and the ledger's unique keys."""
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from remit.adapters.db import tables as t
+from remit.domain.errors import Conflict
+from remit.service_layer import bill_run, clocks, invoices, subscriptions, wallets
+from remit.service_layer.wallet_consumption import ledger_row
+from tests import builders as b
+
+
+def _setup(app, *, auto_finalize=True):
+    b.seller(app, auto_finalize=auto_finalize)
+    b.plan(app, "basic", "30.00")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    return clock_id, cus
+
+
+def _ledger(app, wallet_id):
+    with app.uow() as uow:
+        wallets.check_ledger(uow, wallet_id)
+        return [(x["kind"], x["amount"]) for x in wallets.list_transactions(uow, wallet_id, None)]
+
+
+def _balance(app, wallet_id):
+    with app.uow() as uow:
+        return wallets.get_wallet(uow, wallet_id)["balance"]
+
+
+def test_a_draft_finalized_by_hand_consumes_credits_and_voiding_it_gives_them_back(app):
+    clock_id, cus = _setup(app, auto_finalize=False)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        wallets.grant(uow, wallet, "20")
+        subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    draft = b.invoices_of(app, cus)[0]
+    assert (draft["status"], draft["applied_credits"]) == ("draft", "0.00")
+    with app.uow() as uow:
+        final = invoices.finalize(uow, draft["id"])
+    assert (final["applied_credits_minor"], final["amount_due_minor"], final["status"]) == (2000, 1000, "open")
+    assert _balance(app, wallet) == "0.00"
+    with app.uow() as uow:
+        invoices.void(uow, draft["id"])
+    assert _ledger(app, wallet) == [("grant", "20.00"), ("consumption", "-20.00"), ("restore", "20.00")]
+    assert _balance(app, wallet) == "20.00"
+
+
+def test_voiding_after_the_grant_expired_restores_and_expires_again(app):
+    clock_id, cus = _setup(app)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        wallets.grant(uow, wallet, "50", expires_at=b.utc(2026, 3, 10))
+        subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    march = b.invoices_of(app, cus)[0]
+    assert (march["applied_credits"], march["status"]) == ("30.00", "paid")
+    # A paid invoice cannot be voided; credit it with a credit note instead. An open one can:
+    with app.uow() as uow:
+        wallet2 = wallets.create_wallet(uow, cus, name="Second")["id"]
+    with app.uow() as uow:
+        wallets.grant(uow, wallet2, "10", expires_at=b.utc(2026, 4, 10))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 20))
+    april = b.invoices_of(app, cus)[1]
+    assert (april["applied_credits"], april["amount_due"]) == ("10.00", "20.00")
+    with app.uow() as uow:
+        invoices.void(uow, april["id"])
+    assert _ledger(app, wallet) == [("grant", "50.00"), ("consumption", "-30.00"), ("expiry", "-20.00")]
+    assert _ledger(app, wallet2) == [
+        ("grant", "10.00"),
+        ("consumption", "-10.00"),
+        ("restore", "10.00"),
+        ("expiry", "-10.00"),  # the grant expired on 10 April: what came back is gone again
+    ]
+    assert _balance(app, wallet2) == "0.00"
+
+
+def test_a_purchase_draft_deleted_or_voided_grants_nothing_and_a_voided_wallet_ignores_payment(app):
+    _clock, cus = _setup(app, auto_finalize=False)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        deleted = wallets.grant(uow, wallet, "10", paid=True)
+        voided = wallets.grant(uow, wallet, "20", paid=True)
+        ignored = wallets.grant(uow, wallet, "30", paid=True)
+    with app.uow() as uow:
+        invoices.delete_draft(uow, deleted["invoice_id"])
+        invoices.finalize(uow, voided["invoice_id"])
+        invoices.finalize(uow, ignored["invoice_id"])
+    with app.uow() as uow:
+        invoices.void(uow, voided["invoice_id"])
+        wallets.void_wallet(uow, wallet)
+    with app.uow() as uow:
+        invoices.mark_paid(uow, ignored["invoice_id"])
+        shown = wallets.get_wallet(uow, wallet, with_grants=True)
+    assert sorted(g["status"] for g in shown["grants"]) == ["voided", "voided", "voided"]
+    assert (shown["balance"], shown["pending_credits"]) == ("0.00", "0")
+    assert _ledger(app, wallet) == []
+
+
+def test_purchase_invoices_are_paid_with_money_not_with_the_customer_balance(app):
+    _clock, cus = _setup(app)
+    with app.uow() as uow:
+        uow.insert_many(
+            t.balance_transactions,
+            [
+                {
+                    "id": "cbtxn_test",
+                    "customer_id": cus,
+                    "currency": "EUR",
+                    "amount_minor": 5000,
+                    "kind": "credit_note",
+                    "invoice_id": None,
+                    "credit_note_id": None,
+                    "created_at": uow.now,
+                }
+            ],
+        )
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        bought = wallets.grant(uow, wallet, "10", paid=True)
+        inv = invoices.get_invoice(uow, bought["invoice_id"])
+    assert (inv["applied_balance_minor"], inv["amount_due_minor"], inv["status"]) == (0, 1000, "open")
+
+
+def test_expiry_twice_expires_once_and_the_ledger_refuses_a_second_consumption(app):
+    _clock, cus = _setup(app)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        grant = wallets.grant(uow, wallet, "5", expires_at=b.utc(2026, 3, 5))
+    clock_id = b.clock(app, b.utc(2026, 1, 1))  # another clock's run touches nothing of this customer
+    assert wallets.expire_credits(app.uow, b.utc(2026, 4, 1), test_clock_id=clock_id) == 0
+    customer_clock = _customer_clock(app, cus)
+    assert wallets.expire_credits(app.uow, b.utc(2026, 3, 4), test_clock_id=customer_clock) == 0
+    assert bill_run.run(app.uow, b.utc(2026, 3, 6), test_clock_id=customer_clock).invoices_created == 0
+    assert wallets.expire_credits(app.uow, b.utc(2026, 3, 6), test_clock_id=customer_clock) == 0
+    assert _ledger(app, wallet) == [("grant", "5.00"), ("expiry", "-5.00")]
+    row = {"id": grant["id"], "wallet_id": wallet, "customer_id": cus}
+    with pytest.raises(IntegrityError), app.uow() as uow:
+        uow.insert_many(
+            t.wallet_transactions,
+            [ledger_row(row, "expiry", "expire", -1, -100, None, b.utc(2026, 3, 6))],
+        )
+    with app.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.wallet_transactions)).scalar_one() == 2
+
+
+def _customer_clock(app, cus):
+    with app.engine.connect() as conn:
+        return conn.execute(select(t.customers.c.test_clock_id).where(t.customers.c.id == cus)).scalar_one()
+
+
+def test_a_voided_wallet_takes_no_credits_and_pays_nothing(app):
+    clock_id, cus = _setup(app)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        wallets.grant(uow, wallet, "100")
+    with app.uow() as uow:
+        wallets.void_wallet(uow, wallet)
+    with pytest.raises(Conflict), app.uow() as uow:
+        wallets.grant(uow, wallet, "1")
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    assert b.invoices_of(app, cus)[0]["applied_credits"] == "0.00"
+    assert _ledger(app, wallet) == [("grant", "100.00"), ("void", "-100.00")]
