@@ -24,6 +24,7 @@ from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.invoicing.generator import NewLine
 from remit.domain.invoicing.invoice import invoice_number, series_key, settle
 from remit.domain.lifecycle import INVOICE_TRANSITIONS, InvoiceStatus, transition
+from remit.service_layer import wallet_ledger
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.wallet_consumption import PURCHASE_REASON, WalletCredits
 
@@ -479,9 +480,7 @@ def void(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
             ],
         )
     if inv["applied_credits_minor"] or inv["billing_reason"] == PURCHASE_REASON:
-        from remit.service_layer import wallets
-
-        wallets.invoice_voided(uow, invoice_id, at)
+        wallet_ledger.invoice_voided(uow, invoice_id, at)
     uow.emit("invoice.voided", "invoice", invoice_id, {"number": inv["number"]}, inv["customer_id"], at=at)
     return get_invoice(uow, invoice_id)
 
@@ -513,7 +512,7 @@ def mark_paid(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
         at=at,
     )
     if inv["billing_reason"] == PURCHASE_REASON:  # credits bought: granted now
-        from remit.service_layer import wallets
+        from remit.service_layer import wallets  # wallets writes invoices: imported here, not at the top
 
         wallets.invoice_paid(uow, invoice_id, at)
     return get_invoice(uow, invoice_id)
@@ -617,9 +616,7 @@ def remove_draft_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[st
 def delete_draft(uow: UnitOfWork, invoice_id: str) -> None:
     inv = _draft(uow, invoice_id)
     if inv["billing_reason"] == PURCHASE_REASON:
-        from remit.service_layer import wallets
-
-        wallets.invoice_deleted(uow, invoice_id)
+        wallet_ledger.invoice_deleted(uow, invoice_id)
     uow.conn.execute(update(t.pending_items).where(t.pending_items.c.invoice_id == invoice_id).values(invoice_id=None))
     uow.conn.execute(delete(t.invoice_lines).where(t.invoice_lines.c.invoice_id == invoice_id))
     uow.conn.execute(delete(t.invoices).where(t.invoices.c.id == invoice_id))
