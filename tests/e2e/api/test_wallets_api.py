@@ -49,6 +49,8 @@ def test_credits_granted_bought_consumed_by_a_bill_run_and_listed(api):
     assert [g["status"] for g in shown["grants"]] == ["active", "active"]
 
     api.post("/subscriptions", {"customer_id": cus, "plan": "pro", "quantity": 1})
+    upcoming = api.get(f"/customers/{cus}/upcoming_invoice").json()
+    assert (upcoming["total"], upcoming["applied_credits"], upcoming["amount_due"]) == ("12.00", "12.00", "0.00")
     api.post("/bill_runs", {})
     invoice = [i for i in api.get("/invoices", customer=cus).json()["data"] if i["billing_reason"] != "wallet_purchase"]
     assert (invoice[0]["total"], invoice[0]["applied_credits"], invoice[0]["amount_due"]) == ("12.00", "12.00", "0.00")

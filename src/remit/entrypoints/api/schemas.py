@@ -422,6 +422,7 @@ class UpcomingInvoicePublic(Output):
     as_of: datetime | None
     lines: list[InvoiceLinePublic]
     total: str
+    applied_credits: str | None = Field(default=None, description="What prepaid credits would pay.")
     amount_due: str
 
 
