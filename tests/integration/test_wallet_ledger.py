@@ -172,3 +172,42 @@ def test_a_voided_wallet_takes_no_credits_and_pays_nothing(app):
     clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
     assert b.invoices_of(app, cus)[0]["applied_credits"] == "0.00"
     assert _ledger(app, wallet) == [("grant", "100.00"), ("void", "-100.00")]
+
+
+def test_two_invoices_finalized_at_once_never_spend_the_same_credits_twice(app):
+    """Both finalizations lock the customer first: the second sees what the first consumed."""
+    import threading
+
+    from remit.service_layer import credit_notes
+
+    b.seller(app, auto_finalize=False)
+    cus = b.customer(app, None)
+    drafts = []
+    for _ in range(2):
+        with app.uow() as uow:
+            credit_notes.add_one_off(uow, cus, description="Work", unit_amount="30.00")
+        drafts += bill_run.run(app.uow, b.utc(2026, 1, 1)).invoice_ids
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        wallets.grant(uow, wallet, "40")
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def finalize(invoice_id):
+        try:
+            barrier.wait()
+            with app.uow() as uow:
+                invoices.finalize(uow, invoice_id)
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=finalize, args=(d,)) for d in drafts]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert errors == []
+    applied = sorted(i["applied_credits"] for i in b.invoices_of(app, cus))
+    assert applied == ["10.00", "30.00"]
+    assert _ledger(app, wallet) == [("grant", "40.00"), ("consumption", "-30.00"), ("consumption", "-10.00")]

@@ -180,3 +180,17 @@ def test_one_consumption_takes_from_grants_in_order_only(grants, due):
     # every grant but the last one taken from is emptied
     for c in taken[:-1]:
         assert c.amount_minor == by_id[c.grant_id].remaining_minor
+
+
+@given(
+    st.decimals(min_value=Decimal("0.000000001"), max_value=Decimal("999999999999.999999999"), places=9),
+    st.integers(1, 10**15),
+    st.data(),
+)
+def test_splits_stay_exact_at_the_limits(credits, remaining_minor, data):
+    """Credits in units of 10^-9 times money in minor units pass Decimal's 28 digits: the split is in integers."""
+    take = data.draw(st.integers(0, remaining_minor))
+    part = split_credits(credits, remaining_minor, take)
+    assert 0 <= part <= credits
+    exact = credits * take / remaining_minor if take else Decimal(0)
+    assert abs(part - exact) <= Decimal("0.000000001")
