@@ -50,6 +50,15 @@ def test_wallet_from_the_command_line():
     invoices = rj("invoices", "list", "--customer", cus, "--all")
     assert sorted(i["amount_due"] for i in invoices) == ["0.00", "10.00", "10.00", "30.00"]
     assert [w["id"] for w in rj("wallets", "list", "--customer", cus)] == [wallet["id"]]
+    updated = rj(
+        "wallets", "update", wallet["id"], "--priority", "3", "--top-up-threshold", "100", "--top-up-credits", "500"
+    )
+    assert (updated["priority"], updated["top_up_threshold"], updated["top_up_credits"]) == (3, "100", "500")
+    assert rj("wallets", "update", wallet["id"], "--no-top-up")["top_up_credits"] is None
+    assert (
+        rj("wallets", "update", wallet["id"], "--no-top-up", "--top-up-credits", "5", code=2)["error"]["code"]
+        == "invalid_choice"
+    )
     assert rj("wallets", "void", wallet["id"])["status"] == "voided"
     assert rj("wallets", "void", wallet["id"], code=4)["error"]["code"] == "wallet_voided"
     assert rj("wallets", "grant", "wal_nope", "--credits", "1", code=3)["error"]["code"] == "wallet_not_found"

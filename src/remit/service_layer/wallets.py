@@ -50,6 +50,7 @@ __all__ = [
     "grant",
     "invoice_deleted",
     "invoice_voided",
+    "update_wallet",
     "void_wallet",
 ]
 
@@ -100,17 +101,12 @@ def create_wallet(
         raise ValidationError(
             "currency_mismatch", f"The customer pays in {cur.code}: a wallet is in the customer's currency.", "currency"
         )
-    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise ValidationError(
-            "invalid_priority", f"Priority is {PRIORITY_MIN} (consumed first) to {PRIORITY_MAX}.", "priority"
-        )
+    _check_priority(priority)
     wallet_rate = parse_wallet_rate(rate)
     threshold, top_up, expires_days = _top_up_terms(top_up_threshold, top_up_credits, top_up_expires_days)
     if top_up is not None:
         credits_value_minor(top_up, wallet_rate, _policy(uow, customer["legal_entity_id"]), cur)
-    label = (name if name is not None else "Prepaid credits").strip()
-    if not label or len(label) > 200:
-        raise ValidationError("invalid_name", "A wallet's name has 1 to 200 characters.", "name")
+    label = _name(name if name is not None else "Prepaid credits")
     count = uow.conn.execute(
         select(func.count()).where(t.wallets.c.customer_id == customer_id, t.wallets.c.status == "active")
     ).scalar_one()
@@ -144,6 +140,62 @@ def create_wallet(
         customer_id,
         at=customer_now(uow, customer),
     )
+    return get_wallet(uow, wallet_id)
+
+
+def _check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValidationError(
+            "invalid_priority", f"Priority is {PRIORITY_MIN} (consumed first) to {PRIORITY_MAX}.", "priority"
+        )
+    return priority
+
+
+def _name(name: object) -> str:
+    label = name.strip() if isinstance(name, str) else ""
+    if not label or len(label) > 200:
+        raise ValidationError("invalid_name", "A wallet's name has 1 to 200 characters.", "name")
+    return label
+
+
+_TOP_UP_FIELDS = ("top_up_threshold", "top_up_credits", "top_up_expires_days")
+UPDATABLE = ("name", "priority", *_TOP_UP_FIELDS)
+
+
+def update_wallet(uow: UnitOfWork, wallet_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename a wallet, change its priority, or replace its top-up terms (give any top-up field: the three are
+    replaced together; all None turns automatic top-up off). The rate never changes: grants keep their value."""
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise ValidationError("unknown_field", f"{unknown[0]!r} cannot be changed.", unknown[0])
+    wallet = _wallet(uow, wallet_id, lock=True)
+    values: dict[str, Any] = {}
+    if "name" in changes:
+        values["name"] = _name(changes["name"])
+    if "priority" in changes:
+        values["priority"] = _check_priority(changes["priority"])
+    if any(k in changes for k in _TOP_UP_FIELDS):
+        terms = _top_up_terms(
+            changes.get("top_up_threshold"), changes.get("top_up_credits"), changes.get("top_up_expires_days")
+        )
+        if terms[1] is not None:
+            customer = (
+                uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+            )
+            credits_value_minor(
+                terms[1], wallet["rate"], _policy(uow, customer["legal_entity_id"]), currency(wallet["currency"])
+            )
+        values.update(zip(_TOP_UP_FIELDS, terms, strict=True))
+    if wallet["status"] != "active":
+        raise Conflict("wallet_voided", "A voided wallet cannot be changed.", "wallet_id")
+    if values:
+        uow.conn.execute(update(t.wallets).where(t.wallets.c.id == wallet_id).values(**values))
+        customer = (
+            uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+        )
+        uow.emit(
+            "wallet.updated", "wallet", wallet_id, plain(values), wallet["customer_id"], at=customer_now(uow, customer)
+        )
     return get_wallet(uow, wallet_id)
 
 

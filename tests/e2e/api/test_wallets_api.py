@@ -134,3 +134,29 @@ def test_scopes_isolation_and_idempotent_grants(api):
     second = api.post(f"/wallets/{wal}/grants", {"credits": "7"}, **{"Idempotency-Key": "grant-1"})
     assert first.json() == second.json() and second.headers["idempotent-replayed"] == "true"
     assert api.get(f"/wallets/{wal}").json()["balance_credits"] == "7"
+
+
+def test_update_names_priority_and_top_up_but_never_the_rate(api):
+    cus = _customer(api)
+    wal = _wallet(api, cus)["id"]
+    changed = api.post(
+        f"/wallets/{wal}", {"name": "Promo", "priority": 5, "top_up_threshold": "10", "top_up_credits": "50"}
+    )
+    assert changed.status_code == 200, changed.json()
+    body = changed.json()
+    assert (body["name"], body["priority"], body["top_up_threshold"], body["top_up_credits"]) == (
+        "Promo",
+        5,
+        "10",
+        "50",
+    )
+    off = api.post(f"/wallets/{wal}", {"top_up_threshold": None, "top_up_credits": None}).json()
+    assert (off["name"], off["top_up_threshold"], off["top_up_credits"]) == ("Promo", None, None)
+    half = api.post(f"/wallets/{wal}", {"top_up_threshold": "10"})
+    assert half.status_code == 422 and half.json()["error"]["code"] == "top_up_incomplete"
+    rate = api.post(f"/wallets/{wal}", {"rate": "2"})
+    assert rate.status_code == 422 and rate.json()["error"]["code"] == "unknown_field"
+    null_name = api.post(f"/wallets/{wal}", {"name": None})
+    assert null_name.status_code == 422
+    api.post(f"/wallets/{wal}/void")
+    assert api.post(f"/wallets/{wal}", {"name": "X"}).json()["error"]["code"] == "wallet_voided"

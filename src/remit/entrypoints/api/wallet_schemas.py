@@ -28,6 +28,17 @@ class WalletCreate(Input):
     )
 
 
+class WalletUpdate(Input):
+    """Only the fields given change. Top-up terms are replaced together: give `top_up_threshold` and
+    `top_up_credits` (and optionally `top_up_expires_days`), or both as null to turn automatic top-up off."""
+
+    name: Name | None = None
+    priority: Annotated[int, Field(ge=1, le=100)] | None = None
+    top_up_threshold: Credits | None = None
+    top_up_credits: Credits | None = None
+    top_up_expires_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+
+
 class WalletGrantCreate(Input):
     credits: Credits
     paid: bool = Field(

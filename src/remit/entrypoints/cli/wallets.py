@@ -70,6 +70,39 @@ def create(
     show(data, as_json, "Wallet created")
 
 
+@wallets_app.command("update")
+@handle_errors
+def update_(
+    wallet_id: str,
+    name: Annotated[str | None, typer.Option()] = None,
+    priority: Annotated[int | None, typer.Option(help="1 (consumed first) to 100.")] = None,
+    top_up_threshold: Annotated[str | None, typer.Option()] = None,
+    top_up_credits: Annotated[str | None, typer.Option()] = None,
+    top_up_expires_days: Annotated[int | None, typer.Option()] = None,
+    no_top_up: Annotated[bool, typer.Option("--no-top-up", help="Turn automatic top-up off.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Rename a wallet, change its priority or its automatic top-up (the top-up options replace the old ones)."""
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = name
+    if priority is not None:
+        changes["priority"] = priority
+    top_up = {
+        "top_up_threshold": top_up_threshold,
+        "top_up_credits": top_up_credits,
+        "top_up_expires_days": top_up_expires_days,
+    }
+    given = any(v is not None for v in top_up.values())
+    if no_top_up and given:
+        raise ValidationError("invalid_choice", "--no-top-up takes no other top-up option.", "no_top_up")
+    if no_top_up or given:
+        changes.update(top_up)
+    with bootstrap(Settings()).uow() as uow:
+        data = wallets.update_wallet(uow, wallet_id, changes)
+    show(data, as_json, "Wallet updated")
+
+
 @wallets_app.command("list")
 @handle_errors
 def list_(

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from remit.adapters.db import tables as t
+from remit.domain.errors import ValidationError
 from remit.entrypoints.api.deps import Read, Write
 from remit.entrypoints.api.routes.common import CustomerFilter, Limit, StartingAfter, StatusFilter, page
 from remit.entrypoints.api.schemas import ListOf
@@ -16,6 +17,7 @@ from remit.entrypoints.api.wallet_schemas import (
     WalletGrantPublic,
     WalletPublic,
     WalletTransactionPublic,
+    WalletUpdate,
 )
 from remit.service_layer import wallets
 from remit.service_layer.views import Filters
@@ -62,6 +64,19 @@ def get_wallet(wallet_id: str, ctx: Read) -> Any:
     with ctx.uow() as uow:
         ctx.vis.check_owned(uow, t.wallets, wallet_id, "wallet", "wallet_id")
         return wallets.get_wallet(uow, wallet_id, with_grants=True)
+
+
+@router.post("/wallets/{wallet_id}", response_model=WalletPublic)
+def update_wallet(wallet_id: str, body: WalletUpdate, ctx: Write) -> Any:
+    """Rename the wallet, change its priority or its automatic top-up. The rate never changes."""
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    if changes.get("name", "") is None or changes.get("priority", 1) is None:
+        raise ValidationError(
+            "invalid_value", "name and priority cannot be null.", "name" if "name" in changes else "priority"
+        )
+    with ctx.uow() as uow:
+        ctx.vis.check_owned(uow, t.wallets, wallet_id, "wallet", "wallet_id")
+        return wallets.update_wallet(uow, wallet_id, changes)
 
 
 @router.post("/wallets/{wallet_id}/grants", response_model=WalletGrantPublic, status_code=201)
