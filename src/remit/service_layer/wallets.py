@@ -208,17 +208,20 @@ def _policy(uow: UnitOfWork, entity_id: str) -> RoundingPolicy:
 
 
 def _wallet(uow: UnitOfWork, wallet_id: str, lock: bool = False) -> dict[str, Any]:
-    row = uow.conn.execute(select(t.wallets).where(t.wallets.c.id == wallet_id)).mappings().first()
+    """The wallet; with ``lock``, its customer is locked first (one writer per account) and the row read after."""
+    query = select(t.wallets).where(t.wallets.c.id == wallet_id)
+    row = uow.conn.execute(query).mappings().first()
     if row is None:
         raise NotFound("wallet", wallet_id, "wallet_id")
     if lock:
         uow.lock_customer(row["customer_id"])
+        row = uow.conn.execute(query).mappings().one()
     return dict(row)
 
 
 def get_wallet(uow: UnitOfWork, wallet_id: str, *, with_grants: bool = False) -> dict[str, Any]:
-    """The wallet with its balance: credits and money, both the sum of the ledger; and credits bought but not
-    paid for yet."""
+    """The wallet with its balance: credits and money held (what its grants have left, which ``check_ledger``
+    holds equal to the sum of the ledger); and credits bought but not paid for yet."""
     wallet = _wallet(uow, wallet_id)
     return _with_balances(uow, [wallet], with_grants)[0]
 
