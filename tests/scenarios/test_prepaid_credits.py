@@ -1,7 +1,5 @@
 """Prepaid credits on the test clock: monthly invoices consume them in order, and what is left expires."""
 
-
-
 from remit.service_layer import clocks, credit_notes, invoices, subscriptions, views, wallets
 from tests import builders as b
 
