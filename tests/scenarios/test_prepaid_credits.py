@@ -115,7 +115,9 @@ def test_monthly__in_advance__calendar__customer_balance_first_then_credits(app)
 def test_monthly__in_advance__calendar__top_up_once_per_crossing_granted_when_paid(app):
     clock_id, cus = _world(app)
     with app.uow() as uow:
-        wallet = wallets.create_wallet(uow, cus, top_up_threshold="25", top_up_credits="50")["id"]
+        wallet = wallets.create_wallet(uow, cus, top_up_threshold="25", top_up_credits="50", top_up_expires_days=90)[
+            "id"
+        ]
     with app.uow() as uow:
         wallets.grant(uow, wallet, "70")
     _subscribe(app, cus)
@@ -136,5 +138,12 @@ def test_monthly__in_advance__calendar__top_up_once_per_crossing_granted_when_pa
     with app.uow() as uow:
         shown = wallets.get_wallet(uow, wallet)
     assert (shown["balance_credits"], shown["pending_credits"]) == ("50", "0")
+    with app.uow() as uow:
+        top_up = wallets.get_wallet(uow, wallet, with_grants=True)["grants"][-1]
+    assert (top_up["source"], top_up["expires_at"], top_up["granted_at"]) == (
+        "top_up",
+        "2026-06-30T00:00:00Z",  # 90 days after the April invoice that crossed the threshold
+        "2026-05-01T00:00:00Z",
+    )
     assert len(_events(app, "wallet.topped_up")) == 1
     _ledger(app, wallet)

@@ -17,7 +17,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Text, any_, bindparam, func, select, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -62,6 +62,14 @@ def ledger_row(
     }
 
 
+def _in(uow: UnitOfWork, column: Any, ids: Sequence[str]) -> Any:
+    """``column IN ids``; on PostgreSQL one parameter whatever the batch size (as the bill run does: ids are
+    ``prefix_hex``, never with a comma)."""
+    if not uow.is_postgres:
+        return column.in_(ids)
+    return column == any_(func.string_to_array(bindparam(None, ",".join(ids), type_=Text), ","))
+
+
 @dataclass
 class WalletCredits:
     grants: dict[str, list[GrantBalance]] = field(default_factory=dict)  # per customer
@@ -83,7 +91,9 @@ class WalletCredits:
         for row in uow.conn.execute(
             select(t.wallet_grants, w.priority, w.rate, w.currency, w.top_up_threshold, w.top_up_credits)
             .join(t.wallets, w.id == g.wallet_id)
-            .where(g.customer_id.in_(customers), g.status == "active", g.remaining_minor > 0, w.status == "active")
+            .where(
+                _in(uow, g.customer_id, customers), g.status == "active", g.remaining_minor > 0, w.status == "active"
+            )
         ).mappings():
             found.grants.setdefault(row["customer_id"], []).append(
                 GrantBalance(
