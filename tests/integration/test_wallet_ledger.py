@@ -1,6 +1,8 @@
 """Wallets on both databases: finalizing by hand, voiding invoices that used credits, drafts of purchases,
 expiry that runs twice, and the ledger's unique keys."""
 
+from decimal import Decimal
+
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -211,3 +213,45 @@ def test_two_invoices_finalized_at_once_never_spend_the_same_credits_twice(app):
     applied = sorted(i["applied_credits"] for i in b.invoices_of(app, cus))
     assert applied == ["10.00", "30.00"]
     assert _ledger(app, wallet) == [("grant", "40.00"), ("consumption", "-30.00"), ("consumption", "-10.00")]
+
+
+def test_a_credit_note_gives_credits_back_to_the_wallets_before_money_to_the_balance(app):
+    """30.00 invoice: 27.00 paid by credits (two wallets), 3.00 due. A credit note of 10.00 takes the 3.00 off what
+    is due and gives 7.00 back to the wallet consumed last; a second of 20.00 gives back the rest of both."""
+    from remit.service_layer import credit_notes
+
+    clock_id, cus = _setup(app)
+    with app.uow() as uow:
+        first = wallets.create_wallet(uow, cus, name="First", priority=1)["id"]
+        second = wallets.create_wallet(uow, cus, name="Second", priority=2, rate="0.3")["id"]
+    with app.uow() as uow:
+        wallets.grant(uow, first, "12")
+        wallets.grant(uow, second, "50")  # 15.00
+        subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    inv = b.invoices_of(app, cus)[0]
+    assert (inv["applied_credits"], inv["amount_due"]) == ("27.00", "3.00")
+    with app.uow() as uow:
+        note = credit_notes.issue_credit_note(uow, inv["id"], amount="10.00")
+    assert (note["to_wallets_minor"], note["to_balance_minor"]) == (700, 0)
+    with app.uow() as uow:
+        last = credit_notes.issue_credit_note(uow, inv["id"], amount="20.00")
+    assert (last["to_wallets_minor"], last["to_balance_minor"]) == (2000, 0)
+    assert _ledger(app, second) == [
+        ("grant", "15.00"),
+        ("consumption", "-15.00"),
+        ("restore", "7.00"),
+        ("restore", "8.00"),
+    ]
+    assert _ledger(app, first) == [("grant", "12.00"), ("consumption", "-12.00"), ("restore", "12.00")]
+    with app.uow() as uow:
+        x = t.wallet_transactions.c
+        back = list(
+            uow.conn.execute(
+                select(x.credits).where(x.wallet_id == second, x.kind == "restore").order_by(x.seq)
+            ).scalars()
+        )
+    assert back == [Decimal("23.333333333"), Decimal("26.666666667")]  # 7.00 and 8.00 at 0.30; 50 in all
+    assert _balance(app, first) == "12.00" and _balance(app, second) == "15.00"
+    with app.uow() as uow:
+        assert invoices.customer_balance(uow, cus) == 0

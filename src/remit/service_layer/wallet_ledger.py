@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from remit.adapters.db import tables as t
+from remit.domain.wallets import split_credits
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.views import plain
 from remit.service_layer.wallet_consumption import ledger_row
@@ -25,7 +26,7 @@ from remit.service_layer.wallet_consumption import ledger_row
 def invoice_voided(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
     """An invoice was voided. Credits it consumed go back to their grants (and expire again at once if their grant
     has expired or was voided meanwhile); credits it sold are not granted, or are voided if already granted."""
-    _restore(uow, invoice_id, at)
+    give_back(uow, invoice_id, None, f"restore:{invoice_id}", at)
     g = t.wallet_grants.c
     for row in uow.conn.execute(select(t.wallet_grants).where(g.invoice_id == invoice_id)).mappings():
         if row["status"] == "pending":
@@ -40,48 +41,73 @@ def invoice_deleted(uow: UnitOfWork, invoice_id: str) -> None:
     uow.conn.execute(update(t.wallet_grants).where(g.invoice_id == invoice_id).values(status="voided", invoice_id=None))
 
 
-def _restore(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
-    x, g = t.wallet_transactions.c, t.wallet_grants.c
-    taken = list(
+def give_back(uow: UnitOfWork, invoice_id: str, amount_minor: int | None, cause: str, at: datetime) -> int:
+    """Return to their grants up to ``amount_minor`` (None: all) of the credits an invoice consumed and that have
+    not come back yet, the latest consumption first. ``cause`` keys the entries (``restore:<invoice>`` for a void,
+    ``restore:<credit note>`` for a credit note). Returns the money given back."""
+    x = t.wallet_transactions.c
+    entries = list(
         uow.conn.execute(
-            select(t.wallet_transactions).where(x.invoice_id == invoice_id, x.kind == "consumption").order_by(x.seq)
-        ).mappings()
+            select(x.grant_id, x.credits, x.amount_minor)
+            .where(x.invoice_id == invoice_id, x.kind.in_(("consumption", "restore")))
+            .order_by(x.seq)
+        ).all()
     )
-    for entry in taken:
-        grant_row = uow.conn.execute(select(t.wallet_grants).where(g.id == entry["grant_id"])).mappings().one()
-        credits, minor = -entry["credits"], -entry["amount_minor"]
-        rows = [ledger_row(grant_row, "restore", f"restore:{invoice_id}", credits, minor, invoice_id, at)]
-        expires_at = grant_row["expires_at"]
-        if grant_row["status"] != "active":  # the grant is gone: what comes back goes again, the ledger says why
-            kind = "void" if grant_row["status"] == "voided" else "expiry"
-            rows.append(ledger_row(grant_row, kind, f"{kind}:{invoice_id}", -credits, -minor, invoice_id, at))
-        elif expires_at is not None and expires_at <= at:  # its time is up: it expires now, with what came back
-            all_credits, all_minor = grant_row["remaining_credits"] + credits, grant_row["remaining_minor"] + minor
-            rows.append(ledger_row(grant_row, "expiry", "expire", -all_credits, -all_minor, None, at))
-            uow.conn.execute(
-                update(t.wallet_grants)
-                .where(g.id == grant_row["id"])
-                .values(status="expired", remaining_credits=Decimal(0), remaining_minor=0)
-            )
-            _emit_expired(uow, grant_row, all_credits, all_minor, at)
-        else:
-            uow.conn.execute(
-                update(t.wallet_grants)
-                .where(g.id == grant_row["id"])
-                .values(
-                    remaining_credits=grant_row["remaining_credits"] + credits,
-                    remaining_minor=grant_row["remaining_minor"] + minor,
-                )
-            )
-        uow.insert_many(t.wallet_transactions, rows)
-        uow.emit(
-            "wallet.credits_restored",
-            "wallet",
-            grant_row["wallet_id"],
-            {"grant_id": grant_row["id"], "invoice_id": invoice_id, "credits": plain(credits), "amount_minor": minor},
-            grant_row["customer_id"],
-            at=at,
+    open_: dict[str, list[Any]] = {}  # grant -> [credits, minor] consumed and not given back, in consumption order
+    for grant_id, credits, minor in entries:
+        acc = open_.setdefault(grant_id, [Decimal(0), 0])
+        acc[0] -= credits
+        acc[1] -= minor
+    left = amount_minor
+    given = 0
+    for grant_id, (credits, minor) in reversed(list(open_.items())):
+        if minor <= 0 or left == 0:
+            continue
+        take = minor if left is None else min(left, minor)
+        part = split_credits(credits, minor, take)
+        _restore_one(uow, grant_id, part, take, invoice_id, cause, at)
+        given += take
+        left = None if left is None else left - take
+    return given
+
+
+def _restore_one(
+    uow: UnitOfWork, grant_id: str, credits: Decimal, minor: int, invoice_id: str, cause: str, at: datetime
+) -> None:
+    g = t.wallet_grants.c
+    grant_row = uow.conn.execute(select(t.wallet_grants).where(g.id == grant_id)).mappings().one()
+    rows = [ledger_row(grant_row, "restore", cause, credits, minor, invoice_id, at)]
+    expires_at = grant_row["expires_at"]
+    if grant_row["status"] != "active":  # the grant is gone: what comes back goes again, the ledger says why
+        kind = "void" if grant_row["status"] == "voided" else "expiry"
+        rows.append(ledger_row(grant_row, kind, f"{kind}:{cause}", -credits, -minor, invoice_id, at))
+    elif expires_at is not None and expires_at <= at:  # its time is up: it expires now, with what came back
+        all_credits, all_minor = grant_row["remaining_credits"] + credits, grant_row["remaining_minor"] + minor
+        rows.append(ledger_row(grant_row, "expiry", "expire", -all_credits, -all_minor, None, at))
+        uow.conn.execute(
+            update(t.wallet_grants)
+            .where(g.id == grant_id)
+            .values(status="expired", remaining_credits=Decimal(0), remaining_minor=0)
         )
+        _emit_expired(uow, grant_row, all_credits, all_minor, at)
+    else:
+        uow.conn.execute(
+            update(t.wallet_grants)
+            .where(g.id == grant_id)
+            .values(
+                remaining_credits=grant_row["remaining_credits"] + credits,
+                remaining_minor=grant_row["remaining_minor"] + minor,
+            )
+        )
+    uow.insert_many(t.wallet_transactions, rows)
+    uow.emit(
+        "wallet.credits_restored",
+        "wallet",
+        grant_row["wallet_id"],
+        {"grant_id": grant_id, "invoice_id": invoice_id, "credits": plain(credits), "amount_minor": minor},
+        grant_row["customer_id"],
+        at=at,
+    )
 
 
 def void_grant(uow: UnitOfWork, row: Mapping[Any, Any], at: datetime, reason: str) -> None:

@@ -464,6 +464,7 @@ class CreditNotePublic(Output):
     reason: str
     amount: str
     to_balance: str
+    to_wallets: str | None = Field(default=None, description="Given back to the wallets whose credits paid it.")
 
 
 class BillRunCreate(Input):
