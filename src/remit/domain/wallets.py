@@ -49,13 +49,14 @@ def parse_wallet_rate(value: object, field: str = "rate") -> Decimal:
 
 def credits_value_minor(credits: Decimal, rate: Decimal, policy: RoundingPolicy, cur: Currency) -> int:
     """What credits are worth, in minor units: the one rounding point of a grant."""
-    minor = policy.round_minor(credits * rate, cur)
+    raw = credits * rate
+    if raw > Decimal(MAX_VALUE_MINOR).scaleb(-cur.minor_units):  # checked before rounding: quantize has limits
+        raise ValidationError("amount_too_large", "A grant can be worth at most 10^15 minor units.", "credits")
+    minor = policy.round_minor(raw, cur)
     if minor <= 0:
         raise ValidationError(
             "amount_too_small", f"These credits are worth less than one minor unit of {cur.code}.", "credits"
         )
-    if minor > MAX_VALUE_MINOR:
-        raise ValidationError("amount_too_large", "A grant can be worth at most 10^13 of a currency.", "credits")
     return minor
 
 

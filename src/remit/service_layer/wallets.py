@@ -332,7 +332,10 @@ def grant(
     customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
     now = customer_now(uow, customer)
     if expires_at is not None:
-        expires_at = ensure_utc(expires_at)
+        try:
+            expires_at = ensure_utc(expires_at)
+        except OverflowError:
+            raise ValidationError("invalid_time", "expires_at is out of range.", "expires_at") from None
         if expires_at <= now:
             raise ValidationError("expiry_in_past", "Credits must expire after now.", "expires_at")
     if wallet["status"] != "active":

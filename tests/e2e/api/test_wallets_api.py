@@ -93,6 +93,13 @@ def test_credits_granted_bought_consumed_by_a_bill_run_and_listed(api):
             "expires_at",
         ),
         ("/wallets/{wal}/grants", {"credits": "5", "grant_before_payment": True}, 422, "invalid_choice", None),
+        (
+            "/wallets/{wal}/grants",
+            {"credits": "5", "expires_at": "9999-12-31T23:59:59-05:00"},
+            422,
+            "invalid_time",
+            "expires_at",
+        ),
         ("/wallets/wal_nope/grants", {"credits": "5"}, 404, "wallet_not_found", "wallet_id"),
         ("/wallets/wal_nope/void", None, 404, "wallet_not_found", "wallet_id"),
     ],

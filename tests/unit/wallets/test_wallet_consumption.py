@@ -194,3 +194,15 @@ def test_splits_stay_exact_at_the_limits(credits, remaining_minor, data):
     assert 0 <= part <= credits
     exact = credits * take / remaining_minor if take else Decimal(0)
     assert abs(part - exact) <= Decimal("0.000000001")
+
+
+@pytest.mark.parametrize("code", ["EUR", "JPY", "KWD", "CLF"])
+def test_huge_grants_are_refused_before_rounding(code):
+    with pytest.raises(ValidationError) as err:
+        credits_value_minor(
+            Decimal("999999999999.999999999"), Decimal("999999999999"), RoundingPolicy.HALF_UP, currency(code)
+        )
+    assert err.value.code == "amount_too_large"
+    assert credits_value_minor(Decimal(10) ** 9, Decimal(1), RoundingPolicy.HALF_UP, currency(code)) == 10 ** (
+        9 + currency(code).minor_units
+    )
