@@ -175,7 +175,7 @@ class WalletCredits:
                 for gid, gr in self.remaining.items()
             ],
         )
-        self.ledger = []
+        self.ledger, self.remaining = [], {}
         self._top_ups(uow)
 
     def _top_ups(self, uow: UnitOfWork) -> None:
