@@ -1,13 +1,13 @@
 """A seeded random workload of grants, purchases, payments, bill runs, clock advances, voids and credit notes,
 with an auditor checking the wallet ledger after every step. Ids are drawn from the seed too, so a failing seed
-replays exactly."""
+replays exactly on the same database (the two databases may order equal-time rows differently)."""
 
 import random
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, literal_column, select
+from sqlalchemy import func, select
 
 from remit.adapters.db import ids as id_module
 from remit.adapters.db import tables as t
@@ -53,9 +53,8 @@ class _SeededIds:
         return self.rng.randbytes(n)
 
 
-@pytest.mark.parametrize("seed", range(8))
-def test_random_wallet_workload_keeps_the_ledger_exact(sqlite_app, seed, monkeypatch):
-    app = sqlite_app
+@pytest.mark.parametrize("seed", range(6))
+def test_random_wallet_workload_keeps_the_ledger_exact(app, seed, monkeypatch):
     monkeypatch.setattr(id_module, "os", _SeededIds(seed))
     rng = random.Random(seed)
     b.seller(app, auto_finalize=rng.random() < 0.8)
@@ -90,7 +89,7 @@ def test_random_wallet_workload_keeps_the_ledger_exact(sqlite_app, seed, monkeyp
                         uow.conn.execute(
                             select(t.invoices.c.id)
                             .where(t.invoices.c.status == status)
-                            .order_by(literal_column("rowid"))  # SQLite: the order they were written in
+                            .order_by(t.invoices.c.created_at, t.invoices.c.id)  # ids come from the seed
                         ).scalars()
                     )
                     if ids:
