@@ -91,6 +91,9 @@ def test_a_purchase_draft_deleted_or_voided_grants_nothing_and_a_voided_wallet_i
         deleted = wallets.grant(uow, wallet, "10", paid=True)
         voided = wallets.grant(uow, wallet, "20", paid=True)
         ignored = wallets.grant(uow, wallet, "30", paid=True)
+    with pytest.raises(Conflict) as refused, app.uow() as uow:
+        invoices.add_draft_line(uow, deleted["invoice_id"], "Extra", Decimal(1), Decimal(1))
+    assert refused.value.code == "invoice_sells_credits"
     with app.uow() as uow:
         invoices.delete_draft(uow, deleted["invoice_id"])
         invoices.finalize(uow, voided["invoice_id"])

@@ -518,10 +518,12 @@ def mark_paid(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
     return get_invoice(uow, invoice_id)
 
 
-def _draft(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
+def _draft(uow: UnitOfWork, invoice_id: str, editing: bool = False) -> dict[str, Any]:
     inv = _invoice(uow, invoice_id)
     if inv["status"] != InvoiceStatus.DRAFT.value:
         raise Conflict("invoice_not_draft", "Only a draft invoice can be edited.", "invoice_id")
+    if editing and inv["billing_reason"] == PURCHASE_REASON:  # its line is what the credits are worth
+        raise Conflict("invoice_sells_credits", "A draft that sells credits is not edited: delete it.", "invoice_id")
     return inv
 
 
@@ -551,7 +553,7 @@ def add_draft_line(
     """Add a manual line to a draft (a one-off service, a correction the reviewer wants)."""
     from remit.domain.money import RoundingPolicy, currency
 
-    inv = _draft(uow, invoice_id)
+    inv = _draft(uow, invoice_id, editing=True)
     if not description.strip():
         raise ValidationError("missing_field", "A line needs a description.", "description")
     if quantity <= 0:
@@ -596,7 +598,7 @@ def add_draft_line(
 
 def remove_draft_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, Any]:
     """Take a line off a draft. A subscription line comes back at the next bill run unless its cause changed."""
-    _draft(uow, invoice_id)
+    _draft(uow, invoice_id, editing=True)
     line = (
         uow.conn.execute(
             select(t.invoice_lines).where(t.invoice_lines.c.id == line_id, t.invoice_lines.c.invoice_id == invoice_id)
