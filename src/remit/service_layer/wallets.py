@@ -1,4 +1,4 @@
-"""Prepaid credits: wallets, grants (free or bought), expiry, top-ups, and what invoices consume.
+"""Prepaid credits: wallets, their grants (free or bought), top-ups, and what a paid purchase grants.
 
 The ledger (``wallet_transactions``) is append-only; each grant's remaining credits and money are kept on the
 grant too, for the consumption order, and equal the sum of its ledger entries (``check_ledger``). Every entry has
