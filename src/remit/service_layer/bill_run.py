@@ -42,6 +42,7 @@ from remit.domain.invoicing.generator import (
 )
 from remit.domain.money import Currency, RoundingPolicy, currency
 from remit.domain.subscriptions.periods import Interval
+from remit.service_layer import wallet_ledger
 from remit.service_layer.accounts import local_date, local_midnight
 from remit.service_layer.invoices import Event, InvoiceDraft, write_events, write_invoices
 from remit.service_layer.usage import meter_from_row
@@ -99,6 +100,7 @@ def run(
 ) -> BillRunResult:
     """Bill everything due up to ``as_of`` for real customers, or for the customers of one test clock."""
     result = BillRunResult(new_id("billrun"), as_of)
+    wallet_ledger.expire_credits(make_uow, as_of, test_clock_id=test_clock_id)  # first: expired credits pay nothing
     with make_uow() as uow:
         uow.insert_many(
             t.bill_runs,

@@ -24,6 +24,7 @@ from remit.domain.subscriptions.periods import Interval, period_containing
 from remit.service_layer import bill_run
 from remit.service_layer.accounts import get_customer, get_test_clock, local_date
 from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.wallet_consumption import WalletCredits
 
 UowFactory = Callable[[], UnitOfWork]
 
@@ -124,7 +125,7 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, customer: Mapping[str, A
         bill_run.load_usage(uow, batch, moment)  # usage so far, for usage billed at that moment
         drafts, _reviewed = bill_run.compute_drafts(batch, moment)
         if drafts and (drafts[0].lines or drafts[0].pending_items):
-            return _present_draft(drafts[0], batch.balances.get(customer_id, 0), moment)
+            return _with_credits(uow, _present_draft(drafts[0], batch.balances.get(customer_id, 0), moment))
         nxt = _next_due_in(batch.subs, batch.events, customer["timezone"], moment)
         if nxt is None:
             break
@@ -137,6 +138,13 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, customer: Mapping[str, A
         "amount_due_minor": 0,
         "as_of": None,
     }
+
+
+def _with_credits(uow: UnitOfWork, preview: dict[str, Any]) -> dict[str, Any]:
+    """What the customer's wallets would pay of it, consumed exactly as finalizing will (nothing is written)."""
+    row = {**preview, "id": "upcoming", "billing_reason": "subscription_cycle"}
+    credited, _events = WalletCredits.load(uow, [row]).apply(row, preview["amount_due_minor"], preview["as_of"])
+    return {**preview, "applied_credits_minor": credited, "amount_due_minor": preview["amount_due_minor"] - credited}
 
 
 def _present_draft(draft: bill_run.InvoiceDraft, balance: int, at: datetime) -> dict[str, Any]:

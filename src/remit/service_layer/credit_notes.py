@@ -22,6 +22,7 @@ from remit.domain.invoicing.invoice import (
 )
 from remit.domain.lifecycle import InvoiceStatus
 from remit.domain.money import Money, RoundingPolicy, currency
+from remit.service_layer import wallet_ledger
 from remit.service_layer.accounts import customer_now, get_customer, local_date
 from remit.service_layer.catalog import quantity as parse_quantity
 from remit.service_layer.invoices import _invoice, reserve_numbers
@@ -98,6 +99,11 @@ def issue_credit_note(
     series = series_key(entity["credit_note_prefix"], issued_on)
     number = invoice_number(entity["credit_note_prefix"], issued_on.year, reserve_numbers(uow, entity["id"], series, 1))
     note_id = new_id("cn")
+    # What exceeds the amount due goes back first to the wallets whose credits paid the invoice, then to the balance.
+    to_wallets = 0
+    if outcome.to_balance_minor and inv["applied_credits_minor"]:
+        to_wallets = wallet_ledger.give_back(uow, invoice_id, outcome.to_balance_minor, f"restore:{note_id}", at)
+    to_balance = outcome.to_balance_minor - to_wallets
     uow.insert_many(
         t.credit_notes,
         [
@@ -111,7 +117,7 @@ def issue_credit_note(
                 "reason": why.value,
                 "memo": memo,
                 "amount_minor": total,
-                "to_balance_minor": outcome.to_balance_minor,
+                "to_balance_minor": to_balance,
                 "created_at": at,
             }
         ],
@@ -128,7 +134,7 @@ def issue_credit_note(
     if status is InvoiceStatus.OPEN and new_due == 0:
         values.update(status=InvoiceStatus.PAID.value, paid_at=at)
     uow.conn.execute(update(t.invoices).where(t.invoices.c.id == invoice_id).values(**values))
-    if outcome.to_balance_minor:
+    if to_balance:
         uow.insert_many(
             t.balance_transactions,
             [
@@ -136,7 +142,7 @@ def issue_credit_note(
                     "id": new_id("cbtxn"),
                     "customer_id": inv["customer_id"],
                     "currency": cur.code,
-                    "amount_minor": outcome.to_balance_minor,
+                    "amount_minor": to_balance,
                     "kind": "credit_note",
                     "invoice_id": invoice_id,
                     "credit_note_id": note_id,
@@ -166,7 +172,8 @@ def issue_credit_note(
         "number": number,
         "amount_minor": total,
         "currency": cur.code,
-        "to_balance_minor": outcome.to_balance_minor,
+        "to_balance_minor": to_balance,
+        "to_wallets_minor": to_wallets,
         "invoice_id": invoice_id,
         "reason": why.value,
     }

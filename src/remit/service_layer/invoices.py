@@ -2,7 +2,8 @@
 
 Finalizing assigns the legal number (gapless per legal entity and year: numbers are reserved from a locked
 counter row in the same transaction, so a rollback returns them and a commit uses every one), applies the
-customer's credit balance and emits ``invoice.finalized``.
+customer's credit balance, then prepaid credits from wallets (``wallet_consumption.py``), and emits
+``invoice.finalized``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.invoicing.generator import NewLine
 from remit.domain.invoicing.invoice import invoice_number, series_key, settle
 from remit.domain.lifecycle import INVOICE_TRANSITIONS, InvoiceStatus, transition
+from remit.service_layer import wallet_ledger
 from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.wallet_consumption import PURCHASE_REASON, WalletCredits
 
 
 @dataclass
@@ -192,6 +195,7 @@ def write_invoices(
                 "discount_minor": discount,
                 "total_minor": subtotal - discount,
                 "applied_balance_minor": 0,
+                "applied_credits_minor": 0,
                 "credited_minor": 0,
                 "paid_minor": 0,
                 "amount_due_minor": subtotal - discount,
@@ -212,7 +216,7 @@ def write_invoices(
     if not invoice_rows:
         return []
     auto = [r for r in invoice_rows if entities[r["legal_entity_id"]]["auto_finalize"]]
-    final, balance_rows, finalize_events = _finalization(uow, auto, entities, dict(balances))
+    final, balance_rows, finalize_events, credits = _finalization(uow, auto, entities, dict(balances))
     for row, values in zip(auto, final, strict=True):
         row.update(values)
     bulk_insert(uow, t.invoices, invoice_rows)
@@ -226,6 +230,7 @@ def write_invoices(
             .values(invoice_id=bindparam("b_invoice_id")),
             pending_updates,
         )
+    credits.write(uow)
     created: list[Event] = [
         (
             "invoice.created",
@@ -301,12 +306,14 @@ def _pending_line_row(invoice_id: str, item: Mapping[str, Any]) -> dict[str, Any
 
 def _finalization(
     uow: UnitOfWork, rows: Sequence[dict[str, Any]], entities: Mapping[str, Mapping[Any, Any]], balances: dict[str, int]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Event]]:
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Event], WalletCredits]:
     """Number and settle a set of draft invoices, with one counter update per series.
 
     Returns, per row (in the order given), the values that make it final; the balance transactions to write;
-    and the events to emit, in order. Numbers are reserved here, so the caller must write what it gets.
+    the events to emit, in order; and the wallet credits consumed, to write (``write``) once the invoices exist.
+    Numbers are reserved here, so the caller must write what it gets.
     """
+    credits = WalletCredits.load(uow, rows)
     by_series: dict[tuple[str, str], list[int]] = defaultdict(list)
     for index, row in enumerate(rows):
         entity = entities[row["legal_entity_id"]]
@@ -324,7 +331,8 @@ def _finalization(
             customer_id = row["customer_id"]
             issued_on: date = row["_issued_on"]
             total = row["total_minor"]
-            balance = balances.get(customer_id, 0)
+            # Credits are bought with money: neither the balance nor other credits pay for them.
+            balance = balances.get(customer_id, 0) if row["billing_reason"] != PURCHASE_REASON else 0
             if total > 0 and balance <= 0:  # the common case, as settle() would decide it
                 applied, due, status = 0, total, open_
             else:
@@ -332,11 +340,16 @@ def _finalization(
                 applied, due, status = settlement.applied_balance_minor, settlement.amount_due_minor, settlement.status
                 balances[customer_id] = balance - applied
             at = row["created_at"]
+            credited, wallet_events = credits.apply(row, due, at) if credits.grants else (0, [])
+            if credited:
+                due -= credited
+                status = paid if due == 0 else open_
             number = invoice_number(prefix, issued_on.year, first + offset)
             final[index] = {
                 "number": number,
                 "status": status.value,
                 "applied_balance_minor": applied,
+                "applied_credits_minor": credited,
                 "amount_due_minor": due,
                 "issued_on": issued_on,
                 "due_on": issued_on + terms,
@@ -358,16 +371,17 @@ def _finalization(
                 )
             data = {"number": number, "total_minor": total, "currency": row["currency"], "amount_due_minor": due}
             events.append(("invoice.finalized", "invoice", row["id"], data, customer_id, at))
+            events.extend(wallet_events)
             if status is paid:
                 events.append(("invoice.paid", "invoice", row["id"], data, customer_id, at))
-    return final, balance_rows, events
+    return final, balance_rows, events, credits
 
 
 def _finalize_rows(
     uow: UnitOfWork, rows: Sequence[dict[str, Any]], entities: Mapping[str, Mapping[Any, Any]], balances: dict[str, int]
 ) -> None:
     """Number, settle and open (or close) a set of written draft invoices."""
-    final, balance_rows, events = _finalization(uow, rows, entities, balances)
+    final, balance_rows, events, credits = _finalization(uow, rows, entities, balances)
     if final:
         from sqlalchemy import bindparam
 
@@ -379,6 +393,7 @@ def _finalize_rows(
                 number=bindparam("number"),
                 status=bindparam("status"),
                 applied_balance_minor=bindparam("applied_balance_minor"),
+                applied_credits_minor=bindparam("applied_credits_minor"),
                 amount_due_minor=bindparam("amount_due_minor"),
                 issued_on=bindparam("issued_on"),
                 due_on=bindparam("due_on"),
@@ -390,6 +405,7 @@ def _finalize_rows(
     for event in events:
         uow.emit(*event[:5], at=event[5])
     uow.insert_many(t.balance_transactions, balance_rows)
+    credits.write(uow)
 
 
 def _invoice(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
@@ -463,6 +479,8 @@ def void(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
                 }
             ],
         )
+    if inv["applied_credits_minor"] or inv["billing_reason"] == PURCHASE_REASON:
+        wallet_ledger.invoice_voided(uow, invoice_id, at)
     uow.emit("invoice.voided", "invoice", invoice_id, {"number": inv["number"]}, inv["customer_id"], at=at)
     return get_invoice(uow, invoice_id)
 
@@ -493,13 +511,19 @@ def mark_paid(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
         inv["customer_id"],
         at=at,
     )
+    if inv["billing_reason"] == PURCHASE_REASON:  # credits bought: granted now
+        from remit.service_layer import wallets  # wallets writes invoices: imported here, not at the top
+
+        wallets.invoice_paid(uow, invoice_id, at)
     return get_invoice(uow, invoice_id)
 
 
-def _draft(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
+def _draft(uow: UnitOfWork, invoice_id: str, editing: bool = False) -> dict[str, Any]:
     inv = _invoice(uow, invoice_id)
     if inv["status"] != InvoiceStatus.DRAFT.value:
         raise Conflict("invoice_not_draft", "Only a draft invoice can be edited.", "invoice_id")
+    if editing and inv["billing_reason"] == PURCHASE_REASON:  # its line is what the credits are worth
+        raise Conflict("invoice_sells_credits", "A draft that sells credits is not edited: delete it.", "invoice_id")
     return inv
 
 
@@ -529,7 +553,7 @@ def add_draft_line(
     """Add a manual line to a draft (a one-off service, a correction the reviewer wants)."""
     from remit.domain.money import RoundingPolicy, currency
 
-    inv = _draft(uow, invoice_id)
+    inv = _draft(uow, invoice_id, editing=True)
     if not description.strip():
         raise ValidationError("missing_field", "A line needs a description.", "description")
     if quantity <= 0:
@@ -574,7 +598,7 @@ def add_draft_line(
 
 def remove_draft_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, Any]:
     """Take a line off a draft. A subscription line comes back at the next bill run unless its cause changed."""
-    _draft(uow, invoice_id)
+    _draft(uow, invoice_id, editing=True)
     line = (
         uow.conn.execute(
             select(t.invoice_lines).where(t.invoice_lines.c.id == line_id, t.invoice_lines.c.invoice_id == invoice_id)
@@ -592,7 +616,9 @@ def remove_draft_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[st
 
 
 def delete_draft(uow: UnitOfWork, invoice_id: str) -> None:
-    _draft(uow, invoice_id)
+    inv = _draft(uow, invoice_id)
+    if inv["billing_reason"] == PURCHASE_REASON:
+        wallet_ledger.invoice_deleted(uow, invoice_id)
     uow.conn.execute(update(t.pending_items).where(t.pending_items.c.invoice_id == invoice_id).values(invoice_id=None))
     uow.conn.execute(delete(t.invoice_lines).where(t.invoice_lines.c.invoice_id == invoice_id))
     uow.conn.execute(delete(t.invoices).where(t.invoices.c.id == invoice_id))

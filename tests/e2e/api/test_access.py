@@ -24,6 +24,7 @@ ENDPOINTS = [
     ("GET", "/subscriptions", None, "read"),
     ("GET", "/invoices", None, "read"),
     ("GET", "/credit_notes", None, "read"),
+    ("GET", "/wallets", None, "read"),
     ("GET", "/events", None, "read"),
     ("GET", "/legal_entities", None, "read"),
     ("POST", "/legal_entities", {"name": "E", "country": "FR", "currency": "EUR"}, "admin"),

@@ -253,6 +253,7 @@ invoices = Table(
     Column("discount_minor", BigInteger, nullable=False),
     Column("total_minor", BigInteger, nullable=False),
     Column("applied_balance_minor", BigInteger, nullable=False),
+    Column("applied_credits_minor", BigInteger, nullable=False),  # paid by prepaid credits (wallets)
     Column("credited_minor", BigInteger, nullable=False),
     Column("paid_minor", BigInteger, nullable=False),
     Column("amount_due_minor", BigInteger, nullable=False),
@@ -490,4 +491,73 @@ usage_events = Table(
     Column("properties", JSON, nullable=False),
     Index("ix_usage_events_customer_meter_time", "customer_id", "meter_code", "occurred_at"),
     postgresql_partition_by="RANGE (occurred_at)",
+)
+
+# --- wallets ----------------------------------------------------------------------------------------------------------
+
+# Prepaid credits. A wallet holds grants; invoices consume grants when they are finalized. Credits are exact
+# decimals; each grant also carries its value in money (minor units), fixed when it is granted, which is what
+# invoices consume. Balances are recomputed from the ledger (wallet_transactions) and checked against the grants.
+wallets = Table(
+    "wallets",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("priority", Integer, nullable=False),  # lower is consumed first
+    Column("rate", ExactDecimal, nullable=False),  # money per credit: 1 for plain money credits
+    Column("status", String(16), nullable=False),  # active, voided
+    Column("top_up_threshold", ExactDecimal),  # credits: under this, buy top_up_credits
+    Column("top_up_credits", ExactDecimal),
+    Column("top_up_expires_days", Integer),  # credits bought by a top-up expire after this many days
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("voided_at", UTCDateTime),
+)
+
+wallet_grants = Table(
+    "wallet_grants",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("wallet_id", ID, ForeignKey("wallets.id"), nullable=False, index=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # free, paid
+    Column("source", String(16), nullable=False),  # manual, top_up
+    # pending (a purchase not paid yet), active, expired, voided
+    Column("status", String(16), nullable=False),
+    Column("credits", ExactDecimal, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),  # the credits' value, rounded once when granted
+    Column("remaining_credits", ExactDecimal, nullable=False),
+    Column("remaining_minor", BigInteger, nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("invoice_id", ID, ForeignKey("invoices.id")),  # the purchase invoice of a paid grant
+    # What caused it, once: "top_up:<invoice id>" for a top-up; NULL for a manual grant.
+    Column("cause_key", String(80)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("granted_at", UTCDateTime),
+    UniqueConstraint("wallet_id", "cause_key"),
+    Index("ix_wallet_grants_customer_status", "customer_id", "status"),
+    Index("ix_wallet_grants_status_expires_at", "status", "expires_at"),
+)
+
+# The ledger: append-only. A grant's remaining credits and money are the sum of its entries; a unique key per
+# (grant, cause) makes a repeated consumption, expiry or void a no-op that the database enforces.
+wallet_transactions = Table(
+    "wallet_transactions",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", ID, nullable=False, unique=True),
+    Column("wallet_id", ID, ForeignKey("wallets.id"), nullable=False),
+    Column("grant_id", ID, ForeignKey("wallet_grants.id"), nullable=False),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False),
+    # grant, consumption, expiry, void, restore (an invoice that consumed credits was voided)
+    Column("kind", String(16), nullable=False),
+    Column("cause_key", String(80), nullable=False),  # grant, consume:<invoice>, expire, void, restore:<invoice>
+    Column("credits", ExactDecimal, nullable=False),  # signed: positive adds to the wallet
+    Column("amount_minor", BigInteger, nullable=False),  # signed, like credits
+    Column("invoice_id", ID),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("grant_id", "cause_key"),
+    Index("ix_wallet_transactions_wallet_seq", "wallet_id", "seq"),
+    Index("ix_wallet_transactions_invoice_id", "invoice_id"),
 )

@@ -478,6 +478,7 @@ class InvoicePublic(Output):
     discount: str
     total: str
     applied_balance: str
+    applied_credits: str = Field(description="Paid by prepaid credits from the customer's wallets.")
     credited: str
     paid: str
     amount_due: str
@@ -500,6 +501,7 @@ class UpcomingInvoicePublic(Output):
     as_of: datetime | None
     lines: list[InvoiceLinePublic]
     total: str
+    applied_credits: str | None = Field(default=None, description="What prepaid credits would pay.")
     amount_due: str
 
 
@@ -541,6 +543,7 @@ class CreditNotePublic(Output):
     reason: str
     amount: str
     to_balance: str
+    to_wallets: str | None = Field(default=None, description="Given back to the wallets whose credits paid it.")
 
 
 class BillRunCreate(Input):

@@ -15,6 +15,7 @@ from remit.domain.clock import ensure_utc
 from remit.domain.errors import ValidationError
 from remit.entrypoints.cli import usage as usage_cli
 from remit.entrypoints.cli.output import console, handle_errors, show
+from remit.entrypoints.cli.wallets import wallets_app
 from remit.entrypoints.cli.webhooks import webhooks_app, worker
 from remit.service_layer import (
     accounts,
@@ -42,6 +43,7 @@ app.add_typer(clock_app, name="clock")
 app.add_typer(plans_app, name="plans")
 app.add_typer(cn_app, name="credit-notes")
 app.add_typer(webhooks_app, name="webhooks")
+app.add_typer(wallets_app, name="wallets")
 app.command("worker")(worker)
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]

@@ -1,0 +1,156 @@
+"""Prepaid credits: the order grants are consumed in, and exact conversions between credits and money. Pure.
+
+A wallet's credits are worth ``rate`` of its currency each (rate 1: the credits are money). A grant's value in
+money is rounded once, when it is granted (a named rounding point); from then on invoices consume *money* from the
+grant, in integer minor units, and the credits that go with it are split off the grant's remaining credits by
+largest remainder, so that the credits consumed plus the credits remaining always equal the credits granted, and
+the last consumption of a grant takes exactly what is left of both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+
+from remit.domain.errors import ValidationError
+from remit.domain.money import Currency, RoundingPolicy, to_decimal
+
+CREDIT_DECIMALS = 9  # like rates: a credit can be 0.000000001
+_CREDIT_QUANTUM = Decimal(1).scaleb(-CREDIT_DECIMALS)
+MAX_CREDITS = Decimal(10) ** 12
+MAX_VALUE_MINOR = 10**15  # what one grant may be worth, in minor units: far from BIGINT's limits
+
+
+def parse_credits(value: object, field: str = "credits", *, allow_zero: bool = False) -> Decimal:
+    """A number of credits: exact, positive (or zero if allowed), at most 9 decimals and 10^12."""
+    result = to_decimal(value, field)
+    exponent = result.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -CREDIT_DECIMALS:
+        raise ValidationError("too_many_decimals", f"Credits have at most {CREDIT_DECIMALS} decimals.", field)
+    if result < 0 or (result == 0 and not allow_zero):
+        raise ValidationError("invalid_amount", "Credits must be above zero.", field)
+    if result >= MAX_CREDITS:
+        raise ValidationError("amount_too_large", "At most 999,999,999,999 credits at a time.", field)
+    return result.normalize() if result else Decimal(0)
+
+
+def parse_wallet_rate(value: object, field: str = "rate") -> Decimal:
+    """Money per credit: positive, at most 9 decimals."""
+    result = to_decimal(value, field)
+    exponent = result.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -CREDIT_DECIMALS:
+        raise ValidationError("too_many_decimals", f"A rate has at most {CREDIT_DECIMALS} decimals.", field)
+    if result <= 0 or result >= MAX_CREDITS:
+        raise ValidationError("invalid_rate", "A wallet's rate (money per credit) must be above zero.", field)
+    return result.normalize()
+
+
+def credits_value_minor(credits: Decimal, rate: Decimal, policy: RoundingPolicy, cur: Currency) -> int:
+    """What credits are worth, in minor units: the one rounding point of a grant."""
+    raw = credits * rate
+    if raw > Decimal(MAX_VALUE_MINOR).scaleb(-cur.minor_units):  # checked before rounding: quantize has limits
+        raise ValidationError("amount_too_large", "A grant can be worth at most 10^15 minor units.", "credits")
+    minor = policy.round_minor(raw, cur)
+    if minor <= 0:
+        raise ValidationError(
+            "amount_too_small", f"These credits are worth less than one minor unit of {cur.code}.", "credits"
+        )
+    return minor
+
+
+@dataclass(frozen=True, slots=True)
+class GrantBalance:
+    """What remains of one grant, and what decides its place in the consumption order."""
+
+    grant_id: str
+    wallet_id: str
+    priority: int
+    granted_at: datetime
+    expires_at: datetime | None
+    remaining_credits: Decimal
+    remaining_minor: int
+
+    def usable_at(self, at: datetime) -> bool:
+        return self.remaining_minor > 0 and (self.expires_at is None or self.expires_at > at)
+
+
+@dataclass(frozen=True, slots=True)
+class Consumption:
+    grant_id: str
+    wallet_id: str
+    amount_minor: int
+    credits: Decimal
+
+
+def consumption_order(grants: Sequence[GrantBalance]) -> list[GrantBalance]:
+    """Highest-priority wallet first (lowest number), then the grant that expires first (never: last), then the
+    oldest; the id breaks the last ties, so the order is total and repeatable."""
+    return sorted(
+        grants,
+        key=lambda g: (
+            g.priority,
+            g.expires_at is None,
+            g.expires_at or g.granted_at,
+            g.granted_at,
+            g.grant_id,
+        ),
+    )
+
+
+def split_credits(remaining_credits: Decimal, remaining_minor: int, take_minor: int) -> Decimal:
+    """The credits that go with ``take_minor`` of a grant's remaining money, by largest remainder over the
+    credits' smallest unit: taking everything takes every credit; the parts never go negative."""
+    if not 0 <= take_minor <= remaining_minor:
+        raise ValueError("cannot take more than remains")
+    if take_minor == remaining_minor:
+        return remaining_credits
+    units = int(remaining_credits.scaleb(CREDIT_DECIMALS))
+    return _credits(_largest_remainder_first(units, take_minor, remaining_minor))
+
+
+def _largest_remainder_first(units: int, weight: int, total_weight: int) -> int:
+    """The first part of ``units`` split by ``[weight, total_weight - weight]`` with the largest-remainder method
+    (as ``money.allocate``, ties to the first part), in integers: units × weight can pass the 28 digits of
+    Decimal arithmetic, and must stay exact."""
+    first, first_rem = divmod(units * weight, total_weight)
+    second, second_rem = divmod(units * (total_weight - weight), total_weight)
+    if units - first - second and first_rem >= second_rem:  # one unit left over: to the larger remainder
+        first += 1
+    assert 0 <= first <= units
+    return first
+
+
+def _credits(units: int) -> Decimal:
+    return Decimal(units).scaleb(-CREDIT_DECIMALS).quantize(_CREDIT_QUANTUM).normalize() if units else Decimal(0)
+
+
+def consume(
+    grants: Sequence[GrantBalance], amount_minor: int, at: datetime
+) -> tuple[list[Consumption], list[GrantBalance]]:
+    """Take up to ``amount_minor`` from the grants usable at ``at``, in consumption order.
+
+    Returns what was taken from each grant, and every grant as it is afterwards (in the order given)."""
+    if amount_minor < 0:
+        raise ValueError("cannot consume a negative amount")
+    left = amount_minor
+    after = {g.grant_id: g for g in grants}
+    taken: list[Consumption] = []
+    for grant in consumption_order([g for g in grants if g.usable_at(at)]):
+        if left == 0:
+            break
+        take = min(left, grant.remaining_minor)
+        credits = split_credits(grant.remaining_credits, grant.remaining_minor, take)
+        taken.append(Consumption(grant.grant_id, grant.wallet_id, take, credits))
+        after[grant.grant_id] = replace(
+            grant,
+            remaining_minor=grant.remaining_minor - take,
+            remaining_credits=(grant.remaining_credits - credits).normalize(),
+        )
+        left -= take
+    return taken, [after[g.grant_id] for g in grants]
+
+
+def below_threshold(balance_credits: Decimal, threshold: Decimal | None) -> bool:
+    return threshold is not None and balance_credits < threshold

@@ -1,0 +1,100 @@
+"""Schemas of the wallet (prepaid credits) endpoints."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from remit.entrypoints.api.schemas import CurrencyCode, Id, Input, Name, Output
+
+Credits = Annotated[str, StringConstraints(pattern=r"^\d{1,12}(\.\d{1,9})?$"), Field(examples=["100", "2500.5"])]
+Rate = Annotated[str, StringConstraints(pattern=r"^\d{1,12}(\.\d{1,9})?$"), Field(examples=["1", "0.01"])]
+
+
+class WalletCreate(Input):
+    customer_id: Id
+    name: Name | None = Field(default=None, description='Default: "Prepaid credits".')
+    currency: CurrencyCode | None = Field(default=None, description="The customer's currency (the default).")
+    priority: Annotated[int, Field(ge=1, le=100)] = Field(default=1, description="Lower is consumed first.")
+    rate: Rate = Field(default="1", description="Money per credit: 1 for credits that are money.")
+    top_up_threshold: Credits | None = Field(
+        default=None, description="When a consumption leaves fewer credits than this, buy `top_up_credits`."
+    )
+    top_up_credits: Credits | None = None
+    top_up_expires_days: Annotated[int, Field(ge=1, le=3650)] | None = Field(
+        default=None, description="Credits bought by a top-up expire after this many days (default: never)."
+    )
+
+
+class WalletUpdate(Input):
+    """Only the fields given change. Top-up terms are replaced together: give `top_up_threshold` and
+    `top_up_credits` (and optionally `top_up_expires_days`), or both as null to turn automatic top-up off."""
+
+    name: Name | None = None
+    priority: Annotated[int, Field(ge=1, le=100)] | None = None
+    top_up_threshold: Credits | None = None
+    top_up_credits: Credits | None = None
+    top_up_expires_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+
+
+class WalletGrantCreate(Input):
+    credits: Credits
+    paid: bool = Field(
+        default=False, description="Bought: an invoice is issued and the credits are granted when it is paid."
+    )
+    grant_before_payment: bool = Field(default=False, description="For paid credits: grant them now.")
+    expires_at: datetime | None = Field(default=None, description="When what is left of them expires.")
+
+
+class WalletGrantPublic(Output):
+    id: str
+    object: Literal["wallet_grant"] = "wallet_grant"
+    wallet_id: str
+    customer_id: str
+    kind: str
+    source: str
+    status: str
+    credits: str
+    amount: str
+    remaining_credits: str
+    remaining: str
+    expires_at: datetime | None
+    invoice_id: str | None
+    created_at: datetime
+    granted_at: datetime | None
+
+
+class WalletPublic(Output):
+    id: str
+    object: Literal["wallet"] = "wallet"
+    customer_id: str
+    name: str
+    currency: str
+    priority: int
+    rate: str
+    status: str
+    balance_credits: str
+    balance: str = Field(description="What the credits held are worth, in the wallet's currency.")
+    pending_credits: str = Field(description="Credits bought whose invoice is not paid yet.")
+    top_up_threshold: str | None
+    top_up_credits: str | None
+    top_up_expires_days: int | None
+    created_at: datetime
+    voided_at: datetime | None
+    grants: list[WalletGrantPublic] | None = None
+
+
+class WalletTransactionPublic(Output):
+    id: str
+    object: Literal["wallet_transaction"] = "wallet_transaction"
+    wallet_id: str
+    grant_id: str
+    customer_id: str
+    kind: Literal["grant", "consumption", "expiry", "void", "restore"]
+    credits: str
+    amount: str
+    currency: str
+    invoice_id: str | None
+    created_at: datetime

@@ -1,0 +1,180 @@
+"""`remit wallets ...`: prepaid credits from the command line."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+
+from remit.bootstrap import Settings, bootstrap
+from remit.domain.clock import ensure_utc
+from remit.domain.errors import ValidationError
+from remit.entrypoints.cli.output import handle_errors, show
+from remit.service_layer import wallets
+from remit.service_layer.views import Filters
+
+wallets_app = typer.Typer(help="Wallets: prepaid credits, their grants and their ledger.", no_args_is_help=True)
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+Limit = Annotated[int, typer.Option("--limit", help="Rows per page (at most 1000).")]
+All = Annotated[bool, typer.Option("--all", help="Every row, not one page.")]
+After = Annotated[str | None, typer.Option("--starting-after", help="Page after this id.")]
+WALLET_COLUMNS = ["id", "customer_id", "name", "priority", "rate", "status", "balance_credits", "balance", "currency"]
+
+
+def _every(fetch: Any, limit: int, every: bool, after: str | None) -> list[dict[str, Any]]:
+    if not every:
+        return list(fetch(limit, after))
+    rows: list[dict[str, Any]] = []
+    while True:
+        page = fetch(1000, after)
+        rows.extend(page)
+        if len(page) < 1000:
+            return rows
+        after = page[-1]["id"]
+
+
+def _time(value: str | None, field: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return ensure_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    except ValueError:
+        raise ValidationError("invalid_time", f"{value!r} is not an ISO 8601 time.", field) from None
+
+
+@wallets_app.command("create")
+@handle_errors
+def create(
+    customer: Annotated[str, typer.Option(help="The customer's id.")],
+    name: Annotated[str | None, typer.Option()] = None,
+    priority: Annotated[int, typer.Option(help="1 (consumed first) to 100.")] = 1,
+    rate: Annotated[str, typer.Option(help="Money per credit: 1 for credits that are money.")] = "1",
+    top_up_threshold: Annotated[str | None, typer.Option(help="Buy --top-up-credits under this balance.")] = None,
+    top_up_credits: Annotated[str | None, typer.Option()] = None,
+    top_up_expires_days: Annotated[int | None, typer.Option()] = None,
+    as_json: Json = False,
+) -> None:
+    """A wallet for a customer, in the customer's currency."""
+    with bootstrap(Settings()).uow() as uow:
+        data = wallets.create_wallet(
+            uow,
+            customer,
+            name=name,
+            priority=priority,
+            rate=rate,
+            top_up_threshold=top_up_threshold,
+            top_up_credits=top_up_credits,
+            top_up_expires_days=top_up_expires_days,
+        )
+    show(data, as_json, "Wallet created")
+
+
+@wallets_app.command("update")
+@handle_errors
+def update_(
+    wallet_id: str,
+    name: Annotated[str | None, typer.Option()] = None,
+    priority: Annotated[int | None, typer.Option(help="1 (consumed first) to 100.")] = None,
+    top_up_threshold: Annotated[str | None, typer.Option()] = None,
+    top_up_credits: Annotated[str | None, typer.Option()] = None,
+    top_up_expires_days: Annotated[int | None, typer.Option()] = None,
+    no_top_up: Annotated[bool, typer.Option("--no-top-up", help="Turn automatic top-up off.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Rename a wallet, change its priority or its automatic top-up (the top-up options replace the old ones)."""
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = name
+    if priority is not None:
+        changes["priority"] = priority
+    top_up = {
+        "top_up_threshold": top_up_threshold,
+        "top_up_credits": top_up_credits,
+        "top_up_expires_days": top_up_expires_days,
+    }
+    given = any(v is not None for v in top_up.values())
+    if no_top_up and given:
+        raise ValidationError("invalid_choice", "--no-top-up takes no other top-up option.", "no_top_up")
+    if no_top_up or given:
+        changes.update(top_up)
+    with bootstrap(Settings()).uow() as uow:
+        data = wallets.update_wallet(uow, wallet_id, changes)
+    show(data, as_json, "Wallet updated")
+
+
+@wallets_app.command("list")
+@handle_errors
+def list_(
+    customer: Annotated[str | None, typer.Option()] = None,
+    status: Annotated[str | None, typer.Option(help="active or voided")] = None,
+    limit: Limit = 20,
+    every: All = False,
+    after: After = None,
+    as_json: Json = False,
+) -> None:
+    with bootstrap(Settings()).uow() as uow:
+        rows = _every(
+            lambda n, a: wallets.list_wallets(uow, n, a, filters=Filters(customer_id=customer, status=status)),
+            limit,
+            every,
+            after,
+        )
+    show(rows, as_json, "Wallets", WALLET_COLUMNS)
+
+
+@wallets_app.command("show")
+@handle_errors
+def show_(wallet_id: str, as_json: Json = False) -> None:
+    """The wallet, its balance and its grants."""
+    with bootstrap(Settings()).uow() as uow:
+        data = wallets.get_wallet(uow, wallet_id, with_grants=True)
+    show(data, as_json, f"Wallet {data['name']}")
+    if not as_json:
+        columns = ["id", "kind", "status", "credits", "remaining_credits", "remaining", "expires_at", "invoice_id"]
+        show(data["grants"], False, "Grants", columns)
+
+
+@wallets_app.command("grant")
+@handle_errors
+def grant(
+    wallet_id: str,
+    credits: Annotated[str, typer.Option(help="How many credits, e.g. 100 or 2500.5.")],
+    paid: Annotated[bool, typer.Option("--paid", help="Sell them: an invoice; granted when it is paid.")] = False,
+    grant_before_payment: Annotated[
+        bool, typer.Option("--grant-before-payment", help="With --paid: grant them now.")
+    ] = False,
+    expires_at: Annotated[str | None, typer.Option(help="ISO 8601 time when what is left expires.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Give credits (free, now) or sell them (--paid)."""
+    with bootstrap(Settings()).uow() as uow:
+        data = wallets.grant(
+            uow,
+            wallet_id,
+            credits,
+            paid=paid,
+            expires_at=_time(expires_at, "expires_at"),
+            grant_before_payment=grant_before_payment,
+        )
+    show(data, as_json, "Credits granted" if data["status"] == "active" else "Credits sold: granted when paid")
+
+
+@wallets_app.command("transactions")
+@handle_errors
+def transactions(
+    wallet_id: str, limit: Limit = 20, every: All = False, after: After = None, as_json: Json = False
+) -> None:
+    """The wallet's ledger: grants, consumptions by invoices, expiries and voids, in the order recorded."""
+    with bootstrap(Settings()).uow() as uow:
+        rows = _every(lambda n, a: wallets.list_transactions(uow, wallet_id, n, a), limit, every, after)
+    show(rows, as_json, "Wallet ledger", ["id", "created_at", "kind", "credits", "amount", "invoice_id", "grant_id"])
+
+
+@wallets_app.command("void")
+@handle_errors
+def void(wallet_id: str, as_json: Json = False) -> None:
+    """Close the wallet; what remains of its credits is voided."""
+    with bootstrap(Settings()).uow() as uow:
+        data = wallets.void_wallet(uow, wallet_id)
+    show(data, as_json, "Wallet voided")

@@ -1,0 +1,211 @@
+"""Ledger entries that take credits back: expiry, voids, and what a voided invoice gives back; and the check
+that every grant's balance is the sum of its ledger entries.
+
+Expiry runs at the start of every bill run (and so at every step of a test clock's advance), for the real
+customers or one test clock's, in one transaction; it is dated when the credits expired. A second run finds
+nothing to do: it only looks at active grants with something left, and the ledger's unique (grant, "expire") key
+would refuse a second entry anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select, update
+
+from remit.adapters.db import tables as t
+from remit.domain.wallets import split_credits
+from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.views import plain
+from remit.service_layer.wallet_consumption import ledger_row
+
+
+def invoice_voided(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
+    """An invoice was voided. Credits it consumed go back to their grants (and expire again at once if their grant
+    has expired or was voided meanwhile); credits it sold are not granted, or are voided if already granted."""
+    give_back(uow, invoice_id, None, f"restore:{invoice_id}", at)
+    g = t.wallet_grants.c
+    for row in uow.conn.execute(select(t.wallet_grants).where(g.invoice_id == invoice_id)).mappings():
+        if row["status"] == "pending":
+            uow.conn.execute(update(t.wallet_grants).where(g.id == row["id"]).values(status="voided"))
+        elif row["status"] == "active":
+            void_grant(uow, row, at, "invoice_voided")
+
+
+def invoice_deleted(uow: UnitOfWork, invoice_id: str) -> None:
+    """A draft purchase invoice was deleted: its credits will never be granted."""
+    g = t.wallet_grants.c
+    uow.conn.execute(update(t.wallet_grants).where(g.invoice_id == invoice_id).values(status="voided", invoice_id=None))
+
+
+def give_back(uow: UnitOfWork, invoice_id: str, amount_minor: int | None, cause: str, at: datetime) -> int:
+    """Return to their grants up to ``amount_minor`` (None: all) of the credits an invoice consumed and that have
+    not come back yet, the latest consumption first. ``cause`` keys the entries (``restore:<invoice>`` for a void,
+    ``restore:<credit note>`` for a credit note). Returns the money given back."""
+    x = t.wallet_transactions.c
+    entries = list(
+        uow.conn.execute(
+            select(x.grant_id, x.credits, x.amount_minor)
+            .where(x.invoice_id == invoice_id, x.kind.in_(("consumption", "restore")))
+            .order_by(x.seq)
+        ).all()
+    )
+    open_: dict[str, list[Any]] = {}  # grant -> [credits, minor] consumed and not given back, in consumption order
+    for grant_id, credits, minor in entries:
+        acc = open_.setdefault(grant_id, [Decimal(0), 0])
+        acc[0] -= credits
+        acc[1] -= minor
+    left = amount_minor
+    given = 0
+    for grant_id, (credits, minor) in reversed(list(open_.items())):
+        if minor <= 0 or left == 0:
+            continue
+        take = minor if left is None else min(left, minor)
+        part = split_credits(credits, minor, take)
+        _restore_one(uow, grant_id, part, take, invoice_id, cause, at)
+        given += take
+        left = None if left is None else left - take
+    return given
+
+
+def _restore_one(
+    uow: UnitOfWork, grant_id: str, credits: Decimal, minor: int, invoice_id: str, cause: str, at: datetime
+) -> None:
+    g = t.wallet_grants.c
+    grant_row = uow.conn.execute(select(t.wallet_grants).where(g.id == grant_id)).mappings().one()
+    rows = [ledger_row(grant_row, "restore", cause, credits, minor, invoice_id, at)]
+    expires_at = grant_row["expires_at"]
+    if grant_row["status"] != "active":  # the grant is gone: what comes back goes again, the ledger says why
+        kind = "void" if grant_row["status"] == "voided" else "expiry"
+        rows.append(ledger_row(grant_row, kind, f"{kind}:{cause}", -credits, -minor, invoice_id, at))
+    elif expires_at is not None and expires_at <= at:  # its time is up: it expires now, with what came back
+        all_credits, all_minor = grant_row["remaining_credits"] + credits, grant_row["remaining_minor"] + minor
+        rows.append(ledger_row(grant_row, "expiry", "expire", -all_credits, -all_minor, None, at))
+        uow.conn.execute(
+            update(t.wallet_grants)
+            .where(g.id == grant_id)
+            .values(status="expired", remaining_credits=Decimal(0), remaining_minor=0)
+        )
+        _emit_expired(uow, grant_row, all_credits, all_minor, at)
+    else:
+        uow.conn.execute(
+            update(t.wallet_grants)
+            .where(g.id == grant_id)
+            .values(
+                remaining_credits=grant_row["remaining_credits"] + credits,
+                remaining_minor=grant_row["remaining_minor"] + minor,
+            )
+        )
+    uow.insert_many(t.wallet_transactions, rows)
+    uow.emit(
+        "wallet.credits_restored",
+        "wallet",
+        grant_row["wallet_id"],
+        {"grant_id": grant_id, "invoice_id": invoice_id, "credits": plain(credits), "amount_minor": minor},
+        grant_row["customer_id"],
+        at=at,
+    )
+
+
+def void_grant(uow: UnitOfWork, row: Mapping[Any, Any], at: datetime, reason: str) -> None:
+    g = t.wallet_grants.c
+    if row["remaining_minor"] or row["remaining_credits"]:
+        uow.insert_many(
+            t.wallet_transactions,
+            [ledger_row(row, "void", "void", -row["remaining_credits"], -row["remaining_minor"], None, at)],
+        )
+        uow.emit(
+            "wallet.credits_voided",
+            "wallet",
+            row["wallet_id"],
+            {
+                "grant_id": row["id"],
+                "credits": plain(row["remaining_credits"]),
+                "amount_minor": row["remaining_minor"],
+                "reason": reason,
+            },
+            row["customer_id"],
+            at=at,
+        )
+    uow.conn.execute(
+        update(t.wallet_grants)
+        .where(g.id == row["id"])
+        .values(status="voided", remaining_credits=Decimal(0), remaining_minor=0)
+    )
+
+
+# --- expiry ------------------------------------------------------------------------------------------------------
+
+
+def expire_credits(make_uow: Callable[[], UnitOfWork], as_of: datetime, *, test_clock_id: str | None = None) -> int:
+    """Expire what remains of every grant whose time is up by ``as_of``, for real customers or one test clock's,
+    in one transaction. Returns the number of grants expired; a second run finds nothing to do."""
+    with make_uow() as uow:
+        return expire_due(uow, as_of, test_clock_id)
+
+
+def _due_for_expiry(as_of: datetime, test_clock_id: str | None, customer_ids: Sequence[str] | None = None) -> Any:
+    g, c = t.wallet_grants.c, t.customers.c
+    clock = (c.test_clock_id == test_clock_id) if test_clock_id else c.test_clock_id.is_(None)
+    query = (
+        select(t.wallet_grants)
+        .join(t.customers, c.id == g.customer_id)
+        .where(g.status == "active", g.expires_at <= as_of, g.remaining_minor > 0, clock)
+    )
+    if customer_ids is not None:
+        query = query.where(g.customer_id.in_(customer_ids))
+    return query.order_by(g.customer_id, g.expires_at, g.id)
+
+
+def expire_due(uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = None) -> int:
+    customer_ids = sorted(
+        {r["customer_id"] for r in uow.conn.execute(_due_for_expiry(as_of, test_clock_id)).mappings()}
+    )
+    if not customer_ids:
+        return 0
+    uow.lock_customers(customer_ids)  # then read again: a finalization may have consumed some meanwhile
+    due = list(uow.conn.execute(_due_for_expiry(as_of, test_clock_id, customer_ids)).mappings())
+    g = t.wallet_grants.c
+    for row in due:
+        at = row["expires_at"]
+        uow.insert_many(
+            t.wallet_transactions,
+            [ledger_row(row, "expiry", "expire", -row["remaining_credits"], -row["remaining_minor"], None, at)],
+        )
+        uow.conn.execute(
+            update(t.wallet_grants)
+            .where(g.id == row["id"])
+            .values(status="expired", remaining_credits=Decimal(0), remaining_minor=0)
+        )
+        _emit_expired(uow, row, row["remaining_credits"], row["remaining_minor"], at)
+    return len(due)
+
+
+def _emit_expired(uow: UnitOfWork, grant_row: Mapping[Any, Any], credits: Decimal, minor: int, at: datetime) -> None:
+    code = uow.conn.execute(select(t.wallets.c.currency).where(t.wallets.c.id == grant_row["wallet_id"])).scalar_one()
+    uow.emit(
+        "wallet.credits_expired",
+        "wallet",
+        grant_row["wallet_id"],
+        {"grant_id": grant_row["id"], "credits": plain(credits), "amount_minor": minor, "currency": code},
+        grant_row["customer_id"],
+        at=at,
+    )
+
+
+def check_ledger(uow: UnitOfWork, wallet_id: str) -> None:
+    """Every grant's remaining credits and money are the sum of its ledger entries, and never negative."""
+    x, g = t.wallet_transactions.c, t.wallet_grants.c
+    sums: dict[str, tuple[Decimal, int]] = {}
+    for grant_id, credits, minor in uow.conn.execute(
+        select(x.grant_id, x.credits, x.amount_minor).where(x.wallet_id == wallet_id)
+    ).all():
+        c, m = sums.get(grant_id, (Decimal(0), 0))
+        sums[grant_id] = (c + credits, m + minor)
+    for row in uow.conn.execute(select(t.wallet_grants).where(g.wallet_id == wallet_id)).mappings():
+        credits, minor = sums.get(row["id"], (Decimal(0), 0))
+        assert (credits, minor) == (row["remaining_credits"], row["remaining_minor"]), (row["id"], credits, minor)
+        assert row["remaining_credits"] >= 0 and row["remaining_minor"] >= 0, row["id"]

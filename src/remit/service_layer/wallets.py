@@ -1,0 +1,542 @@
+"""Prepaid credits: wallets, their grants (free or bought), top-ups, and what a paid purchase grants.
+
+The ledger (``wallet_transactions``) is append-only; each grant's remaining credits and money are kept on the
+grant too, for the consumption order, and equal the sum of its ledger entries (``check_ledger``). Every entry has
+a unique (grant, cause) key, so repeating a consumption, an expiry or a void is refused by the database rather
+than done twice. Consumption at finalization is in ``wallet_consumption.py``; expiry, voids and restores in
+``wallet_ledger.py``; this module is the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from remit.adapters.db import tables as t
+from remit.adapters.db.ids import new_id
+from remit.domain.clock import ensure_utc
+from remit.domain.errors import Conflict, NotFound, ValidationError
+from remit.domain.money import RoundingPolicy, currency
+from remit.domain.wallets import credits_value_minor, parse_credits, parse_wallet_rate
+from remit.service_layer.accounts import customer_now, local_date
+from remit.service_layer.invoices import InvoiceDraft, write_invoices
+from remit.service_layer.scoping import EVERYTHING, Visibility
+from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.views import Filters, money, page, plain
+from remit.service_layer.wallet_consumption import PURCHASE_REASON, ledger_row
+from remit.service_layer.wallet_ledger import (
+    check_ledger,
+    expire_credits,
+    expire_due,
+    invoice_deleted,
+    invoice_voided,
+    void_grant,
+)
+
+MAX_WALLETS_PER_CUSTOMER = 100
+PRIORITY_MIN, PRIORITY_MAX = 1, 100
+
+__all__ = [
+    "PURCHASE_REASON",
+    "check_ledger",
+    "create_wallet",
+    "expire_credits",
+    "expire_due",
+    "get_wallet",
+    "grant",
+    "invoice_deleted",
+    "invoice_voided",
+    "update_wallet",
+    "void_wallet",
+]
+
+
+# --- wallets -----------------------------------------------------------------------------------------------------
+
+
+def _top_up_terms(
+    threshold: object, credits: object, expires_days: int | None
+) -> tuple[Decimal | None, Decimal | None, int | None]:
+    if threshold is None and credits is None:
+        if expires_days is not None:
+            raise ValidationError("top_up_incomplete", "An automatic top-up needs a threshold and credits.", "top_up")
+        return None, None, None
+    if threshold is None or credits is None:
+        raise ValidationError(
+            "top_up_incomplete",
+            "An automatic top-up needs both a threshold and the credits to buy.",
+            "top_up_threshold" if threshold is None else "top_up_credits",
+        )
+    if expires_days is not None and not 1 <= expires_days <= 3650:
+        raise ValidationError("invalid_expiry", "Top-up credits expire after 1 to 3650 days.", "top_up_expires_days")
+    return (
+        parse_credits(threshold, "top_up_threshold", allow_zero=True),
+        parse_credits(credits, "top_up_credits"),
+        expires_days,
+    )
+
+
+def create_wallet(
+    uow: UnitOfWork,
+    customer_id: str,
+    *,
+    name: str | None = None,
+    priority: int = 1,
+    rate: object = "1",
+    currency_code: str | None = None,
+    top_up_threshold: object = None,
+    top_up_credits: object = None,
+    top_up_expires_days: int | None = None,
+) -> dict[str, Any]:
+    """A wallet for a customer, in the customer's currency. ``rate``: money per credit (1: credits are money)."""
+    customer = uow.locked_customer(customer_id)
+    if customer is None:
+        raise NotFound("customer", customer_id, "customer_id")
+    cur = currency(customer["currency"])
+    if currency_code is not None and currency(currency_code).code != cur.code:
+        raise ValidationError(
+            "currency_mismatch", f"The customer pays in {cur.code}: a wallet is in the customer's currency.", "currency"
+        )
+    _check_priority(priority)
+    wallet_rate = parse_wallet_rate(rate)
+    threshold, top_up, expires_days = _top_up_terms(top_up_threshold, top_up_credits, top_up_expires_days)
+    if top_up is not None:
+        credits_value_minor(top_up, wallet_rate, _policy(uow, customer["legal_entity_id"]), cur)
+    label = _name(name if name is not None else "Prepaid credits")
+    count = uow.conn.execute(
+        select(func.count()).where(t.wallets.c.customer_id == customer_id, t.wallets.c.status == "active")
+    ).scalar_one()
+    if count >= MAX_WALLETS_PER_CUSTOMER:
+        raise Conflict("too_many_wallets", f"A customer has at most {MAX_WALLETS_PER_CUSTOMER} wallets.", "customer_id")
+    wallet_id = new_id("wal")
+    uow.insert_many(
+        t.wallets,
+        [
+            {
+                "id": wallet_id,
+                "customer_id": customer_id,
+                "name": label,
+                "currency": cur.code,
+                "priority": priority,
+                "rate": wallet_rate,
+                "status": "active",
+                "top_up_threshold": threshold,
+                "top_up_credits": top_up,
+                "top_up_expires_days": expires_days,
+                "created_at": customer_now(uow, customer),
+                "voided_at": None,
+            }
+        ],
+    )
+    uow.emit(
+        "wallet.created",
+        "wallet",
+        wallet_id,
+        {"currency": cur.code, "rate": plain(wallet_rate), "priority": priority},
+        customer_id,
+        at=customer_now(uow, customer),
+    )
+    return get_wallet(uow, wallet_id)
+
+
+def _check_priority(priority: object) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ValidationError(
+            "invalid_priority", f"Priority is {PRIORITY_MIN} (consumed first) to {PRIORITY_MAX}.", "priority"
+        )
+    return priority
+
+
+def _name(name: object) -> str:
+    label = name.strip() if isinstance(name, str) else ""
+    if not label or len(label) > 200:
+        raise ValidationError("invalid_name", "A wallet's name has 1 to 200 characters.", "name")
+    return label
+
+
+_TOP_UP_FIELDS = ("top_up_threshold", "top_up_credits", "top_up_expires_days")
+UPDATABLE = ("name", "priority", *_TOP_UP_FIELDS)
+
+
+def update_wallet(uow: UnitOfWork, wallet_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename a wallet, change its priority, or replace its top-up terms (give any top-up field: the three are
+    replaced together; all None turns automatic top-up off). The rate never changes: grants keep their value."""
+    unknown = sorted(set(changes) - set(UPDATABLE))
+    if unknown:
+        raise ValidationError("unknown_field", f"{unknown[0]!r} cannot be changed.", unknown[0])
+    wallet = _wallet(uow, wallet_id, lock=True)
+    values: dict[str, Any] = {}
+    if "name" in changes:
+        values["name"] = _name(changes["name"])
+    if "priority" in changes:
+        values["priority"] = _check_priority(changes["priority"])
+    if any(k in changes for k in _TOP_UP_FIELDS):
+        terms = _top_up_terms(
+            changes.get("top_up_threshold"), changes.get("top_up_credits"), changes.get("top_up_expires_days")
+        )
+        if terms[1] is not None:
+            customer = (
+                uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+            )
+            credits_value_minor(
+                terms[1], wallet["rate"], _policy(uow, customer["legal_entity_id"]), currency(wallet["currency"])
+            )
+        values.update(zip(_TOP_UP_FIELDS, terms, strict=True))
+    if wallet["status"] != "active":
+        raise Conflict("wallet_voided", "A voided wallet cannot be changed.", "wallet_id")
+    if values:
+        uow.conn.execute(update(t.wallets).where(t.wallets.c.id == wallet_id).values(**values))
+        customer = (
+            uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+        )
+        uow.emit(
+            "wallet.updated", "wallet", wallet_id, plain(values), wallet["customer_id"], at=customer_now(uow, customer)
+        )
+    return get_wallet(uow, wallet_id)
+
+
+def _policy(uow: UnitOfWork, entity_id: str) -> RoundingPolicy:
+    return RoundingPolicy(
+        uow.conn.execute(
+            select(t.legal_entities.c.rounding_policy).where(t.legal_entities.c.id == entity_id)
+        ).scalar_one()
+    )
+
+
+def _wallet(uow: UnitOfWork, wallet_id: str, lock: bool = False) -> dict[str, Any]:
+    """The wallet; with ``lock``, its customer is locked first (one writer per account) and the row read after."""
+    query = select(t.wallets).where(t.wallets.c.id == wallet_id)
+    row = uow.conn.execute(query).mappings().first()
+    if row is None:
+        raise NotFound("wallet", wallet_id, "wallet_id")
+    if lock:
+        uow.lock_customer(row["customer_id"])
+        row = uow.conn.execute(query).mappings().one()
+    return dict(row)
+
+
+def get_wallet(uow: UnitOfWork, wallet_id: str, *, with_grants: bool = False) -> dict[str, Any]:
+    """The wallet with its balance: credits and money held (what its grants have left, which ``check_ledger``
+    holds equal to the sum of the ledger); and credits bought but not paid for yet."""
+    wallet = _wallet(uow, wallet_id)
+    return _with_balances(uow, [wallet], with_grants)[0]
+
+
+def _with_balances(uow: UnitOfWork, wallets: list[dict[str, Any]], with_grants: bool) -> list[dict[str, Any]]:
+    if not wallets:
+        return []
+    g = t.wallet_grants.c
+    grants = list(
+        uow.conn.execute(
+            select(t.wallet_grants).where(g.wallet_id.in_([w["id"] for w in wallets])).order_by(g.created_at, g.id)
+        ).mappings()
+    )
+    out = []
+    for wallet in wallets:
+        mine = [gr for gr in grants if gr["wallet_id"] == wallet["id"]]
+        held = [gr for gr in mine if gr["status"] == "active"]
+        pending = [gr for gr in mine if gr["status"] == "pending"]
+        row = {
+            **wallet,
+            "object": "wallet",
+            "balance_credits": sum((gr["remaining_credits"] for gr in held), Decimal(0)),
+            "balance_minor": sum(gr["remaining_minor"] for gr in held),
+            "pending_credits": sum((gr["credits"] for gr in pending), Decimal(0)),
+        }
+        if with_grants:
+            row["grants"] = [grant_public(gr, wallet["currency"]) for gr in mine]
+        out.append(wallet_public(row))
+    return out
+
+
+def wallet_public(row: Mapping[Any, Any]) -> dict[str, Any]:
+    code = row["currency"]
+    out = {k: (plain(v) if k != "grants" else v) for k, v in row.items() if k != "balance_minor"}
+    out["balance"] = money(row["balance_minor"], code)
+    return out
+
+
+def grant_public(row: Mapping[Any, Any], code: str) -> dict[str, Any]:
+    out = {k: plain(v) for k, v in row.items() if not k.endswith("_minor") and k != "cause_key"}
+    out["object"] = "wallet_grant"
+    out["amount"] = money(row["amount_minor"], code)
+    out["remaining"] = money(row["remaining_minor"], code)
+    return out
+
+
+def list_wallets(
+    uow: UnitOfWork,
+    limit: int | None = 20,
+    after: str | None = None,
+    *,
+    vis: Visibility = EVERYTHING,
+    filters: Filters | None = None,
+) -> list[dict[str, Any]]:
+    query = select(t.wallets)
+    if vis != EVERYTHING:
+        query = query.join(t.customers, t.customers.c.id == t.wallets.c.customer_id).where(vis.customers_clause())
+    query = (filters or Filters()).apply(query, t.wallets)
+    return _with_balances(uow, page(uow, query, t.wallets.c.id, limit, after), False)
+
+
+def list_transactions(
+    uow: UnitOfWork, wallet_id: str, limit: int | None = 20, after: str | None = None
+) -> list[dict[str, Any]]:
+    """The wallet's ledger in the order it was recorded; ``after``: the id of the last entry of the page before."""
+    wallet = _wallet(uow, wallet_id)
+    x = t.wallet_transactions.c
+    query = select(t.wallet_transactions).where(x.wallet_id == wallet_id)
+    if after:
+        seq = uow.conn.execute(select(x.seq).where(x.id == after, x.wallet_id == wallet_id)).scalar()
+        if seq is None:
+            raise NotFound("wallet_transaction", after, "starting_after")
+        query = query.where(x.seq > seq)
+    query = query.order_by(x.seq).limit(min(limit, 1001) if limit else 1000)
+    return [transaction_public(r, wallet["currency"]) for r in uow.conn.execute(query).mappings()]
+
+
+def transaction_public(row: Mapping[Any, Any], code: str) -> dict[str, Any]:
+    out = {k: plain(v) for k, v in row.items() if k not in ("seq", "amount_minor", "cause_key")}
+    out["object"] = "wallet_transaction"
+    out["amount"] = money(row["amount_minor"], code)
+    out["currency"] = code
+    return out
+
+
+# --- grants and purchases ----------------------------------------------------------------------------------------
+
+
+def grant(
+    uow: UnitOfWork,
+    wallet_id: str,
+    credits: object,
+    *,
+    paid: bool = False,
+    expires_at: datetime | None = None,
+    grant_before_payment: bool = False,
+) -> dict[str, Any]:
+    """Add credits to a wallet: free (granted now), or bought (an invoice for them, granted when it is paid, or
+    now with ``grant_before_payment``). Returns the grant."""
+    wallet = _wallet(uow, wallet_id, lock=True)
+    if grant_before_payment and not paid:
+        raise ValidationError(
+            "invalid_choice",
+            "grant_before_payment is for credits bought (paid), not free ones.",
+            "grant_before_payment",
+        )
+    amount = parse_credits(credits)
+    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+    now = customer_now(uow, customer)
+    if expires_at is not None:
+        try:
+            expires_at = ensure_utc(expires_at)
+        except OverflowError:
+            raise ValidationError("invalid_time", "expires_at is out of range.", "expires_at") from None
+        if expires_at <= now:
+            raise ValidationError("expiry_in_past", "Credits must expire after now.", "expires_at")
+    if wallet["status"] != "active":
+        raise Conflict("wallet_voided", "A voided wallet takes no more credits.", "wallet_id")
+    return _add_grant(
+        uow,
+        wallet,
+        customer,
+        amount,
+        now,
+        kind="paid" if paid else "free",
+        source="manual",
+        expires_at=expires_at,
+        granted=not paid or grant_before_payment,
+    )
+
+
+def _add_grant(
+    uow: UnitOfWork,
+    wallet: Mapping[Any, Any],
+    customer: Mapping[Any, Any],
+    amount: Decimal,
+    at: datetime,
+    *,
+    kind: str,
+    source: str,
+    expires_at: datetime | None,
+    granted: bool,
+    cause_key: str | None = None,
+) -> dict[str, Any]:
+    cur = currency(wallet["currency"])
+    entity = (
+        uow.conn.execute(select(t.legal_entities).where(t.legal_entities.c.id == customer["legal_entity_id"]))
+        .mappings()
+        .one()
+    )
+    value = credits_value_minor(amount, wallet["rate"], RoundingPolicy(entity["rounding_policy"]), cur)
+    invoice_id = _purchase_invoice(uow, wallet, customer, entity, amount, value, at) if kind == "paid" else None
+    grant_id = new_id("wgr")
+    row = {
+        "id": grant_id,
+        "wallet_id": wallet["id"],
+        "customer_id": wallet["customer_id"],
+        "kind": kind,
+        "source": source,
+        "status": "active" if granted else "pending",
+        "credits": amount,
+        "amount_minor": value,
+        "remaining_credits": amount if granted else Decimal(0),
+        "remaining_minor": value if granted else 0,
+        "expires_at": expires_at,
+        "invoice_id": invoice_id,
+        "cause_key": cause_key,
+        "created_at": at,
+        "granted_at": at if granted else None,
+    }
+    uow.insert_many(t.wallet_grants, [row])
+    if granted:
+        _record_granted(uow, row, wallet["currency"], at)
+    return grant_public(row, cur.code)
+
+
+def _record_granted(uow: UnitOfWork, grant_row: Mapping[Any, Any], code: str, at: datetime) -> None:
+    uow.insert_many(
+        t.wallet_transactions,
+        [ledger_row(grant_row, "grant", "grant", grant_row["credits"], grant_row["amount_minor"], None, at)],
+    )
+    uow.emit(
+        "wallet.credits_granted",
+        "wallet",
+        grant_row["wallet_id"],
+        {
+            "grant_id": grant_row["id"],
+            "kind": grant_row["kind"],
+            "credits": plain(grant_row["credits"]),
+            "amount_minor": grant_row["amount_minor"],
+            "currency": code,
+            "expires_at": plain(grant_row["expires_at"]),
+        },
+        grant_row["customer_id"],
+        at=at,
+    )
+
+
+def _purchase_invoice(
+    uow: UnitOfWork,
+    wallet: Mapping[Any, Any],
+    customer: Mapping[Any, Any],
+    entity: Mapping[Any, Any],
+    amount: Decimal,
+    value_minor: int,
+    at: datetime,
+) -> str:
+    """An invoice of its own for credits bought: one line, paid with money only (neither the customer's balance
+    nor other credits pay for credits)."""
+    item = {
+        "id": new_id("ii"),
+        "customer_id": customer["id"],
+        "price_id": None,
+        "description": f"{plain(amount)} credits: {wallet['name']}"[:500],
+        "quantity": amount,
+        "unit_price": wallet["rate"],
+        "amount_minor": value_minor,
+        "currency": wallet["currency"],
+        "invoice_id": None,
+        "created_at": at,
+    }
+    uow.insert_many(t.pending_items, [item])
+    draft = InvoiceDraft(
+        customer=customer,
+        lines=[],
+        pending_items=[item],
+        issued_on=local_date(at, customer["timezone"]),
+        at=at,
+        reason=PURCHASE_REASON,
+    )
+    return write_invoices(uow, [draft], {entity["id"]: entity}, {}, None)[0]
+
+
+def top_up(uow: UnitOfWork, wallet: Mapping[Any, Any], cause_invoice_id: str, at: datetime) -> str | None:
+    """Buy the wallet's top-up credits, once per cause (the invoice whose consumption crossed the threshold), and
+    only if no top-up of this wallet is still waiting for payment. Returns the new grant's id, if any."""
+    g = t.wallet_grants.c
+    waiting = uow.conn.execute(
+        select(g.id).where(g.wallet_id == wallet["id"], g.source == "top_up", g.status == "pending").limit(1)
+    ).first()
+    key = f"top_up:{cause_invoice_id}"
+    done = uow.conn.execute(select(g.id).where(g.wallet_id == wallet["id"], g.cause_key == key)).first()
+    if waiting is not None or done is not None:
+        return None
+    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+    days = wallet["top_up_expires_days"]
+    made = _add_grant(
+        uow,
+        wallet,
+        customer,
+        wallet["top_up_credits"],
+        at,
+        kind="paid",
+        source="top_up",
+        expires_at=at + timedelta(days=days) if days else None,
+        granted=False,
+        cause_key=key,
+    )
+    uow.emit(
+        "wallet.topped_up",
+        "wallet",
+        wallet["id"],
+        {
+            "grant_id": made["id"],
+            "credits": made["credits"],
+            "invoice_id": made["invoice_id"],
+            "threshold": plain(wallet["top_up_threshold"]),
+        },
+        wallet["customer_id"],
+        at=at,
+    )
+    return str(made["id"])
+
+
+# --- what happens to invoices ------------------------------------------------------------------------------------
+
+
+def invoice_paid(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
+    """A purchase invoice was paid: its credits are granted."""
+    g = t.wallet_grants.c
+    for row in uow.conn.execute(
+        select(t.wallet_grants, t.wallets.c.currency)
+        .join(t.wallets, t.wallets.c.id == g.wallet_id)
+        .where(g.invoice_id == invoice_id, g.status == "pending")
+    ).mappings():
+        granted = {**row, "remaining_credits": row["credits"], "remaining_minor": row["amount_minor"]}
+        uow.conn.execute(
+            update(t.wallet_grants)
+            .where(g.id == row["id"])
+            .values(
+                status="active",
+                remaining_credits=row["credits"],
+                remaining_minor=row["amount_minor"],
+                granted_at=at,
+            )
+        )
+        _record_granted(uow, granted, row["currency"], at)
+
+
+def void_wallet(uow: UnitOfWork, wallet_id: str) -> dict[str, Any]:
+    """Close a wallet: what remains of its credits is voided (in the ledger), purchases not yet paid will not be
+    granted (their invoices stay: void them if they should not be collected)."""
+    wallet = _wallet(uow, wallet_id, lock=True)
+    if wallet["status"] != "active":
+        raise Conflict("wallet_voided", "The wallet is voided already.", "wallet_id")
+    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+    at = customer_now(uow, customer)
+    g = t.wallet_grants.c
+    for row in uow.conn.execute(
+        select(t.wallet_grants).where(g.wallet_id == wallet_id, g.status.in_(("active", "pending"))).order_by(g.id)
+    ).mappings():
+        if row["status"] == "pending":
+            uow.conn.execute(update(t.wallet_grants).where(g.id == row["id"]).values(status="voided"))
+        else:
+            void_grant(uow, row, at, "wallet_voided")
+    uow.conn.execute(update(t.wallets).where(t.wallets.c.id == wallet_id).values(status="voided", voided_at=at))
+    uow.emit("wallet.voided", "wallet", wallet_id, {}, wallet["customer_id"], at=at)
+    return get_wallet(uow, wallet_id)

@@ -1,0 +1,169 @@
+"""Wallets over HTTP: create, grant and buy credits, the ledger with paging, void; errors, scopes, isolation."""
+
+import pytest
+from sqlalchemy import func, select
+
+from remit.adapters.db.tables import metadata
+from tests.e2e.api.conftest import PLAN
+
+
+def _customer(api, currency="EUR", key="admin"):
+    resp = api.post("/customers", {"name": "Globex", "currency": currency, "country": "FR"}, key=key)
+    assert resp.status_code == 201, resp.json()
+    return resp.json()["id"]
+
+
+def _wallet(api, customer_id, **extra):
+    resp = api.post("/wallets", {"customer_id": customer_id, **extra})
+    assert resp.status_code == 201, resp.json()
+    return resp.json()
+
+
+def _counts(api):
+    with api.remit.engine.connect() as conn:
+        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one() for t in metadata.sorted_tables}
+
+
+def test_credits_granted_bought_consumed_by_a_bill_run_and_listed(api):
+    api.post("/plans", PLAN)
+    cus = _customer(api)
+    wallet = _wallet(api, cus, name="Prepaid", rate="0.5", priority=2)
+    assert (wallet["currency"], wallet["rate"], wallet["balance"], wallet["balance_credits"]) == (
+        "EUR",
+        "0.5",
+        "0.00",
+        "0",
+    )
+    free = api.post(f"/wallets/{wallet['id']}/grants", {"credits": "30", "expires_at": "2027-01-01T00:00:00Z"})
+    assert free.status_code == 201, free.json()
+    assert (free.json()["status"], free.json()["amount"], free.json()["kind"]) == ("active", "15.00", "free")
+    bought = api.post(f"/wallets/{wallet['id']}/grants", {"credits": "20", "paid": True}).json()
+    assert (bought["status"], bought["amount"]) == ("pending", "10.00")
+    purchase = api.get(f"/invoices/{bought['invoice_id']}").json()
+    assert (purchase["billing_reason"], purchase["total"], purchase["status"]) == ("wallet_purchase", "10.00", "open")
+    assert purchase["lines"][0]["quantity"] == "20" and purchase["lines"][0]["unit_price"] == "0.5"
+    assert api.get(f"/wallets/{wallet['id']}").json()["pending_credits"] == "20"
+    assert api.post(f"/invoices/{bought['invoice_id']}/pay").status_code == 200
+    shown = api.get(f"/wallets/{wallet['id']}").json()
+    assert (shown["balance_credits"], shown["balance"], shown["pending_credits"]) == ("50", "25.00", "0")
+    assert [g["status"] for g in shown["grants"]] == ["active", "active"]
+
+    api.post("/subscriptions", {"customer_id": cus, "plan": "pro", "quantity": 1})
+    upcoming = api.get(f"/customers/{cus}/upcoming_invoice").json()
+    assert (upcoming["total"], upcoming["applied_credits"], upcoming["amount_due"]) == ("12.00", "12.00", "0.00")
+    api.post("/bill_runs", {})
+    invoice = [i for i in api.get("/invoices", customer=cus).json()["data"] if i["billing_reason"] != "wallet_purchase"]
+    assert (invoice[0]["total"], invoice[0]["applied_credits"], invoice[0]["amount_due"]) == ("12.00", "12.00", "0.00")
+    assert api.get(f"/wallets/{wallet['id']}").json()["balance"] == "13.00"
+
+    first = api.get(f"/wallets/{wallet['id']}/transactions", limit=2).json()
+    assert [x["kind"] for x in first["data"]] == ["grant", "grant"] and first["has_more"] is True
+    rest = api.get(f"/wallets/{wallet['id']}/transactions", limit=2, starting_after=first["data"][-1]["id"]).json()
+    assert [(x["kind"], x["credits"], x["amount"]) for x in rest["data"]] == [("consumption", "-24", "-12.00")]
+    assert rest["has_more"] is False and rest["data"][0]["invoice_id"] == invoice[0]["id"]
+
+    listed = api.get("/wallets", customer=cus).json()["data"]
+    assert [w["id"] for w in listed] == [wallet["id"]] and listed[0]["grants"] is None
+    voided = api.post(f"/wallets/{wallet['id']}/void").json()
+    assert (voided["status"], voided["balance"]) == ("voided", "0.00")
+    kinds = [x["kind"] for x in api.get(f"/wallets/{wallet['id']}/transactions", limit=10).json()["data"]]
+    assert kinds == ["grant", "grant", "consumption", "void", "void"]
+    again = api.post(f"/wallets/{wallet['id']}/void")
+    assert again.status_code == 409 and again.json()["error"]["code"] == "wallet_voided"
+    assert api.get("/wallets", customer=cus, status="active").json()["data"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code", "field"),
+    [
+        ("/wallets", {"customer_id": "cus_nope"}, 404, "customer_not_found", "customer_id"),
+        ("/wallets", {"customer_id": "{cus}", "currency": "USD"}, 422, "currency_mismatch", "currency"),
+        ("/wallets", {"customer_id": "{cus}", "rate": "0"}, 422, "invalid_rate", "rate"),
+        ("/wallets", {"customer_id": "{cus}", "priority": 0}, 422, "invalid_value", "priority"),
+        ("/wallets", {"customer_id": "{cus}", "top_up_threshold": "5"}, 422, "top_up_incomplete", "top_up_credits"),
+        ("/wallets/{wal}/grants", {"credits": "-5"}, 422, "invalid_value", "credits"),
+        ("/wallets/{wal}/grants", {"credits": "0"}, 422, "invalid_amount", "credits"),
+        ("/wallets/{wal}/grants", {"credits": 5}, 422, "invalid_value", "credits"),
+        ("/wallets/{wal}/grants", {"credits": "0.001"}, 422, "amount_too_small", "credits"),
+        (
+            "/wallets/{wal}/grants",
+            {"credits": "5", "expires_at": "2020-01-01T00:00:00Z"},
+            422,
+            "expiry_in_past",
+            "expires_at",
+        ),
+        ("/wallets/{wal}/grants", {"credits": "5", "grant_before_payment": True}, 422, "invalid_choice", None),
+        (
+            "/wallets/{wal}/grants",
+            {"credits": "5", "expires_at": "9999-12-31T23:59:59-05:00"},
+            422,
+            "invalid_time",
+            "expires_at",
+        ),
+        ("/wallets/wal_nope/grants", {"credits": "5"}, 404, "wallet_not_found", "wallet_id"),
+        ("/wallets/wal_nope/void", None, 404, "wallet_not_found", "wallet_id"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_changes_nothing(api, path, body, status, code, field):
+    cus = _customer(api)
+    wal = _wallet(api, cus)["id"]
+    before = _counts(api)
+    if body is not None:
+        body = {k: (v.format(cus=cus) if isinstance(v, str) else v) for k, v in body.items()}
+    resp = api.post(path.format(wal=wal), body)
+    assert resp.status_code == status, resp.json()
+    error = resp.json()["error"]
+    assert error["code"] == code
+    if field is not None:
+        assert error["field"] == field
+    assert _counts(api) == {**before, "idempotency_keys": before["idempotency_keys"]}
+
+
+def test_scopes_isolation_and_idempotent_grants(api):
+    cus = _customer(api)
+    wal = _wallet(api, cus)["id"]
+    assert api.get("/wallets", key="read").status_code == 200
+    assert api.get(f"/wallets/{wal}/transactions", key="read").status_code == 200
+    for path, body in (("/wallets", {"customer_id": cus}), (f"/wallets/{wal}/grants", {"credits": "1"})):
+        denied = api.post(path, body, key="read")
+        assert denied.status_code == 403 and denied.json()["error"]["code"] == "insufficient_scope"
+    assert api.post(f"/wallets/{wal}/void", key="read").status_code == 403
+
+    other = api.post("/legal_entities", {"name": "Other Inc.", "country": "US", "currency": "USD"}).json()["id"]
+    api.key("us_only", ["write"], other)
+    assert api.get(f"/wallets/{wal}", key="us_only").status_code == 404
+    assert api.post(f"/wallets/{wal}/grants", {"credits": "1"}, key="us_only").status_code == 404
+    assert api.post("/wallets", {"customer_id": cus}, key="us_only").status_code == 404
+    assert api.get("/wallets", key="us_only").json()["data"] == []
+    assert api.get("/wallets", key="test_admin").json()["data"] == []  # a test-mode key sees test customers only
+
+    first = api.post(f"/wallets/{wal}/grants", {"credits": "7"}, **{"Idempotency-Key": "grant-1"})
+    second = api.post(f"/wallets/{wal}/grants", {"credits": "7"}, **{"Idempotency-Key": "grant-1"})
+    assert first.json() == second.json() and second.headers["idempotent-replayed"] == "true"
+    assert api.get(f"/wallets/{wal}").json()["balance_credits"] == "7"
+
+
+def test_update_names_priority_and_top_up_but_never_the_rate(api):
+    cus = _customer(api)
+    wal = _wallet(api, cus)["id"]
+    changed = api.post(
+        f"/wallets/{wal}", {"name": "Promo", "priority": 5, "top_up_threshold": "10", "top_up_credits": "50"}
+    )
+    assert changed.status_code == 200, changed.json()
+    body = changed.json()
+    assert (body["name"], body["priority"], body["top_up_threshold"], body["top_up_credits"]) == (
+        "Promo",
+        5,
+        "10",
+        "50",
+    )
+    off = api.post(f"/wallets/{wal}", {"top_up_threshold": None, "top_up_credits": None}).json()
+    assert (off["name"], off["top_up_threshold"], off["top_up_credits"]) == ("Promo", None, None)
+    half = api.post(f"/wallets/{wal}", {"top_up_threshold": "10"})
+    assert half.status_code == 422 and half.json()["error"]["code"] == "top_up_incomplete"
+    rate = api.post(f"/wallets/{wal}", {"rate": "2"})
+    assert rate.status_code == 422 and rate.json()["error"]["code"] == "unknown_field"
+    null_name = api.post(f"/wallets/{wal}", {"name": None})
+    assert null_name.status_code == 422
+    api.post(f"/wallets/{wal}/void")
+    assert api.post(f"/wallets/{wal}", {"name": "X"}).json()["error"]["code"] == "wallet_voided"

@@ -1,0 +1,149 @@
+"""Prepaid credits on the test clock: monthly invoices consume them in order, and what is left expires."""
+
+from remit.service_layer import clocks, credit_notes, invoices, subscriptions, views, wallets
+from tests import builders as b
+
+
+def _world(app, amount="30.00", start=(2026, 3, 1)):
+    b.seller(app)
+    b.plan(app, "basic", amount)
+    clock_id = b.clock(app, b.utc(*start))
+    cus = b.customer(app, clock_id)
+    return clock_id, cus
+
+
+def _subscribe(app, cus):
+    with app.uow() as uow:
+        return subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+
+
+def _summary(inv):
+    return tuple(inv[k] for k in ("issued_on", "status", "total", "applied_credits", "amount_due"))
+
+
+def _ledger(app, wallet_id):
+    with app.uow() as uow:
+        wallets.check_ledger(uow, wallet_id)
+        return [
+            (x["kind"], x["credits"], x["amount"], x["created_at"])
+            for x in wallets.list_transactions(uow, wallet_id, None)
+        ]
+
+
+def _events(app, type_):
+    with app.uow() as uow:
+        return [e["data"] for e in views.list_events(uow, None, type_=type_)]
+
+
+def test_monthly__in_advance__calendar__credits_consumed_by_priority_then_expiry_and_the_rest_expires(app):
+    """Promo (priority 1, 1 credit = 0.30) pays first; then the prepaid wallet's grant that expires first; what
+    is left of that grant expires on 15 May; the grant without expiry pays June and part of July."""
+    clock_id, cus = _world(app)
+    with app.uow() as uow:
+        promo = wallets.create_wallet(uow, cus, name="Promo", priority=1, rate="0.3")["id"]
+        prepaid = wallets.create_wallet(uow, cus, name="Prepaid", priority=2)["id"]
+    with app.uow() as uow:
+        wallets.grant(uow, promo, "60")  # 18.00
+        expiring = wallets.grant(uow, prepaid, "100", expires_at=b.utc(2026, 5, 15))["id"]
+        wallets.grant(uow, prepaid, "40", paid=True, grant_before_payment=True)  # bought: its invoice comes first
+    _subscribe(app, cus)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 7, 1))
+    assert [_summary(i) for i in b.invoices_of(app, cus)] == [
+        ("2026-03-01", "open", "40.00", "0.00", "40.00"),  # the purchase: paid with money only
+        ("2026-03-01", "paid", "30.00", "30.00", "0.00"),  # promo 18.00 + 12.00 of the expiring grant
+        ("2026-04-01", "paid", "30.00", "30.00", "0.00"),
+        ("2026-05-01", "paid", "30.00", "30.00", "0.00"),
+        ("2026-06-01", "paid", "30.00", "30.00", "0.00"),  # 28.00 expired on 15 May: the 40 bought pay
+        ("2026-07-01", "open", "30.00", "10.00", "20.00"),
+    ]
+    march = b.invoices_of(app, cus)[1]["id"]
+    assert _ledger(app, promo) == [
+        ("grant", "60", "18.00", "2026-03-01T00:00:00Z"),
+        ("consumption", "-60", "-18.00", "2026-03-01T00:00:00Z"),
+    ]
+    ledger = _ledger(app, prepaid)
+    assert [(k, c, a) for k, c, a, _ in ledger] == [
+        ("grant", "100", "100.00"),
+        ("grant", "40", "40.00"),
+        ("consumption", "-12", "-12.00"),
+        ("consumption", "-30", "-30.00"),
+        ("consumption", "-30", "-30.00"),
+        ("expiry", "-28", "-28.00"),
+        ("consumption", "-30", "-30.00"),
+        ("consumption", "-10", "-10.00"),
+    ]
+    assert ledger[5][3] == "2026-05-15T00:00:00Z"
+    assert _events(app, "wallet.credits_expired") == [
+        {"grant_id": expiring, "credits": "28", "amount_minor": 2800, "currency": "EUR"}
+    ]
+    consumed = _events(app, "wallet.credits_consumed")
+    assert [(e["invoice_id"] == march, e["credits"], e["amount_minor"]) for e in consumed[:2]] == [
+        (True, "60", 1800),
+        (True, "12", 1200),
+    ]
+    with app.uow() as uow:
+        assert wallets.get_wallet(uow, prepaid)["balance"] == "0.00"
+        assert wallets.get_wallet(uow, promo)["balance_credits"] == "0"
+    # Advancing again expires nothing twice and consumes nothing twice.
+    clocks.advance(app.uow, clock_id, b.utc(2026, 7, 2))
+    assert len(_ledger(app, prepaid)) == 8
+
+
+def test_monthly__in_advance__calendar__customer_balance_first_then_credits(app):
+    """A credit note's balance is applied before wallet credits (documented order)."""
+    clock_id, cus = _world(app)
+    _subscribe(app, cus)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    first = b.invoices_of(app, cus)[0]["id"]
+    with app.uow() as uow:
+        invoices.mark_paid(uow, first)
+    with app.uow() as uow:
+        credit_notes.issue_credit_note(uow, first, amount="10.00")
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        wallets.grant(uow, wallet, "50")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    april = b.invoices_of(app, cus)[-1]
+    assert (april["applied_balance"], april["applied_credits"], april["amount_due"], april["status"]) == (
+        "10.00",
+        "20.00",
+        "0.00",
+        "paid",
+    )
+
+
+def test_monthly__in_advance__calendar__top_up_once_per_crossing_granted_when_paid(app):
+    clock_id, cus = _world(app)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus, top_up_threshold="25", top_up_credits="50", top_up_expires_days=90)[
+            "id"
+        ]
+    with app.uow() as uow:
+        wallets.grant(uow, wallet, "70")
+    _subscribe(app, cus)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    # March: 70 -> 40 (no top-up). April: 40 -> 10, under 25: one purchase of 50 credits.
+    rows = b.invoices_of(app, cus)
+    assert [(i["billing_reason"], i["total"], i["applied_credits"], i["status"]) for i in rows] == [
+        ("subscription_cycle", "30.00", "30.00", "paid"),
+        ("subscription_cycle", "30.00", "30.00", "paid"),
+        ("wallet_purchase", "50.00", "0.00", "open"),
+    ]
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    rows = b.invoices_of(app, cus)
+    # May consumed the 10 left; the top-up is still unpaid, so no second purchase.
+    assert [(i["billing_reason"], i["amount_due"]) for i in rows[3:]] == [("subscription_cycle", "20.00")]
+    with app.uow() as uow:
+        invoices.mark_paid(uow, rows[2]["id"])
+    with app.uow() as uow:
+        shown = wallets.get_wallet(uow, wallet)
+    assert (shown["balance_credits"], shown["pending_credits"]) == ("50", "0")
+    with app.uow() as uow:
+        top_up = wallets.get_wallet(uow, wallet, with_grants=True)["grants"][-1]
+    assert (top_up["source"], top_up["expires_at"], top_up["granted_at"]) == (
+        "top_up",
+        "2026-06-30T00:00:00Z",  # 90 days after the April invoice that crossed the threshold
+        "2026-05-01T00:00:00Z",
+    )
+    assert len(_events(app, "wallet.topped_up")) == 1
+    _ledger(app, wallet)
