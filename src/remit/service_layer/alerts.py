@@ -62,8 +62,9 @@ def create_alert(
             )
         cur = currency(customer["currency"])
     values = parse_thresholds(thresholds, alert_kind, cur)
-    row_out = {
-        "id": new_id("alrt"),
+    alert_id = new_id("alrt")
+    row_out: dict[str, Any] = {
+        "id": alert_id,
         "customer_id": customer_id,
         "subscription_id": subscription_id,
         "kind": alert_kind.value,
@@ -76,7 +77,7 @@ def create_alert(
     uow.insert_many(t.alerts, [row_out])
     usage_watch.watch(uow, customer_id)
     public = alert_public(row_out)
-    uow.emit("alert.created", "alert", row_out["id"], public, customer_id)
+    uow.emit("alert.created", "alert", alert_id, public, customer_id)
     return public
 
 
