@@ -111,9 +111,8 @@ def measure(uow: UnitOfWork, customer_ids: Sequence[str]) -> tuple[Any, dict[str
         moments[sub["id"]] = local_midnight(period.end_on, tz)  # when this period's usage lines fall due
     bill_run.load_usage(uow, batch, uow.now, as_of_by_subscription=moments)
     thresholds = _thresholds(uow, [s["id"] for s in batch.subs])
-    out = {
-        cid: CustomerUsage(cid, c["currency"], nows[cid]) for cid, c in batch.customers.items() if cid in customer_ids
-    }
+    wanted = set(customer_ids)
+    out = {cid: CustomerUsage(cid, c["currency"], nows[cid]) for cid, c in batch.customers.items() if cid in wanted}
     for sub in batch.subs:
         found = _subscription_usage(batch, sub, periods[sub["id"]])
         if found is not None:
