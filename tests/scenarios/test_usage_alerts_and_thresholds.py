@@ -232,3 +232,21 @@ def test_a_threshold_invoice_is_written_once_even_when_evaluated_again(app):
 
     assert usage_monitor.evaluate(app.uow, test_clock_id=clock_id).invoice_ids == []
     assert [i["billing_reason"] for i in b.invoices_of(app, cus)] == ["threshold"]
+
+
+def test_a_customer_without_usage_prices_has_no_live_usage_and_its_alerts_never_fire(app):
+    b.seller(app)
+    with app.uow() as uow:
+        usage.create_meter(uow, "api_calls", "API calls", "sum", "calls")
+    b.plan(app, "basic", "10.00")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "basic")
+        alerts.create_alert(uow, cus, "usage", ["1"], meter="api_calls")
+    _send(app, cus, b.utc(2026, 3, 1), 5, region="eu")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    with app.uow() as uow:
+        live = live_usage.live_usage(uow, cus)
+    assert (live["subscriptions"], live["amount"], live["unbilled"]) == ([], "0.00", "0.00")
+    assert _events(app, "usage.alert_triggered") == []

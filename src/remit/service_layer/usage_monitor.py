@@ -53,11 +53,18 @@ class EvaluationResult:
 
 
 def evaluate(
-    make_uow: UowFactory, *, test_clock_id: str | None = None, batch_size: int = BATCH_SIZE
+    make_uow: UowFactory,
+    *,
+    test_clock_id: str | None = None,
+    batch_size: int = BATCH_SIZE,
+    max_batches: int | None = None,
 ) -> EvaluationResult:
-    """Evaluate the dirty customers of the real world (or of one test clock), batch after batch."""
+    """Evaluate the dirty customers of the real world (or of one test clock), batch after batch. ``max_batches``
+    bounds one call (the worker loop's round), so a steady stream of usage cannot keep it from its other work."""
     result = EvaluationResult()
-    while True:
+    batches = 0
+    while max_batches is None or batches < max_batches:
+        batches += 1
         ids = usage_watch.claim(make_uow, test_clock_id, batch_size)
         if not ids:
             break

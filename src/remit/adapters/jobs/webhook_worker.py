@@ -30,7 +30,7 @@ def _watch_usage(remit: Remit) -> bool:
     """Usage alerts and thresholds of real customers that received usage since the last round (a query that
     finds nothing when none did). A failure is logged and does not hold webhooks back."""
     try:
-        result = usage_monitor.evaluate(remit.uow)
+        result = usage_monitor.evaluate(remit.uow, max_batches=5)
     except Exception:
         log.exception("usage alert evaluation failed; the customers are evaluated again next round")
         return False
