@@ -68,15 +68,19 @@ def evaluate(
         ids = usage_watch.claim(make_uow, test_clock_id, batch_size)
         if not ids:
             break
+        done = EvaluationResult()  # counted once the batch has committed
         try:
             with make_uow() as uow:
-                _evaluate_batch(uow, ids, result)
+                _evaluate_batch(uow, ids, done)
         except IntegrityError:
             usage_watch.remark(make_uow, ids)  # a concurrent writer got there first: look again next round
             break
         except BaseException:
             usage_watch.remark(make_uow, ids)
             raise
+        result.customers += done.customers
+        result.alerts_triggered += done.alerts_triggered
+        result.invoice_ids.extend(done.invoice_ids)
         if len(ids) < batch_size:
             break
     return result
