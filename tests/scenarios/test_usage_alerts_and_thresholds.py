@@ -172,6 +172,12 @@ def test_threshold_invoice_mid_period_and_the_remainder_at_period_end_sum_to_one
     clocks.advance(app.uow, clock_id, b.utc(2026, 3, 25))
     assert len(b.invoices_of(app, cus)) == 2
     _send(app, cus, b.utc(2026, 3, 25), 1234)
+    with app.uow() as uow:  # the upcoming invoice already shows the remainder
+        preview = clocks.preview_upcoming(uow, cus)
+    assert sorted((ln["kind"], ln["amount_minor"]) for ln in preview["lines"]) == [
+        ("subscription", 4900),
+        ("usage_remainder", 1234),
+    ]
     clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
     lines = b.lines_of(app, cus)
     assert lines == [
