@@ -304,6 +304,7 @@ def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[Line
             ln.c.discount_minor,
             ln.c.quantity,
             ln.c.price_id,
+            ln.c.kind,
         )
         .join(s, s.c.id == ln.c.subscription_id)
         .where(
@@ -314,7 +315,7 @@ def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[Line
     )
     acc: dict[str, dict[LineKey, list[Any]]] = defaultdict(dict)
     for row in uow.conn.execute(query).all():
-        sub_id, charge, p_start, p_end, revision, line_id, subtotal, discount, qty, price_id = row
+        sub_id, charge, p_start, p_end, revision, line_id, subtotal, discount, qty, price_id, kind = row
         key = (sub_id, charge, p_start)
         entry = acc[sub_id].get(key)
         if entry is None:
@@ -327,6 +328,7 @@ def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[Line
                 qty,
                 revision,
                 price_id or "",
+                kind,
             ]
         else:
             entry[0] += subtotal
@@ -335,9 +337,9 @@ def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[Line
             if revision == 0:
                 entry[3] = line_id
             if revision > entry[6]:
-                entry[5], entry[6] = qty, revision
+                entry[5], entry[6], entry[8] = qty, revision, kind
     return {
-        sub: {k: BilledTotals(v[0], v[1], v[2], v[3] or "", v[4], v[5], v[7]) for k, v in keys.items()}
+        sub: {k: BilledTotals(v[0], v[1], v[2], v[3] or "", v[4], v[5], v[7], v[8]) for k, v in keys.items()}
         for sub, keys in acc.items()
     }
 
@@ -437,9 +439,12 @@ def _terms(batch: _Batch, sub: Mapping[Any, Any]) -> SubscriptionTerms | None:
     )
 
 
-def load_usage(uow: UnitOfWork, batch: _Batch, as_of: datetime) -> None:
+def load_usage(
+    uow: UnitOfWork, batch: _Batch, as_of: datetime, as_of_by_subscription: Mapping[str, datetime] | None = None
+) -> None:
     """The meter aggregates the batch's usage prices need as of a time: one query for the whole batch (two with
-    time-weighted meters). Windows are the customer's local days, as UTC instants."""
+    time-weighted meters). Windows are the customer's local days, as UTC instants. ``as_of_by_subscription``:
+    another time for some subscriptions (live usage looks at each subscription's own open period)."""
     batch.usage = {}
     if not any(p.usage is not None for p in batch.prices.values()):
         return
@@ -456,7 +461,8 @@ def load_usage(uow: UnitOfWork, batch: _Batch, as_of: datetime) -> None:
         if not has_usage(terms, prices):
             continue
         tz = customer["timezone"]
-        for key, one_by_one in usage_windows(terms, prices, local_date(as_of, tz)):
+        at = as_of_by_subscription.get(sub["id"], as_of) if as_of_by_subscription else as_of
+        for key, one_by_one in usage_windows(terms, prices, local_date(at, tz)):
             meter, start_on, end_on = key
             window = Window(customer["id"], meter, local_midnight(start_on, tz), local_midnight(end_on, tz))
             windows.append(window)

@@ -2,7 +2,8 @@
 
 Advancing a test clock walks time forward one due moment at a time (period boundaries, trial ends, scheduled
 changes, cancellations) and runs the bill run for the clock's customers at each, in order, exactly as the
-real scheduler would have done on those days.
+real scheduler would have done on those days. Before each bill run, usage alerts and thresholds are evaluated for
+the clock's customers that received usage (``usage_monitor``), at the clock's time.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, ValidationError
 from remit.domain.invoicing.invoice import settle
 from remit.domain.subscriptions.periods import Interval, period_containing
-from remit.service_layer import bill_run
+from remit.service_layer import bill_run, usage_monitor
 from remit.service_layer.accounts import get_customer, get_test_clock, local_date
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.wallet_consumption import WalletCredits
@@ -89,6 +90,7 @@ def advance(
     try:
         # Catch up first: work due at the clock's current time (a subscription created just now) runs before
         # time moves.
+        invoices += len(usage_monitor.evaluate(make_uow, test_clock_id=clock_id).invoice_ids)
         invoices += bill_run.run(make_uow, now, test_clock_id=clock_id).invoices_created
         while True:
             with make_uow() as uow:
@@ -99,6 +101,7 @@ def advance(
             step_to = to if due is None or due > to else due
             with make_uow() as uow:
                 uow.conn.execute(update(t.test_clocks).where(t.test_clocks.c.id == clock_id).values(frozen_at=step_to))
+            invoices += len(usage_monitor.evaluate(make_uow, test_clock_id=clock_id).invoice_ids)
             result = bill_run.run(make_uow, step_to, test_clock_id=clock_id)
             steps += 1
             invoices += result.invoices_created

@@ -25,6 +25,7 @@ from remit.domain.errors import Conflict, RemitError, ValidationError
 from remit.domain.rating.aggregations import Aggregation, Meter, UsageEvent
 from remit.domain.rating.expressions import Formula, parse_formula
 from remit.domain.subscriptions.periods import Interval, period_containing
+from remit.service_layer import usage_watch
 from remit.service_layer.accounts import local_date, local_midnight
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
@@ -269,6 +270,7 @@ def ingest(
             result.duplicates.append(entry)
     uow.insert_many(t.usage_events, fresh)
     reopen_for_late_usage(uow, [(r["customer_id"], r["occurred_at"]) for r in fresh], customers, clock_times)
+    usage_watch.mark(uow, {r["customer_id"] for r in fresh})  # alerts and thresholds look at these customers
     return result
 
 

@@ -30,6 +30,7 @@ ENDPOINTS = [
     ("POST", "/legal_entities", {"name": "E", "country": "FR", "currency": "EUR"}, "admin"),
     ("POST", "/api_keys", {"scopes": ["read"]}, "admin"),
     ("POST", "/bill_runs", {}, "admin"),
+    ("GET", "/alerts", None, "read"),
 ]
 RANK = {"read": 0, "write": 1, "admin": 2}
 

@@ -561,3 +561,47 @@ wallet_transactions = Table(
     Index("ix_wallet_transactions_wallet_seq", "wallet_id", "seq"),
     Index("ix_wallet_transactions_invoice_id", "invoice_id"),
 )
+
+# --- usage alerts ---------------------------------------------------------------------------------------------------
+
+# Threshold billing: when a subscription's unbilled usage of its open period reaches this amount, it is invoiced at
+# once. Declared here (not in ``subscriptions`` above) to keep this feature's schema in one place.
+subscriptions.append_column(Column("usage_threshold_minor", BigInteger))
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False, index=True),
+    Column("subscription_id", ID, ForeignKey("subscriptions.id")),  # None: each of the customer's subscriptions
+    Column("kind", String(16), nullable=False),  # usage (a meter's quantity) or spend (the usage amount)
+    Column("meter_code", String(100)),  # usage alerts
+    Column("group_values", JSON(none_as_null=True)),  # usage alerts on one group: {dimension: value}
+    Column("thresholds", JSON, nullable=False),  # ascending; usage: decimal strings, spend: minor units
+    Column("currency", String(3)),  # spend alerts
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# One row per threshold crossed, per subscription billing period: the key makes "exactly once" a unique index.
+alert_triggers = Table(
+    "alert_triggers",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("alert_id", ID, ForeignKey("alerts.id"), nullable=False),
+    Column("subscription_id", ID, nullable=False),
+    Column("period_start_on", Date, nullable=False),
+    Column("period_end_on", Date, nullable=False),
+    Column("threshold", String(64), nullable=False),  # canonical text of the threshold
+    Column("value", String(64), nullable=False),  # what was measured when it fired
+    Column("triggered_at", UTCDateTime, nullable=False),
+    UniqueConstraint("alert_id", "subscription_id", "period_start_on", "threshold", name="uq_alert_triggers_key"),
+)
+
+# Customers whose usage is watched (they have alerts or a usage threshold). Ingestion sets ``dirty`` for the
+# customers of each batch (one indexed UPDATE; unwatched customers have no row); the evaluation claims dirty rows.
+usage_watches = Table(
+    "usage_watches",
+    metadata,
+    Column("customer_id", ID, ForeignKey("customers.id"), primary_key=True),
+    Column("dirty", Boolean, nullable=False),
+)

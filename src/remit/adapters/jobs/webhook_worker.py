@@ -1,4 +1,5 @@
 """The webhook worker: fan out new events, deliver what is due, sleep a little when there is nothing to do.
+Each round also evaluates usage alerts and thresholds of real customers that received usage (``usage_monitor``).
 
 `remit worker` runs this loop on PostgreSQL (start as many as you like, on any machines); on SQLite `remit serve`
 runs it in a thread of the server process (SQLite has one writer, so one worker is all it needs).
@@ -12,16 +13,28 @@ import threading
 import httpx
 
 from remit.bootstrap import Remit
-from remit.service_layer import webhooks
+from remit.service_layer import usage_monitor, webhooks
 
 log = logging.getLogger("remit.webhooks")
 
 
 def tick(remit: Remit, client: httpx.Client, batch: int = 500, limit: int = 20) -> bool:
     """One round; True when it did some work (so the loop goes on without sleeping)."""
+    watched = _watch_usage(remit)
     fanned = webhooks.fan_out(remit.engine, remit.clock, batch)
     sent = webhooks.deliver_due(remit.engine, remit.clock, client, limit)
-    return bool(fanned or sent)
+    return bool(fanned or sent or watched)
+
+
+def _watch_usage(remit: Remit) -> bool:
+    """Usage alerts and thresholds of real customers that received usage since the last round (a query that
+    finds nothing when none did). A failure is logged and does not hold webhooks back."""
+    try:
+        result = usage_monitor.evaluate(remit.uow, max_batches=5)
+    except Exception:
+        log.exception("usage alert evaluation failed; the customers are evaluated again next round")
+        return False
+    return bool(result.customers)
 
 
 def run_worker(

@@ -15,6 +15,10 @@ quantity change elsewhere on the subscription). A meter with group-by dimensions
 ``price|group``. Usage the bill run did not know of yet (an event that arrived late, inside the grace period)
 changes a period's proposed amount, so the diff bills the difference as a linked ``usage_correction`` line. A
 minimum commitment adds a ``true_up`` line for what the period's usage lines fall short of it.
+
+Threshold billing bills a period's usage before the period ends (``threshold_diff``): those lines are of kind
+``usage_threshold``, and the period-end diff bills what came after them as ``usage_remainder`` (usage since the
+threshold invoice), not as a late-usage correction.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -41,6 +45,8 @@ from remit.domain.subscriptions.periods import (
 )
 
 LineKey = tuple[str, str, date]  # (subscription id, charge key, period start)
+THRESHOLD_KIND = "usage_threshold"  # usage billed before its period ended, because it reached a threshold
+REMAINDER_KIND = "usage_remainder"  # the rest of a period's usage, after a threshold invoice
 _ONE_DAY = timedelta(days=1)
 
 
@@ -121,6 +127,7 @@ class BilledTotals:
     period_end_on: date
     quantity: Decimal
     price_id: str = ""  # default: the key's charge
+    last_kind: str = ""  # the kind of the key's latest line (``usage_threshold``: billed before its period ended)
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +531,8 @@ def diff(
         price_id = before.price_id or key[1]
         if key in seen or key[2] > as_of_on or price_id not in prices:
             continue
+        if before.last_kind == THRESHOLD_KIND and before.period_end_on > as_of_on:
+            continue  # usage billed early at a threshold: its period is still open, the rest comes at its end
         ghost = ProposedLine(key[0], prices[price_id], Period(key[2], before.period_end_on), charge_key=key[1])
         new = _difference(ghost, before)
         if new is not None:
@@ -531,7 +540,18 @@ def diff(
     return out
 
 
-def _difference(line: ProposedLine, before: BilledTotals | None) -> NewLine | None:
+def threshold_diff(proposed: Sequence[ProposedLine], billed: Mapping[LineKey, BilledTotals]) -> list[NewLine]:
+    """Threshold billing: what the given usage lines of an open period add to what was billed of them, as
+    ``usage_threshold`` lines (the first of a key is its revision 0). Only the lines given are looked at."""
+    out: list[NewLine] = []
+    for line in proposed:
+        new = _difference(line, billed.get(line.key), interim=True)
+        if new is not None:
+            out.append(new)
+    return out
+
+
+def _difference(line: ProposedLine, before: BilledTotals | None, interim: bool = False) -> NewLine | None:
     billed_subtotal = before.subtotal_minor if before else 0
     billed_discount = before.discount_minor if before else 0
     d_subtotal = line.subtotal_minor - billed_subtotal
@@ -542,7 +562,8 @@ def _difference(line: ProposedLine, before: BilledTotals | None) -> NewLine | No
         return None
     first = before is None
     if line.price.usage is not None:
-        return _usage_difference(line, before, d_subtotal, d_discount)
+        new = _usage_difference(line, before, d_subtotal, d_discount)
+        return _as_threshold(new, line, before) if interim else new
     service_start, service_end, quantity = _service_range(line, first)
     if not line.slices and before is not None:
         quantity = before.quantity
@@ -575,10 +596,7 @@ def _difference(line: ProposedLine, before: BilledTotals | None) -> NewLine | No
 def _usage_difference(line: ProposedLine, before: BilledTotals | None, d_subtotal: int, d_discount: int) -> NewLine:
     """A usage or true-up line: the first for its key, or the correction late usage (or a change) calls for."""
     first = before is None
-    label = line.price.name or line.price.id
-    group = line.usage.get("group") if line.usage else None
-    if isinstance(group, dict) and group:
-        label += " (" + ", ".join(str(v) for v in group.values()) + ")"
+    label = _usage_label(line)
     if line.slices:
         start, end, quantity = line.slices[0].start_on, line.slices[-1].end_on, line.slices[-1].quantity
     else:
@@ -592,6 +610,9 @@ def _usage_difference(line: ProposedLine, before: BilledTotals | None, d_subtota
         kind = "usage" if first else "usage_correction"
         if first:
             description = f"{label}: {_fmt_qty(quantity)}"
+        elif before is not None and before.last_kind == THRESHOLD_KIND:
+            kind = REMAINDER_KIND
+            description = f"{label}: usage since the threshold invoice ({_fmt_qty(quantity)} in the period)"
         elif d_subtotal - d_discount >= 0:
             description = f"{label}: usage received late for {line.period.start_on} – {line.period.end_on}"
         else:
@@ -603,6 +624,24 @@ def _usage_difference(line: ProposedLine, before: BilledTotals | None, d_subtota
             full = _rate(line.model or line.price.model, units).amount if units else Decimal(0)
         unit_price = (full / units) if units else Decimal(0)
     return _new_line(line, before, kind, description, start, end, quantity, unit_price, d_subtotal, d_discount)
+
+
+def _usage_label(line: ProposedLine) -> str:
+    label = line.price.name or line.price.id
+    group = line.usage.get("group") if line.usage else None
+    if isinstance(group, dict) and group:
+        label += " (" + ", ".join(str(v) for v in group.values()) + ")"
+    return label
+
+
+def _as_threshold(new: NewLine, line: ProposedLine, before: BilledTotals | None) -> NewLine:
+    label = _usage_label(line)
+    so_far = f"{_fmt_qty(new.quantity)} so far this period"
+    if before is None:
+        description = f"{label}: {so_far} (usage threshold reached)"
+    else:
+        description = f"{label}: usage since the last threshold invoice ({so_far})"
+    return replace(new, kind=THRESHOLD_KIND, description=description[:500])
 
 
 def _new_line(

@@ -11,7 +11,17 @@ from remit import __version__
 from remit.bootstrap import Remit
 from remit.entrypoints.api import errors
 from remit.entrypoints.api.gate import ApiGate
-from remit.entrypoints.api.routes import accounts, catalog, events, invoices, subscriptions, usage, wallets, webhooks
+from remit.entrypoints.api.routes import (
+    accounts,
+    alerts,
+    catalog,
+    events,
+    invoices,
+    subscriptions,
+    usage,
+    wallets,
+    webhooks,
+)
 
 
 def _env_float(name: str, default: float) -> float:
@@ -35,7 +45,7 @@ def create_app(remit: Remit, settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.remit = remit
     errors.install(app)
-    for module in (accounts, catalog, subscriptions, invoices, events, usage, wallets, webhooks):
+    for module in (accounts, catalog, subscriptions, invoices, events, usage, alerts, wallets, webhooks):
         app.include_router(module.router, prefix="/v1", responses=errors.COMMON_ERRORS)
     app.add_middleware(
         ApiGate,

@@ -13,6 +13,7 @@ from remit.adapters.db.engine import migrate as run_migrations
 from remit.bootstrap import Remit, Settings, bootstrap
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import ValidationError
+from remit.entrypoints.cli import alerts as alerts_cli
 from remit.entrypoints.cli import usage as usage_cli
 from remit.entrypoints.cli.output import console, handle_errors, show
 from remit.entrypoints.cli.wallets import wallets_app
@@ -659,6 +660,8 @@ events_app = typer.Typer(help="Domain events (the outbox) and usage-event import
 app.add_typer(events_app, name="events")
 events_app.command("import")(usage_cli.import_command)
 app.add_typer(usage_cli.meters_app, name="meters")
+app.add_typer(alerts_cli.usage_app, name="usage")
+app.add_typer(alerts_cli.alerts_app, name="alerts")
 
 
 @events_app.command("list")

@@ -1,0 +1,135 @@
+"""`remit usage ...` (live usage, usage thresholds) and `remit alerts ...` (usage and spend alerts)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from remit.bootstrap import Settings, bootstrap
+from remit.domain.errors import ValidationError
+from remit.entrypoints.cli.output import console, handle_errors, show
+from remit.service_layer import alerts, live_usage, usage_monitor
+
+usage_app = typer.Typer(help="Live usage and threshold billing.", no_args_is_help=True)
+alerts_app = typer.Typer(help="Usage and spend alerts.", no_args_is_help=True)
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+ALERT_COLUMNS = ["id", "customer_id", "subscription_id", "kind", "meter", "group", "thresholds", "currency"]
+
+
+@usage_app.command("show")
+@handle_errors
+def usage_show(
+    customer_id: str,
+    subscription: Annotated[str | None, typer.Option("--subscription", help="Only this subscription.")] = None,
+    as_json: Json = False,
+) -> None:
+    """The current period's usage and what it would cost right now (computed like the bill run; writes nothing)."""
+    with bootstrap(Settings()).uow() as uow:
+        data = live_usage.live_usage(uow, customer_id, subscription)
+    if as_json:
+        show(data, True)
+        return
+    rows = [
+        {"subscription": s["subscription_id"], "period": f"{s['period']['start_on']} – {s['period']['end_on']}", **i}
+        for s in data["subscriptions"]
+        for i in s["items"]
+    ]
+    columns = ["subscription", "period", "meter", "group", "quantity", "billable_units", "amount", "billed"]
+    show(rows, False, f"Usage as of {data['as_of']}", columns)
+    console.print(f"Total {data['amount']} {data['currency']} ({data['unbilled']} not invoiced yet)")
+
+
+@usage_app.command("threshold")
+@handle_errors
+def usage_threshold(
+    subscription_id: str,
+    amount: Annotated[
+        str | None, typer.Option(help='Invoice usage at once when it reaches this, e.g. "100.00".')
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Stop threshold billing.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Set (or --clear) a subscription's usage threshold."""
+    if (amount is None) == (not clear):
+        raise ValidationError("invalid_option", "Give --amount or --clear.", "amount")
+    with bootstrap(Settings()).uow() as uow:
+        data = alerts.set_usage_threshold(uow, subscription_id, None if clear else amount)
+    show(data, as_json, "Usage threshold")
+
+
+def _group(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise ValidationError("invalid_group", f"--group takes dimension=value, not {value!r}.", "group")
+        out[key] = val
+    return out
+
+
+@alerts_app.command("create")
+@handle_errors
+def alerts_create(
+    customer: Annotated[str, typer.Option("--customer")],
+    kind: Annotated[str, typer.Option(help="usage (a meter's quantity) or spend (the usage amount)")],
+    threshold: Annotated[list[str], typer.Option("--threshold", help="Repeat for several, ascending.")],
+    meter: Annotated[str | None, typer.Option(help="The meter (usage alerts).")] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", help="dimension=value; repeat for several.")] = None,
+    subscription: Annotated[str | None, typer.Option("--subscription")] = None,
+    as_json: Json = False,
+) -> None:
+    """Alert (event usage.alert_triggered, sent to webhooks) when usage or spend crosses thresholds."""
+    with bootstrap(Settings()).uow() as uow:
+        data = alerts.create_alert(
+            uow, customer, kind, threshold, meter=meter, group=_group(group), subscription_id=subscription
+        )
+    show(data, as_json, "Alert created")
+
+
+@alerts_app.command("list")
+@handle_errors
+def alerts_list(
+    customer: Annotated[str | None, typer.Option("--customer")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="Rows per page (at most 1000).")] = 20,
+    after: Annotated[str | None, typer.Option("--starting-after", help="Page after this id.")] = None,
+    every: Annotated[bool, typer.Option("--all", help="Every row, not one page.")] = False,
+    as_json: Json = False,
+) -> None:
+    rows: list[dict[str, Any]] = []
+    with bootstrap(Settings()).uow() as uow:
+        while True:
+            found = alerts.list_alerts(uow, limit, after, customer)
+            rows.extend(found)
+            if not every or len(found) < limit:
+                break
+            after = found[-1]["id"]
+    show(rows, as_json, "Alerts", ALERT_COLUMNS)
+
+
+@alerts_app.command("delete")
+@handle_errors
+def alerts_delete(alert_id: str, as_json: Json = False) -> None:
+    with bootstrap(Settings()).uow() as uow:
+        data = alerts.delete_alert(uow, alert_id)
+    show(data, as_json, "Alert deleted")
+
+
+@alerts_app.command("evaluate")
+@handle_errors
+def alerts_evaluate(as_json: Json = False) -> None:
+    """Evaluate alerts and usage thresholds now for real customers that received usage (what `remit worker`
+    does continuously; useful from cron on SQLite without `remit serve`). Test clocks do it when advanced."""
+    remit = bootstrap(Settings())
+    result = usage_monitor.evaluate(remit.uow)
+    show(
+        {
+            "customers": result.customers,
+            "alerts_triggered": result.alerts_triggered,
+            "invoices_created": len(result.invoice_ids),
+        },
+        as_json,
+        "Usage evaluated",
+    )
