@@ -217,15 +217,16 @@ def _load_batch(uow: UnitOfWork, customer_ids: Sequence[str]) -> _Batch:
         for r in conn.execute(select(t.legal_entities).where(t.legal_entities.c.id.in_(entity_ids))).mappings()
     }
     s = t.subscriptions.c
-    subs = (
-        conn.execute(
-            select(*(s[name] for name in _SUBSCRIPTION_COLUMNS))
-            .where(_ids(uow, s.customer_id, customer_ids), _needs_review())
-            .order_by(s.customer_id, s.id)
-        )
-        .mappings()
-        .all()
+    subs_query = (
+        select(*(s[name] for name in _SUBSCRIPTION_COLUMNS))
+        .where(_ids(uow, s.customer_id, customer_ids), _needs_review())
+        .order_by(s.customer_id, s.id)
     )
+    if uow.is_postgres:
+        # Locked before their usage is read: ingestion of a late event updates these rows (to reopen the period),
+        # so it either commits before the usage is read here, or waits and reopens after this batch commits.
+        subs_query = subs_query.with_for_update()
+    subs = conn.execute(subs_query).mappings().all()
     sub_customer = t.subscriptions.alias("s")
     in_batch = _ids(uow, sub_customer.c.customer_id, customer_ids)
     events: dict[str, list[TimelineEvent]] = defaultdict(list)

@@ -489,7 +489,15 @@ usage_events = Table(
     Column("group_key", String(500), nullable=False),  # the meter's group-by values, JSON-encoded
     Column("matched", Boolean, nullable=False),  # passes the meter's filters
     Column("properties", JSON, nullable=False),
-    Index("ix_usage_events_customer_meter_time", "customer_id", "meter_code", "occurred_at"),
+    # Covering on PostgreSQL: the bill run's aggregation reads a batch's customers from the index alone (an
+    # index-only scan), instead of either every event of the month or a random heap read per event.
+    Index(
+        "ix_usage_events_customer_meter_time",
+        "customer_id",
+        "meter_code",
+        "occurred_at",
+        postgresql_include=["matched", "group_key", "value", "dimension", "transaction_id"],
+    ),
     postgresql_partition_by="RANGE (occurred_at)",
 )
 

@@ -1,0 +1,34 @@
+"""usage events: the customer-meter-time index covers what aggregation reads (PostgreSQL)
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-11-26 02:45:00
+"""
+
+from alembic import op
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+INCLUDE = ["matched", "group_key", "value", "dimension", "transaction_id"]
+
+
+def upgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return  # SQLite has no INCLUDE; its index stays as it was
+    op.drop_index("ix_usage_events_customer_meter_time", table_name="usage_events")
+    op.create_index(
+        "ix_usage_events_customer_meter_time",
+        "usage_events",
+        ["customer_id", "meter_code", "occurred_at"],
+        postgresql_include=INCLUDE,
+    )
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.drop_index("ix_usage_events_customer_meter_time", table_name="usage_events")
+    op.create_index("ix_usage_events_customer_meter_time", "usage_events", ["customer_id", "meter_code", "occurred_at"])
