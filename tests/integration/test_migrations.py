@@ -3,14 +3,14 @@
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from remit.adapters.db.engine import include_object, make_engine, migrate, needs_migration
+from remit.adapters.db.engine import include_object_for, make_engine, migrate, needs_migration
 from remit.adapters.db.tables import metadata
 from remit.bootstrap import Settings, bootstrap
 
 
 def test_migrated_schema_matches_the_tables(app):
     with app.engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"include_object": include_object})
+        context = MigrationContext.configure(conn, opts={"include_object": include_object_for(conn.dialect.name)})
         diff = compare_metadata(context, metadata)
     assert diff == []
     assert not needs_migration(app.engine)

@@ -103,3 +103,16 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
     operators, not declared one by one in the tables."""
     table = obj.table.name if type_ in ("index", "column", "unique_constraint", "foreign_key_constraint") else name
     return not (isinstance(table, str) and table.startswith("usage_events_"))
+
+
+def include_object_for(dialect: str) -> Any:
+    """``include_object`` that also leaves out declared indexes meant for another database (``ddl_if``)."""
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "index" and not reflected:
+            ddl_if = getattr(obj, "_ddl_if", None)
+            if ddl_if is not None and ddl_if.dialect is not None and ddl_if.dialect != dialect:
+                return False
+        return include_object(obj, name, type_, reflected, compare_to)
+
+    return include

@@ -38,15 +38,23 @@ Key = tuple[str, str, datetime, datetime, tuple[str, ...]]  # (customer, meter, 
 
 
 class _DecimalSum:
+    """Exact SUM over decimal text. Integers (the usual case: counts, tokens, bytes) add up as Python ints, which
+    is several times faster than Decimal; anything else goes through Decimal."""
+
     def __init__(self) -> None:
+        self.whole = 0
         self.total = Decimal(0)
 
     def step(self, value: str | None) -> None:
-        if value is not None:
+        if value is None:
+            return
+        if value.isdigit() or (value[:1] == "-" and value[1:].isdigit()):
+            self.whole += int(value)
+        else:
             self.total += Decimal(value)
 
     def finalize(self) -> str:
-        return str(self.total)
+        return str(self.total + self.whole)
 
 
 class _DecimalMax:
