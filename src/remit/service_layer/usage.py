@@ -9,10 +9,11 @@ batch posted twice at once still counts once.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,6 +31,7 @@ MAX_BATCH = 1000
 MAX_PROPERTIES = 50
 MAX_PROPERTIES_BYTES = 8192
 FUTURE_SKEW = timedelta(minutes=5)
+MAX_VALUE_CHARS = 64  # usage_events.value is text of at most 64 characters
 
 
 @dataclass(frozen=True)
@@ -123,13 +125,14 @@ def _reject(result: IngestResult, index: int, txn: object, exc: RemitError) -> N
 
 
 def _occurred_at(raw: object, now: datetime, settings: UsageSettings) -> datetime:
-    if isinstance(raw, datetime):
-        at = ensure_utc(raw)
-    elif isinstance(raw, str):
+    if isinstance(raw, str):
         try:
-            at = ensure_utc(datetime.fromisoformat(raw.replace("Z", "+00:00")))
+            at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
             raise ValidationError("invalid_timestamp", f"{raw!r} is not an ISO 8601 time.", "timestamp") from None
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    elif isinstance(raw, datetime):
+        at = ensure_utc(raw)
     else:
         raise ValidationError("invalid_timestamp", "timestamp is an ISO 8601 time.", "timestamp")
     if at > now + FUTURE_SKEW:
@@ -141,21 +144,56 @@ def _occurred_at(raw: object, now: datetime, settings: UsageSettings) -> datetim
     return at
 
 
-def _row(
+# One encoder, built once (json.dumps with options builds a new one per call).
+_encode = json.JSONEncoder(default=str).encode
+_GROUP_KEYS: dict[tuple[str, ...], str] = {}
+
+
+def _group_key(group: tuple[str, ...]) -> str:
+    found = _GROUP_KEYS.get(group)
+    if found is None:
+        found = json.dumps(list(group))
+        if len(_GROUP_KEYS) < 10_000:  # the same few groups recur; the cache stays small
+            _GROUP_KEYS[group] = found
+    return found
+
+
+class CheckedEvent(NamedTuple):
+    """A valid event, in the form it is stored in: ``value`` as exact decimal text, ``properties`` as JSON."""
+
+    customer_id: str
+    subscription_id: str | None
+    meter_code: str
+    transaction_id: str
+    occurred_at: datetime
+    value: str | None
+    dimension: str | None
+    group_key: str
+    matched: bool
+    properties: str
+
+
+def check_event(
     raw: Mapping[str, Any],
     meters: Mapping[str, Meter],
-    customers: Mapping[str, Mapping[Any, Any]],
+    customers: Container[str],
     now: datetime,
     settings: UsageSettings,
-) -> dict[str, Any]:
+) -> CheckedEvent:
+    """The rules every event is held to, on every path in (API, batch, import); raises ValidationError."""
     txn = raw.get("transaction_id")
-    if not isinstance(txn, str) or not 1 <= len(txn) <= 200:
+    if not isinstance(txn, str) or not 1 <= len(txn) <= 200 or "\x00" in txn:
         raise ValidationError(
             "invalid_transaction_id", "transaction_id is a string of 1 to 200 characters.", "transaction_id"
         )
     customer_id = raw.get("customer_id")
     if not isinstance(customer_id, str) or customer_id not in customers:
         raise ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
+    subscription_id = raw.get("subscription_id")
+    if subscription_id is not None and (
+        not isinstance(subscription_id, str) or not 1 <= len(subscription_id) <= 40 or "\x00" in subscription_id
+    ):
+        raise ValidationError("invalid_subscription_id", "subscription_id is an id.", "subscription_id")
     code = raw.get("code")
     meter = meters.get(code) if isinstance(code, str) else None
     if meter is None:
@@ -165,7 +203,7 @@ def _row(
         raise ValidationError(
             "invalid_properties", f"properties is an object of at most {MAX_PROPERTIES} keys.", "properties"
         )
-    encoded = json.dumps(props, default=str)
+    encoded = _encode(props)
     if len(encoded) > MAX_PROPERTIES_BYTES:
         raise ValidationError("invalid_properties", "properties are too large.", "properties")
     at = _occurred_at(raw.get("timestamp"), now, settings)
@@ -173,22 +211,49 @@ def _row(
     meter.check(event)
     value = dimension = None
     if meter.aggregation.numeric:
-        value = meter.value_of(event)
+        value = format(meter.value_of(event), "f")
+        if len(value) > MAX_VALUE_CHARS:
+            field_name = f"properties.{meter.field}" if meter.field else "properties"
+            raise ValidationError("not_numeric", "The event's value is too large.", field_name)
     elif meter.field is not None:
         dimension = str(props[meter.field])[:200]
+        if "\x00" in dimension:
+            raise ValidationError("invalid_properties", "A property holds a NUL character.", f"properties.{meter.field}")
+    return CheckedEvent(
+        customer_id,
+        subscription_id,
+        meter.code,
+        txn,
+        at,
+        value,
+        dimension,
+        _group_key(meter.group_of(event)) if meter.group_by else "[]",
+        meter.matches(event) if meter.filters else True,
+        encoded,
+    )
+
+
+def _row(
+    raw: Mapping[str, Any],
+    meters: Mapping[str, Meter],
+    customers: Mapping[str, Mapping[Any, Any]],
+    now: datetime,
+    settings: UsageSettings,
+) -> dict[str, Any]:
+    e = check_event(raw, meters, customers, now, settings)
     return {
         "id": new_id("uev"),
-        "occurred_at": at,
-        "customer_id": customer_id,
-        "subscription_id": raw.get("subscription_id"),
-        "meter_code": meter.code,
-        "transaction_id": txn,
+        "occurred_at": e.occurred_at,
+        "customer_id": e.customer_id,
+        "subscription_id": e.subscription_id,
+        "meter_code": e.meter_code,
+        "transaction_id": e.transaction_id,
         "received_at": now,
-        "value": value,
-        "dimension": dimension,
-        "group_key": json.dumps(list(meter.group_of(event))),
-        "matched": meter.matches(event),
-        "properties": json.loads(encoded),
+        "value": None if e.value is None else Decimal(e.value),
+        "dimension": e.dimension,
+        "group_key": e.group_key,
+        "matched": e.matched,
+        "properties": json.loads(e.properties),
     }
 
 
