@@ -313,8 +313,10 @@ def _claim_keys(conn: Connection, rows: Sequence[Mapping[str, Any]], now: dateti
         .on_conflict_do_nothing()
         .returning(t.usage_event_keys.c.customer_id, t.usage_event_keys.c.transaction_id)
     )
-    params = [
-        {"customer_id": r["customer_id"], "transaction_id": r["transaction_id"], "received_at": now} for r in rows
-    ]
+    # In sorted order, as the import claims them: writers that take keys in one order never deadlock.
+    params = sorted(
+        ({"customer_id": r["customer_id"], "transaction_id": r["transaction_id"], "received_at": now} for r in rows),
+        key=lambda p: (p["customer_id"], p["transaction_id"]),
+    )
     returned = conn.execute(stmt, params).all()
     return {(c, txn) for c, txn in returned}
