@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,7 +37,15 @@ from remit.adapters.db import tables as t
 from remit.domain.clock import Clock
 from remit.domain.errors import RemitError, ValidationError
 from remit.domain.rating.aggregations import Meter
-from remit.service_layer.usage import CheckedEvent, UsageSettings, check_event, meter_from_row
+from remit.service_layer.usage import (
+    EVENT_COLUMNS,
+    CheckedEvent,
+    UsageSettings,
+    check_event,
+    copy_line,
+    meter_from_row,
+    store_pg,
+)
 
 CHUNK = 20_000  # events per transaction
 MAX_REPORTED = 100  # refused events listed in the report; all are counted
@@ -46,34 +53,7 @@ _SQLITE_KEYS_PER_STATEMENT = 1_000
 
 _METERS = select(t.meters)
 _CUSTOMERS = select(t.customers.c.id).where(t.customers.c.id.in_(bindparam("ids", expanding=True)))
-_EVENT_COLUMNS = (
-    "id",
-    "occurred_at",
-    "customer_id",
-    "subscription_id",
-    "meter_code",
-    "transaction_id",
-    "received_at",
-    "value",
-    "dimension",
-    "group_key",
-    "matched",
-    "properties",
-)
-# The chunk's keys in (sorted), the positions of those that were not new out: usually none or a few, so the
-# answer is small and the matching is done by PostgreSQL, not in Python.
-_PG_CLAIM = (
-    "WITH k AS MATERIALIZED (SELECT * FROM unnest(%s::varchar[], %s::varchar[]) WITH ORDINALITY AS u(c, x, i)), "
-    "new AS (INSERT INTO usage_event_keys (customer_id, transaction_id, received_at) SELECT c, x, %s FROM k "
-    "ON CONFLICT DO NOTHING RETURNING customer_id, transaction_id) "
-    "SELECT i - 1 FROM k WHERE NOT EXISTS (SELECT FROM new WHERE new.customer_id = k.c AND new.transaction_id = k.x)"
-)
-_PG_COPY = f"COPY usage_events ({', '.join(_EVENT_COLUMNS)}) FROM STDIN"
-_SQLITE_INSERT = (
-    f"INSERT INTO usage_events ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
-)
-_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_SQLITE_INSERT = f"INSERT INTO usage_events ({', '.join(EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
 
 
 @dataclass
@@ -214,7 +194,7 @@ class _Checker:
         if postgres:
             received = now.isoformat()
             for i, (key, e) in enumerate(checked.items()):
-                rows[key] = _copy_line(f"uev_{ids[20 * i : 20 * i + 20]}", e, received)
+                rows[key] = copy_line(f"uev_{ids[20 * i : 20 * i + 20]}", e, received)
         else:
             to_text = self._sqlite_time
             assert to_text is not None
@@ -235,41 +215,6 @@ class _Checker:
                     e.properties,
                 )
         return _Chunk(sorted(rows), rows, now)
-
-
-_NULL = "\\N"
-
-
-def _array(values: list[str]) -> str:
-    """A PostgreSQL array literal of strings (faster than adapting a list element by element)."""
-    joined = '","'.join(values)
-    if '"' in joined or "\\" in joined:
-        joined = '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
-    return '{"' + joined + '"}'
-
-
-def _text(value: str | None) -> str:
-    """A value in COPY's text format."""
-    if value is None:
-        return _NULL
-    if _COPY_SPECIAL.search(value) is None:
-        return value
-    return value.translate(_COPY_ESCAPES)
-
-
-def _json_text(value: str) -> str:
-    """JSON text as dumped with ensure_ascii: no raw control characters, only backslashes to double."""
-    return value.replace("\\", "\\\\") if "\\" in value else value
-
-
-def _copy_line(event_id: str, e: CheckedEvent, received: str) -> str:
-    value = _NULL if e.value is None else e.value
-    matched = "t" if e.matched else "f"
-    return (
-        f"{event_id}\t{e.occurred_at.isoformat()}\t{e.customer_id}\t{_text(e.subscription_id)}\t{e.meter_code}\t"
-        f"{_text(e.transaction_id)}\t{received}\t{value}\t{_text(e.dimension)}\t"
-        f"{_json_text(e.group_key)}\t{matched}\t{_json_text(e.properties)}\n"
-    )
 
 
 class _Writer(threading.Thread):
@@ -328,19 +273,7 @@ class _Writer(threading.Thread):
 
     @staticmethod
     def _write_pg(driver: Any, chunk: _Chunk) -> int:
-        keys = chunk.keys
-        with driver.cursor() as cur:
-            cur.execute(_PG_CLAIM, (_array([k[0] for k in keys]), _array([k[1] for k in keys]), chunk.received_at))
-            taken = {i for (i,) in cur.fetchall()}
-            rows = chunk.rows
-            if taken:
-                lines = [rows[k] for i, k in enumerate(keys) if i not in taken]
-            else:
-                lines = [rows[k] for k in keys]
-            if lines:
-                with cur.copy(_PG_COPY) as copy:
-                    copy.write("".join(lines))
-        return len(lines)
+        return len(chunk.keys) - len(store_pg(driver, chunk.keys, chunk.rows, chunk.received_at))
 
     @staticmethod
     def _write_sqlite(driver: Any, chunk: _Chunk) -> int:
@@ -374,4 +307,3 @@ def _sqlite_claim(n: int) -> str:
             + " ON CONFLICT DO NOTHING RETURNING customer_id, transaction_id"
         )
     return sql
-
