@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, String, any_, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters.db import tables as t
-from remit.adapters.db.ids import new_id
+from remit.adapters.db.ids import new_id, new_ids
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, RemitError, ValidationError
 from remit.domain.rating.aggregations import Aggregation, Meter, UsageEvent
@@ -394,7 +394,7 @@ def ingest(
         checked[key] = (index, event)
     if not checked:
         return result
-    ids = {key: new_id("uev") for key in checked}
+    ids = dict(zip(checked, new_ids("uev", len(checked)), strict=True))
     if uow.is_postgres:
         keys = sorted(checked)
         received = now.isoformat()

@@ -23,7 +23,6 @@ concurrent imports the keys table decides, as it does for the API.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +33,7 @@ from typing import Any
 from sqlalchemy import Engine, bindparam, select
 
 from remit.adapters.db import tables as t
+from remit.adapters.db.ids import new_ids
 from remit.domain.clock import Clock
 from remit.domain.errors import RemitError, ValidationError
 from remit.domain.rating.aggregations import Meter
@@ -189,19 +189,19 @@ class _Checker:
                 report.duplicates += 1  # the same transaction id earlier in this chunk: the first one counts
             else:
                 checked[key] = event
-        ids = os.urandom(10 * len(checked)).hex()
+        ids = new_ids("uev", len(checked))
         rows: dict[tuple[str, str], Any] = {}
         if postgres:
             received = now.isoformat()
             for i, (key, e) in enumerate(checked.items()):
-                rows[key] = copy_line(f"uev_{ids[20 * i : 20 * i + 20]}", e, received)
+                rows[key] = copy_line(ids[i], e, received)
         else:
             to_text = self._sqlite_time
             assert to_text is not None
             received_text = to_text(now)
             for i, (key, e) in enumerate(checked.items()):
                 rows[key] = (
-                    f"uev_{ids[20 * i : 20 * i + 20]}",
+                    ids[i],
                     to_text(e.occurred_at),
                     e.customer_id,
                     e.subscription_id,
