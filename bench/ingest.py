@@ -187,10 +187,14 @@ def reference(db: Database, tsv: Path, chunk: int) -> float:
             conn.execute("CREATE UNIQUE INDEX ON ingest_reference (customer_id, transaction_id)")
             conn.execute("CHECKPOINT")
             started = time.perf_counter()
-            with conn.transaction(), conn.cursor() as cur, cur.copy("COPY ingest_reference FROM STDIN") as copy:
-                with tsv.open("rb") as fh:
-                    while block := fh.read(BLOCK):
-                        copy.write(block)
+            with (
+                conn.transaction(),
+                conn.cursor() as cur,
+                cur.copy("COPY ingest_reference FROM STDIN") as copy,
+                tsv.open("rb") as fh,
+            ):
+                while block := fh.read(BLOCK):
+                    copy.write(block)
             seconds = time.perf_counter() - started
             conn.execute("DROP TABLE ingest_reference")
             conn.execute("CHECKPOINT")
@@ -200,6 +204,7 @@ def reference(db: Database, tsv: Path, chunk: int) -> float:
     conn = sqlite3.connect(db.path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA cache_size=-262144")  # as the import's connection (usage_import.SQLITE_CACHE_KIB)
     columns = [c.name for c in t.usage_events.columns]
     conn.execute(f"CREATE TABLE ingest_reference ({', '.join(columns)})")
     conn.execute("CREATE UNIQUE INDEX ix_ingest_reference ON ingest_reference (customer_id, transaction_id)")
