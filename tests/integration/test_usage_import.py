@@ -63,21 +63,24 @@ def _mixed(cus, other):
         _event(cus, "f", code="nope"),
         _event(cus, "g", at=NOW + timedelta(hours=1)),
         _event(cus, "h", at=NOW - timedelta(days=90)),
-        _event(cus, "i", code="users", user="u\t1\\\n\"é"),
+        _event(cus, "i", code="users", user='u\t1\\\n"é'),
         "not an object",
         None,  # a line that did not parse
         _event(other, "a", tokens=7.25, model="large", region='e"u\\'),  # same id, another customer: its own
-        _event(cus, "tab\there\nnewline\\back\"quote", code="api_calls", note="ünïcødé ✓", nested={"x": [1, None]}),
+        _event(cus, 'tab\there\nnewline\\back"quote', code="api_calls", note="ünïcødé ✓", nested={"x": [1, None]}),
         _event(cus, "late", at=NOW - timedelta(days=30)),  # within the import's wider grace
         _event(cus, "a", tokens="9", model="large", region="us"),  # repeated in a later chunk (chunk size 4)
         _event(other, "a"),  # repeated in a later chunk
+        {**_event(cus, "z1"), "timestamp": "2025-12-31T23:00:00Z"},  # times in other notations: the same instant
+        {**_event(cus, "z2"), "timestamp": "2026-01-01T04:29:00.25+05:30"},
+        {**_event(cus, "z3"), "timestamp": "2025-12-31T23:00:00"},  # no offset: UTC
     ]
 
 
 def test_import_checks_each_line_and_counts_each_event_once(app):
     cus, other = _setup(app)
     report = import_events(app.engine, app.clock, _lines(_mixed(cus, other)), settings=WIDE, chunk_size=4)
-    assert (report.lines, report.accepted, report.duplicates, report.rejected) == (17, 6, 3, 8)
+    assert (report.lines, report.accepted, report.duplicates, report.rejected) == (20, 9, 3, 8)
     assert [(r["line"], r["code"], r["field"]) for r in report.rejected_events] == [
         (4, "not_numeric", "properties.tokens"),
         (5, "missing_property", "properties.model"),
@@ -89,11 +92,26 @@ def test_import_checks_each_line_and_counts_each_event_once(app):
         (12, "invalid_json", None),
     ]
     assert report.rejected_events[0]["transaction_id"] == "c"
-    assert _stored(app) == 6
+    assert _stored(app) == 9
     with app.engine.connect() as conn:
-        row = conn.execute(
-            select(t.usage_events).where(t.usage_events.c.transaction_id == "a", t.usage_events.c.customer_id == cus)
-        ).mappings().one()
+        times = conn.execute(
+            select(t.usage_events.c.occurred_at).where(t.usage_events.c.transaction_id.in_(["z1", "z2", "z3"]))
+        ).scalars()
+        assert sorted(times) == [
+            datetime(2025, 12, 31, 22, 59, 0, 250000, tzinfo=UTC),
+            datetime(2025, 12, 31, 23, tzinfo=UTC),
+            datetime(2025, 12, 31, 23, tzinfo=UTC),
+        ]
+    with app.engine.connect() as conn:
+        row = (
+            conn.execute(
+                select(t.usage_events).where(
+                    t.usage_events.c.transaction_id == "a", t.usage_events.c.customer_id == cus
+                )
+            )
+            .mappings()
+            .one()
+        )
     assert str(row["value"]) == "1500" and row["group_key"] == '["eu"]' and row["matched"] is True
 
 
