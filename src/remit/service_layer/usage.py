@@ -372,7 +372,9 @@ def ingest(
     uow.ensure_writable()
     now = uow.now
     meters = meters_of(uow.conn, {e.get("code") for e in events if isinstance(e, dict)})
-    wanted = {e.get("customer_id") for e in events if isinstance(e, dict) and isinstance(e.get("customer_id"), str)}
+    wanted: set[str] = {
+        e["customer_id"] for e in events if isinstance(e, dict) and isinstance(e.get("customer_id"), str)
+    }
     customers = (
         {
             r["id"]
