@@ -259,8 +259,8 @@ EVENT_COLUMNS = (
     "matched",
     "properties",
 )
-# The chunk's keys in (sorted), the positions of those that were not new out: usually none or a few, so the
-# answer is small and the matching is done by PostgreSQL, not in Python.
+# Claims a batch's keys (two array literals, sorted) and answers the positions of those that were not new: usually
+# none or a few, so the answer is small and the matching is done by PostgreSQL rather than in Python.
 _PG_CLAIM = (
     "WITH k AS MATERIALIZED (SELECT * FROM unnest(%s::varchar[], %s::varchar[]) WITH ORDINALITY AS u(c, x, i)), "
     "new AS (INSERT INTO usage_event_keys (customer_id, transaction_id, received_at) SELECT c, x, %s FROM k "

@@ -6,8 +6,8 @@ rules of the API; a refused one is reported with its line and reason, and nothin
 events are then written in one transaction of their own:
 
 - PostgreSQL: the chunk's keys (customer, transaction id), sorted, are claimed in one ``INSERT INTO
-  usage_event_keys SELECT ... FROM unnest(...) ON CONFLICT DO NOTHING RETURNING``; the events whose keys came back
-  are new, and only they are written to ``usage_events`` with ``COPY``. A key that another transaction holds
+  usage_event_keys SELECT ... FROM unnest(...) ON CONFLICT DO NOTHING`` that answers the positions of the keys that
+  were not new (``usage.store_pg``); only the others' events are written to ``usage_events``, with one ``COPY``. A key that another transaction holds
   makes the claim wait for it, exactly as in ``ingest``, so concurrent imports of the same file store each event
   once; sorting the keys makes every writer take them in the same order, so two imports never deadlock.
 - SQLite: the same claim (multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``) and an ``executemany`` of the
@@ -142,7 +142,7 @@ class _Checker:
             self.meters = {r["code"]: meter_from_row(r) for r in conn.execute(_METERS).mappings()}
 
     def _learn(self, batch: list[tuple[int, Any]]) -> None:
-        """Look up the customers and meters this chunk names that are not known yet (one query each)."""
+        """Look up the customers and meters this chunk names that are not known yet."""
         wanted: set[str] = set()
         codes_missing = False
         customers, meters = self.customers, self.meters
@@ -155,8 +155,10 @@ class _Checker:
                 if not codes_missing and type(code) is str and code not in meters:
                     codes_missing = True
         if wanted:
+            ids = sorted(wanted)
             with self.engine.connect() as conn:
-                self.customers.update(conn.execute(_CUSTOMERS, {"ids": sorted(wanted)}).scalars())
+                for start in range(0, len(ids), 10_000):  # within SQLite's limit on bound parameters
+                    self.customers.update(conn.execute(_CUSTOMERS, {"ids": ids[start : start + 10_000]}).scalars())
         if codes_missing:
             self._load_meters()
 

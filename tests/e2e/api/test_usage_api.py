@@ -81,7 +81,7 @@ def _without_ids(answer):
 
 def test_the_gates_answers_are_the_routes_answers(api, monkeypatch):
     """Without an Idempotency-Key the gate answers plain event requests itself; with one they go through the
-    FastAPI routes. Both answer the same, byte for byte apart from the new ids."""
+    FastAPI routes. Both answer the same JSON, apart from the new ids."""
     cus = _setup(api)
     good = {"customer_id": cus, "code": "tokens", "timestamp": _at(api), "properties": {"tokens": 5, "model": "s"}}
 
