@@ -7,9 +7,10 @@ events are then written in one transaction of their own:
 
 - PostgreSQL: the chunk's keys (customer, transaction id), sorted, are claimed in one ``INSERT INTO
   usage_event_keys SELECT ... FROM unnest(...) ON CONFLICT DO NOTHING`` that answers the positions of the keys that
-  were not new (``usage.store_pg``); only the others' events are written to ``usage_events``, with one ``COPY``. A key that another transaction holds
-  makes the claim wait for it, exactly as in ``ingest``, so concurrent imports of the same file store each event
-  once; sorting the keys makes every writer take them in the same order, so two imports never deadlock.
+  were not new (``usage.store_pg``); only the others' events are written to ``usage_events``, with one ``COPY``.
+  A key that another transaction holds makes the claim wait for it, exactly as in ``ingest``, so concurrent
+  imports of the same file store each event once; sorting the keys makes every writer take them in the same
+  order, so two imports never deadlock.
 - SQLite: the same claim (multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING``) and an ``executemany`` of the
   new events, under SQLite's single writer (``BEGIN IMMEDIATE``).
 
