@@ -107,7 +107,7 @@ class Conn:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        data = json.dumps(body).encode() if body is not None else b""
+        data = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
         extra = f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n" if body is not None else ""
         self.writer.write(f"{method} {path} HTTP/1.1\r\n{self.head}{extra}\r\n".encode() + data)
         status_line = await self.reader.readline()

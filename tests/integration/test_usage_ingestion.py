@@ -121,3 +121,51 @@ def test_the_same_batch_posted_twice_at_once_counts_once(postgres_url):
     assert sum(len(r.duplicates) for r in results) == 300
     assert _stored(app) == 300
     app.engine.dispose()
+
+
+def test_a_single_event_is_stored_as_in_a_batch_and_once(app):
+    cus = _setup(app)
+    with app.uow() as uow:
+        first = usage.ingest(uow, [_event(cus, "one", tokens="7", model="large", region='e"u\\')])
+    with app.uow() as uow:
+        again = usage.ingest(uow, [_event(cus, "one")])
+    with app.uow() as uow:
+        usage.ingest(uow, [_event(cus, "two", tokens="7", model="large", region='e"u\\'), _event(cus, "three")])
+    assert len(first.accepted) == 1 and [d["index"] for d in again.duplicates] == [0] and again.accepted == []
+    columns = [c for c in t.usage_events.c if c.name not in ("id", "transaction_id")]
+    with app.engine.connect() as conn:
+        one, two = (
+            conn.execute(select(*columns).where(t.usage_events.c.transaction_id == txn)).mappings().one()
+            for txn in ("one", "two")
+        )
+    assert one == two and _stored(app) == 3
+
+
+@pytest.mark.postgres
+def test_the_same_single_event_sent_at_once_counts_once(postgres_url):
+    from remit.adapters.db.engine import make_engine
+    from remit.bootstrap import Remit
+    from remit.domain.clock import FixedClock
+
+    app = Remit(make_engine(postgres_url), FixedClock(NOW))
+    with app.engine.begin() as conn:
+        for table in reversed(t.metadata.sorted_tables):
+            conn.execute(table.delete())
+    cus = _setup(app)
+    barrier = threading.Barrier(4)
+    results = []
+
+    def post() -> None:
+        barrier.wait()
+        with app.uow() as uow:
+            results.append(usage.ingest(uow, [_event(cus, "solo")]))
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert sum(len(r.accepted) for r in results) == 1
+    assert sum(len(r.duplicates) for r in results) == 3
+    assert _stored(app) == 1
+    app.engine.dispose()

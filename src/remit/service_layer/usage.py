@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, NamedTuple
+from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Engine, String, any_, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters.db import tables as t
-from remit.adapters.db.ids import new_id
+from remit.adapters.db.ids import new_id, new_ids
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, RemitError, ValidationError
 from remit.domain.rating.aggregations import Aggregation, Meter, UsageEvent
@@ -34,6 +37,7 @@ MAX_BATCH = 1000
 MAX_PROPERTIES = 50
 MAX_PROPERTIES_BYTES = 8192
 FUTURE_SKEW = timedelta(minutes=5)
+MAX_VALUE_CHARS = 64  # usage_events.value is text of at most 64 characters
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,11 @@ def _grace_days() -> int:
             "invalid_setting", f"REMIT_USAGE_GRACE_DAYS is a number of days from 0 to 366, not {raw!r}.", "grace"
         )
     return int(raw)
+
+
+# When a customer's earliest open billing period began (None: no subscription), asked only of events older than
+# the grace period: an event in the open period is never late.
+OpenSince = Callable[[str], "datetime | None"]
 
 
 def create_meter(
@@ -137,44 +146,89 @@ def _reject(result: IngestResult, index: int, txn: object, exc: RemitError) -> N
     )
 
 
-def _occurred_at(raw: object, now: datetime, settings: UsageSettings, open_since: datetime | None) -> datetime:
+def _occurred_at(
+    raw: object, now: datetime, settings: UsageSettings, open_since: OpenSince | None, customer_id: str
+) -> datetime:
     """The event's time. Any time in the customer's open billing period is fine; before it, at most ``grace``
     before now (such late events are billed as corrections). Not in the future beyond a small clock skew."""
-    if isinstance(raw, datetime):
-        at = ensure_utc(raw)
-    elif isinstance(raw, str):
+    if isinstance(raw, str):
         try:
-            at = ensure_utc(datetime.fromisoformat(raw.replace("Z", "+00:00")))
+            at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
         except ValueError:
             raise ValidationError("invalid_timestamp", f"{raw!r} is not an ISO 8601 time.", "timestamp") from None
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    elif isinstance(raw, datetime):
+        at = ensure_utc(raw)
     else:
         raise ValidationError("invalid_timestamp", "timestamp is an ISO 8601 time.", "timestamp")
     if at > now + FUTURE_SKEW:
         raise ValidationError("timestamp_in_future", "The event is dated in the future.", "timestamp")
-    if at < now - settings.grace and (open_since is None or at < open_since):
+    if at < now - settings.grace and (open_since is None or (since := open_since(customer_id)) is None or at < since):
         raise ValidationError(
             "event_too_old", f"Events may arrive at most {settings.grace.days} days late.", "timestamp"
         )
     return at
 
 
-def _row(
+# One encoder, built once (json.dumps with options builds a new one per call).
+_encode = json.JSONEncoder(default=str).encode
+_GROUP_KEYS: dict[tuple[str, ...], str] = {}
+
+
+def _group_key(group: tuple[str, ...]) -> str:
+    found = _GROUP_KEYS.get(group)
+    if found is None:
+        found = json.dumps(list(group))
+        if len(_GROUP_KEYS) < 10_000:  # the same few groups recur; the cache stays small
+            _GROUP_KEYS[group] = found
+    return found
+
+
+class CheckedEvent(NamedTuple):
+    """A valid event, in the form it is stored in: ``value`` as exact decimal text, ``properties`` as JSON."""
+
+    customer_id: str
+    subscription_id: str | None
+    meter_code: str
+    transaction_id: str
+    occurred_at: datetime
+    value: str | None
+    dimension: str | None
+    group_key: str
+    matched: bool
+    properties: str
+    occurred_text: str  # occurred_at as ISO 8601 text that PostgreSQL reads as the same instant
+
+
+# A timestamp already in this form is handed to PostgreSQL as it came (formatting it again costs more than the
+# rest of the COPY line); anything else Python accepted is written out again by isoformat().
+_PLAIN_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
+
+
+def check_event(
     raw: Mapping[str, Any],
     meters: Mapping[str, Meter],
-    customers: Mapping[str, Mapping[Any, Any]],
+    customers: Container[str],
     now: datetime,
     settings: UsageSettings,
-    clock_times: Mapping[str, datetime],
-    open_since: Mapping[str, datetime],
-) -> dict[str, Any]:
+    now_of: Mapping[str, datetime] | None = None,
+    open_since: OpenSince | None = None,
+) -> CheckedEvent:
+    """The rules every event is held to, on every path in (API, batch, import); raises ValidationError.
+    ``now_of``: the time of customers on a test clock (the clock's); ``open_since``: see ``OpenSince``."""
     txn = raw.get("transaction_id")
-    if not isinstance(txn, str) or not 1 <= len(txn) <= 200:
+    if not isinstance(txn, str) or not 1 <= len(txn) <= 200 or "\x00" in txn:
         raise ValidationError(
             "invalid_transaction_id", "transaction_id is a string of 1 to 200 characters.", "transaction_id"
         )
     customer_id = raw.get("customer_id")
     if not isinstance(customer_id, str) or customer_id not in customers:
         raise ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
+    subscription_id = raw.get("subscription_id")
+    if subscription_id is not None and (
+        not isinstance(subscription_id, str) or not 1 <= len(subscription_id) <= 40 or "\x00" in subscription_id
+    ):
+        raise ValidationError("invalid_subscription_id", "subscription_id is an id.", "subscription_id")
     code = raw.get("code")
     meter = meters.get(code) if isinstance(code, str) else None
     if meter is None:
@@ -184,34 +238,180 @@ def _row(
         raise ValidationError(
             "invalid_properties", f"properties is an object of at most {MAX_PROPERTIES} keys.", "properties"
         )
-    encoded = json.dumps(props, default=str)
+    encoded = _encode(props)
     if len(encoded) > MAX_PROPERTIES_BYTES:
         raise ValidationError("invalid_properties", "properties are too large.", "properties")
-    clock_id = customers[customer_id]["test_clock_id"]
-    if clock_id:  # a test-mode customer lives at its test clock's time
-        now = clock_times.get(clock_id, now)
-    at = _occurred_at(raw.get("timestamp"), now, settings, open_since.get(customer_id))
+    stamp = raw.get("timestamp")
+    at = _occurred_at(stamp, now_of.get(customer_id, now) if now_of else now, settings, open_since, customer_id)
     event = UsageEvent(at, props, txn)
     meter.check(event)
     value = dimension = None
     if meter.aggregation.numeric:
-        value = meter.value_of(event)
+        value = format(meter.value_of(event), "f")
+        if len(value) > MAX_VALUE_CHARS:
+            field_name = f"properties.{meter.field}" if meter.field else "properties"
+            raise ValidationError("not_numeric", "The event's value is too large.", field_name)
     elif meter.field is not None:
         dimension = str(props[meter.field])[:200]
+        if "\x00" in dimension:
+            raise ValidationError(
+                "invalid_properties", "A property holds a NUL character.", f"properties.{meter.field}"
+            )
+    return CheckedEvent(
+        customer_id,
+        subscription_id,
+        meter.code,
+        txn,
+        at,
+        value,
+        dimension,
+        _group_key(meter.group_of(event)) if meter.group_by else "[]",
+        meter.matches(event) if meter.filters else True,
+        encoded,
+        stamp if isinstance(stamp, str) and _PLAIN_ISO.fullmatch(stamp) else at.isoformat(),
+    )
+
+
+EVENT_COLUMNS = (
+    "id",
+    "occurred_at",
+    "customer_id",
+    "subscription_id",
+    "meter_code",
+    "transaction_id",
+    "received_at",
+    "value",
+    "dimension",
+    "group_key",
+    "matched",
+    "properties",
+)
+# Claims a batch's keys (two array literals, sorted) and answers the positions of those that were not new: usually
+# none or a few, so the answer is small and the matching is done by PostgreSQL rather than in Python.
+_PG_CLAIM = (
+    "WITH k AS MATERIALIZED (SELECT * FROM unnest(%s::varchar[], %s::varchar[]) WITH ORDINALITY AS u(c, x, i)), "
+    "new AS (INSERT INTO usage_event_keys (customer_id, transaction_id, received_at) SELECT c, x, %s FROM k "
+    "ON CONFLICT DO NOTHING RETURNING customer_id, transaction_id) "
+    "SELECT i - 1 FROM k WHERE NOT EXISTS (SELECT FROM new WHERE new.customer_id = k.c AND new.transaction_id = k.x)"
+)
+_PG_COPY = f"COPY usage_events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+_NULL = "\\N"
+
+
+def _array(values: list[str]) -> str:
+    """A PostgreSQL array literal of strings (faster than adapting a list element by element)."""
+    joined = '","'.join(values)
+    if '"' in joined or "\\" in joined:
+        joined = '","'.join(v.replace("\\", "\\\\").replace('"', '\\"') for v in values)
+    return '{"' + joined + '"}'
+
+
+def _text(value: str | None) -> str:
+    """A value in COPY's text format."""
+    if value is None:
+        return _NULL
+    if _COPY_SPECIAL.search(value) is None:
+        return value
+    return value.translate(_COPY_ESCAPES)
+
+
+def _json_text(value: str) -> str:
+    """JSON text as dumped with ensure_ascii: no raw control characters, only backslashes to double."""
+    return value.replace("\\", "\\\\") if "\\" in value else value
+
+
+def copy_line(event_id: str, e: CheckedEvent, received: str) -> str:
+    value = _NULL if e.value is None else e.value
+    matched = "t" if e.matched else "f"
+    return (
+        f"{event_id}\t{e.occurred_text}\t{e.customer_id}\t{_text(e.subscription_id)}\t{e.meter_code}\t"
+        f"{_text(e.transaction_id)}\t{received}\t{value}\t{_text(e.dimension)}\t"
+        f"{_json_text(e.group_key)}\t{matched}\t{_json_text(e.properties)}\n"
+    )
+
+
+def store_pg(
+    driver: Any, keys: Sequence[tuple[str, str]], rows: Mapping[tuple[str, str], str], at: datetime
+) -> set[int]:
+    """Claim the keys (sorted, distinct) and COPY the rows (COPY text lines) of those that were new, in the
+    transaction under way on the psycopg connection ``driver``; the positions of the keys that were not new
+    (received before, or by a concurrent transaction that committed) come back."""
+    with driver.cursor() as cur:
+        cur.execute(_PG_CLAIM, (_array([k[0] for k in keys]), _array([k[1] for k in keys]), at))
+        taken = {i for (i,) in cur.fetchall()}
+        lines = [rows[k] for i, k in enumerate(keys) if i not in taken] if taken else [rows[k] for k in keys]
+        if lines:
+            with cur.copy(_PG_COPY) as copy:
+                copy.write("".join(lines))
+    return taken
+
+
+def _row(event_id: str, e: CheckedEvent, now: datetime) -> dict[str, Any]:
     return {
-        "id": new_id("uev"),
-        "occurred_at": at,
-        "customer_id": customer_id,
-        "subscription_id": raw.get("subscription_id"),
-        "meter_code": meter.code,
-        "transaction_id": txn,
+        "id": event_id,
+        "occurred_at": e.occurred_at,
+        "customer_id": e.customer_id,
+        "subscription_id": e.subscription_id,
+        "meter_code": e.meter_code,
+        "transaction_id": e.transaction_id,
         "received_at": now,
-        "value": value,
-        "dimension": dimension,
-        "group_key": json.dumps(list(meter.group_of(event))),
-        "matched": meter.matches(event),
-        "properties": json.loads(encoded),
+        "value": None if e.value is None else Decimal(e.value),
+        "dimension": e.dimension,
+        "group_key": e.group_key,
+        "matched": e.matched,
+        "properties": json.loads(e.properties),
     }
+
+
+_CUSTOMER_COLUMNS = (
+    t.customers.c.id,
+    t.customers.c.legal_entity_id,
+    t.customers.c.test_clock_id,
+    t.customers.c.timezone,
+)
+_CUSTOMERS = select(*_CUSTOMER_COLUMNS).where(t.customers.c.id.in_(bindparam("ids", expanding=True)))
+# PostgreSQL: one array parameter, so the statement's text (and its prepared plan) is the same for any batch.
+_CUSTOMERS_PG = select(*_CUSTOMER_COLUMNS).where(
+    t.customers.c.id == any_(bindparam("ids", type_=postgresql.ARRAY(String)))
+)
+# Customers are never deleted, and never change legal entity, test clock or time zone (nothing updates those), so what
+# visibility needs of a customer is kept per engine once read: most events name a customer seen before, and their
+# batch then reads nothing before it writes. A customer not found is looked up again next time.
+_CUSTOMER_CACHE: WeakKeyDictionary[Engine, dict[str, Mapping[str, Any]]] = WeakKeyDictionary()
+_CUSTOMER_CACHE_SIZE = 200_000
+_METERS = select(t.meters)
+# Meters never change once created (there is no update or delete), so each engine's are kept once read; a code
+# not among them makes the next batch read them again, which finds a meter created since.
+_METER_CACHE: WeakKeyDictionary[Engine, dict[str, Meter]] = WeakKeyDictionary()
+
+
+def meters_of(conn: Connection, codes: Iterable[object] = ()) -> dict[str, Meter]:
+    """The meters, read again only when one of ``codes`` is unknown."""
+    engine = conn.engine
+    known = _METER_CACHE.get(engine)
+    if known is None or any(isinstance(c, str) and c not in known for c in codes):
+        known = {r["code"]: meter_from_row(r) for r in conn.execute(_METERS).mappings()}
+        _METER_CACHE[engine] = known
+    return known
+
+
+def _customers_seen(uow: UnitOfWork, wanted: set[str], vis: Visibility) -> dict[str, Mapping[str, Any]]:
+    """The customers among ``wanted`` that exist and that ``vis`` sees, with what ingestion needs of them."""
+    known = _CUSTOMER_CACHE.get(uow.engine)
+    if known is None:
+        known = _CUSTOMER_CACHE[uow.engine] = {}
+    missing = [c for c in wanted if c not in known]
+    if missing:
+        if len(known) + len(missing) > _CUSTOMER_CACHE_SIZE:
+            known.clear()
+        query = _CUSTOMERS_PG if uow.is_postgres else _CUSTOMERS
+        for r in uow.conn.execute(query, {"ids": sorted(missing)}).mappings():
+            known[r["id"]] = dict(r)
+    return {c: row for c in wanted if (row := known.get(c)) is not None and vis.sees_customer(row)}
 
 
 def ingest(
@@ -221,120 +421,199 @@ def ingest(
     settings = settings or UsageSettings()
     if len(events) > MAX_BATCH:
         raise ValidationError("batch_too_large", f"A batch holds at most {MAX_BATCH} events.", "events")
+    uow.ensure_writable()
     now = uow.now
-    meters = {r["code"]: meter_from_row(r) for r in uow.conn.execute(select(t.meters)).mappings()}
-    wanted = {e.get("customer_id") for e in events if isinstance(e, dict) and isinstance(e.get("customer_id"), str)}
-    customers = {
-        r["id"]: r
-        for r in uow.conn.execute(select(t.customers).where(t.customers.c.id.in_(wanted))).mappings()
-        if vis.sees_customer(r)
+    meters = meters_of(uow.conn, {e.get("code") for e in events if isinstance(e, dict)})
+    wanted: set[str] = {
+        e["customer_id"] for e in events if isinstance(e, dict) and isinstance(e.get("customer_id"), str)
     }
-    clock_ids = {r["test_clock_id"] for r in customers.values() if r["test_clock_id"]}
-    clock_times: dict[str, datetime] = (
-        {
-            r.id: r.frozen_at
-            for r in uow.conn.execute(
-                select(t.test_clocks.c.id, t.test_clocks.c.frozen_at).where(t.test_clocks.c.id.in_(clock_ids))
-            )
-        }
-        if clock_ids
-        else {}
-    )
-    open_since = _open_since(uow, customers, clock_times)
+    customers = _customers_seen(uow, wanted, vis)
+    now_of = clock_times(uow.conn, customers)
+    open_since = OpenPeriods(uow.conn, customers, now_of, now)
     result = IngestResult()
-    rows: list[tuple[int, dict[str, Any]]] = []
-    seen: set[tuple[str, str]] = set()
+    checked: dict[tuple[str, str], tuple[int, CheckedEvent]] = {}
     for index, raw in enumerate(events):
         if not isinstance(raw, dict):
             _reject(result, index, None, ValidationError("invalid_event", "Each event is an object.", "events"))
             continue
         try:
-            row = _row(raw, meters, customers, now, settings, clock_times, open_since)
+            event = check_event(raw, meters, customers, now, settings, now_of, open_since)
         except RemitError as exc:
             _reject(result, index, raw.get("transaction_id"), exc)
             continue
-        key = (row["customer_id"], row["transaction_id"])
-        if key in seen:
-            result.duplicates.append({"index": index, "transaction_id": row["transaction_id"]})
+        key = (event.customer_id, event.transaction_id)
+        if key in checked:
+            result.duplicates.append({"index": index, "transaction_id": event.transaction_id})
             continue
-        seen.add(key)
-        rows.append((index, row))
-    new_keys = _claim_keys(uow.conn, [r for _, r in rows], now)
-    fresh = []
-    for index, row in rows:
-        entry = {"index": index, "transaction_id": row["transaction_id"]}
-        if (row["customer_id"], row["transaction_id"]) in new_keys:
-            result.accepted.append({**entry, "id": row["id"]})
-            fresh.append(row)
+        checked[key] = (index, event)
+    if not checked:
+        return result
+    ids = dict(zip(checked, new_ids("uev", len(checked)), strict=True))
+    if uow.is_postgres and len(checked) == 1:
+        ((key, (_, event)),) = checked.items()
+        new_keys = {key} if _store_one_pg(uow, ids[key], event, now) else set()
+    elif uow.is_postgres:
+        keys = sorted(checked)
+        received = now.isoformat()
+        lines = {k: copy_line(ids[k], checked[k][1], received) for k in keys}
+        taken = store_pg(uow.conn.connection.driver_connection, keys, lines, now)
+        new_keys = {k for i, k in enumerate(keys) if i not in taken} if taken else set(keys)
+    else:
+        new_keys = _claim_keys(uow.conn, list(checked), now)
+        uow.insert_many(t.usage_events, [_row(ids[k], checked[k][1], now) for k in checked if k in new_keys])
+    for key, (index, event) in checked.items():
+        entry = {"index": index, "transaction_id": event.transaction_id}
+        if key in new_keys:
+            result.accepted.append({**entry, "id": ids[key]})
         else:
             result.duplicates.append(entry)
-    uow.insert_many(t.usage_events, fresh)
-    reopen_for_late_usage(uow, [(r["customer_id"], r["occurred_at"]) for r in fresh], customers, clock_times)
-    usage_watch.mark(uow, {r["customer_id"] for r in fresh})  # alerts and thresholds look at these customers
+    stored = [(checked[k][1].customer_id, checked[k][1].occurred_at) for k in new_keys]
+    after_store(uow.conn, now, stored, customers, now_of)
     return result
 
 
-def _open_since(
-    uow: UnitOfWork, customers: Mapping[str, Mapping[Any, Any]], clock_times: Mapping[str, datetime]
-) -> dict[str, datetime]:
-    """Per customer, when the earliest billing period still open today began (events from then on are never
-    late). One query for the batch."""
-    if not customers:
+def after_store(
+    conn: Connection,
+    now: datetime,
+    stored: Sequence[tuple[str, datetime]],
+    customers: Mapping[str, Mapping[str, Any]],
+    now_of: Mapping[str, datetime],
+) -> None:
+    """In the transaction that stored new events (customer, time): reopen periods the bill run may have closed
+    already, and flag the customers for alerts and usage thresholds."""
+    if not stored:
+        return
+    reopen_for_late_usage(conn, now, stored, customers, now_of)
+    usage_watch.mark_on(conn, {c for c, _ in stored})
+
+
+def clock_times(conn: Connection, customers: Mapping[str, Mapping[str, Any]]) -> dict[str, datetime]:
+    """The time of each customer on a test clock: its clock's (one query, only when there are such customers)."""
+    clock_of = {c: row["test_clock_id"] for c, row in customers.items() if row.get("test_clock_id")}
+    if not clock_of:
         return {}
-    s = t.subscriptions.c
-    rows = uow.conn.execute(
-        select(s.customer_id, s.anchor_on, s.interval_unit, s.interval_count, s.started_on).where(
-            s.customer_id.in_(list(customers)), s.ended_on.is_(None)
-        )
-    ).all()
-    out: dict[str, datetime] = {}
-    for customer_id, anchor_on, unit, count, started_on in rows:
-        customer = customers[customer_id]
-        clock_id = customer["test_clock_id"]
-        now = clock_times.get(clock_id, uow.now) if clock_id else uow.now
-        tz = customer["timezone"]
-        today = local_date(now, tz)
-        start_on = max(period_containing(anchor_on, Interval.parse(unit, count), today).start_on, started_on)
-        since = local_midnight(start_on, tz)
-        if customer_id not in out or since < out[customer_id]:
-            out[customer_id] = since
-    return out
+    frozen = dict(
+        conn.execute(
+            select(t.test_clocks.c.id, t.test_clocks.c.frozen_at).where(
+                t.test_clocks.c.id.in_(sorted(set(clock_of.values())))
+            )
+        ).all()
+    )
+    return {c: ensure_utc(frozen[k]) for c, k in clock_of.items() if k in frozen}
+
+
+class OpenPeriods:
+    """``OpenSince`` for a batch: on the first question, one query for every customer of the batch."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        customers: Mapping[str, Mapping[str, Any]],
+        now_of: Mapping[str, datetime],
+        now: datetime,
+    ) -> None:
+        self.conn, self.customers, self.now_of, self.now = conn, customers, now_of, now
+        self.since: dict[str, datetime] | None = None
+
+    def __call__(self, customer_id: str) -> datetime | None:
+        if self.since is None:
+            self.since = self._load()
+        return self.since.get(customer_id)
+
+    def _load(self) -> dict[str, datetime]:
+        s = t.subscriptions.c
+        out: dict[str, datetime] = {}
+        ids = sorted(self.customers)
+        for start in range(0, len(ids), 10_000):
+            rows = self.conn.execute(
+                select(s.customer_id, s.anchor_on, s.interval_unit, s.interval_count, s.started_on).where(
+                    s.customer_id.in_(ids[start : start + 10_000]), s.ended_on.is_(None)
+                )
+            ).all()
+            for customer_id, anchor_on, unit, count, started_on in rows:
+                tz = self.customers[customer_id]["timezone"]
+                today = local_date(self.now_of.get(customer_id, self.now), tz)
+                period = period_containing(anchor_on, Interval.parse(unit, count), today)
+                since = local_midnight(max(period.start_on, started_on), tz)
+                if customer_id not in out or since < out[customer_id]:
+                    out[customer_id] = since
+        return out
 
 
 _REOPEN = (
     update(t.subscriptions)
-    .where(
-        t.subscriptions.c.customer_id == bindparam("b_customer"),
-        t.subscriptions.c.reviewed_from_on > bindparam("b_day"),
+    .where(t.subscriptions.c.customer_id == bindparam("b_customer"), t.subscriptions.c.reviewed_from_on.is_not(None))
+    .values(
+        reviewed_from_on=case(
+            (t.subscriptions.c.reviewed_from_on > bindparam("b_day"), bindparam("b_day")),
+            else_=t.subscriptions.c.reviewed_from_on,
+        )
     )
-    .values(reviewed_from_on=bindparam("b_day"))
 )
 
 
 def reopen_for_late_usage(
-    uow: UnitOfWork,
-    events: Sequence[tuple[str, datetime]],
-    customers: Mapping[str, Mapping[Any, Any]],
-    clock_times: Mapping[str, datetime],
+    conn: Connection,
+    now: datetime,
+    stored: Sequence[tuple[str, datetime]],
+    customers: Mapping[str, Mapping[str, Any]],
+    now_of: Mapping[str, datetime],
 ) -> None:
-    """Events dated before the day the bill run has reviewed up to (late arrivals, inside the grace period) move
-    that mark back to the event's day, so the next bill run looks at the period again and bills the difference
-    as a correction. Events dated today (the usual case) cost nothing here."""
+    """Events dated before the customer's today may fall in a period a bill run has closed: move the
+    subscriptions' review mark back to the event's day (never forward), so the next run looks at that period again
+    and bills the difference as a correction. Events dated today (the usual case) cost nothing here.
+
+    The update touches the rows even when the mark is already earlier, on purpose: it takes their locks. The bill
+    run locks a batch's subscriptions before it reads their usage (PostgreSQL), so this either commits before that
+    read (and the run sees these events) or waits for the run to commit and then moves its new mark back. Keys are
+    taken in customer order, like the bill run's, so the two never deadlock."""
     earliest: dict[str, date] = {}
-    for customer_id, at in events:
-        customer = customers[customer_id]
-        clock_id = customer["test_clock_id"]
-        now = clock_times.get(clock_id, uow.now) if clock_id else uow.now
-        day = local_date(at, customer["timezone"])
-        if day < local_date(now, customer["timezone"]) and day < earliest.get(customer_id, date.max):
+    for customer_id, at in stored:
+        tz = customers[customer_id]["timezone"]
+        day = local_date(at, tz)
+        if day < local_date(now_of.get(customer_id, now), tz) and day < earliest.get(customer_id, date.max):
             earliest[customer_id] = day
     if earliest:
-        uow.conn.execute(_REOPEN, [{"b_customer": c, "b_day": d} for c, d in earliest.items()])
+        conn.execute(_REOPEN, [{"b_customer": c, "b_day": d} for c, d in sorted(earliest.items())])
 
 
-def _claim_keys(conn: Connection, rows: Sequence[Mapping[str, Any]], now: datetime) -> set[tuple[str, str]]:
+# One event: its key claimed and the event written in one statement (one round trip instead of a claim and a COPY).
+_PG_ONE = (
+    "WITH new AS (INSERT INTO usage_event_keys (customer_id, transaction_id, received_at) VALUES (%s, %s, %s) "
+    "ON CONFLICT DO NOTHING RETURNING 1) "
+    f"INSERT INTO usage_events ({', '.join(EVENT_COLUMNS)}) "
+    "SELECT %s, %s::timestamptz, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json FROM new"
+)
+
+
+def _store_one_pg(uow: UnitOfWork, event_id: str, e: CheckedEvent, now: datetime) -> bool:
+    """Claim one event's key and store it if the key was new; whether it was."""
+    params = (
+        e.customer_id,
+        e.transaction_id,
+        now,
+        event_id,
+        e.occurred_text,
+        e.customer_id,
+        e.subscription_id,
+        e.meter_code,
+        e.transaction_id,
+        now,
+        e.value,
+        e.dimension,
+        e.group_key,
+        e.matched,
+        e.properties,
+    )
+    driver: Any = uow.conn.connection.driver_connection
+    with driver.cursor() as cur:
+        cur.execute(_PG_ONE, params)
+        return bool(cur.rowcount == 1)
+
+
+def _claim_keys(conn: Connection, keys: Sequence[tuple[str, str]], now: datetime) -> set[tuple[str, str]]:
     """Insert the dedup keys; the ones that were new come back. A key another transaction holds is a duplicate."""
-    if not rows:
+    if not keys:
         return set()
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     stmt = (
@@ -342,8 +621,7 @@ def _claim_keys(conn: Connection, rows: Sequence[Mapping[str, Any]], now: dateti
         .on_conflict_do_nothing()
         .returning(t.usage_event_keys.c.customer_id, t.usage_event_keys.c.transaction_id)
     )
-    params = [
-        {"customer_id": r["customer_id"], "transaction_id": r["transaction_id"], "received_at": now} for r in rows
-    ]
+    # In sorted order, as the import claims them: writers that take keys in one order never deadlock.
+    params = [{"customer_id": c, "transaction_id": x, "received_at": now} for c, x in sorted(keys)]
     returned = conn.execute(stmt, params).all()
     return {(c, txn) for c, txn in returned}

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters.db import tables as t
@@ -26,9 +26,15 @@ UowFactory = Callable[[], UnitOfWork]
 
 def mark(uow: UnitOfWork, customer_ids: Iterable[str]) -> None:
     """Usage arrived for these customers (called by ingestion, in its transaction)."""
+    mark_on(uow.conn, customer_ids)
+
+
+def mark_on(conn: Connection, customer_ids: Iterable[str]) -> None:
+    """``mark`` on a connection in a transaction (the bulk import's writer has no unit of work)."""
     ids = sorted(set(customer_ids))
-    if ids:
-        uow.conn.execute(update(t.usage_watches).where(t.usage_watches.c.customer_id.in_(ids)).values(dirty=True))
+    for start in range(0, len(ids), 10_000):  # within SQLite's limit on bound parameters
+        part = ids[start : start + 10_000]
+        conn.execute(update(t.usage_watches).where(t.usage_watches.c.customer_id.in_(part)).values(dirty=True))
 
 
 def watch(uow: UnitOfWork, customer_id: str) -> None:

@@ -2,6 +2,11 @@
 
 from datetime import timedelta
 
+from sqlalchemy import func, select
+
+from remit.adapters.db import tables as t
+from remit.entrypoints.api import fast_events
+
 
 def _setup(api):
     assert (
@@ -66,3 +71,67 @@ def test_another_entitys_customer_is_unknown_to_a_scoped_key(api):
         "properties": {"tokens": 1, "model": "s"},
     }
     assert api.post("/events", event, key="other").json()["error"]["code"] == "unknown_customer"
+
+
+def _without_ids(answer):
+    if "accepted" in answer:
+        return {**answer, "accepted": [{**e, "id": "x" if e["id"] else None} for e in answer["accepted"]]}
+    return {**answer, "id": "x" if answer["id"] else None}
+
+
+def test_the_gates_answers_are_the_routes_answers(api, monkeypatch):
+    """Without an Idempotency-Key the gate answers plain event requests itself; with one they go through the
+    FastAPI routes. Both answer the same JSON, apart from the new ids."""
+    cus = _setup(api)
+    good = {"customer_id": cus, "code": "tokens", "timestamp": _at(api), "properties": {"tokens": 5, "model": "s"}}
+
+    def batch(prefix):
+        return [
+            {**good, "transaction_id": f"{prefix}a"},
+            {**good, "transaction_id": f"{prefix}a"},
+            {**good, "transaction_id": f"{prefix}b", "code": "nope"},
+            {**good, "transaction_id": f"{prefix}c", "properties": {"tokens": "x", "model": "s"}},
+            {**good, "transaction_id": f'{prefix}ü\t"\\'},
+        ]
+
+    by_gate = []
+    ingest = fast_events._ingest
+    monkeypatch.setattr(fast_events, "_ingest", lambda *a: by_gate.append(1) or ingest(*a))
+    fast = api.post("/events/batch", {"events": batch("")})
+    routed = api.post("/events/batch", {"events": batch("")}, **{"Idempotency-Key": "k1"})
+    assert len(by_gate) == 1
+    assert fast.status_code == routed.status_code == 200
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert fast.json()["accepted"] and routed.json()["accepted"] == []  # the second one found duplicates
+    fresh = api.post("/events/batch", {"events": batch("r")}, **{"Idempotency-Key": "k2"})
+
+    def unprefixed(answer):
+        return {k: [{**e, "transaction_id": e["transaction_id"].removeprefix("r")} for e in v] if k != "object" else v
+                for k, v in answer.items()}  # fmt: skip
+
+    assert _without_ids(unprefixed(fresh.json())) == _without_ids(fast.json())
+    one = {**good, "transaction_id": "solo"}
+    fast_one = api.post("/events", one)
+    routed_one = api.post("/events", {**one, "transaction_id": "solo2"}, **{"Idempotency-Key": "k3"})
+    assert _without_ids(fast_one.json()) == {**_without_ids(routed_one.json()), "transaction_id": "solo"}
+    assert api.post("/events", one).json() == {
+        "object": "usage_event_result",
+        "status": "duplicate",
+        "transaction_id": "solo",
+        "id": None,
+    }
+    assert "request-id" in fast_one.headers
+
+
+def test_what_the_gate_declines_the_routes_answer(api):
+    cus = _setup(api)
+    good = {"customer_id": cus, "code": "tokens", "timestamp": _at(api), "properties": {"tokens": 5, "model": "s"}}
+    assert api.post("/events", {**good, "transaction_id": "t"}, key="read").status_code == 403
+    assert api.post("/events", {**good, "transaction_id": "t", "extra": 1}).status_code == 422
+    refused = api.post("/events", {**good, "transaction_id": "t", "code": "nope"})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "unknown_meter"
+    assert api.post("/events/batch", {"events": [good], "more": 1}).status_code == 422
+    assert api.post("/events/batch", {"events": ["x"]}).status_code == 422
+    assert api.post("/events/batch", {"events": [good] * 1001}).json()["error"]["code"] == "batch_too_large"
+    with api.remit.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.usage_events)).scalar_one() == 0

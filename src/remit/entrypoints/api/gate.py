@@ -18,6 +18,7 @@ from anyio import to_thread
 
 from remit.adapters.db.ids import new_id
 from remit.bootstrap import Remit
+from remit.entrypoints.api import fast_events
 from remit.entrypoints.api.errors import envelope_bytes
 from remit.service_layer import idempotency
 from remit.service_layer.api_keys import AuthError, Principal, authenticate, cached_principal, renew, renewal_due
@@ -115,6 +116,7 @@ class ApiGate:
                 await fail(413, "body_too_large", f"The body is larger than {self.max_body_bytes} bytes.")
                 return
 
+        parsed: Any = None
         if body and scope["method"] in ("POST", "PUT", "PATCH"):
             try:
                 parsed = json.loads(body)
@@ -156,6 +158,15 @@ class ApiGate:
             )
             return
 
+        key = headers.get("idempotency-key")
+        if (
+            scope["method"] == "POST"
+            and scope["path"] in fast_events.PATHS
+            and not key
+            and await fast_events.answer(self.remit, scope["path"], principal, parsed, send, request_id)
+        ):
+            return
+
         replayed = False
 
         async def replay_receive() -> Message:
@@ -165,7 +176,6 @@ class ApiGate:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        key = headers.get("idempotency-key")
         if scope["method"] != "POST" or not key:
             await self.app(scope, replay_receive, _with_request_id(send, request_id))
             return

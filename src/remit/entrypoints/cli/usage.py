@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from remit.bootstrap import Settings, bootstrap
 from remit.domain.errors import ValidationError
 from remit.entrypoints.cli.output import console, handle_errors, show
-from remit.service_layer import usage
+from remit.service_layer import usage, usage_import
 
 meters_app = typer.Typer(help="Meters: what usage is measured and how it is aggregated.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -71,26 +71,24 @@ def _read(path: Path) -> Iterator[tuple[int, Any]]:
 
 def import_events(
     file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .csv or .jsonl file.")],
-    grace_days: Annotated[int, typer.Option("--grace-days", help="Accept events up to this many days old.")] = 7,
+    grace_days: Annotated[
+        int | None,
+        typer.Option(
+            "--grace-days",
+            min=0,
+            help="Accept events up to this many days old (default: as the API, 7 unless "
+            "REMIT_USAGE_GRACE_DAYS says otherwise).",
+        ),
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, max=200_000, help="Events per transaction.")
+    ] = usage_import.CHUNK,
     as_json: Json = False,
 ) -> None:
     """Import usage events (a backfill). Valid events are kept even when others are refused; duplicates of
     events already received are skipped. Exits with 2 if any event was refused."""
     remit = bootstrap(Settings())
-    settings = usage.UsageSettings(grace=timedelta(days=grace_days))
-    totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
-    rejected: list[dict[str, Any]] = []
-    batch: list[tuple[int, Any]] = []
-
-    def flush() -> None:
-        with remit.uow() as uow:
-            result = usage.ingest(uow, [e if e is not None else "unparseable" for _, e in batch], settings=settings)
-        totals["accepted"] += len(result.accepted)
-        totals["duplicates"] += len(result.duplicates)
-        totals["rejected"] += len(result.rejected)
-        rejected.extend({**r, "line": batch[r["index"]][0]} for r in result.rejected)
-        batch.clear()
-
+    settings = usage.UsageSettings() if grace_days is None else usage.UsageSettings(grace=timedelta(days=grace_days))
     with Progress(
         TextColumn("Importing"),
         BarColumn(),
@@ -100,32 +98,28 @@ def import_events(
         disable=as_json,
     ) as progress:
         task = progress.add_task("import", total=None)
-        for item in _read(file):
-            batch.append(item)
-            if len(batch) == usage.MAX_BATCH:
-                progress.update(task, advance=len(batch))
-                flush()
-        if batch:
-            progress.update(task, advance=len(batch))
-            flush()
-    report = {
-        **totals,
-        "rejected_events": [
-            {"line": r["line"], "transaction_id": r["transaction_id"], **r["error"]} for r in rejected[:100]
-        ],
-    }
+        result = usage_import.import_events(
+            remit.engine,
+            remit.clock,
+            _read(file),
+            settings=settings,
+            chunk_size=chunk_size,
+            progress=lambda n: progress.update(task, advance=n),
+        )
+    totals = {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected}
+    report = {**totals, "rejected_events": result.rejected_events}
     if as_json:
         show(report, True)
     else:
         show(totals, False, f"Imported {file.name}")
-        if rejected:
+        if result.rejected_events:
             show(
                 report["rejected_events"],
                 False,
-                "Refused (first 100)",
+                f"Refused (first {usage_import.MAX_REPORTED})",
                 ["line", "transaction_id", "code", "message", "field"],
             )
-    if rejected:
+    if result.rejected:
         raise typer.Exit(2)
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import ValidationError
-from remit.entrypoints.api.deps import Read, Write
+from remit.entrypoints.api.deps import Ctx, Read, Write
 from remit.entrypoints.api.routes.common import Limit, StartingAfter, page
 from remit.entrypoints.api.schemas import ListOf
 from remit.entrypoints.api.usage_schemas import (
@@ -41,8 +43,12 @@ def list_meters(ctx: Read, limit: Limit = 20, starting_after: StartingAfter = No
 
 
 @router.post("/events", response_model=UsageEventResult)
-def ingest_event(body: UsageEventIn, ctx: Write) -> Any:
+async def ingest_event(body: UsageEventIn, ctx: Write) -> Any:
     """Record one usage event. Sending the same transaction id again is not an error: it answers `duplicate`."""
+    return await run_in_threadpool(_ingest_event, body, ctx)
+
+
+def _ingest_event(body: UsageEventIn, ctx: Ctx) -> Any:
     raw = body.model_dump(mode="json")
     with ctx.uow() as uow:
         result = usage.ingest(uow, [raw], vis=ctx.vis)
@@ -55,9 +61,23 @@ def ingest_event(body: UsageEventIn, ctx: Write) -> Any:
 
 
 @router.post("/events/batch", response_model=UsageBatchResult)
-def ingest_batch(body: UsageBatchIn, ctx: Write) -> Any:
+async def ingest_batch(body: UsageBatchIn, ctx: Write) -> Any:
     """Record up to 1,000 usage events. Each is reported on its own: accepted, duplicate, or rejected with the
     reason; the valid ones are kept even when others are refused."""
+    result = await run_in_threadpool(_ingest_batch, body.events, ctx)
+    # The answer as the response model would serialise it, without validating a thousand outcomes again.
+    outcomes = {
+        "object": "usage_batch_result",
+        "accepted": [{**_OUTCOME, **e} for e in result.accepted],
+        "duplicates": [{**_OUTCOME, **e} for e in result.duplicates],
+        "rejected": [{**_OUTCOME, **e} for e in result.rejected],
+    }
+    return Response(json.dumps(outcomes, separators=(",", ":")), media_type="application/json")
+
+
+_OUTCOME: dict[str, Any] = {"index": None, "transaction_id": None, "id": None, "error": None}
+
+
+def _ingest_batch(events: list[Any], ctx: Ctx) -> usage.IngestResult:
     with ctx.uow() as uow:
-        result = usage.ingest(uow, body.events, vis=ctx.vis)
-    return {"accepted": result.accepted, "duplicates": result.duplicates, "rejected": result.rejected}
+        return usage.ingest(uow, events, vis=ctx.vis)
