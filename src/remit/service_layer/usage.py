@@ -415,6 +415,8 @@ def ingest(
     if not checked:
         return result
     ids = dict(zip(checked, new_ids("uev", len(checked)), strict=True))
+    if uow.single_statement and uow.is_postgres and len(checked) > 1:
+        raise RuntimeError("a single-statement unit of work stores one event at a time")
     if uow.is_postgres and len(checked) == 1:
         ((key, (_, event)),) = checked.items()
         new_keys = {key} if _store_one_pg(uow, ids[key], event, now) else set()
