@@ -173,13 +173,13 @@ def test_the_same_single_event_sent_at_once_counts_once(postgres_url):
     app.engine.dispose()
 
 
-def test_a_single_statement_unit_of_work_stores_one_event_and_emits_nothing(app):
+def test_a_single_statement_unit_of_work_stores_batches_and_emits_nothing(app):
     cus = _setup(app)
     with UnitOfWork(app.engine, app.clock, single_statement=True) as uow:
         assert len(usage.ingest(uow, [_event(cus, "one")]).accepted) == 1
-    if app.engine.dialect.name == "postgresql":
-        with pytest.raises(RuntimeError), UnitOfWork(app.engine, app.clock, single_statement=True) as uow:
-            usage.ingest(uow, [_event(cus, "two"), _event(cus, "three")])
+    with UnitOfWork(app.engine, app.clock, single_statement=True) as uow:
+        result = usage.ingest(uow, [_event(cus, "two"), _event(cus, "one"), _event(cus, "three")])
+    assert [a["index"] for a in result.accepted] == [0, 2] and [d["index"] for d in result.duplicates] == [1]
     with pytest.raises(RuntimeError), UnitOfWork(app.engine, app.clock, single_statement=True) as uow:
         uow.emit("x.y", "x", "x_1", {})
-    assert _stored(app) == 1
+    assert _stored(app) == 3

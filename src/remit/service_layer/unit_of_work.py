@@ -32,8 +32,8 @@ class UnitOfWork:
         self.engine = engine
         self.clock = clock
         self.read_only = read_only
-        # For a command whose only write is one statement (atomic by itself) and that emits no domain events: on
-        # PostgreSQL it runs in autocommit too, without the BEGIN and COMMIT round trips.
+        # For a command whose only write is one statement (atomic by itself) and that emits no domain events, such
+        # as usage ingestion on PostgreSQL: it runs in autocommit too, without the BEGIN and COMMIT round trips.
         self.single_statement = single_statement
         self._conn: Connection | None = None
         self._events: list[dict[str, Any]] = []

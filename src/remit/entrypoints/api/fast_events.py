@@ -55,7 +55,7 @@ async def answer(remit: Remit, path: str, principal: Principal, body: Any, send:
             event = UsageEventIn.model_validate(body)
         except PydanticError:
             return False
-        result = await to_thread.run_sync(_ingest_one, remit, event.model_dump(mode="json"), vis)
+        result = await to_thread.run_sync(_ingest, remit, [event.model_dump(mode="json")], vis)
         if result.rejected:
             return False  # nothing was stored; the route checks it again and answers the error
         accepted = result.accepted[0]["id"] if result.accepted else None
@@ -82,12 +82,7 @@ async def answer(remit: Remit, path: str, principal: Principal, body: Any, send:
 
 
 def _ingest(remit: Remit, events: list[Any], vis: Visibility) -> usage.IngestResult:
-    with remit.uow() as uow:
-        return usage.ingest(uow, events, vis=vis)
-
-
-def _ingest_one(remit: Remit, event: Any, vis: Visibility) -> usage.IngestResult:
-    """One event is one write: its key claimed and the event stored by one statement (PostgreSQL), so it runs
-    without BEGIN and COMMIT."""
+    """On PostgreSQL a batch (or one event) is written by one statement — its keys claimed and its new events
+    stored together — atomic by itself, so it runs without BEGIN and COMMIT."""
     with UnitOfWork(remit.engine, remit.clock, single_statement=True) as uow:
-        return usage.ingest(uow, [event], vis=vis)
+        return usage.ingest(uow, events, vis=vis)
