@@ -22,6 +22,7 @@ from remit.entrypoints.api.usage_schemas import UsageEventIn
 from remit.service_layer import usage
 from remit.service_layer.api_keys import Principal
 from remit.service_layer.scoping import Visibility
+from remit.service_layer.unit_of_work import UnitOfWork
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 PATHS = ("/v1/events", "/v1/events/batch")
@@ -81,5 +82,7 @@ async def answer(remit: Remit, path: str, principal: Principal, body: Any, send:
 
 
 def _ingest(remit: Remit, events: list[Any], vis: Visibility) -> usage.IngestResult:
-    with remit.uow() as uow:
+    """On PostgreSQL a batch (or one event) is written by one statement — its keys claimed and its new events
+    stored together — atomic by itself, so it runs without BEGIN and COMMIT."""
+    with UnitOfWork(remit.engine, remit.clock, single_statement=True) as uow:
         return usage.ingest(uow, events, vis=vis)
