@@ -94,7 +94,10 @@ def test_usage_plan_billed_on_a_test_clock_and_a_line_explained(tmp_path):
     rj("clock", "advance", clock, "--to", "2026-04-01T00:00:00Z")
     invoice = rj("invoices", "list", "--customer", customer)[0]
     line = rj("invoices", "show", invoice["id"])["lines"][0]
-    assert (line["kind"], line["amount"]) == ("usage", "3.00")  # 5 × (40,000 + 4 × 10,000) - 100,000 = 300,000 × 0.00001
+    assert (line["kind"], line["amount"]) == (
+        "usage",
+        "3.00",
+    )  # 5 × (40,000 + 4 × 10,000) - 100,000 = 300,000 × 0.00001
     explained = rj("invoices", "explain", invoice["id"], line["id"])
     assert explained["usage"]["expression"] == "tokens_in + 4 * tokens_out"
     assert explained["usage"]["billable_units"] == "300000"

@@ -156,13 +156,12 @@ def test_the_same_single_event_sent_at_once_counts_once(postgres_url):
     barrier = threading.Barrier(4)
     results = []
 
-    def post(single_statement: bool) -> None:
+    def post() -> None:
         barrier.wait()
-        with UnitOfWork(app.engine, app.clock, single_statement=single_statement) as uow:
+        with UnitOfWork(app.engine, app.clock) as uow:
             results.append(usage.ingest(uow, [_event(cus, "solo")]))
 
-    # as the gate sends them (one statement, autocommit) and as the routes do (in a transaction)
-    threads = [threading.Thread(target=post, args=(i % 2 == 0,)) for i in range(4)]
+    threads = [threading.Thread(target=post) for _ in range(4)]
     for th in threads:
         th.start()
     for th in threads:
@@ -171,15 +170,3 @@ def test_the_same_single_event_sent_at_once_counts_once(postgres_url):
     assert sum(len(r.duplicates) for r in results) == 3
     assert _stored(app) == 1
     app.engine.dispose()
-
-
-def test_a_single_statement_unit_of_work_stores_batches_and_emits_nothing(app):
-    cus = _setup(app)
-    with UnitOfWork(app.engine, app.clock, single_statement=True) as uow:
-        assert len(usage.ingest(uow, [_event(cus, "one")]).accepted) == 1
-    with UnitOfWork(app.engine, app.clock, single_statement=True) as uow:
-        result = usage.ingest(uow, [_event(cus, "two"), _event(cus, "one"), _event(cus, "three")])
-    assert [a["index"] for a in result.accepted] == [0, 2] and [d["index"] for d in result.duplicates] == [1]
-    with pytest.raises(RuntimeError), UnitOfWork(app.engine, app.clock, single_statement=True) as uow:
-        uow.emit("x.y", "x", "x_1", {})
-    assert _stored(app) == 3

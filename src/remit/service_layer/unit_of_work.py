@@ -28,13 +28,10 @@ class UnitOfWork:
     under READ COMMITTED every statement sees its own snapshot inside a transaction too, so the reads are the
     same, and the BEGIN and COMMIT round trips are saved. Writing through such a unit of work is refused."""
 
-    def __init__(self, engine: Engine, clock: Clock, read_only: bool = False, single_statement: bool = False) -> None:
+    def __init__(self, engine: Engine, clock: Clock, read_only: bool = False) -> None:
         self.engine = engine
         self.clock = clock
         self.read_only = read_only
-        # For a command whose only write is one statement (atomic by itself) and that emits no domain events, such
-        # as usage ingestion on PostgreSQL: it runs in autocommit too, without the BEGIN and COMMIT round trips.
-        self.single_statement = single_statement
         self._conn: Connection | None = None
         self._events: list[dict[str, Any]] = []
         self.now: datetime = clock.now()  # read once per command
@@ -51,7 +48,7 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self.now = self.clock.now()
         self._conn = self.engine.connect()
-        if (self.read_only or self.single_statement) and self.is_postgres:
+        if self.read_only and self.is_postgres:
             self._conn.execution_options(isolation_level="AUTOCOMMIT")
         self._conn.begin()
         return self
@@ -99,8 +96,6 @@ class UnitOfWork:
             raise RuntimeError("this unit of work is read-only")
 
     def _flush_events(self) -> None:
-        if self._events and self.single_statement:
-            raise RuntimeError("a single-statement unit of work emits no domain events")
         if self._events:
             self.conn.execute(_INSERT_EVENTS, self._events)
             self._events = []

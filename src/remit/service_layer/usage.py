@@ -540,8 +540,9 @@ class OpenPeriods:
 
 _REOPEN = (
     update(t.subscriptions)
-    .where(t.subscriptions.c.customer_id == bindparam("b_customer"), t.subscriptions.c.reviewed_from_on.is_not(None))
+    .where(t.subscriptions.c.customer_id == bindparam("b_customer"))
     .values(
+        # Never forward, and a subscription never billed (no mark) stays so; every row is written, locked.
         reviewed_from_on=case(
             (t.subscriptions.c.reviewed_from_on > bindparam("b_day"), bindparam("b_day")),
             else_=t.subscriptions.c.reviewed_from_on,

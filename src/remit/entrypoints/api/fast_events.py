@@ -82,7 +82,7 @@ async def answer(remit: Remit, path: str, principal: Principal, body: Any, send:
 
 
 def _ingest(remit: Remit, events: list[Any], vis: Visibility) -> usage.IngestResult:
-    """On PostgreSQL a batch (or one event) is written by one statement — its keys claimed and its new events
-    stored together — atomic by itself, so it runs without BEGIN and COMMIT."""
-    with UnitOfWork(remit.engine, remit.clock, single_statement=True) as uow:
+    """In one transaction: the events, and what storing them entails (a late event reopens a billed period; a
+    watched customer is flagged for alerts), together or not at all."""
+    with UnitOfWork(remit.engine, remit.clock) as uow:
         return usage.ingest(uow, events, vis=vis)
