@@ -17,7 +17,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, Text, any_, bindparam, cast, func, or_, select, update
+from sqlalchemy import String, Text, any_, bindparam, cast, func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.exc import IntegrityError
 
@@ -174,10 +174,15 @@ def _ids(uow: UnitOfWork, column: Any, ids: Iterable[str]) -> Any:
     """``column IN ids``. On PostgreSQL a single parameter: one short statement, compiled and prepared once
     whatever the batch size (not thousands of placeholders parsed anew for every batch). The ids travel as one
     comma-separated string split by the server, which is cheaper to send than an array; ids never contain a
-    comma (they are ``prefix_hex``), and if one ever did they would go as an array instead."""
+    comma (they are ``prefix_hex``), and if one ever did they would go as an array instead. On SQLite likewise one
+    parameter, a JSON list read by ``json_each`` (an expanding IN of 5,000 placeholders cost SQLAlchemy about 70 ms
+    to render per statement)."""
     ids = list(ids)
     if not uow.is_postgres:
-        return column.in_(ids)
+        listed: Any = select(literal_column("value")).select_from(
+            func.json_each(bindparam(None, json.dumps(ids), type_=Text))
+        )
+        return column.in_(listed.scalar_subquery())
     joined = ",".join(ids)
     if ids and joined.count(",") == len(ids) - 1:
         return column == any_(func.string_to_array(bindparam(None, joined, type_=Text), ","))
