@@ -127,6 +127,25 @@ class PerUnitCharge:
         return {"unit_price": decimal_str(self.unit_price)}
 
 
+def _graduated(kind: str, tiers: Sequence[Tier], units: Decimal, describe: Callable[[str, Tier], str]) -> ChargeResult:
+    """Each unit at the price of the tier it falls in; a tier's flat fee once when it is entered. ``describe``
+    words a tier's line from its span of units ("1–1,000") and the tier."""
+    q = quantity(units)
+    with exact_arithmetic():
+        lines: list[BreakdownItem] = []
+        lower = ZERO
+        for tier in tiers:
+            if q <= lower:
+                break
+            top = q if tier.up_to is None or q < tier.up_to else tier.up_to
+            description = describe(unit_range(lower, top), tier) + fee_suffix(tier.flat_fee)
+            lines.append(item(description, top - lower, tier.unit_price, tier.flat_fee))
+            if tier.up_to is None:
+                break
+            lower = tier.up_to
+        return result(kind, q, lines)
+
+
 @dataclass(frozen=True, slots=True)
 class GraduatedCharge:
     """Each unit is priced in the tier it falls in (tier ``i`` holds the units above ``tiers[i-1].up_to`` up
@@ -141,20 +160,7 @@ class GraduatedCharge:
         check_tiers(self.tiers, _PATH)
 
     def rate(self, units: Decimal) -> ChargeResult:
-        q = quantity(units)
-        with exact_arithmetic():
-            lines: list[BreakdownItem] = []
-            lower = ZERO
-            for tier in self.tiers:
-                if q <= lower:
-                    break
-                top = q if tier.up_to is None or q < tier.up_to else tier.up_to
-                description = f"{unit_range(lower, top)} × {num(tier.unit_price)}{fee_suffix(tier.flat_fee)}"
-                lines.append(item(description, top - lower, tier.unit_price, tier.flat_fee))
-                if tier.up_to is None:
-                    break
-                lower = tier.up_to
-            return result(self.kind, q, lines)
+        return _graduated(self.kind, self.tiers, units, lambda span, tier: f"{span} × {num(tier.unit_price)}")
 
     def to_config(self) -> dict[str, object]:
         return {"tiers": [tier.to_config() for tier in self.tiers]}
@@ -336,21 +342,7 @@ class GraduatedPercentageCharge:
             check_rate(tier.unit_price, f"{_PATH}.tiers[{i}].rate")
 
     def rate(self, units: Decimal) -> ChargeResult:
-        q = quantity(units)
-        with exact_arithmetic():
-            lines: list[BreakdownItem] = []
-            lower = ZERO
-            for tier in self.tiers:
-                if q <= lower:
-                    break
-                top = q if tier.up_to is None or q < tier.up_to else tier.up_to
-                pct = f"{qty(tier.unit_price * 100)}%"
-                description = f"{pct} of {unit_range(lower, top)}{fee_suffix(tier.flat_fee)}"
-                lines.append(item(description, top - lower, tier.unit_price, tier.flat_fee))
-                if tier.up_to is None:
-                    break
-                lower = tier.up_to
-            return result(self.kind, q, lines)
+        return _graduated(self.kind, self.tiers, units, lambda span, tier: f"{qty(tier.unit_price * 100)}% of {span}")
 
     def to_config(self) -> dict[str, object]:
         out = []
