@@ -108,6 +108,60 @@ def bulk_write(dbapi: Any, dialect: Any, table: Any, rows: list[dict[str, Any]])
     cur.close()
 
 
+def customer_row(cus: str, le: str, i: int, now: datetime) -> dict[str, Any]:
+    return {
+        "id": cus,
+        "legal_entity_id": le,
+        "external_id": None,
+        "name": f"Customer {i}",
+        "email": None,
+        "currency": "EUR",
+        "language": "en",
+        "timezone": "UTC",
+        "country": "DE",
+        "address": {},
+        "tax_ids": [],
+        "test_clock_id": None,
+        "created_at": now,
+    }
+
+
+def subscription_row(sub: str, cus: str, plan: str, now: datetime) -> dict[str, Any]:
+    """Monthly, started and anchored on 1 January, reviewed up to then."""
+    return {
+        "id": sub,
+        "customer_id": cus,
+        "plan_id": plan,
+        "currency": "EUR",
+        "status": "active",
+        "interval_unit": "month",
+        "interval_count": 1,
+        "anchor_kind": "calendar",
+        "anchor_on": JAN,
+        "started_on": JAN,
+        "trial_end_on": None,
+        "ended_on": None,
+        "reviewed_from_on": JAN,
+        "next_seq": 1,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def start_event_row(sub: str, price: str, now: datetime) -> dict[str, Any]:
+    return {
+        "id": rid("subev"),
+        "subscription_id": sub,
+        "seq": 0,
+        "effective_on": JAN,
+        "kind": "start",
+        "items": [{"price_id": price, "quantity": "1"}],
+        "source": "start",
+        "recorded_at": now,
+        "revoked_at": None,
+    }
+
+
 # ------------------------------------------------------------------------------------------------- the children
 
 
@@ -211,56 +265,9 @@ def child_setup(url: str, n: int) -> dict[str, Any]:
                 cus, sub, inv = rid("cus"), rid("sub"), rid("in")
                 discount = DISCOUNT_MINOR if i % 10 == 0 else 0
                 total = PRICE_MINOR - discount
-                customers.append(
-                    {
-                        "id": cus,
-                        "legal_entity_id": le,
-                        "external_id": None,
-                        "name": f"Customer {i}",
-                        "email": None,
-                        "currency": "EUR",
-                        "language": "en",
-                        "timezone": "UTC",
-                        "country": "DE",
-                        "address": {},
-                        "tax_ids": [],
-                        "test_clock_id": None,
-                        "created_at": now,
-                    }
-                )
-                subs.append(
-                    {
-                        "id": sub,
-                        "customer_id": cus,
-                        "plan_id": plan,
-                        "currency": "EUR",
-                        "status": "active",
-                        "interval_unit": "month",
-                        "interval_count": 1,
-                        "anchor_kind": "calendar",
-                        "anchor_on": JAN,
-                        "started_on": JAN,
-                        "trial_end_on": None,
-                        "ended_on": None,
-                        "reviewed_from_on": JAN,
-                        "next_seq": 1,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-                events.append(
-                    {
-                        "id": rid("subev"),
-                        "subscription_id": sub,
-                        "seq": 0,
-                        "effective_on": JAN,
-                        "kind": "start",
-                        "items": [{"price_id": price, "quantity": "1"}],
-                        "source": "start",
-                        "recorded_at": now,
-                        "revoked_at": None,
-                    }
-                )
+                customers.append(customer_row(cus, le, i, now))
+                subs.append(subscription_row(sub, cus, plan, now))
+                events.append(start_event_row(sub, price, now))
                 if discount:
                     coupons.append(
                         {

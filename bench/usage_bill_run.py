@@ -39,7 +39,17 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from bill_run import BenchFailure, Databases, bulk_write, log, peak_rss_mb, rid
+from bill_run import (
+    BenchFailure,
+    Databases,
+    bulk_write,
+    customer_row,
+    log,
+    peak_rss_mb,
+    rid,
+    start_event_row,
+    subscription_row,
+)
 
 AS_OF = datetime(2026, 2, 1, tzinfo=UTC)
 JAN = date(2026, 1, 1)
@@ -131,56 +141,9 @@ def child_setup(url: str, customers: int, events: int) -> dict[str, Any]:
             for i in range(lo, min(customers, lo + CHUNK)):
                 cus, sub = rid("cus"), rid("sub")
                 ids.append(cus)
-                cus_rows.append(
-                    {
-                        "id": cus,
-                        "legal_entity_id": le,
-                        "external_id": None,
-                        "name": f"Customer {i}",
-                        "email": None,
-                        "currency": "EUR",
-                        "language": "en",
-                        "timezone": "UTC",
-                        "country": "DE",
-                        "address": {},
-                        "tax_ids": [],
-                        "test_clock_id": None,
-                        "created_at": now,
-                    }
-                )
-                sub_rows.append(
-                    {
-                        "id": sub,
-                        "customer_id": cus,
-                        "plan_id": plan,
-                        "currency": "EUR",
-                        "status": "active",
-                        "interval_unit": "month",
-                        "interval_count": 1,
-                        "anchor_kind": "calendar",
-                        "anchor_on": JAN,
-                        "started_on": JAN,
-                        "trial_end_on": None,
-                        "ended_on": None,
-                        "reviewed_from_on": JAN,
-                        "next_seq": 1,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                )
-                ev_rows.append(
-                    {
-                        "id": rid("subev"),
-                        "subscription_id": sub,
-                        "seq": 0,
-                        "effective_on": JAN,
-                        "kind": "start",
-                        "items": [{"price_id": price, "quantity": "1"}],
-                        "source": "start",
-                        "recorded_at": now,
-                        "revoked_at": None,
-                    }
-                )
+                cus_rows.append(customer_row(cus, le, i, now))
+                sub_rows.append(subscription_row(sub, cus, plan, now))
+                ev_rows.append(start_event_row(sub, price, now))
             write(t.customers, cus_rows)
             write(t.subscriptions, sub_rows)
             write(t.subscription_events, ev_rows)
