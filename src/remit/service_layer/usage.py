@@ -21,6 +21,7 @@ from weakref import WeakKeyDictionary
 from sqlalchemy import Connection, Engine, String, any_, bindparam, case, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from remit.adapters import fastjson
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id, new_ids
 from remit.domain.clock import ensure_utc
@@ -170,8 +171,7 @@ def _occurred_at(
     return at
 
 
-# One encoder, built once (json.dumps with options builds a new one per call).
-_encode = json.JSONEncoder(default=str).encode
+_encode = fastjson.dumps
 _GROUP_KEYS: dict[tuple[str, ...], str] = {}
 
 
@@ -567,10 +567,19 @@ def reopen_for_late_usage(
     read (and the run sees these events) or waits for the run to commit and then moves its new mark back. Keys are
     taken in customer order, like the bill run's, so the two never deadlock."""
     earliest: dict[str, date] = {}
+    # When each customer's today began (UTC), computed once per time zone and clock: an event at or after it
+    # (the usual case) is a comparison, not a time-zone conversion.
+    midnights: dict[tuple[str, datetime], datetime] = {}
     for customer_id, at in stored:
         tz = customers[customer_id]["timezone"]
+        customer_now = now_of.get(customer_id, now)
+        today_began = midnights.get((tz, customer_now))
+        if today_began is None:
+            today_began = midnights[tz, customer_now] = local_midnight(local_date(customer_now, tz), tz)
+        if at >= today_began:
+            continue
         day = local_date(at, tz)
-        if day < local_date(now_of.get(customer_id, now), tz) and day < earliest.get(customer_id, date.max):
+        if day < earliest.get(customer_id, date.max):
             earliest[customer_id] = day
     if earliest:
         conn.execute(_REOPEN, [{"b_customer": c, "b_day": d} for c, d in sorted(earliest.items())])

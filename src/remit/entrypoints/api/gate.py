@@ -6,7 +6,6 @@ A plain ASGI middleware (no per-request task overhead). Errors leave in the same
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import threading
@@ -16,6 +15,7 @@ from typing import Any
 
 from anyio import to_thread
 
+from remit.adapters import fastjson
 from remit.adapters.db.ids import new_id
 from remit.bootstrap import Remit
 from remit.entrypoints.api import fast_events
@@ -60,6 +60,7 @@ class ApiGate:
         self.max_body_bytes = max_body_bytes
         self.buckets = TokenBuckets(rate_per_s, burst)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.events = fast_events.GroupCommit(remit)
 
     def _in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(work)
@@ -119,7 +120,7 @@ class ApiGate:
         parsed: Any = None
         if body and scope["method"] in ("POST", "PUT", "PATCH"):
             try:
-                parsed = json.loads(body)
+                parsed = fastjson.loads(body)
             except (ValueError, UnicodeDecodeError):
                 await fail(400, "invalid_json", "The request body is not valid JSON.")
                 return
@@ -163,7 +164,7 @@ class ApiGate:
             scope["method"] == "POST"
             and scope["path"] in fast_events.PATHS
             and not key
-            and await fast_events.answer(self.remit, scope["path"], principal, parsed, send, request_id)
+            and await fast_events.answer(self.remit, scope["path"], principal, parsed, send, request_id, self.events)
         ):
             return
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from remit.adapters import fastjson
 from remit.bootstrap import Settings, bootstrap
 from remit.domain.errors import ValidationError
 from remit.entrypoints.cli.output import console, handle_errors, show
@@ -64,7 +65,7 @@ def _read(path: Path) -> Iterator[tuple[int, Any]]:
         for line_no, line in enumerate(fh, start=1):
             if line.strip():
                 try:
-                    yield line_no, json.loads(line)
+                    yield line_no, fastjson.loads(line)
                 except json.JSONDecodeError:
                     yield line_no, None
 
