@@ -171,22 +171,57 @@ class _Batch:
 
 
 def _ids(uow: UnitOfWork, column: Any, ids: Iterable[str]) -> Any:
-    """``column IN ids``. On PostgreSQL a single parameter: one short statement, compiled and prepared once
-    whatever the batch size (not thousands of placeholders parsed anew for every batch). The ids travel as one
-    comma-separated string split by the server, which is cheaper to send than an array; ids never contain a
-    comma (they are ``prefix_hex``), and if one ever did they would go as an array instead. On SQLite likewise one
-    parameter, a JSON list read by ``json_each`` (an expanding IN of 5,000 placeholders cost SQLAlchemy about 70 ms
-    to render per statement)."""
+    """``column IN ids``, for a statement built per call (see ``_in_ids`` for the ones built once)."""
+    variant, value = _ids_value(uow, ids)
+    return _in_ids(column, variant, bindparam(None, value, type_=_IDS_TYPES[variant]))
+
+
+_IDS_TYPES: dict[str, Any] = {"pg": Text, "pg_array": PG_ARRAY(String), "sqlite": Text}
+
+
+def _ids_value(uow: UnitOfWork, ids: Iterable[str]) -> tuple[str, Any]:
+    """How a list of ids travels as one parameter, and its value. On PostgreSQL: one short statement, compiled
+    and prepared once whatever the batch size (not thousands of placeholders parsed anew for every batch). The ids
+    go as one comma-separated string split by the server, which is cheaper to send than an array; ids never
+    contain a comma (they are ``prefix_hex``), and if one ever did they would go as an array instead. On SQLite
+    likewise one parameter, a JSON list read by ``json_each`` (an expanding IN of 5,000 placeholders cost
+    SQLAlchemy about 70 ms to render per statement)."""
     ids = list(ids)
     if not uow.is_postgres:
-        listed: Any = select(literal_column("value")).select_from(
-            func.json_each(bindparam(None, json.dumps(ids), type_=Text))
-        )
-        return column.in_(listed.scalar_subquery())
+        return "sqlite", json.dumps(ids)
     joined = ",".join(ids)
     if ids and joined.count(",") == len(ids) - 1:
-        return column == any_(func.string_to_array(bindparam(None, joined, type_=Text), ","))
-    return column == any_(bindparam(None, ids, type_=PG_ARRAY(String)))
+        return "pg", joined
+    return "pg_array", ids
+
+
+def _in_ids(column: Any, variant: str, param: Any) -> Any:
+    """``column IN`` the ids in ``param``, a parameter in the form ``_ids_value`` gives for ``variant``."""
+    if variant == "sqlite":
+        listed: Any = select(literal_column("value")).select_from(func.json_each(param))
+        return column.in_(listed.scalar_subquery())
+    if variant == "pg":
+        return column == any_(func.string_to_array(param, ","))
+    return column == any_(param)
+
+
+# Statements whose only parameter is a list of ids (``:ids``), built once per name and variant: building a
+# statement and computing its cache key cost more CPU than running it for a small batch (a preview bills one
+# customer through these same statements).
+_BUILT: dict[tuple[str, str], Any] = {}
+
+
+def _statement(
+    uow: UnitOfWork, name: str, ids: Iterable[str], build: Callable[[Callable[[Any], Any], bool], Any]
+) -> tuple[Any, dict[str, Any]]:
+    """The statement ``name`` and its parameters for these ids. ``build(in_ids, postgres)`` makes the statement,
+    with ``in_ids(column)`` for ``column IN :ids``; it is called once per name and variant."""
+    variant, value = _ids_value(uow, ids)
+    stmt = _BUILT.get((name, variant))
+    if stmt is None:
+        param = bindparam("ids", type_=_IDS_TYPES[variant])
+        stmt = _BUILT[name, variant] = build(lambda column: _in_ids(column, variant, param), variant != "sqlite")
+    return stmt, {"ids": value}
 
 
 _CUSTOMER_COLUMNS = ("id", "legal_entity_id", "currency", "timezone", "test_clock_id")
@@ -204,45 +239,72 @@ _SUBSCRIPTION_COLUMNS = (
 )
 
 
+def _customers_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
+    c = t.customers.c
+    return select(*(c[name] for name in _CUSTOMER_COLUMNS)).where(in_ids(c.id))
+
+
+def _subscriptions_query(in_ids: Callable[[Any], Any], postgres: bool) -> Any:
+    s = t.subscriptions.c
+    query = (
+        select(*(s[name] for name in _SUBSCRIPTION_COLUMNS))
+        .where(in_ids(s.customer_id), _needs_review())
+        .order_by(s.customer_id, s.id)
+    )
+    # Locked before their usage is read: ingestion of a late event updates these rows (to reopen the period), so
+    # it either commits before the usage is read here, or waits and reopens after this batch commits.
+    return query.with_for_update() if postgres else query
+
+
+def _timeline_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
+    sub_customer, ev = t.subscriptions.alias("s"), t.subscription_events.c
+    return (
+        select(ev.subscription_id, ev.effective_on, ev.kind, ev.seq, cast(ev["items"], Text))
+        .join(sub_customer, sub_customer.c.id == ev.subscription_id)
+        .where(in_ids(sub_customer.c.customer_id), ev.revoked_at.is_(None))
+    )
+
+
+def _coupons_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
+    sub_customer = t.subscriptions.alias("s")
+    return (
+        select(t.coupons, t.subscription_coupons.c.subscription_id, t.subscription_coupons.c.applied_on)
+        .join(t.subscription_coupons, t.subscription_coupons.c.coupon_id == t.coupons.c.id)
+        .join(sub_customer, sub_customer.c.id == t.subscription_coupons.c.subscription_id)
+        .where(in_ids(sub_customer.c.customer_id))
+    )
+
+
+def _balances_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
+    bt = t.balance_transactions.c
+    return select(bt.customer_id, func.sum(bt.amount_minor)).where(in_ids(bt.customer_id)).group_by(bt.customer_id)
+
+
 def _load_batch(uow: UnitOfWork, customer_ids: Sequence[str]) -> _Batch:
     """Everything billing these customers needs, in a fixed number of queries. Customers and subscriptions are
     loaded with the columns billing reads (not addresses and tax ids); identical timeline events and coupons are
     parsed once per batch and shared (they are immutable)."""
     conn = uow.conn
-    c = t.customers.c
+
+    def run(name: str, ids: Iterable[str], build: Callable[[Callable[[Any], Any], bool], Any]) -> Any:
+        return conn.execute(*_statement(uow, name, ids, build))
+
     customers: dict[str, Mapping[Any, Any]] = {
-        r["id"]: r
-        for r in conn.execute(
-            select(*(c[name] for name in _CUSTOMER_COLUMNS)).where(_ids(uow, c.id, customer_ids))
-        ).mappings()
+        r["id"]: r for r in run("customers", customer_ids, _customers_query).mappings()
     }
-    entity_ids = {cu["legal_entity_id"] for cu in customers.values()}
     entities: dict[str, Mapping[Any, Any]] = {
         r["id"]: r
-        for r in conn.execute(select(t.legal_entities).where(t.legal_entities.c.id.in_(entity_ids))).mappings()
+        for r in run(
+            "entities",
+            sorted({cu["legal_entity_id"] for cu in customers.values()}),
+            lambda in_ids, _pg: select(t.legal_entities).where(in_ids(t.legal_entities.c.id)),
+        ).mappings()
     }
-    s = t.subscriptions.c
-    subs_query = (
-        select(*(s[name] for name in _SUBSCRIPTION_COLUMNS))
-        .where(_ids(uow, s.customer_id, customer_ids), _needs_review())
-        .order_by(s.customer_id, s.id)
-    )
-    if uow.is_postgres:
-        # Locked before their usage is read: ingestion of a late event updates these rows (to reopen the period),
-        # so it either commits before the usage is read here, or waits and reopens after this batch commits.
-        subs_query = subs_query.with_for_update()
-    subs = conn.execute(subs_query).mappings().all()
-    sub_customer = t.subscriptions.alias("s")
-    in_batch = _ids(uow, sub_customer.c.customer_id, customer_ids)
+    subs = run("subscriptions", customer_ids, _subscriptions_query).mappings().all()
     events: dict[str, list[TimelineEvent]] = defaultdict(list)
     price_ids: set[str] = set()
     parsed: dict[tuple[str, date, str, int], TimelineEvent] = {}
-    ev = t.subscription_events.c
-    for sub_id, effective_on, kind, seq, items in conn.execute(
-        select(ev.subscription_id, ev.effective_on, ev.kind, ev.seq, cast(ev["items"], Text))
-        .join(sub_customer, sub_customer.c.id == ev.subscription_id)
-        .where(in_batch, ev.revoked_at.is_(None))
-    ).all():
+    for sub_id, effective_on, kind, seq, items in run("timeline", customer_ids, _timeline_query).all():
         key = (items, effective_on, kind, seq)
         event = parsed.get(key)
         if event is None:
@@ -253,34 +315,28 @@ def _load_batch(uow: UnitOfWork, customer_ids: Sequence[str]) -> _Batch:
         events[sub_id].append(event)
     coupons: dict[str, list[AppliedCoupon]] = defaultdict(list)
     applied: dict[tuple[str, date], AppliedCoupon] = {}
-    for row in conn.execute(
-        select(t.coupons, t.subscription_coupons.c.subscription_id, t.subscription_coupons.c.applied_on)
-        .join(t.subscription_coupons, t.subscription_coupons.c.coupon_id == t.coupons.c.id)
-        .join(sub_customer, sub_customer.c.id == t.subscription_coupons.c.subscription_id)
-        .where(in_batch)
-    ).mappings():
+    for row in run("coupons", customer_ids, _coupons_query).mappings():
         one = applied.get((row["id"], row["applied_on"]))
         if one is None:
             one = applied[(row["id"], row["applied_on"])] = AppliedCoupon(coupon_from_row(row), row["applied_on"])
         coupons[row["subscription_id"]].append(one)
     overrides: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
-    for row in conn.execute(
-        select(t.price_overrides).where(_ids(uow, t.price_overrides.c.customer_id, customer_ids))
+    for row in run(
+        "overrides",
+        customer_ids,
+        lambda in_ids, _pg: select(t.price_overrides).where(in_ids(t.price_overrides.c.customer_id)),
     ).mappings():
         overrides[row["customer_id"]].append(row)
     pending: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
-    for row in conn.execute(
-        select(t.pending_items).where(
-            _ids(uow, t.pending_items.c.customer_id, customer_ids), t.pending_items.c.invoice_id.is_(None)
-        )
+    for row in run(
+        "pending",
+        customer_ids,
+        lambda in_ids, _pg: select(t.pending_items).where(
+            in_ids(t.pending_items.c.customer_id), t.pending_items.c.invoice_id.is_(None)
+        ),
     ).mappings():
         pending[row["customer_id"]].append(row)
-    bt = t.balance_transactions.c
-    balances = conn.execute(
-        select(bt.customer_id, func.sum(bt.amount_minor))
-        .where(_ids(uow, bt.customer_id, customer_ids))
-        .group_by(bt.customer_id)
-    ).all()
+    balances = run("balances", customer_ids, _balances_query).all()
     return _Batch(
         customers,
         entities,
@@ -295,10 +351,9 @@ def _load_batch(uow: UnitOfWork, customer_ids: Sequence[str]) -> _Batch:
     )
 
 
-def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[LineKey, BilledTotals]]:
-    """What was already billed for periods that may still change, per subscription and key."""
+def _billed_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
     s, ln = t.subscriptions, t.invoice_lines
-    query = (
+    return (
         select(
             ln.c.subscription_id,
             ln.c.charge_key,
@@ -314,13 +369,18 @@ def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[Line
         )
         .join(s, s.c.id == ln.c.subscription_id)
         .where(
-            _ids(uow, s.c.customer_id, customer_ids),
+            in_ids(s.c.customer_id),
             _needs_review(),
             or_(s.c.reviewed_from_on.is_(None), ln.c.period_end_on > s.c.reviewed_from_on),
         )
     )
+
+
+def _billed(uow: UnitOfWork, customer_ids: Sequence[str]) -> dict[str, dict[LineKey, BilledTotals]]:
+    """What was already billed for periods that may still change, per subscription and key."""
+    query, params = _statement(uow, "billed", customer_ids, _billed_query)
     acc: dict[str, dict[LineKey, list[Any]]] = defaultdict(dict)
-    for row in uow.conn.execute(query).all():
+    for row in uow.conn.execute(query, params).all():
         sub_id, charge, p_start, p_end, revision, line_id, subtotal, discount, qty, price_id, kind = row
         key = (sub_id, charge, p_start)
         entry = acc[sub_id].get(key)
