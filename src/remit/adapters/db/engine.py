@@ -10,6 +10,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, exc, inspect
 
+from remit.adapters import fastjson
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_URL = "sqlite:///remit.db"
 
@@ -20,6 +22,7 @@ SQLITE_CACHE_KIB = 64 * 1024
 def make_engine(url: str = DEFAULT_URL, **kwargs: Any) -> Engine:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    kwargs.setdefault("json_serializer", fastjson.dumps_strict)  # JSON columns: invoice lines, events, audit
     if url.startswith("sqlite"):
         engine = create_engine(url, **kwargs)
         _configure_sqlite(engine)
