@@ -125,16 +125,3 @@ def _rolled_back_once(api, failed: list[int]):
         return result
 
     return ingest
-
-
-def test_a_grouped_result_is_cut_back_into_each_requests():
-    result = usage.IngestResult(
-        accepted=[{"index": 0, "transaction_id": "a", "id": "1"}, {"index": 3, "transaction_id": "d", "id": "2"}],
-        duplicates=[{"index": 2, "transaction_id": "c"}],
-        rejected=[{"index": 1, "transaction_id": "b", "error": {"code": "x"}}],
-    )
-    first, second, third = fast_events._split(result, [2, 1, 1])
-    assert first.accepted == [{"index": 0, "transaction_id": "a", "id": "1"}]
-    assert first.rejected == [{"index": 1, "transaction_id": "b", "error": {"code": "x"}}]
-    assert second.duplicates == [{"index": 0, "transaction_id": "c"}] and not second.accepted
-    assert third.accepted == [{"index": 0, "transaction_id": "d", "id": "2"}]

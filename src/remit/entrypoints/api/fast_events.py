@@ -40,9 +40,9 @@ PATHS = ("/v1/events", "/v1/events/batch")
 _OUTCOME: dict[str, Any] = {"index": None, "transaction_id": None, "id": None, "error": None}
 
 
-FLUSHES = int(
-    __import__("os").environ.get("REMIT_FLUSHES", "2")
-)  # transactions of grouped events in flight at a time, per process
+# Transactions of grouped events in flight at a time, per process: one writes while the other commits. Measured
+# with 32 clients sending single events: one, 1,576 events/s; two, 1,719-1,821; four, 1,389.
+FLUSHES = 2
 
 
 class _Waiting(NamedTuple):
@@ -83,8 +83,9 @@ class GroupCommit:
         while queue and size + len(queue[0].events) <= usage.MAX_BATCH:
             size += len(queue[0].events)
             group.append(queue.popleft())
-        if not queue:
-            del self._waiting[vis]
+        del self._waiting[vis]
+        if queue:
+            self._waiting[vis] = queue  # to the back: the keys of different legal entities or modes take turns
         return vis, group
 
     async def _flush(self) -> None:
@@ -94,6 +95,10 @@ class GroupCommit:
                 events = group[0].events if len(group) == 1 else [e for w in group for e in w.events]
                 try:
                     result = await to_thread.run_sync(_ingest, self.remit, events, vis)
+                except asyncio.CancelledError:  # the server is stopping
+                    for w in group:
+                        w.outcome.cancel()
+                    raise
                 except Exception as exc:  # nothing was stored: each request is answered by the routes
                     for w in group:
                         if not w.outcome.done():
