@@ -205,6 +205,13 @@ class CheckedEvent(NamedTuple):
 _PLAIN_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
 
 
+_STR = {str}
+
+
+def _string_keys(props: dict[Any, Any]) -> bool:
+    return set(map(type, props)) <= _STR or all(isinstance(k, str) for k in props)
+
+
 def check_event(
     raw: Mapping[str, Any],
     meters: Mapping[str, Meter],
@@ -234,7 +241,7 @@ def check_event(
     if meter is None:
         raise ValidationError("unknown_meter", f"No meter with code {code!r}.", "code")
     props = raw.get("properties", {})
-    if not isinstance(props, dict) or len(props) > MAX_PROPERTIES or not all(isinstance(k, str) for k in props):
+    if not isinstance(props, dict) or len(props) > MAX_PROPERTIES or not _string_keys(props):
         raise ValidationError(
             "invalid_properties", f"properties is an object of at most {MAX_PROPERTIES} keys.", "properties"
         )
@@ -244,10 +251,10 @@ def check_event(
     stamp = raw.get("timestamp")
     at = _occurred_at(stamp, now_of.get(customer_id, now) if now_of else now, settings, open_since, customer_id)
     event = UsageEvent(at, props, txn)
-    meter.check(event)
+    number = meter.checked_value(event)
     value = dimension = None
-    if meter.aggregation.numeric:
-        value = format(meter.value_of(event), "f")
+    if number is not None:
+        value = format(number, "f")
         if len(value) > MAX_VALUE_CHARS:
             field_name = f"properties.{meter.field}" if meter.field else "properties"
             raise ValidationError("not_numeric", "The event's value is too large.", field_name)
@@ -566,21 +573,24 @@ def reopen_for_late_usage(
     run locks a batch's subscriptions before it reads their usage (PostgreSQL), so this either commits before that
     read (and the run sees these events) or waits for the run to commit and then moves its new mark back. Keys are
     taken in customer order, like the bill run's, so the two never deadlock."""
-    earliest: dict[str, date] = {}
-    # When each customer's today began (UTC), computed once per time zone and clock: an event at or after it
-    # (the usual case) is a comparison, not a time-zone conversion.
-    midnights: dict[tuple[str, datetime], datetime] = {}
+    # Each customer's earliest event, then whether it is before the customer's today: when today began (UTC) is
+    # computed once per time zone and clock, so the usual event (dated today) costs a comparison, and a late one
+    # a time-zone conversion per customer, not per event.
+    first: dict[str, datetime] = {}
     for customer_id, at in stored:
+        seen = first.get(customer_id)
+        if seen is None or at < seen:
+            first[customer_id] = at
+    midnights: dict[tuple[str, datetime], datetime] = {}
+    earliest: dict[str, date] = {}
+    for customer_id, at in first.items():
         tz = customers[customer_id]["timezone"]
         customer_now = now_of.get(customer_id, now)
         today_began = midnights.get((tz, customer_now))
         if today_began is None:
             today_began = midnights[tz, customer_now] = local_midnight(local_date(customer_now, tz), tz)
-        if at >= today_began:
-            continue
-        day = local_date(at, tz)
-        if day < earliest.get(customer_id, date.max):
-            earliest[customer_id] = day
+        if at < today_began:
+            earliest[customer_id] = local_date(at, tz)
     if earliest:
         conn.execute(_REOPEN, [{"b_customer": c, "b_day": d} for c, d in sorted(earliest.items())])
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from remit.domain.errors import ValidationError
 from remit.domain.rating.aggregations import Aggregation, Meter, UsageEvent, aggregate
+from remit.domain.rating.expressions import parse_formula
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
 END = datetime(2026, 4, 1, tzinfo=UTC)  # 31 days
@@ -125,3 +126,41 @@ def test_a_meter_takes_a_field_or_an_expression_not_both_and_no_expression_for_c
         Meter("x", Aggregation.SUM, field="a", expression=parse_formula("a"))
     with pytest.raises(ValidationError):
         Meter("x", Aggregation.COUNT, expression=parse_formula("a"))
+
+
+def _outcome(call):
+    try:
+        return call()
+    except ValidationError as exc:
+        return (exc.code, exc.field)
+
+
+@pytest.mark.parametrize(
+    "meter",
+    [
+        Meter("tokens", Aggregation.SUM, "tokens", {"tier": ("a",)}, ("model",)),
+        Meter("seats", Aggregation.WEIGHTED_SUM, "seats"),
+        Meter("users", Aggregation.UNIQUE_COUNT, "user", {}, ("region",)),
+        Meter("calls", Aggregation.COUNT, None, {}, ("region",)),
+        Meter("cost", Aggregation.SUM, expression=parse_formula("tokens * 2")),
+    ],
+)
+@pytest.mark.parametrize(
+    "props",
+    [
+        {"tokens": 5, "tier": "a", "model": "m", "seats": "2.5", "user": "u", "region": "eu"},
+        {"tokens": "x", "tier": "a", "model": "m"},
+        {"tokens": True, "model": "m"},
+        {"tier": "a"},
+        {},
+    ],
+)
+def test_checked_value_is_check_then_value_of(meter, props):
+    """The ingestion path's one-pass check gives what check() and value_of() give, errors included."""
+    event = UsageEvent(datetime(2026, 1, 1, tzinfo=UTC), props)
+
+    def two_passes():
+        meter.check(event)
+        return meter.value_of(event) if meter.aggregation.numeric else None
+
+    assert _outcome(lambda: meter.checked_value(event)) == _outcome(two_passes)

@@ -43,7 +43,10 @@ class Aggregation(str, Enum):
 
     @property
     def numeric(self) -> bool:
-        return self in (Aggregation.SUM, Aggregation.MAX, Aggregation.LATEST, Aggregation.WEIGHTED_SUM)
+        return self in _NUMERIC
+
+
+_NUMERIC = frozenset({Aggregation.SUM, Aggregation.MAX, Aggregation.LATEST, Aggregation.WEIGHTED_SUM})
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +112,34 @@ class Meter:
                     "missing_property", f"Meter {self.code} needs property {name!r}.", f"properties.{name}"
                 )
 
+    def checked_value(self, event: UsageEvent) -> Decimal | None:
+        """``check`` and ``value_of`` in one pass (the value is parsed once): the event's value for a numeric
+        aggregation, None for the others."""
+        props = event.properties
+        value: Decimal | None = None
+        if self.expression is not None:
+            value = self.expression.evaluate(props, "properties")
+        elif self.field is not None:
+            if self.field not in props:
+                raise ValidationError(
+                    "missing_property", f"Meter {self.code} needs property {self.field!r}.", f"properties.{self.field}"
+                )
+            if self.aggregation in _NUMERIC:
+                value = numeric_value(props[self.field], f"properties.{self.field}")
+        for names in (self.filters, self.group_by):
+            for name in names:
+                if name not in props:
+                    raise ValidationError(
+                        "missing_property", f"Meter {self.code} needs property {name!r}.", f"properties.{name}"
+                    )
+        return value
+
     def matches(self, event: UsageEvent) -> bool:
         return all(str(event.properties.get(k)) in allowed for k, allowed in self.filters.items())
 
     def group_of(self, event: UsageEvent) -> GroupKey:
-        return tuple(str(event.properties.get(name, "")) for name in self.group_by)
+        props = event.properties
+        return tuple([str(props.get(name, "")) for name in self.group_by])
 
 
 def numeric_value(raw: object, field_name: str = "value") -> Decimal:
