@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.engine import make_engine
@@ -72,3 +72,24 @@ def test_concurrent_writers_and_fan_outs_pass_every_committed_event_once(postgre
     assert events == WRITERS * EVENTS_EACH
     assert made == distinct == events and ghosts == 0
     app.engine.dispose()
+
+
+def test_a_transaction_is_listed_in_snapshots_before_it_draws_an_event_id(postgres_url):
+    """The fan-out's gap rule needs every transaction holding an event id to be listed in snapshots. A plain
+    sequence draw does not give the transaction a transaction id; the events' id default does, before drawing."""
+    engine = make_engine(postgres_url)
+    assigned = text("SELECT pg_current_xact_id_if_assigned()")
+    with engine.connect() as conn:
+        default = conn.execute(
+            text(
+                "SELECT column_default FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'id'"
+            )
+        ).scalar()
+    assert default == "remit_next_event_id()"
+    with engine.begin() as conn:
+        conn.execute(text("SELECT nextval('events_id_seq')"))
+        assert conn.execute(assigned).scalar() is None  # what a plain sequence default left open
+    with engine.begin() as conn:
+        conn.execute(text("SELECT remit_next_event_id()"))
+        assert conn.execute(assigned).scalar() is not None
+    engine.dispose()

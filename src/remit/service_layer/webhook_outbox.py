@@ -17,9 +17,11 @@ rolled back: that id is never used). Moving the cursor past 7 would lose 6 for e
    If they have not ended in time, only the gap-free run passes, and the next round tries again.
 
 No wall-clock "settle window" is involved, so a slow transaction is never skipped, and ``created_at`` (which is
-the test clock's time for test-mode customers) plays no part. One theoretical hole remains: a transaction that
-drew its id but had not yet written anything (so had no transaction id) in the microseconds before the snapshot.
-The unit of work writes its business rows before its events, so it always has one by then.
+the test clock's time for test-mode customers) plays no part. A transaction must be listed in the snapshot from
+the moment it holds an id: PostgreSQL gives a transaction its transaction id only at its first write, and a
+plain sequence default draws the event id before that write, so a transaction whose first write was an event
+could hold an id unlisted for a moment (a loss seen once in a concurrency test). The id's default therefore takes
+the transaction id first (migration 0008: ``remit_next_event_id()``).
 
 On SQLite every write transaction holds the database's single write lock from BEGIN to COMMIT, so ids become
 visible in order and there are no late commits to wait for.
