@@ -32,11 +32,6 @@ def build_app() -> FastAPI:
         await to_thread.run_sync(_open_connections, remit.engine, THREADS)
         await _match_no_route(app)
         _settle_garbage_collector()
-        import os
-        import sys
-
-        if os.environ.get("REMIT_SWITCH"):
-            sys.setswitchinterval(float(os.environ["REMIT_SWITCH"]))
         async with inner(app_) as state:
             yield state
 
