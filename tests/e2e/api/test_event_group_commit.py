@@ -105,7 +105,7 @@ def test_concurrent_requests_share_a_transaction_and_get_their_own_answers(api, 
 def test_a_group_whose_transaction_fails_is_written_request_by_request(api, monkeypatch):
     cus = _setup(api)
     failed: list[int] = []
-    monkeypatch.setattr(fast_events, "_ingest", _rolled_back_once(api, failed))
+    monkeypatch.setattr(fast_events, "_ingest", _rolled_back_once(failed))
     answers = asyncio.run(_send_all(api, [("/events", _event(api, cus, f"f{i}")) for i in range(6)]))
     assert failed
     assert [a.status_code for a in answers] == [200] * 6
@@ -113,7 +113,7 @@ def test_a_group_whose_transaction_fails_is_written_request_by_request(api, monk
     assert _stored(api) == 6
 
 
-def _rolled_back_once(api, failed: list[int]):
+def _rolled_back_once(failed: list[int]):
     """An _ingest whose first transaction stores its events and then fails before committing."""
 
     def ingest(remit, events, vis):
