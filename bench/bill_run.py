@@ -108,6 +108,18 @@ def bulk_write(dbapi: Any, dialect: Any, table: Any, rows: list[dict[str, Any]])
     cur.close()
 
 
+def settle_loaded(dbapi: Any, pg: bool) -> None:
+    """End a bulk load's transaction and leave the database as a long-running one would be: PostgreSQL's
+    statistics gathered (VACUUM ANALYZE), SQLite's WAL checkpointed into the file."""
+    if pg:
+        dbapi.commit()
+        dbapi.autocommit = True
+        dbapi.execute("VACUUM ANALYZE")
+    else:
+        dbapi.execute("COMMIT")
+        dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def customer_row(cus: str, le: str, i: int, now: datetime) -> dict[str, Any]:
     return {
         "id": cus,
@@ -340,13 +352,7 @@ def child_setup(url: str, n: int) -> dict[str, Any]:
                 (t.invoice_lines, lines),
             ):
                 write(dbapi, table, rows)
-        if pg:
-            dbapi.commit()
-            dbapi.autocommit = True
-            dbapi.execute("VACUUM ANALYZE")
-        else:
-            dbapi.execute("COMMIT")
-            dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        settle_loaded(dbapi, pg)
     finally:
         raw.close()
     engine.dispose()

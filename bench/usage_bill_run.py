@@ -47,6 +47,7 @@ from bill_run import (
     log,
     peak_rss_mb,
     rid,
+    settle_loaded,
     start_event_row,
     subscription_row,
 )
@@ -176,13 +177,7 @@ def child_setup(url: str, customers: int, events: int) -> dict[str, Any]:
             write(t.usage_events, usage_rows)
             write(t.usage_event_keys, key_rows)
             sent += len(usage_rows)
-        if pg:
-            db.commit()
-            db.autocommit = True
-            db.execute("VACUUM ANALYZE")
-        else:
-            db.execute("COMMIT")
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        settle_loaded(db, pg)
     finally:
         raw.close()
     engine.dispose()
