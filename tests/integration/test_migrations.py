@@ -24,3 +24,21 @@ def test_first_use_creates_the_schema_and_a_second_migrate_is_a_no_op(tmp_path):
     with remit.engine.connect() as conn:
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar()
     assert mode == "wal"
+
+
+def test_the_usage_events_key_is_the_index_aggregation_reads(app):
+    """Migration 0009: one B-tree per event written, and still a covering one on PostgreSQL."""
+    from sqlalchemy import inspect, text
+
+    key = inspect(app.engine).get_pk_constraint("usage_events")
+    assert key["constrained_columns"] == ["customer_id", "meter_code", "occurred_at", "id"]
+    with app.engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            definitions = (
+                conn.execute(text("SELECT indexdef FROM pg_indexes WHERE tablename = 'usage_events'")).scalars().all()
+            )
+            assert len(definitions) == 1
+            assert "INCLUDE (matched, group_key, value, dimension, transaction_id)" in definitions[0]
+        else:
+            names = [i["name"] for i in inspect(conn).get_indexes("usage_events")]
+            assert names == ["ix_usage_events_customer_meter_time_all"]
