@@ -2,6 +2,7 @@
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
 
 from remit.adapters.db.engine import include_object_for, make_engine, migrate, needs_migration
 from remit.adapters.db.tables import metadata
@@ -28,8 +29,6 @@ def test_first_use_creates_the_schema_and_a_second_migrate_is_a_no_op(tmp_path):
 
 def test_the_usage_events_key_is_the_index_aggregation_reads(app):
     """Migration 0009: one B-tree per event written, and still a covering one on PostgreSQL."""
-    from sqlalchemy import inspect, text
-
     key = inspect(app.engine).get_pk_constraint("usage_events")
     assert key["constrained_columns"] == ["customer_id", "meter_code", "occurred_at", "id"]
     with app.engine.connect() as conn:
