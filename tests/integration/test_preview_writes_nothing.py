@@ -1,5 +1,7 @@
+import pytest
 from sqlalchemy import func, select
 
+from remit.adapters.db import tables as t
 from remit.adapters.db.tables import metadata
 from remit.service_layer import clocks, subscriptions
 from tests import builders as b
@@ -31,3 +33,23 @@ def test_upcoming_invoice_matches_the_next_bill_and_writes_nothing(app):
     billed = b.invoices_of(app, cus)[-1]
     assert billed["total"] == "31.00"
     assert [ln["description"] for ln in billed["lines"]] == ["Pro"]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("app", ["postgresql"], indirect=True)  # SQLite has no row locks
+def test_a_preview_takes_no_lock_and_waits_for_none(app):
+    """A preview computes like the bill run but writes nothing, so it locks nothing: it answers while a bill run
+    (or an ingestion reopening a period) holds the subscription's row, and never holds one itself."""
+    b.seller(app)
+    b.plan(app, "basic", "10.00")
+    cus = b.customer(app, None)
+    with app.uow() as uow:
+        sub = subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    with app.engine.connect() as holder:
+        holder.execute(select(t.subscriptions.c.id).where(t.subscriptions.c.id == sub).with_for_update())
+        with app.uow(read_only=True) as uow:
+            uow.conn.exec_driver_sql("SET lock_timeout = '2s'")  # fails here rather than waiting for the holder
+            preview = clocks.preview_upcoming(uow, cus)
+            uow.conn.exec_driver_sql("SET lock_timeout = 0")
+        holder.rollback()
+    assert [ln["amount_minor"] for ln in preview["lines"]] == [1000]

@@ -246,13 +246,17 @@ def _customers_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
 
 def _subscriptions_query(in_ids: Callable[[Any], Any], postgres: bool) -> Any:
     s = t.subscriptions.c
-    query = (
+    return (
         select(*(s[name] for name in _SUBSCRIPTION_COLUMNS))
         .where(in_ids(s.customer_id), _needs_review())
         .order_by(s.customer_id, s.id)
     )
+
+
+def _locked_subscriptions_query(in_ids: Callable[[Any], Any], postgres: bool) -> Any:
     # Locked before their usage is read: ingestion of a late event updates these rows (to reopen the period), so
     # it either commits before the usage is read here, or waits and reopens after this batch commits.
+    query = _subscriptions_query(in_ids, postgres)
     return query.with_for_update() if postgres else query
 
 
@@ -280,27 +284,42 @@ def _balances_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
     return select(bt.customer_id, func.sum(bt.amount_minor)).where(in_ids(bt.customer_id)).group_by(bt.customer_id)
 
 
-def _load_batch(uow: UnitOfWork, customer_ids: Sequence[str]) -> _Batch:
+def _load_batch(
+    uow: UnitOfWork,
+    customer_ids: Sequence[str],
+    *,
+    lock: bool = True,
+    customers: Mapping[str, Mapping[Any, Any]] | None = None,
+) -> _Batch:
     """Everything billing these customers needs, in a fixed number of queries. Customers and subscriptions are
     loaded with the columns billing reads (not addresses and tax ids); identical timeline events and coupons are
-    parsed once per batch and shared (they are immutable)."""
+    parsed once per batch and shared (they are immutable).
+
+    ``lock``: lock the subscriptions (PostgreSQL) before their usage is read, as a bill run that writes must; a
+    computation that writes nothing (a preview, live usage) passes False and takes no lock. ``customers``: the
+    customers' rows, when the caller has just read them (each has at least the columns billing reads)."""
     conn = uow.conn
 
     def run(name: str, ids: Iterable[str], build: Callable[[Callable[[Any], Any], bool], Any]) -> Any:
         return conn.execute(*_statement(uow, name, ids, build))
 
-    customers: dict[str, Mapping[Any, Any]] = {
-        r["id"]: r for r in run("customers", customer_ids, _customers_query).mappings()
-    }
+    rows: dict[str, Mapping[Any, Any]] = (
+        dict(customers)
+        if customers is not None
+        else {r["id"]: r for r in run("customers", customer_ids, _customers_query).mappings()}
+    )
     entities: dict[str, Mapping[Any, Any]] = {
         r["id"]: r
         for r in run(
             "entities",
-            sorted({cu["legal_entity_id"] for cu in customers.values()}),
+            sorted({cu["legal_entity_id"] for cu in rows.values()}),
             lambda in_ids, _pg: select(t.legal_entities).where(in_ids(t.legal_entities.c.id)),
         ).mappings()
     }
-    subs = run("subscriptions", customer_ids, _subscriptions_query).mappings().all()
+    subs_query = (
+        ("locked_subscriptions", _locked_subscriptions_query) if lock else ("subscriptions", _subscriptions_query)
+    )
+    subs = run(subs_query[0], customer_ids, subs_query[1]).mappings().all()
     events: dict[str, list[TimelineEvent]] = defaultdict(list)
     price_ids: set[str] = set()
     parsed: dict[tuple[str, date, str, int], TimelineEvent] = {}
@@ -338,7 +357,7 @@ def _load_batch(uow: UnitOfWork, customer_ids: Sequence[str]) -> _Batch:
         pending[row["customer_id"]].append(row)
     balances = run("balances", customer_ids, _balances_query).all()
     return _Batch(
-        customers,
+        rows,
         entities,
         subs,
         events,

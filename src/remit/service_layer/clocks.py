@@ -123,7 +123,8 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, customer: Mapping[str, A
         customer = get_customer(uow, customer_id)
     now = get_test_clock(uow, customer["test_clock_id"])["frozen_at"] if customer["test_clock_id"] else uow.now
     moment = now
-    batch = bill_run._load_batch(uow, [customer_id])  # nothing changes while we look ahead: load once
+    # Nothing changes while we look ahead: load once. Nothing is written, so nothing is locked.
+    batch = bill_run._load_batch(uow, [customer_id], lock=False, customers={customer_id: customer})
     for _ in range(8):
         bill_run.load_usage(uow, batch, moment)  # usage so far, for usage billed at that moment
         drafts, _reviewed = bill_run.compute_drafts(batch, moment)

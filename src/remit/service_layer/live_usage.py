@@ -99,7 +99,7 @@ def customer_times(uow: UnitOfWork, customers: Mapping[str, Mapping[Any, Any]]) 
 def measure(uow: UnitOfWork, customer_ids: Sequence[str]) -> tuple[Any, dict[str, CustomerUsage]]:
     """The batch (as the bill run loads it) and the live usage of these customers, in a fixed number of queries
     whatever their number: one aggregate query for all their usage (two with time-weighted meters)."""
-    batch = bill_run._load_batch(uow, customer_ids)
+    batch = bill_run._load_batch(uow, customer_ids, lock=False)  # nothing is written: nothing is locked
     nows = customer_times(uow, batch.customers)
     periods: dict[str, Period] = {}
     moments: dict[str, datetime] = {}
