@@ -13,8 +13,9 @@
    30 days, a ``--duplicates`` fraction of them repeating an earlier transaction id, with random (UUID-like) or
    sequential transaction ids (``--key-order``). From the same events it writes the reference's input: the
    distinct events exactly as they are stored (every column of ``usage_events``), in COPY text format.
-3. The reference, in the same run and the same database: a scratch table with the same columns as usage_events
-   and the same unique index on (customer_id, transaction_id), loaded with one raw ``COPY ... FROM STDIN`` of
+3. The reference, in the same run and the same database: a scratch table like usage_events (the same columns
+   and the same indexes: its primary key, which aggregation reads) with a unique index on (customer_id,
+   transaction_id), loaded with one raw ``COPY ... FROM STDIN`` of
    that file (PostgreSQL), or an ``executemany`` of a plain INSERT in chunks of ``--chunk-size``, one
    transaction each (SQLite). No parsing, no checks, no dedup: the database's bulk rate for these rows.
 4. Ours: `remit events import FILE --grace-days 31 --json` as a child process, timed from start to exit (Python
@@ -181,10 +182,11 @@ def generate(
 
 
 def reference(db: Database, tsv: Path, chunk: int) -> float:
-    """Seconds to bulk-load the distinct events into a scratch table with the same unique index."""
+    """Seconds to bulk-load the distinct events into a scratch table like usage_events, with its indexes, and a
+    unique index on (customer_id, transaction_id)."""
     if db.kind == "postgresql":
         with psycopg.connect(db.dsn, autocommit=True) as conn:
-            conn.execute("CREATE TABLE ingest_reference (LIKE usage_events INCLUDING DEFAULTS)")
+            conn.execute("CREATE TABLE ingest_reference (LIKE usage_events INCLUDING DEFAULTS INCLUDING INDEXES)")
             conn.execute("CREATE UNIQUE INDEX ON ingest_reference (customer_id, transaction_id)")
             conn.execute("CHECKPOINT")
             started = time.perf_counter()
@@ -207,7 +209,11 @@ def reference(db: Database, tsv: Path, chunk: int) -> float:
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA cache_size=-262144")  # as the import's connection (usage_import.SQLITE_CACHE_KIB)
     columns = [c.name for c in t.usage_events.columns]
-    conn.execute(f"CREATE TABLE ingest_reference ({', '.join(columns)})")
+    # The table and its indexes as the migrations made them, renamed.
+    for (ddl,) in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE tbl_name = 'usage_events' AND sql IS NOT NULL ORDER BY type DESC"
+    ).fetchall():
+        conn.execute(ddl.replace("usage_events", "ingest_reference"))
     conn.execute("CREATE UNIQUE INDEX ix_ingest_reference ON ingest_reference (customer_id, transaction_id)")
     sql = f"INSERT INTO ingest_reference VALUES ({', '.join('?' * len(columns))})"
     started = time.perf_counter()
