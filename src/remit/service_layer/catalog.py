@@ -176,8 +176,17 @@ def plan_price(
 
 
 def _plan_price_query(with_version: bool) -> Select[Any]:
-    pv = t.plan_versions
-    query = (
+    """Every price of the plan's latest (or named) version in the currency, its main price first: its fixed price
+    when it has one (usage prices and a minimum commitment come beside it), then in the order they were made. A
+    version without a price in the currency gives one row whose price columns are NULL."""
+    pv, latest = t.plan_versions, t.plan_versions.alias("latest")
+    chosen = (
+        pv.c.version == bindparam("version")
+        if with_version
+        else pv.c.version
+        == select(func.max(latest.c.version)).where(latest.c.plan_id == pv.c.plan_id).scalar_subquery()
+    )
+    return (
         select(t.plans.c.id.label("plan_id_"), *t.prices.c)
         .select_from(
             t.plans.join(pv, pv.c.plan_id == t.plans.c.id).outerjoin(
@@ -185,12 +194,9 @@ def _plan_price_query(with_version: bool) -> Select[Any]:
                 and_(t.prices.c.plan_version_id == pv.c.id, t.prices.c.currency == bindparam("currency_code")),
             )
         )
-        .where(t.plans.c.code == bindparam("plan_code"))
+        .where(t.plans.c.code == bindparam("plan_code"), chosen)
+        .order_by(t.prices.c.usage.is_(None).desc(), t.prices.c.created_at, t.prices.c.id)
     )
-    if with_version:
-        query = query.where(pv.c.version == bindparam("version"))
-    # The plan's main price is its fixed price when it has one (usage prices come beside it).
-    return query.order_by(pv.c.version.desc(), t.prices.c.usage.is_(None).desc()).limit(1)
 
 
 # Built once: a statement object's cache key is computed once, not on every call.
@@ -201,15 +207,26 @@ _PRICE_COLUMNS = tuple(column.key for column in t.prices.c)
 def plan_and_price(
     uow: UnitOfWork, plan_code: str, currency_code: str, version: int | None = None, field: str = "plan"
 ) -> tuple[str, Mapping[Any, Any]]:
-    """The plan's id and ``plan_price``: one query (the latest or named version, and its price in the currency,
-    if any), then, only when something is missing, the step-by-step lookup that says what."""
+    """The plan's id and ``plan_price``."""
+    plan_id, price, _beside = plan_prices(uow, plan_code, currency_code, version, field)
+    return plan_id, price
+
+
+def plan_prices(
+    uow: UnitOfWork, plan_code: str, currency_code: str, version: int | None = None, field: str = "plan"
+) -> tuple[str, Mapping[Any, Any], list[str]]:
+    """The plan's id, its main price (``plan_price``) and the ids of the version's other prices in the currency
+    (its usage prices and minimum commitment): one query for the latest or named version, then, only when
+    something is missing, the step-by-step lookup that says what."""
     params: dict[str, Any] = {"plan_code": plan_code, "currency_code": currency_code}
     if version is not None:
         params["version"] = version
-    row = uow.conn.execute(_PLAN_PRICE[version is not None], params).mappings().first()
-    if row is not None and row["id"] is not None:
-        return str(row["plan_id_"]), {name: row[name] for name in _PRICE_COLUMNS}
-    return _plan_price_slowly(uow, plan_code, currency_code, version, field)
+    rows = uow.conn.execute(_PLAN_PRICE[version is not None], params).mappings().all()
+    if rows and rows[0]["id"] is not None:
+        main = {name: rows[0][name] for name in _PRICE_COLUMNS}
+        return str(rows[0]["plan_id_"]), main, [str(r["id"]) for r in rows[1:]]
+    plan_id, price = _plan_price_slowly(uow, plan_code, currency_code, version, field)
+    return plan_id, price, usage_prices_beside(uow, price)
 
 
 _USAGE_BESIDE = (
@@ -248,7 +265,7 @@ def _plan_price_slowly(
         uow.conn.execute(
             select(t.prices)
             .where(t.prices.c.plan_version_id == pv["id"], t.prices.c.currency == currency_code)
-            .order_by(t.prices.c.usage.is_(None).desc())
+            .order_by(t.prices.c.usage.is_(None).desc(), t.prices.c.created_at, t.prices.c.id)
         )
         .mappings()
         .first()

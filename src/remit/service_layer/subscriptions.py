@@ -44,10 +44,9 @@ def _items_for(
     add_ons: Sequence[Mapping[str, Any]],
 ) -> tuple[tuple[Item, ...], Interval, str]:
     """The items of a subscription to this plan, its billing interval, and the plan's id."""
-    plan_id, price = catalog.plan_and_price(uow, plan_code, customer["currency"], version)
-    items = [Item(price["id"], quantity)]
-    # The version's other prices in the currency: usage prices and a minimum commitment (hybrid plans).
-    items += [Item(other, Decimal(1)) for other in catalog.usage_prices_beside(uow, price)]
+    # The main price, and the version's other prices in the currency: usage prices and a minimum commitment.
+    plan_id, price, beside = catalog.plan_prices(uow, plan_code, customer["currency"], version)
+    items = [Item(price["id"], quantity)] + [Item(other, Decimal(1)) for other in beside]
     plan_prices = load_prices(uow.conn, [price["id"]])
     interval = plan_prices[price["id"]].interval
     assert interval is not None
