@@ -96,10 +96,12 @@ def customer_times(uow: UnitOfWork, customers: Mapping[str, Mapping[Any, Any]]) 
     return {cid: frozen.get(c["test_clock_id"], uow.now) for cid, c in customers.items()}
 
 
-def measure(uow: UnitOfWork, customer_ids: Sequence[str]) -> tuple[Any, dict[str, CustomerUsage]]:
+def measure(uow: UnitOfWork, customer_ids: Sequence[str], lock: bool = False) -> tuple[Any, dict[str, CustomerUsage]]:
     """The batch (as the bill run loads it) and the live usage of these customers, in a fixed number of queries
-    whatever their number: one aggregate query for all their usage (two with time-weighted meters)."""
-    batch = bill_run._load_batch(uow, customer_ids, lock=False)  # nothing is written: nothing is locked
+    whatever their number: one aggregate query for all their usage (two with time-weighted meters). ``lock``: lock
+    the subscriptions as the bill run does, for a caller that writes invoices from what it measured (threshold
+    billing); showing live usage writes nothing and locks nothing."""
+    batch = bill_run._load_batch(uow, customer_ids, lock=lock)
     nows = customer_times(uow, batch.customers)
     periods: dict[str, Period] = {}
     moments: dict[str, datetime] = {}

@@ -103,7 +103,7 @@ def _evaluate_batch(uow: UnitOfWork, customer_ids: Sequence[str], result: Evalua
     usage_watch.unwatch(uow, [c for c in locked if c not in watched])
     if not watched:
         return
-    batch, usage = measure(uow, sorted(watched))
+    batch, usage = measure(uow, sorted(watched), lock=True)  # it may write threshold invoices
     result.customers += len(watched)
     events: list[Event] = []
     _fire_alerts(uow, alerts, usage, events, result)
