@@ -316,10 +316,10 @@ def _load_batch(
             lambda in_ids, _pg: select(t.legal_entities).where(in_ids(t.legal_entities.c.id)),
         ).mappings()
     }
-    subs_query = (
+    name, build = (
         ("locked_subscriptions", _locked_subscriptions_query) if lock else ("subscriptions", _subscriptions_query)
     )
-    subs = run(subs_query[0], customer_ids, subs_query[1]).mappings().all()
+    subs = run(name, customer_ids, build).mappings().all()
     events: dict[str, list[TimelineEvent]] = defaultdict(list)
     price_ids: set[str] = set()
     parsed: dict[tuple[str, date, str, int], TimelineEvent] = {}

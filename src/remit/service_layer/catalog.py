@@ -222,36 +222,16 @@ def plan_prices(
     if version is not None:
         params["version"] = version
     rows = uow.conn.execute(_PLAN_PRICE[version is not None], params).mappings().all()
-    if rows and rows[0]["id"] is not None:
-        main = {name: rows[0][name] for name in _PRICE_COLUMNS}
-        return str(rows[0]["plan_id_"]), main, [str(r["id"]) for r in rows[1:]]
-    plan_id, price = _plan_price_slowly(uow, plan_code, currency_code, version, field)
-    return plan_id, price, usage_prices_beside(uow, price)
+    if not rows or rows[0]["id"] is None:
+        _say_what_is_missing(uow, plan_code, currency_code, version, field)
+        # Nothing was missing any more: it was created since the first read.
+        rows = uow.conn.execute(_PLAN_PRICE[version is not None], params).mappings().all()
+    main = {name: rows[0][name] for name in _PRICE_COLUMNS}
+    return str(rows[0]["plan_id_"]), main, [str(r["id"]) for r in rows[1:]]
 
 
-_USAGE_BESIDE = (
-    select(t.prices.c.id)
-    .where(
-        t.prices.c.plan_version_id == bindparam("version_id"),
-        t.prices.c.currency == bindparam("currency_code"),
-        t.prices.c.id != bindparam("price_id"),
-    )
-    .order_by(t.prices.c.created_at, t.prices.c.id)
-)
-
-
-def usage_prices_beside(uow: UnitOfWork, price: Mapping[Any, Any]) -> list[str]:
-    """The other prices of a plan version in the same currency: its usage prices and minimum commitment."""
-    if price["plan_version_id"] is None:
-        return []
-    params = {"version_id": price["plan_version_id"], "currency_code": price["currency"], "price_id": price["id"]}
-    return [str(i) for i in uow.conn.execute(_USAGE_BESIDE, params).scalars()]
-
-
-def _plan_price_slowly(
-    uow: UnitOfWork, plan_code: str, currency_code: str, version: int | None, field: str
-) -> tuple[str, Mapping[Any, Any]]:
-    """Step by step, to say what is missing: the plan, the version or the price in this currency."""
+def _say_what_is_missing(uow: UnitOfWork, plan_code: str, currency_code: str, version: int | None, field: str) -> None:
+    """Step by step, raise what is missing: the plan, the version or its price in this currency."""
     plan = uow.conn.execute(select(t.plans).where(t.plans.c.code == plan_code)).mappings().first()
     if plan is None:
         raise NotFound("plan", plan_code, field)
@@ -261,22 +241,15 @@ def _plan_price_slowly(
     pv = uow.conn.execute(query.order_by(t.plan_versions.c.version.desc()).limit(1)).mappings().first()
     if pv is None:
         raise NotFound("plan_version", f"{plan_code} v{version}", field)
-    price = (
-        uow.conn.execute(
-            select(t.prices)
-            .where(t.prices.c.plan_version_id == pv["id"], t.prices.c.currency == currency_code)
-            .order_by(t.prices.c.usage.is_(None).desc(), t.prices.c.created_at, t.prices.c.id)
-        )
-        .mappings()
-        .first()
-    )
-    if price is None:
+    priced = uow.conn.execute(
+        select(t.prices.c.id).where(t.prices.c.plan_version_id == pv["id"], t.prices.c.currency == currency_code)
+    ).first()
+    if priced is None:
         raise ValidationError(
             "currency_not_offered",
             f"Plan {plan_code} (version {pv['version']}) has no price in {currency_code}.",
             "currency",
         )
-    return str(plan["id"]), price
 
 
 def set_price_override(uow: UnitOfWork, customer_id: str, price_id: str, model: str, config: Mapping[str, Any]) -> str:
