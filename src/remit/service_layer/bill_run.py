@@ -284,6 +284,36 @@ def _balances_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
     return select(bt.customer_id, func.sum(bt.amount_minor)).where(in_ids(bt.customer_id)).group_by(bt.customer_id)
 
 
+def _overrides_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
+    return select(t.price_overrides).where(in_ids(t.price_overrides.c.customer_id))
+
+
+def _pending_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
+    p = t.pending_items.c
+    return select(t.pending_items).where(in_ids(p.customer_id), p.invoice_id.is_(None))
+
+
+# The lookups most customers have nothing for, and the condition under which each can find something: one query
+# answers which of them to run, so a batch (a preview: one customer) without coupons, price overrides, pending
+# items or balance entries reads each of those tables once, together, instead of once each.
+_SPARSE = ("coupons", "overrides", "pending", "balances")
+
+
+def _sparse_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
+    s, sc, bt = t.subscriptions.alias("s"), t.subscription_coupons, t.balance_transactions.c
+    po, p = t.price_overrides.c, t.pending_items.c
+    return select(
+        select(sc.c.subscription_id)
+        .join(s, s.c.id == sc.c.subscription_id)
+        .where(in_ids(s.c.customer_id))
+        .exists()
+        .label("coupons"),
+        select(po.id).where(in_ids(po.customer_id)).exists().label("overrides"),
+        select(p.id).where(in_ids(p.customer_id), p.invoice_id.is_(None)).exists().label("pending"),
+        select(bt.id).where(in_ids(bt.customer_id)).exists().label("balances"),
+    )
+
+
 def _load_batch(
     uow: UnitOfWork,
     customer_ids: Sequence[str],
@@ -332,30 +362,21 @@ def _load_batch(
             )
             price_ids.update(i.price_id for i in event.items)
         events[sub_id].append(event)
+    present = dict(zip(_SPARSE, run("sparse", customer_ids, _sparse_query).one(), strict=True))
     coupons: dict[str, list[AppliedCoupon]] = defaultdict(list)
     applied: dict[tuple[str, date], AppliedCoupon] = {}
-    for row in run("coupons", customer_ids, _coupons_query).mappings():
+    for row in run("coupons", customer_ids, _coupons_query).mappings() if present["coupons"] else ():
         one = applied.get((row["id"], row["applied_on"]))
         if one is None:
             one = applied[(row["id"], row["applied_on"])] = AppliedCoupon(coupon_from_row(row), row["applied_on"])
         coupons[row["subscription_id"]].append(one)
     overrides: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
-    for row in run(
-        "overrides",
-        customer_ids,
-        lambda in_ids, _pg: select(t.price_overrides).where(in_ids(t.price_overrides.c.customer_id)),
-    ).mappings():
+    for row in run("overrides", customer_ids, _overrides_query).mappings() if present["overrides"] else ():
         overrides[row["customer_id"]].append(row)
     pending: dict[str, list[Mapping[Any, Any]]] = defaultdict(list)
-    for row in run(
-        "pending",
-        customer_ids,
-        lambda in_ids, _pg: select(t.pending_items).where(
-            in_ids(t.pending_items.c.customer_id), t.pending_items.c.invoice_id.is_(None)
-        ),
-    ).mappings():
+    for row in run("pending", customer_ids, _pending_query).mappings() if present["pending"] else ():
         pending[row["customer_id"]].append(row)
-    balances = run("balances", customer_ids, _balances_query).all()
+    balances = run("balances", customer_ids, _balances_query).all() if present["balances"] else []
     return _Batch(
         rows,
         entities,
