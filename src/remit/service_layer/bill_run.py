@@ -293,25 +293,19 @@ def _pending_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
     return select(t.pending_items).where(in_ids(p.customer_id), p.invoice_id.is_(None))
 
 
-# The lookups most customers have nothing for, and the condition under which each can find something: one query
-# answers which of them to run, so a batch (a preview: one customer) without coupons, price overrides, pending
-# items or balance entries reads each of those tables once, together, instead of once each.
-_SPARSE = ("coupons", "overrides", "pending", "balances")
+# The lookups most customers have nothing for: one query of their EXISTS answers which of them to run, so a batch
+# (a preview: one customer) without coupons, price overrides, pending items or balance entries reads those tables
+# once, together, instead of once each. Each EXISTS is its lookup's own statement, so the two always agree.
+_SPARSE: tuple[tuple[str, Callable[[Callable[[Any], Any], bool], Any]], ...] = (
+    ("coupons", _coupons_query),
+    ("overrides", _overrides_query),
+    ("pending", _pending_query),
+    ("balances", _balances_query),
+)
 
 
-def _sparse_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
-    s, sc, bt = t.subscriptions.alias("s"), t.subscription_coupons, t.balance_transactions.c
-    po, p = t.price_overrides.c, t.pending_items.c
-    return select(
-        select(sc.c.subscription_id)
-        .join(s, s.c.id == sc.c.subscription_id)
-        .where(in_ids(s.c.customer_id))
-        .exists()
-        .label("coupons"),
-        select(po.id).where(in_ids(po.customer_id)).exists().label("overrides"),
-        select(p.id).where(in_ids(p.customer_id), p.invoice_id.is_(None)).exists().label("pending"),
-        select(bt.id).where(in_ids(bt.customer_id)).exists().label("balances"),
-    )
+def _sparse_query(in_ids: Callable[[Any], Any], postgres: bool) -> Any:
+    return select(*(build(in_ids, postgres).exists().label(name) for name, build in _SPARSE))
 
 
 def _load_batch(
@@ -362,7 +356,7 @@ def _load_batch(
             )
             price_ids.update(i.price_id for i in event.items)
         events[sub_id].append(event)
-    present = dict(zip(_SPARSE, run("sparse", customer_ids, _sparse_query).one(), strict=True))
+    present = dict(zip((name for name, _ in _SPARSE), run("sparse", customer_ids, _sparse_query).one(), strict=True))
     coupons: dict[str, list[AppliedCoupon]] = defaultdict(list)
     applied: dict[tuple[str, date], AppliedCoupon] = {}
     for row in run("coupons", customer_ids, _coupons_query).mappings() if present["coupons"] else ():
