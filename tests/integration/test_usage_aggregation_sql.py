@@ -91,3 +91,25 @@ def test_sql_aggregation_equals_the_reference(app, events):
     }
     for key, agg in got.items():
         assert isinstance(agg.quantity, Decimal), key
+
+
+def test_sums_and_maximums_keep_every_decimal_place(app):
+    """Values finer than a fixed scale of 12 places, and wider than 26 integer digits, aggregate exactly (a cast
+    to NUMERIC(38, 12) rounded the first and overflowed on the second)."""
+    b.seller(app)
+    customer = b.customer(app, None)
+    with app.uow() as uow:
+        for m in (METERS["tokens"], METERS["peak"]):
+            usage.create_meter(
+                uow, m.code, m.code, m.aggregation.value, m.field, {k: list(v) for k, v in m.filters.items()}, m.group_by
+            )
+    fine = [Decimal("0.000000000000001"), Decimal("0.000000000000002"), Decimal("7.5")]
+    wide = Decimal("123456789012345678901234567")
+    events = [("tokens", hour, n, "a", "eu", "u1") for hour, n in enumerate(fine)]
+    events += [("peak", 1, wide, "a", "eu", "u1"), ("peak", 2, Decimal(3), "a", "eu", "u1")]
+    _load(app, [customer], events)
+    windows = [Window(customer, "tokens", START, END), Window(customer, "peak", START, END)]
+    with app.engine.connect() as conn:
+        got = aggregate_usage(conn, METERS, windows)
+    assert got[(customer, "tokens", START, END, ("eu",))].quantity == Decimal("7.500000000000003")
+    assert got[(customer, "peak", START, END, ())].quantity == wide

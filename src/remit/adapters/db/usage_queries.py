@@ -149,7 +149,9 @@ def _in_span(pg: bool, from_start: bool = True) -> Any:
 
 def _simple_statement(aggregation: Aggregation, pg: bool) -> Any:
     e = t.usage_events.c
-    number = cast(e.value, Numeric(38, 12)) if pg else e.value
+    # Plain NUMERIC, no precision or scale: exact for any value stored, and casting to a fixed scale would cost
+    # about as much as the index scan that reads the values (and round values finer than that scale).
+    number = cast(e.value, Numeric()) if pg else e.value
     if aggregation is Aggregation.LATEST:
         rank = func.row_number().over(
             partition_by=(e.customer_id, e.group_key), order_by=(e.occurred_at.desc(), e.transaction_id.desc())
