@@ -101,7 +101,13 @@ def test_sums_and_maximums_keep_every_decimal_place(app):
     with app.uow() as uow:
         for m in (METERS["tokens"], METERS["peak"]):
             usage.create_meter(
-                uow, m.code, m.code, m.aggregation.value, m.field, {k: list(v) for k, v in m.filters.items()}, m.group_by
+                uow,
+                m.code,
+                m.code,
+                m.aggregation.value,
+                m.field,
+                {k: list(v) for k, v in m.filters.items()},
+                m.group_by,
             )
     fine = [Decimal("0.000000000000001"), Decimal("0.000000000000002"), Decimal("7.5")]
     wide = Decimal("123456789012345678901234567")
