@@ -71,7 +71,21 @@ def log(msg: str) -> None:
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    """The largest resident set of this process and of its finished children (a bill run's worker processes)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024  # KiB on Linux
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (a bill run's worker processes), user and system."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def default_workers() -> int:
+    """The bill run's worker processes when not told: what ``remit bill-run`` uses (the machine's cores, at most 8)."""
+    return min(os.cpu_count() or 1, 8)
 
 
 _RID = [0, 0]  # last millisecond, next counter value
@@ -466,14 +480,14 @@ def child_floor(url: str, batch_size: int) -> dict[str, Any]:
         reader_cur.close()
         reader.commit()
         reader_raw.close()
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     writer_raw.close()
     engine.dispose()
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "written": written, "peak_rss_mb": peak_rss_mb()}
+    return {"seconds": seconds, "cpu_seconds": cpu, "written": written, "peak_rss_mb": peak_rss_mb()}
 
 
-def child_run(url: str, batch_size: int | None) -> dict[str, Any]:
-    """The measured bill run, as the scheduler would start it."""
+def child_run(url: str, batch_size: int | None, workers: int) -> dict[str, Any]:
+    """The measured bill run, as ``remit bill-run`` would start it."""
     from remit.adapters.db.engine import make_engine
     from remit.bootstrap import Remit
     from remit.domain.clock import SystemClock
@@ -481,13 +495,14 @@ def child_run(url: str, batch_size: int | None) -> dict[str, Any]:
 
     app = Remit(make_engine(url), SystemClock())
     kwargs = {} if batch_size is None else {"batch_size": batch_size}
-    started, cpu_started = time.perf_counter(), time.process_time()
-    result = bill_run.run(app.uow, as_of=AS_OF, **kwargs)
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    result = bill_run.run(app.uow, as_of=AS_OF, workers=workers, **kwargs)
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     app.engine.dispose()
     return {
         "seconds": seconds,
-        "cpu_seconds": cpu_seconds,
+        "cpu_seconds": cpu,
+        "workers": workers if app.engine.dialect.name == "postgresql" else 1,  # SQLite bills batches in turn
         "run_id": result.id,
         "invoices_created": result.invoices_created,
         "customers_seen": result.customers_seen,
@@ -613,6 +628,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--subscriptions", type=int, default=100_000, help="how many (default 100000)")
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--batch-size", type=int, default=None, help="bill run batch size (default: the code's)")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="bill run worker processes (default: as remit bill-run, the cores)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -624,7 +642,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.child == "floor":
             out = child_floor(a[0], int(a[1]))
         elif args.child == "run":
-            out = child_run(a[0], int(a[1]) if a[1] != "default" else None)
+            out = child_run(a[0], int(a[1]) if a[1] != "default" else None, int(a[2]))
         elif args.child == "check":
             out = child_check(a[0], a[1], a[2], int(a[3]))
         elif args.child == "admin":
@@ -665,11 +683,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"floor: {floor['seconds']:.2f} s, {floor_ips:,.0f} invoices/s (batch {floor_batch}), "
             f"peak RSS {floor['peak_rss_mb']:.0f} MB"
         )
-        run = child("run", dbs.url, run_batch)
+        workers = args.workers or default_workers()
+        run = child("run", dbs.url, run_batch, str(workers))
         load_after = os.getloadavg()[0]
         ips = n / run["seconds"]
         log(
-            f"bill run: {run['seconds']:.2f} s, {ips:,.0f} invoices/s (batch {run['batch_size']}), "
+            f"bill run: {run['seconds']:.2f} s, {ips:,.0f} invoices/s (batch {run['batch_size']}, "
+            f"{run['workers']} billing process(es)), "
             f"peak RSS {run['peak_rss_mb']:.0f} MB"
         )
         if run["invoices_created"] != n:
@@ -685,6 +705,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "db": args.db,
                     "subscriptions": n,
                     "batch_size": run["batch_size"],
+                    "workers": run["workers"],
                     "invoices_per_s": round(ips, 1),
                     "floor_invoices_per_s": round(floor_ips, 1),
                     "ratio_to_floor": round(floor_ips / ips, 2),

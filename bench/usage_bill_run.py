@@ -43,7 +43,9 @@ from bill_run import (
     BenchFailure,
     Databases,
     bulk_write,
+    cpu_seconds,
     customer_row,
+    default_workers,
     log,
     peak_rss_mb,
     rid,
@@ -216,31 +218,32 @@ def child_floor(url: str, attempt: str) -> dict[str, Any]:
         db.execute(f"CREATE TABLE {table} (customer_id varchar(40), quantity text, amount_minor bigint)")
         db.executemany(f"INSERT INTO {table} VALUES (?, ?, ?)", [(c, str(q), _minor(Decimal(q))) for c, q in rows])
         db.execute("COMMIT")
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     total_minor = sum(_minor(Decimal(q)) for _c, q in rows)
     raw.close()
     engine.dispose()
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "customers": len(rows), "total_minor": total_minor}
+    return {"seconds": seconds, "cpu_seconds": cpu, "customers": len(rows), "total_minor": total_minor}
 
 
 def _minor(quantity: Decimal) -> int:
     return int((Decimal(quantity) * UNIT_PRICE * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def child_run(url: str) -> dict[str, Any]:
+def child_run(url: str, workers: int) -> dict[str, Any]:
     from remit.adapters.db.engine import make_engine
     from remit.bootstrap import Remit
     from remit.domain.clock import SystemClock
     from remit.service_layer import bill_run
 
     app = Remit(make_engine(url), SystemClock())
-    started, cpu_started = time.perf_counter(), time.process_time()
-    result = bill_run.run(app.uow, as_of=AS_OF)
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    started, cpu_started = time.perf_counter(), cpu_seconds()
+    result = bill_run.run(app.uow, as_of=AS_OF, workers=workers)
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     app.engine.dispose()
     return {
         "seconds": seconds,
-        "cpu_seconds": cpu_seconds,
+        "cpu_seconds": cpu,
+        "workers": workers if app.engine.dialect.name == "postgresql" else 1,  # SQLite bills batches in turn
         "run_id": result.id,
         "invoices_created": result.invoices_created,
         "batch_size": bill_run.BATCH_SIZE,
@@ -285,6 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=100_000, help="how many (default 100000)")
     parser.add_argument("--events", type=int, default=10_000_000, help="how many usage events (default 10000000)")
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="bill run worker processes (default: as remit bill-run, the cores)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -295,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.child == "floor":
             out = child_floor(a[0], a[1])
         elif args.child == "run":
-            out = child_run(a[0])
+            out = child_run(a[0], int(a[1]))
         elif args.child == "check":
             out = child_check(a[0], a[1], int(a[2]), int(a[3]))
         else:
@@ -314,9 +320,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_before = os.getloadavg()[0]
         floors = [child("floor", dbs.url, "before")]
         log(f"floor (before the run): {floors[0]['seconds']:.2f} s for {floors[0]['customers']:,} customers")
-        run = child("run", dbs.url)
+        run = child("run", dbs.url, str(args.workers or default_workers()))
         ips = n / run["seconds"]
-        log(f"bill run: {run['seconds']:.2f} s, {ips:,.0f} invoices/s, peak RSS {run['peak_rss_mb']:.0f} MB")
+        log(
+            f"bill run: {run['seconds']:.2f} s ({run['workers']} billing process(es)), {ips:,.0f} "
+            f"invoices/s, peak RSS {run['peak_rss_mb']:.0f} MB"
+        )
         floors.append(child("floor", dbs.url, "after"))
         log(f"floor (after the run): {floors[1]['seconds']:.2f} s")
         load_after = os.getloadavg()[0]
@@ -344,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "events_per_s": round(e / run["seconds"], 1),
                     "peak_rss_mb": round(run["peak_rss_mb"], 1),
                     "batch_size": run["batch_size"],
+                    "workers": run["workers"],
                     "load_before": round(load_before, 2),
                     "load_after": round(load_after, 2),
                 }

@@ -9,9 +9,13 @@ batch is retried, finding nothing left to do.
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import multiprocessing
+import pickle
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -22,11 +26,13 @@ from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db import tables as t
+from remit.adapters.db.engine import make_engine
 from remit.adapters.db.ids import new_id
 from remit.adapters.db.mappers import coupon_from_row, load_prices, timeline_event_from_row, with_overrides
 from remit.adapters.db.usage_queries import Window, aggregate_usage, transaction_values
 from remit.domain.billing_events import TimelineEvent, status_on
 from remit.domain.catalog.model import Price
+from remit.domain.clock import Clock
 from remit.domain.invoicing.generator import (
     AppliedCoupon,
     BilledTotals,
@@ -97,8 +103,16 @@ def run(
     test_clock_id: str | None = None,
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
+    workers: int = 1,
 ) -> BillRunResult:
-    """Bill everything due up to ``as_of`` for real customers, or for the customers of one test clock."""
+    """Bill everything due up to ``as_of`` for real customers, or for the customers of one test clock.
+
+    ``workers``: on PostgreSQL, bill up to this many batches at once, each in its own process (started only when
+    there are at least two batches: more than ``batch_size`` customers with something due). Rating and writing a
+    batch is mostly Python, and one interpreter runs Python on one core at a time, so batches billed in threads
+    would wait for each other; processes use every core, while PostgreSQL keeps them apart (each batch locks its
+    customers; invoice numbers are reserved under the series' row lock, so they stay gapless and in order of
+    commit). On SQLite, whose database has one writer at a time, batches are billed one after the other."""
     result = BillRunResult(new_id("billrun"), as_of)
     wallet_ledger.expire_credits(make_uow, as_of, test_clock_id=test_clock_id)  # first: expired credits pay nothing
     with make_uow() as uow:
@@ -116,19 +130,34 @@ def run(
                 }
             ],
         )
-    after = ""
-    while True:
-        with make_uow() as uow:
-            batch = _candidate_customers(uow, test_clock_id, after, batch_size)
-        if not batch:
-            break
-        after = batch[-1]
-        invoice_ids = _bill_batch_with_retry(make_uow, batch, as_of, result.id)
+        spec = _worker_spec(uow) if workers > 1 else None
+
+    def done(batch: Sequence[str], invoice_ids: list[str]) -> None:
         result.customers_seen += len(batch)
         result.invoices_created += len(invoice_ids)
         result.invoice_ids.extend(invoice_ids)
         if progress is not None:
             progress(len(batch))
+
+    def batches() -> Iterator[list[str]]:
+        after = ""
+        while True:
+            with make_uow() as uow:
+                batch = _candidate_customers(uow, test_clock_id, after, batch_size)
+            if not batch:
+                return
+            after = batch[-1]
+            yield batch
+
+    found = batches()
+    first = next(found, None)
+    second = next(found, None) if first is not None and spec is not None else None
+    if second is None:  # one batch (or one worker): no process to start
+        for batch in itertools.chain(() if first is None else (first,), found):
+            done(batch, _bill_batch_with_retry(make_uow, batch, as_of, result.id))
+    else:
+        assert first is not None and spec is not None
+        _bill_in_processes(spec, workers, itertools.chain((first, second), found), as_of, result.id, done)
     with make_uow() as uow:
         uow.conn.execute(
             update(t.bill_runs)
@@ -141,6 +170,66 @@ def run(
             )
         )
     return result
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    """What a worker process needs to open the same database with the same clock."""
+
+    url: str
+    clock: Clock
+
+
+def _worker_spec(uow: UnitOfWork) -> _WorkerSpec | None:
+    """How a worker process reaches this unit of work's database and clock; None if it cannot (SQLite, or a clock
+    that cannot be sent to another process)."""
+    if not uow.is_postgres:
+        return None
+    try:
+        pickle.dumps(uow.clock)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None
+    return _WorkerSpec(uow.engine.url.render_as_string(hide_password=False), uow.clock)
+
+
+def _bill_in_processes(
+    spec: _WorkerSpec,
+    workers: int,
+    batches: Iterable[list[str]],
+    as_of: datetime,
+    run_id: str,
+    done: Callable[[Sequence[str], list[str]], None],
+) -> None:
+    """Bill the batches in ``workers`` processes, reporting each to ``done`` in the order found. One batch more
+    than there are workers waits in the queue, so no worker idles while the next batch is looked up. A batch that
+    fails stops the run: the batches not started are cancelled, the ones running finish (each is its own
+    transaction, so what they billed is complete), and the error is raised."""
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's connections
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(spec,))
+    running: deque[tuple[Sequence[str], Future[list[str]]]] = deque()
+    try:
+        for batch in batches:
+            running.append((batch, pool.submit(_worker_bill, batch, as_of, run_id)))
+            while len(running) > workers:
+                finished, future = running.popleft()
+                done(finished, future.result())
+        while running:
+            finished, future = running.popleft()
+            done(finished, future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+_WORKER: list[UowFactory] = []  # in a worker process: its unit-of-work factory
+
+
+def _worker_start(spec: _WorkerSpec) -> None:
+    engine = make_engine(spec.url, pool_size=2, max_overflow=0)
+    _WORKER[:] = [lambda: UnitOfWork(engine, spec.clock)]
+
+
+def _worker_bill(batch: Sequence[str], as_of: datetime, run_id: str) -> list[str]:
+    return _bill_batch_with_retry(_WORKER[0], batch, as_of, run_id)
 
 
 def _bill_batch_with_retry(make_uow: UowFactory, batch: Sequence[str], as_of: datetime, run_id: str) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import date, datetime
 from typing import Annotated, Any
 
@@ -169,10 +170,20 @@ def demo(
 @handle_errors
 def bill_run_cmd(
     as_of: Annotated[str | None, typer.Option("--as-of", help="ISO 8601 time; default now.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes billing batches at once on PostgreSQL; default: the machine's cores (at most 8).",
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Create every invoice that is due (for customers on the real clock)."""
     remit = _app()
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8)
     now = remit.clock.now()
     at = _time(as_of, "as_of") or now
     if at > now:
@@ -186,7 +197,7 @@ def bill_run_cmd(
         disable=as_json,
     ) as progress:
         task = progress.add_task("bill", total=None)
-        result = bill_run.run(remit.uow, at, progress=lambda n: progress.update(task, advance=n))
+        result = bill_run.run(remit.uow, at, progress=lambda n: progress.update(task, advance=n), workers=workers)
     show(
         {
             "id": result.id,
