@@ -257,6 +257,7 @@ class _Batch:
     balances: dict[str, int]
     prices: dict[str, Price]
     usage: dict[str, UsageData] = field(default_factory=dict)  # per customer, for the as-of time being billed
+    terms: dict[str, SubscriptionTerms | None] = field(default_factory=dict)  # per subscription, made once
 
 
 def _ids(uow: UnitOfWork, column: Any, ids: Iterable[str]) -> Any:
@@ -611,6 +612,15 @@ def compute_drafts(batch: _Batch, as_of: datetime) -> tuple[list[InvoiceDraft], 
 
 
 def _terms(batch: _Batch, sub: Mapping[Any, Any]) -> SubscriptionTerms | None:
+    """The subscription's terms, made once per batch (loading the usage and billing both need them)."""
+    sub_id = sub["id"]
+    if sub_id in batch.terms:
+        return batch.terms[sub_id]
+    terms = batch.terms[sub_id] = _make_terms(batch, sub)
+    return terms
+
+
+def _make_terms(batch: _Batch, sub: Mapping[Any, Any]) -> SubscriptionTerms | None:
     sub_id = sub["id"]
     sub_events = batch.events.get(sub_id)
     if not sub_events:

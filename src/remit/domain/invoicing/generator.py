@@ -277,9 +277,36 @@ def propose(
     return result
 
 
-def _due_slices(
-    terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date
-) -> Iterator[tuple[Period, date, date, Item, Price, Fraction]]:
+DueSlice = tuple[Period, date, date, Item, Price, Fraction]
+_DUE: dict[tuple[object, ...], tuple[tuple[TimelineEvent, ...], Mapping[str, Price], tuple[DueSlice, ...]]] = {}
+
+
+def _due_slices(terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date) -> tuple[DueSlice, ...]:
+    """``_find_due_slices``, remembered. Subscriptions on the same plan since the same day share their timeline's
+    event objects (a bill run parses identical events once per batch), so they share their due slices too. Keyed
+    by the identity of the events and of the prices (the entry keeps both alive, so no id is reused while it
+    exists; both are immutable once loaded) and by every date the answer depends on."""
+    events = terms.events
+    key = (
+        tuple(map(id, events)),
+        id(prices),
+        terms.trial_end_on,
+        terms.reviewed_from_on,
+        terms.anchor_on,
+        terms.interval,
+        as_of_on,
+    )
+    hit = _DUE.get(key)
+    if hit is not None and hit[1] is prices and all(a is b for a, b in zip(hit[0], events, strict=True)):
+        return hit[2]
+    found = tuple(_find_due_slices(terms, prices, as_of_on))
+    if len(_DUE) >= _MEMO_LIMIT:
+        _DUE.clear()
+    _DUE[key] = (events, prices, found)
+    return found
+
+
+def _find_due_slices(terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date) -> Iterator[DueSlice]:
     """Each (period, slice, item) billable and due as of the day, with the slice's fraction of its period."""
     segments = [s for s in _segments(terms.events, terms.trial_end_on) if s.billable]
     if not segments:
