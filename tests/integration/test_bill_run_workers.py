@@ -40,3 +40,19 @@ def test_a_bill_run_in_worker_processes_bills_each_customer_once_with_gapless_nu
     assert (run_row["status"], run_row["customers_seen"], run_row["invoices_created"]) == ("done", 23, 23)
     # A second run finds nothing left to do.
     assert bill_run.run(app.uow, AS_OF, batch_size=5, workers=2).invoices_created == 0
+
+
+def test_locking_customers_finds_exactly_the_ids_given(app):
+    """On PostgreSQL the ids travel as one parameter, and an id holding a comma is not split into other ids. SQLite
+    has one writer, so there is nothing to lock: the ids come back sorted, as given."""
+    b.seller(app)
+    first, second = sorted([b.customer(app, None), b.customer(app, None)])
+    joined = f"{first},{second}"
+    with app.uow() as uow:
+        if app.engine.dialect.name == "postgresql":
+            assert uow.lock_customers([second, first, "cus_missing"]) == [first, second]
+            assert uow.lock_customers([joined]) == []
+            assert uow.lock_customers([joined, second]) == [second]
+        else:
+            assert uow.lock_customers([second, first]) == [first, second]
+        assert uow.lock_customers([]) == []

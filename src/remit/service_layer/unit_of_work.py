@@ -11,7 +11,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, insert, select
+from sqlalchemy import Connection, Engine, String, Table, Text, any_, bindparam, func, insert, select
+from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -21,6 +22,22 @@ from remit.domain.clock import Clock
 _INSERT_EVENTS = insert(t.events)
 _CUSTOMER = select(t.customers).where(t.customers.c.id == bindparam("customer_id"))
 _LOCKED_CUSTOMER = _CUSTOMER.with_for_update()
+# PostgreSQL: lock customers by id, in id order; keyed by (ids as comma-joined text, skip locked rows).
+_LOCK_CUSTOMERS = {
+    (as_text, skip): select(t.customers.c.id)
+    .where(
+        t.customers.c.id
+        == any_(
+            func.string_to_array(bindparam("ids", type_=Text), ",")
+            if as_text
+            else bindparam("ids", type_=PG_ARRAY(String))
+        )
+    )
+    .order_by(t.customers.c.id)
+    .with_for_update(skip_locked=skip)
+    for as_text in (True, False)
+    for skip in (True, False)
+}
 
 
 class UnitOfWork:
@@ -106,9 +123,12 @@ class UnitOfWork:
         ids = sorted(set(customer_ids))
         if not self.is_postgres or not ids:
             return ids
-        query = select(t.customers.c.id).where(t.customers.c.id.in_(ids)).order_by(t.customers.c.id)
-        query = query.with_for_update(skip_locked=skip_locked)
-        return list(self.conn.execute(query).scalars())
+        # The ids as one parameter, into a statement built once: an IN list of a bill-run batch's 5,000 ids cost
+        # SQLAlchemy about 0.1 s of CPU to render. Joined with commas when no id holds one (ids are prefix_hex).
+        joined = ",".join(ids)
+        as_text = joined.count(",") == len(ids) - 1
+        query = _LOCK_CUSTOMERS[(as_text, skip_locked)]
+        return list(self.conn.execute(query, {"ids": joined if as_text else ids}).scalars())
 
     def lock_customer(self, customer_id: str) -> None:
         self.lock_customers([customer_id])
