@@ -21,12 +21,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import String, Text, any_, bindparam, cast, func, literal_column, or_, select, update
-from sqlalchemy.dialects.postgresql import ARRAY as PG_ARRAY
+from sqlalchemy import Text, bindparam, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.engine import make_engine
+from remit.adapters.db.id_lists import ID_LIST_TYPES, id_list_value, in_id_list
 from remit.adapters.db.ids import new_id
 from remit.adapters.db.mappers import coupon_from_row, load_prices, timeline_event_from_row, with_overrides
 from remit.adapters.db.usage_queries import Window, aggregate_usage, transaction_values
@@ -261,38 +261,9 @@ class _Batch:
 
 
 def _ids(uow: UnitOfWork, column: Any, ids: Iterable[str]) -> Any:
-    """``column IN ids``, for a statement built per call (see ``_in_ids`` for the ones built once)."""
-    variant, value = _ids_value(uow, ids)
-    return _in_ids(column, variant, bindparam(None, value, type_=_IDS_TYPES[variant]))
-
-
-_IDS_TYPES: dict[str, Any] = {"pg": Text, "pg_array": PG_ARRAY(String), "sqlite": Text}
-
-
-def _ids_value(uow: UnitOfWork, ids: Iterable[str]) -> tuple[str, Any]:
-    """How a list of ids travels as one parameter, and its value. On PostgreSQL: one short statement, compiled
-    and prepared once whatever the batch size (not thousands of placeholders parsed anew for every batch). The ids
-    go as one comma-separated string split by the server, which is cheaper to send than an array; ids never
-    contain a comma (they are ``prefix_hex``), and if one ever did they would go as an array instead. On SQLite
-    likewise one parameter, a JSON list read by ``json_each`` (an expanding IN of 5,000 placeholders cost
-    SQLAlchemy about 70 ms to render per statement)."""
-    ids = list(ids)
-    if not uow.is_postgres:
-        return "sqlite", json.dumps(ids)
-    joined = ",".join(ids)
-    if ids and joined.count(",") == len(ids) - 1:
-        return "pg", joined
-    return "pg_array", ids
-
-
-def _in_ids(column: Any, variant: str, param: Any) -> Any:
-    """``column IN`` the ids in ``param``, a parameter in the form ``_ids_value`` gives for ``variant``."""
-    if variant == "sqlite":
-        listed: Any = select(literal_column("value")).select_from(func.json_each(param))
-        return column.in_(listed.scalar_subquery())
-    if variant == "pg":
-        return column == any_(func.string_to_array(param, ","))
-    return column == any_(param)
+    """``column IN ids``, for a statement built per call (see ``_statement`` for the ones built once)."""
+    variant, value = id_list_value(ids, uow.is_postgres)
+    return in_id_list(column, variant, bindparam(None, value, type_=ID_LIST_TYPES[variant]))
 
 
 # Statements whose only parameter is a list of ids (``:ids``), built once per name and variant: building a
@@ -306,11 +277,11 @@ def _statement(
 ) -> tuple[Any, dict[str, Any]]:
     """The statement ``name`` and its parameters for these ids. ``build(in_ids, postgres)`` makes the statement,
     with ``in_ids(column)`` for ``column IN :ids``; it is called once per name and variant."""
-    variant, value = _ids_value(uow, ids)
+    variant, value = id_list_value(ids, uow.is_postgres)
     stmt = _BUILT.get((name, variant))
     if stmt is None:
-        param = bindparam("ids", type_=_IDS_TYPES[variant])
-        stmt = _BUILT[name, variant] = build(lambda column: _in_ids(column, variant, param), variant != "sqlite")
+        param = bindparam("ids", type_=ID_LIST_TYPES[variant])
+        stmt = _BUILT[name, variant] = build(lambda column: in_id_list(column, variant, param), variant != "sqlite")
     return stmt, {"ids": value}
 
 
