@@ -119,3 +119,25 @@ def test_sums_and_maximums_keep_every_decimal_place(app):
         got = aggregate_usage(conn, METERS, windows)
     assert got[(customer, "tokens", START, END, ("eu",))].quantity == Decimal("7.500000000000003")
     assert got[(customer, "peak", START, END, ())].quantity == wide
+
+
+def test_a_sum_past_64_bits_is_still_exact(app):
+    """SQLite adds whole numbers natively, in 64 bits; a sum past that is done again exactly, value by value."""
+    b.seller(app)
+    customer = b.customer(app, None)
+    meter = METERS["tokens"]
+    with app.uow() as uow:
+        usage.create_meter(
+            uow,
+            meter.code,
+            meter.code,
+            meter.aggregation.value,
+            meter.field,
+            {k: list(v) for k, v in meter.filters.items()},
+            meter.group_by,
+        )
+    big = Decimal("999999999999999999")  # 18 digits: each fits in 64 bits, twenty of them do not
+    _load(app, [customer], [("tokens", hour, big, "a", "eu", "u1") for hour in range(20)])
+    with app.engine.connect() as conn:
+        got = aggregate_usage(conn, METERS, [Window(customer, "tokens", START, END)])
+    assert got[(customer, "tokens", START, END, ("eu",))].quantity == big * 20

@@ -16,8 +16,22 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Numeric, and_, any_, bindparam, cast, func, select
+from sqlalchemy import (
+    Connection,
+    Integer,
+    Numeric,
+    and_,
+    any_,
+    bindparam,
+    cast,
+    func,
+    literal,
+    not_,
+    select,
+    type_coerce,
+)
 from sqlalchemy import String as SqlString
+from sqlalchemy.exc import OperationalError
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.types import UTCDateTime
@@ -101,7 +115,7 @@ def aggregate_usage(
             weighted.extend(Window(c, meter_code, start, end) for c in customers)
             continue
         params = {"ids": _ids_param(customers, pg), "meter": meter_code, "start": start, "end": end}
-        for customer_id, group_key, events, value in conn.execute(_SIMPLE[(meter.aggregation, pg)], params):
+        for customer_id, group_key, events, value in _simple_rows(conn, meter.aggregation, pg, params):
             quantity = Decimal(value) if meter.aggregation in _COUNTS else _dec(value)
             result[(customer_id, meter_code, start, end, tuple(json.loads(group_key)))] = Aggregate(
                 quantity, int(events)
@@ -109,6 +123,22 @@ def aggregate_usage(
     if weighted:
         result.update(_weighted(conn, meters, weighted, starting_levels or {}))
     return result
+
+
+def _simple_rows(conn: Connection, aggregation: Aggregation, pg: bool, params: dict[str, Any]) -> Iterable[Any]:
+    """(customer, group key, events, value) per group. A sum on SQLite adds the values written as plain whole
+    numbers (the usual case) with SQLite's own integer SUM and only the others through ``decimal_sum``, a Python
+    call per value; if the integers overflow SQLite's 64 bits, the span is summed again all through
+    ``decimal_sum``, which is exact at any size."""
+    if pg or aggregation is not Aggregation.SUM:
+        return conn.execute(_SIMPLE[(aggregation, pg)], params).all()
+    try:
+        rows = conn.execute(_SQLITE_SUM, params).all()
+    except OperationalError as exc:
+        if "integer overflow" not in str(exc.orig):
+            raise
+        return conn.execute(_SIMPLE[(aggregation, pg)], params).all()
+    return [(c, g, n, _dec(whole or 0) + _dec(rest)) for c, g, n, whole, rest in rows]
 
 
 def _spans(windows: Sequence[Window]) -> dict[tuple[str, datetime, datetime], list[str]]:
@@ -181,12 +211,27 @@ def _simple_statement(aggregation: Aggregation, pg: bool) -> Any:
 
 
 # Built once per aggregation and database: a statement's compiled form is cached by SQLAlchemy per object.
-_SIMPLE = {
+_SIMPLE: dict[tuple[Aggregation, bool], Any] = {
     (agg, pg): _simple_statement(agg, pg)
     for agg in Aggregation
     if agg is not Aggregation.WEIGHTED_SUM
     for pg in (True, False)
 }
+# SQLite: whole numbers of up to 18 digits (no sign, no point: they fit in 64 bits, and CAST reads them exactly)
+# summed natively, the rest by decimal_sum.
+_VALUE_TEXT = type_coerce(t.usage_events.c.value, SqlString)
+_WHOLE = and_(func.length(_VALUE_TEXT).between(1, 18), _VALUE_TEXT.op("NOT GLOB")(literal("*[^0-9]*", SqlString)))
+_SQLITE_SUM = (
+    select(
+        t.usage_events.c.customer_id,
+        t.usage_events.c.group_key,
+        func.count(),
+        func.sum(cast(t.usage_events.c.value, Integer)).filter(_WHOLE),
+        func.decimal_sum(t.usage_events.c.value).filter(not_(_WHOLE)),
+    )
+    .where(_in_span(False))
+    .group_by(t.usage_events.c.customer_id, t.usage_events.c.group_key)
+)
 _WEIGHTED = {
     pg: select(
         t.usage_events.c.customer_id,
