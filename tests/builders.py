@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from remit.bootstrap import Remit
-from remit.service_layer import accounts, catalog, invoices, views
+from remit.service_layer import accounts, catalog, invoices, subscriptions, views
 
 
 def seller(app: Remit, currency: str = "EUR", **kwargs: Any) -> str:
@@ -55,6 +55,17 @@ def customer(app: Remit, clock_id: str | None, currency: str = "EUR", **kwargs: 
         return accounts.create_customer(
             uow, "Test Customer", currency_code=currency, country="DE", test_clock_id=clock_id, **kwargs
         )
+
+
+def subscribed_customers(app: Remit, count: int, plan_code: str) -> list[str]:
+    """``count`` real-clock customers, each with one subscription to the plan."""
+    made = []
+    for _ in range(count):
+        cus = customer(app, None)
+        with app.uow() as uow:
+            subscriptions.create_subscription(uow, cus, plan_code)
+        made.append(cus)
+    return made
 
 
 def invoices_of(app: Remit, customer_id: str) -> list[dict[str, Any]]:

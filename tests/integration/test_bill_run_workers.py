@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 
 from remit.adapters.db import tables as t
-from remit.service_layer import bill_run, subscriptions
+from remit.service_layer import bill_run
 from tests import builders as b
 
 AS_OF = datetime(2026, 1, 1, 12, tzinfo=UTC)
@@ -16,10 +16,7 @@ def test_a_bill_run_in_worker_processes_bills_each_customer_once_with_gapless_nu
     b.seller(app)
     b.plan(app, "basic", "10.00")
     customers = 23
-    for _ in range(customers):
-        cus = b.customer(app, None)
-        with app.uow() as uow:
-            subscriptions.create_subscription(uow, cus, "basic")
+    b.subscribed_customers(app, customers, "basic")
     reported: list[int] = []
     in_processes = []
     real = bill_run._bill_in_processes

@@ -10,7 +10,7 @@ from remit.adapters.db import tables as t
 from remit.adapters.db.engine import make_engine
 from remit.bootstrap import Remit
 from remit.domain.clock import FixedClock
-from remit.service_layer import bill_run, subscriptions
+from remit.service_layer import bill_run
 from tests import builders as b
 
 pytestmark = pytest.mark.postgres
@@ -25,10 +25,7 @@ def test_two_bill_runs_at_once_bill_each_subscription_once_with_gapless_numbers(
     b.seller(app)
     b.plan(app, "basic", "10.00")
     customers = 60
-    for _ in range(customers):
-        cus = b.customer(app, None)
-        with app.uow() as uow:
-            subscriptions.create_subscription(uow, cus, "basic")
+    b.subscribed_customers(app, customers, "basic")
     barrier = threading.Barrier(2)
     results, errors = [], []
 

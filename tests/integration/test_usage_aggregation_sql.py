@@ -56,23 +56,21 @@ def _load(app, customers, events):
     assert not [r for r in result.rejected if r["error"]["code"] != "missing_property"], result.rejected
 
 
+def _create_meters(app, codes):
+    with app.uow() as uow:
+        for code in codes:
+            m = METERS[code]
+            filters = {k: list(v) for k, v in m.filters.items()}
+            usage.create_meter(uow, m.code, m.code, m.aggregation.value, m.field, filters, m.group_by)
+
+
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(events=st.lists(EVENT, max_size=60))
 def test_sql_aggregation_equals_the_reference(app, events):
     if not getattr(app, "_usage_ready", False):
         b.seller(app)
         app._customers = [b.customer(app, None), b.customer(app, None)]
-        with app.uow() as uow:
-            for m in METERS.values():
-                usage.create_meter(
-                    uow,
-                    m.code,
-                    m.code,
-                    m.aggregation.value,
-                    m.field,
-                    {k: list(v) for k, v in m.filters.items()},
-                    m.group_by,
-                )
+        _create_meters(app, METERS)
         app._usage_ready = True
     _load(app, app._customers, events)
     # Windows of different spans: the second customer's month starts later, and the first customer has a second,
@@ -98,17 +96,7 @@ def test_sums_and_maximums_keep_every_decimal_place(app):
     to NUMERIC(38, 12) rounded the first and overflowed on the second)."""
     b.seller(app)
     customer = b.customer(app, None)
-    with app.uow() as uow:
-        for m in (METERS["tokens"], METERS["peak"]):
-            usage.create_meter(
-                uow,
-                m.code,
-                m.code,
-                m.aggregation.value,
-                m.field,
-                {k: list(v) for k, v in m.filters.items()},
-                m.group_by,
-            )
+    _create_meters(app, ["tokens", "peak"])
     fine = [Decimal("0.000000000000001"), Decimal("0.000000000000002"), Decimal("7.5")]
     wide = Decimal("123456789012345678901234567")
     events = [("tokens", hour, n, "a", "eu", "u1") for hour, n in enumerate(fine)]
@@ -125,17 +113,7 @@ def test_a_sum_past_64_bits_is_still_exact(app):
     """SQLite adds whole numbers natively, in 64 bits; a sum past that is done again exactly, value by value."""
     b.seller(app)
     customer = b.customer(app, None)
-    meter = METERS["tokens"]
-    with app.uow() as uow:
-        usage.create_meter(
-            uow,
-            meter.code,
-            meter.code,
-            meter.aggregation.value,
-            meter.field,
-            {k: list(v) for k, v in meter.filters.items()},
-            meter.group_by,
-        )
+    _create_meters(app, ["tokens"])
     big = Decimal("999999999999999999")  # 18 digits: each fits in 64 bits, twenty of them do not
     _load(app, [customer], [("tokens", hour, big, "a", "eu", "u1") for hour in range(20)])
     with app.engine.connect() as conn:
