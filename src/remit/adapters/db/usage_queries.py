@@ -205,8 +205,16 @@ def _simple_statement(aggregation: Aggregation, pg: bool) -> Any:
         Aggregation.MAX: func.max(number) if pg else func.decimal_max(number),
         Aggregation.UNIQUE_COUNT: func.count(e.dimension.distinct()),
     }[aggregation]
+    return _per_group(pg, value)
+
+
+def _per_group(pg: bool, *values: Any) -> Any:
+    """Each (customer, group) of the span's events: its count of events, then ``values``."""
+    e = t.usage_events.c
     return (
-        select(e.customer_id, e.group_key, func.count(), value).where(_in_span(pg)).group_by(e.customer_id, e.group_key)
+        select(e.customer_id, e.group_key, func.count(), *values)
+        .where(_in_span(pg))
+        .group_by(e.customer_id, e.group_key)
     )
 
 
@@ -221,16 +229,10 @@ _SIMPLE: dict[tuple[Aggregation, bool], Any] = {
 # summed natively, the rest by decimal_sum.
 _VALUE_TEXT = type_coerce(t.usage_events.c.value, SqlString)
 _WHOLE = and_(func.length(_VALUE_TEXT).between(1, 18), _VALUE_TEXT.op("NOT GLOB")(literal("*[^0-9]*", SqlString)))
-_SQLITE_SUM = (
-    select(
-        t.usage_events.c.customer_id,
-        t.usage_events.c.group_key,
-        func.count(),
-        func.sum(cast(t.usage_events.c.value, Integer)).filter(_WHOLE),
-        func.decimal_sum(t.usage_events.c.value).filter(not_(_WHOLE)),
-    )
-    .where(_in_span(False))
-    .group_by(t.usage_events.c.customer_id, t.usage_events.c.group_key)
+_SQLITE_SUM = _per_group(
+    False,
+    func.sum(cast(t.usage_events.c.value, Integer)).filter(_WHOLE),
+    func.decimal_sum(t.usage_events.c.value).filter(not_(_WHOLE)),
 )
 _WEIGHTED = {
     pg: select(
