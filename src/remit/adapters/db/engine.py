@@ -29,7 +29,7 @@ def make_engine(url: str = DEFAULT_URL, **kwargs: Any) -> Engine:
         return engine
     # Connections are kept, not opened and closed under load (a new one costs PostgreSQL a process, and has none of
     # the prepared statements psycopg makes of repeated queries): up to 20 per process, more than `remit serve`
-    # uses (entrypoints/api/server.py: THREADS), and 10 more for a burst.
+    # uses (entrypoints/api/threads.py: THREADS), and 10 more for a burst.
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 10)
     kwargs.setdefault("pool_recycle", 3600)

@@ -50,6 +50,7 @@ def _ctx(scope: str):  # type: ignore[no-untyped-def]
             raise Forbidden("insufficient_scope", f"This operation needs the {scope!r} scope.", None)
         return Ctx(request.app.state.remit, principal)
 
+    dependency.remit_scope = scope  # type: ignore[attr-defined]  # read by direct.collect
     return dependency
 
 

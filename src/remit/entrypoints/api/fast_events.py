@@ -24,11 +24,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, NamedTuple
 
-from anyio import to_thread
 from pydantic import ValidationError as PydanticError
 
 from remit.adapters import fastjson
 from remit.bootstrap import Remit
+from remit.entrypoints.api.threads import in_thread
 from remit.entrypoints.api.usage_schemas import UsageEventIn
 from remit.service_layer import usage
 from remit.service_layer.api_keys import Principal
@@ -94,7 +94,7 @@ class GroupCommit:
                 vis, group = self._take()
                 events = group[0].events if len(group) == 1 else [e for w in group for e in w.events]
                 try:
-                    result = await to_thread.run_sync(_ingest, self.remit, events, vis)
+                    result = await in_thread(_ingest, self.remit, events, vis)
                 except asyncio.CancelledError:  # the server is stopping
                     for w in group:
                         w.outcome.cancel()

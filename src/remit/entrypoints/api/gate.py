@@ -13,13 +13,12 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
-from anyio import to_thread
-
 from remit.adapters import fastjson
 from remit.adapters.db.ids import new_id
 from remit.bootstrap import Remit
-from remit.entrypoints.api import fast_events
+from remit.entrypoints.api import direct, fast_events
 from remit.entrypoints.api.errors import envelope_bytes
+from remit.entrypoints.api.threads import in_thread
 from remit.service_layer import idempotency
 from remit.service_layer.api_keys import AuthError, Principal, authenticate, cached_principal, renew, renewal_due
 
@@ -54,9 +53,19 @@ class TokenBuckets:
 
 
 class ApiGate:
-    def __init__(self, app: ASGIApp, remit: Remit, *, max_body_bytes: int, rate_per_s: float, burst: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        remit: Remit,
+        *,
+        max_body_bytes: int,
+        rate_per_s: float,
+        burst: float,
+        direct_routes: dict[str, list[direct.DirectRoute]] | None = None,
+    ) -> None:
         self.app = app
         self.remit = remit
+        self.direct = direct_routes or {}
         self.max_body_bytes = max_body_bytes
         self.buckets = TokenBuckets(rate_per_s, burst)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -141,9 +150,9 @@ class ApiGate:
             # A recently verified key is answered from memory here; only a lookup goes to a worker thread.
             principal: Principal | None = cached_principal(secret, now)
             if principal is None:
-                principal = await to_thread.run_sync(authenticate, self.remit.engine, secret, now)
+                principal = await in_thread(authenticate, self.remit.engine, secret, now)
             elif renewal_due(secret):
-                self._in_background(to_thread.run_sync(renew, self.remit.engine, secret, now))
+                self._in_background(in_thread(renew, self.remit.engine, secret, now))
         except AuthError as exc:
             await fail(401, exc.code, exc.message, [(b"www-authenticate", b"Bearer")])
             return
@@ -178,14 +187,16 @@ class ApiGate:
             return {"type": "http.request", "body": body, "more_body": False}
 
         if scope["method"] != "POST" or not key:
-            await self.app(scope, replay_receive, _with_request_id(send, request_id))
+            send = _with_request_id(send, request_id)
+            if not await direct.answer(self.direct, self.remit, scope, principal, parsed, send):
+                await self.app(scope, replay_receive, send)
             return
         if len(key) > 255:
             await fail(
                 422, "invalid_idempotency_key", "Idempotency keys are at most 255 characters.", field="Idempotency-Key"
             )
             return
-        await self._idempotent(scope, replay_receive, send, principal, key, body, request_id, fail)
+        await self._idempotent(scope, replay_receive, send, principal, key, body, parsed, request_id, fail)
 
     async def _idempotent(
         self,
@@ -195,14 +206,13 @@ class ApiGate:
         principal: Principal,
         key: str,
         body: bytes,
+        parsed: Any,
         request_id: str,
         fail: Callable[..., Awaitable[None]],
     ) -> None:
         print_ = idempotency.fingerprint(scope["method"], scope["path"], scope.get("query_string", b"").decode(), body)
         engine = self.remit.engine
-        stored = await to_thread.run_sync(
-            idempotency.claim, engine, principal.key_id, key, print_, self.remit.clock.now()
-        )
+        stored = await in_thread(idempotency.claim, engine, principal.key_id, key, print_, self.remit.clock.now())
         if stored is not None:
             if stored.fingerprint != print_:
                 await fail(
@@ -248,14 +258,13 @@ class ApiGate:
             await send(message)
 
         try:
-            await self.app(scope, receive, capture)
+            if not await direct.answer(self.direct, self.remit, scope, principal, parsed, capture):
+                await self.app(scope, receive, capture)
         finally:
             if status >= 500:
-                await to_thread.run_sync(idempotency.release, engine, principal.key_id, key)
+                await in_thread(idempotency.release, engine, principal.key_id, key)
             else:
-                await to_thread.run_sync(
-                    idempotency.complete, engine, principal.key_id, key, status, b"".join(chunks).decode()
-                )
+                await in_thread(idempotency.complete, engine, principal.key_id, key, status, b"".join(chunks).decode())
 
 
 def _with_request_id(send: Send, request_id: str) -> Send:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,11 +13,7 @@ from sqlalchemy import Engine
 
 from remit.bootstrap import Settings, bootstrap
 from remit.entrypoints.api.app import create_app
-
-# Worker threads per process for the routes' database work (anyio's default is 40). Each holds a pooled connection
-# while it runs, so this is also how many connections a process uses at most (see the pool in adapters/db/engine.py).
-# More threads than this only queue on the GIL: on two cores, 8 keep the CPUs busy while some wait on PostgreSQL.
-THREADS = int(os.environ.get("REMIT_API_THREADS", 8))
+from remit.entrypoints.api.threads import THREADS, in_thread
 
 
 def build_app() -> FastAPI:
@@ -28,8 +23,9 @@ def build_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app_: Any) -> AsyncIterator[Any]:
+        # The routes not run by threads.in_thread (plain `def` routes) run on anyio's worker threads: as many.
         to_thread.current_default_thread_limiter().total_tokens = THREADS
-        await to_thread.run_sync(_open_connections, remit.engine, THREADS)
+        await in_thread(_open_connections, remit.engine, THREADS)
         await _match_no_route(app)
         _settle_garbage_collector()
         async with inner(app_) as state:

@@ -6,12 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import Forbidden, NotFound, ValidationError
 from remit.entrypoints.api import present
-from remit.entrypoints.api.deps import Admin, Ctx, Read, Write
+from remit.entrypoints.api.deps import Admin, Read, Write
+from remit.entrypoints.api.direct import threaded
 from remit.entrypoints.api.routes.common import CreatedGte, CreatedLte, Limit, StartingAfter, filters, page
 from remit.entrypoints.api.schemas import (
     ApiKeyCreate,
@@ -60,11 +60,8 @@ def get_legal_entity(entity_id: str, ctx: Read) -> Any:
 
 
 @router.post("/customers", response_model=CustomerPublic, status_code=201, tags=["customers"])
-async def create_customer(body: CustomerCreate, ctx: Write) -> Any:
-    return await run_in_threadpool(_create_customer, body, ctx)
-
-
-def _create_customer(body: CustomerCreate, ctx: Ctx) -> Any:
+@threaded
+def create_customer(body: CustomerCreate, ctx: Write) -> Any:
     entity = body.legal_entity_id or ctx.principal.legal_entity_id
     if ctx.principal.legal_entity_id and entity != ctx.principal.legal_entity_id:
         raise NotFound("legal_entity", entity, "legal_entity_id")
@@ -112,22 +109,16 @@ def list_customers(
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerPublic, tags=["customers"])
-async def get_customer(customer_id: str, ctx: Read) -> Any:
-    return await run_in_threadpool(_get_customer, customer_id, ctx)
-
-
-def _get_customer(customer_id: str, ctx: Ctx) -> Any:
+@threaded
+def get_customer(customer_id: str, ctx: Read) -> Any:
     with ctx.uow(read_only=True) as uow:
         return present.customer_by_id(uow, customer_id, ctx.vis)
 
 
 @router.get("/customers/{customer_id}/upcoming_invoice", response_model=UpcomingInvoicePublic, tags=["invoices"])
-async def upcoming_invoice(customer_id: str, ctx: Read) -> Any:
+@threaded
+def upcoming_invoice(customer_id: str, ctx: Read) -> Any:
     """What the customer's next invoice will be, computed like the bill run; nothing is written."""
-    return await run_in_threadpool(_upcoming_invoice, customer_id, ctx)
-
-
-def _upcoming_invoice(customer_id: str, ctx: Ctx) -> Any:
     with ctx.uow(read_only=True) as uow:
         customer = ctx.vis.check_customer(uow, customer_id)
         return present.invoice(clocks.preview_upcoming(uow, customer_id, customer))

@@ -6,7 +6,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy import select
-from starlette.concurrency import run_in_threadpool
 
 from remit.adapters.db import tables as t
 from remit.entrypoints.api.alert_schemas import (
@@ -17,7 +16,8 @@ from remit.entrypoints.api.alert_schemas import (
     UsageThresholdPublic,
     UsageThresholdSet,
 )
-from remit.entrypoints.api.deps import Ctx, Read, Write
+from remit.entrypoints.api.deps import Read, Write
+from remit.entrypoints.api.direct import threaded
 from remit.entrypoints.api.routes.common import CustomerFilter, Limit, StartingAfter, page
 from remit.entrypoints.api.schemas import ListOf
 from remit.service_layer import alerts, live_usage
@@ -27,25 +27,19 @@ SubscriptionFilter = Annotated[str | None, Query(max_length=40, description="Onl
 
 
 @router.get("/customers/{customer_id}/usage", response_model=LiveUsagePublic)
-async def customer_usage(customer_id: str, ctx: Read, subscription_id: SubscriptionFilter = None) -> Any:
+@threaded
+def customer_usage(customer_id: str, ctx: Read, subscription_id: SubscriptionFilter = None) -> Any:
     """The current billing period's usage of each of the customer's subscriptions, and what it would cost right
     now, computed like the bill run. Nothing is written."""
-    return await run_in_threadpool(_customer_usage, customer_id, subscription_id, ctx)
-
-
-def _customer_usage(customer_id: str, subscription_id: str | None, ctx: Ctx) -> Any:
     with ctx.uow(read_only=True) as uow:
         ctx.vis.check_customer(uow, customer_id)
         return live_usage.live_usage(uow, customer_id, subscription_id)
 
 
 @router.get("/subscriptions/{sub_id}/usage", response_model=LiveUsagePublic)
-async def subscription_usage(sub_id: str, ctx: Read) -> Any:
+@threaded
+def subscription_usage(sub_id: str, ctx: Read) -> Any:
     """The subscription's usage in its current billing period and what it would cost right now."""
-    return await run_in_threadpool(_subscription_usage, sub_id, ctx)
-
-
-def _subscription_usage(sub_id: str, ctx: Ctx) -> Any:
     with ctx.uow(read_only=True) as uow:
         ctx.vis.check_owned(uow, t.subscriptions, sub_id, "subscription", "sub_id")
         customer_id = uow.conn.execute(

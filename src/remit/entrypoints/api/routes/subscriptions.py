@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from starlette.concurrency import run_in_threadpool
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import NotFound
 from remit.entrypoints.api import present
-from remit.entrypoints.api.deps import Ctx, Read, Write
+from remit.entrypoints.api.deps import Read, Write
+from remit.entrypoints.api.direct import threaded
 from remit.entrypoints.api.routes.common import (
     CreatedGte,
     CreatedLte,
@@ -46,11 +46,8 @@ def _show(uow: Any, sub_id: str, expand: list[str] | None = None) -> dict[str, A
 
 
 @router.post("/subscriptions", response_model=SubscriptionPublic, status_code=201)
-async def create_subscription(body: SubscriptionCreate, ctx: Write) -> Any:
-    return await run_in_threadpool(_create_subscription, body, ctx)
-
-
-def _create_subscription(body: SubscriptionCreate, ctx: Ctx) -> Any:
+@threaded
+def create_subscription(body: SubscriptionCreate, ctx: Write) -> Any:
     with ctx.uow() as uow:
         # Lock and read the customer once: the service works on this row.
         customer = uow.locked_customer(body.customer_id)

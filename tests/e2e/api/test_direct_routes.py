@@ -1,0 +1,131 @@
+"""The routes the gate answers itself (entrypoints/api/direct.py) answer exactly as FastAPI does, and leave to
+FastAPI everything outside the plain case."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from remit.adapters.db import tables as t
+from remit.entrypoints.api import direct
+from remit.entrypoints.api.app import ApiSettings, create_app
+from remit.entrypoints.api.deps import Read
+from remit.entrypoints.api.schemas import CustomerPublic
+from tests.e2e.api.conftest import PLAN
+
+CUSTOMER = {"name": "Initech", "email": "ap@initech.example", "currency": "EUR", "country": "DE"}
+VOLATILE = {"id", "created_at"}  # differ between two objects created by the same request
+
+
+@pytest.fixture
+def answers(api: Any, monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether the gate answered each request itself (True) or passed it on (False); requests to an app with
+    direct routes off are not counted."""
+    seen: list[bool] = []
+    original = direct.answer
+
+    async def spy(*args: Any, **kwargs: Any) -> bool:
+        answered = await original(*args, **kwargs)
+        if args[0]:
+            seen.append(answered)
+        return answered
+
+    monkeypatch.setattr(direct, "answer", spy)
+    return seen
+
+
+def _fastapi_only(api: Any) -> TestClient:
+    """The same app on the same database, with the gate's direct routes off: FastAPI answers everything."""
+    return TestClient(create_app(api.remit, ApiSettings(direct_routes=False)))
+
+
+def _same(a: Any, b: Any) -> None:
+    assert a.status_code == b.status_code
+    assert a.headers["content-type"] == b.headers["content-type"]
+    left, right = a.json(), b.json()
+    if "error" in left:
+        left["error"].pop("request_id"), right["error"].pop("request_id")
+    assert {k: v for k, v in left.items() if k not in VOLATILE} == {k: v for k, v in right.items() if k not in VOLATILE}
+
+
+def test_the_busiest_routes_are_answered_directly_and_as_fastapi_answers_them(api, answers):
+    fastapi = _fastapi_only(api)
+    assert api.post("/plans", PLAN).status_code == 201
+
+    created = api.post("/customers", CUSTOMER, key="write")
+    _same(created, fastapi.post("/v1/customers", json=CUSTOMER, headers=api.h("write")))
+    assert created.status_code == 201 and created.headers["request-id"].startswith("req_")
+    customer = created.json()["id"]
+
+    body = {"customer_id": customer, "plan": "pro", "quantity": 3}
+    subscribed = api.post("/subscriptions", body, key="write")
+    _same(subscribed, fastapi.post("/v1/subscriptions", json=body, headers=api.h("write")))
+    assert subscribed.status_code == 201
+
+    for path in (f"/customers/{customer}", f"/customers/{customer}/upcoming_invoice"):
+        ours = api.get(path, key="read")
+        theirs = fastapi.get(f"/v1{path}", headers=api.h("read"))
+        assert ours.status_code == 200
+        assert ours.content == theirs.content  # byte for byte: same model, same serialiser
+    assert answers == [False, True, True, True, True]  # POST /plans is not a direct route
+
+
+def test_domain_errors_get_the_same_envelope(api, answers):
+    fastapi = _fastapi_only(api)
+    missing = api.get("/customers/cus_missing", key="read")
+    _same(missing, fastapi.get("/v1/customers/cus_missing", headers=api.h("read")))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["request_id"] == missing.headers["request-id"]
+    no_plan = api.post("/subscriptions", {"customer_id": "cus_missing", "plan": "pro"}, key="write")
+    assert no_plan.status_code == 404 and no_plan.json()["error"]["field"] == "customer_id"
+    assert answers == [True, True]
+
+
+def test_everything_else_is_left_to_fastapi(api, answers):
+    invalid = api.post("/customers", {**CUSTOMER, "currency": 12}, key="write")
+    assert invalid.status_code == 422 and invalid.json()["error"]["field"] == "currency"
+    unknown_field = api.post("/customers", {**CUSTOMER, "colour": "red"}, key="write")
+    assert unknown_field.status_code == 422 and unknown_field.json()["error"]["code"] == "unknown_field"
+    read_only = api.post("/customers", CUSTOMER, key="read")
+    assert read_only.status_code == 403 and read_only.json()["error"]["code"] == "insufficient_scope"
+    created = api.post("/customers", CUSTOMER, key="write").json()["id"]
+    with_query = api.get(f"/customers/{created}", key="read", expand="nothing")
+    assert with_query.status_code == 200 and with_query.json()["id"] == created
+    assert api.get("/customers", key="read").status_code == 200  # not a direct route
+    assert answers == [False, False, False, True, False, False]
+    with api.remit.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.customers)).scalar_one() == 1
+
+
+def test_idempotent_requests_are_answered_directly_and_replayed(api, answers):
+    first = api.post("/customers", CUSTOMER, key="write", **{"Idempotency-Key": "direct-1"})
+    again = api.post("/customers", CUSTOMER, key="write", **{"Idempotency-Key": "direct-1"})
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert answers == [True]  # the replay is answered from the stored response
+
+
+def test_a_route_that_cannot_be_answered_directly_is_refused_at_start_up():
+    router = APIRouter()
+
+    @router.get("/things/{number}", response_model=CustomerPublic)
+    @direct.threaded
+    def thing(number: int, ctx: Read) -> Any:
+        raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match="path parameters are strings"):
+        direct.collect([router], "/v1")
+
+    other = APIRouter()
+
+    @other.get("/things/{thing_id}", response_model=CustomerPublic)
+    @direct.threaded
+    def unscoped(thing_id: str) -> Any:
+        raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match="exactly one dependency"):
+        direct.collect([other], "/v1")
