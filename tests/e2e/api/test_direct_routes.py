@@ -129,3 +129,19 @@ def test_a_route_that_cannot_be_answered_directly_is_refused_at_start_up():
 
     with pytest.raises(TypeError, match="exactly one dependency"):
         direct.collect([other], "/v1")
+
+    shadowing = APIRouter()
+
+    @shadowing.get("/things/search", response_model=CustomerPublic)
+    def search(ctx: Read) -> Any:
+        raise AssertionError("never called")
+
+    @shadowing.get("/things/{thing_id}", response_model=CustomerPublic)
+    @direct.threaded
+    def one(thing_id: str, ctx: Read) -> Any:
+        raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match="may not shadow /v1/things/search"):
+        direct.collect([shadowing], "/v1")
+    alone = APIRouter(routes=shadowing.routes[1:])  # without the route it shadowed, it is taken
+    assert [r.path.pattern for r in direct.collect([alone], "/v1")["GET"]] == ["^/v1/things/(?P<thing_id>[^/]+)$"]

@@ -64,19 +64,27 @@ class DirectRoute:
 
 
 def collect(routers: Iterable[APIRouter], prefix: str) -> dict[str, list[DirectRoute]]:
-    """The ``@threaded`` routes of ``routers`` (mounted under ``prefix``), by HTTP method."""
+    """The ``@threaded`` routes of ``routers`` (mounted under ``prefix``, included in this order), by HTTP method.
+
+    FastAPI gives a request to the first route that matches it; the gate looks only at the direct routes. So a
+    direct route may not match the path of a route FastAPI would try before it (``/customers/{id}`` after a
+    ``/customers/search``): that is refused here, when the app is built."""
     out: dict[str, list[DirectRoute]] = {}
+    earlier: list[tuple[set[str], str]] = []  # every route so far: its methods, and a path it answers
     for router in routers:
         for route in router.routes:
-            call = getattr(getattr(route, "endpoint", None), "remit_direct", None)
-            if call is None:
+            if not isinstance(route, APIRoute):
                 continue
-            assert isinstance(route, APIRoute)
-            if route.dependant.query_params:
-                continue  # left to FastAPI, which parses and validates them
-            out_route = _direct(route, call, prefix)
-            for method in route.methods or ():
-                out.setdefault(method, []).append(out_route)
+            methods = set(route.methods or ())
+            call = getattr(route.endpoint, "remit_direct", None)
+            if call is not None and not route.dependant.query_params:  # with query parameters: left to FastAPI
+                found = _direct(route, call, prefix)
+                for other_methods, path in earlier:
+                    if methods & other_methods and found.path.match(path):
+                        raise TypeError(f"{route.path}: a direct route may not shadow {path}, which comes first")
+                for method in methods:
+                    out.setdefault(method, []).append(found)
+            earlier.append((methods, prefix + re.sub(r"\{[^}]+\}", "x", route.path)))
     return out
 
 
