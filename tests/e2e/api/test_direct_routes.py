@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fastapi import APIRouter
+from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -101,6 +102,38 @@ def test_everything_else_is_left_to_fastapi(api, answers):
         assert conn.execute(select(func.count()).select_from(t.customers)).scalar_one() == 1
 
 
+def test_the_routes_response_options_are_the_serialisers():
+    router = APIRouter()
+
+    @router.get("/things/{thing_id}", response_model=CustomerPublic, response_model_exclude_none=True)
+    @direct.threaded
+    def thing(thing_id: str, ctx: Read) -> Any:
+        raise AssertionError("never called")
+
+    (found,) = direct.collect([router], "/v1")["GET"]
+    row = {
+        "id": "cus_1",
+        "legal_entity_id": "le_1",
+        "external_id": None,
+        "name": "Initech",
+        "email": None,
+        "currency": "EUR",
+        "country": "DE",
+        "language": "en",
+        "timezone": "UTC",
+        "address": {},
+        "tax_ids": [],
+        "test_clock_id": None,
+        "livemode": True,
+        "balance": "0.00",
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    value, problems = found.response.validate(row, {}, loc=("response",))
+    assert not problems
+    assert b"null" not in found.response.serialize_json(value, **found.dump)
+    assert b'"email":null' in found.response.serialize_json(value)  # what exclude_none leaves out
+
+
 def test_idempotent_requests_are_answered_directly_and_replayed(api, answers):
     first = api.post("/customers", CUSTOMER, key="write", **{"Idempotency-Key": "direct-1"})
     again = api.post("/customers", CUSTOMER, key="write", **{"Idempotency-Key": "direct-1"})
@@ -143,5 +176,15 @@ def test_a_route_that_cannot_be_answered_directly_is_refused_at_start_up():
 
     with pytest.raises(TypeError, match="may not shadow /v1/things/search"):
         direct.collect([shadowing], "/v1")
+    plain_text = APIRouter()
+
+    @plain_text.get("/things/{thing_id}", response_model=CustomerPublic, response_class=PlainTextResponse)
+    @direct.threaded
+    def text(thing_id: str, ctx: Read) -> Any:
+        raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match="default response class"):
+        direct.collect([plain_text], "/v1")
+
     alone = APIRouter(routes=shadowing.routes[1:])  # without the route it shadowed, it is taken
     assert [r.path.pattern for r in direct.collect([alone], "/v1")["GET"]] == ["^/v1/things/(?P<thing_id>[^/]+)$"]

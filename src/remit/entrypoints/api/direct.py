@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import APIRouter
+from fastapi.datastructures import DefaultPlaceholder
 from fastapi.routing import APIRoute
 
 from remit.bootstrap import Remit
@@ -61,6 +62,7 @@ class DirectRoute:
     response: Any  # the route's response field
     status: int
     call: Callable[..., Any]
+    dump: dict[str, Any]  # the route's response_model_* options, as FastAPI passes them to the serialiser
 
 
 def collect(routers: Iterable[APIRouter], prefix: str) -> dict[str, list[DirectRoute]]:
@@ -100,6 +102,8 @@ def _direct(route: APIRoute, call: Callable[..., Any], prefix: str) -> DirectRou
         raise TypeError(f"{where}: a direct route's path parameters are strings")
     if route.response_field is None:
         raise TypeError(f"{where}: a direct route declares its response model")
+    if not isinstance(route.response_class, DefaultPlaceholder):
+        raise TypeError(f"{where}: a direct route answers JSON, FastAPI's default response class")
     pattern = re.compile("^" + re.escape(prefix) + route.path_regex.pattern.removeprefix("^"))
     return DirectRoute(
         path=pattern,
@@ -108,6 +112,14 @@ def _direct(route: APIRoute, call: Callable[..., Any], prefix: str) -> DirectRou
         response=route.response_field,
         status=route.status_code or 200,  # FastAPI's default
         call=call,
+        dump={
+            "include": route.response_model_include,
+            "exclude": route.response_model_exclude,
+            "by_alias": route.response_model_by_alias,
+            "exclude_unset": route.response_model_exclude_unset,
+            "exclude_defaults": route.response_model_exclude_defaults,
+            "exclude_none": route.response_model_exclude_none,
+        },
     )
 
 
@@ -144,7 +156,7 @@ async def answer(
         value, problems = route.response.validate(result, {}, loc=("response",))
         if problems:
             raise ValueError(f"{scope['method']} {scope['path']}: the response does not match its model: {problems}")
-        data = route.response.serialize_json(value)
+        data = route.response.serialize_json(value, **route.dump)
         status, headers = route.status, [(b"content-length", str(len(data)).encode()), _JSON]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
