@@ -142,49 +142,50 @@ def test_idempotent_requests_are_answered_directly_and_replayed(api, answers):
     assert answers == [True]  # the replay is answered from the stored response
 
 
-def test_a_route_that_cannot_be_answered_directly_is_refused_at_start_up():
+# Route functions for routers built in the tests below; none of them is ever called.
+def _by_number(number: int, ctx: Read) -> Any:
+    raise AssertionError("never called")
+
+
+def _unscoped(thing_id: str) -> Any:
+    raise AssertionError("never called")
+
+
+def _one(thing_id: str, ctx: Read) -> Any:
+    raise AssertionError("never called")
+
+
+def _search(ctx: Read) -> Any:
+    raise AssertionError("never called")
+
+
+def _router(*routes: tuple[str, Any, dict[str, Any]]) -> APIRouter:
+    """GET routes (path, function, options) in this order; a function is made direct with ``@threaded`` unless
+    the options say ``plain``."""
     router = APIRouter()
+    for path, fn, options in routes:
+        plain = options.pop("plain", False)
+        router.get(path, response_model=CustomerPublic, **options)(fn if plain else direct.threaded(fn))
+    return router
 
-    @router.get("/things/{number}", response_model=CustomerPublic)
-    @direct.threaded
-    def thing(number: int, ctx: Read) -> Any:
-        raise AssertionError("never called")
 
-    with pytest.raises(TypeError, match="path parameters are strings"):
+@pytest.mark.parametrize(
+    ("router", "problem"),
+    [
+        (_router(("/things/{number}", _by_number, {})), "path parameters are strings"),
+        (_router(("/things/{thing_id}", _unscoped, {})), "exactly one dependency"),
+        (_router(("/things/{thing_id}", _one, {"response_class": PlainTextResponse})), "default response class"),
+        (
+            _router(("/things/search", _search, {"plain": True}), ("/things/{thing_id}", _one, {})),
+            "may not shadow /v1/things/search",
+        ),
+    ],
+)
+def test_a_route_that_cannot_be_answered_directly_is_refused_when_the_app_is_built(router, problem):
+    with pytest.raises(TypeError, match=problem):
         direct.collect([router], "/v1")
 
-    other = APIRouter()
 
-    @other.get("/things/{thing_id}", response_model=CustomerPublic)
-    @direct.threaded
-    def unscoped(thing_id: str) -> Any:
-        raise AssertionError("never called")
-
-    with pytest.raises(TypeError, match="exactly one dependency"):
-        direct.collect([other], "/v1")
-
-    shadowing = APIRouter()
-
-    @shadowing.get("/things/search", response_model=CustomerPublic)
-    def search(ctx: Read) -> Any:
-        raise AssertionError("never called")
-
-    @shadowing.get("/things/{thing_id}", response_model=CustomerPublic)
-    @direct.threaded
-    def one(thing_id: str, ctx: Read) -> Any:
-        raise AssertionError("never called")
-
-    with pytest.raises(TypeError, match="may not shadow /v1/things/search"):
-        direct.collect([shadowing], "/v1")
-    plain_text = APIRouter()
-
-    @plain_text.get("/things/{thing_id}", response_model=CustomerPublic, response_class=PlainTextResponse)
-    @direct.threaded
-    def text(thing_id: str, ctx: Read) -> Any:
-        raise AssertionError("never called")
-
-    with pytest.raises(TypeError, match="default response class"):
-        direct.collect([plain_text], "/v1")
-
-    alone = APIRouter(routes=shadowing.routes[1:])  # without the route it shadowed, it is taken
-    assert [r.path.pattern for r in direct.collect([alone], "/v1")["GET"]] == ["^/v1/things/(?P<thing_id>[^/]+)$"]
+def test_a_direct_route_after_routes_it_does_not_shadow_is_taken():
+    router = _router(("/things/{thing_id}/usage", _one, {"plain": True}), ("/things/{thing_id}", _one, {}))
+    assert [r.path.pattern for r in direct.collect([router], "/v1")["GET"]] == ["^/v1/things/(?P<thing_id>[^/]+)$"]
