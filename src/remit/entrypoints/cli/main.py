@@ -950,6 +950,8 @@ def serve(
         from remit.adapters.jobs.webhook_worker import start_in_thread
 
         in_process = start_in_thread(remit)
+    # Access-log lines are info, below the warning level the server logs at; with the access log off uvicorn also
+    # stops building each line's arguments (client address, path) on every request.
     try:
         if workers > 1:
             uvicorn.run(
@@ -959,9 +961,10 @@ def serve(
                 port=port,
                 workers=workers,
                 log_level="warning",
+                access_log=False,
             )
         else:
-            uvicorn.run(build_app(), host=host, port=port, log_level="warning")
+            uvicorn.run(build_app(), host=host, port=port, log_level="warning", access_log=False)
     finally:
         if in_process is not None:
             in_process[1].set()
