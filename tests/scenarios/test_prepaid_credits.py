@@ -147,3 +147,24 @@ def test_monthly__in_advance__calendar__top_up_once_per_crossing_granted_when_pa
     )
     assert len(_events(app, "wallet.topped_up")) == 1
     _ledger(app, wallet)
+
+
+def test_monthly__in_advance__calendar__the_upcoming_invoice_shows_what_the_credits_will_pay(app):
+    """The preview consumes credits as finalizing will (nothing written); a customer without any pays it all.
+    Whether to read wallets at all comes from the bill run's loader, which asks per customer."""
+    clock_id, cus = _world(app)
+    other = b.customer(app, clock_id)
+    with app.uow() as uow:
+        prepaid = wallets.create_wallet(uow, cus, name="Prepaid")["id"]
+        wallets.grant(uow, prepaid, "50")
+    _subscribe(app, cus)
+    _subscribe(app, other)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    assert [_summary(i)[3:] for i in b.invoices_of(app, cus)] == [("30.00", "0.00")]  # March: 20.00 left
+    with app.uow(read_only=True) as uow:
+        with_credits = clocks.preview_upcoming(uow, cus)
+        without = clocks.preview_upcoming(uow, other)
+    assert [with_credits[k] for k in ("total_minor", "applied_credits_minor", "amount_due_minor")] == [3000, 2000, 1000]
+    assert [without[k] for k in ("total_minor", "applied_credits_minor", "amount_due_minor")] == [3000, 0, 3000]
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    assert _summary(b.invoices_of(app, cus)[-1])[2:] == ("30.00", "20.00", "10.00")  # as the preview said

@@ -258,6 +258,9 @@ class _Batch:
     prices: dict[str, Price]
     usage: dict[str, UsageData] = field(default_factory=dict)  # per customer, for the as-of time being billed
     terms: dict[str, SubscriptionTerms | None] = field(default_factory=dict)  # per subscription, made once
+    # Whether any of the customers held wallet credits when the batch was loaded (a preview that finds none
+    # skips reading them; finalizing reads them anyway, under its locks).
+    credits: bool = True
 
 
 def _ids(uow: UnitOfWork, column: Any, ids: Iterable[str]) -> Any:
@@ -345,6 +348,12 @@ def _balances_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
     return select(bt.customer_id, func.sum(bt.amount_minor)).where(in_ids(bt.customer_id)).group_by(bt.customer_id)
 
 
+def _credits_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
+    """Wallet grants the customers could pay with (only asked whether there are any: see ``_Batch.credits``)."""
+    g = t.wallet_grants.c
+    return select(g.id).where(in_ids(g.customer_id), g.status == "active", g.remaining_minor > 0)
+
+
 def _overrides_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
     return select(t.price_overrides).where(in_ids(t.price_overrides.c.customer_id))
 
@@ -362,6 +371,7 @@ _SPARSE: tuple[tuple[str, Callable[[Callable[[Any], Any], bool], Any]], ...] = (
     ("overrides", _overrides_query),
     ("pending", _pending_query),
     ("balances", _balances_query),
+    ("credits", _credits_query),
 )
 
 
@@ -443,6 +453,7 @@ def _load_batch(
         pending,
         {k: int(v) for k, v in balances},
         load_prices(conn, price_ids),
+        credits=bool(present["credits"]),
     )
 
 

@@ -129,7 +129,8 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, customer: Mapping[str, A
         bill_run.load_usage(uow, batch, moment)  # usage so far, for usage billed at that moment
         drafts, _reviewed = bill_run.compute_drafts(batch, moment)
         if drafts and (drafts[0].lines or drafts[0].pending_items):
-            return _with_credits(uow, _present_draft(drafts[0], batch.balances.get(customer_id, 0), moment))
+            preview = _present_draft(drafts[0], batch.balances.get(customer_id, 0), moment)
+            return _with_credits(uow, preview) if batch.credits else {**preview, "applied_credits_minor": 0}
         nxt = _next_due_in(batch.subs, batch.events, customer["timezone"], moment)
         if nxt is None:
             break
