@@ -91,13 +91,22 @@ def test_everything_else_is_left_to_fastapi(api, answers):
     assert invalid.status_code == 422 and invalid.json()["error"]["field"] == "currency"
     unknown_field = api.post("/customers", {**CUSTOMER, "colour": "red"}, key="write")
     assert unknown_field.status_code == 422 and unknown_field.json()["error"]["code"] == "unknown_field"
+    as_text = api.client.post(
+        "/v1/customers", content=b'{"name": "X", "currency": "EUR", "country": "DE"}', headers=api.h("write")
+    )  # no Content-Type: FastAPI does not read the body as JSON
+    assert as_text.status_code == 422
+    with_type = {**api.h("write"), "Content-Type": "text/plain"}
+    plain = api.client.post(
+        "/v1/customers", content=b'{"name": "X", "currency": "EUR", "country": "DE"}', headers=with_type
+    )
+    assert plain.status_code == 422
     read_only = api.post("/customers", CUSTOMER, key="read")
     assert read_only.status_code == 403 and read_only.json()["error"]["code"] == "insufficient_scope"
     created = api.post("/customers", CUSTOMER, key="write").json()["id"]
     with_query = api.get(f"/customers/{created}", key="read", expand="nothing")
     assert with_query.status_code == 200 and with_query.json()["id"] == created
     assert api.get("/customers", key="read").status_code == 200  # not a direct route
-    assert answers == [False, False, False, True, False, False]
+    assert answers == [False, False, False, False, False, True, False, False]
     with api.remit.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.customers)).scalar_one() == 1
 

@@ -135,3 +135,21 @@ def test_what_the_gate_declines_the_routes_answer(api):
     assert api.post("/events/batch", {"events": [good] * 1001}).json()["error"]["code"] == "batch_too_large"
     with api.remit.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(t.usage_events)).scalar_one() == 0
+
+
+def test_a_body_not_sent_as_json_is_refused_on_every_path(api):
+    """Without a JSON Content-Type FastAPI does not read a body as JSON (422); the gate's own answer for plain
+    event requests follows the same rule, so nothing is stored either way."""
+    import json
+
+    cus = _setup(api)
+    event = {"customer_id": cus, "code": "tokens", "transaction_id": "ct", "timestamp": _at(api)}
+    body = json.dumps({**event, "properties": {"tokens": 1, "model": "s"}}).encode()
+    batch = json.dumps({"events": [{**event, "properties": {"tokens": 1, "model": "s"}}]}).encode()
+    for headers in (api.h("write"), {**api.h("write"), "Content-Type": "text/plain"}):
+        assert api.client.post("/v1/events", content=body, headers=headers).status_code == 422
+        assert api.client.post("/v1/events/batch", content=batch, headers=headers).status_code == 422
+    with api.remit.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.usage_events)).scalar_one() == 0
+    typed = {**api.h("write"), "Content-Type": "application/json; charset=utf-8"}
+    assert api.client.post("/v1/events", content=body, headers=typed).json()["status"] == "accepted"

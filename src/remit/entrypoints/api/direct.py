@@ -8,7 +8,8 @@ in the plain case, with the same objects FastAPI would use:
 
 - the path matches the route's own pattern (its parameters are strings) and there is no query string;
 - the key has the route's scope (`deps.Read`, `Write`, `Admin`);
-- the body, if the route takes one, passes the route's own body model.
+- the body, if the route takes one, is JSON as FastAPI would read it (its Content-Type) and passes the route's
+  own body model.
 
 It then calls the route's function on a worker thread, validates and serialises the result with the route's own
 response field, and answers with the route's status. A `RemitError` is answered with the API's error envelope, as
@@ -63,6 +64,7 @@ class DirectRoute:
     status: int
     call: Callable[..., Any]
     dump: dict[str, Any]  # the route's response_model_* options, as FastAPI passes them to the serialiser
+    strict_content_type: bool  # FastAPI reads a body without a Content-Type as JSON only when this is False
 
 
 def collect(routers: Iterable[APIRouter], prefix: str) -> dict[str, list[DirectRoute]]:
@@ -112,6 +114,11 @@ def _direct(route: APIRoute, call: Callable[..., Any], prefix: str) -> DirectRou
         response=route.response_field,
         status=route.status_code or 200,  # FastAPI's default
         call=call,
+        strict_content_type=bool(
+            route.strict_content_type.value
+            if isinstance(route.strict_content_type, DefaultPlaceholder)
+            else route.strict_content_type
+        ),
         dump={
             "include": route.response_model_include,
             "exclude": route.response_model_exclude,
@@ -140,7 +147,7 @@ async def answer(
         return False
     kwargs: dict[str, Any] = match.groupdict()
     if route.body is not None:
-        if body is None:
+        if body is None or not json_body(scope, route.strict_content_type):
             return False
         value, problems = route.body.validate(body, {}, loc=("body",))
         if problems:
@@ -161,6 +168,16 @@ async def answer(
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
     return True
+
+
+def json_body(scope: Scope, strict: bool = True) -> bool:
+    """Whether FastAPI would read this request's body as JSON: a Content-Type of application/json or
+    application/*+json, or none at all when the route is not strict about it (FastAPI's default is strict)."""
+    value: bytes | None = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), None)
+    if value is None:
+        return not strict
+    maintype, _, subtype = value.split(b";", 1)[0].strip().lower().partition(b"/")
+    return maintype == b"application" and (subtype == b"json" or subtype.endswith(b"+json"))
 
 
 def _id(scope: Scope) -> str | None:

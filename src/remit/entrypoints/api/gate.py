@@ -173,6 +173,7 @@ class ApiGate:
             scope["method"] == "POST"
             and scope["path"] in fast_events.PATHS
             and not key
+            and direct.json_body(scope)  # as the events routes would read it
             and await fast_events.answer(self.remit, scope["path"], principal, parsed, send, request_id, self.events)
         ):
             return
