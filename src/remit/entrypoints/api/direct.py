@@ -2,9 +2,9 @@
 middleware layers, which on a 2-core server cost as much CPU per request as the request's own work does.
 
 A route opts in with `@threaded` (below, under its FastAPI decorator); one with query parameters is left to
-FastAPI. It stays an ordinary FastAPI route, the one
-in the OpenAPI document, and answers everything the gate passes on; the gate answers a request to it directly only
-in the plain case, with the same objects FastAPI would use:
+FastAPI. It stays an ordinary FastAPI route, the one in the OpenAPI document, and answers everything the gate
+passes on; the gate answers a request to it directly only in the plain case, with the same objects FastAPI
+would use:
 
 - the path matches the route's own pattern (its parameters are strings) and there is no query string;
 - the key has the route's scope (`deps.Read`, `Write`, `Admin`);
