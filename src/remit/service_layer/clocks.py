@@ -130,7 +130,7 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, customer: Mapping[str, A
         drafts, _reviewed = bill_run.compute_drafts(batch, moment)
         if drafts and (drafts[0].lines or drafts[0].pending_items):
             preview = _present_draft(drafts[0], batch.balances.get(customer_id, 0), moment)
-            return _with_credits(uow, preview) if batch.credits else {**preview, "applied_credits_minor": 0}
+            return _with_credits(uow, preview, batch.credits)
         nxt = _next_due_in(batch.subs, batch.events, customer["timezone"], moment)
         if nxt is None:
             break
@@ -145,10 +145,12 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, customer: Mapping[str, A
     }
 
 
-def _with_credits(uow: UnitOfWork, preview: dict[str, Any]) -> dict[str, Any]:
-    """What the customer's wallets would pay of it, consumed exactly as finalizing will (nothing is written)."""
+def _with_credits(uow: UnitOfWork, preview: dict[str, Any], any_credits: bool) -> dict[str, Any]:
+    """What the customer's wallets would pay of it, consumed exactly as finalizing will (nothing is written).
+    ``any_credits``: whether the customer held any when the batch was loaded (if not, nothing is read)."""
     row = {**preview, "id": "upcoming", "billing_reason": "subscription_cycle"}
-    credited, _events = WalletCredits.load(uow, [row]).apply(row, preview["amount_due_minor"], preview["as_of"])
+    credits = WalletCredits.load(uow, [row]) if any_credits else WalletCredits()
+    credited, _events = credits.apply(row, preview["amount_due_minor"], preview["as_of"])
     return {**preview, "applied_credits_minor": credited, "amount_due_minor": preview["amount_due_minor"] - credited}
 
 

@@ -168,10 +168,10 @@ def _search(ctx: Read) -> Any:
     raise AssertionError("never called")
 
 
-def _router(*routes: tuple[str, Any, dict[str, Any]]) -> APIRouter:
+def _router(*routes: tuple[str, Any, dict[str, Any]], lenient: bool = False) -> APIRouter:
     """GET routes (path, function, options) in this order; a function is made direct with ``@threaded`` unless
-    the options say ``plain``."""
-    router = APIRouter()
+    the options say ``plain``. ``lenient``: a router that reads a body without a Content-Type as JSON."""
+    router = APIRouter(strict_content_type=False) if lenient else APIRouter()
     for path, fn, options in routes:
         plain = options.pop("plain", False)
         router.get(path, response_model=CustomerPublic, **options)(fn if plain else direct.threaded(fn))
@@ -184,6 +184,7 @@ def _router(*routes: tuple[str, Any, dict[str, Any]]) -> APIRouter:
         (_router(("/things/{number}", _by_number, {})), "path parameters are strings"),
         (_router(("/things/{thing_id}", _unscoped, {})), "exactly one dependency"),
         (_router(("/things/{thing_id}", _one, {"response_class": PlainTextResponse})), "default response class"),
+        (_router(("/things/{thing_id}", _one, {}), lenient=True), "strict default"),
         (
             _router(("/things/search", _search, {"plain": True}), ("/things/{thing_id}", _one, {})),
             "may not shadow /v1/things/search",

@@ -64,7 +64,6 @@ class DirectRoute:
     status: int
     call: Callable[..., Any]
     dump: dict[str, Any]  # the route's response_model_* options, as FastAPI passes them to the serialiser
-    strict_content_type: bool  # FastAPI reads a body without a Content-Type as JSON only when this is False
 
 
 def collect(routers: Iterable[APIRouter], prefix: str) -> dict[str, list[DirectRoute]]:
@@ -106,6 +105,8 @@ def _direct(route: APIRoute, call: Callable[..., Any], prefix: str) -> DirectRou
         raise TypeError(f"{where}: a direct route declares its response model")
     if not isinstance(route.response_class, DefaultPlaceholder):
         raise TypeError(f"{where}: a direct route answers JSON, FastAPI's default response class")
+    if not isinstance(route.strict_content_type, DefaultPlaceholder) and not route.strict_content_type:
+        raise TypeError(f"{where}: a direct route reads a body only when sent as JSON (FastAPI's strict default)")
     pattern = re.compile("^" + re.escape(prefix) + route.path_regex.pattern.removeprefix("^"))
     return DirectRoute(
         path=pattern,
@@ -114,11 +115,6 @@ def _direct(route: APIRoute, call: Callable[..., Any], prefix: str) -> DirectRou
         response=route.response_field,
         status=route.status_code or 200,  # FastAPI's default
         call=call,
-        strict_content_type=bool(
-            route.strict_content_type.value
-            if isinstance(route.strict_content_type, DefaultPlaceholder)
-            else route.strict_content_type
-        ),
         dump={
             "include": route.response_model_include,
             "exclude": route.response_model_exclude,
@@ -133,7 +129,8 @@ def _direct(route: APIRoute, call: Callable[..., Any], prefix: str) -> DirectRou
 async def answer(
     routes: dict[str, list[DirectRoute]], remit: Remit, scope: Scope, principal: Principal, body: Any, send: Send
 ) -> bool:
-    """Answer the request and return True, or return False having done nothing (the routes answer it)."""
+    """Answer the request and return True, or return False having done nothing (the routes answer it).
+    ``body``: the parsed body when it was sent as JSON (``sent_as_json``), otherwise None."""
     candidates = routes.get(scope["method"])
     if not candidates or scope.get("query_string"):
         return False
@@ -147,7 +144,7 @@ async def answer(
         return False
     kwargs: dict[str, Any] = match.groupdict()
     if route.body is not None:
-        if body is None or not json_body(scope, route.strict_content_type):
+        if body is None:
             return False
         value, problems = route.body.validate(body, {}, loc=("body",))
         if problems:
@@ -170,14 +167,13 @@ async def answer(
     return True
 
 
-def json_body(scope: Scope, strict: bool = True) -> bool:
-    """Whether FastAPI would read this request's body as JSON: a Content-Type of application/json or
-    application/*+json, or none at all when the route is not strict about it (FastAPI's default is strict)."""
-    value: bytes | None = next((v for k, v in scope.get("headers", ()) if k == b"content-type"), None)
-    if value is None:
-        return not strict
-    maintype, _, subtype = value.split(b";", 1)[0].strip().lower().partition(b"/")
-    return maintype == b"application" and (subtype == b"json" or subtype.endswith(b"+json"))
+def sent_as_json(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body with this Content-Type as JSON (strictly, its default): application/json or
+    application/*+json; a body without a Content-Type is not."""
+    if content_type is None:
+        return False
+    maintype, _, subtype = content_type.split(";", 1)[0].strip().lower().partition("/")
+    return maintype == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 def _id(scope: Scope) -> str | None:

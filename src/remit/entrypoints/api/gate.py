@@ -169,12 +169,13 @@ class ApiGate:
             return
 
         key = headers.get("idempotency-key")
+        # What the gate answers itself reads a body only as the routes would: sent as JSON.
+        json_body = parsed if direct.sent_as_json(headers.get("content-type")) else None
         if (
             scope["method"] == "POST"
             and scope["path"] in fast_events.PATHS
             and not key
-            and direct.json_body(scope)  # as the events routes would read it
-            and await fast_events.answer(self.remit, scope["path"], principal, parsed, send, request_id, self.events)
+            and await fast_events.answer(self.remit, scope["path"], principal, json_body, send, request_id, self.events)
         ):
             return
 
@@ -189,7 +190,7 @@ class ApiGate:
 
         if scope["method"] != "POST" or not key:
             send = _with_request_id(send, request_id)
-            if not await direct.answer(self.direct, self.remit, scope, principal, parsed, send):
+            if not await direct.answer(self.direct, self.remit, scope, principal, json_body, send):
                 await self.app(scope, replay_receive, send)
             return
         if len(key) > 255:
@@ -197,7 +198,7 @@ class ApiGate:
                 422, "invalid_idempotency_key", "Idempotency keys are at most 255 characters.", field="Idempotency-Key"
             )
             return
-        await self._idempotent(scope, replay_receive, send, principal, key, body, parsed, request_id, fail)
+        await self._idempotent(scope, replay_receive, send, principal, key, body, json_body, request_id, fail)
 
     async def _idempotent(
         self,
@@ -207,7 +208,7 @@ class ApiGate:
         principal: Principal,
         key: str,
         body: bytes,
-        parsed: Any,
+        json_body: Any,
         request_id: str,
         fail: Callable[..., Awaitable[None]],
     ) -> None:
@@ -259,7 +260,7 @@ class ApiGate:
             await send(message)
 
         try:
-            if not await direct.answer(self.direct, self.remit, scope, principal, parsed, capture):
+            if not await direct.answer(self.direct, self.remit, scope, principal, json_body, capture):
                 await self.app(scope, receive, capture)
         finally:
             if status >= 500:

@@ -30,8 +30,7 @@ _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="remit-api") 
 
 async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` on a worker thread; its result or its exception."""
-    call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
-    future = asyncio.get_running_loop().run_in_executor(_POOL, call)
+    future = asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(fn, *args, **kwargs))
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
