@@ -954,15 +954,15 @@ def serve(
     # stops building each line's arguments (client address, path) on every request.
     try:
         if workers > 1:
-            uvicorn.run(
-                "remit.entrypoints.api.server:build_app",
-                factory=True,
-                host=host,
-                port=port,
-                workers=workers,
-                log_level="warning",
-                access_log=False,
-            )
+            # One supervisor hands each connection to the worker holding fewest (see balancer.py for why).
+            from remit.entrypoints.api.balancer import WorkerFailed
+            from remit.entrypoints.api.balancer import serve as serve_balanced
+
+            try:
+                serve_balanced(host, port, workers, log_level="warning")
+            except WorkerFailed as exc:
+                typer.echo(f"error: {exc}; see its output above", err=True)
+                raise typer.Exit(1) from None
         else:
             uvicorn.run(build_app(), host=host, port=port, log_level="warning", access_log=False)
     finally:
