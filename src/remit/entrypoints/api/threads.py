@@ -1,9 +1,13 @@
 """The worker threads that do the API's database work, so the event loop never waits on the database.
 
-One pool per server process, `THREADS` threads (`REMIT_API_THREADS`, default 8). Each holds a pooled connection
+One pool per server process, `THREADS` threads (`REMIT_API_THREADS`, default 4). Each holds a pooled connection
 while it runs, so this is also about how many connections the process uses at once (see the pool in
-adapters/db/engine.py). More threads than this only queue on the GIL: on two cores, 8 keep the CPUs busy while
-some wait on PostgreSQL.
+adapters/db/engine.py). Threads beyond what keeps the CPU busy while some wait on PostgreSQL only queue on the GIL,
+and the GIL does not serve them in turn: the more threads, the longer the slowest requests. Measured with
+`bench/api.py` (two processes, 32 connections, balanced): p99 of creating a subscription 118 ms with 8 threads,
+90-94 ms with 4, 88-102 ms with 3; the preview 122, 81-99 and 78-86 ms; throughput the same within the runs'
+spread, except creating customers, which fell with 2 threads (806/s against 1,180-1,200 with 4). HTTP ingestion
+(one process) was the same with 4 as with 8.
 
 `in_thread` hands work to the pool with asyncio's own executor hand-off: about 25 µs of CPU each, against 70-80
 µs for anyio's `to_thread.run_sync` (measured on this machine, 32 concurrent hand-offs of a no-op), which is a
@@ -22,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-THREADS = int(os.environ.get("REMIT_API_THREADS", 8))
+THREADS = int(os.environ.get("REMIT_API_THREADS", 4))
 T = TypeVar("T")
 
 _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="remit-api")  # threads start on first use
