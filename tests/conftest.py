@@ -16,7 +16,7 @@ import pytest
 
 from remit.adapters.db.engine import make_engine, migrate
 from remit.adapters.db.tables import metadata
-from remit.bootstrap import Remit
+from remit.bootstrap import Remit, read_engine
 from remit.domain.clock import FixedClock
 
 PG_ADMIN_URL = os.environ.get("REMIT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -82,10 +82,11 @@ def app(request: pytest.FixtureRequest, tmp_path: object, _sqlite_template: str)
         shutil.copy(_sqlite_template, path)
         remit = Remit(make_engine(f"sqlite:///{path}"), clock)
     else:
-        remit = Remit(make_engine(request.getfixturevalue("postgres_url")), clock)
+        engine = make_engine(request.getfixturevalue("postgres_url"))
+        remit = Remit(engine, clock, read_engine(engine))  # as bootstrap() builds it
         _empty_tables(remit)
     yield remit
-    remit.engine.dispose()
+    remit.dispose()
 
 
 @pytest.fixture

@@ -36,12 +36,14 @@ _LOCK_CUSTOMERS = {
 class UnitOfWork:
     """``read_only``: for commands that only read. On PostgreSQL they run without a transaction (autocommit):
     under READ COMMITTED every statement sees its own snapshot inside a transaction too, so the reads are the
-    same, and the BEGIN and COMMIT round trips are saved. Writing through such a unit of work is refused."""
+    same, and the BEGIN and COMMIT round trips are saved. Writing through such a unit of work is refused.
+    ``autocommits``: the engine's connections are made in autocommit mode (``Remit.readers``): used as they are."""
 
-    def __init__(self, engine: Engine, clock: Clock, read_only: bool = False) -> None:
+    def __init__(self, engine: Engine, clock: Clock, read_only: bool = False, autocommits: bool = False) -> None:
         self.engine = engine
         self.clock = clock
         self.read_only = read_only
+        self.autocommits = autocommits
         self._conn: Connection | None = None
         self._events: list[dict[str, Any]] = []
         self.now: datetime = clock.now()  # read once per command
@@ -58,7 +60,7 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self.now = self.clock.now()
         self._conn = self.engine.connect()
-        if self.read_only and self.is_postgres:
+        if self.read_only and self.is_postgres and not self.autocommits:
             self._conn.execution_options(isolation_level="AUTOCOMMIT")
         self._conn.begin()
         return self

@@ -26,6 +26,8 @@ def build_app() -> FastAPI:
         # The routes not run by threads.in_thread (plain `def` routes) run on anyio's worker threads: as many.
         to_thread.current_default_thread_limiter().total_tokens = THREADS
         await in_thread(_open_connections, remit.engine, THREADS)
+        if remit.readers is not None:
+            await in_thread(_open_connections, remit.readers, THREADS)
         await _match_no_route(app)
         _settle_garbage_collector()
         async with inner(app_) as state:
