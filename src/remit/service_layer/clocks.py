@@ -19,11 +19,12 @@ from remit.adapters.db import tables as t
 from remit.adapters.db.mappers import timeline_event_from_row
 from remit.domain.billing_events import next_change_on
 from remit.domain.clock import ensure_utc
-from remit.domain.errors import Conflict, ValidationError
+from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.invoicing.invoice import settle
 from remit.domain.subscriptions.periods import Interval, period_containing
 from remit.service_layer import bill_run, usage_monitor
-from remit.service_layer.accounts import get_customer, get_test_clock, local_date
+from remit.service_layer.accounts import get_test_clock, local_date
+from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.wallet_consumption import WalletCredits
 
@@ -116,15 +117,17 @@ def advance(
     return {"id": clock_id, "frozen_at": to, "steps": steps, "invoices_created": invoices}
 
 
-def preview_upcoming(uow: UnitOfWork, customer_id: str, customer: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What the customer's next invoice will be, computed exactly like the bill run; nothing is written.
-    ``customer``: the customer's row, when the caller has just read it."""
-    if customer is None:
-        customer = get_customer(uow, customer_id)
+def preview_upcoming(uow: UnitOfWork, customer_id: str, vis: Visibility = EVERYTHING) -> dict[str, Any]:
+    """What the customer's next invoice will be, computed exactly like the bill run; nothing is written. A
+    customer outside ``vis`` is not found, like one that does not exist."""
+    head = bill_run.load_head(uow, [customer_id])  # the customer, its entity and the sparse answers: one statement
+    customer = head.customers.get(customer_id)
+    if customer is None or not vis.sees_customer(customer):
+        raise NotFound("customer", customer_id, "customer_id")
     now = get_test_clock(uow, customer["test_clock_id"])["frozen_at"] if customer["test_clock_id"] else uow.now
     moment = now
     # Nothing changes while we look ahead: load once. Nothing is written, so nothing is locked.
-    batch = bill_run._load_batch(uow, [customer_id], lock=False, customers={customer_id: customer})
+    batch = bill_run._load_batch(uow, [customer_id], lock=False, head=head)
     for _ in range(8):
         bill_run.load_usage(uow, batch, moment)  # usage so far, for usage billed at that moment
         drafts, _reviewed = bill_run.compute_drafts(batch, moment)

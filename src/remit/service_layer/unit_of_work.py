@@ -28,7 +28,7 @@ _LOCK_CUSTOMERS = {
     .where(in_id_list(t.customers.c.id, variant, bindparam("ids", type_=ID_LIST_TYPES[variant])))
     .order_by(t.customers.c.id)
     .with_for_update(skip_locked=skip)
-    for variant in ("pg", "pg_array")
+    for variant in ("pg", "pg_array", "pg_one")
     for skip in (True, False)
 }
 

@@ -120,8 +120,7 @@ def get_customer(customer_id: str, ctx: Read) -> Any:
 def upcoming_invoice(customer_id: str, ctx: Read) -> Any:
     """What the customer's next invoice will be, computed like the bill run; nothing is written."""
     with ctx.uow(read_only=True) as uow:
-        customer = ctx.vis.check_customer(uow, customer_id)
-        return present.invoice(clocks.preview_upcoming(uow, customer_id, customer))
+        return present.invoice(clocks.preview_upcoming(uow, customer_id, ctx.vis))
 
 
 @router.post("/api_keys", response_model=ApiKeyPublic, status_code=201, tags=["api keys"])
