@@ -382,11 +382,13 @@ def _sparse_query(in_ids: Callable[[Any], Any], postgres: bool) -> Any:
 
 
 _ENTITY = "entity__"  # the head's labels of the legal entity's columns
+# The legal entity's columns billing reads: rounding, and numbering and finalizing invoices.
+_ENTITY_COLUMNS = ("id", "rounding_policy", "auto_finalize", "invoice_prefix", "payment_terms_days")
 _HAS = "has__"  # and of the sparse lookups' answers
 
 
 def _head_query(in_ids: Callable[[Any], Any], postgres: bool) -> Any:
-    """The customers (the columns billing reads) with their legal entity's row and the sparse lookups' EXISTS
+    """The customers and their legal entities (the columns billing reads) with the sparse lookups' EXISTS
     answers for each: what ``_load_batch`` reads before the subscriptions, in one statement rather than three.
     Each EXISTS is its lookup's own statement, correlated to the customer's row."""
     c, le = t.customers.c, t.legal_entities
@@ -397,7 +399,7 @@ def _head_query(in_ids: Callable[[Any], Any], postgres: bool) -> Any:
     return (
         select(
             *(c[name] for name in _CUSTOMER_COLUMNS),
-            *(column.label(_ENTITY + column.name) for column in le.c),
+            *(le.c[name].label(_ENTITY + name) for name in _ENTITY_COLUMNS),
             *(build(own, postgres).exists().label(_HAS + name) for name, build in _SPARSE),
         )
         .join_from(t.customers, le, le.c.id == c.legal_entity_id)
@@ -426,7 +428,7 @@ def load_head(uow: UnitOfWork, customer_ids: Iterable[str]) -> Head:
         customers[customer["id"]] = customer
         entity_id = customer["legal_entity_id"]
         if entity_id not in entities:
-            entities[entity_id] = {column.name: row[_ENTITY + column.name] for column in t.legal_entities.c}
+            entities[entity_id] = {name: row[_ENTITY + name] for name in _ENTITY_COLUMNS}
         for name in present:
             present[name] = present[name] or bool(row[_HAS + name])
     return Head(customers, entities, present)
