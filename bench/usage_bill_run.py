@@ -194,6 +194,10 @@ def child_floor(url: str, attempt: str) -> dict[str, Any]:
     pg = engine.dialect.name == "postgresql"
     raw = engine.raw_connection()
     db = raw.driver_connection
+    if pg:  # the server's own settings (Remit's engines turn JIT off for their sessions; the floor keeps the default)
+        import psycopg
+
+        db = psycopg.connect(engine.url.set(drivername="postgresql").render_as_string(hide_password=False))
     table = f"floor_result_{attempt}"
     started, cpu_started = time.perf_counter(), time.process_time()
     if pg:
@@ -220,6 +224,8 @@ def child_floor(url: str, attempt: str) -> dict[str, Any]:
         db.execute("COMMIT")
     seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     total_minor = sum(_minor(Decimal(q)) for _c, q in rows)
+    if pg:
+        db.close()
     raw.close()
     engine.dispose()
     return {"seconds": seconds, "cpu_seconds": cpu, "customers": len(rows), "total_minor": total_minor}
