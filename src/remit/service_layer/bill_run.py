@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import Text, bindparam, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
+from remit.adapters.db import driver
 from remit.adapters.db import tables as t
 from remit.adapters.db.engine import make_engine
 from remit.adapters.db.id_lists import ID_LIST_TYPES, id_list_value, in_id_list
@@ -447,14 +448,15 @@ def load_head(uow: UnitOfWork, customer_ids: Iterable[str]) -> Head:
     customers: dict[str, dict[str, Any]] = {}
     entities: dict[str, dict[str, Any]] = {}
     present = dict.fromkeys((name for name, _ in _SPARSE), False)
-    for row in uow.conn.execute(*_statement(uow, "head", customer_ids, _head_query)).mappings():
-        customer = {name: row[name] for name in _CUSTOMER_COLUMNS}
+    width, entity_width = len(_CUSTOMER_COLUMNS), len(_ENTITY_COLUMNS)
+    for row in driver.rows(uow.conn, *_statement(uow, "head", customer_ids, _head_query)):
+        customer = dict(zip(_CUSTOMER_COLUMNS, row[:width], strict=True))
         customers[customer["id"]] = customer
         entity_id = customer["legal_entity_id"]
         if entity_id not in entities:
-            entities[entity_id] = {name: row[_ENTITY + name] for name in _ENTITY_COLUMNS}
-        for name in present:
-            present[name] = present[name] or bool(row[_HAS + name])
+            entities[entity_id] = dict(zip(_ENTITY_COLUMNS, row[width : width + entity_width], strict=True))
+        for name, value in zip(present, row[width + entity_width :], strict=True):
+            present[name] = present[name] or bool(value)
     return Head(customers, entities, present)
 
 
@@ -504,7 +506,7 @@ def _load_batch(
     price_ids: set[str] = set()
     timelines: dict[str, list[TimelineEvent]] = {}  # parsed once per distinct timeline (same plan, same day...)
     width = len(_SUBSCRIPTION_COLUMNS)
-    for row in run(name, customer_ids, build):
+    for row in driver.rows(uow.conn, *_statement(uow, name, customer_ids, build)):
         sub = dict(zip(_SUBSCRIPTION_COLUMNS, row[:width], strict=True))
         subs.append(sub)
         timeline, lines = row[width], row[width + 1]
