@@ -304,11 +304,6 @@ _SUBSCRIPTION_COLUMNS = (
 )
 
 
-def _customers_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
-    c = t.customers.c
-    return select(*(c[name] for name in _CUSTOMER_COLUMNS)).where(in_ids(c.id))
-
-
 # An already billed line, as the subscriptions statement lists it (see ``_billed_totals``).
 _BILLED_FIELDS = (
     "charge_key",
@@ -390,9 +385,9 @@ def _pending_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
     return select(t.pending_items).where(in_ids(p.customer_id), p.invoice_id.is_(None))
 
 
-# The lookups most customers have nothing for: one query of their EXISTS answers which of them to run, so a batch
-# (a preview: one customer) without coupons, price overrides, pending items or balance entries reads those tables
-# once, together, instead of once each. Each EXISTS is its lookup's own statement, so the two always agree.
+# The lookups most customers have nothing for: their EXISTS answers, read with the customers (``load_head``), say
+# which of them to run, so a batch (a preview: one customer) without coupons, price overrides, pending items or
+# balance entries runs none of them. Each EXISTS is its lookup's own statement, so the two always agree.
 _SPARSE: tuple[tuple[str, Callable[[Callable[[Any], Any], bool], Any]], ...] = (
     ("coupons", _coupons_query),
     ("overrides", _overrides_query),
@@ -400,10 +395,6 @@ _SPARSE: tuple[tuple[str, Callable[[Callable[[Any], Any], bool], Any]], ...] = (
     ("balances", _balances_query),
     ("credits", _credits_query),
 )
-
-
-def _sparse_query(in_ids: Callable[[Any], Any], postgres: bool) -> Any:
-    return select(*(build(in_ids, postgres).exists().label(name) for name, build in _SPARSE))
 
 
 _ENTITY = "entity__"  # the head's labels of the legal entity's columns
@@ -414,8 +405,8 @@ _HAS = "has__"  # and of the sparse lookups' answers
 
 def _head_query(in_ids: Callable[[Any], Any], postgres: bool) -> Any:
     """The customers and their legal entities (the columns billing reads) with the sparse lookups' EXISTS
-    answers for each: what ``_load_batch`` reads before the subscriptions, in one statement rather than three.
-    Each EXISTS is its lookup's own statement, correlated to the customer's row."""
+    answers for each: what ``_load_batch`` reads before the subscriptions, in one statement. Each EXISTS is its
+    lookup's own statement, correlated to the customer's row."""
     c, le = t.customers.c, t.legal_entities
 
     def own(column: Any) -> Any:
@@ -473,30 +464,17 @@ def _load_batch(
 
     ``lock``: lock the subscriptions (PostgreSQL) before their usage is read, as a bill run that writes must; a
     computation that writes nothing (a preview, live usage) passes False and takes no lock. ``head``: what
-    ``load_head`` read for these customers, when the caller has just read it (a preview: one statement for the
-    customer, its entity and the sparse answers, instead of three)."""
+    ``load_head`` read for these customers, when the caller has just read it (a preview, which checks the
+    customer's visibility on it first)."""
     conn = uow.conn
 
     def run(name: str, ids: Iterable[str], build: Callable[[Callable[[Any], Any], bool], Any]) -> Any:
         return conn.execute(*_statement(uow, name, ids, build))
 
-    if head is not None:
-        rows: dict[str, Mapping[Any, Any]] = dict(head.customers)
-        entities: dict[str, Mapping[Any, Any]] = dict(head.entities)
-        present: dict[str, Any] = head.present
-    else:
-        rows = {r["id"]: r for r in run("customers", customer_ids, _customers_query).mappings()}
-        entities = {
-            r["id"]: r
-            for r in run(
-                "entities",
-                sorted({cu["legal_entity_id"] for cu in rows.values()}),
-                lambda in_ids, _pg: select(t.legal_entities).where(in_ids(t.legal_entities.c.id)),
-            ).mappings()
-        }
-        present = dict(
-            zip((name for name, _ in _SPARSE), run("sparse", customer_ids, _sparse_query).one(), strict=True)
-        )
+    head = head if head is not None else load_head(uow, customer_ids)
+    rows: dict[str, Mapping[Any, Any]] = dict(head.customers)
+    entities: dict[str, Mapping[Any, Any]] = dict(head.entities)
+    present = head.present
     name, build = (
         ("locked_subscriptions", _locked_subscriptions_query) if lock else ("subscriptions", _subscriptions_query)
     )
