@@ -86,9 +86,15 @@ def test_a_transaction_is_listed_in_snapshots_before_it_draws_an_event_id(postgr
             )
         ).scalar()
     assert default == "remit_next_event_id()"
-    with engine.begin() as conn:
-        conn.execute(text("SELECT nextval('events_id_seq')"))
-        assert conn.execute(assigned).scalar() is None  # what a plain sequence default left open
+    # What a plain sequence default left open: a draw that PostgreSQL does not write to its log (it logs one draw
+    # in 32, and the first after a checkpoint, and only those assign a transaction id) leaves the transaction
+    # without one. Two draws in a row cannot both be logged, short of a checkpoint between them.
+    left_open = []
+    for _ in range(3):
+        with engine.begin() as conn:
+            conn.execute(text("SELECT nextval('events_id_seq')"))
+            left_open.append(conn.execute(assigned).scalar() is None)
+    assert any(left_open)
     with engine.begin() as conn:
         conn.execute(text("SELECT remit_next_event_id()"))
         assert conn.execute(assigned).scalar() is not None
