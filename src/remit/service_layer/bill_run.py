@@ -459,8 +459,8 @@ def _load_batch(
     head: Head | None = None,
 ) -> _Batch:
     """Everything billing these customers needs, in a fixed number of queries. Customers and subscriptions are
-    loaded with the columns billing reads (not addresses and tax ids); identical timeline events and coupons are
-    parsed once per batch and shared (they are immutable).
+    loaded with the columns billing reads (not addresses and tax ids); identical timelines and coupons are parsed
+    once per batch and shared (they are immutable).
 
     ``lock``: lock the subscriptions (PostgreSQL) before their usage is read, as a bill run that writes must; a
     computation that writes nothing (a preview, live usage) passes False and takes no lock. ``head``: what
