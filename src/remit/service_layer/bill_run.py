@@ -9,13 +9,16 @@ batch is retried, finding nothing left to do.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import multiprocessing
 import pickle
+import threading
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -227,16 +230,47 @@ _WORKER: list[UowFactory] = []  # in a worker process: its unit-of-work factory
 def _worker_start(spec: _WorkerSpec) -> None:
     engine = make_engine(spec.url, pool_size=2, max_overflow=0)
     _WORKER[:] = [lambda: UnitOfWork(engine, spec.clock)]
+    gc.freeze()  # what the worker imported and built lives as long as it does: no collection need walk it
 
 
 def _worker_bill(batch: Sequence[str], as_of: datetime, run_id: str) -> list[str]:
     return _bill_batch_with_retry(_WORKER[0], batch, as_of, run_id)
 
 
+_paused = 0  # batches running with the collector paused (threads of one process may bill batches at once)
+_resume = False  # whether the collector was running when the first of them paused it
+_paused_lock = threading.Lock()
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a batch is billed, and resume it after.
+
+    A batch builds hundreds of thousands of objects that live until it ends (rows, terms, lines, invoices); they
+    outlive the young generations, and each full collection walks them all again, as often as the batch grows by
+    a tenth. With CPython's default thresholds that was 30 % of a usage bill run's CPU (SQLite, 20,000
+    customers: 7.7 s with the collector, 5.4 s without). Almost all of it is freed by reference counting when
+    the batch ends; the few cycles it makes are collected once the collector resumes. The pause is process-wide
+    and counted: it ends with the last batch running, and only if the collector was running before."""
+    global _paused, _resume
+    with _paused_lock:
+        if _paused == 0:
+            _resume = gc.isenabled()
+            gc.disable()
+        _paused += 1
+    try:
+        yield
+    finally:
+        with _paused_lock:
+            _paused -= 1
+            if _paused == 0 and _resume:
+                gc.enable()
+
+
 def _bill_batch_with_retry(make_uow: UowFactory, batch: Sequence[str], as_of: datetime, run_id: str) -> list[str]:
     for attempt in range(3):
         try:
-            with make_uow() as uow:
+            with _collector_paused(), make_uow() as uow:
                 return bill_customers(uow, batch, as_of, run_id, skip_locked=True)
         except IntegrityError:
             # Another run billed some of these lines first; on retry the diff sees them and writes the rest.
