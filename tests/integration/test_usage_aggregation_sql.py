@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.usage_queries import Window, aggregate_usage, reference
@@ -18,6 +18,7 @@ END = datetime(2026, 4, 1, tzinfo=UTC)
 METERS = {
     "calls": Meter("calls", Aggregation.COUNT),
     "tokens": Meter("tokens", Aggregation.SUM, "n", filters={"model": ("a", "b")}, group_by=("region",)),
+    "bytes": Meter("bytes", Aggregation.SUM, "n"),  # one group: SQLite's per-customer path when all are whole
     "peak": Meter("peak", Aggregation.MAX, "n"),
     "users": Meter("users", Aggregation.UNIQUE_COUNT, "user"),
     "last": Meter("last", Aggregation.LATEST, "n"),
@@ -119,3 +120,47 @@ def test_a_sum_past_64_bits_is_still_exact(app):
     with app.engine.connect() as conn:
         got = aggregate_usage(conn, METERS, [Window(customer, "tokens", START, END)])
     assert got[(customer, "tokens", START, END, ("eu",))].quantity == big * 20
+
+
+def test_sums_per_customer_and_per_group_agree(app):
+    """A batch mixing customers whose sums are final per customer (one group, whole numbers) with customers that
+    need the exact per-group path (a decimal value, two groups) sums each one exactly; on SQLite only the latter
+    are summed again per group."""
+    b.seller(app)
+    customers = [b.customer(app, None) for _ in range(4)]
+    _create_meters(app, ["bytes", "tokens"])
+    events = [
+        ("bytes", 1, Decimal(40), "a", "eu", "u1"),  # customer 0: whole numbers, one group
+        ("bytes", 1, Decimal("2.5"), "a", "eu", "u1"),  # customer 1: a decimal
+        ("tokens", 1, Decimal(3), "a", "eu", "u1"),  # customer 2: two groups
+        ("bytes", 1, Decimal(-7), "a", "eu", "u1"),  # customer 3: a negative whole number
+        ("bytes", 2, Decimal(2), "a", "eu", "u1"),
+        ("bytes", 2, Decimal(3), "a", "eu", "u1"),
+        ("tokens", 2, Decimal(4), "a", "us", "u1"),
+        ("bytes", 2, Decimal(10), "a", "eu", "u1"),
+    ]
+    _load(app, customers, events)
+    windows = [Window(c, code, START, END) for c in customers for code in ("bytes", "tokens")]
+    per_group: list[set[str]] = []
+
+    def seen(_conn, _cursor, statement, parameters, _context, _many):
+        if "decimal_sum" in statement:
+            per_group.append({p for p in parameters if p in customers})
+
+    with app.engine.connect() as conn:
+        event.listen(conn, "before_cursor_execute", seen)
+        got = aggregate_usage(conn, METERS, windows)
+        event.remove(conn, "before_cursor_execute", seen)
+        stored = [dict(r) for r in conn.execute(select(t.usage_events)).mappings()]
+    expected = reference(METERS, stored, windows)
+    assert {k: (v.quantity, v.events) for k, v in got.items()} == {
+        k: (v.quantity, v.events) for k, v in expected.items()
+    }
+    c0, c1, c2, c3 = customers
+    assert got[(c0, "bytes", START, END, ())].quantity == 42
+    assert got[(c1, "bytes", START, END, ())].quantity == Decimal("5.5")
+    assert got[(c2, "tokens", START, END, ("eu",))].quantity == 3
+    assert got[(c2, "tokens", START, END, ("us",))].quantity == 4
+    assert got[(c3, "bytes", START, END, ())].quantity == 3
+    if app.engine.dialect.name == "sqlite":
+        assert sorted(map(sorted, per_group)) == [[c1], [c2]]

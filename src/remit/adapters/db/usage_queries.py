@@ -126,19 +126,38 @@ def aggregate_usage(
 
 
 def _simple_rows(conn: Connection, aggregation: Aggregation, pg: bool, params: dict[str, Any]) -> Iterable[Any]:
-    """(customer, group key, events, value) per group. A sum on SQLite adds the values written as plain whole
-    numbers (the usual case) with SQLite's own integer SUM and only the others through ``decimal_sum``, a Python
-    call per value; if the integers overflow SQLite's 64 bits, the span is summed again all through
-    ``decimal_sum``, which is exact at any size."""
+    """(customer, group key, events, value) per group. A sum on SQLite goes through ``_sqlite_sums``."""
     if pg or aggregation is not Aggregation.SUM:
         return conn.execute(_SIMPLE[(aggregation, pg)], params).all()
     try:
-        rows = conn.execute(_SQLITE_SUM, params).all()
+        return _sqlite_sums(conn, params)
     except OperationalError as exc:
         if "integer overflow" not in str(exc.orig):
             raise
+        # The whole numbers overflowed SQLite's 64 bits: the span again, all through decimal_sum (exact at any size).
         return conn.execute(_SIMPLE[(aggregation, pg)], params).all()
-    return [(c, g, n, _dec(whole or 0) + _dec(rest)) for c, g, n, whole, rest in rows]
+
+
+def _sqlite_sums(conn: Connection, params: dict[str, Any]) -> list[Any]:
+    """Sums on SQLite, in two steps. First one row per customer, in the covering index's order (no sort), with
+    SQLite's own integer SUM: exact and final for a customer whose events all have one group and whole-number
+    values (the usual case: counts, tokens, bytes). Then, for the other customers only, per group, with the whole
+    numbers summed natively and the rest by ``decimal_sum`` (a Python call per value). Grouping by customer and
+    group at once made SQLite sort every event of the batch first: 2.5 times as slow for a batch of 5,000
+    customers with 100 events each. A value counts as a whole number only if casting it to an integer and back
+    gives the same text, so anything else (a decimal point, an exponent, more digits than 64 bits hold) takes
+    the exact path."""
+    rows: list[Any] = []
+    others: list[str] = []
+    for customer_id, low, high, events, whole, values, whole_values in conn.execute(_SQLITE_SUM_BY_CUSTOMER, params):
+        if low == high and whole_values == values:
+            rows.append((customer_id, low, events, Decimal(whole or 0)))
+        else:
+            others.append(customer_id)
+    if others:
+        again = {**params, "ids": others}
+        rows += [(c, g, n, _dec(whole or 0) + _dec(rest)) for c, g, n, whole, rest in conn.execute(_SQLITE_SUM, again)]
+    return rows
 
 
 def _spans(windows: Sequence[Window]) -> dict[tuple[str, datetime, datetime], list[str]]:
@@ -233,6 +252,20 @@ _SQLITE_SUM = _per_group(
     False,
     func.sum(cast(t.usage_events.c.value, Integer)).filter(_WHOLE),
     func.decimal_sum(t.usage_events.c.value).filter(not_(_WHOLE)),
+)
+_AS_INTEGER = cast(t.usage_events.c.value, Integer)
+_SQLITE_SUM_BY_CUSTOMER = (
+    select(
+        t.usage_events.c.customer_id,
+        func.min(t.usage_events.c.group_key),
+        func.max(t.usage_events.c.group_key),
+        func.count(),
+        func.sum(_AS_INTEGER),
+        func.count(t.usage_events.c.value),
+        func.sum(cast(_AS_INTEGER, SqlString) == _VALUE_TEXT, type_=Integer),  # a count, not a boolean
+    )
+    .where(_in_span(False))
+    .group_by(t.usage_events.c.customer_id)
 )
 _WEIGHTED = {
     pg: select(
