@@ -1,0 +1,49 @@
+"""``bulk_insert`` stores rows exactly as ``insert(table)`` stores them, on both databases."""
+
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import Column, Date, Integer, MetaData, String, Table, insert, select
+
+from remit.adapters.db.types import UTCDateTime
+from remit.service_layer.invoices import bulk_insert
+
+_TABLE = Table(
+    "bulk_insert_probe",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("day", Date),
+    Column("at", UTCDateTime),
+    Column("note", String(20)),
+)
+_ROWS = [
+    {"day": date(2026, 1, 31), "at": datetime(2026, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC), "note": "a"},
+    {"day": date(999, 2, 3), "at": datetime(2026, 3, 1, 0, 30, tzinfo=timezone(timedelta(hours=5))), "note": "b"},
+    {"day": None, "at": datetime(2026, 7, 4, 12, 0, 0, 1, tzinfo=timezone(timedelta(hours=-7))), "note": None},
+]
+
+
+def test_bulk_rows_equal_inserted_rows(app):
+    _TABLE.create(app.engine)
+    try:
+        with app.uow() as uow:
+            bulk_insert(uow, _TABLE, [{"id": i, **row} for i, row in enumerate(_ROWS)])
+            uow.conn.execute(insert(_TABLE), [{"id": 10 + i, **row} for i, row in enumerate(_ROWS)])
+        with app.engine.connect() as conn:
+            got = {r.id: r for r in conn.execute(select(_TABLE))}
+            raw = {r[0]: tuple(r[1:]) for r in conn.exec_driver_sql("SELECT id, day, at, note FROM bulk_insert_probe")}
+        for i, row in enumerate(_ROWS):
+            assert raw[i] == raw[10 + i]  # the very text (SQLite) or value (PostgreSQL) stored
+            assert (got[i].day, got[i].at, got[i].note) == (row["day"], row["at"], row["note"])
+            assert got[i].at.tzinfo is not None
+    finally:
+        _TABLE.drop(app.engine)
+
+
+def test_a_naive_time_is_refused_as_before(app):
+    _TABLE.create(app.engine)
+    try:
+        with pytest.raises(Exception, match="naive datetimes are not stored"), app.uow() as uow:
+            bulk_insert(uow, _TABLE, [{"id": 1, "day": None, "at": datetime(2026, 1, 1), "note": None}])
+    finally:
+        _TABLE.drop(app.engine)
