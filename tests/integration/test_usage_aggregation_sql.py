@@ -122,35 +122,43 @@ def test_a_sum_past_64_bits_is_still_exact(app):
     assert got[(customer, "tokens", START, END, ("eu",))].quantity == big * 20
 
 
-def test_sums_per_customer_and_per_group_agree(app):
-    """A batch mixing customers whose sums are final per customer (one group, whole numbers) with customers that
-    need the exact per-group path (a decimal value, two groups) sums each one exactly; on SQLite only the latter
-    are summed again per group."""
+def _per_group_statements(conn, customers):
+    """Record, for each statement that groups events by customer and group, the customers it was asked about."""
+    seen: list[set[str]] = []
+
+    def record(_conn, _cursor, statement, parameters, _context, _many):
+        if "GROUP BY usage_events.customer_id, usage_events.group_key" in statement:
+            seen.append({c for c in customers if c in str(parameters)})
+
+    event.listen(conn, "before_cursor_execute", record)
+    return seen
+
+
+def test_counts_and_sums_per_customer_and_per_group_agree(app):
+    """A batch mixing customers whose sums are final per customer (one group, and on SQLite whole numbers) with
+    customers that need the exact per-group path sums each one exactly; only the latter are asked per group. A
+    meter with group-by dimensions goes per group at once."""
     b.seller(app)
     customers = [b.customer(app, None) for _ in range(4)]
-    _create_meters(app, ["bytes", "tokens"])
+    _create_meters(app, ["bytes", "tokens", "calls"])
     events = [
         ("bytes", 1, Decimal(40), "a", "eu", "u1"),  # customer 0: whole numbers, one group
         ("bytes", 1, Decimal("2.5"), "a", "eu", "u1"),  # customer 1: a decimal
-        ("tokens", 1, Decimal(3), "a", "eu", "u1"),  # customer 2: two groups
+        ("tokens", 1, Decimal(3), "a", "eu", "u1"),  # customer 2: two groups of a meter with dimensions
         ("bytes", 1, Decimal(-7), "a", "eu", "u1"),  # customer 3: a negative whole number
         ("bytes", 2, Decimal(2), "a", "eu", "u1"),
         ("bytes", 2, Decimal(3), "a", "eu", "u1"),
         ("tokens", 2, Decimal(4), "a", "us", "u1"),
         ("bytes", 2, Decimal(10), "a", "eu", "u1"),
+        ("calls", 3, Decimal(1), "a", "eu", "u1"),
+        ("calls", 3, Decimal(1), "a", "eu", "u1"),
     ]
     _load(app, customers, events)
-    windows = [Window(c, code, START, END) for c in customers for code in ("bytes", "tokens")]
-    per_group: list[set[str]] = []
-
-    def seen(_conn, _cursor, statement, parameters, _context, _many):
-        if "decimal_sum" in statement:
-            per_group.append({p for p in parameters if p in customers})
-
+    codes = ("bytes", "tokens", "calls")
+    windows = [Window(c, code, START, END) for c in customers for code in codes]
     with app.engine.connect() as conn:
-        event.listen(conn, "before_cursor_execute", seen)
+        per_group = _per_group_statements(conn, customers)
         got = aggregate_usage(conn, METERS, windows)
-        event.remove(conn, "before_cursor_execute", seen)
         stored = [dict(r) for r in conn.execute(select(t.usage_events)).mappings()]
     expected = reference(METERS, stored, windows)
     assert {k: (v.quantity, v.events) for k, v in got.items()} == {
@@ -162,5 +170,37 @@ def test_sums_per_customer_and_per_group_agree(app):
     assert got[(c2, "tokens", START, END, ("eu",))].quantity == 3
     assert got[(c2, "tokens", START, END, ("us",))].quantity == 4
     assert got[(c3, "bytes", START, END, ())].quantity == 3
+    assert got[(c0, "calls", START, END, ())].quantity == 1  # events 8 and 9: customers 0 and 1
+    asked = sorted(map(sorted, per_group))
     if app.engine.dialect.name == "sqlite":
-        assert sorted(map(sorted, per_group)) == [[c1], [c2]]
+        assert asked == sorted([[c1], sorted(customers)])  # bytes: the decimal only; tokens: everyone
+    else:
+        assert asked == [sorted(customers)]  # PostgreSQL sums decimals per customer too; tokens: everyone
+
+
+def test_events_of_another_group_are_kept_apart(app):
+    """Events kept from before a meter's dimensions were removed carry their old group: a customer with such
+    events is summed per group, and the others per customer."""
+    b.seller(app)
+    customers = [b.customer(app, None) for _ in range(2)]
+    _create_meters(app, ["bytes"])
+    events = [("bytes", hour, Decimal(n), "a", "eu", "u1") for hour, n in enumerate([5, 6, 7, 8])]
+    _load(app, customers, events)  # customer 0: 5 and 7; customer 1: 6 and 8
+    first, second = customers
+    with app.engine.begin() as conn:
+        old = conn.execute(
+            select(t.usage_events.c.id).where(
+                t.usage_events.c.customer_id == first, t.usage_events.c.value == Decimal(7)
+            )
+        ).scalar_one()
+        conn.execute(t.usage_events.update().where(t.usage_events.c.id == old).values(group_key='["eu"]'))
+    windows = [Window(c, "bytes", START, END) for c in customers]
+    with app.engine.connect() as conn:
+        per_group = _per_group_statements(conn, customers)
+        got = aggregate_usage(conn, METERS, windows)
+    assert {k: (v.quantity, v.events) for k, v in got.items()} == {
+        (first, "bytes", START, END, ()): (Decimal(5), 1),
+        (first, "bytes", START, END, ("eu",)): (Decimal(7), 1),
+        (second, "bytes", START, END, ()): (Decimal(14), 2),
+    }
+    assert per_group == [{first}]
