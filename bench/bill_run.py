@@ -83,6 +83,28 @@ def cpu_seconds() -> float:
     return times.user + times.system + times.children_user + times.children_system
 
 
+def server_cpu_seconds() -> float | None:
+    """CPU time, user and system, of the PostgreSQL server on this machine: every process named ``postgres``,
+    with the time of the children its postmaster has reaped (backends of closed connections, parallel workers).
+    What a step costs the server is the difference across it (the server's other work, such as autovacuum, counts
+    too). None where no server process can be read (a server on another machine)."""
+    total, seen = 0, False
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as comm:
+                if comm.read().strip() != "postgres":
+                    continue
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone, or not ours to read
+        total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        seen = True
+    return total / os.sysconf("SC_CLK_TCK") if seen else None
+
+
 def default_workers() -> int:
     """The bill run's worker processes when not told: what ``remit bill-run`` uses (the machine's cores, at most 8)."""
     return min(os.cpu_count() or 1, 8)
@@ -124,11 +146,14 @@ def bulk_write(dbapi: Any, dialect: Any, table: Any, rows: list[dict[str, Any]])
 
 def settle_loaded(dbapi: Any, pg: bool) -> None:
     """End a bulk load's transaction and leave the database as a long-running one would be: PostgreSQL's
-    statistics gathered (VACUUM ANALYZE), SQLite's WAL checkpointed into the file."""
+    statistics gathered (VACUUM ANALYZE) and its dirty pages written (CHECKPOINT: otherwise the checkpoint that
+    the load's gigabytes of WAL set off writes them out while the steps measured run), SQLite's WAL checkpointed
+    into the file."""
     if pg:
         dbapi.commit()
         dbapi.autocommit = True
         dbapi.execute("VACUUM ANALYZE")
+        dbapi.execute("CHECKPOINT")
     else:
         dbapi.execute("COMMIT")
         dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -22,7 +22,12 @@ What it does (each step in its own child process, as in ``bench/bill_run.py``, s
    × 0.001 rounded half-up to the cent). Anything else fails loudly (exit 1).
 
 The last line printed is one JSON object: seconds, floor_seconds, ratio_to_reference (the bill run's time ÷ the
-floor's), invoices_per_s, events_per_s, peak_rss_mb (the bill run's), and more figures.
+floor's), invoices_per_s, events_per_s, peak_rss_mb (the bill run's), and more figures. Among them the CPU time
+each step used: cpu_seconds and floor_cpu_seconds (the step's own processes), server_cpu_seconds and
+floor_server_cpu_seconds (the PostgreSQL server's, read from /proc across the step; null on SQLite or when the
+server's processes cannot be read), and cpu_ratio_to_reference (all of the bill run's CPU ÷ all of the floor's).
+On two cores both steps keep both cores busy, so the CPU ratio says what the time ratio says with less noise,
+and where the time goes.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from bill_run import (
     log,
     peak_rss_mb,
     rid,
+    server_cpu_seconds,
     settle_loaded,
     start_event_row,
     subscription_row,
@@ -282,11 +288,27 @@ def child_check(url: str, run_id: str, customers: int, floor_total_minor: int) -
 
 
 def child(mode: str, *args: str) -> dict[str, Any]:
+    """Run one step in its own process; its figures, with ``server_cpu_seconds``: the PostgreSQL server's CPU
+    time across the step (None on SQLite, or with a server whose processes cannot be read)."""
+    server_before = server_cpu_seconds()
     proc = subprocess.run([sys.executable, __file__, "--child", mode, *args], capture_output=True, text=True)
+    server_after = server_cpu_seconds()
     if proc.returncode != 0:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise BenchFailure(f"the {mode} step failed (exit {proc.returncode})")
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    out = dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    server = None if server_before is None or server_after is None else server_after - server_before
+    out["server_cpu_seconds"] = None if args[0].startswith("sqlite") else server  # SQLite runs in the process
+    return out
+
+
+def _all_cpu(step: dict[str, Any]) -> float:
+    """A step's CPU time: its processes' and, on PostgreSQL, the server's."""
+    return float(step["cpu_seconds"] + (step["server_cpu_seconds"] or 0))
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -344,6 +366,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ratio = run["seconds"] / floor["seconds"]
         log(f"checks: {n:,} invoices and usage lines; their total equals the floor's ({floor['total_minor']} cents)")
         log(f"ratio to the floor: {ratio:.2f}x (bill run time / floor time)")
+        for name, step in (("bill run", run), ("floor", floor)):
+            server = step["server_cpu_seconds"]
+            on_server = "" if server is None else f" + {server:.2f} s in PostgreSQL"
+            log(f"CPU of the {name}: {step['cpu_seconds']:.2f} s in Python{on_server}")
         print(
             json.dumps(
                 {
@@ -352,7 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "events": e,
                     "seconds": round(run["seconds"], 2),
                     "cpu_seconds": round(run["cpu_seconds"], 2),
+                    "server_cpu_seconds": _round(run["server_cpu_seconds"]),
                     "floor_seconds": round(floor["seconds"], 2),
+                    "floor_cpu_seconds": round(floor["cpu_seconds"], 2),
+                    "floor_server_cpu_seconds": _round(floor["server_cpu_seconds"]),
+                    "cpu_ratio_to_reference": _round(_all_cpu(run) / _all_cpu(floor)),
                     "floor_seconds_before_after": [round(f["seconds"], 2) for f in floors],
                     "ratio_to_reference": round(ratio, 2),
                     "invoices_per_s": round(n / run["seconds"], 1),
