@@ -243,7 +243,7 @@ def child_setup(url: str, n: int) -> dict[str, Any]:
     }
     raw = engine.raw_connection()
     try:
-        dbapi = raw.driver_connection
+        dbapi: Any = raw.driver_connection
         if not pg:
             dbapi.execute("BEGIN")
         write(
@@ -405,7 +405,7 @@ def child_floor(url: str, batch_size: int) -> dict[str, Any]:
     engine = make_engine(url)
     pg = engine.dialect.name == "postgresql"
     writer_raw = engine.raw_connection()
-    writer = writer_raw.driver_connection
+    writer: Any = writer_raw.driver_connection
     le = writer.execute("SELECT id FROM legal_entities").fetchone()[0]
     price_id = writer.execute("SELECT id FROM prices").fetchone()[0]
     if pg:
@@ -425,6 +425,9 @@ def child_floor(url: str, batch_size: int) -> dict[str, Any]:
     )
     select_subs = "SELECT id, customer_id, currency FROM subscriptions ORDER BY customer_id"
     started, cpu_started = time.perf_counter(), time.process_time()
+    reader_raw: Any
+    reader: Any
+    reader_cur: Any
     if pg:
         # A server-side cursor on its own connection: rows stream, and the writer commits batch by batch.
         reader_raw = engine.raw_connection()
@@ -488,11 +491,11 @@ def child_floor(url: str, batch_size: int) -> dict[str, Any]:
         wcur = writer.cursor()
         if pg:
             with wcur.copy(f"COPY invoices ({inv_cols}) FROM STDIN") as copy:
-                for row in invoices:
-                    copy.write_row(row)
+                for invoice in invoices:
+                    copy.write_row(invoice)
             with wcur.copy(f"COPY invoice_lines ({line_cols}) FROM STDIN") as copy:
-                for row in lines:
-                    copy.write_row(row)
+                for line in lines:
+                    copy.write_row(line)
             writer.commit()
         else:
             wcur.execute("BEGIN IMMEDIATE")
@@ -519,7 +522,7 @@ def child_run(url: str, batch_size: int | None, workers: int) -> dict[str, Any]:
     from remit.service_layer import bill_run
 
     app = Remit(make_engine(url), SystemClock())
-    kwargs = {} if batch_size is None else {"batch_size": batch_size}
+    kwargs: dict[str, Any] = {} if batch_size is None else {"batch_size": batch_size}
     started, cpu_started = time.perf_counter(), cpu_seconds()
     result = bill_run.run(app.uow, as_of=AS_OF, workers=workers, **kwargs)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
@@ -560,7 +563,7 @@ def child_check(url: str, floor_url: str, run_id: str, n: int) -> dict[str, Any]
             .select_from(ln.join(i, i.c.id == ln.c.invoice_id))
             .where(i.c.bill_run_id == run_id)
         ).one()
-        statuses = dict(
+        statuses: dict[str, int] = dict(
             conn.execute(select(i.c.status, func.count()).where(i.c.bill_run_id == run_id).group_by(i.c.status)).all()
         )
         all_lines = conn.execute(select(func.count()).select_from(ln)).scalar_one()

@@ -79,7 +79,7 @@ def child_setup(url: str, customers: int, events: int) -> dict[str, Any]:
     rng = random.Random(42)
     raw = engine.raw_connection()
     try:
-        db = raw.driver_connection
+        db: Any = raw.driver_connection
         if not pg:
             db.execute("BEGIN")
 
@@ -199,7 +199,7 @@ def child_floor(url: str, attempt: str) -> dict[str, Any]:
     engine = make_engine(url)
     pg = engine.dialect.name == "postgresql"
     raw = engine.raw_connection()
-    db = raw.driver_connection
+    db: Any = raw.driver_connection
     if pg:  # the server's own settings (Remit's engines turn JIT off for their sessions; the floor keeps the default)
         import psycopg
 

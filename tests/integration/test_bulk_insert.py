@@ -1,11 +1,13 @@
 """``bulk_insert`` stores rows exactly as ``insert(table)`` stores them, on both databases."""
 
 from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Date, Integer, MetaData, String, Table, insert, select
 
 from remit.adapters.db.types import UTCDateTime
+from remit.bootstrap import Remit
 from remit.service_layer.invoices import bulk_insert
 
 _TABLE = Table(
@@ -16,14 +18,14 @@ _TABLE = Table(
     Column("at", UTCDateTime),
     Column("note", String(20)),
 )
-_ROWS = [
+_ROWS: list[dict[str, Any]] = [
     {"day": date(2026, 1, 31), "at": datetime(2026, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC), "note": "a"},
     {"day": date(999, 2, 3), "at": datetime(2026, 3, 1, 0, 30, tzinfo=timezone(timedelta(hours=5))), "note": "b"},
     {"day": None, "at": datetime(2026, 7, 4, 12, 0, 0, 1, tzinfo=timezone(timedelta(hours=-7))), "note": None},
 ]
 
 
-def test_bulk_rows_equal_inserted_rows(app):
+def test_bulk_rows_equal_inserted_rows(app: Remit) -> None:
     _TABLE.create(app.engine)
     try:
         with app.uow() as uow:
@@ -40,7 +42,7 @@ def test_bulk_rows_equal_inserted_rows(app):
         _TABLE.drop(app.engine)
 
 
-def test_a_naive_time_is_refused_as_before(app):
+def test_a_naive_time_is_refused_as_before(app: Remit) -> None:
     _TABLE.create(app.engine)
     try:
         with pytest.raises(Exception, match="naive datetimes are not stored"), app.uow() as uow:
