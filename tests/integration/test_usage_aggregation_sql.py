@@ -122,6 +122,27 @@ def test_a_sum_past_64_bits_is_still_exact(app):
     assert got[(customer, "tokens", START, END, ("eu",))].quantity == big * 20
 
 
+def test_sums_without_dimensions_past_64_bits_are_still_exact(app):
+    """Per customer first, SQLite sums whole numbers natively: a value too large for 64 bits makes its sum a
+    float, and that customer is summed again exactly; a total past 64 bits is an overflow, and the whole span is
+    summed again exactly."""
+    b.seller(app)
+    customers = [b.customer(app, None) for _ in range(3)]
+    _create_meters(app, ["bytes"])
+    wide, big = Decimal("123456789012345678901234567"), Decimal("999999999999999999")
+    wide_one, overflowing, plain = customers
+    owners = [wide_one, wide_one, plain] + [overflowing] * 20  # one owner per event
+    values = [wide, Decimal(3), Decimal(5)] + [big] * 20
+    _load(app, owners, [("bytes", hour, n, "a", "eu", "u1") for hour, n in enumerate(values)])
+    with app.engine.connect() as conn:
+        alone = aggregate_usage(conn, METERS, [Window(c, "bytes", START, END) for c in (wide_one, plain)])
+        together = aggregate_usage(conn, METERS, [Window(c, "bytes", START, END) for c in customers])
+    for got in (alone, together):
+        assert got[(wide_one, "bytes", START, END, ())].quantity == wide + 3
+        assert got[(plain, "bytes", START, END, ())].quantity == 5
+    assert together[(overflowing, "bytes", START, END, ())].quantity == big * 20
+
+
 def _per_group_statements(conn, customers):
     """Record, for each statement that groups events by customer and group, the customers it was asked about."""
     seen: list[set[str]] = []

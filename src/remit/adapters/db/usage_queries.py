@@ -154,16 +154,19 @@ def _by_customer_first(conn: Connection, aggregation: Aggregation, pg: bool, par
     """Counts and sums of a meter without group-by dimensions, in two steps. First one row per customer, read in
     the order of the index that finds the events, so nothing is sorted: it is the answer for each customer whose
     events all carry the one group such a meter gives (``[]``; events kept from before the meter's dimensions
-    changed may carry another) and, for a sum on SQLite, whose values are all whole numbers (summed natively;
-    a value counts as whole only if casting it to an integer and back gives the same text, so a decimal point,
-    an exponent or more digits than 64 bits hold take the exact path). Then the other customers only, per group.
+    changed may carry another) and, for a sum on SQLite, whose values are all whole numbers. SQLite's own SUM
+    tells: it adds as 64-bit integers while every value is text of an integer that fits, and its result is then
+    an integer; a value with a decimal point or an exponent, or too large, makes it add floats, and a float
+    result sends the customer to the exact path (an integer sum that overflows is an error, handled by the
+    caller). Reading that type instead of checking each value costs a third less per batch. Then the other
+    customers only, per group.
     Grouping by customer and group at once made the database sort every event of the batch first: for a batch of
     5,000 customers with 100 events each, SQLite took 2.5 times as long and PostgreSQL 1.3 times."""
     rows: list[Any] = []
     others: list[str] = []
     sqlite_sum = not pg and aggregation is Aggregation.SUM
-    for customer_id, plain, events, value, *whole in conn.execute(_BY_CUSTOMER[(aggregation, pg)], params):
-        if plain and (not sqlite_sum or whole[0] == (whole[1] or 0)):
+    for customer_id, plain, events, value in conn.execute(_BY_CUSTOMER[(aggregation, pg)], params):
+        if plain and (not sqlite_sum or value is None or type(value) is int):
             rows.append((customer_id, _NO_GROUP, events, value))
         else:
             others.append(customer_id)
@@ -271,20 +274,13 @@ _NO_GROUP = "[]"  # the group key of every event of a meter without group-by dim
 
 def _by_customer_statement(aggregation: Aggregation, pg: bool) -> Any:
     """One row per customer: whether all its events carry ``_NO_GROUP``, its count of events, and its count or
-    sum (on SQLite the sum of the values as integers, then the count of values and of whole-number values)."""
+    sum (on SQLite, SQLite's own SUM of the value text: an integer only if every value was a whole number)."""
     e = t.usage_events.c
     plain = func.bool_and(e.group_key == _NO_GROUP) if pg else func.min(e.group_key == _NO_GROUP, type_=Integer)
     if aggregation is Aggregation.COUNT:
         values: tuple[Any, ...] = (func.count(),)
-    elif pg:
-        values = (func.sum(cast(e.value, Numeric())),)
     else:
-        as_integer = cast(e.value, Integer)
-        values = (
-            func.sum(as_integer),
-            func.count(e.value),
-            func.sum(cast(as_integer, SqlString) == _VALUE_TEXT, type_=Integer),  # a count, not a boolean
-        )
+        values = (func.sum(cast(e.value, Numeric())) if pg else func.sum(_VALUE_TEXT),)
     return select(e.customer_id, plain, func.count(), *values).where(_in_span(pg)).group_by(e.customer_id)
 
 
