@@ -22,6 +22,13 @@ _ROWS: list[dict[str, Any]] = [
     {"day": date(2026, 1, 31), "at": datetime(2026, 1, 31, 23, 59, 59, 999_999, tzinfo=UTC), "note": "a"},
     {"day": date(999, 2, 3), "at": datetime(2026, 3, 1, 0, 30, tzinfo=timezone(timedelta(hours=5))), "note": "b"},
     {"day": None, "at": datetime(2026, 7, 4, 12, 0, 0, 1, tzinfo=timezone(timedelta(hours=-7))), "note": None},
+    # Values equal to earlier ones (dates and times are formatted once per distinct value): the same day, and
+    # the first row's instant written in another zone.
+    {
+        "day": date(2026, 1, 31),
+        "at": datetime(2026, 2, 1, 4, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=5))),
+        "note": "d",
+    },
 ]
 
 

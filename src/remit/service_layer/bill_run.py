@@ -711,6 +711,15 @@ def load_usage(
     windows: list[Window] = []
     per_transaction: list[Window] = []
     wanted: dict[str, list[tuple[UsageWindowKey, Window]]] = defaultdict(list)
+    days: dict[tuple[datetime, str], date] = {}  # (time, zone) -> local day: pure, so looked up once
+    midnights: dict[tuple[date, str], datetime] = {}
+
+    def midnight(on: date, tz: str) -> datetime:
+        found = midnights.get((on, tz))
+        if found is None:
+            found = midnights[(on, tz)] = local_midnight(on, tz)
+        return found
+
     for sub in batch.subs:
         terms = _terms(batch, sub)
         if terms is None:
@@ -722,9 +731,12 @@ def load_usage(
             continue
         tz = customer["timezone"]
         at = as_of_by_subscription.get(sub["id"], as_of) if as_of_by_subscription else as_of
-        for key, one_by_one in usage_windows(terms, prices, local_date(at, tz)):
+        on = days.get((at, tz))
+        if on is None:
+            on = days[(at, tz)] = local_date(at, tz)
+        for key, one_by_one in usage_windows(terms, prices, on):
             meter, start_on, end_on = key
-            window = Window(customer["id"], meter, local_midnight(start_on, tz), local_midnight(end_on, tz))
+            window = Window(customer["id"], meter, midnight(start_on, tz), midnight(end_on, tz))
             windows.append(window)
             if one_by_one:
                 per_transaction.append(window)

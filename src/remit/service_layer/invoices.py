@@ -62,7 +62,8 @@ def reserve_numbers(uow: UnitOfWork, entity_id: str, series: str, count: int) ->
     return int(current)
 
 
-_BulkPlan = tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]], list[tuple[int, Callable[[Any], Any]]]]
+# (statement, the row's values in column order, per column needing it: (index, bind processor, memoizable))
+_BulkPlan = tuple[str, Callable[[Mapping[str, Any]], tuple[Any, ...]], list[tuple[int, Callable[[Any], Any], bool]]]
 _BULK_PLANS: dict[tuple[str, str, tuple[str, ...]], _BulkPlan] = {}
 
 
@@ -80,12 +81,13 @@ def _bulk_plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> _BulkP
         values: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
             getter if len(names) > 1 else (lambda row: (getter(row),))
         )
-        processors: list[tuple[int, Callable[[Any], Any]]] = []
+        processors: list[tuple[int, Callable[[Any], Any], bool]] = []
         for i, name in enumerate(names):
             column_type = table.c[name].type
             process = column_type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
-                processors.append((i, _sqlite_text(column_type, process) if dialect.name == "sqlite" else process))
+                own = _sqlite_text(column_type, process) if dialect.name == "sqlite" else process
+                processors.append((i, own, _memoizable(column_type)))
         plan = (sql, values, processors)
         _BULK_PLANS[key] = plan
     return plan
@@ -114,6 +116,15 @@ def _sqlite_text(column_type: Any, process: Callable[[Any], Any]) -> Callable[[A
     return process
 
 
+def _memoizable(column_type: Any) -> bool:
+    """Whether a column's bound values can be processed once per distinct value in a bulk insert: dates and UTC
+    times, whose values that compare equal (the same day; the same instant, in any zone) are stored alike. Not
+    decimals (1.0 equals 1 but is stored as "1.0") nor JSON (unhashable)."""
+    return isinstance(column_type, UTCDateTime) or (
+        isinstance(column_type, Date) and not isinstance(column_type, DateTime)
+    )
+
+
 def bulk_insert(uow: UnitOfWork, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert many rows at once: COPY on PostgreSQL, one executemany on SQLite, in the unit of work's transaction.
 
@@ -126,15 +137,17 @@ def bulk_insert(uow: UnitOfWork, table: Table, rows: Sequence[Mapping[str, Any]]
     dialect = uow.conn.dialect
     names = tuple(k for k in rows[0] if k in table.c)
     sql, values, processors = _bulk_plan(dialect, table, names)
+    data: list[Any] = [values(row) for row in rows]
     if processors:
-        data: list[Any] = []
-        for row in rows:
-            vals = list(values(row))
-            for i, process in processors:
-                vals[i] = process(vals[i])
-            data.append(vals)
-    else:
-        data = [values(row) for row in rows]
+        # Column by column: a batch's invoices share a handful of dates and times, each formatted once.
+        columns: list[Any] = list(zip(*data, strict=True))
+        for i, process, memoizable in processors:
+            if memoizable:
+                memo = {v: process(v) for v in set(columns[i])}
+                columns[i] = [memo[v] for v in columns[i]]
+            else:
+                columns[i] = [process(v) for v in columns[i]]
+        data = list(zip(*columns, strict=True))
     if dialect.name == "postgresql":
         driver = uow.conn.connection.driver_connection
         assert driver is not None
@@ -143,7 +156,7 @@ def bulk_insert(uow: UnitOfWork, table: Table, rows: Sequence[Mapping[str, Any]]
             for vals in data:
                 write(vals)
     else:
-        uow.conn.exec_driver_sql(sql, [tuple(v) for v in data])
+        uow.conn.exec_driver_sql(sql, data)
 
 
 # A domain event as ``UnitOfWork.emit`` takes it: type, object type, object id, data, customer id, time (None: now).

@@ -241,9 +241,6 @@ def _due(price: Price, slice_start: date, period: Period, end_on: date | None, a
     return closes_on <= as_of_on
 
 
-UsageSlices = dict[tuple[str, date], list[tuple[date, date, Fraction]]]  # (price id, period start) -> slices
-
-
 def propose(
     terms: SubscriptionTerms,
     prices: Mapping[str, Price],
@@ -255,13 +252,8 @@ def propose(
 
     Usage prices need ``usage``: the aggregates of the windows ``usage_windows`` names."""
     lines: dict[LineKey, ProposedLine] = {}
-    usage_slices: UsageSlices = {}
-    periods: dict[date, Period] = {}
-    for period, start, end, item, price, fraction in _due_slices(terms, prices, as_of_on):
-        if price.usage is not None:
-            usage_slices.setdefault((price.id, period.start_on), []).append((start, end, fraction))
-            periods[period.start_on] = period
-            continue
+    plan = _plan(terms, prices, as_of_on)
+    for period, start, end, item, price, fraction in plan.fixed:
         full = _rate(price.model, item.quantity).amount
         amount = full * fraction.numerator / fraction.denominator
         line = lines.get((terms.id, price.id, period.start_on))
@@ -271,8 +263,8 @@ def propose(
     result = list(lines.values())
     for line in result:
         line.subtotal_minor = _round_minor(policy, line.raw_subtotal, terms.currency)
-    if usage_slices:
-        result.extend(_usage_lines(terms, prices, usage_slices, periods, usage, policy))
+    if plan.usage:
+        result.extend(_usage_lines(terms, plan.usage, usage, policy))
     _apply_coupons(terms, result, policy)
     return result
 
@@ -331,27 +323,86 @@ def _find_due_slices(terms: SubscriptionTerms, prices: Mapping[str, Price], as_o
                 yield period, start, end, item, price, fraction
 
 
+@dataclass(frozen=True, slots=True)
+class _UsagePart:
+    """A usage price's due slices in one period, and what follows from them alone."""
+
+    price: Price
+    period: Period
+    fraction: Fraction  # the share of the period the slices cover
+    windows: tuple[tuple[date, date], ...]  # consecutive slices merged
+    windows_json: list[dict[str, str]]  # the windows as a line's details show them (never changed once made)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Due slices sorted for ``propose``: fixed-fee slices, usage prices per period, and the meter windows
+    ``usage_windows`` reports. It depends only on the due slices and the prices, so it is made once per due
+    slices (``_due_slices`` shares those between subscriptions with the same timeline and dates)."""
+
+    fixed: tuple[DueSlice, ...]
+    usage: tuple[_UsagePart, ...]
+    windows: tuple[tuple[UsageWindowKey, bool], ...]
+
+
+_PLANS: dict[int, tuple[tuple[DueSlice, ...], Mapping[str, Price], _Plan]] = {}
+
+
+def _plan(terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date) -> _Plan:
+    due = _due_slices(terms, prices, as_of_on)
+    hit = _PLANS.get(id(due))  # the entry keeps ``due`` alive, so its id is not reused while it exists
+    if hit is not None and hit[0] is due and hit[1] is prices:
+        return hit[2]
+    found = _make_plan(due, prices)
+    if len(_PLANS) >= _MEMO_LIMIT:
+        _PLANS.clear()
+    _PLANS[id(due)] = (due, prices, found)
+    return found
+
+
+def _make_plan(due: Sequence[DueSlice], prices: Mapping[str, Price]) -> _Plan:
+    fixed: list[DueSlice] = []
+    slices: dict[tuple[str, date], list[tuple[date, date, Fraction]]] = {}  # (price id, period start) -> slices
+    periods: dict[date, Period] = {}
+    for one in due:
+        period, start, end, _item, price, fraction = one
+        if price.usage is None:
+            fixed.append(one)
+            continue
+        slices.setdefault((price.id, period.start_on), []).append((start, end, fraction))
+        periods[period.start_on] = period
+    usage: list[_UsagePart] = []
+    windows: list[tuple[UsageWindowKey, bool]] = []
+    for (price_id, period_start), parts in slices.items():
+        price = prices[price_id]
+        merged = tuple(_windows(parts))
+        usage.append(
+            _UsagePart(
+                price,
+                periods[period_start],
+                sum((f for _a, _b, f in parts), Fraction(0)),
+                merged,
+                [{"start_on": a.isoformat(), "end_on": b.isoformat()} for a, b in merged],
+            )
+        )
+        if price.metered:
+            assert price.usage is not None and price.usage.meter is not None
+            models = (price.model, *price.usage.dimensions.values())
+            per_transaction = any(isinstance(m, PercentageCharge) for m in models)
+            windows.extend(((price.usage.meter, a, b), per_transaction) for a, b in merged)
+    return _Plan(tuple(fixed), tuple(usage), tuple(windows))
+
+
 def has_usage(terms: SubscriptionTerms, prices: Mapping[str, Price]) -> bool:
     return any(prices[i.price_id].metered for e in terms.events for i in e.items if i.price_id in prices)
 
 
 def usage_windows(
     terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date
-) -> list[tuple[UsageWindowKey, bool]]:
+) -> tuple[tuple[UsageWindowKey, bool], ...]:
     """The meter windows ``propose`` will need aggregates for (to load them set-wise beforehand), each with
     whether its price also needs the window's transactions one by one (a percentage model)."""
-    slices: UsageSlices = {}
-    for period, start, end, _item, price, fraction in _due_slices(terms, prices, as_of_on):
-        if price.metered:
-            slices.setdefault((price.id, period.start_on), []).append((start, end, fraction))
-    out: list[tuple[UsageWindowKey, bool]] = []
-    for (price_id, _start), parts in slices.items():
-        price = prices[price_id]
-        assert price.usage is not None and price.usage.meter is not None
-        models = (price.model, *price.usage.dimensions.values())
-        per_transaction = any(isinstance(m, PercentageCharge) for m in models)
-        out.extend(((price.usage.meter, a, b), per_transaction) for a, b in _windows(parts))
-    return out
+    return _plan(terms, prices, as_of_on).windows
 
 
 def _windows(parts: Sequence[tuple[date, date, Fraction]]) -> list[tuple[date, date]]:
@@ -367,28 +418,24 @@ def _windows(parts: Sequence[tuple[date, date, Fraction]]) -> list[tuple[date, d
 
 def _usage_lines(
     terms: SubscriptionTerms,
-    prices: Mapping[str, Price],
-    usage_slices: UsageSlices,
-    periods: Mapping[date, Period],
+    parts: Sequence[_UsagePart],
     usage: UsageData | None,
     policy: RoundingPolicy,
 ) -> list[ProposedLine]:
     """Metered lines per price, period and group; then minimum commitments against them."""
     out: list[ProposedLine] = []
-    minimums: list[tuple[Price, Period, Fraction, list[tuple[date, date, Fraction]]]] = []
-    for (price_id, period_start), parts in usage_slices.items():
-        price, period = prices[price_id], periods[period_start]
+    minimums: list[_UsagePart] = []
+    for part in parts:
+        price, period, fraction, windows = part.price, part.period, part.fraction, part.windows
         terms_ = price.usage
         assert terms_ is not None
-        fraction = sum((f for _a, _b, f in parts), Fraction(0))
         if terms_.minimum:
-            minimums.append((price, period, fraction, parts))
+            minimums.append(part)
             continue
         if usage is None:
             raise ValueError(f"usage price {price.id} needs usage data")
         assert terms_.meter is not None
         meter = usage.meters[terms_.meter]
-        windows = _windows(parts)
         per_group = _combine(meter, [(w, usage.windows.get((meter.code, *w), {})) for w in windows], period)
         included = terms_.included_units * fraction.numerator / fraction.denominator
         for group, (quantity, events) in sorted(per_group.items()):
@@ -414,7 +461,7 @@ def _usage_lines(
                     "field": meter.field,
                     "expression": meter.expression.source if meter.expression else None,
                     "group": dict(zip(meter.group_by, group, strict=True)),
-                    "windows": [{"start_on": a.isoformat(), "end_on": b.isoformat()} for a, b in windows],
+                    "windows": part.windows_json,
                     "events": events,
                     "quantity": _fmt_qty(quantity),
                     "included_units": _fmt_qty(included),
@@ -424,21 +471,17 @@ def _usage_lines(
             )
             line.subtotal_minor = _round_minor(policy, rated.amount, terms.currency)
             out.append(line)
-    for price, period, fraction, parts in minimums:
+    for part in minimums:
+        price, period, fraction, windows = part.price, part.period, part.fraction, part.windows
         commitment = _rate(price.model, Decimal(1)).amount * fraction.numerator / fraction.denominator
         committed_minor = _round_minor(policy, commitment, terms.currency)
         used_minor = sum(ln.subtotal_minor for ln in out if ln.period.start_on == period.start_on)
-        windows = _windows(parts)
         line = ProposedLine(
             terms.id,
             price,
             period,
             [Slice(windows[0][0], windows[-1][1], Decimal(1), fraction, commitment)],
-            usage={
-                "minimum_minor": committed_minor,
-                "usage_minor": used_minor,
-                "windows": [{"start_on": a.isoformat(), "end_on": b.isoformat()} for a, b in windows],
-            },
+            usage={"minimum_minor": committed_minor, "usage_minor": used_minor, "windows": part.windows_json},
         )
         line.subtotal_minor = max(0, committed_minor - used_minor)
         out.append(line)
