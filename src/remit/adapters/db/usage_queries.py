@@ -118,9 +118,8 @@ def aggregate_usage(
         params = {"ids": _ids_param(customers, pg), "meter": meter_code, "start": start, "end": end}
         for customer_id, group_key, events, value in _simple_rows(conn, meter, pg, params):
             quantity = Decimal(value) if meter.aggregation in _COUNTS else _dec(value)
-            result[(customer_id, meter_code, start, end, tuple(json.loads(group_key)))] = Aggregate(
-                quantity, int(events)
-            )
+            group = () if group_key == _NO_GROUP else tuple(json.loads(group_key))
+            result[(customer_id, meter_code, start, end, group)] = Aggregate(quantity, int(events))
     if weighted:
         result.update(_weighted(conn, meters, weighted, starting_levels or {}))
     return result

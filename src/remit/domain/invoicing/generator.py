@@ -498,6 +498,8 @@ def _combine(
     the latest value is the last window's; unique counts add up per window (a value seen in two windows counts
     twice). A time-weighted sum is each window's average level weighted by its share of the period, so a level
     held for half a month bills half a month."""
+    if len(windows) == 1 and meter.aggregation is not Aggregation.WEIGHTED_SUM:  # the usual case: taken as is
+        return {group: (agg.quantity, agg.events) for group, agg in windows[0][1].items()}
     out: dict[tuple[str, ...], tuple[Decimal, int]] = {}
     for (start, end), groups in windows:
         share = Fraction(period.overlap_days(start, end), period.days) if period.days else Fraction(0)
