@@ -332,6 +332,8 @@ class _UsagePart:
     fraction: Fraction  # the share of the period the slices cover
     windows: tuple[tuple[date, date], ...]  # consecutive slices merged
     windows_json: list[dict[str, str]]  # the windows as a line's details show them (never changed once made)
+    included: Decimal  # the price's included units, prorated to the fraction
+    included_text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,18 +377,23 @@ def _make_plan(due: Sequence[DueSlice], prices: Mapping[str, Price]) -> _Plan:
     windows: list[tuple[UsageWindowKey, bool]] = []
     for (price_id, period_start), parts in slices.items():
         price = prices[price_id]
+        assert price.usage is not None
         merged = tuple(_windows(parts))
+        fraction = sum((f for _a, _b, f in parts), Fraction(0))
+        included = price.usage.included_units * fraction.numerator / fraction.denominator
         usage.append(
             _UsagePart(
                 price,
                 periods[period_start],
-                sum((f for _a, _b, f in parts), Fraction(0)),
+                fraction,
                 merged,
                 [{"start_on": a.isoformat(), "end_on": b.isoformat()} for a, b in merged],
+                included,
+                _fmt_qty(included),
             )
         )
         if price.metered:
-            assert price.usage is not None and price.usage.meter is not None
+            assert price.usage.meter is not None
             models = (price.model, *price.usage.dimensions.values())
             per_transaction = any(isinstance(m, PercentageCharge) for m in models)
             windows.extend(((price.usage.meter, a, b), per_transaction) for a, b in merged)
@@ -437,7 +444,7 @@ def _usage_lines(
         assert terms_.meter is not None
         meter = usage.meters[terms_.meter]
         per_group = _combine(meter, [(w, usage.windows.get((meter.code, *w), {})) for w in windows], period)
-        included = terms_.included_units * fraction.numerator / fraction.denominator
+        included = part.included
         for group, (quantity, events) in sorted(per_group.items()):
             billable = max(Decimal(0), quantity - included)
             model = terms_.model_for(group, price.model)
@@ -464,7 +471,7 @@ def _usage_lines(
                     "windows": part.windows_json,
                     "events": events,
                     "quantity": _fmt_qty(quantity),
-                    "included_units": _fmt_qty(included),
+                    "included_units": part.included_text,
                     "billable_units": _fmt_qty(billable),
                     "price_model": model.kind,
                 },
