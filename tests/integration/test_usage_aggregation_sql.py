@@ -1,14 +1,17 @@
 """The set-wise SQL aggregation equals the pure reference aggregation, on both databases."""
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select
+from sqlalchemy import Connection, event, select
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.usage_queries import Window, aggregate_usage, reference
+from remit.bootstrap import Remit
 from remit.domain.rating.aggregations import Aggregation, Meter
 from remit.service_layer import usage
 from tests import builders as b
@@ -34,7 +37,7 @@ EVENT = st.tuples(
 )
 
 
-def _load(app, customers, events):
+def _load(app: Remit, customers: list[str], events: list[tuple[Any, ...]]) -> None:
     """Insert through the real ingestion path so stored rows are exactly what production stores."""
     with app.engine.begin() as conn:
         conn.execute(t.usage_events.delete())
@@ -57,7 +60,7 @@ def _load(app, customers, events):
     assert not [r for r in result.rejected if r["error"]["code"] != "missing_property"], result.rejected
 
 
-def _create_meters(app, codes):
+def _create_meters(app: Remit, codes: Iterable[str]) -> None:
     with app.uow() as uow:
         for code in codes:
             m = METERS[code]
@@ -67,7 +70,7 @@ def _create_meters(app, codes):
 
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 @given(events=st.lists(EVENT, max_size=60))
-def test_sql_aggregation_equals_the_reference(app, events):
+def test_sql_aggregation_equals_the_reference(app: Remit, events: list[tuple[Any, ...]]) -> None:
     if not getattr(app, "_usage_ready", False):
         b.seller(app)
         app._customers = [b.customer(app, None), b.customer(app, None)]
@@ -92,7 +95,7 @@ def test_sql_aggregation_equals_the_reference(app, events):
         assert isinstance(agg.quantity, Decimal), key
 
 
-def test_sums_and_maximums_keep_every_decimal_place(app):
+def test_sums_and_maximums_keep_every_decimal_place(app: Remit) -> None:
     """Values finer than a fixed scale of 12 places, and wider than 26 integer digits, aggregate exactly (a cast
     to NUMERIC(38, 12) rounded the first and overflowed on the second)."""
     b.seller(app)
@@ -110,7 +113,7 @@ def test_sums_and_maximums_keep_every_decimal_place(app):
     assert got[(customer, "peak", START, END, ())].quantity == wide
 
 
-def test_a_sum_past_64_bits_is_still_exact(app):
+def test_a_sum_past_64_bits_is_still_exact(app: Remit) -> None:
     """SQLite adds whole numbers natively, in 64 bits; a sum past that is done again exactly, value by value."""
     b.seller(app)
     customer = b.customer(app, None)
@@ -122,7 +125,7 @@ def test_a_sum_past_64_bits_is_still_exact(app):
     assert got[(customer, "tokens", START, END, ("eu",))].quantity == big * 20
 
 
-def test_sums_without_dimensions_past_64_bits_are_still_exact(app):
+def test_sums_without_dimensions_past_64_bits_are_still_exact(app: Remit) -> None:
     """Per customer first, SQLite sums whole numbers natively: a value too large for 64 bits makes its sum a
     float, and that customer is summed again exactly; a total past 64 bits is an overflow, and the whole span is
     summed again exactly."""
@@ -143,11 +146,11 @@ def test_sums_without_dimensions_past_64_bits_are_still_exact(app):
     assert together[(overflowing, "bytes", START, END, ())].quantity == big * 20
 
 
-def _per_group_statements(conn, customers):
+def _per_group_statements(conn: Connection, customers: list[str]) -> list[set[str]]:
     """Record, for each statement that groups events by customer and group, the customers it was asked about."""
     seen: list[set[str]] = []
 
-    def record(_conn, _cursor, statement, parameters, _context, _many):
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
         if "GROUP BY usage_events.customer_id, usage_events.group_key" in statement:
             seen.append({c for c in customers if c in str(parameters)})
 
@@ -155,7 +158,7 @@ def _per_group_statements(conn, customers):
     return seen
 
 
-def test_counts_and_sums_per_customer_and_per_group_agree(app):
+def test_counts_and_sums_per_customer_and_per_group_agree(app: Remit) -> None:
     """A batch mixing customers whose sums are final per customer (one group, and on SQLite whole numbers) with
     customers that need the exact per-group path sums each one exactly; only the latter are asked per group. A
     meter with group-by dimensions goes per group at once."""
@@ -199,7 +202,7 @@ def test_counts_and_sums_per_customer_and_per_group_agree(app):
         assert asked == [sorted(customers)]  # PostgreSQL sums decimals per customer too; tokens: everyone
 
 
-def test_events_of_another_group_are_kept_apart(app):
+def test_events_of_another_group_are_kept_apart(app: Remit) -> None:
     """Events kept from before a meter's dimensions were removed carry their old group: a customer with such
     events is summed per group, and the others per customer."""
     b.seller(app)
