@@ -294,3 +294,29 @@ def test_monthly__upcoming_invoice_preview_shows_the_usage_so_far(app):
         ("usage", 1000),
     ]
     assert len(b.invoices_of(app, cus)) == 1  # the preview wrote nothing
+
+
+def test_included_units_of_a_part_period_are_prorated_and_the_explanation_says_how(app):
+    """Started on 16 March: 16 of 31 days, so 10,000 included calls become 10,000 × 16/31 = 5,161.29... and
+    6,000 calls bill the rest; the line's explanation shows the proration."""
+    from remit.service_layer.explain import explain_line
+
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_usage("api_calls", included_units="10000")])
+    clock_id, cus, _sub = _start(app, "api", at=(2026, 3, 16))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    assert not _send(app, cus, (b.utc(2026, 3, 18), {"calls": 6000})).rejected
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    invoice = b.invoices_of(app, cus)[0]
+    line = invoice["lines"][0]
+    # 6,000 - 160,000/31 = 26,000/31 calls at 0.002: 1.677... -> 1.68
+    assert (line["kind"], line["amount"]) == ("usage", "1.68")
+    with app.uow() as uow:
+        explained = explain_line(uow, invoice["id"], line["id"])
+    assert explained["usage"]["included_per_period"] == "10000"
+    assert explained["usage"]["share"] == "16/31"
+    assert any(
+        s.startswith("10000 units included per period × 16/31 (the part of the period billed) = 5161.29")
+        for s in explained["explanation"]
+    ), explained["explanation"]

@@ -147,7 +147,14 @@ def _sentences(
             f"{usage['quantity']} from {usage['events']} event{'' if usage['events'] == 1 else 's'}."
         )
         if usage.get("included_units") not in (None, "0"):
-            out.append(f"{usage['included_units']} units included; {usage['billable_units']} billable.")
+            # Lines written since included units record their proration say how the figure came about.
+            per_period, share = usage.get("included_per_period"), usage.get("share")
+            how = (
+                f"{per_period} units included per period × {share} (the part of the period billed) = "
+                if per_period and share
+                else ""
+            )
+            out.append(f"{how}{usage['included_units']} units included; {usage['billable_units']} billable.")
         out.append(f"Rated with the {usage.get('price_model')} model.")
     for b in details.get("breakdown", []):
         out.append(f"  {b['description']}: {b['amount']}")

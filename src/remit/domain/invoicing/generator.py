@@ -334,6 +334,8 @@ class _UsagePart:
     windows_json: list[dict[str, str]]  # the windows as a line's details show them (never changed once made)
     included: Decimal  # the price's included units, prorated to the fraction
     included_text: str
+    # When the included units were prorated (a part of the period billed): the units per period and the share.
+    proration: dict[str, str] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +392,12 @@ def _make_plan(due: Sequence[DueSlice], prices: Mapping[str, Price]) -> _Plan:
                 [{"start_on": a.isoformat(), "end_on": b.isoformat()} for a, b in merged],
                 included,
                 _fmt_qty(included),
+                None
+                if fraction == 1 or not price.usage.included_units
+                else {
+                    "included_per_period": _fmt_qty(price.usage.included_units),
+                    "share": f"{fraction.numerator}/{fraction.denominator}",
+                },
             )
         )
         if price.metered:
@@ -453,6 +461,21 @@ def _usage_lines(
                 rated = model.rate_transactions(values)
             else:
                 rated = _rate(model, billable)
+            details: dict[str, object] = {
+                "meter": meter.code,
+                "aggregation": meter.aggregation.value,
+                "field": meter.field,
+                "expression": meter.expression.source if meter.expression else None,
+                "group": dict(zip(meter.group_by, group, strict=True)),
+                "windows": part.windows_json,
+                "events": events,
+                "quantity": _fmt_qty(quantity),
+                "included_units": part.included_text,
+                "billable_units": _fmt_qty(billable),
+                "price_model": model.kind,
+            }
+            if part.proration is not None:
+                details.update(part.proration)
             line = ProposedLine(
                 terms.id,
                 price,
@@ -462,19 +485,7 @@ def _usage_lines(
                 model=model,
                 rated_units=billable,
                 rated=rated,
-                usage={
-                    "meter": meter.code,
-                    "aggregation": meter.aggregation.value,
-                    "field": meter.field,
-                    "expression": meter.expression.source if meter.expression else None,
-                    "group": dict(zip(meter.group_by, group, strict=True)),
-                    "windows": part.windows_json,
-                    "events": events,
-                    "quantity": _fmt_qty(quantity),
-                    "included_units": part.included_text,
-                    "billable_units": _fmt_qty(billable),
-                    "price_model": model.kind,
-                },
+                usage=details,
             )
             line.subtotal_minor = _round_minor(policy, rated.amount, terms.currency)
             out.append(line)
