@@ -167,6 +167,7 @@ _CONTAINING: dict[tuple[date, Interval, date], Period] = {}
 _ROUNDED: dict[tuple[Decimal, Currency, RoundingPolicy], int] = {}
 _BREAKDOWNS: dict[int, tuple[ChargeResult, tuple[tuple[str, str, str, str, str], ...]]] = {}
 _WHOLE = Fraction(1)  # what proration_fraction gives for a slice covering its whole period
+_ZERO = Decimal(0)
 _NANO = Decimal("0.000000001")
 
 
@@ -453,8 +454,10 @@ def _usage_lines(
         meter = usage.meters[terms_.meter]
         per_group = _combine(meter, [(w, usage.windows.get((meter.code, *w), {})) for w in windows], period)
         included = part.included
-        for group, (quantity, events) in sorted(per_group.items()):
-            billable = max(Decimal(0), quantity - included)
+        for group, (quantity, events) in sorted(per_group.items()) if len(per_group) > 1 else per_group.items():
+            billable = quantity - included
+            if not billable > 0:
+                billable = _ZERO  # as max(Decimal(0), ...) gives, zero itself included
             model = terms_.model_for(group, price.model)
             if isinstance(model, PercentageCharge):  # transaction by transaction: fees, free ones, min and max
                 values = [v for w in windows for v in usage.transactions.get((meter.code, *w), {}).get(group, ())]
@@ -466,7 +469,7 @@ def _usage_lines(
                 "aggregation": meter.aggregation.value,
                 "field": meter.field,
                 "expression": meter.expression.source if meter.expression else None,
-                "group": dict(zip(meter.group_by, group, strict=True)),
+                "group": dict(zip(meter.group_by, group, strict=True)) if group else {},
                 "windows": part.windows_json,
                 "events": events,
                 "quantity": _fmt_qty(quantity),
@@ -734,6 +737,23 @@ def _as_threshold(new: NewLine, line: ProposedLine, before: BilledTotals | None)
     return replace(new, kind=THRESHOLD_KIND, description=description[:500])
 
 
+_PERIOD_JSON: dict[int, tuple[Period, dict[str, str]]] = {}
+
+
+def _period_json(period: Period) -> dict[str, str]:
+    """A period as a line's details show it, made once per period object (periods are shared and immutable; the
+    entry keeps its period alive, so the id is not reused). Never changed once made: lines share it."""
+    hit = _PERIOD_JSON.get(id(period))
+    if hit is None or hit[0] is not period:
+        if len(_PERIOD_JSON) >= _MEMO_LIMIT:
+            _PERIOD_JSON.clear()
+        hit = _PERIOD_JSON[id(period)] = (
+            period,
+            {"start_on": period.start_on.isoformat(), "end_on": period.end_on.isoformat()},
+        )
+    return hit[1]
+
+
 def _new_line(
     line: ProposedLine,
     before: BilledTotals | None,
@@ -748,7 +768,7 @@ def _new_line(
 ) -> NewLine:
     billed = (before.subtotal_minor - before.discount_minor) if before else 0
     details: dict[str, object] = {
-        "period": {"start_on": line.period.start_on.isoformat(), "end_on": line.period.end_on.isoformat()},
+        "period": _period_json(line.period),
         "slices": [
             {
                 "start_on": s.start_on.isoformat(),
