@@ -204,17 +204,17 @@ def reference(db: Database, tsv: Path, chunk: int) -> float:
         return seconds
     import sqlite3
 
-    conn = sqlite3.connect(db.path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA cache_size=-262144")  # as the import's connection (usage_import.SQLITE_CACHE_KIB)
+    lite = sqlite3.connect(db.path, isolation_level=None)
+    lite.execute("PRAGMA journal_mode=WAL")
+    lite.execute("PRAGMA synchronous=NORMAL")
+    lite.execute("PRAGMA cache_size=-262144")  # as the import's connection (usage_import.SQLITE_CACHE_KIB)
     columns = [c.name for c in t.usage_events.columns]
     # The table and its indexes as the migrations made them, renamed.
-    for (ddl,) in conn.execute(
+    for (ddl,) in lite.execute(
         "SELECT sql FROM sqlite_master WHERE tbl_name = 'usage_events' AND sql IS NOT NULL ORDER BY type DESC"
     ).fetchall():
-        conn.execute(ddl.replace("usage_events", "ingest_reference"))
-    conn.execute("CREATE UNIQUE INDEX ix_ingest_reference ON ingest_reference (customer_id, transaction_id)")
+        lite.execute(ddl.replace("usage_events", "ingest_reference"))
+    lite.execute("CREATE UNIQUE INDEX ix_ingest_reference ON ingest_reference (customer_id, transaction_id)")
     sql = f"INSERT INTO ingest_reference VALUES ({', '.join('?' * len(columns))})"
     started = time.perf_counter()
     with tsv.open() as fh:
@@ -223,17 +223,17 @@ def reference(db: Database, tsv: Path, chunk: int) -> float:
             row: list[Any] = line.rstrip("\n").split("\t")
             rows.append([None if v == "\\N" else v for v in row])
             if len(rows) >= chunk:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(sql, rows)
-                conn.execute("COMMIT")
+                lite.execute("BEGIN IMMEDIATE")
+                lite.executemany(sql, rows)
+                lite.execute("COMMIT")
                 rows = []
         if rows:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(sql, rows)
-            conn.execute("COMMIT")
+            lite.execute("BEGIN IMMEDIATE")
+            lite.executemany(sql, rows)
+            lite.execute("COMMIT")
     seconds = time.perf_counter() - started
-    conn.execute("DROP TABLE ingest_reference")
-    conn.close()
+    lite.execute("DROP TABLE ingest_reference")
+    lite.close()
     return seconds
 
 
