@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from typing import TypeVar
 
 from remit.domain.billing_events import Item, Segment, TimelineEvent, build_segments, ended_on
 from remit.domain.catalog.model import Coupon, CouponDuration, Price, Timing
@@ -738,20 +739,27 @@ def _as_threshold(new: NewLine, line: ProposedLine, before: BilledTotals | None)
 
 
 _PERIOD_JSON: dict[int, tuple[Period, dict[str, str]]] = {}
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _by_identity(memo: dict[int, tuple[_K, _V]], key: _K, make: Callable[[_K], _V]) -> _V:
+    """``make(key)``, remembered per key object: for immutable objects the batch shares. The entry keeps its key
+    alive, so the id is not reused while it exists; the memo is emptied when it grows past ``_MEMO_LIMIT``."""
+    hit = memo.get(id(key))
+    if hit is None or hit[0] is not key:
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        hit = memo[id(key)] = (key, make(key))
+    return hit[1]
 
 
 def _period_json(period: Period) -> dict[str, str]:
-    """A period as a line's details show it, made once per period object (periods are shared and immutable; the
-    entry keeps its period alive, so the id is not reused). Never changed once made: lines share it."""
-    hit = _PERIOD_JSON.get(id(period))
-    if hit is None or hit[0] is not period:
-        if len(_PERIOD_JSON) >= _MEMO_LIMIT:
-            _PERIOD_JSON.clear()
-        hit = _PERIOD_JSON[id(period)] = (
-            period,
-            {"start_on": period.start_on.isoformat(), "end_on": period.end_on.isoformat()},
-        )
-    return hit[1]
+    """A period as a line's details show it, made once per period object. Never changed once made: lines share
+    it."""
+    return _by_identity(
+        _PERIOD_JSON, period, lambda p: {"start_on": p.start_on.isoformat(), "end_on": p.end_on.isoformat()}
+    )
 
 
 def _new_line(
@@ -834,15 +842,14 @@ def _breakdown(line: ProposedLine) -> list[dict[str, str]]:
         result = _rate(line.model or line.price.model, line.rated_units)
     else:
         result = _rate(line.price.model, line.slices[-1].quantity)
-    hit = _BREAKDOWNS.get(id(result))
-    if hit is None or hit[0] is not result:
-        texts = tuple(
-            (b.description, str(b.units), str(b.unit_price), str(b.flat_fee), str(b.amount)) for b in result.breakdown
-        )
-        if len(_BREAKDOWNS) >= _MEMO_LIMIT:
-            _BREAKDOWNS.clear()
-        hit = _BREAKDOWNS[id(result)] = (result, texts)
-    return [{"description": d, "units": u, "unit_price": p, "flat_fee": f, "amount": a} for d, u, p, f, a in hit[1]]
+    texts = _by_identity(
+        _BREAKDOWNS,
+        result,
+        lambda r: tuple(
+            (b.description, str(b.units), str(b.unit_price), str(b.flat_fee), str(b.amount)) for b in r.breakdown
+        ),
+    )
+    return [{"description": d, "units": u, "unit_price": p, "flat_fee": f, "amount": a} for d, u, p, f, a in texts]
 
 
 def _fmt_qty(quantity: Decimal) -> str:
