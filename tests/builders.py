@@ -11,7 +11,7 @@ from remit.service_layer import accounts, catalog, invoices, subscriptions, view
 
 def seller(app: Remit, currency: str = "EUR", **kwargs: Any) -> str:
     with app.uow() as uow:
-        return accounts.create_legal_entity(uow, "Acme Cloud GmbH", "DE", currency, **kwargs)
+        return str(accounts.create_legal_entity(uow, "Acme Cloud GmbH", "DE", currency, **kwargs))
 
 
 def plan(
@@ -47,13 +47,15 @@ def plan(
 
 def clock(app: Remit, at: datetime) -> str:
     with app.uow() as uow:
-        return accounts.create_test_clock(uow, "test", at)
+        return str(accounts.create_test_clock(uow, "test", at))
 
 
 def customer(app: Remit, clock_id: str | None, currency: str = "EUR", **kwargs: Any) -> str:
     with app.uow() as uow:
-        return accounts.create_customer(
-            uow, "Test Customer", currency_code=currency, country="DE", test_clock_id=clock_id, **kwargs
+        return str(
+            accounts.create_customer(
+                uow, "Test Customer", currency_code=currency, country="DE", test_clock_id=clock_id, **kwargs
+            )
         )
 
 
@@ -86,4 +88,4 @@ def lines_of(app: Remit, customer_id: str) -> list[tuple[str, str, str, str]]:
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc, arg-type]

@@ -27,13 +27,14 @@ from typing import Any
 from sqlalchemy import Text, bindparam, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from remit.adapters.db import driver
+from remit.adapters.db import driver, usage_read_ahead
 from remit.adapters.db import tables as t
 from remit.adapters.db.engine import make_engine
 from remit.adapters.db.id_lists import ID_LIST_TYPES, id_list_value, in_id_list
 from remit.adapters.db.ids import new_id
 from remit.adapters.db.mappers import coupon_from_row, load_prices, timeline_event_from_row, with_overrides
-from remit.adapters.db.usage_queries import Window, aggregate_usage, transaction_values
+from remit.adapters.db.usage_queries import ReadAheadSpan, Span, Window, aggregate_usage, transaction_values
+from remit.adapters.db.usage_read_ahead import UsageReadAhead
 from remit.domain.billing_events import TimelineEvent, status_on
 from remit.domain.catalog.model import Price
 from remit.domain.clock import Clock
@@ -51,6 +52,7 @@ from remit.domain.invoicing.generator import (
     usage_windows,
 )
 from remit.domain.money import Currency, RoundingPolicy, currency
+from remit.domain.rating.aggregations import Meter
 from remit.domain.subscriptions.periods import Interval
 from remit.service_layer import wallet_ledger
 from remit.service_layer.accounts import local_date, local_midnight
@@ -135,6 +137,7 @@ def run(
             ],
         )
         spec = _worker_spec(uow) if workers > 1 else None
+        engine = uow.engine
 
     def done(batch: Sequence[str], invoice_ids: list[str]) -> None:
         result.customers_seen += len(batch)
@@ -157,8 +160,18 @@ def run(
     first = next(found, None)
     second = next(found, None) if first is not None and spec is not None else None
     if second is None:  # one batch (or one worker): no process to start
-        for batch in itertools.chain(() if first is None else (first,), found):
-            done(batch, _bill_batch_with_retry(make_uow, batch, as_of, result.id))
+        # On SQLite, the next batch's usage is aggregated on the other core while this one is billed.
+        read_ahead = UsageReadAhead(engine) if first is not None and usage_read_ahead.available(engine) else None
+        try:
+            sequence = itertools.chain(() if first is None else (first,), found)
+            batch = next(sequence, None)
+            while batch is not None:
+                upcoming = next(sequence, None)
+                done(batch, _bill_batch_with_retry(make_uow, batch, as_of, result.id, read_ahead, upcoming))
+                batch = upcoming
+        finally:
+            if read_ahead is not None:
+                read_ahead.close()
     else:
         assert first is not None and spec is not None
         _bill_in_processes(spec, workers, itertools.chain((first, second), found), as_of, result.id, done)
@@ -268,11 +281,20 @@ def _collector_paused() -> Iterator[None]:
                 gc.enable()
 
 
-def _bill_batch_with_retry(make_uow: UowFactory, batch: Sequence[str], as_of: datetime, run_id: str) -> list[str]:
+def _bill_batch_with_retry(
+    make_uow: UowFactory,
+    batch: Sequence[str],
+    as_of: datetime,
+    run_id: str,
+    read_ahead: UsageReadAhead | None = None,
+    upcoming: Sequence[str] | None = None,
+) -> list[str]:
     for attempt in range(3):
         try:
             with _collector_paused(), make_uow() as uow:
-                return bill_customers(uow, batch, as_of, run_id, skip_locked=True)
+                return bill_customers(
+                    uow, batch, as_of, run_id, skip_locked=True, read_ahead=read_ahead, upcoming=upcoming
+                )
         except IntegrityError:
             # Another run billed some of these lines first; on retry the diff sees them and writes the rest.
             if attempt == 2:
@@ -602,16 +624,23 @@ def bill_customers(
     run_id: str | None,
     skip_locked: bool = False,
     write: bool = True,
+    read_ahead: UsageReadAhead | None = None,
+    upcoming: Sequence[str] | None = None,
 ) -> list[str]:
     """Generate and write the invoices due for these customers as of a time. Returns the new invoice ids.
 
     The events this produces are written here, in bulk and in the order they happen, rather than queued on the
-    unit of work."""
+    unit of work. ``read_ahead`` (SQLite): what the previous batch read ahead is used if still valid, and the
+    ``upcoming`` batch's usage is read ahead while this one is billed."""
     locked = uow.lock_customers(customer_ids, skip_locked=skip_locked)
     if not locked:
         return []
+    version = usage_read_ahead.version(uow.conn) if read_ahead is not None else None
     batch = _load_batch(uow, locked)
-    load_usage(uow, batch, as_of)
+    ahead = read_ahead.take(version) if read_ahead is not None and version is not None else None
+    meters, windows = load_usage(uow, batch, as_of, read_ahead=ahead)
+    if read_ahead is not None and version is not None and upcoming:
+        read_ahead.start(version, upcoming, meters, windows)
     drafts, reviewed = compute_drafts(batch, as_of)
     if not write:
         return []
@@ -619,6 +648,8 @@ def bill_customers(
     _mark_reviewed(uow, batch, reviewed, events)
     invoice_ids = write_invoices(uow, drafts, batch.entities, batch.balances, run_id, events=events)
     write_events(uow, events)
+    if read_ahead is not None:
+        read_ahead.ended(uow.conn)
     return invoice_ids
 
 
@@ -700,14 +731,20 @@ def _make_terms(batch: _Batch, sub: Mapping[Any, Any]) -> SubscriptionTerms | No
 
 
 def load_usage(
-    uow: UnitOfWork, batch: _Batch, as_of: datetime, as_of_by_subscription: Mapping[str, datetime] | None = None
-) -> None:
+    uow: UnitOfWork,
+    batch: _Batch,
+    as_of: datetime,
+    as_of_by_subscription: Mapping[str, datetime] | None = None,
+    read_ahead: Mapping[Span, ReadAheadSpan] | None = None,
+) -> tuple[dict[str, Meter], list[Window]]:
     """The meter aggregates the batch's usage prices need as of a time: one query for the whole batch (two with
     time-weighted meters). Windows are the customer's local days, as UTC instants. ``as_of_by_subscription``:
-    another time for some subscriptions (live usage looks at each subscription's own open period)."""
+    another time for some subscriptions (live usage looks at each subscription's own open period).
+    ``read_ahead``: spans already aggregated (``aggregate_usage``). Returns the meters and the windows
+    aggregated."""
     batch.usage = {}
     if not any(p.usage is not None for p in batch.prices.values()):
-        return
+        return {}, []
     windows: list[Window] = []
     per_transaction: list[Window] = []
     wanted: dict[str, list[tuple[UsageWindowKey, Window]]] = defaultdict(list)
@@ -742,9 +779,10 @@ def load_usage(
                 per_transaction.append(window)
             wanted[customer["id"]].append((key, window))
     if not windows:
-        return
+        return {}, []
     meters = {r["code"]: meter_from_row(r) for r in uow.conn.execute(select(t.meters)).mappings()}
-    found = aggregate_usage(uow.conn, meters, list(dict.fromkeys(windows)))
+    distinct = list(dict.fromkeys(windows))
+    found = aggregate_usage(uow.conn, meters, distinct, read_ahead=read_ahead)
     by_window: dict[tuple[str, str, datetime, datetime], dict[tuple[str, ...], Any]] = defaultdict(dict)
     for (customer_id, meter, start, end, group), agg in found.items():
         by_window[(customer_id, meter, start, end)][group] = agg
@@ -759,6 +797,7 @@ def load_usage(
             {key: by_window.get((w.customer_id, w.meter_code, w.start, w.end), {}) for key, w in keys},
             {key: values.get((w.customer_id, w.meter_code, w.start, w.end), {}) for key, w in keys},
         )
+    return meters, distinct
 
 
 _CURRENCIES: dict[str, Currency] = {}
