@@ -643,6 +643,26 @@ class Databases:
         else:
             child("admin", f'CREATE DATABASE "{self.names[1]}" TEMPLATE "{self.names[0]}" STRATEGY FILE_COPY')
 
+    def copy(self, label: str) -> str:
+        """A fresh copy of the database under test, for one repetition of steps that change it; its URL."""
+        if self.kind == "sqlite":
+            shutil.copy(Path(self.tmp) / "run.db", Path(self.tmp) / f"{label}.db")
+            return f"sqlite:///{self.tmp}/{label}.db"
+        name = f"{self.names[0]}_{label}"
+        self.names.append(name)
+        child("admin", f'CREATE DATABASE "{name}" TEMPLATE "{self.names[0]}" STRATEGY FILE_COPY')
+        return f"{self.url.rsplit('/', 1)[0]}/{name}"
+
+    def remove(self, url: str) -> None:
+        """Remove a copy made by ``copy``."""
+        if self.kind == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+        else:
+            name = url.rsplit("/", 1)[1]
+            child("admin", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            self.names.remove(name)
+
     def drop(self) -> None:
         try:
             if self.names:

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/usage_bill_run.py --customers 100000 --events 10000000 --db postgresql
     .venv/bin/python bench/usage_bill_run.py --customers 10000 --events 1000000 --db sqlite
+    .venv/bin/python bench/usage_bill_run.py --customers 100000 --events 10000000 --db sqlite --repeat 3
 
 What it does (each step in its own child process, as in ``bench/bill_run.py``, so each peak RSS is its own):
 
@@ -20,6 +21,11 @@ What it does (each step in its own child process, as in ``bench/bill_run.py``, s
    and its domain events.
 4. Checks: N invoices and N usage lines, and the sum of their amounts equals the floor's (each customer's quantity
    × 0.001 rounded half-up to the cent). Anything else fails loudly (exit 1).
+
+``--repeat N`` runs steps 2 to 4 N times, each time on a fresh copy of the set-up database (PostgreSQL: a
+database made from it as a template; SQLite: a copy of the file), removed after; the figures reported are those
+of the repetition with the median ratio, and ``repetitions`` lists every one. On a machine whose speed drifts
+(docs/performance.md), the median of alternating repetitions says more than one run.
 
 The last line printed is one JSON object: seconds, floor_seconds, ratio_to_reference (the bill run's time ÷ the
 floor's), invoices_per_s, events_per_s, peak_rss_mb (the bill run's), and more figures. Among them the CPU time
@@ -311,6 +317,40 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
+def _repetition(dbs: Databases, index: int, repeat: int, workers: str, n: int) -> dict[str, Any]:
+    """The floor, the bill run and the floor again on the set-up database (or, when repeating, on a fresh copy of
+    it, removed after), checked; the run's ratio to the faster floor."""
+    label = f"repetition {index + 1} of {repeat}: " if repeat > 1 else ""
+    url = dbs.url if repeat == 1 else dbs.copy(f"r{index + 1}")
+    try:
+        floors = [child("floor", url, "before")]
+        log(f"{label}floor (before the run): {floors[0]['seconds']:.2f} s for {floors[0]['customers']:,} customers")
+        run = child("run", url, workers)
+        log(
+            f"{label}bill run: {run['seconds']:.2f} s ({run['workers']} billing process(es)), "
+            f"{n / run['seconds']:,.0f} invoices/s, peak RSS {run['peak_rss_mb']:.0f} MB"
+        )
+        floors.append(child("floor", url, "after"))
+        log(f"{label}floor (after the run): {floors[1]['seconds']:.2f} s")
+        floor = min(floors, key=lambda f: f["seconds"])
+        if run["invoices_created"] != n:
+            raise BenchFailure(f"the run reports {run['invoices_created']} invoices, expected {n}")
+        problems = child("check", url, run["run_id"], str(n), str(floor["total_minor"]))["problems"]
+        if problems:
+            raise BenchFailure("; ".join(problems))
+    finally:
+        if repeat > 1:
+            dbs.remove(url)
+    ratio = run["seconds"] / floor["seconds"]
+    log(f"{label}checks: {n:,} invoices and usage lines; their total equals the floor's ({floor['total_minor']} cents)")
+    log(f"{label}ratio to the floor: {ratio:.2f}x (bill run time / floor time)")
+    for name, step in (("bill run", run), ("floor", floor)):
+        server = step["server_cpu_seconds"]
+        on_server = "" if server is None else f" + {server:.2f} s in PostgreSQL"
+        log(f"{label}CPU of the {name}: {step['cpu_seconds']:.2f} s in Python{on_server}")
+    return {"run": run, "floor": floor, "floors": floors, "ratio": ratio}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=100_000, help="how many (default 100000)")
@@ -318,6 +358,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument(
         "--workers", type=int, default=None, help="bill run worker processes (default: as remit bill-run, the cores)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure the floor and the bill run this many times, each time on a fresh copy of the set-up database, "
+        "and report the repetition with the median ratio (default 1: once, on the database itself)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
@@ -346,30 +393,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         child("setup", dbs.url, str(n), str(e))
         log(f"setup: {time.perf_counter() - started:.1f} s")
         load_before = os.getloadavg()[0]
-        floors = [child("floor", dbs.url, "before")]
-        log(f"floor (before the run): {floors[0]['seconds']:.2f} s for {floors[0]['customers']:,} customers")
-        run = child("run", dbs.url, str(args.workers or default_workers()))
-        ips = n / run["seconds"]
-        log(
-            f"bill run: {run['seconds']:.2f} s ({run['workers']} billing process(es)), {ips:,.0f} "
-            f"invoices/s, peak RSS {run['peak_rss_mb']:.0f} MB"
-        )
-        floors.append(child("floor", dbs.url, "after"))
-        log(f"floor (after the run): {floors[1]['seconds']:.2f} s")
+        workers = str(args.workers or default_workers())
+        reps = [_repetition(dbs, i, args.repeat, workers, n) for i in range(args.repeat)]
         load_after = os.getloadavg()[0]
-        floor = min(floors, key=lambda f: f["seconds"])
-        if run["invoices_created"] != n:
-            raise BenchFailure(f"the run reports {run['invoices_created']} invoices, expected {n}")
-        problems = child("check", dbs.url, run["run_id"], str(n), str(floor["total_minor"]))["problems"]
-        if problems:
-            raise BenchFailure("; ".join(problems))
-        ratio = run["seconds"] / floor["seconds"]
-        log(f"checks: {n:,} invoices and usage lines; their total equals the floor's ({floor['total_minor']} cents)")
-        log(f"ratio to the floor: {ratio:.2f}x (bill run time / floor time)")
-        for name, step in (("bill run", run), ("floor", floor)):
-            server = step["server_cpu_seconds"]
-            on_server = "" if server is None else f" + {server:.2f} s in PostgreSQL"
-            log(f"CPU of the {name}: {step['cpu_seconds']:.2f} s in Python{on_server}")
+        rep = sorted(reps, key=lambda r: r["ratio"])[len(reps) // 2]  # the median (the upper one of two)
+        run, floor, floors, ratio = rep["run"], rep["floor"], rep["floors"], rep["ratio"]
+        if args.repeat > 1:
+            listed = ", ".join(f"{r['ratio']:.2f}x" for r in reps)
+            log(f"ratios to the floor: {listed}; median {ratio:.2f}x")
         print(
             json.dumps(
                 {
@@ -390,6 +421,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "peak_rss_mb": round(run["peak_rss_mb"], 1),
                     "batch_size": run["batch_size"],
                     "workers": run["workers"],
+                    "repetitions": [
+                        {
+                            "seconds": round(r["run"]["seconds"], 2),
+                            "floor_seconds": round(r["floor"]["seconds"], 2),
+                            "ratio_to_reference": round(r["ratio"], 2),
+                            "cpu_ratio_to_reference": _round(_all_cpu(r["run"]) / _all_cpu(r["floor"])),
+                        }
+                        for r in reps
+                    ],
                     "load_before": round(load_before, 2),
                     "load_after": round(load_after, 2),
                 }
