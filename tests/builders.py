@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from remit.bootstrap import Remit
-from remit.service_layer import accounts, catalog, invoices, subscriptions, views
+from remit.service_layer import accounts, catalog, invoices, subscriptions, usage, views
 
 
 def seller(app: Remit, currency: str = "EUR", **kwargs: Any) -> str:
@@ -42,6 +42,26 @@ def plan(
                     }
                 ],
             )["id"]
+        )
+
+
+def usage_plan(app: Remit, code: str = "api", unit_price: str = "0.01") -> None:
+    """A meter ``calls`` (the sum of the events' ``n``) and a plan whose one price is ``unit_price`` EUR per call,
+    monthly in arrears."""
+    with app.uow() as uow:
+        usage.create_meter(uow, "calls", "Calls", "sum", "n")
+        catalog.create_plan(
+            uow,
+            code,
+            code.upper(),
+            [
+                {
+                    "currency": "EUR",
+                    "model": "per_unit",
+                    "config": {"unit_price": unit_price},
+                    "usage": {"meter": "calls"},
+                }
+            ],
         )
 
 

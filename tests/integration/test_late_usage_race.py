@@ -11,7 +11,7 @@ from remit.adapters.db import tables as t
 from remit.adapters.db.engine import make_engine
 from remit.bootstrap import Remit
 from remit.domain.clock import FixedClock
-from remit.service_layer import bill_run, catalog, subscriptions, usage
+from remit.service_layer import bill_run, subscriptions, usage
 from tests import builders as b
 
 pytestmark = pytest.mark.postgres
@@ -24,14 +24,8 @@ def test_a_late_event_during_the_run_is_billed_by_the_next_run(postgres_url, mon
             conn.execute(table.delete())
     b.seller(app)
     cus = b.customer(app, None)
+    b.usage_plan(app)
     with app.uow() as uow:
-        usage.create_meter(uow, "calls", "Calls", "sum", "n")
-        catalog.create_plan(
-            uow,
-            "api",
-            "API",
-            [{"currency": "EUR", "model": "per_unit", "config": {"unit_price": "0.01"}, "usage": {"meter": "calls"}}],
-        )
         subscriptions.create_subscription(uow, cus, "api", anchor="calendar")
     app.clock.move_to(datetime(2026, 3, 20, tzinfo=UTC))
     with app.uow() as uow:

@@ -17,7 +17,7 @@ from remit.adapters.db.usage_queries import Window, aggregate_usage
 from remit.adapters.db.usage_read_ahead import UsageReadAhead
 from remit.bootstrap import Remit
 from remit.domain.clock import FixedClock
-from remit.service_layer import bill_run, catalog, subscriptions, usage
+from remit.service_layer import bill_run, subscriptions, usage
 from remit.service_layer.usage import meter_from_row
 from tests import builders as b
 
@@ -29,14 +29,7 @@ def _setup(app: Remit, customers: int) -> list[str]:
     """A seller, a meter summing ``n``, a plan of 0.01 EUR per unit billed monthly in arrears, and ``customers``
     subscribed on January 1st (calendar billing), in id order."""
     b.seller(app)
-    with app.uow() as uow:
-        usage.create_meter(uow, "calls", "Calls", "sum", "n")
-        catalog.create_plan(
-            uow,
-            "api",
-            "API",
-            [{"currency": "EUR", "model": "per_unit", "config": {"unit_price": "0.01"}, "usage": {"meter": "calls"}}],
-        )
+    b.usage_plan(app)
     made = []
     for _ in range(customers):
         cus = b.customer(app, None)
