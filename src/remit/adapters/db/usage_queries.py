@@ -130,12 +130,10 @@ def aggregate_usage(
             continue
         params = {"ids": _ids_param(customers, pg), "meter": meter_code, "start": start, "end": end}
         ahead = read_ahead.get((meter_code, start, end)) if read_ahead else None
-        if ahead is not None and _reads_ahead(meter, pg) and ahead.customers.issuperset(customers):
+        first = None
+        if ahead is not None and ahead.customers.issuperset(customers):
             first = [ahead.rows[c] for c in customers if c in ahead.rows]
-            rows: Iterable[Any] = _by_customer_first(conn, meter.aggregation, pg, params, first)
-        else:
-            rows = _simple_rows(conn, meter, pg, params)
-        for customer_id, group_key, events, value in rows:
+        for customer_id, group_key, events, value in _simple_rows(conn, meter, pg, params, first):
             quantity = Decimal(value) if meter.aggregation in _COUNTS else _dec(value)
             group = () if group_key == _NO_GROUP else tuple(json.loads(group_key))
             result[(customer_id, meter_code, start, end, group)] = Aggregate(quantity, int(events))
@@ -144,13 +142,16 @@ def aggregate_usage(
     return result
 
 
-def _simple_rows(conn: Connection, meter: Meter, pg: bool, params: dict[str, Any]) -> Iterable[Any]:
+def _simple_rows(
+    conn: Connection, meter: Meter, pg: bool, params: dict[str, Any], first: Iterable[Any] | None = None
+) -> Iterable[Any]:
     """(customer, group key, events, value) per group: per customer first where that can give the answer
-    (``_by_customer_first``), per group otherwise."""
+    (``_by_customer_first``, with ``first`` as its first statement's rows when they were read ahead), per group
+    otherwise."""
     aggregation = meter.aggregation
     try:
-        if not meter.group_by and (aggregation, pg) in _BY_CUSTOMER:
-            return _by_customer_first(conn, aggregation, pg, params)
+        if _per_customer_first(meter, pg):
+            return _by_customer_first(conn, aggregation, pg, params, first)
         return _per_group_rows(conn, aggregation, pg, params)
     except OperationalError as exc:
         if pg or "integer overflow" not in str(exc.orig):
@@ -311,9 +312,14 @@ _BY_CUSTOMER = {
 }
 
 
-def _reads_ahead(meter: Meter, pg: bool) -> bool:
-    """Whether a span of this meter can be read ahead: SQLite, and a statement that reads per customer first."""
-    return not pg and not meter.group_by and (meter.aggregation, pg) in _BY_CUSTOMER
+def _per_customer_first(meter: Meter, pg: bool) -> bool:
+    """Whether this meter's spans are read per customer first (``_by_customer_first``): counts and sums of a
+    meter without dimensions."""
+    return not meter.group_by and (meter.aggregation, pg) in _BY_CUSTOMER
+
+
+# The SQLite form of each per-customer statement, for ``read_ahead_statements``: compiled once.
+_BY_CUSTOMER_SQLITE: dict[Aggregation, Any] = {}
 
 
 def read_ahead_statements(
@@ -326,9 +332,13 @@ def read_ahead_statements(
     out: list[tuple[Span, str, tuple[Any, ...]]] = []
     for span in _spans(windows):
         meter = meters.get(span[0])
-        if meter is None or not _reads_ahead(meter, False):
+        if meter is None or not _per_customer_first(meter, False):
             continue
-        compiled = _BY_CUSTOMER[(meter.aggregation, False)].compile(dialect=dialect)
+        compiled = _BY_CUSTOMER_SQLITE.get(meter.aggregation)
+        if compiled is None:
+            compiled = _BY_CUSTOMER_SQLITE[meter.aggregation] = _BY_CUSTOMER[(meter.aggregation, False)].compile(
+                dialect=dialect
+            )
         meter_code, start, end = span
         values = compiled.construct_params(
             {"ids": _ids_param(customers, False), "meter": meter_code, "start": start, "end": end}
