@@ -1,10 +1,12 @@
 """``bulk_insert`` stores rows exactly as ``insert(table)`` stores them, on both databases."""
 
+import sqlite3
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from sqlalchemy import Column, Date, Integer, MetaData, String, Table, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db.types import UTCDateTime
 from remit.bootstrap import Remit
@@ -54,5 +56,51 @@ def test_a_naive_time_is_refused_as_before(app: Remit) -> None:
     try:
         with pytest.raises(Exception, match="naive datetimes are not stored"), app.uow() as uow:
             bulk_insert(uow, _TABLE, [{"id": 1, "day": None, "at": datetime(2026, 1, 1), "note": None}])
+    finally:
+        _TABLE.drop(app.engine)
+
+
+@pytest.mark.parametrize("rows", [1, 256, 1000])
+def test_every_row_is_written_once_whatever_the_count(app: Remit, rows: int) -> None:
+    """On SQLite rows go in multi-row statements of powers of two (1,000 = 3 x 256 + 128 + 64 + 32 + 8)."""
+    _TABLE.create(app.engine)
+    try:
+        written = [
+            {"id": i, "day": date(2026, 1, 1) + timedelta(days=i % 40), "at": None, "note": f"n{i}"}
+            for i in range(rows)
+        ]
+        with app.uow() as uow:
+            bulk_insert(uow, _TABLE, written)
+        with app.engine.connect() as conn:
+            got = [(r.id, r.day, r.note) for r in conn.execute(select(_TABLE).order_by(_TABLE.c.id))]
+        assert got == [(r["id"], r["day"], r["note"]) for r in written]
+    finally:
+        _TABLE.drop(app.engine)
+
+
+def test_sqlite_statements_bind_no_more_parameters_than_allowed(sqlite_app: Remit) -> None:
+    app = sqlite_app
+    _TABLE.create(app.engine)
+    try:
+        with app.uow() as uow:
+            driver = uow.conn.connection.driver_connection
+            assert driver is not None
+            before = driver.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 9)  # two rows of four columns
+            try:
+                bulk_insert(uow, _TABLE, [{"id": i, "day": None, "at": None, "note": str(i)} for i in range(7)])
+            finally:
+                driver.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, before)
+        with app.engine.connect() as conn:
+            assert [r.note for r in conn.execute(select(_TABLE).order_by(_TABLE.c.id))] == [str(i) for i in range(7)]
+    finally:
+        _TABLE.drop(app.engine)
+
+
+def test_a_duplicate_key_is_sqlalchemys_integrity_error(app: Remit) -> None:
+    """The bill run retries a batch on ``IntegrityError``: the bulk write raises SQLAlchemy's, on both databases."""
+    _TABLE.create(app.engine)
+    try:
+        with pytest.raises(IntegrityError), app.uow() as uow:
+            bulk_insert(uow, _TABLE, [{"id": 1, "day": None, "at": None, "note": None}] * 2)
     finally:
         _TABLE.drop(app.engine)
