@@ -8,7 +8,6 @@ customer's credit balance, then prepaid credits from wallets (``wallet_consumpti
 
 from __future__ import annotations
 
-import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id, new_ids
+from remit.adapters.db.sqlite_bulk import insert_statements, parameter_limit
 from remit.adapters.db.types import UTCDateTime
 from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.invoicing.generator import NewLine
@@ -77,8 +77,8 @@ def _bulk_plan(dialect: Dialect, table: Table, names: tuple[str, ...]) -> _BulkP
         cols = ", ".join(quote(n) for n in names)
         if dialect.name == "postgresql":
             sql = f"COPY {quote(table.name)} ({cols}) FROM STDIN"
-        else:  # the head of a multi-row insert (``_sqlite_insert``)
-            sql = f"INSERT INTO {quote(table.name)} ({cols}) VALUES "
+        else:  # the head of multi-row inserts (``sqlite_bulk``)
+            sql = f"INSERT INTO {quote(table.name)} ({cols}) VALUES"
         getter = itemgetter(*names)
         values: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
             getter if len(names) > 1 else (lambda row: (getter(row),))
@@ -128,7 +128,8 @@ def _memoizable(column_type: Any) -> bool:
 
 
 def bulk_insert(uow: UnitOfWork, table: Table, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert many rows at once: COPY on PostgreSQL, one executemany on SQLite, in the unit of work's transaction.
+    """Insert many rows at once: COPY on PostgreSQL, multi-row INSERTs on SQLite (``sqlite_bulk``), in the unit
+    of work's transaction.
 
     The columns are the table's columns among the first row's keys (other keys are ignored; every row has the
     same keys). Each value goes through its column type's own bind processing, so rows are stored exactly as
@@ -150,9 +151,8 @@ def bulk_insert(uow: UnitOfWork, table: Table, rows: Sequence[Mapping[str, Any]]
             else:
                 columns[i] = [process(v) for v in columns[i]]
         data = list(zip(*columns, strict=True))
+    driver: Any = uow.conn.connection.driver_connection
     if dialect.name == "postgresql":
-        driver = uow.conn.connection.driver_connection
-        assert driver is not None
         try:
             with driver.cursor() as cursor, cursor.copy(sql) as copy:
                 write = copy.write_row
@@ -161,36 +161,8 @@ def bulk_insert(uow: UnitOfWork, table: Table, rows: Sequence[Mapping[str, Any]]
         except driver.IntegrityError as exc:  # as SQLAlchemy raises it elsewhere (the bill run retries on it)
             raise IntegrityError(sql, None, exc) from exc
     else:
-        _sqlite_insert(uow.conn, sql, len(names), data)
-
-
-# Rows per SQLite INSERT statement: a power of two, at most.
-_SQLITE_ROWS = 256
-_SQLITE_STATEMENTS: dict[tuple[str, int], str] = {}
-
-
-def _sqlite_insert(conn: Any, head: str, width: int, data: Sequence[Sequence[Any]]) -> None:
-    """Insert rows with multi-row ``INSERT ... VALUES (...), (...)`` statements of up to ``_SQLITE_ROWS`` rows.
-
-    Against one ``executemany`` of the same rows: 10–25 % less time for a bill run's invoices, lines and events
-    (measured, SQLite 3.40), as SQLite steps one statement per 256 rows instead of one per row. Each statement
-    has a power-of-two number of rows (the remainder is split in decreasing powers of two), so a table has a
-    handful of distinct statements, each prepared once per connection and then taken from its statement cache;
-    and none binds more parameters than the connection allows."""
-    limit = conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    most = max(1, min(_SQLITE_ROWS, limit // width))
-    most = 1 << (most.bit_length() - 1)
-    start, total = 0, len(data)
-    while start < total:
-        left = total - start
-        size = most if left >= most else 1 << (left.bit_length() - 1)
-        sql = _SQLITE_STATEMENTS.get((head, size))
-        if sql is None:
-            row = "(" + ", ".join("?" * width) + ")"
-            sql = _SQLITE_STATEMENTS[(head, size)] = head + ", ".join([row] * size)
-        # A tuple: one execution (through SQLAlchemy, so errors are its own, e.g. IntegrityError).
-        conn.exec_driver_sql(sql, tuple(value for values in data[start : start + size] for value in values))
-        start += size
+        for statement, params in insert_statements(sql, len(names), data, parameter_limit(driver)):
+            uow.conn.exec_driver_sql(statement, params)  # through SQLAlchemy: its errors (IntegrityError...)
 
 
 # A domain event as ``UnitOfWork.emit`` takes it: type, object type, object id, data, customer id, time (None: now).
