@@ -26,7 +26,7 @@ def test_a_batch_that_meets_a_unique_key_is_billed_again(app: Remit, monkeypatch
     real = bill_run.write_invoices
     calls: list[int] = []
 
-    def first_time_twice(uow: Any, drafts: Any, *args: Any, **kwargs: Any) -> list[str]:
+    def first_time_twice(uow: Any, drafts: Any, *args: Any, **kwargs: Any) -> Any:
         """The first attempt writes the batch's lines twice: the second write meets the first's keys."""
         calls.append(len(drafts))
         if len(calls) == 1:
