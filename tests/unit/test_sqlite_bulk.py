@@ -38,3 +38,12 @@ def test_a_row_wider_than_the_limit_still_goes_alone() -> None:
     """SQLite then refuses it with its own error; the statements do not silently drop it."""
     statements = list(insert_statements("INSERT INTO t VALUES", 4, _rows(2, 4), 3))
     assert [len(params) for _sql, params in statements] == [4, 4]
+
+
+def test_a_tail_follows_the_rows_and_per_statement_caps_them() -> None:
+    tail = " ON CONFLICT DO NOTHING RETURNING a"
+    statements = list(
+        insert_statements("INSERT INTO t (a) VALUES", 1, _rows(1000, 1), 250_000, tail=tail, per_statement=600)
+    )
+    assert [len(params) for _sql, params in statements] == [512, 256, 128, 64, 32, 8]
+    assert all(sql.endswith("(?)" + tail) for sql, _params in statements)

@@ -35,6 +35,7 @@ from sqlalchemy import Engine, bindparam, select
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_ids
+from remit.adapters.db.sqlite_bulk import insert_statements, parameter_limit
 from remit.domain.clock import Clock
 from remit.domain.errors import RemitError, ValidationError
 from remit.domain.rating.aggregations import Meter
@@ -53,7 +54,9 @@ from remit.service_layer.usage import (
 
 CHUNK = 20_000  # events per transaction
 MAX_REPORTED = 100  # refused events listed in the report; all are counted
-_SQLITE_KEYS_PER_STATEMENT = 1_000
+_SQLITE_KEYS_PER_STATEMENT = 1_024  # keys per claim statement (``sqlite_bulk``: a power of two)
+_SQLITE_CLAIM = "INSERT INTO usage_event_keys (customer_id, transaction_id, received_at) VALUES"
+_SQLITE_CLAIMED = " ON CONFLICT DO NOTHING RETURNING customer_id, transaction_id"
 SQLITE_CACHE_KIB = 256 * 1024  # SQLite page cache of the import's connection
 
 _METERS = select(t.meters)
@@ -321,28 +324,14 @@ class _Writer(threading.Thread):
         try:
             claimed: set[tuple[str, str]] = set()
             received = chunk.rows[keys[0]][6]
-            step = _SQLITE_KEYS_PER_STATEMENT
-            for start in range(0, len(keys), step):
-                part = keys[start : start + step]
-                sql = _sqlite_claim(len(part))
-                params = [v for c, x in part for v in (c, x, received)]
+            limit = parameter_limit(driver)
+            claims = [(c, x, received) for c, x in keys]
+            for sql, params in insert_statements(
+                _SQLITE_CLAIM, 3, claims, limit, tail=_SQLITE_CLAIMED, per_statement=_SQLITE_KEYS_PER_STATEMENT
+            ):
                 claimed.update((c, x) for c, x in cur.execute(sql, params).fetchall())
             rows = chunk.rows
             cur.executemany(_SQLITE_INSERT, [rows[k] for k in keys if k in claimed])
         finally:
             cur.close()
         return [k for k in keys if k in claimed]
-
-
-_SQLITE_CLAIMS: dict[int, str] = {}
-
-
-def _sqlite_claim(n: int) -> str:
-    sql = _SQLITE_CLAIMS.get(n)
-    if sql is None:
-        sql = _SQLITE_CLAIMS[n] = (
-            "INSERT INTO usage_event_keys (customer_id, transaction_id, received_at) VALUES "
-            + ", ".join(["(?, ?, ?)"] * n)
-            + " ON CONFLICT DO NOTHING RETURNING customer_id, transaction_id"
-        )
-    return sql

@@ -10,7 +10,8 @@ few pages, and not where they land all over large indexes. Measured on SQLite 3.
   indexes): 10–25 % less time than ``executemany``; lines whose subscriptions are spread over their indexes at
   random: the same time;
 - usage events in the order a file gives them (random places in three large indexes): 35–50 % more time, so the
-  usage import keeps ``executemany``.
+  usage import keeps ``executemany`` for them (its claim of their keys, which needs ``RETURNING``, is made of
+  these statements).
 
 Each statement holds a power-of-two number of rows (a remainder is split in decreasing powers of two), so a table
 has a handful of distinct statements, each prepared once per connection and then found in its statement cache;
@@ -24,7 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 ROWS_PER_STATEMENT = 256
-_STATEMENTS: dict[tuple[str, int, int], str] = {}
+_STATEMENTS: dict[tuple[str, str, int, int], str] = {}
 
 
 def parameter_limit(driver: sqlite3.Connection) -> int:
@@ -33,19 +34,27 @@ def parameter_limit(driver: sqlite3.Connection) -> int:
 
 
 def insert_statements(
-    head: str, width: int, rows: Sequence[Sequence[Any]], limit: int
+    head: str,
+    width: int,
+    rows: Sequence[Sequence[Any]],
+    limit: int,
+    *,
+    tail: str = "",
+    per_statement: int = ROWS_PER_STATEMENT,
 ) -> Iterator[tuple[str, tuple[Any, ...]]]:
     """The statements (SQL, parameters) that insert ``rows`` in order. ``head``: ``INSERT INTO t (a, b) VALUES``
-    (the rows' placeholders follow it); ``width``: the values per row; ``limit``: ``parameter_limit``."""
-    most = max(1, min(ROWS_PER_STATEMENT, limit // width))
+    (the rows' placeholders follow it); ``width``: the values per row; ``limit``: ``parameter_limit``;
+    ``tail``: what follows the rows (``ON CONFLICT ... RETURNING ...``); ``per_statement``: rows per statement
+    at most (rounded down to a power of two)."""
+    most = max(1, min(per_statement, limit // width))
     most = 1 << (most.bit_length() - 1)
     start, total = 0, len(rows)
     while start < total:
         left = total - start
         size = most if left >= most else 1 << (left.bit_length() - 1)
-        sql = _STATEMENTS.get((head, width, size))
+        sql = _STATEMENTS.get((head, tail, width, size))
         if sql is None:
             row = "(" + ", ".join("?" * width) + ")"
-            sql = _STATEMENTS[(head, width, size)] = f"{head} " + ", ".join([row] * size)
+            sql = _STATEMENTS[(head, tail, width, size)] = f"{head} " + ", ".join([row] * size) + tail
         yield sql, tuple(value for values in rows[start : start + size] for value in values)
         start += size
