@@ -34,6 +34,14 @@ floor_server_cpu_seconds (the PostgreSQL server's, read from /proc across the st
 server's processes cannot be read), and cpu_ratio_to_reference (all of the bill run's CPU ÷ all of the floor's).
 On two cores both steps keep both cores busy, so the CPU ratio says what the time ratio says with less noise,
 and where the time goes.
+
+``--phases`` (SQLite, or PostgreSQL with ``--workers 1``: batches billed in the bench's own process) also times
+each step of billing a batch, in all batches: lock, load, usage (the meter windows and their aggregates), rate
+(propose, rate and diff), review_marks, write_invoices (numbered and finalized, with their lines), write_events,
+commit_and_rest, and between_batches (finding each batch's customers); on SQLite, also how much of each was spent
+inside SQLite's own calls (statements, fetches, commits) on the billing thread, the rest being Python. It prints
+them and adds ``phases`` to the JSON line (null without the option). The wrappers cost little, but a run with
+them is not the one to compare.
 """
 
 from __future__ import annotations
@@ -247,18 +255,111 @@ def _minor(quantity: Decimal) -> int:
     return int((Decimal(quantity) * UNIT_PRICE * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
-def child_run(url: str, workers: int) -> dict[str, Any]:
+# The steps of billing one batch (``bill_run.bill_customers``), timed by ``--phases``: (label, module, function).
+PHASES = (
+    ("lock", "remit.service_layer.unit_of_work", "UnitOfWork.lock_customers"),
+    ("load", "remit.service_layer.bill_run", "_load_batch"),
+    ("usage", "remit.service_layer.bill_run", "load_usage"),
+    ("rate", "remit.service_layer.bill_run", "compute_drafts"),
+    ("review_marks", "remit.service_layer.bill_run", "_mark_reviewed"),
+    ("write_invoices", "remit.service_layer.bill_run", "write_invoices"),
+    ("write_events", "remit.service_layer.bill_run", "write_events"),
+)
+
+
+class _Phases:
+    """Wall time per step of ``PHASES`` (and per batch), and of it the time spent in the database's calls made by
+    the billing thread: statements, fetches and commits, timed where SQLAlchemy hands them to the driver. That
+    splits SQLite's own work (which runs in this process) from Python's; PostgreSQL's COPY and plain statements
+    go to the driver directly (``invoices.bulk_insert``, ``driver.rows``), so there the split would be partial
+    and is not reported. Only for a run that bills its batches in this process (SQLite, or PostgreSQL with
+    ``--workers 1``)."""
+
+    def __init__(self) -> None:
+        import importlib
+        import threading
+
+        from sqlalchemy.engine import cursor, default
+
+        labels = [label for label, _m, _f in PHASES]
+        self.seconds = dict.fromkeys([*labels, "batch"], 0.0)
+        self.in_database = dict.fromkeys([*labels, "batch", "between_batches"], 0.0)
+        self.current = ["between_batches"]
+        billing = threading.current_thread()  # not the usage read-ahead's thread
+
+        def phase(label: str, owner: Any, name: str) -> None:
+            inner = getattr(owner, name)
+
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                self.current.append(label)
+                started = time.perf_counter()
+                try:
+                    return inner(*args, **kwargs)
+                finally:
+                    self.seconds[label] += time.perf_counter() - started
+                    self.current.pop()
+
+            setattr(owner, name, timed)
+
+        def database(owner: Any, name: str) -> None:
+            inner = getattr(owner, name)
+
+            def timed(*args: Any, **kwargs: Any) -> Any:
+                if threading.current_thread() is not billing:
+                    return inner(*args, **kwargs)
+                started = time.perf_counter()
+                try:
+                    return inner(*args, **kwargs)
+                finally:
+                    self.in_database[self.current[-1]] += time.perf_counter() - started
+
+            setattr(owner, name, timed)
+
+        for label, module_name, qualname in (
+            *PHASES,
+            ("batch", "remit.service_layer.bill_run", "_bill_batch_with_retry"),
+        ):
+            owner: Any = importlib.import_module(module_name)
+            *path, name = qualname.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            phase(label, owner, name)
+        for name in ("do_execute", "do_executemany", "do_commit"):
+            database(default.DefaultDialect, name)
+        for name in ("fetchone", "fetchmany", "fetchall"):
+            database(cursor.CursorFetchStrategy, name)
+
+    def report(self, seconds: float, sqlite: bool) -> dict[str, Any]:
+        """Per step: seconds and, on SQLite, in_sqlite; commit_and_rest is the batches' time outside the steps
+        (the transaction's begin and commit, bookkeeping), between_batches the run's time outside its batches
+        (finding each batch's customers, the run's own row)."""
+        spent = dict(self.seconds)
+        in_db = dict(self.in_database)
+        batch, batch_db = spent.pop("batch"), in_db.pop("batch")
+        spent["commit_and_rest"] = batch - sum(spent.values())
+        in_db["commit_and_rest"] = batch_db
+        spent["between_batches"] = seconds - batch
+        return {
+            label: {"seconds": round(value, 3), "in_sqlite": round(in_db.get(label, 0.0), 3) if sqlite else None}
+            for label, value in spent.items()
+        }
+
+
+def child_run(url: str, workers: int, phases: bool = False) -> dict[str, Any]:
     from remit.adapters.db.engine import make_engine
     from remit.bootstrap import Remit
     from remit.domain.clock import SystemClock
     from remit.service_layer import bill_run
 
     app = Remit(make_engine(url), SystemClock())
+    timer = _Phases() if phases else None
     started, cpu_started = time.perf_counter(), cpu_seconds()
     result = bill_run.run(app.uow, as_of=AS_OF, workers=workers)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
     app.engine.dispose()
+    sqlite = app.engine.dialect.name == "sqlite"
     return {
+        "phases": None if timer is None else timer.report(seconds, sqlite),
         "seconds": seconds,
         "cpu_seconds": cpu,
         "workers": workers if app.engine.dialect.name == "postgresql" else 1,  # SQLite bills batches in turn
@@ -317,7 +418,7 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 2)
 
 
-def _repetition(dbs: Databases, index: int, repeat: int, workers: str, n: int) -> dict[str, Any]:
+def _repetition(dbs: Databases, index: int, repeat: int, workers: str, n: int, phases: bool) -> dict[str, Any]:
     """The floor, the bill run and the floor again on the set-up database (or, when repeating, on a fresh copy of
     it, removed after), checked; the run's ratio to the faster floor."""
     label = f"repetition {index + 1} of {repeat}: " if repeat > 1 else ""
@@ -325,11 +426,17 @@ def _repetition(dbs: Databases, index: int, repeat: int, workers: str, n: int) -
     try:
         floors = [child("floor", url, "before")]
         log(f"{label}floor (before the run): {floors[0]['seconds']:.2f} s for {floors[0]['customers']:,} customers")
-        run = child("run", url, workers)
+        run = child("run", url, workers, "phases" if phases else "-")
         log(
             f"{label}bill run: {run['seconds']:.2f} s ({run['workers']} billing process(es)), "
             f"{n / run['seconds']:,.0f} invoices/s, peak RSS {run['peak_rss_mb']:.0f} MB"
         )
+        if run["phases"]:
+            spent = ", ".join(
+                f"{k} {v['seconds']:.2f} s" + ("" if v["in_sqlite"] is None else f" ({v['in_sqlite']:.2f} in SQLite)")
+                for k, v in run["phases"].items()
+            )
+            log(f"{label}where the bill run's time went: {spent}")
         floors.append(child("floor", url, "after"))
         log(f"{label}floor (after the run): {floors[1]['seconds']:.2f} s")
         floor = min(floors, key=lambda f: f["seconds"])
@@ -366,6 +473,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="measure the floor and the bill run this many times, each time on a fresh copy of the set-up database, "
         "and report the repetition with the median ratio (default 1: once, on the database itself)",
     )
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="time each step of billing a batch (lock, load, usage, rate, review marks, write invoices, write "
+        "events, commit and the rest) and print the seconds each took in all; only where batches are billed in the "
+        "bench's process: SQLite, or PostgreSQL with --workers 1",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("args", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -376,7 +490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.child == "floor":
             out = child_floor(a[0], a[1])
         elif args.child == "run":
-            out = child_run(a[0], int(a[1]))
+            out = child_run(a[0], int(a[1]), a[2] == "phases")
         elif args.child == "check":
             out = child_check(a[0], a[1], int(a[2]), int(a[3]))
         else:
@@ -384,6 +498,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(out, default=str))
         return 0
 
+    workers = str(args.workers or default_workers())
+    if args.phases and args.db == "postgresql" and workers != "1":
+        parser.error("--phases times batches billed in the bench's own process: on PostgreSQL, add --workers 1")
     n, e = args.customers, args.events
     log(f"bench: usage bill run, {n:,} customers, {e:,} events on {args.db} ({os.cpu_count()} cores)")
     dbs: Databases | None = None
@@ -393,8 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         child("setup", dbs.url, str(n), str(e))
         log(f"setup: {time.perf_counter() - started:.1f} s")
         load_before = os.getloadavg()[0]
-        workers = str(args.workers or default_workers())
-        reps = [_repetition(dbs, i, args.repeat, workers, n) for i in range(args.repeat)]
+        reps = [_repetition(dbs, i, args.repeat, workers, n, args.phases) for i in range(args.repeat)]
         load_after = os.getloadavg()[0]
         rep = sorted(reps, key=lambda r: r["ratio"])[len(reps) // 2]  # the median (the upper one of two)
         run, floor, floors, ratio = rep["run"], rep["floor"], rep["floors"], rep["ratio"]
@@ -420,6 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "events_per_s": round(e / run["seconds"], 1),
                     "peak_rss_mb": round(run["peak_rss_mb"], 1),
                     "batch_size": run["batch_size"],
+                    "phases": run["phases"],
                     "workers": run["workers"],
                     "repetitions": [
                         {
