@@ -39,7 +39,8 @@ and where the time goes.
 each step of billing a batch, in all batches: lock, load, usage (the meter windows and their aggregates), rate
 (propose, rate and diff), review_marks, write_invoices (numbered and finalized, with their lines), write_events,
 commit_and_rest, and between_batches (finding each batch's customers); on SQLite, also how much of each was spent
-inside SQLite's own calls (statements, fetches, commits) on the billing thread, the rest being Python. It prints
+inside SQLite's own calls (statements, fetches, commits) on the billing thread, the rest being Python; on
+PostgreSQL, the server's CPU across each step (server_cpu; the reads of /proc are not timed). It prints
 them and adds ``phases`` to the JSON line (null without the option). The wrappers cost little, but a run with
 them is not the one to compare.
 """
@@ -271,11 +272,13 @@ class _Phases:
     """Wall time per step of ``PHASES`` (and per batch), and of it the time spent in the database's calls made by
     the billing thread: statements, fetches and commits, timed where SQLAlchemy hands them to the driver. That
     splits SQLite's own work (which runs in this process) from Python's; PostgreSQL's COPY and plain statements
-    go to the driver directly (``invoices.bulk_insert``, ``driver.rows``), so there the split would be partial
-    and is not reported. Only for a run that bills its batches in this process (SQLite, or PostgreSQL with
-    ``--workers 1``)."""
+    go to the driver directly (``invoices.bulk_insert``, ``driver.rows``), so there that split would be partial
+    and is not reported. On PostgreSQL (``server``): the server's CPU across each step instead, read from /proc
+    (``server_cpu_seconds``) outside the step's own timing, so the reads do not count in its seconds. Only for a
+    run that bills its batches in this process (SQLite, or PostgreSQL with ``--workers 1``, when the bill run's
+    connection is the only busy one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: bool) -> None:
         import importlib
         import threading
 
@@ -284,6 +287,7 @@ class _Phases:
         labels = [label for label, _m, _f in PHASES]
         self.seconds = dict.fromkeys([*labels, "batch"], 0.0)
         self.in_database = dict.fromkeys([*labels, "batch", "between_batches"], 0.0)
+        self.in_server = dict.fromkeys([*labels, "batch"], 0.0)
         self.current = ["between_batches"]
         billing = threading.current_thread()  # not the usage read-ahead's thread
 
@@ -292,11 +296,15 @@ class _Phases:
 
             def timed(*args: Any, **kwargs: Any) -> Any:
                 self.current.append(label)
+                server_before = server_cpu_seconds() if server else None
                 started = time.perf_counter()
                 try:
                     return inner(*args, **kwargs)
                 finally:
                     self.seconds[label] += time.perf_counter() - started
+                    server_after = server_cpu_seconds() if server else None
+                    if server_before is not None and server_after is not None:
+                        self.in_server[label] += server_after - server_before
                     self.current.pop()
 
             setattr(owner, name, timed)
@@ -329,20 +337,28 @@ class _Phases:
         for name in ("fetchone", "fetchmany", "fetchall"):
             database(cursor.CursorFetchStrategy, name)
 
-    def report(self, seconds: float, sqlite: bool) -> dict[str, Any]:
-        """Per step: seconds and, on SQLite, in_sqlite; commit_and_rest is the batches' time outside the steps
-        (the transaction's begin and commit, bookkeeping), between_batches the run's time outside its batches
-        (finding each batch's customers, the run's own row)."""
-        spent = dict(self.seconds)
-        in_db = dict(self.in_database)
-        batch, batch_db = spent.pop("batch"), in_db.pop("batch")
+    def report(self, seconds: float, sqlite: bool, server_seconds: float | None) -> dict[str, Any]:
+        """Per step: seconds and, on SQLite, in_sqlite, or on PostgreSQL, server_cpu (``server_seconds``: the
+        server's CPU across the whole run); commit_and_rest is the batches' time outside the steps (the
+        transaction's begin and commit, bookkeeping), between_batches the run's time outside its batches (finding
+        each batch's customers, the run's own row)."""
+        spent, in_db, in_server = dict(self.seconds), dict(self.in_database), dict(self.in_server)
+        batch, batch_db, batch_server = spent.pop("batch"), in_db.pop("batch"), in_server.pop("batch")
         spent["commit_and_rest"] = batch - sum(spent.values())
         in_db["commit_and_rest"] = batch_db
+        in_server["commit_and_rest"] = batch_server - sum(in_server.values())
         spent["between_batches"] = seconds - batch
-        return {
-            label: {"seconds": round(value, 3), "in_sqlite": round(in_db.get(label, 0.0), 3) if sqlite else None}
-            for label, value in spent.items()
-        }
+        if server_seconds is not None:
+            in_server["between_batches"] = server_seconds - batch_server
+        out: dict[str, Any] = {}
+        for label, value in spent.items():
+            step: dict[str, Any] = {"seconds": round(value, 3)}
+            if sqlite:
+                step["in_sqlite"] = round(in_db.get(label, 0.0), 3)
+            elif server_seconds is not None:
+                step["server_cpu"] = round(in_server.get(label, 0.0), 2)
+            out[label] = step
+        return out
 
 
 def child_run(url: str, workers: int, phases: bool = False) -> dict[str, Any]:
@@ -352,14 +368,17 @@ def child_run(url: str, workers: int, phases: bool = False) -> dict[str, Any]:
     from remit.service_layer import bill_run
 
     app = Remit(make_engine(url), SystemClock())
-    timer = _Phases() if phases else None
+    sqlite = app.engine.dialect.name == "sqlite"
+    timer = _Phases(server=not sqlite) if phases else None
+    server_started = None if sqlite or not phases else server_cpu_seconds()
     started, cpu_started = time.perf_counter(), cpu_seconds()
     result = bill_run.run(app.uow, as_of=AS_OF, workers=workers)
     seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+    server_ended = None if server_started is None else server_cpu_seconds()
     app.engine.dispose()
-    sqlite = app.engine.dialect.name == "sqlite"
+    server = None if server_started is None or server_ended is None else server_ended - server_started
     return {
-        "phases": None if timer is None else timer.report(seconds, sqlite),
+        "phases": None if timer is None else timer.report(seconds, sqlite, server),
         "seconds": seconds,
         "cpu_seconds": cpu,
         "workers": workers if app.engine.dialect.name == "postgresql" else 1,  # SQLite bills batches in turn
@@ -433,7 +452,9 @@ def _repetition(dbs: Databases, index: int, repeat: int, workers: str, n: int, p
         )
         if run["phases"]:
             spent = ", ".join(
-                f"{k} {v['seconds']:.2f} s" + ("" if v["in_sqlite"] is None else f" ({v['in_sqlite']:.2f} in SQLite)")
+                f"{k} {v['seconds']:.2f} s"
+                + (f" ({v['in_sqlite']:.2f} in SQLite)" if "in_sqlite" in v else "")
+                + (f" ({v['server_cpu']:.2f} s of server CPU)" if "server_cpu" in v else "")
                 for k, v in run["phases"].items()
             )
             log(f"{label}where the bill run's time went: {spent}")
