@@ -274,7 +274,7 @@ class _Phases:
     splits SQLite's own work (which runs in this process) from Python's; PostgreSQL's COPY and plain statements
     go to the driver directly (``invoices.bulk_insert``, ``driver.rows``), so there that split would be partial
     and is not reported. On PostgreSQL (``server``): the server's CPU across each step instead, read from /proc
-    (``server_cpu_seconds``) outside the step's own timing, so the reads do not count in its seconds. Only for a
+    (``server_cpu_seconds``) outside the step's own timing, and the reads' time counted in no step. Only for a
     run that bills its batches in this process (SQLite, or PostgreSQL with ``--workers 1``, when the bill run's
     connection is the only busy one)."""
 
@@ -288,21 +288,32 @@ class _Phases:
         self.seconds = dict.fromkeys([*labels, "batch"], 0.0)
         self.in_database = dict.fromkeys([*labels, "batch", "between_batches"], 0.0)
         self.in_server = dict.fromkeys([*labels, "batch"], 0.0)
+        self.reading = {"batch": 0.0, "run": 0.0}  # time spent reading /proc: inside batches, and outside them
         self.current = ["between_batches"]
         billing = threading.current_thread()  # not the usage read-ahead's thread
+
+        def server_now(label: str) -> float | None:
+            """The server's CPU so far, with the time the read took kept apart from the step it belongs to."""
+            if not server:
+                return None
+            started = time.perf_counter()
+            try:
+                return server_cpu_seconds()
+            finally:
+                self.reading["run" if label == "batch" else "batch"] += time.perf_counter() - started
 
         def phase(label: str, owner: Any, name: str) -> None:
             inner = getattr(owner, name)
 
             def timed(*args: Any, **kwargs: Any) -> Any:
                 self.current.append(label)
-                server_before = server_cpu_seconds() if server else None
+                server_before = server_now(label)
                 started = time.perf_counter()
                 try:
                     return inner(*args, **kwargs)
                 finally:
                     self.seconds[label] += time.perf_counter() - started
-                    server_after = server_cpu_seconds() if server else None
+                    server_after = server_now(label)
                     if server_before is not None and server_after is not None:
                         self.in_server[label] += server_after - server_before
                     self.current.pop()
@@ -344,10 +355,11 @@ class _Phases:
         each batch's customers, the run's own row)."""
         spent, in_db, in_server = dict(self.seconds), dict(self.in_database), dict(self.in_server)
         batch, batch_db, batch_server = spent.pop("batch"), in_db.pop("batch"), in_server.pop("batch")
+        batch -= self.reading["batch"]  # the steps' reads of /proc fall inside their batch
         spent["commit_and_rest"] = batch - sum(spent.values())
         in_db["commit_and_rest"] = batch_db
         in_server["commit_and_rest"] = batch_server - sum(in_server.values())
-        spent["between_batches"] = seconds - batch
+        spent["between_batches"] = seconds - batch - sum(self.reading.values())
         if server_seconds is not None:
             in_server["between_batches"] = server_seconds - batch_server
         out: dict[str, Any] = {}
