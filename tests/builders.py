@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,3 +111,25 @@ def lines_of(app: Remit, customer_id: str) -> list[tuple[str, str, str, str]]:
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)  # type: ignore[misc, arg-type]
+
+
+def at_once(*calls: Callable[[], Any]) -> tuple[list[Any], list[Exception]]:
+    """Run the calls in threads released together; what they returned (in the order they finished) and what
+    they raised."""
+    barrier = threading.Barrier(len(calls))
+    results: list[Any] = []
+    errors: list[Exception] = []
+
+    def run(call: Callable[[], Any]) -> None:
+        try:
+            barrier.wait()
+            results.append(call())
+        except Exception as exc:  # reported to the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return results, errors

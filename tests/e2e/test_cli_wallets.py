@@ -1,4 +1,4 @@
-"""`remit wallets create|list|show|grant|transactions|void`, and credits paying invoices on a test clock."""
+"""`remit wallets create|list|show|grant|transactions|void|recurring`, and credits paying invoices on a test clock."""
 
 import json
 
@@ -64,3 +64,31 @@ def test_wallet_from_the_command_line():
     assert rj("wallets", "grant", "wal_nope", "--credits", "1", code=3)["error"]["code"] == "wallet_not_found"
     bad = rj("wallets", "grant", wallet["id"], "--credits", "-1", code=2)["error"]
     assert (bad["code"], bad["field"]) == ("invalid_amount", "credits")
+
+
+def test_recurring_grants_from_the_command_line():
+    rj("init", "--currency", "EUR", "--country", "DE")
+    clock = rj("clock", "create", "--name", "c", "--at", "2026-03-01T00:00:00Z")["id"]
+    cus = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE", "--test-clock", clock)[
+        "id"
+    ]
+    wallet = rj("wallets", "create", "--customer", cus)["id"]
+    made = rj("wallets", "recurring", "create", wallet, "--credits", "10", "--every", "week", "--count", "2")
+    assert (made["interval"], made["interval_count"], made["grants_made"], made["next_grant_on"]) == (
+        "week",
+        2,
+        1,  # starts today: granted at once
+        "2026-03-15",
+    )
+    rj("clock", "advance", clock, "--to", "2026-04-01T00:00:00Z")  # 15 and 29 March
+    listed = rj("wallets", "recurring", "list", wallet)
+    assert [(s["grants_made"], s["next_grant_on"]) for s in listed] == [(3, "2026-04-12")]
+    assert rj("wallets", "show", wallet)["balance_credits"] == "30"
+    assert rj("wallets", "recurring", "cancel", wallet, made["id"])["status"] == "canceled"
+    again = rj("wallets", "recurring", "cancel", wallet, made["id"], code=4)["error"]
+    assert again["code"] == "recurring_grant_ended"
+    bad = rj("wallets", "recurring", "create", wallet, "--credits", "1", "--starts-on", "2026-02-30", code=2)["error"]
+    assert (bad["code"], bad["field"]) == ("invalid_date", "starts_on")
+    past = rj("wallets", "recurring", "create", wallet, "--credits", "1", "--starts-on", "2026-02-28", code=2)["error"]
+    assert (past["code"], past["field"]) == ("start_in_past", "starts_on")
+    assert rj("wallets", "recurring", "list", "wal_nope", code=3)["error"]["code"] == "wallet_not_found"

@@ -1,6 +1,5 @@
 """Two bill runs started together on PostgreSQL: each invoice exactly once, invoice numbers gapless."""
 
-import threading
 from datetime import UTC, datetime
 
 import pytest
@@ -26,21 +25,9 @@ def test_two_bill_runs_at_once_bill_each_subscription_once_with_gapless_numbers(
     b.plan(app, "basic", "10.00")
     customers = 60
     b.subscribed_customers(app, customers, "basic")
-    barrier = threading.Barrier(2)
-    results, errors = [], []
-
-    def run() -> None:
-        try:
-            barrier.wait()
-            results.append(bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC), batch_size=7))
-        except Exception as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    results, errors = b.at_once(
+        *[lambda: bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC), batch_size=7)] * 2
+    )
     assert errors == []
     assert sum(r.invoices_created for r in results) == customers
     with app.engine.connect() as conn:

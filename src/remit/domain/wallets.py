@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 from remit.domain.errors import ValidationError
 from remit.domain.money import Currency, RoundingPolicy, to_decimal
+from remit.domain.subscriptions.periods import Interval, add_interval
 
 CREDIT_DECIMALS = 9  # like rates: a credit can be 0.000000001
 _CREDIT_QUANTUM = Decimal(1).scaleb(-CREDIT_DECIMALS)
@@ -154,3 +156,48 @@ def consume(
 
 def below_threshold(balance_credits: Decimal, threshold: Decimal | None) -> bool:
     return threshold is not None and balance_credits < threshold
+
+
+# --- recurring grants ----------------------------------------------------------------------------------------------
+#
+# A recurring grant gives the same credits on a schedule: its first day, then every interval after it (month-based
+# intervals keep the first day's day of the month, clamped to shorter months: 31 Jan, 28 Feb, 31 Mar), up to an
+# optional end day (excluded). Each occurrence is granted at the start of its day in the customer's time zone, or
+# when the schedule was made if that is later (a schedule that starts today gives its first credits at once).
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    index: int  # 0 for the first: what makes the occurrence's grant unique
+    on: date  # the customer's local day it falls on
+    at: datetime  # when it is granted (UTC)
+
+
+def occurrence_on(starts_on: date, interval: Interval, index: int) -> date:
+    """The day of the ``index``-th occurrence (0: the first)."""
+    return add_interval(starts_on, interval, index)
+
+
+def due_occurrences(
+    starts_on: date,
+    interval: Interval,
+    next_index: int,
+    ends_on: date | None,
+    timezone: str,
+    created_at: datetime,
+    as_of: datetime,
+) -> list[Occurrence]:
+    """The occurrences from ``next_index`` on that are due by ``as_of``, in order: every one, when several fell
+    due since the schedule was last looked at, each at its own time."""
+    zone = ZoneInfo(timezone)
+    out: list[Occurrence] = []
+    index = next_index
+    while True:
+        on = occurrence_on(starts_on, interval, index)
+        if ends_on is not None and on >= ends_on:
+            return out
+        at = max(datetime.combine(on, time(0), zone).astimezone(UTC), created_at)
+        if at > as_of:
+            return out
+        out.append(Occurrence(index, on, at))
+        index += 1

@@ -54,7 +54,7 @@ from remit.domain.invoicing.generator import (
 from remit.domain.money import Currency, RoundingPolicy, currency
 from remit.domain.rating.aggregations import Meter
 from remit.domain.subscriptions.periods import Interval
-from remit.service_layer import wallet_ledger
+from remit.service_layer import wallet_ledger, wallets
 from remit.service_layer.accounts import local_date, local_midnight
 from remit.service_layer.invoices import Event, InvoiceDraft, write_events, write_invoices
 from remit.service_layer.usage import meter_from_row
@@ -120,7 +120,10 @@ def run(
     customers; invoice numbers are reserved under the series' row lock, so they stay gapless and in order of
     commit). On SQLite, whose database has one writer at a time, batches are billed one after the other."""
     result = BillRunResult(new_id("billrun"), as_of)
-    wallet_ledger.expire_credits(make_uow, as_of, test_clock_id=test_clock_id)  # first: expired credits pay nothing
+    # First the credits: recurring grants that fell due (so that they can pay), then expiry (expired credits pay
+    # nothing; a recurring grant given late, by a run after its day, may have expired already).
+    wallets.grant_recurring(make_uow, as_of, test_clock_id=test_clock_id)
+    wallet_ledger.expire_credits(make_uow, as_of, test_clock_id=test_clock_id)
     with make_uow() as uow:
         uow.insert_many(
             t.bill_runs,

@@ -22,7 +22,7 @@ from remit.adapters.db import tables as t
 from remit.bootstrap import Remit
 from remit.domain.errors import Conflict, RemitError
 from remit.domain.money import Money
-from remit.service_layer import accounts, catalog, clocks, credit_notes, invoices, subscriptions, usage
+from remit.service_layer import accounts, catalog, clocks, credit_notes, invoices, subscriptions, usage, wallets
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CURRENCIES = {
@@ -249,6 +249,11 @@ def _customers(app: Remit, rng: random.Random, clock_id: str, ids: dict[str, str
             )
             if plan in ("business", "enterprise"):
                 credit_notes.add_one_off(uow, cid, price_id=ids[f"onboarding_{cur}"])
+            if plan == "api":  # monthly free API credits, from the subscription's first day, for 45 days each
+                wallet = wallets.create_wallet(uow, cid, name="Monthly API credits")
+                wallets.create_recurring_grant(
+                    uow, wallet["id"], "2500" if cur == "JPY" else "25", starts_on=start, expires_days=45
+                )
         subs.append(sub)
         if plan == "api":
             metered.append(cid)
@@ -404,6 +409,14 @@ def summary(app: Remit, clock_id: str, stats: Counter[str]) -> dict[str, Any]:
             .limit(1)
         ).first()
         credit = c.execute(select(func.count()).select_from(t.credit_notes)).scalar_one()
+        grants = c.execute(select(func.count()).select_from(t.wallet_grants)).scalar_one()
+        credits_paid = dict(
+            c.execute(
+                select(t.invoices.c.currency, func.sum(t.invoices.c.applied_credits_minor)).group_by(
+                    t.invoices.c.currency
+                )
+            ).all()
+        )
         events = c.execute(select(func.count()).select_from(t.events)).scalar_one()
         customers = c.execute(select(func.count()).select_from(t.customers)).scalar_one()
     return {
@@ -415,6 +428,10 @@ def summary(app: Remit, clock_id: str, stats: Counter[str]) -> dict[str, Any]:
         "invoices_total": sum(by_status.values()),
         "billed": {cur: str(Money.from_minor(v, cur).amount) for cur, v in sorted(billed.items())},
         "credit_notes": credit,
+        "credit_grants": grants,
+        "paid_by_credits": {
+            cur: str(Money.from_minor(int(v or 0), cur).amount) for cur, v in sorted(credits_paid.items()) if v
+        },
         "events": events,
         "actions": dict(stats),
         "largest_invoice": {"id": sample[0], "number": sample[1]} if sample else None,
@@ -441,6 +458,8 @@ def print_summary(data: dict[str, Any]) -> None:
     for cur, amount in data["billed"].items():
         table.add_row(f"Billed in {cur}", f"{Decimal(amount):,} {cur}")
     table.add_row("Credit notes", str(data["credit_notes"]))
+    paid = ", ".join(f"{Decimal(amount):,} {cur}" for cur, amount in data["paid_by_credits"].items())
+    table.add_row("Prepaid credits", f"{data['credit_grants']} monthly grants; paid {paid or 'nothing yet'}")
     table.add_row("Life events", ", ".join(f"{k}: {v}" for k, v in sorted(data["actions"].items())))
     table.add_row("Domain events recorded", str(data["events"]))
     console.print(table)

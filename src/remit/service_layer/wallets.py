@@ -4,13 +4,13 @@ The ledger (``wallet_transactions``) is append-only; each grant's remaining cred
 grant too, for the consumption order, and equal the sum of its ledger entries (``check_ledger``). Every entry has
 a unique (grant, cause) key, so repeating a consumption, an expiry or a void is refused by the database rather
 than done twice. Consumption at finalization is in ``wallet_consumption.py``; expiry, voids and restores in
-``wallet_ledger.py``; this module is the rest.
+``wallet_ledger.py``; this module is the rest, recurring grants included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +21,14 @@ from remit.adapters.db.ids import new_id
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.money import RoundingPolicy, currency
-from remit.domain.wallets import credits_value_minor, parse_credits, parse_wallet_rate
+from remit.domain.subscriptions.periods import Interval
+from remit.domain.wallets import (
+    credits_value_minor,
+    due_occurrences,
+    occurrence_on,
+    parse_credits,
+    parse_wallet_rate,
+)
 from remit.service_layer.accounts import customer_now, local_date
 from remit.service_layer.invoices import InvoiceDraft, write_invoices
 from remit.service_layer.scoping import EVERYTHING, Visibility
@@ -38,18 +45,24 @@ from remit.service_layer.wallet_ledger import (
 )
 
 MAX_WALLETS_PER_CUSTOMER = 100
+MAX_RECURRING_GRANTS_PER_WALLET = 20
 PRIORITY_MIN, PRIORITY_MAX = 1, 100
 
 __all__ = [
     "PURCHASE_REASON",
+    "cancel_recurring_grant",
     "check_ledger",
+    "create_recurring_grant",
     "create_wallet",
     "expire_credits",
     "expire_due",
     "get_wallet",
     "grant",
+    "grant_recurring",
+    "grant_recurring_due",
     "invoice_deleted",
     "invoice_voided",
+    "list_recurring_grants",
     "update_wallet",
     "void_wallet",
 ]
@@ -179,9 +192,7 @@ def update_wallet(uow: UnitOfWork, wallet_id: str, changes: Mapping[str, Any]) -
             changes.get("top_up_threshold"), changes.get("top_up_credits"), changes.get("top_up_expires_days")
         )
         if terms[1] is not None:
-            customer = (
-                uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
-            )
+            customer = _owner(uow, wallet)
             credits_value_minor(
                 terms[1], wallet["rate"], _policy(uow, customer["legal_entity_id"]), currency(wallet["currency"])
             )
@@ -190,9 +201,7 @@ def update_wallet(uow: UnitOfWork, wallet_id: str, changes: Mapping[str, Any]) -
         raise Conflict("wallet_voided", "A voided wallet cannot be changed.", "wallet_id")
     if values:
         uow.conn.execute(update(t.wallets).where(t.wallets.c.id == wallet_id).values(**values))
-        customer = (
-            uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
-        )
+        customer = _owner(uow, wallet)
         uow.emit(
             "wallet.updated", "wallet", wallet_id, plain(values), wallet["customer_id"], at=customer_now(uow, customer)
         )
@@ -217,6 +226,20 @@ def _wallet(uow: UnitOfWork, wallet_id: str, lock: bool = False) -> dict[str, An
         uow.lock_customer(row["customer_id"])
         row = uow.conn.execute(query).mappings().one()
     return dict(row)
+
+
+def _owner(uow: UnitOfWork, wallet: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    """The wallet's customer."""
+    return uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+
+
+def _check_paid_choice(paid: bool, grant_before_payment: bool) -> None:
+    if grant_before_payment and not paid:
+        raise ValidationError(
+            "invalid_choice",
+            "grant_before_payment is for credits bought (paid), not free ones.",
+            "grant_before_payment",
+        )
 
 
 def get_wallet(uow: UnitOfWork, wallet_id: str, *, with_grants: bool = False) -> dict[str, Any]:
@@ -263,6 +286,8 @@ def wallet_public(row: Mapping[Any, Any]) -> dict[str, Any]:
 def grant_public(row: Mapping[Any, Any], code: str) -> dict[str, Any]:
     out = {k: plain(v) for k, v in row.items() if not k.endswith("_minor") and k != "cause_key"}
     out["object"] = "wallet_grant"
+    cause = row.get("cause_key") or ""
+    out["recurring_grant_id"] = cause.split(":")[1] if cause.startswith(RECURRING_CAUSE) else None
     out["amount"] = money(row["amount_minor"], code)
     out["remaining"] = money(row["remaining_minor"], code)
     return out
@@ -322,14 +347,9 @@ def grant(
     """Add credits to a wallet: free (granted now), or bought (an invoice for them, granted when it is paid, or
     now with ``grant_before_payment``). Returns the grant."""
     wallet = _wallet(uow, wallet_id, lock=True)
-    if grant_before_payment and not paid:
-        raise ValidationError(
-            "invalid_choice",
-            "grant_before_payment is for credits bought (paid), not free ones.",
-            "grant_before_payment",
-        )
+    _check_paid_choice(paid, grant_before_payment)
     amount = parse_credits(credits)
-    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+    customer = _owner(uow, wallet)
     now = customer_now(uow, customer)
     if expires_at is not None:
         try:
@@ -466,7 +486,7 @@ def top_up(uow: UnitOfWork, wallet: Mapping[Any, Any], cause_invoice_id: str, at
     done = uow.conn.execute(select(g.id).where(g.wallet_id == wallet["id"], g.cause_key == key)).first()
     if waiting is not None or done is not None:
         return None
-    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+    customer = _owner(uow, wallet)
     days = wallet["top_up_expires_days"]
     made = _add_grant(
         uow,
@@ -527,7 +547,7 @@ def void_wallet(uow: UnitOfWork, wallet_id: str) -> dict[str, Any]:
     wallet = _wallet(uow, wallet_id, lock=True)
     if wallet["status"] != "active":
         raise Conflict("wallet_voided", "The wallet is voided already.", "wallet_id")
-    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == wallet["customer_id"])).mappings().one()
+    customer = _owner(uow, wallet)
     at = customer_now(uow, customer)
     g = t.wallet_grants.c
     for row in uow.conn.execute(
@@ -537,6 +557,259 @@ def void_wallet(uow: UnitOfWork, wallet_id: str) -> dict[str, Any]:
             uow.conn.execute(update(t.wallet_grants).where(g.id == row["id"]).values(status="voided"))
         else:
             void_grant(uow, row, at, "wallet_voided")
+    r = t.wallet_recurring_grants.c
+    uow.conn.execute(
+        update(t.wallet_recurring_grants)
+        .where(r.wallet_id == wallet_id, r.status == "active")
+        .values(status="canceled", canceled_at=at, next_on=None)
+    )
     uow.conn.execute(update(t.wallets).where(t.wallets.c.id == wallet_id).values(status="voided", voided_at=at))
     uow.emit("wallet.voided", "wallet", wallet_id, {}, wallet["customer_id"], at=at)
     return get_wallet(uow, wallet_id)
+
+
+# --- recurring grants --------------------------------------------------------------------------------------------
+
+RECURRING_CAUSE = "recurring:"  # a recurring grant's occurrence: "recurring:<schedule id>:<index>"
+
+
+def create_recurring_grant(
+    uow: UnitOfWork,
+    wallet_id: str,
+    credits: object,
+    *,
+    interval: str = "month",
+    interval_count: int = 1,
+    starts_on: date | None = None,
+    ends_on: date | None = None,
+    paid: bool = False,
+    grant_before_payment: bool = False,
+    expires_days: int | None = None,
+) -> dict[str, Any]:
+    """Give (or sell, with ``paid``) the same credits every interval, from ``starts_on`` (the customer's today by
+    default: the first credits are then granted at once) up to ``ends_on`` (excluded; default: until canceled).
+    Each occurrence is a grant of its own, made by the bill run that follows its day (or by a test clock's advance)
+    and dated at the start of that day in the customer's time zone; ``expires_days``: each occurrence's credits
+    expire that many days after they are granted. Returns the schedule."""
+    wallet = _wallet(uow, wallet_id, lock=True)
+    _check_paid_choice(paid, grant_before_payment)
+    amount = parse_credits(credits)
+    if isinstance(interval_count, bool) or not isinstance(interval_count, int) or not 1 <= interval_count <= 365:
+        raise ValidationError(
+            "invalid_interval", "The interval count is a whole number from 1 to 365.", "interval_count"
+        )
+    every = Interval.parse(interval, interval_count)
+    if expires_days is not None and (
+        isinstance(expires_days, bool) or not isinstance(expires_days, int) or not 1 <= expires_days <= 3650
+    ):
+        raise ValidationError("invalid_expiry", "Recurring credits expire after 1 to 3650 days.", "expires_days")
+    customer = _owner(uow, wallet)
+    now = customer_now(uow, customer)
+    today = local_date(now, customer["timezone"])
+    first = today if starts_on is None else starts_on
+    if first < today:
+        raise ValidationError(
+            "start_in_past", f"A recurring grant starts today ({today.isoformat()}) or later.", "starts_on"
+        )
+    if ends_on is not None and ends_on <= first:
+        raise ValidationError("dates_out_of_order", "ends_on must be after starts_on.", "ends_on")
+    credits_value_minor(amount, wallet["rate"], _policy(uow, customer["legal_entity_id"]), currency(wallet["currency"]))
+    if wallet["status"] != "active":
+        raise Conflict("wallet_voided", "A voided wallet takes no more credits.", "wallet_id")
+    r = t.wallet_recurring_grants.c
+    active = uow.conn.execute(select(func.count()).where(r.wallet_id == wallet_id, r.status == "active")).scalar_one()
+    if active >= MAX_RECURRING_GRANTS_PER_WALLET:
+        raise Conflict(
+            "too_many_recurring_grants",
+            f"A wallet has at most {MAX_RECURRING_GRANTS_PER_WALLET} active recurring grants.",
+            "wallet_id",
+        )
+    schedule_id = new_id("wrg")
+    row = {
+        "id": schedule_id,
+        "wallet_id": wallet_id,
+        "customer_id": wallet["customer_id"],
+        "credits": amount,
+        "paid": paid,
+        "grant_before_payment": grant_before_payment,
+        "interval_unit": every.unit.value,
+        "interval_count": every.count,
+        "starts_on": first,
+        "ends_on": ends_on,
+        "expires_days": expires_days,
+        "next_index": 0,
+        "next_on": first,
+        "status": "active",
+        "created_at": now,
+        "canceled_at": None,
+    }
+    uow.insert_many(t.wallet_recurring_grants, [row])
+    uow.emit(
+        "wallet.recurring_grant_created",
+        "wallet",
+        wallet_id,
+        {
+            "recurring_grant_id": schedule_id,
+            "credits": plain(amount),
+            "interval": str(every),
+            "starts_on": first.isoformat(),
+            "ends_on": ends_on.isoformat() if ends_on else None,
+            "paid": paid,
+        },
+        wallet["customer_id"],
+        at=now,
+    )
+    _grant_occurrences(uow, row, wallet, customer, now)  # one that starts today gives its first credits now
+    return _recurring(uow, schedule_id)
+
+
+def list_recurring_grants(uow: UnitOfWork, wallet_id: str) -> list[dict[str, Any]]:
+    """The wallet's recurring grants, oldest first: active, ended and canceled."""
+    _wallet(uow, wallet_id)
+    r = t.wallet_recurring_grants.c
+    rows = uow.conn.execute(
+        select(t.wallet_recurring_grants).where(r.wallet_id == wallet_id).order_by(r.created_at, r.id)
+    ).mappings()
+    return [recurring_public(row) for row in rows]
+
+
+def cancel_recurring_grant(uow: UnitOfWork, wallet_id: str, schedule_id: str) -> dict[str, Any]:
+    """Stop a recurring grant. Occurrences already due (today's, if the bill run has not run yet) are granted
+    first; credits granted stay."""
+    wallet = _wallet(uow, wallet_id, lock=True)
+    r = t.wallet_recurring_grants.c
+    row = (
+        uow.conn.execute(select(t.wallet_recurring_grants).where(r.id == schedule_id, r.wallet_id == wallet_id))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound("wallet_recurring_grant", schedule_id, "recurring_grant_id")
+    if row["status"] != "active":
+        raise Conflict(
+            "recurring_grant_ended", f"This recurring grant is {row['status']} already.", "recurring_grant_id"
+        )
+    customer = _owner(uow, wallet)
+    now = customer_now(uow, customer)
+    _grant_occurrences(uow, row, wallet, customer, now)
+    uow.conn.execute(
+        update(t.wallet_recurring_grants)
+        .where(r.id == schedule_id, r.status == "active")
+        .values(status="canceled", canceled_at=now, next_on=None)
+    )
+    uow.emit(
+        "wallet.recurring_grant_canceled",
+        "wallet",
+        wallet_id,
+        {"recurring_grant_id": schedule_id},
+        wallet["customer_id"],
+        at=now,
+    )
+    return _recurring(uow, schedule_id)
+
+
+def _recurring(uow: UnitOfWork, schedule_id: str) -> dict[str, Any]:
+    r = t.wallet_recurring_grants.c
+    return recurring_public(
+        uow.conn.execute(select(t.wallet_recurring_grants).where(r.id == schedule_id)).mappings().one()
+    )
+
+
+def recurring_public(row: Mapping[Any, Any]) -> dict[str, Any]:
+    out = {k: plain(v) for k, v in row.items() if k not in ("interval_unit", "next_index", "next_on")}
+    out["object"] = "wallet_recurring_grant"
+    out["interval"] = row["interval_unit"]
+    out["next_grant_on"] = plain(row["next_on"]) if row["status"] == "active" else None
+    out["grants_made"] = row["next_index"]
+    return out
+
+
+def grant_recurring(make_uow: Callable[[], UnitOfWork], as_of: datetime, *, test_clock_id: str | None = None) -> int:
+    """Grant every occurrence of a recurring grant due by ``as_of``, for real customers or one test clock's, in one
+    transaction. Returns how many were granted; a second run finds nothing to do."""
+    with make_uow() as uow:
+        return grant_recurring_due(uow, as_of, test_clock_id)
+
+
+def _due_schedules(as_of: datetime, test_clock_id: str | None, customer_ids: list[str] | None = None) -> Any:
+    r, c = t.wallet_recurring_grants.c, t.customers.c
+    clock = (c.test_clock_id == test_clock_id) if test_clock_id else c.test_clock_id.is_(None)
+    # A day starts before its UTC date ends in every time zone: a wider net, narrowed by each customer's zone.
+    latest = as_of.date() + timedelta(days=1)
+    query = (
+        select(t.wallet_recurring_grants)
+        .join(t.customers, c.id == r.customer_id)
+        .where(r.status == "active", r.next_on <= latest, clock)
+    )
+    if customer_ids is not None:
+        query = query.where(r.customer_id.in_(customer_ids))
+    return query.order_by(r.customer_id, r.created_at, r.id)
+
+
+def grant_recurring_due(uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = None) -> int:
+    customer_ids = sorted(
+        {row["customer_id"] for row in uow.conn.execute(_due_schedules(as_of, test_clock_id)).mappings()}
+    )
+    if not customer_ids:
+        return 0
+    uow.lock_customers(customer_ids)  # then read again: a cancel may have come meanwhile
+    schedules = list(uow.conn.execute(_due_schedules(as_of, test_clock_id, customer_ids)).mappings())
+    customers = {
+        row["id"]: row
+        for row in uow.conn.execute(select(t.customers).where(t.customers.c.id.in_(customer_ids))).mappings()
+    }
+    wallet_ids = sorted({row["wallet_id"] for row in schedules})
+    found = {
+        row["id"]: row for row in uow.conn.execute(select(t.wallets).where(t.wallets.c.id.in_(wallet_ids))).mappings()
+    }
+    return sum(
+        _grant_occurrences(uow, row, found[row["wallet_id"]], customers[row["customer_id"]], as_of) for row in schedules
+    )
+
+
+def _grant_occurrences(
+    uow: UnitOfWork,
+    schedule: Mapping[Any, Any],
+    wallet: Mapping[Any, Any],
+    customer: Mapping[Any, Any],
+    as_of: datetime,
+) -> int:
+    """Grant the schedule's occurrences due by ``as_of``, each at its own time, and move the schedule on."""
+    if wallet["status"] != "active":
+        return 0  # a voided wallet's schedules are canceled with it
+    every = Interval.parse(schedule["interval_unit"], schedule["interval_count"])
+    due = due_occurrences(
+        schedule["starts_on"],
+        every,
+        schedule["next_index"],
+        schedule["ends_on"],
+        customer["timezone"],
+        schedule["created_at"],
+        as_of,
+    )
+    if not due:
+        return 0
+    days = schedule["expires_days"]
+    for occurrence in due:
+        _add_grant(
+            uow,
+            wallet,
+            customer,
+            schedule["credits"],
+            occurrence.at,
+            kind="paid" if schedule["paid"] else "free",
+            source="recurring",
+            expires_at=occurrence.at + timedelta(days=days) if days else None,
+            granted=not schedule["paid"] or schedule["grant_before_payment"],
+            cause_key=f"{RECURRING_CAUSE}{schedule['id']}:{occurrence.index}",
+        )
+    next_index = due[-1].index + 1
+    next_on = occurrence_on(schedule["starts_on"], every, next_index)
+    ended = schedule["ends_on"] is not None and next_on >= schedule["ends_on"]
+    r = t.wallet_recurring_grants.c
+    uow.conn.execute(
+        update(t.wallet_recurring_grants)
+        .where(r.id == schedule["id"], r.next_index == schedule["next_index"])
+        .values(next_index=next_index, next_on=None if ended else next_on, status="ended" if ended else "active")
+    )
+    return len(due)

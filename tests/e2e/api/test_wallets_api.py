@@ -1,5 +1,7 @@
 """Wallets over HTTP: create, grant and buy credits, the ledger with paging, void; errors, scopes, isolation."""
 
+from datetime import UTC, datetime
+
 import pytest
 from sqlalchemy import func, select
 
@@ -167,3 +169,66 @@ def test_update_names_priority_and_top_up_but_never_the_rate(api):
     assert null_name.status_code == 422
     api.post(f"/wallets/{wal}/void")
     assert api.post(f"/wallets/{wal}", {"name": "X"}).json()["error"]["code"] == "wallet_voided"
+
+
+def test_recurring_grants_created_listed_granted_by_bill_runs_and_canceled(api):
+    cus = _customer(api)
+    wal = _wallet(api, cus, rate="0.1")["id"]
+    made = api.post(
+        f"/wallets/{wal}/recurring_grants",
+        {"credits": "100", "interval": "month", "starts_on": "2026-01-31", "expires_days": 45},
+    )
+    assert made.status_code == 201, made.json()
+    schedule = made.json()
+    assert (schedule["object"], schedule["status"], schedule["next_grant_on"], schedule["grants_made"]) == (
+        "wallet_recurring_grant",
+        "active",
+        "2026-01-31",
+        0,
+    )
+    api.remit.clock.move_to(datetime(2026, 3, 5, tzinfo=UTC))
+    assert api.post("/bill_runs", {}).status_code in (200, 201)  # grants 31 Jan and 28 Feb (clamped)
+    grants = api.get(f"/wallets/{wal}").json()["grants"]
+    assert [(g["granted_at"], g["expires_at"], g["recurring_grant_id"], g["source"]) for g in grants] == [
+        ("2026-01-31T00:00:00Z", "2026-03-17T00:00:00Z", schedule["id"], "recurring"),
+        ("2026-02-28T00:00:00Z", "2026-04-14T00:00:00Z", schedule["id"], "recurring"),
+    ]
+    assert api.get(f"/wallets/{wal}").json()["balance"] == "20.00"
+    listed = api.get(f"/wallets/{wal}/recurring_grants").json()
+    assert [(s["id"], s["grants_made"], s["next_grant_on"]) for s in listed["data"]] == [
+        (schedule["id"], 2, "2026-03-31")
+    ]
+    path = f"/v1/wallets/{wal}/recurring_grants/{schedule['id']}"
+    assert api.client.delete(path, headers=api.h("read")).status_code == 403
+    canceled = api.client.delete(path, headers=api.h("write"))
+    assert canceled.status_code == 200, canceled.json()
+    assert (canceled.json()["status"], canceled.json()["next_grant_on"]) == ("canceled", None)
+    again = api.client.delete(path, headers=api.h("write"))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "recurring_grant_ended"
+    missing = api.client.delete(f"/v1/wallets/{wal}/recurring_grants/wrg_nope", headers=api.h("write"))
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "recurring_grant_id"
+    other = _wallet(api, cus)["id"]  # a schedule is found through its own wallet only
+    assert api.client.delete(path.replace(wal, other), headers=api.h("write")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code", "field"),
+    [
+        ({"credits": "0"}, 422, "invalid_amount", "credits"),
+        ({"credits": "5", "interval": "fortnight"}, 422, "invalid_value", "interval"),
+        ({"credits": "5", "interval_count": 0}, 422, "invalid_value", "interval_count"),
+        ({"credits": "5", "starts_on": "2025-12-31"}, 422, "start_in_past", "starts_on"),
+        ({"credits": "5", "starts_on": "2026-02-01", "ends_on": "2026-01-15"}, 422, "dates_out_of_order", "ends_on"),
+        ({"credits": "5", "expires_days": 0}, 422, "invalid_value", "expires_days"),
+        ({"credits": "5", "grant_before_payment": True}, 422, "invalid_choice", "grant_before_payment"),
+        ({"credits": "0.001"}, 422, "amount_too_small", "credits"),
+    ],
+)
+def test_bad_recurring_grants_get_a_clear_error_and_change_nothing(api, body, status, code, field):
+    cus = _customer(api)
+    wal = _wallet(api, cus)["id"]
+    before = _counts(api)
+    resp = api.post(f"/wallets/{wal}/recurring_grants", body)
+    assert resp.status_code == status, resp.json()
+    assert (resp.json()["error"]["code"], resp.json()["error"]["field"]) == (code, field)
+    assert _counts(api) == before

@@ -586,6 +586,31 @@ wallet_transactions = Table(
     Index("ix_wallet_transactions_invoice_id", "invoice_id"),
 )
 
+# A schedule of grants: the same credits every interval, from a first day up to an optional end day (excluded).
+# Each occurrence's grant has the cause "recurring:<schedule id>:<index>", unique per wallet, so no occurrence is
+# granted twice.
+wallet_recurring_grants = Table(
+    "wallet_recurring_grants",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("wallet_id", ID, ForeignKey("wallets.id"), nullable=False, index=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), nullable=False),
+    Column("credits", ExactDecimal, nullable=False),
+    Column("paid", Boolean, nullable=False),  # bought: an invoice per occurrence, granted when it is paid
+    Column("grant_before_payment", Boolean, nullable=False),
+    Column("interval_unit", String(16), nullable=False),
+    Column("interval_count", Integer, nullable=False),
+    Column("starts_on", Date, nullable=False),  # the first occurrence's day, in the customer's time zone
+    Column("ends_on", Date),  # no occurrence on or after this day
+    Column("expires_days", Integer),  # each occurrence's credits expire this many days after they are granted
+    Column("next_index", Integer, nullable=False),  # occurrences granted so far
+    Column("next_on", Date),  # the next occurrence's day; NULL once the schedule has ended or was canceled
+    Column("status", String(16), nullable=False),  # active, ended, canceled
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("canceled_at", UTCDateTime),
+    Index("ix_wallet_recurring_grants_status_next_on", "status", "next_on"),
+)
+
 # --- usage alerts ---------------------------------------------------------------------------------------------------
 
 # Threshold billing: when a subscription's unbilled usage of its open period reaches this amount, it is invoiced at

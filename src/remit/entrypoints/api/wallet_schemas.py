@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
@@ -62,6 +62,7 @@ class WalletGrantPublic(Output):
     remaining: str
     expires_at: datetime | None
     invoice_id: str | None
+    recurring_grant_id: str | None = Field(default=None, description="The recurring grant that made it, if any.")
     created_at: datetime
     granted_at: datetime | None
 
@@ -98,3 +99,42 @@ class WalletTransactionPublic(Output):
     currency: str
     invoice_id: str | None
     created_at: datetime
+
+
+class RecurringGrantCreate(Input):
+    credits: Credits
+    interval: Literal["day", "week", "month", "quarter", "year"] = "month"
+    interval_count: Annotated[int, Field(ge=1, le=365)] = Field(default=1, description="Every 2 months: 2.")
+    starts_on: date | None = Field(
+        default=None,
+        description="The first occurrence's day, in the customer's time zone: today (the default: the first "
+        "credits are granted at once) or later. Month-based intervals keep its day of the month (clamped).",
+    )
+    ends_on: date | None = Field(default=None, description="No occurrence on or after this day (default: none).")
+    paid: bool = Field(
+        default=False, description="Bought: each occurrence is an invoice, and its credits are granted when paid."
+    )
+    grant_before_payment: bool = Field(default=False, description="For paid credits: grant them at once.")
+    expires_days: Annotated[int, Field(ge=1, le=3650)] | None = Field(
+        default=None, description="Each occurrence's credits expire this many days after they are granted."
+    )
+
+
+class RecurringGrantPublic(Output):
+    id: str
+    object: Literal["wallet_recurring_grant"] = "wallet_recurring_grant"
+    wallet_id: str
+    customer_id: str
+    credits: str
+    interval: str
+    interval_count: int
+    starts_on: date
+    ends_on: date | None
+    paid: bool
+    grant_before_payment: bool
+    expires_days: int | None
+    status: Literal["active", "ended", "canceled"]
+    next_grant_on: date | None = Field(description="The next occurrence's day; null once ended or canceled.")
+    grants_made: int
+    created_at: datetime
+    canceled_at: datetime | None

@@ -16,7 +16,7 @@ from remit.domain.clock import ensure_utc
 from remit.domain.errors import ValidationError
 from remit.entrypoints.cli import alerts as alerts_cli
 from remit.entrypoints.cli import usage as usage_cli
-from remit.entrypoints.cli.output import console, handle_errors, show
+from remit.entrypoints.cli.output import console, handle_errors, parse_date, show
 from remit.entrypoints.cli.wallets import wallets_app
 from remit.entrypoints.cli.webhooks import webhooks_app, worker
 from remit.service_layer import (
@@ -68,13 +68,7 @@ def _time(value: str | None, field: str) -> datetime | None:
     return ensure_utc(parsed)
 
 
-def _date(value: str | None, field: str) -> date | None:
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise ValidationError("invalid_date", f"{value!r} is not a date (YYYY-MM-DD).", field) from None
+_date = parse_date
 
 
 def _all_pages(fetch: Any, limit: int, every: bool) -> list[dict[str, Any]]:

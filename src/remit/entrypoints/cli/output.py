@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date
 from typing import Any, ParamSpec, TypeVar
 
 import typer
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from remit.domain.errors import ErrorKind, RemitError
+from remit.domain.errors import ErrorKind, RemitError, ValidationError
 from remit.service_layer.views import plain
 
 EXIT_CODES = {ErrorKind.INVALID: 2, ErrorKind.NOT_FOUND: 3, ErrorKind.CONFLICT: 4, ErrorKind.FORBIDDEN: 5}
@@ -69,3 +70,13 @@ def show(data: Any, as_json: bool, title: str = "", columns: Sequence[str] | Non
                 continue
             table.add_row(key, "" if value is None else str(plain(value)))
         console.print(table)
+
+
+def parse_date(value: str | None, field: str) -> date | None:
+    """A day given as YYYY-MM-DD, or None; anything else is an ``invalid_date`` error on ``field``."""
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError("invalid_date", f"{value!r} is not a date (YYYY-MM-DD).", field) from None

@@ -10,7 +10,7 @@ import typer
 from remit.bootstrap import Settings, bootstrap
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import ValidationError
-from remit.entrypoints.cli.output import handle_errors, show
+from remit.entrypoints.cli.output import handle_errors, parse_date, show
 from remit.service_layer import wallets
 from remit.service_layer.views import Filters
 
@@ -178,3 +178,65 @@ def void(wallet_id: str, as_json: Json = False) -> None:
     with bootstrap(Settings()).uow() as uow:
         data = wallets.void_wallet(uow, wallet_id)
     show(data, as_json, "Wallet voided")
+
+
+# --- recurring grants ------------------------------------------------------------------------------------------------
+
+recurring_app = typer.Typer(help="Recurring grants: the same credits every interval.", no_args_is_help=True)
+wallets_app.add_typer(recurring_app, name="recurring")
+RECURRING_COLUMNS = ["id", "credits", "interval", "interval_count", "paid", "status", "next_grant_on", "grants_made"]
+
+
+@recurring_app.command("create")
+@handle_errors
+def recurring_create(
+    wallet_id: str,
+    credits: Annotated[str, typer.Option(help="Credits per occurrence, e.g. 1000.")],
+    every: Annotated[str, typer.Option(help="day, week, month, quarter or year.")] = "month",
+    count: Annotated[int, typer.Option(help="Every COUNT intervals (2 with month: every other month).")] = 1,
+    starts_on: Annotated[
+        str | None, typer.Option(help="First day (YYYY-MM-DD), today or later; default today.")
+    ] = None,
+    ends_on: Annotated[str | None, typer.Option(help="No occurrence on or after this day.")] = None,
+    paid: Annotated[bool, typer.Option("--paid", help="Sell them: an invoice each time; granted when paid.")] = False,
+    grant_before_payment: Annotated[
+        bool, typer.Option("--grant-before-payment", help="With --paid: grant them at once.")
+    ] = False,
+    expires_days: Annotated[
+        int | None, typer.Option(help="Each grant expires this many days after it is made.")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Give (or sell) the same credits every interval, from today or a later day."""
+    with bootstrap(Settings()).uow() as uow:
+        data = wallets.create_recurring_grant(
+            uow,
+            wallet_id,
+            credits,
+            interval=every,
+            interval_count=count,
+            starts_on=parse_date(starts_on, "starts_on"),
+            ends_on=parse_date(ends_on, "ends_on"),
+            paid=paid,
+            grant_before_payment=grant_before_payment,
+            expires_days=expires_days,
+        )
+    show(data, as_json, "Recurring grant created")
+
+
+@recurring_app.command("list")
+@handle_errors
+def recurring_list(wallet_id: str, as_json: Json = False) -> None:
+    """The wallet's recurring grants: active, ended and canceled."""
+    with bootstrap(Settings()).uow() as uow:
+        rows = wallets.list_recurring_grants(uow, wallet_id)
+    show(rows, as_json, "Recurring grants", RECURRING_COLUMNS)
+
+
+@recurring_app.command("cancel")
+@handle_errors
+def recurring_cancel(wallet_id: str, recurring_grant_id: str, as_json: Json = False) -> None:
+    """Stop a recurring grant (occurrences already due are granted first; credits granted stay)."""
+    with bootstrap(Settings()).uow() as uow:
+        data = wallets.cancel_recurring_grant(uow, wallet_id, recurring_grant_id)
+    show(data, as_json, "Recurring grant canceled")

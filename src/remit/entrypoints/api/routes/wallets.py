@@ -12,6 +12,8 @@ from remit.entrypoints.api.deps import Read, Write
 from remit.entrypoints.api.routes.common import CustomerFilter, Limit, StartingAfter, StatusFilter, page
 from remit.entrypoints.api.schemas import ListOf
 from remit.entrypoints.api.wallet_schemas import (
+    RecurringGrantCreate,
+    RecurringGrantPublic,
     WalletCreate,
     WalletGrantCreate,
     WalletGrantPublic,
@@ -108,3 +110,39 @@ def void_wallet(wallet_id: str, ctx: Write) -> Any:
     with ctx.uow() as uow:
         ctx.vis.check_owned(uow, t.wallets, wallet_id, "wallet", "wallet_id")
         return wallets.void_wallet(uow, wallet_id)
+
+
+@router.post("/wallets/{wallet_id}/recurring_grants", response_model=RecurringGrantPublic, status_code=201)
+def create_recurring_grant(wallet_id: str, body: RecurringGrantCreate, ctx: Write) -> Any:
+    """Give (or sell, `paid`) the same credits every interval: each occurrence is a grant of its own, made at the
+    start of its day in the customer's time zone (by the bill run that follows)."""
+    with ctx.uow() as uow:
+        ctx.vis.check_owned(uow, t.wallets, wallet_id, "wallet", "wallet_id")
+        return wallets.create_recurring_grant(
+            uow,
+            wallet_id,
+            body.credits,
+            interval=body.interval,
+            interval_count=body.interval_count,
+            starts_on=body.starts_on,
+            ends_on=body.ends_on,
+            paid=body.paid,
+            grant_before_payment=body.grant_before_payment,
+            expires_days=body.expires_days,
+        )
+
+
+@router.get("/wallets/{wallet_id}/recurring_grants", response_model=ListOf[RecurringGrantPublic])
+def list_recurring_grants(wallet_id: str, ctx: Read) -> Any:
+    """The wallet's recurring grants, oldest first, all in one list: active, ended and canceled."""
+    with ctx.uow() as uow:
+        ctx.vis.check_owned(uow, t.wallets, wallet_id, "wallet", "wallet_id")
+        return {"object": "list", "data": wallets.list_recurring_grants(uow, wallet_id), "has_more": False}
+
+
+@router.delete("/wallets/{wallet_id}/recurring_grants/{recurring_grant_id}", response_model=RecurringGrantPublic)
+def cancel_recurring_grant(wallet_id: str, recurring_grant_id: str, ctx: Write) -> Any:
+    """Stop a recurring grant. Occurrences already due are granted first; credits granted stay."""
+    with ctx.uow() as uow:
+        ctx.vis.check_owned(uow, t.wallets, wallet_id, "wallet", "wallet_id")
+        return wallets.cancel_recurring_grant(uow, wallet_id, recurring_grant_id)

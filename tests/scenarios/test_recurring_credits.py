@@ -1,0 +1,242 @@
+"""Recurring grants on the test clock and the real one: credits given (or sold) every interval, each occurrence
+granted once, at the start of its day, however late or often the bill run looks."""
+
+import pytest
+from sqlalchemy import func, select
+
+from remit.adapters.db import tables as t
+from remit.domain.errors import Conflict, NotFound, ValidationError
+from remit.service_layer import bill_run, clocks, invoices, subscriptions, views, wallets
+from tests import builders as b
+
+
+def _ledger(app, wallet_id):
+    with app.uow() as uow:
+        wallets.check_ledger(uow, wallet_id)
+        return [(x["kind"], x["credits"], x["created_at"]) for x in wallets.list_transactions(uow, wallet_id, None)]
+
+
+def _schedule(app, wallet_id):
+    with app.uow() as uow:
+        (found,) = wallets.list_recurring_grants(uow, wallet_id)
+    return found
+
+
+def _grants(app, wallet_id):
+    with app.uow() as uow:
+        return wallets.get_wallet(uow, wallet_id, with_grants=True)["grants"]
+
+
+def test_monthly__in_advance__calendar__monthly_credits_pay_each_invoice_and_what_is_left_expires(app):
+    """20 credits on the 1st of every month, each grant expiring after 10 days; a 15.00 plan: every invoice is
+    paid by that month's credits (granted before the invoice of the same moment), and the 5 left expire on the
+    11th."""
+    b.seller(app)
+    b.plan(app, "basic", "15.00")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus, name="Monthly allowance")["id"]
+    with app.uow() as uow:
+        made = wallets.create_recurring_grant(uow, wallet, "20", interval="month", expires_days=10)
+    assert (made["status"], made["starts_on"], made["next_grant_on"], made["grants_made"]) == (
+        "active",
+        "2026-03-01",
+        "2026-04-01",
+        1,  # it starts today: the first credits are granted at once
+    )
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 6, 1))
+    assert [(i["issued_on"], i["total"], i["applied_credits"], i["status"]) for i in b.invoices_of(app, cus)] == [
+        ("2026-03-01", "15.00", "15.00", "paid"),
+        ("2026-04-01", "15.00", "15.00", "paid"),
+        ("2026-05-01", "15.00", "15.00", "paid"),
+        ("2026-06-01", "15.00", "15.00", "paid"),
+    ]
+    assert _ledger(app, wallet) == [
+        ("grant", "20", "2026-03-01T00:00:00Z"),
+        ("consumption", "-15", "2026-03-01T00:00:00Z"),
+        ("grant", "20", "2026-04-01T00:00:00Z"),  # the run of 1 April: grants first,
+        ("expiry", "-5", "2026-03-11T00:00:00Z"),  # then expiry (dated when the credits expired),
+        ("consumption", "-15", "2026-04-01T00:00:00Z"),  # then the invoice
+        ("grant", "20", "2026-05-01T00:00:00Z"),
+        ("expiry", "-5", "2026-04-11T00:00:00Z"),
+        ("consumption", "-15", "2026-05-01T00:00:00Z"),
+        ("grant", "20", "2026-06-01T00:00:00Z"),
+        ("expiry", "-5", "2026-05-11T00:00:00Z"),
+        ("consumption", "-15", "2026-06-01T00:00:00Z"),
+    ]
+    grants = _grants(app, wallet)
+    assert {(g["source"], g["kind"], g["recurring_grant_id"]) for g in grants} == {("recurring", "free", made["id"])}
+    assert [g["expires_at"] for g in grants] == [f"2026-0{m}-11T00:00:00Z" for m in (3, 4, 5, 6)]
+    assert (_schedule(app, wallet)["grants_made"], _schedule(app, wallet)["next_grant_on"]) == (4, "2026-07-01")
+    with app.uow() as uow:
+        granted = [e["data"]["grant_id"] for e in views.list_events(uow, None, type_="wallet.credits_granted")]
+        created = views.list_events(uow, None, type_="wallet.recurring_grant_created")
+    assert granted == [g["id"] for g in grants]
+    assert created[0]["data"]["interval"] == "month" and created[0]["data"]["recurring_grant_id"] == made["id"]
+
+
+def test_bought_every_month__an_invoice_per_occurrence__credits_granted_when_each_is_paid(app):
+    """A schedule that starts later and sells its credits: one purchase invoice per occurrence, issued on the
+    occurrence's day even when the run that makes it comes later; credits only for the invoices paid."""
+    b.seller(app)
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus, rate="0.5")["id"]
+    with app.uow() as uow:
+        made = wallets.create_recurring_grant(uow, wallet, "60", starts_on=b.utc(2026, 3, 15).date(), paid=True)
+    assert (made["grants_made"], made["next_grant_on"]) == (0, "2026-03-15")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 20))
+    bought = b.invoices_of(app, cus)
+    assert [(i["billing_reason"], i["issued_on"], i["total"], i["status"]) for i in bought] == [
+        ("wallet_purchase", "2026-03-15", "30.00", "open"),
+        ("wallet_purchase", "2026-04-15", "30.00", "open"),
+        ("wallet_purchase", "2026-05-15", "30.00", "open"),
+    ]
+    with app.uow() as uow:
+        shown = wallets.get_wallet(uow, wallet)
+    assert (shown["balance_credits"], shown["pending_credits"]) == ("0", "180")
+    with app.uow() as uow:
+        invoices.mark_paid(uow, bought[1]["id"])
+    with app.uow() as uow:
+        shown = wallets.get_wallet(uow, wallet)
+    assert (shown["balance_credits"], shown["balance"], shown["pending_credits"]) == ("60", "30.00", "120")
+    assert [g["status"] for g in _grants(app, wallet)] == ["pending", "active", "pending"]
+    _ledger(app, wallet)
+
+
+def test_real_clock__late_and_repeated_runs_grant_each_occurrence_once_at_its_own_time(app):
+    """Weekly from Monday 5 January to 2 February (excluded), for a customer in New York: a run on the 20th
+    grants the three occurrences due, each at 05:00 UTC (midnight in New York); running again grants nothing;
+    a run after the end grants the last and ends the schedule."""
+    b.seller(app)
+    cus = b.customer(app, None, timezone="America/New_York")
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        made = wallets.create_recurring_grant(
+            uow,
+            wallet,
+            "5",
+            interval="week",
+            starts_on=b.utc(2026, 1, 5).date(),
+            ends_on=b.utc(2026, 2, 2).date(),
+        )
+    assert made["grants_made"] == 0
+    assert wallets.grant_recurring(app.uow, b.utc(2026, 1, 20)) == 3
+    assert wallets.grant_recurring(app.uow, b.utc(2026, 1, 20)) == 0
+    assert [g["granted_at"] for g in _grants(app, wallet)] == [
+        "2026-01-05T05:00:00Z",
+        "2026-01-12T05:00:00Z",
+        "2026-01-19T05:00:00Z",
+    ]
+    bill_run.run(app.uow, b.utc(2026, 3, 1))  # the bill run grants what is due first
+    bill_run.run(app.uow, b.utc(2026, 3, 1))
+    assert [g["granted_at"] for g in _grants(app, wallet)][3:] == ["2026-01-26T05:00:00Z"]
+    shown = _schedule(app, wallet)
+    assert (shown["status"], shown["grants_made"], shown["next_grant_on"]) == ("ended", 4, None)
+    with app.uow() as uow:
+        assert wallets.get_wallet(uow, wallet)["balance_credits"] == "20"
+
+
+def test_real_clock__cancel_grants_what_is_due_then_stops(app):
+    b.seller(app)
+    cus = b.customer(app, None)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        made = wallets.create_recurring_grant(uow, wallet, "1", interval="day", starts_on=b.utc(2026, 1, 2).date())
+    app.clock.move_to(b.utc(2026, 1, 3, 12))  # no bill run since: 2 and 3 January are due
+    with app.uow() as uow:
+        canceled = wallets.cancel_recurring_grant(uow, wallet, made["id"])
+    assert (canceled["status"], canceled["grants_made"], canceled["next_grant_on"], canceled["canceled_at"]) == (
+        "canceled",
+        2,
+        None,
+        "2026-01-03T12:00:00Z",
+    )
+    app.clock.move_to(b.utc(2026, 1, 10))
+    bill_run.run(app.uow, b.utc(2026, 1, 10))
+    assert len(_grants(app, wallet)) == 2
+    with app.uow() as uow, pytest.raises(Conflict) as ended:
+        wallets.cancel_recurring_grant(uow, wallet, made["id"])
+    assert ended.value.code == "recurring_grant_ended"
+
+
+def test_voiding_the_wallet_cancels_its_recurring_grants(app):
+    b.seller(app)
+    cus = b.customer(app, None)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        wallets.create_recurring_grant(uow, wallet, "10", starts_on=b.utc(2026, 2, 1).date())
+    with app.uow() as uow:
+        wallets.void_wallet(uow, wallet)
+    bill_run.run(app.uow, b.utc(2026, 6, 1))
+    shown = _schedule(app, wallet)
+    assert (shown["status"], shown["grants_made"], shown["canceled_at"]) == ("canceled", 0, "2026-01-01T00:00:00Z")
+    assert _grants(app, wallet) == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code", "field"),
+    [
+        ({"credits": "0"}, "invalid_amount", "credits"),
+        ({"credits": "0.001", "rate": "0.001"}, "amount_too_small", "credits"),
+        ({"interval": "fortnight"}, "invalid_interval", "interval"),
+        ({"interval_count": 0}, "invalid_interval", "interval_count"),
+        ({"starts_on": (2025, 12, 31)}, "start_in_past", "starts_on"),
+        ({"starts_on": (2026, 2, 1), "ends_on": (2026, 2, 1)}, "dates_out_of_order", "ends_on"),
+        ({"expires_days": 0}, "invalid_expiry", "expires_days"),
+        ({"grant_before_payment": True}, "invalid_choice", "grant_before_payment"),
+    ],
+)
+def test_bad_schedules_are_refused_and_change_nothing(app, kwargs, code, field):
+    kwargs = dict(kwargs)  # shared by both databases' runs
+    b.seller(app)
+    cus = b.customer(app, None)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus, rate=kwargs.pop("rate", "1"))["id"]
+    args = {"credits": kwargs.pop("credits", "10"), **kwargs}
+    for name in ("starts_on", "ends_on"):
+        if name in args:
+            args[name] = b.utc(*args[name]).date()
+    before = _counts(app)
+    with app.uow() as uow, pytest.raises(ValidationError) as refused:
+        wallets.create_recurring_grant(uow, wallet, args.pop("credits"), **args)
+    assert (refused.value.code, refused.value.field) == (code, field)
+    assert _counts(app) == before
+
+
+def test_conflicts_and_unknown_ids(app):
+    b.seller(app)
+    cus = b.customer(app, None)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    for _ in range(wallets.MAX_RECURRING_GRANTS_PER_WALLET):
+        with app.uow() as uow:
+            wallets.create_recurring_grant(uow, wallet, "1", starts_on=b.utc(2026, 2, 1).date())
+    before = _counts(app)
+    with app.uow() as uow, pytest.raises(Conflict) as full:
+        wallets.create_recurring_grant(uow, wallet, "1")
+    assert full.value.code == "too_many_recurring_grants"
+    with app.uow() as uow, pytest.raises(NotFound):
+        wallets.cancel_recurring_grant(uow, wallet, "wrg_nope")
+    with app.uow() as uow, pytest.raises(NotFound):
+        wallets.create_recurring_grant(uow, "wal_nope", "1")
+    with app.uow() as uow:
+        wallets.void_wallet(uow, wallet)
+    with app.uow() as uow, pytest.raises(Conflict) as voided:
+        wallets.create_recurring_grant(uow, wallet, "1")
+    assert voided.value.code == "wallet_voided"
+    assert _counts(app)["wallet_recurring_grants"] == before["wallet_recurring_grants"]
+
+
+def _counts(app):
+    with app.engine.connect() as conn:
+        return {
+            tb.name: conn.execute(select(func.count()).select_from(tb)).scalar_one() for tb in t.metadata.sorted_tables
+        }
