@@ -1,4 +1,4 @@
-"""`remit meters create` and `remit events import FILE` (CSV and JSON lines)."""
+"""`remit meters create`, `remit events import FILE` (CSV and JSON lines) and `remit usage events`."""
 
 import json
 from datetime import UTC, datetime, timedelta
@@ -54,6 +54,18 @@ def test_import_csv_and_jsonl_with_duplicates_and_refusals(tmp_path):
     report = rj("events", "import", str(jsonl), code=2)
     assert (report["accepted"], report["rejected"]) == (2500, 1)
     assert report["rejected_events"][0]["line"] == 2501
+    # What was stored, read back: the imported file's events, each once, in time order.
+    stored = rj("usage", "events", customer, "--meter", "gb")
+    assert (stored[0]["transaction_id"], stored[0]["value"], len(stored)) == ("r4", "1", 3)  # the oldest first
+    assert sorted((e["transaction_id"], e["value"], e["group"]["region"]) for e in stored[1:]) == [
+        ("r1", "1.5", "eu"),  # r1 and r2 share a time: in id order
+        ("r2", "2", "us"),
+    ]
+    assert len(rj("usage", "events", customer, "--all")) == 2503
+    assert len(rj("usage", "events", customer, "--since", at, "--limit", "5")) == 5
+    assert rj("usage", "events", customer, "--transaction-id", "c7")[0]["meter"] == "calls"
+    bad = runner.invoke(app, ["usage", "events", customer, "--since", "yesterday", "--json"])
+    assert bad.exit_code == 2 and json.loads(bad.stderr)["error"]["field"] == "since"
 
 
 def test_usage_plan_billed_on_a_test_clock_and_a_line_explained(tmp_path):

@@ -153,3 +153,39 @@ def test_a_body_not_sent_as_json_is_refused_on_every_path(api):
         assert conn.execute(select(func.count()).select_from(t.usage_events)).scalar_one() == 0
     typed = {**api.h("write"), "Content-Type": "application/json; charset=utf-8"}
     assert api.client.post("/v1/events", content=body, headers=typed).json()["status"] == "accepted"
+
+
+def test_usage_events_are_read_back_paged_and_only_by_keys_that_see_the_customer(api):
+    cus = _setup(api)
+    events = [
+        {
+            "customer_id": cus,
+            "code": "tokens",
+            "transaction_id": f"r{i}",
+            "timestamp": _at(api, minutes=10 - i),
+            "properties": {"tokens": f"{i}.5", "model": "large" if i % 2 else "small"},
+        }
+        for i in range(3)
+    ]
+    assert len(api.post("/events/batch", {"events": events}).json()["accepted"]) == 3
+    first = api.get("/usage_events", key="read", customer_id=cus, limit=2).json()
+    assert [(e["transaction_id"], e["value"], e["group"]) for e in first["data"]] == [
+        ("r0", "0.5", {"model": "small"}),
+        ("r1", "1.5", {"model": "large"}),
+    ]
+    assert first["has_more"] is True and first["data"][0]["object"] == "usage_event"
+    rest = api.get("/usage_events", customer_id=cus, starting_after=first["data"][-1]["id"]).json()
+    assert [e["transaction_id"] for e in rest["data"]] == ["r2"] and rest["has_more"] is False
+    found = api.get("/usage_events", customer_id=cus, meter="tokens", transaction_id="r1").json()["data"]
+    assert [e["counted"] for e in found] == [True]
+    assert api.get("/usage_events", customer_id=cus, meter="other").json()["data"] == []
+    other = api.post("/legal_entities", {"name": "Other", "country": "US", "currency": "USD"}).json()["id"]
+    api.key("elsewhere", ["read"], other)
+    hidden = api.get("/usage_events", key="elsewhere", customer_id=cus)
+    assert hidden.status_code == 404 and hidden.json()["error"]["code"] == "customer_not_found"
+    missing = api.get("/usage_events")
+    assert missing.status_code == 422 and missing.json()["error"]["field"] == "customer_id"
+    bad = api.get("/usage_events", customer_id=cus, occurred_gte=_at(api, 1), occurred_lt=_at(api, 5))
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "dates_out_of_order"
+    gone = api.get("/usage_events", customer_id=cus, starting_after="uev_nope")
+    assert gone.status_code == 404 and gone.json()["error"]["field"] == "starting_after"

@@ -73,3 +73,19 @@ class UsageEventResult(Output):
     status: Literal["accepted", "duplicate"]
     transaction_id: str
     id: str | None = None
+
+
+class UsageEventPublic(Output):
+    id: str
+    object: Literal["usage_event"] = "usage_event"
+    customer_id: str
+    subscription_id: str | None
+    meter: str = Field(description="The meter's code.")
+    transaction_id: str
+    occurred_at: datetime = Field(description="The event's time (the `timestamp` it was sent with).")
+    received_at: datetime
+    properties: dict[str, Any]
+    value: str | None = Field(description="What the meter aggregates of it (sum, max, latest...), exactly.")
+    dimension: str | None = Field(description="What a unique count counts of it.")
+    group: dict[str, Any] = Field(description="Its values of the meter's group-by dimensions.")
+    counted: bool = Field(description="Whether it passes the meter's filters (only those are aggregated).")

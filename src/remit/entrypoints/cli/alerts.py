@@ -1,4 +1,4 @@
-"""`remit usage ...` (live usage, usage thresholds) and `remit alerts ...` (usage and spend alerts)."""
+"""`remit usage ...` (live usage, stored events, usage thresholds) and `remit alerts ...` (usage and spend alerts)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import typer
 
 from remit.bootstrap import Settings, bootstrap
 from remit.domain.errors import ValidationError
-from remit.entrypoints.cli.output import console, handle_errors, show
-from remit.service_layer import alerts, live_usage, usage_monitor
+from remit.entrypoints.cli.output import console, handle_errors, parse_time, show
+from remit.service_layer import alerts, live_usage, usage_events, usage_monitor
 
-usage_app = typer.Typer(help="Live usage and threshold billing.", no_args_is_help=True)
+usage_app = typer.Typer(help="Live usage, the events stored, and threshold billing.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Usage and spend alerts.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 ALERT_COLUMNS = ["id", "customer_id", "subscription_id", "kind", "meter", "group", "thresholds", "currency"]
@@ -38,6 +38,43 @@ def usage_show(
     columns = ["subscription", "period", "meter", "group", "quantity", "billable_units", "amount", "billed"]
     show(rows, False, f"Usage as of {data['as_of']}", columns)
     console.print(f"Total {data['amount']} {data['currency']} ({data['unbilled']} not invoiced yet)")
+
+
+@usage_app.command("events")
+@handle_errors
+def usage_events_(
+    customer_id: str,
+    meter: Annotated[str | None, typer.Option(help="Only this meter's events (its code).")] = None,
+    since: Annotated[str | None, typer.Option(help="Events at or after this ISO 8601 time.")] = None,
+    until: Annotated[str | None, typer.Option(help="Events before this ISO 8601 time.")] = None,
+    transaction_id: Annotated[str | None, typer.Option(help="The event sent with this transaction id.")] = None,
+    limit: Annotated[int, typer.Option(help="Events per page (at most 1000).")] = 20,
+    every: Annotated[bool, typer.Option("--all", help="Every event, not one page.")] = False,
+    after: Annotated[str | None, typer.Option("--starting-after", help="Page after this event id.")] = None,
+    as_json: Json = False,
+) -> None:
+    """The usage events stored for a customer, oldest first: what the meters will aggregate, and whether each
+    passes its meter's filters."""
+    gte, lt = parse_time(since, "since"), parse_time(until, "until")
+    rows: list[dict[str, Any]] = []
+    with bootstrap(Settings()).uow(read_only=True) as uow:
+        while True:
+            page = usage_events.list_usage_events(
+                uow,
+                customer_id,
+                meter_code=meter,
+                occurred_gte=gte,
+                occurred_lt=lt,
+                transaction_id=transaction_id,
+                limit=1000 if every else min(limit, 1000),
+                after=after,
+            )
+            rows.extend(page)
+            if not every or len(page) < 1000:
+                break
+            after = page[-1]["id"]
+    columns = ["occurred_at", "meter", "transaction_id", "value", "group", "counted", "id"]
+    show(rows, as_json, f"Usage events of {customer_id}", columns)
 
 
 @usage_app.command("threshold")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import date, datetime
+from datetime import date
 from typing import Annotated, Any
 
 import typer
@@ -12,11 +12,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from remit.adapters.db.engine import migrate as run_migrations
 from remit.bootstrap import Remit, Settings, bootstrap
-from remit.domain.clock import ensure_utc
 from remit.domain.errors import ValidationError
 from remit.entrypoints.cli import alerts as alerts_cli
 from remit.entrypoints.cli import usage as usage_cli
-from remit.entrypoints.cli.output import console, handle_errors, parse_date, show
+from remit.entrypoints.cli.output import console, handle_errors, parse_date, parse_time, show
 from remit.entrypoints.cli.wallets import wallets_app
 from remit.entrypoints.cli.webhooks import webhooks_app, worker
 from remit.service_layer import (
@@ -58,16 +57,7 @@ def _app() -> Remit:
     return bootstrap(Settings())
 
 
-def _time(value: str | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValidationError("invalid_time", f"{value!r} is not an ISO 8601 time.", field) from None
-    return ensure_utc(parsed)
-
-
+_time = parse_time
 _date = parse_date
 
 

@@ -6,7 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any, ParamSpec, TypeVar
 
 import typer
@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from remit.domain.clock import ensure_utc
 from remit.domain.errors import ErrorKind, RemitError, ValidationError
 from remit.service_layer.views import plain
 
@@ -80,3 +81,15 @@ def parse_date(value: str | None, field: str) -> date | None:
         return date.fromisoformat(value)
     except ValueError:
         raise ValidationError("invalid_date", f"{value!r} is not a date (YYYY-MM-DD).", field) from None
+
+
+def parse_time(value: str | None, field: str) -> datetime | None:
+    """An ISO 8601 time (``Z`` or an offset; none means UTC), or None; anything else is an ``invalid_time``
+    error on ``field``."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValidationError("invalid_time", f"{value!r} is not an ISO 8601 time.", field) from None
+    return ensure_utc(parsed)

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 
 from remit.bootstrap import Settings, bootstrap
-from remit.domain.clock import ensure_utc
 from remit.domain.errors import ValidationError
-from remit.entrypoints.cli.output import handle_errors, parse_date, show
+from remit.entrypoints.cli.output import handle_errors, parse_date, parse_time, show
 from remit.service_layer import wallets
 from remit.service_layer.views import Filters
 
@@ -32,15 +30,6 @@ def _every(fetch: Any, limit: int, every: bool, after: str | None) -> list[dict[
         if len(page) < 1000:
             return rows
         after = page[-1]["id"]
-
-
-def _time(value: str | None, field: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        return ensure_utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-    except ValueError:
-        raise ValidationError("invalid_time", f"{value!r} is not an ISO 8601 time.", field) from None
 
 
 @wallets_app.command("create")
@@ -154,7 +143,7 @@ def grant(
             wallet_id,
             credits,
             paid=paid,
-            expires_at=_time(expires_at, "expires_at"),
+            expires_at=parse_time(expires_at, "expires_at"),
             grant_before_payment=grant_before_payment,
         )
     show(data, as_json, "Credits granted" if data["status"] == "active" else "Credits sold: granted when paid")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
@@ -20,9 +21,10 @@ from remit.entrypoints.api.usage_schemas import (
     UsageBatchIn,
     UsageBatchResult,
     UsageEventIn,
+    UsageEventPublic,
     UsageEventResult,
 )
-from remit.service_layer import usage, views
+from remit.service_layer import usage, usage_events, views
 
 router = APIRouter(tags=["usage"])
 
@@ -40,6 +42,34 @@ def create_meter(body: MeterCreate, ctx: Write) -> Any:
 def list_meters(ctx: Read, limit: Limit = 20, starting_after: StartingAfter = None) -> Any:
     with ctx.uow() as uow:
         return page(views.page(uow, select(t.meters), t.meters.c.id, limit + 1, starting_after), limit)
+
+
+@router.get("/usage_events", response_model=ListOf[UsageEventPublic])
+def list_usage_events(
+    ctx: Read,
+    customer_id: Annotated[str, Query(max_length=40)],
+    meter: Annotated[str | None, Query(max_length=100, description="A meter's code.")] = None,
+    occurred_gte: Annotated[datetime | None, Query(description="Events at or after this time.")] = None,
+    occurred_lt: Annotated[datetime | None, Query(description="Events before this time.")] = None,
+    transaction_id: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Limit = 20,
+    starting_after: StartingAfter = None,
+) -> Any:
+    """The usage events stored for a customer, oldest first (by time): what the meters will aggregate.
+    `starting_after` takes an event's id."""
+    with ctx.uow(read_only=True) as uow:
+        rows = usage_events.list_usage_events(
+            uow,
+            customer_id,
+            meter_code=meter,
+            occurred_gte=occurred_gte,
+            occurred_lt=occurred_lt,
+            transaction_id=transaction_id,
+            limit=limit + 1,
+            after=starting_after,
+            vis=ctx.vis,
+        )
+    return page(rows, limit)
 
 
 @router.post("/events", response_model=UsageEventResult)

@@ -1,0 +1,90 @@
+"""Reading usage events back: what Remit stored for a customer, as it will be aggregated.
+
+For the engineer who sends usage and asks "did it arrive, and does it count?": each event with its meter, its
+transaction id, its time and when it was received, the value and group its meter took from it, and whether it
+passes the meter's filters. Found through the index the aggregation reads (customer, meter, time), so asking for
+one meter and a time range reads only those events.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+
+from remit.adapters.db import tables as t
+from remit.domain.clock import ensure_utc
+from remit.domain.errors import NotFound, ValidationError
+from remit.service_layer.scoping import EVERYTHING, Visibility
+from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.views import MAX_LIMIT, plain
+
+_COLUMNS = ("id", "customer_id", "subscription_id", "meter_code", "transaction_id", "occurred_at", "received_at")
+
+
+def list_usage_events(
+    uow: UnitOfWork,
+    customer_id: str,
+    *,
+    meter_code: str | None = None,
+    occurred_gte: datetime | None = None,
+    occurred_lt: datetime | None = None,
+    transaction_id: str | None = None,
+    limit: int | None = 20,
+    after: str | None = None,
+    vis: Visibility = EVERYTHING,
+) -> list[dict[str, Any]]:
+    """A customer's usage events, oldest first (by time, then id); ``after``: the id of the last event of the
+    page before. ``occurred_gte`` and ``occurred_lt`` bound the events' time (the end excluded)."""
+    vis.check_customer(uow, customer_id)
+    gte = None if occurred_gte is None else ensure_utc(occurred_gte)
+    lt = None if occurred_lt is None else ensure_utc(occurred_lt)
+    if gte is not None and lt is not None and lt <= gte:
+        raise ValidationError("dates_out_of_order", "occurred_lt must be after occurred_gte.", "occurred_lt")
+    e = t.usage_events.c
+    where = [e.customer_id == customer_id]
+    if meter_code is not None:
+        where.append(e.meter_code == meter_code)
+    if gte is not None:
+        where.append(e.occurred_at >= gte)
+    if lt is not None:
+        where.append(e.occurred_at < lt)
+    if transaction_id is not None:
+        where.append(e.transaction_id == transaction_id)
+    if after:
+        at = uow.conn.execute(select(e.occurred_at).where(e.customer_id == customer_id, e.id == after)).scalar()
+        if at is None:
+            raise NotFound("usage_event", after, "starting_after")
+        where.append(or_(e.occurred_at > at, and_(e.occurred_at == at, e.id > after)))
+    query = (
+        select(*(e[name] for name in _COLUMNS), e.value, e.dimension, e.group_key, e.matched, e.properties)
+        .where(*where)
+        .order_by(e.occurred_at, e.id)
+    )
+    if limit is not None:
+        query = query.limit(min(limit, MAX_LIMIT + 1) if limit > 0 else MAX_LIMIT)
+    rows = list(uow.conn.execute(query).mappings())
+    group_by = {
+        code: list(names or [])
+        for code, names in uow.conn.execute(
+            select(t.meters.c.code, t.meters.c.group_by).where(t.meters.c.code.in_({r["meter_code"] for r in rows}))
+        )
+    }
+    return [_public(row, group_by.get(row["meter_code"], [])) for row in rows]
+
+
+def _public(row: Any, group_by: list[str]) -> dict[str, Any]:
+    values = json.loads(row["group_key"]) if row["group_key"] else []
+    return {
+        "object": "usage_event",
+        **{name: plain(row[name]) for name in _COLUMNS if name != "meter_code"},
+        "meter": row["meter_code"],
+        "properties": row["properties"],
+        "value": plain(row["value"]),
+        "dimension": row["dimension"],
+        # The meter's group-by dimensions and this event's values of them (as they were when it was received).
+        "group": dict(zip(group_by, values, strict=True)) if len(values) == len(group_by) else {},
+        "counted": bool(row["matched"]),  # whether it passes the meter's filters
+    }
