@@ -240,3 +240,29 @@ def _counts(app):
         return {
             tb.name: conn.execute(select(func.count()).select_from(tb)).scalar_one() for tb in t.metadata.sorted_tables
         }
+
+
+def test_monthly__in_advance__calendar__the_upcoming_invoice_counts_the_credits_due_by_then(app):
+    """The preview of 1 April's invoice counts the 20 credits a free schedule gives on 1 April, not those a
+    bought one gives (granted when paid); and the invoice of 1 April takes what the preview said."""
+    b.seller(app)
+    b.plan(app, "basic", "30.00")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        april = b.utc(2026, 4, 1).date()
+        wallets.create_recurring_grant(uow, wallet, "20", starts_on=april, expires_days=5)
+        wallets.create_recurring_grant(uow, wallet, "50", starts_on=april, paid=True)
+        subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    with app.uow(read_only=True) as uow:
+        preview = clocks.preview_upcoming(uow, cus)
+    assert [preview[k] for k in ("total_minor", "applied_credits_minor", "amount_due_minor")] == [3000, 2000, 1000]
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    cycle = [i for i in b.invoices_of(app, cus) if i["billing_reason"] == "subscription_cycle"]
+    assert [(i["issued_on"], i["applied_credits"], i["amount_due"]) for i in cycle] == [
+        ("2026-03-01", "0.00", "30.00"),
+        ("2026-04-01", "20.00", "10.00"),  # as the preview said
+    ]

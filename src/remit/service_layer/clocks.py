@@ -22,7 +22,7 @@ from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.invoicing.invoice import settle
 from remit.domain.subscriptions.periods import Interval, period_containing
-from remit.service_layer import bill_run, usage_monitor
+from remit.service_layer import bill_run, usage_monitor, wallets
 from remit.service_layer.accounts import get_test_clock, local_date
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
@@ -149,10 +149,16 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, vis: Visibility = EVERYT
 
 
 def _with_credits(uow: UnitOfWork, preview: dict[str, Any], any_credits: bool) -> dict[str, Any]:
-    """What the customer's wallets would pay of it, consumed exactly as finalizing will (nothing is written).
-    ``any_credits``: whether the customer held any when the batch was loaded (if not, nothing is read)."""
+    """What the customer's wallets would pay of it, consumed exactly as finalizing will (nothing is written),
+    with the credits recurring grants will have given by then. ``any_credits``: whether the customer held any
+    when the batch was loaded (if not, only the recurring grants are read)."""
     row = {**preview, "id": "upcoming", "billing_reason": "subscription_cycle"}
     credits = WalletCredits.load(uow, [row]) if any_credits else WalletCredits()
+    for grant, wallet in wallets.upcoming_grants(uow, row["customer_id"], preview["as_of"]):
+        credits.grants.setdefault(row["customer_id"], []).append(grant)
+        credits.wallets.setdefault(
+            grant.wallet_id, {"currency": wallet["currency"], "threshold": wallet["top_up_threshold"]}
+        )
     credited, _events = credits.apply(row, preview["amount_due_minor"], preview["as_of"])
     return {**preview, "applied_credits_minor": credited, "amount_due_minor": preview["amount_due_minor"] - credited}
 

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -23,6 +23,7 @@ from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.money import RoundingPolicy, currency
 from remit.domain.subscriptions.periods import Interval
 from remit.domain.wallets import (
+    GrantBalance,
     credits_value_minor,
     due_occurrences,
     occurrence_on,
@@ -63,6 +64,7 @@ __all__ = [
     "invoice_deleted",
     "invoice_voided",
     "list_recurring_grants",
+    "upcoming_grants",
     "update_wallet",
     "void_wallet",
 ]
@@ -813,3 +815,41 @@ def _grant_occurrences(
         .values(next_index=next_index, next_on=None if ended else next_on, status="ended" if ended else "active")
     )
     return len(due)
+
+
+def upcoming_grants(uow: UnitOfWork, customer_id: str, until: datetime) -> list[tuple[GrantBalance, Mapping[Any, Any]]]:
+    """The credits the customer's recurring grants will have granted by ``until`` and not yet (free ones, and
+    bought ones granted before payment; the others wait for a payment), as the balances they will start with,
+    each with its wallet. For the upcoming-invoice preview: nothing is written."""
+    r, w = t.wallet_recurring_grants.c, t.wallets.c
+    rows = list(
+        uow.conn.execute(
+            select(t.wallet_recurring_grants, w.priority, w.rate, w.currency, w.top_up_threshold)
+            .join(t.wallets, w.id == r.wallet_id)
+            .where(r.customer_id == customer_id, r.status == "active", w.status == "active")
+            .where(or_(r.paid.is_(False), r.grant_before_payment.is_(True)))
+        ).mappings()
+    )
+    if not rows:
+        return []
+    customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == customer_id)).mappings().one()
+    policy = _policy(uow, customer["legal_entity_id"])
+    out: list[tuple[GrantBalance, Mapping[Any, Any]]] = []
+    for row in rows:
+        every = Interval.parse(row["interval_unit"], row["interval_count"])
+        value = credits_value_minor(row["credits"], row["rate"], policy, currency(row["currency"]))
+        days = row["expires_days"]
+        for occurrence in due_occurrences(
+            row["starts_on"], every, row["next_index"], row["ends_on"], customer["timezone"], row["created_at"], until
+        ):
+            grant = GrantBalance(
+                f"upcoming:{row['id']}:{occurrence.index}",
+                row["wallet_id"],
+                row["priority"],
+                occurrence.at,
+                occurrence.at + timedelta(days=days) if days else None,
+                row["credits"],
+                value,
+            )
+            out.append((grant, row))
+    return out
