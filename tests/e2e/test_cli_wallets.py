@@ -92,3 +92,17 @@ def test_recurring_grants_from_the_command_line():
     past = rj("wallets", "recurring", "create", wallet, "--credits", "1", "--starts-on", "2026-02-28", code=2)["error"]
     assert (past["code"], past["field"]) == ("start_in_past", "starts_on")
     assert rj("wallets", "recurring", "list", "wal_nope", code=3)["error"]["code"] == "wallet_not_found"
+
+
+def test_a_wallet_limited_to_some_fees_from_the_command_line():
+    rj("init", "--currency", "EUR", "--country", "DE")
+    rj("meters", "create", "--code", "calls", "--aggregation", "count")
+    cus = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE")["id"]
+    wallet = rj("wallets", "create", "--customer", cus, "--fee-type", "usage", "--meter", "calls")
+    assert wallet["applies_to"] == {"fee_types": ["usage"], "meters": ["calls"], "prices": []}
+    assert rj("wallets", "update", wallet["id"], "--any-fee")["applies_to"] is None
+    assert rj("wallets", "update", wallet["id"], "--fee-type", "one_off")["applies_to"]["fee_types"] == ["one_off"]
+    bad = rj("wallets", "update", wallet["id"], "--any-fee", "--meter", "calls", code=2)["error"]
+    assert (bad["code"], bad["field"]) == ("invalid_choice", "any_fee")
+    wrong = rj("wallets", "create", "--customer", cus, "--fee-type", "storage", code=2)["error"]
+    assert (wrong["code"], wrong["field"]) == ("invalid_value", "applies_to.fee_types")

@@ -9,14 +9,14 @@ the last consumption of a grant takes exactly what is left of both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from remit.domain.errors import ValidationError
-from remit.domain.money import Currency, RoundingPolicy, to_decimal
+from remit.domain.money import Currency, RoundingPolicy, allocate, to_decimal
 from remit.domain.subscriptions.periods import Interval, add_interval
 
 CREDIT_DECIMALS = 9  # like rates: a credit can be 0.000000001
@@ -128,6 +128,17 @@ def _credits(units: int) -> Decimal:
     return Decimal(units).scaleb(-CREDIT_DECIMALS).quantize(_CREDIT_QUANTUM).normalize() if units else Decimal(0)
 
 
+def _take(grant: GrantBalance, take_minor: int) -> tuple[Consumption, GrantBalance]:
+    """``take_minor`` of a grant's money, with the credits that go with it; and the grant after."""
+    credits = split_credits(grant.remaining_credits, grant.remaining_minor, take_minor)
+    left = replace(
+        grant,
+        remaining_minor=grant.remaining_minor - take_minor,
+        remaining_credits=(grant.remaining_credits - credits).normalize(),
+    )
+    return Consumption(grant.grant_id, grant.wallet_id, take_minor, credits), left
+
+
 def consume(
     grants: Sequence[GrantBalance], amount_minor: int, at: datetime
 ) -> tuple[list[Consumption], list[GrantBalance]]:
@@ -143,14 +154,132 @@ def consume(
         if left == 0:
             break
         take = min(left, grant.remaining_minor)
-        credits = split_credits(grant.remaining_credits, grant.remaining_minor, take)
-        taken.append(Consumption(grant.grant_id, grant.wallet_id, take, credits))
-        after[grant.grant_id] = replace(
-            grant,
-            remaining_minor=grant.remaining_minor - take,
-            remaining_credits=(grant.remaining_credits - credits).normalize(),
-        )
+        part, after[grant.grant_id] = _take(grant, take)
+        taken.append(part)
         left -= take
+    return taken, [after[g.grant_id] for g in grants]
+
+
+# --- what a wallet may pay ------------------------------------------------------------------------------------------
+#
+# A wallet may be limited to some of an invoice's fees: fees of some types (fixed fees, usage, minimum-commitment
+# true-ups, one-off charges), of some meters, or of some prices; a fee that matches any of them is eligible. What is
+# still due after the customer's balance is shared among the invoice's fees in proportion to their net amounts
+# (largest remainder, so the shares sum to it exactly), and a limited wallet's credits pay at most the shares of
+# its eligible fees that are still unpaid. Wallets with no limit pay any share: with none limited, consumption is
+# exactly ``consume``.
+
+FEE_TYPES = ("fixed", "usage", "commitment", "one_off")
+_FEE_TYPE_OF_KIND = {
+    "subscription": "fixed",
+    "proration": "fixed",
+    "usage": "usage",
+    "usage_correction": "usage",
+    "usage_threshold": "usage",
+    "usage_remainder": "usage",
+    "true_up": "commitment",
+    "one_off": "one_off",
+}
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Fee:
+    """An invoice's lines of one kind of fee, netted: a proration credit nets against its price's fee."""
+
+    fee_type: str
+    meter: str
+    price_id: str
+
+
+def fee_of(kind: str, price_id: str | None, meter: str | None) -> Fee:
+    """The fee an invoice line belongs to, by its kind, price and (for usage) meter."""
+    return Fee(_FEE_TYPE_OF_KIND.get(kind, "one_off"), meter or "", price_id or "")
+
+
+@dataclass(frozen=True, slots=True)
+class WalletScope:
+    """The fees a wallet may pay; empty: every fee."""
+
+    fee_types: frozenset[str] = frozenset()
+    meters: frozenset[str] = frozenset()
+    prices: frozenset[str] = frozenset()
+
+    @classmethod
+    def parse(cls, value: object, field: str = "applies_to") -> WalletScope | None:
+        """``{"fee_types": [...], "meters": [...], "prices": [...]}`` (each optional); None or nothing listed: no
+        limit. Meters and prices are checked to exist by the caller."""
+        if value is None:
+            return None
+        if not isinstance(value, Mapping) or set(value) - {"fee_types", "meters", "prices"}:
+            raise ValidationError("invalid_value", "applies_to takes fee_types, meters and prices, each a list.", field)
+        lists: dict[str, frozenset[str]] = {}
+        for name in ("fee_types", "meters", "prices"):
+            items = value.get(name) or []
+            if not isinstance(items, list) or not all(isinstance(i, str) and 0 < len(i) <= 100 for i in items):
+                raise ValidationError("invalid_value", f"applies_to.{name} is a list of names.", f"{field}.{name}")
+            if len(items) > 50:
+                raise ValidationError("invalid_value", f"applies_to.{name} lists at most 50.", f"{field}.{name}")
+            lists[name] = frozenset(items)
+        unknown = sorted(lists["fee_types"] - set(FEE_TYPES))
+        if unknown:
+            raise ValidationError(
+                "invalid_value",
+                f"{unknown[0]!r} is not a fee type; use {', '.join(FEE_TYPES)}.",
+                f"{field}.fee_types",
+            )
+        scope = cls(lists["fee_types"], lists["meters"], lists["prices"])
+        return None if scope.everything else scope
+
+    @property
+    def everything(self) -> bool:
+        return not (self.fee_types or self.meters or self.prices)
+
+    def covers(self, fee: Fee) -> bool:
+        return (
+            self.everything or fee.fee_type in self.fee_types or fee.meter in self.meters or fee.price_id in self.prices
+        )
+
+    def public(self) -> dict[str, list[str]]:
+        return {"fee_types": sorted(self.fee_types), "meters": sorted(self.meters), "prices": sorted(self.prices)}
+
+
+def consume_scoped(
+    grants: Sequence[GrantBalance],
+    scopes: Mapping[str, WalletScope | None],
+    fees: Iterable[tuple[Fee, int]],
+    amount_minor: int,
+    at: datetime,
+) -> tuple[list[Consumption], list[GrantBalance]]:
+    """``consume``, where a wallet with a scope (``scopes``, per wallet id) pays only eligible fees. ``fees``:
+    the invoice's lines as (fee, net amount in minor units); ``amount_minor``: what is still due of the invoice,
+    at most the sum of its positive fees."""
+    if amount_minor < 0:
+        raise ValueError("cannot consume a negative amount")
+    usable = [g for g in grants if g.usable_at(at)]
+    if all(scopes.get(g.wallet_id) is None for g in usable):
+        return consume(grants, amount_minor, at)
+    nets: dict[Fee, int] = {}
+    for fee, amount in fees:
+        nets[fee] = nets.get(fee, 0) + amount
+    keys = sorted(k for k, v in nets.items() if v > 0)
+    if amount_minor > sum(nets[k] for k in keys):
+        raise ValueError("more is due than the invoice's fees")
+    shares = dict(zip(keys, allocate(amount_minor, [nets[k] for k in keys]), strict=True)) if keys else {}
+    after = {g.grant_id: g for g in grants}
+    taken: list[Consumption] = []
+    for grant in consumption_order(usable):
+        scope = scopes.get(grant.wallet_id)
+        eligible = [k for k in keys if shares[k] and (scope is None or scope.covers(k))]
+        take = min(sum(shares[k] for k in eligible), grant.remaining_minor)
+        if take == 0:
+            continue
+        part, after[grant.grant_id] = _take(grant, take)
+        taken.append(part)
+        left = take
+        for k in eligible:
+            paid = min(left, shares[k])
+            shares[k] -= paid
+            left -= paid
     return taken, [after[g.grant_id] for g in grants]
 
 

@@ -22,11 +22,12 @@ from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.invoicing.invoice import settle
 from remit.domain.subscriptions.periods import Interval, period_containing
+from remit.domain.wallets import Fee, WalletScope
 from remit.service_layer import bill_run, usage_monitor, wallets
 from remit.service_layer.accounts import get_test_clock, local_date
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
-from remit.service_layer.wallet_consumption import WalletCredits
+from remit.service_layer.wallet_consumption import WalletCredits, line_fee
 
 UowFactory = Callable[[], UnitOfWork]
 
@@ -133,7 +134,7 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, vis: Visibility = EVERYT
         drafts, _reviewed = bill_run.compute_drafts(batch, moment)
         if drafts and (drafts[0].lines or drafts[0].pending_items):
             preview = _present_draft(drafts[0], batch.balances.get(customer_id, 0), moment)
-            return _with_credits(uow, preview, batch.credits)
+            return _with_credits(uow, preview, batch.credits, _fees(drafts[0]))
         nxt = _next_due_in(batch.subs, batch.events, customer["timezone"], moment)
         if nxt is None:
             break
@@ -148,7 +149,18 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, vis: Visibility = EVERYT
     }
 
 
-def _with_credits(uow: UnitOfWork, preview: dict[str, Any], any_credits: bool) -> dict[str, Any]:
+def _fees(draft: bill_run.InvoiceDraft) -> list[tuple[Fee, int]]:
+    """The draft's lines as fees, for wallets limited to some."""
+    fees = [
+        line_fee({"kind": ln.kind, "price_id": ln.price_id, "details": ln.details, "amount_minor": ln.amount_minor})
+        for ln in draft.lines
+    ]
+    return fees + [line_fee({"kind": "one_off", "amount_minor": i["amount_minor"]}) for i in draft.pending_items]
+
+
+def _with_credits(
+    uow: UnitOfWork, preview: dict[str, Any], any_credits: bool, fees: list[tuple[Fee, int]]
+) -> dict[str, Any]:
     """What the customer's wallets would pay of it, consumed exactly as finalizing will (nothing is written),
     with the credits recurring grants will have given by then. ``any_credits``: whether the customer held any
     when the batch was loaded (if not, only the recurring grants are read)."""
@@ -159,7 +171,8 @@ def _with_credits(uow: UnitOfWork, preview: dict[str, Any], any_credits: bool) -
         credits.wallets.setdefault(
             grant.wallet_id, {"currency": wallet["currency"], "threshold": wallet["top_up_threshold"]}
         )
-    credited, _events = credits.apply(row, preview["amount_due_minor"], preview["as_of"])
+        credits.scopes.setdefault(grant.wallet_id, WalletScope.parse(wallet["applies_to"]))
+    credited, _events = credits.apply(row, preview["amount_due_minor"], preview["as_of"], lambda: fees)
     return {**preview, "applied_credits_minor": credited, "amount_due_minor": preview["amount_due_minor"] - credited}
 
 

@@ -8,6 +8,7 @@ customer's credit balance, then prepaid credits from wallets (``wallet_consumpti
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,9 +28,10 @@ from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.invoicing.generator import NewLine
 from remit.domain.invoicing.invoice import invoice_number, series_key, settle
 from remit.domain.lifecycle import INVOICE_TRANSITIONS, InvoiceStatus, transition
+from remit.domain.wallets import Fee
 from remit.service_layer import wallet_ledger
 from remit.service_layer.unit_of_work import UnitOfWork
-from remit.service_layer.wallet_consumption import PURCHASE_REASON, WalletCredits
+from remit.service_layer.wallet_consumption import PURCHASE_REASON, WalletCredits, line_fee
 
 
 @dataclass
@@ -263,7 +265,9 @@ def write_invoices(
     if not invoice_rows:
         return []
     auto = [r for r in invoice_rows if entities[r["legal_entity_id"]]["auto_finalize"]]
-    final, balance_rows, finalize_events, credits = _finalization(uow, auto, entities, dict(balances))
+    final, balance_rows, finalize_events, credits = _finalization(
+        uow, auto, entities, dict(balances), _fees_in(line_rows)
+    )
     for row, values in zip(auto, final, strict=True):
         row.update(values)
     bulk_insert(uow, t.invoices, invoice_rows)
@@ -351,10 +355,43 @@ def _pending_line_row(invoice_id: str, item: Mapping[str, Any]) -> dict[str, Any
     }
 
 
+FeesOf = Callable[[str], list[tuple[Fee, int]]]
+
+
+def _fees_in(line_rows: Sequence[Mapping[str, Any]]) -> FeesOf:
+    """An invoice's fees, from these line rows: indexed by invoice the first time one is asked for (only wallets
+    limited to some fees ask)."""
+    index: dict[str, list[tuple[Fee, int]]] = {}
+
+    def fees_of(invoice_id: str) -> list[tuple[Fee, int]]:
+        if not index:
+            for line in line_rows:
+                index.setdefault(line["invoice_id"], []).append(line_fee(line))
+        return index.get(invoice_id, [])
+
+    return fees_of
+
+
+def _fees_stored(uow: UnitOfWork) -> FeesOf:
+    """An invoice's fees, from its stored lines."""
+
+    def fees_of(invoice_id: str) -> list[tuple[Fee, int]]:
+        ln = t.invoice_lines.c
+        query = select(ln.kind, ln.price_id, ln.amount_minor, ln.details).where(ln.invoice_id == invoice_id)
+        return [line_fee(dict(row)) for row in uow.conn.execute(query).mappings()]
+
+    return fees_of
+
+
 def _finalization(
-    uow: UnitOfWork, rows: Sequence[dict[str, Any]], entities: Mapping[str, Mapping[Any, Any]], balances: dict[str, int]
+    uow: UnitOfWork,
+    rows: Sequence[dict[str, Any]],
+    entities: Mapping[str, Mapping[Any, Any]],
+    balances: dict[str, int],
+    fees_of: FeesOf,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Event], WalletCredits]:
-    """Number and settle a set of draft invoices, with one counter update per series.
+    """Number and settle a set of draft invoices, with one counter update per series. ``fees_of``: an invoice's
+    lines as fees, for wallets limited to some.
 
     Returns, per row (in the order given), the values that make it final; the balance transactions to write;
     the events to emit, in order; and the wallet credits consumed, to write (``write``) once the invoices exist.
@@ -387,7 +424,9 @@ def _finalization(
                 applied, due, status = settlement.applied_balance_minor, settlement.amount_due_minor, settlement.status
                 balances[customer_id] = balance - applied
             at = row["created_at"]
-            credited, wallet_events = credits.apply(row, due, at) if credits.grants else (0, [])
+            credited, wallet_events = (
+                credits.apply(row, due, at, functools.partial(fees_of, row["id"])) if credits.grants else (0, [])
+            )
             if credited:
                 due -= credited
                 status = paid if due == 0 else open_
@@ -428,7 +467,7 @@ def _finalize_rows(
     uow: UnitOfWork, rows: Sequence[dict[str, Any]], entities: Mapping[str, Mapping[Any, Any]], balances: dict[str, int]
 ) -> None:
     """Number, settle and open (or close) a set of written draft invoices."""
-    final, balance_rows, events, credits = _finalization(uow, rows, entities, balances)
+    final, balance_rows, events, credits = _finalization(uow, rows, entities, balances, _fees_stored(uow))
     if final:
         from sqlalchemy import bindparam
 

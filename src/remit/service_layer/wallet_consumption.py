@@ -2,7 +2,8 @@
 
 Order at finalization: the customer's balance (credit notes, negative invoices) is applied first, then wallets
 pay what is still due: highest-priority wallet first, then the grants that expire first, then the oldest
-(``remit.domain.wallets.consumption_order``). Invoices that sell credits are never paid with credits.
+(``remit.domain.wallets.consumption_order``). A wallet limited to some fees pays only their share of what is due
+(``remit.domain.wallets.consume_scoped``). Invoices that sell credits are never paid with credits.
 
 ``WalletCredits`` is built once per set of invoices being finalized (one query; none when no wallet holds
 credits at all), consumes per invoice in memory, and writes the ledger entries after the invoices are written.
@@ -11,7 +12,7 @@ The ledger's unique (grant, ``consume:<invoice>``) key makes a second consumptio
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -21,7 +22,7 @@ from sqlalchemy import Text, any_, bindparam, func, select, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
-from remit.domain.wallets import GrantBalance, below_threshold, consume
+from remit.domain.wallets import Fee, GrantBalance, WalletScope, below_threshold, consume_scoped, fee_of
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.views import plain
 
@@ -74,6 +75,7 @@ def _in(uow: UnitOfWork, column: Any, ids: Sequence[str]) -> Any:
 class WalletCredits:
     grants: dict[str, list[GrantBalance]] = field(default_factory=dict)  # per customer
     wallets: dict[str, Mapping[Any, Any]] = field(default_factory=dict)
+    scopes: dict[str, WalletScope | None] = field(default_factory=dict)  # per wallet: the fees it may pay
     ledger: list[dict[str, Any]] = field(default_factory=list)
     remaining: dict[str, GrantBalance] = field(default_factory=dict)  # grants changed, as they end
     touched: list[tuple[str, str, str, datetime]] = field(default_factory=list)  # customer, wallet, invoice, at
@@ -89,7 +91,7 @@ class WalletCredits:
         g, w = t.wallet_grants.c, t.wallets.c
         found = cls()
         for row in uow.conn.execute(
-            select(t.wallet_grants, w.priority, w.rate, w.currency, w.top_up_threshold, w.top_up_credits)
+            select(t.wallet_grants, w.priority, w.rate, w.currency, w.top_up_threshold, w.top_up_credits, w.applies_to)
             .join(t.wallets, w.id == g.wallet_id)
             .where(
                 _in(uow, g.customer_id, customers), g.status == "active", g.remaining_minor > 0, w.status == "active"
@@ -107,16 +109,28 @@ class WalletCredits:
                 )
             )
             found.wallets[row["wallet_id"]] = {"currency": row["currency"], "threshold": row["top_up_threshold"]}
+            found.scopes[row["wallet_id"]] = WalletScope.parse(row["applies_to"])
         return found
 
-    def apply(self, invoice: Mapping[Any, Any], due_minor: int, at: datetime) -> tuple[int, list[WalletEvent]]:
-        """Pay up to ``due_minor`` of this invoice with credits. Returns the money paid and the events."""
+    def apply(
+        self,
+        invoice: Mapping[Any, Any],
+        due_minor: int,
+        at: datetime,
+        fees: Callable[[], Iterable[tuple[Fee, int]]] | None = None,
+    ) -> tuple[int, list[WalletEvent]]:
+        """Pay up to ``due_minor`` of this invoice with credits. Returns the money paid and the events.
+        ``fees``: the invoice's lines as (fee, amount), asked for only when a wallet is limited to some fees."""
         customer_id = invoice["customer_id"]
         held = self.grants.get(customer_id)
         if not held or due_minor <= 0 or invoice["billing_reason"] == PURCHASE_REASON:
             return 0, []
         usable = [g for g in held if self.wallets[g.wallet_id]["currency"] == invoice["currency"]]
-        taken, after = consume(usable, due_minor, at)
+        scopes = {g.wallet_id: self.scopes.get(g.wallet_id) for g in usable}
+        limited = any(scope is not None for scope in scopes.values())
+        if limited and fees is None:
+            raise ValueError("a wallet limited to some fees needs the invoice's fees")
+        taken, after = consume_scoped(usable, scopes, fees() if limited and fees else (), due_minor, at)
         if not taken:
             return 0, []
         changed = {g.grant_id: g for g in after}
@@ -193,3 +207,10 @@ class WalletCredits:
                 wallet = uow.conn.execute(select(t.wallets).where(t.wallets.c.id == wallet_id)).mappings().one()
                 wallets.top_up(uow, wallet, invoice_id, at)
         self.touched = []
+
+
+def line_fee(line: Mapping[str, Any]) -> tuple[Fee, int]:
+    """An invoice line (a row of ``invoice_lines``) as the fee it belongs to, with its net amount."""
+    usage = (line.get("details") or {}).get("usage")
+    meter = usage.get("meter") if isinstance(usage, Mapping) else None
+    return fee_of(line["kind"], line.get("price_id"), meter if isinstance(meter, str) else None), line["amount_minor"]

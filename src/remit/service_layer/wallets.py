@@ -24,6 +24,7 @@ from remit.domain.money import RoundingPolicy, currency
 from remit.domain.subscriptions.periods import Interval
 from remit.domain.wallets import (
     GrantBalance,
+    WalletScope,
     credits_value_minor,
     due_occurrences,
     occurrence_on,
@@ -106,8 +107,10 @@ def create_wallet(
     top_up_threshold: object = None,
     top_up_credits: object = None,
     top_up_expires_days: int | None = None,
+    applies_to: object = None,
 ) -> dict[str, Any]:
-    """A wallet for a customer, in the customer's currency. ``rate``: money per credit (1: credits are money)."""
+    """A wallet for a customer, in the customer's currency. ``rate``: money per credit (1: credits are money).
+    ``applies_to``: the fees it may pay (``WalletScope.parse``); None: any."""
     customer = uow.locked_customer(customer_id)
     if customer is None:
         raise NotFound("customer", customer_id, "customer_id")
@@ -121,6 +124,7 @@ def create_wallet(
     threshold, top_up, expires_days = _top_up_terms(top_up_threshold, top_up_credits, top_up_expires_days)
     if top_up is not None:
         credits_value_minor(top_up, wallet_rate, _policy(uow, customer["legal_entity_id"]), cur)
+    scope = _scope(uow, applies_to)
     label = _name(name if name is not None else "Prepaid credits")
     count = uow.conn.execute(
         select(func.count()).where(t.wallets.c.customer_id == customer_id, t.wallets.c.status == "active")
@@ -144,6 +148,7 @@ def create_wallet(
                 "top_up_expires_days": expires_days,
                 "created_at": customer_now(uow, customer),
                 "voided_at": None,
+                "applies_to": None if scope is None else scope.public(),
             }
         ],
     )
@@ -174,12 +179,27 @@ def _name(name: object) -> str:
 
 
 _TOP_UP_FIELDS = ("top_up_threshold", "top_up_credits", "top_up_expires_days")
-UPDATABLE = ("name", "priority", *_TOP_UP_FIELDS)
+UPDATABLE = ("name", "priority", "applies_to", *_TOP_UP_FIELDS)
+
+
+def _scope(uow: UnitOfWork, value: object) -> WalletScope | None:
+    """``applies_to``, checked: known fee types, and meters and prices that exist."""
+    scope = WalletScope.parse(value)
+    if scope is None:
+        return None
+    for code in sorted(scope.meters):
+        if uow.conn.execute(select(t.meters.c.id).where(t.meters.c.code == code)).first() is None:
+            raise NotFound("meter", code, "applies_to.meters")
+    for price_id in sorted(scope.prices):
+        if uow.conn.execute(select(t.prices.c.id).where(t.prices.c.id == price_id)).first() is None:
+            raise NotFound("price", price_id, "applies_to.prices")
+    return scope
 
 
 def update_wallet(uow: UnitOfWork, wallet_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Rename a wallet, change its priority, or replace its top-up terms (give any top-up field: the three are
-    replaced together; all None turns automatic top-up off). The rate never changes: grants keep their value."""
+    """Rename a wallet, change its priority or the fees it may pay (``applies_to``; None: any), or replace its
+    top-up terms (give any top-up field: the three are replaced together; all None turns automatic top-up off).
+    The rate never changes: grants keep their value."""
     unknown = sorted(set(changes) - set(UPDATABLE))
     if unknown:
         raise ValidationError("unknown_field", f"{unknown[0]!r} cannot be changed.", unknown[0])
@@ -189,6 +209,9 @@ def update_wallet(uow: UnitOfWork, wallet_id: str, changes: Mapping[str, Any]) -
         values["name"] = _name(changes["name"])
     if "priority" in changes:
         values["priority"] = _check_priority(changes["priority"])
+    if "applies_to" in changes:
+        scope = _scope(uow, changes["applies_to"])
+        values["applies_to"] = None if scope is None else scope.public()
     if any(k in changes for k in _TOP_UP_FIELDS):
         terms = _top_up_terms(
             changes.get("top_up_threshold"), changes.get("top_up_credits"), changes.get("top_up_expires_days")
@@ -824,7 +847,7 @@ def upcoming_grants(uow: UnitOfWork, customer_id: str, until: datetime) -> list[
     r, w = t.wallet_recurring_grants.c, t.wallets.c
     rows = list(
         uow.conn.execute(
-            select(t.wallet_recurring_grants, w.priority, w.rate, w.currency, w.top_up_threshold)
+            select(t.wallet_recurring_grants, w.priority, w.rate, w.currency, w.top_up_threshold, w.applies_to)
             .join(t.wallets, w.id == r.wallet_id)
             .where(r.customer_id == customer_id, r.status == "active", w.status == "active")
             .where(or_(r.paid.is_(False), r.grant_before_payment.is_(True)))

@@ -232,3 +232,20 @@ def test_bad_recurring_grants_get_a_clear_error_and_change_nothing(api, body, st
     assert resp.status_code == status, resp.json()
     assert (resp.json()["error"]["code"], resp.json()["error"]["field"]) == (code, field)
     assert _counts(api) == before
+
+
+def test_a_wallet_limited_to_usage_over_http(api):
+    api.post("/meters", {"code": "calls", "name": "Calls", "aggregation": "count"})
+    cus = _customer(api)
+    wallet = _wallet(api, cus, applies_to={"fee_types": ["usage"], "meters": ["calls"]})
+    assert wallet["applies_to"] == {"fee_types": ["usage"], "meters": ["calls"], "prices": []}
+    lifted = api.post(f"/wallets/{wallet['id']}", {"applies_to": None}).json()
+    assert lifted["applies_to"] is None
+    again = api.post(f"/wallets/{wallet['id']}", {"applies_to": {"fee_types": ["fixed"]}}).json()
+    assert again["applies_to"]["fee_types"] == ["fixed"]
+    before = _counts(api)
+    bad = api.post("/wallets", {"customer_id": cus, "applies_to": {"fee_types": ["storage"]}})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_value"
+    unknown = api.post("/wallets", {"customer_id": cus, "applies_to": {"meters": ["nope"]}})
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "applies_to.meters"
+    assert _counts(api) == before

@@ -537,6 +537,8 @@ wallets = Table(
     Column("top_up_expires_days", Integer),  # credits bought by a top-up expire after this many days
     Column("created_at", UTCDateTime, nullable=False),
     Column("voided_at", UTCDateTime),
+    # The fees it may pay: {"fee_types": [...], "meters": [...], "prices": [...]}; NULL: any fee.
+    Column("applies_to", JSON(none_as_null=True)),
 )
 
 wallet_grants = Table(

@@ -7,10 +7,23 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from remit.entrypoints.api.schemas import CurrencyCode, Id, Input, Name, Output
+from remit.entrypoints.api.schemas import Code, CurrencyCode, Id, Input, Name, Output
 
 Credits = Annotated[str, StringConstraints(pattern=r"^\d{1,12}(\.\d{1,9})?$"), Field(examples=["100", "2500.5"])]
 Rate = Annotated[str, StringConstraints(pattern=r"^\d{1,12}(\.\d{1,9})?$"), Field(examples=["1", "0.01"])]
+
+
+class AppliesTo(Input):
+    """The fees a wallet's credits may pay: a fee matching any of these. Nothing listed: any fee."""
+
+    fee_types: list[Literal["fixed", "usage", "commitment", "one_off"]] = Field(
+        default=[],
+        max_length=4,
+        description="fixed: subscription fees and their prorations; usage: usage charges and their corrections; "
+        "commitment: minimum-commitment true-ups; one_off: one-off charges.",
+    )
+    meters: list[Code] = Field(default=[], max_length=50, description="Usage charges of these meters (codes).")
+    prices: list[Id] = Field(default=[], max_length=50, description="Fees of these prices (ids).")
 
 
 class WalletCreate(Input):
@@ -26,6 +39,7 @@ class WalletCreate(Input):
     top_up_expires_days: Annotated[int, Field(ge=1, le=3650)] | None = Field(
         default=None, description="Credits bought by a top-up expire after this many days (default: never)."
     )
+    applies_to: AppliesTo | None = Field(default=None, description="Limit the fees it pays (default: any fee).")
 
 
 class WalletUpdate(Input):
@@ -37,6 +51,7 @@ class WalletUpdate(Input):
     top_up_threshold: Credits | None = None
     top_up_credits: Credits | None = None
     top_up_expires_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    applies_to: AppliesTo | None = Field(default=None, description="The fees it may pay; null: any fee.")
 
 
 class WalletGrantCreate(Input):
@@ -82,6 +97,7 @@ class WalletPublic(Output):
     top_up_threshold: str | None
     top_up_credits: str | None
     top_up_expires_days: int | None
+    applies_to: dict[str, list[str]] | None = Field(description="The fees it may pay; null: any fee.")
     created_at: datetime
     voided_at: datetime | None
     grants: list[WalletGrantPublic] | None = None

@@ -17,6 +17,20 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 Limit = Annotated[int, typer.Option("--limit", help="Rows per page (at most 1000).")]
 All = Annotated[bool, typer.Option("--all", help="Every row, not one page.")]
 After = Annotated[str | None, typer.Option("--starting-after", help="Page after this id.")]
+FeeTypes = Annotated[
+    list[str] | None,
+    typer.Option("--fee-type", help="Pay only fees of this type: fixed, usage, commitment, one_off (repeat for more)."),
+]
+Meters = Annotated[list[str] | None, typer.Option("--meter", help="Pay only usage of this meter (repeat for more).")]
+Prices = Annotated[list[str] | None, typer.Option("--price", help="Pay only fees of this price (repeat for more).")]
+
+
+def _applies_to(fee_types: list[str] | None, meters: list[str] | None, prices: list[str] | None) -> Any:
+    if not (fee_types or meters or prices):
+        return None
+    return {"fee_types": fee_types or [], "meters": meters or [], "prices": prices or []}
+
+
 WALLET_COLUMNS = ["id", "customer_id", "name", "priority", "rate", "status", "balance_credits", "balance", "currency"]
 
 
@@ -42,9 +56,13 @@ def create(
     top_up_threshold: Annotated[str | None, typer.Option(help="Buy --top-up-credits under this balance.")] = None,
     top_up_credits: Annotated[str | None, typer.Option()] = None,
     top_up_expires_days: Annotated[int | None, typer.Option()] = None,
+    fee_type: FeeTypes = None,
+    meter: Meters = None,
+    price: Prices = None,
     as_json: Json = False,
 ) -> None:
-    """A wallet for a customer, in the customer's currency."""
+    """A wallet for a customer, in the customer's currency; limited to some fees with --fee-type, --meter or
+    --price (a fee matching any of them)."""
     with bootstrap(Settings()).uow() as uow:
         data = wallets.create_wallet(
             uow,
@@ -55,6 +73,7 @@ def create(
             top_up_threshold=top_up_threshold,
             top_up_credits=top_up_credits,
             top_up_expires_days=top_up_expires_days,
+            applies_to=_applies_to(fee_type, meter, price),
         )
     show(data, as_json, "Wallet created")
 
@@ -69,9 +88,14 @@ def update_(
     top_up_credits: Annotated[str | None, typer.Option()] = None,
     top_up_expires_days: Annotated[int | None, typer.Option()] = None,
     no_top_up: Annotated[bool, typer.Option("--no-top-up", help="Turn automatic top-up off.")] = False,
+    fee_type: FeeTypes = None,
+    meter: Meters = None,
+    price: Prices = None,
+    any_fee: Annotated[bool, typer.Option("--any-fee", help="Let it pay any fee again.")] = False,
     as_json: Json = False,
 ) -> None:
-    """Rename a wallet, change its priority or its automatic top-up (the top-up options replace the old ones)."""
+    """Rename a wallet, change its priority, the fees it may pay (the options replace the old limit; --any-fee
+    lifts it) or its automatic top-up (the top-up options replace the old ones)."""
     changes: dict[str, Any] = {}
     if name is not None:
         changes["name"] = name
@@ -87,6 +111,11 @@ def update_(
         raise ValidationError("invalid_choice", "--no-top-up takes no other top-up option.", "no_top_up")
     if no_top_up or given:
         changes.update(top_up)
+    scope = _applies_to(fee_type, meter, price)
+    if any_fee and scope is not None:
+        raise ValidationError("invalid_choice", "--any-fee takes no --fee-type, --meter or --price.", "any_fee")
+    if any_fee or scope is not None:
+        changes["applies_to"] = scope
     with bootstrap(Settings()).uow() as uow:
         data = wallets.update_wallet(uow, wallet_id, changes)
     show(data, as_json, "Wallet updated")

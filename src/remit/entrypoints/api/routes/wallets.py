@@ -42,6 +42,7 @@ def create_wallet(body: WalletCreate, ctx: Write) -> Any:
             top_up_threshold=body.top_up_threshold,
             top_up_credits=body.top_up_credits,
             top_up_expires_days=body.top_up_expires_days,
+            applies_to=body.applies_to.model_dump() if body.applies_to else None,
         )
 
 
@@ -72,6 +73,8 @@ def get_wallet(wallet_id: str, ctx: Read) -> Any:
 def update_wallet(wallet_id: str, body: WalletUpdate, ctx: Write) -> Any:
     """Rename the wallet, change its priority or its automatic top-up. The rate never changes."""
     changes = {name: getattr(body, name) for name in body.model_fields_set}
+    if body.applies_to is not None:
+        changes["applies_to"] = body.applies_to.model_dump()
     if changes.get("name", "") is None or changes.get("priority", 1) is None:
         raise ValidationError(
             "invalid_value", "name and priority cannot be null.", "name" if "name" in changes else "priority"
