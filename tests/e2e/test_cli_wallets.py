@@ -84,6 +84,11 @@ def test_recurring_grants_from_the_command_line():
     listed = rj("wallets", "recurring", "list", wallet)
     assert [(s["grants_made"], s["next_grant_on"]) for s in listed] == [(3, "2026-04-12")]
     assert rj("wallets", "show", wallet)["balance_credits"] == "30"
+    changed = rj("wallets", "recurring", "update", wallet, made["id"], "--credits", "15", "--ends-on", "2026-06-01")
+    assert (changed["credits"], changed["ends_on"]) == ("15", "2026-06-01")
+    assert rj("wallets", "recurring", "update", wallet, made["id"], "--no-end")["ends_on"] is None
+    clash = rj("wallets", "recurring", "update", wallet, made["id"], "--no-expiry", "--expires-days", "3", code=2)
+    assert clash["error"]["code"] == "invalid_choice"
     assert rj("wallets", "recurring", "cancel", wallet, made["id"])["status"] == "canceled"
     again = rj("wallets", "recurring", "cancel", wallet, made["id"], code=4)["error"]
     assert again["code"] == "recurring_grant_ended"

@@ -266,3 +266,67 @@ def test_monthly__in_advance__calendar__the_upcoming_invoice_counts_the_credits_
         ("2026-03-01", "0.00", "30.00"),
         ("2026-04-01", "20.00", "10.00"),  # as the preview said
     ]
+
+
+def test_real_clock__changes_apply_to_the_occurrences_to_come(app):
+    """Weekly 10 credits from 5 January; on 13 January (5 and 12 due, no run since) the credits become 25 and an
+    end day is set: the two due are granted at 10 first, the next ones at 25 with the new expiry, up to the end."""
+    b.seller(app)
+    cus = b.customer(app, None)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        made = wallets.create_recurring_grant(uow, wallet, "10", interval="week", starts_on=b.utc(2026, 1, 5).date())
+    app.clock.move_to(b.utc(2026, 1, 13, 9))
+    before = _counts(app)
+    for changes, code in (
+        ({"ends_on": b.utc(2026, 1, 12).date()}, "dates_out_of_order"),  # 12 January is granted (now, first)
+        ({"expires_days": 0}, "invalid_expiry"),
+        ({"credits": "-1"}, "invalid_amount"),
+        ({"interval": "day"}, "unknown_field"),
+    ):
+        with app.uow() as uow, pytest.raises(ValidationError) as refused:
+            wallets.update_recurring_grant(uow, wallet, made["id"], changes)
+        assert refused.value.code == code
+    assert _counts(app) == before  # nothing of a refused change is done, not even the grants that were due
+    with app.uow() as uow:
+        changed = wallets.update_recurring_grant(
+            uow, wallet, made["id"], {"credits": "25", "ends_on": b.utc(2026, 2, 1).date(), "expires_days": 30}
+        )
+    assert (changed["credits"], changed["grants_made"], changed["next_grant_on"], changed["ends_on"]) == (
+        "25",
+        2,
+        "2026-01-19",
+        "2026-02-01",
+    )
+    bill_run.run(app.uow, b.utc(2026, 3, 1))
+    grants = _grants(app, wallet)
+    assert [(g["credits"], g["granted_at"][:10], g["expires_at"]) for g in grants] == [
+        ("10", "2026-01-05", None),
+        ("10", "2026-01-12", None),
+        ("25", "2026-01-19", "2026-02-18T00:00:00Z"),
+        ("25", "2026-01-26", "2026-02-25T00:00:00Z"),
+    ]
+    assert _schedule(app, wallet)["status"] == "ended"
+    with app.uow() as uow:
+        events = views.list_events(uow, None, type_="wallet.recurring_grant_updated")
+    assert events[0]["data"] == {
+        "recurring_grant_id": made["id"],
+        "credits": "25",
+        "ends_on": "2026-02-01",
+        "expires_days": 30,
+    }
+
+
+def test_an_end_day_on_or_before_the_next_occurrence_ends_the_schedule(app):
+    b.seller(app)
+    cus = b.customer(app, None)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        made = wallets.create_recurring_grant(uow, wallet, "10")  # 1 January, at once
+    with app.uow() as uow:
+        ended = wallets.update_recurring_grant(uow, wallet, made["id"], {"ends_on": b.utc(2026, 1, 20).date()})
+    assert (ended["status"], ended["next_grant_on"], ended["grants_made"]) == ("ended", None, 1)
+    with app.uow() as uow, pytest.raises(Conflict):
+        wallets.update_recurring_grant(uow, wallet, made["id"], {"ends_on": None})

@@ -66,6 +66,7 @@ __all__ = [
     "invoice_voided",
     "list_recurring_grants",
     "upcoming_grants",
+    "update_recurring_grant",
     "update_wallet",
     "void_wallet",
 ]
@@ -698,9 +699,10 @@ def list_recurring_grants(uow: UnitOfWork, wallet_id: str) -> list[dict[str, Any
     return [recurring_public(row) for row in rows]
 
 
-def cancel_recurring_grant(uow: UnitOfWork, wallet_id: str, schedule_id: str) -> dict[str, Any]:
-    """Stop a recurring grant. Occurrences already due (today's, if the bill run has not run yet) are granted
-    first; credits granted stay."""
+def _active_schedule(
+    uow: UnitOfWork, wallet_id: str, schedule_id: str
+) -> tuple[dict[str, Any], Mapping[Any, Any], Mapping[Any, Any], datetime]:
+    """The wallet (its customer locked), the schedule (active), the customer and the customer's now."""
     wallet = _wallet(uow, wallet_id, lock=True)
     r = t.wallet_recurring_grants.c
     row = (
@@ -715,8 +717,15 @@ def cancel_recurring_grant(uow: UnitOfWork, wallet_id: str, schedule_id: str) ->
             "recurring_grant_ended", f"This recurring grant is {row['status']} already.", "recurring_grant_id"
         )
     customer = _owner(uow, wallet)
-    now = customer_now(uow, customer)
+    return wallet, row, customer, customer_now(uow, customer)
+
+
+def cancel_recurring_grant(uow: UnitOfWork, wallet_id: str, schedule_id: str) -> dict[str, Any]:
+    """Stop a recurring grant. Occurrences already due (today's, if the bill run has not run yet) are granted
+    first; credits granted stay."""
+    wallet, row, customer, now = _active_schedule(uow, wallet_id, schedule_id)
     _grant_occurrences(uow, row, wallet, customer, now)
+    r = t.wallet_recurring_grants.c
     uow.conn.execute(
         update(t.wallet_recurring_grants)
         .where(r.id == schedule_id, r.status == "active")
@@ -727,6 +736,67 @@ def cancel_recurring_grant(uow: UnitOfWork, wallet_id: str, schedule_id: str) ->
         "wallet",
         wallet_id,
         {"recurring_grant_id": schedule_id},
+        wallet["customer_id"],
+        at=now,
+    )
+    return _recurring(uow, schedule_id)
+
+
+RECURRING_UPDATABLE = ("credits", "ends_on", "expires_days")
+
+
+def update_recurring_grant(
+    uow: UnitOfWork, wallet_id: str, schedule_id: str, changes: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Change what a recurring grant gives from now on: its ``credits``, its end day (``ends_on``; None: no end)
+    or how long each occurrence's credits last (``expires_days``; None: no expiry). Occurrences already due are
+    granted first, on the old terms; credits granted stay as they are. An end day on or before the next
+    occurrence ends the schedule."""
+    unknown = sorted(set(changes) - set(RECURRING_UPDATABLE))
+    if unknown:
+        raise ValidationError("unknown_field", f"{unknown[0]!r} cannot be changed.", unknown[0])
+    wallet, row, customer, now = _active_schedule(uow, wallet_id, schedule_id)
+    values: dict[str, Any] = {}
+    if "credits" in changes:
+        values["credits"] = parse_credits(changes["credits"])
+        policy = _policy(uow, customer["legal_entity_id"])
+        credits_value_minor(values["credits"], wallet["rate"], policy, currency(wallet["currency"]))
+    if "expires_days" in changes:
+        days = changes["expires_days"]
+        if days is not None and (isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 3650):
+            raise ValidationError("invalid_expiry", "Recurring credits expire after 1 to 3650 days.", "expires_days")
+        values["expires_days"] = days
+    every = Interval.parse(row["interval_unit"], row["interval_count"])
+    due = due_occurrences(
+        row["starts_on"], every, row["next_index"], row["ends_on"], customer["timezone"], row["created_at"], now
+    )
+    next_index = row["next_index"] + len(due)
+    if "ends_on" in changes:
+        ends_on = changes["ends_on"]
+        last = occurrence_on(row["starts_on"], every, next_index - 1) if next_index else None
+        if ends_on is not None and (ends_on <= row["starts_on"] or (last is not None and ends_on <= last)):
+            what = "the last occurrence granted" if last else "the first day"
+            raise ValidationError(
+                "dates_out_of_order",
+                f"ends_on must be after {(last or row['starts_on']).isoformat()} ({what}).",
+                "ends_on",
+            )
+        values["ends_on"] = ends_on
+    if not values:
+        return recurring_public(row)
+    _grant_occurrences(uow, row, wallet, customer, now)  # what is due is granted on the terms it fell due under
+    r = t.wallet_recurring_grants.c
+    if "ends_on" in values:
+        next_on = occurrence_on(row["starts_on"], every, next_index)
+        ended = values["ends_on"] is not None and next_on >= values["ends_on"]
+        values.update(status="ended" if ended else "active", next_on=None if ended else next_on)
+    uow.conn.execute(update(t.wallet_recurring_grants).where(r.id == schedule_id).values(**values))
+    changed = {k: plain(values[k]) for k in RECURRING_UPDATABLE if k in values}
+    uow.emit(
+        "wallet.recurring_grant_updated",
+        "wallet",
+        wallet_id,
+        {"recurring_grant_id": schedule_id, **changed},
         wallet["customer_id"],
         at=now,
     )

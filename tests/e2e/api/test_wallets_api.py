@@ -198,6 +198,11 @@ def test_recurring_grants_created_listed_granted_by_bill_runs_and_canceled(api):
     assert [(s["id"], s["grants_made"], s["next_grant_on"]) for s in listed["data"]] == [
         (schedule["id"], 2, "2026-03-31")
     ]
+    changed = api.post(f"/wallets/{wal}/recurring_grants/{schedule['id']}", {"credits": "50", "expires_days": None})
+    assert changed.status_code == 200, changed.json()
+    assert (changed.json()["credits"], changed.json()["expires_days"]) == ("50", None)
+    null = api.post(f"/wallets/{wal}/recurring_grants/{schedule['id']}", {"credits": None})
+    assert null.status_code == 422 and null.json()["error"]["field"] == "credits"
     path = f"/v1/wallets/{wal}/recurring_grants/{schedule['id']}"
     assert api.client.delete(path, headers=api.h("read")).status_code == 403
     canceled = api.client.delete(path, headers=api.h("write"))

@@ -136,6 +136,14 @@ class RecurringGrantCreate(Input):
     )
 
 
+class RecurringGrantUpdate(Input):
+    """Only the fields given change, for the occurrences to come (those already due are granted first)."""
+
+    credits: Credits | None = None
+    ends_on: date | None = Field(default=None, description="null: no end. On or before the next occurrence: ends it.")
+    expires_days: Annotated[int, Field(ge=1, le=3650)] | None = Field(default=None, description="null: no expiry.")
+
+
 class RecurringGrantPublic(Output):
     id: str
     object: Literal["wallet_recurring_grant"] = "wallet_recurring_grant"

@@ -242,6 +242,41 @@ def recurring_create(
     show(data, as_json, "Recurring grant created")
 
 
+@recurring_app.command("update")
+@handle_errors
+def recurring_update(
+    wallet_id: str,
+    recurring_grant_id: str,
+    credits: Annotated[str | None, typer.Option(help="Credits per occurrence from now on.")] = None,
+    ends_on: Annotated[str | None, typer.Option(help="No occurrence on or after this day.")] = None,
+    no_end: Annotated[bool, typer.Option("--no-end", help="Remove the end day.")] = False,
+    expires_days: Annotated[
+        int | None, typer.Option(help="Each grant expires this many days after it is made.")
+    ] = None,
+    no_expiry: Annotated[bool, typer.Option("--no-expiry", help="Grants from now on never expire.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Change what a recurring grant gives from now on (occurrences already due are granted first)."""
+    changes: dict[str, Any] = {}
+    if credits is not None:
+        changes["credits"] = credits
+    for flag, value, name, field in (
+        (no_end, ends_on, "--no-end", "ends_on"),
+        (no_expiry, expires_days, "--no-expiry", "expires_days"),
+    ):
+        if flag and value is not None:
+            raise ValidationError("invalid_choice", f"{name} takes no value for {field}.", field)
+        if flag:
+            changes[field] = None
+    if ends_on is not None:
+        changes["ends_on"] = parse_date(ends_on, "ends_on")
+    if expires_days is not None:
+        changes["expires_days"] = expires_days
+    with bootstrap(Settings()).uow() as uow:
+        data = wallets.update_recurring_grant(uow, wallet_id, recurring_grant_id, changes)
+    show(data, as_json, "Recurring grant updated")
+
+
 @recurring_app.command("list")
 @handle_errors
 def recurring_list(wallet_id: str, as_json: Json = False) -> None:

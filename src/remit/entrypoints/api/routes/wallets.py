@@ -14,6 +14,7 @@ from remit.entrypoints.api.schemas import ListOf
 from remit.entrypoints.api.wallet_schemas import (
     RecurringGrantCreate,
     RecurringGrantPublic,
+    RecurringGrantUpdate,
     WalletCreate,
     WalletGrantCreate,
     WalletGrantPublic,
@@ -141,6 +142,17 @@ def list_recurring_grants(wallet_id: str, ctx: Read) -> Any:
     with ctx.uow() as uow:
         ctx.vis.check_owned(uow, t.wallets, wallet_id, "wallet", "wallet_id")
         return {"object": "list", "data": wallets.list_recurring_grants(uow, wallet_id), "has_more": False}
+
+
+@router.post("/wallets/{wallet_id}/recurring_grants/{recurring_grant_id}", response_model=RecurringGrantPublic)
+def update_recurring_grant(wallet_id: str, recurring_grant_id: str, body: RecurringGrantUpdate, ctx: Write) -> Any:
+    """Change the credits, the end day or the expiry of the occurrences to come."""
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    if "credits" in changes and changes["credits"] is None:
+        raise ValidationError("invalid_value", "credits cannot be null.", "credits")
+    with ctx.uow() as uow:
+        ctx.vis.check_owned(uow, t.wallets, wallet_id, "wallet", "wallet_id")
+        return wallets.update_recurring_grant(uow, wallet_id, recurring_grant_id, changes)
 
 
 @router.delete("/wallets/{wallet_id}/recurring_grants/{recurring_grant_id}", response_model=RecurringGrantPublic)
