@@ -16,6 +16,14 @@ def _ledger(app, wallet_id):
         return [(x["kind"], x["credits"], x["created_at"]) for x in wallets.list_transactions(uow, wallet_id, None)]
 
 
+def _real_wallet(app, **kwargs):
+    """A seller, a real-clock customer and a wallet of theirs; the wallet's id."""
+    b.seller(app)
+    cus = b.customer(app, None, **kwargs)
+    with app.uow() as uow:
+        return wallets.create_wallet(uow, cus)["id"]
+
+
 def _schedule(app, wallet_id):
     with app.uow() as uow:
         (found,) = wallets.list_recurring_grants(uow, wallet_id)
@@ -112,10 +120,7 @@ def test_real_clock__late_and_repeated_runs_grant_each_occurrence_once_at_its_ow
     """Weekly from Monday 5 January to 2 February (excluded), for a customer in New York: a run on the 20th
     grants the three occurrences due, each at 05:00 UTC (midnight in New York); running again grants nothing;
     a run after the end grants the last and ends the schedule."""
-    b.seller(app)
-    cus = b.customer(app, None, timezone="America/New_York")
-    with app.uow() as uow:
-        wallet = wallets.create_wallet(uow, cus)["id"]
+    wallet = _real_wallet(app, timezone="America/New_York")
     with app.uow() as uow:
         made = wallets.create_recurring_grant(
             uow,
@@ -143,10 +148,7 @@ def test_real_clock__late_and_repeated_runs_grant_each_occurrence_once_at_its_ow
 
 
 def test_real_clock__cancel_grants_what_is_due_then_stops(app):
-    b.seller(app)
-    cus = b.customer(app, None)
-    with app.uow() as uow:
-        wallet = wallets.create_wallet(uow, cus)["id"]
+    wallet = _real_wallet(app)
     with app.uow() as uow:
         made = wallets.create_recurring_grant(uow, wallet, "1", interval="day", starts_on=b.utc(2026, 1, 2).date())
     app.clock.move_to(b.utc(2026, 1, 3, 12))  # no bill run since: 2 and 3 January are due
@@ -167,10 +169,7 @@ def test_real_clock__cancel_grants_what_is_due_then_stops(app):
 
 
 def test_voiding_the_wallet_cancels_its_recurring_grants(app):
-    b.seller(app)
-    cus = b.customer(app, None)
-    with app.uow() as uow:
-        wallet = wallets.create_wallet(uow, cus)["id"]
+    wallet = _real_wallet(app)
     with app.uow() as uow:
         wallets.create_recurring_grant(uow, wallet, "10", starts_on=b.utc(2026, 2, 1).date())
     with app.uow() as uow:
@@ -212,10 +211,7 @@ def test_bad_schedules_are_refused_and_change_nothing(app, kwargs, code, field):
 
 
 def test_conflicts_and_unknown_ids(app):
-    b.seller(app)
-    cus = b.customer(app, None)
-    with app.uow() as uow:
-        wallet = wallets.create_wallet(uow, cus)["id"]
+    wallet = _real_wallet(app)
     for _ in range(wallets.MAX_RECURRING_GRANTS_PER_WALLET):
         with app.uow() as uow:
             wallets.create_recurring_grant(uow, wallet, "1", starts_on=b.utc(2026, 2, 1).date())
@@ -271,10 +267,7 @@ def test_monthly__in_advance__calendar__the_upcoming_invoice_counts_the_credits_
 def test_real_clock__changes_apply_to_the_occurrences_to_come(app):
     """Weekly 10 credits from 5 January; on 13 January (5 and 12 due, no run since) the credits become 25 and an
     end day is set: the two due are granted at 10 first, the next ones at 25 with the new expiry, up to the end."""
-    b.seller(app)
-    cus = b.customer(app, None)
-    with app.uow() as uow:
-        wallet = wallets.create_wallet(uow, cus)["id"]
+    wallet = _real_wallet(app)
     with app.uow() as uow:
         made = wallets.create_recurring_grant(uow, wallet, "10", interval="week", starts_on=b.utc(2026, 1, 5).date())
     app.clock.move_to(b.utc(2026, 1, 13, 9))
@@ -319,10 +312,7 @@ def test_real_clock__changes_apply_to_the_occurrences_to_come(app):
 
 
 def test_an_end_day_on_or_before_the_next_occurrence_ends_the_schedule(app):
-    b.seller(app)
-    cus = b.customer(app, None)
-    with app.uow() as uow:
-        wallet = wallets.create_wallet(uow, cus)["id"]
+    wallet = _real_wallet(app)
     with app.uow() as uow:
         made = wallets.create_recurring_grant(uow, wallet, "10")  # 1 January, at once
     with app.uow() as uow:
