@@ -320,3 +320,19 @@ def test_an_end_day_on_or_before_the_next_occurrence_ends_the_schedule(app):
     assert (ended["status"], ended["next_grant_on"], ended["grants_made"]) == ("ended", None, 1)
     with app.uow() as uow, pytest.raises(Conflict):
         wallets.update_recurring_grant(uow, wallet, made["id"], {"ends_on": None})
+
+
+def test_real_clock__a_late_run_issues_the_purchase_invoice_when_it_runs_never_back_dated(app):
+    """Credits bought on the 1st of each month; the bill run only runs on 10 February: the grant is dated
+    1 February (when it fell due), its purchase invoice is issued on 10 February (invoice series stay in date
+    order)."""
+    wallet = _real_wallet(app)
+    with app.uow() as uow:
+        wallets.create_recurring_grant(uow, wallet, "5", starts_on=b.utc(2026, 2, 1).date(), paid=True)
+    app.clock.move_to(b.utc(2026, 2, 10, 8))
+    bill_run.run(app.uow, b.utc(2026, 2, 10, 8))
+    (bought,) = _grants(app, wallet)
+    assert (bought["created_at"], bought["status"]) == ("2026-02-01T00:00:00Z", "pending")
+    with app.uow() as uow:
+        invoice = invoices.get_invoice(uow, bought["invoice_id"])
+    assert (invoice["issued_on"].isoformat(), invoice["billing_reason"]) == ("2026-02-10", "wallet_purchase")

@@ -1,9 +1,9 @@
 """Test clocks and the upcoming-invoice preview.
 
 Advancing a test clock walks time forward one due moment at a time (period boundaries, trial ends, scheduled
-changes, cancellations) and runs the bill run for the clock's customers at each, in order, exactly as the
-real scheduler would have done on those days. Before each bill run, usage alerts and thresholds are evaluated for
-the clock's customers that received usage (``usage_monitor``), at the clock's time.
+changes, cancellations, recurring grants of credits) and runs the bill run for the clock's customers at each, in
+order, exactly as the real scheduler would have done on those days. Before each bill run, usage alerts and
+thresholds are evaluated for the clock's customers that received usage (``usage_monitor``), at the clock's time.
 """
 
 from __future__ import annotations
@@ -100,6 +100,9 @@ def advance(
                     uow.conn.execute(select(t.customers.c.id).where(t.customers.c.test_clock_id == clock_id)).scalars()
                 )
                 due = _next_due(uow, customer_ids, now) if customer_ids else None
+                granting = wallets.next_occurrence(uow, customer_ids, now) if customer_ids else None
+                if granting is not None and (due is None or granting < due):
+                    due = granting
             step_to = to if due is None or due > to else due
             with make_uow() as uow:
                 uow.conn.execute(update(t.test_clocks).where(t.test_clocks.c.id == clock_id).values(frozen_at=step_to))

@@ -31,7 +31,7 @@ from remit.domain.wallets import (
     parse_credits,
     parse_wallet_rate,
 )
-from remit.service_layer.accounts import customer_now, local_date
+from remit.service_layer.accounts import customer_now, local_date, local_midnight
 from remit.service_layer.invoices import InvoiceDraft, write_invoices
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
@@ -65,6 +65,7 @@ __all__ = [
     "invoice_deleted",
     "invoice_voided",
     "list_recurring_grants",
+    "next_occurrence",
     "upcoming_grants",
     "update_recurring_grant",
     "update_wallet",
@@ -411,7 +412,9 @@ def _add_grant(
     expires_at: datetime | None,
     granted: bool,
     cause_key: str | None = None,
+    invoice_at: datetime | None = None,
 ) -> dict[str, Any]:
+    """A grant made at ``at``; a paid one with its purchase invoice, issued at ``invoice_at`` (default ``at``)."""
     cur = currency(wallet["currency"])
     entity = (
         uow.conn.execute(select(t.legal_entities).where(t.legal_entities.c.id == customer["legal_entity_id"]))
@@ -419,7 +422,9 @@ def _add_grant(
         .one()
     )
     value = credits_value_minor(amount, wallet["rate"], RoundingPolicy(entity["rounding_policy"]), cur)
-    invoice_id = _purchase_invoice(uow, wallet, customer, entity, amount, value, at) if kind == "paid" else None
+    invoice_id = (
+        _purchase_invoice(uow, wallet, customer, entity, amount, value, invoice_at or at) if kind == "paid" else None
+    )
     grant_id = new_id("wgr")
     row = {
         "id": grant_id,
@@ -869,7 +874,9 @@ def _grant_occurrences(
     customer: Mapping[Any, Any],
     as_of: datetime,
 ) -> int:
-    """Grant the schedule's occurrences due by ``as_of``, each at its own time, and move the schedule on."""
+    """Grant the schedule's occurrences due by ``as_of``, each at its own time, and move the schedule on. A bought
+    occurrence's purchase invoice is issued at ``as_of`` (the time of the run that makes it), as the bill run
+    issues its invoices: a run that comes late does not back-date invoices."""
     if wallet["status"] != "active":
         return 0  # a voided wallet's schedules are canceled with it
     every = Interval.parse(schedule["interval_unit"], schedule["interval_count"])
@@ -897,6 +904,7 @@ def _grant_occurrences(
             expires_at=occurrence.at + timedelta(days=days) if days else None,
             granted=not schedule["paid"] or schedule["grant_before_payment"],
             cause_key=f"{RECURRING_CAUSE}{schedule['id']}:{occurrence.index}",
+            invoice_at=as_of,  # issued when it is made: never back-dated into an invoice series
         )
     next_index = due[-1].index + 1
     next_on = occurrence_on(schedule["starts_on"], every, next_index)
@@ -946,3 +954,27 @@ def upcoming_grants(uow: UnitOfWork, customer_id: str, until: datetime) -> list[
             )
             out.append((grant, row))
     return out
+
+
+def next_occurrence(uow: UnitOfWork, customer_ids: list[str], after: datetime) -> datetime | None:
+    """The earliest moment after ``after`` at which one of these customers' recurring grants falls due (a test
+    clock stops there, as it stops at period boundaries)."""
+    r, c = t.wallet_recurring_grants.c, t.customers.c
+    best: datetime | None = None
+    for row in uow.conn.execute(
+        select(t.wallet_recurring_grants, c.timezone)
+        .join(t.customers, c.id == r.customer_id)
+        .where(r.customer_id.in_(customer_ids), r.status == "active")
+    ).mappings():
+        every = Interval.parse(row["interval_unit"], row["interval_count"])
+        index = row["next_index"]
+        while True:  # the first occurrence after ``after`` (those up to it are granted by the step at ``after``)
+            on = occurrence_on(row["starts_on"], every, index)
+            if row["ends_on"] is not None and on >= row["ends_on"]:
+                break
+            moment = max(local_midnight(on, row["timezone"]), row["created_at"])
+            if moment > after:
+                best = moment if best is None or moment < best else best
+                break
+            index += 1
+    return best
