@@ -27,6 +27,7 @@ def test_import_csv_and_jsonl_with_duplicates_and_refusals(tmp_path):
     customer = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE")["id"]
     rj("meters", "create", "--code", "calls", "--aggregation", "count")
     rj("meters", "create", "--code", "gb", "--aggregation", "sum", "--field", "gb", "--group-by", "region")
+    assert [(m["code"], m["group_by"]) for m in rj("meters", "list")] == [("calls", []), ("gb", ["region"])]
     at = (datetime.now(UTC) - timedelta(days=2)).isoformat()
     old = (datetime.now(UTC) - timedelta(days=40)).isoformat()
     csv_file = tmp_path / "usage.csv"

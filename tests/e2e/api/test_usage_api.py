@@ -189,3 +189,11 @@ def test_usage_events_are_read_back_paged_and_only_by_keys_that_see_the_customer
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "dates_out_of_order"
     gone = api.get("/usage_events", customer_id=cus, starting_after="uev_nope")
     assert gone.status_code == 404 and gone.json()["error"]["field"] == "starting_after"
+
+
+def test_a_meter_by_its_code(api):
+    _setup(api)
+    meter = api.get("/meters/tokens", key="read").json()
+    assert (meter["object"], meter["aggregation"], meter["group_by"]) == ("meter", "sum", ["model"])
+    missing = api.get("/meters/nope")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "meter_not_found"

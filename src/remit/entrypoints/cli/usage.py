@@ -11,8 +11,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import select
 
 from remit.adapters import fastjson
+from remit.adapters.db import tables as t
 from remit.bootstrap import Settings, bootstrap
 from remit.domain.errors import ValidationError
 from remit.entrypoints.cli.output import console, handle_errors, show
@@ -44,6 +46,15 @@ def meters_create(
     with bootstrap(Settings()).uow() as uow:
         meter_id = usage.create_meter(uow, code, name or code, aggregation, field, parsed, group_by or [], expression)
     show({"id": meter_id, "code": code}, as_json, "Meter created")
+
+
+@meters_app.command("list")
+@handle_errors
+def meters_list(as_json: Json = False) -> None:
+    """Every meter: its code, aggregation, field or formula, filters and group-by dimensions."""
+    with bootstrap(Settings()).uow(read_only=True) as uow:
+        rows = [dict(r) for r in uow.conn.execute(select(t.meters).order_by(t.meters.c.code)).mappings()]
+    show(rows, as_json, "Meters", ["code", "name", "aggregation", "field", "expression", "filters", "group_by"])
 
 
 def _read(path: Path) -> Iterator[tuple[int, Any]]:

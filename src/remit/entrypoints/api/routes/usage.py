@@ -11,7 +11,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from remit.adapters.db import tables as t
-from remit.domain.errors import ValidationError
+from remit.domain.errors import NotFound, ValidationError
 from remit.entrypoints.api.deps import Ctx, Read, Write
 from remit.entrypoints.api.routes.common import Limit, StartingAfter, page
 from remit.entrypoints.api.schemas import ListOf
@@ -42,6 +42,16 @@ def create_meter(body: MeterCreate, ctx: Write) -> Any:
 def list_meters(ctx: Read, limit: Limit = 20, starting_after: StartingAfter = None) -> Any:
     with ctx.uow() as uow:
         return page(views.page(uow, select(t.meters), t.meters.c.id, limit + 1, starting_after), limit)
+
+
+@router.get("/meters/{code}", response_model=MeterPublic)
+def get_meter(code: str, ctx: Read) -> Any:
+    """One meter, by its code."""
+    with ctx.uow() as uow:
+        row = uow.conn.execute(select(t.meters).where(t.meters.c.code == code)).mappings().first()
+    if row is None:
+        raise NotFound("meter", code, "code")
+    return row
 
 
 @router.get("/usage_events", response_model=ListOf[UsageEventPublic])
