@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -48,12 +48,24 @@ def print_json(data: Any) -> None:
     print(json.dumps(plain(data), indent=2, ensure_ascii=False))
 
 
+def cell(value: Any) -> str:
+    """A value as a table shows it: mappings as ``key=value, ...``, lists as ``a, b``, nothing as blank."""
+    value = plain(value)
+    if value is None:
+        return ""
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={cell(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(cell(v) for v in value)
+    return str(value)
+
+
 def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     table = Table(title=title)
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*["" if row.get(c) is None else str(plain(row.get(c))) for c in columns])
+        table.add_row(*[cell(row.get(c)) for c in columns])
     console.print(table)
 
 
@@ -69,7 +81,7 @@ def show(data: Any, as_json: bool, title: str = "", columns: Sequence[str] | Non
         for key, value in data.items():
             if isinstance(value, list):
                 continue
-            table.add_row(key, "" if value is None else str(plain(value)))
+            table.add_row(key, cell(value))
         console.print(table)
 
 
