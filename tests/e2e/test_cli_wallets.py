@@ -106,6 +106,8 @@ def test_a_wallet_limited_to_some_fees_from_the_command_line():
     wallet = rj("wallets", "create", "--customer", cus, "--fee-type", "usage", "--meter", "calls")
     assert wallet["applies_to"] == {"fee_types": ["usage"], "meters": ["calls"], "prices": []}
     assert rj("wallets", "update", wallet["id"], "--any-fee")["applies_to"] is None
+    assert rj("wallets", "update", wallet["id"], "--low-balance-threshold", "10")["low_balance_threshold"] == "10"
+    assert rj("wallets", "update", wallet["id"], "--no-low-balance")["low_balance_threshold"] is None
     assert rj("wallets", "update", wallet["id"], "--fee-type", "one_off")["applies_to"]["fee_types"] == ["one_off"]
     bad = rj("wallets", "update", wallet["id"], "--any-fee", "--meter", "calls", code=2)["error"]
     assert (bad["code"], bad["field"]) == ("invalid_choice", "any_fee")

@@ -168,3 +168,32 @@ def test_monthly__in_advance__calendar__the_upcoming_invoice_shows_what_the_cred
     assert [without[k] for k in ("total_minor", "applied_credits_minor", "amount_due_minor")] == [3000, 0, 3000]
     clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
     assert _summary(b.invoices_of(app, cus)[-1])[2:] == ("30.00", "20.00", "10.00")  # as the preview said
+
+
+def test_monthly__in_advance__calendar__low_balance_and_depletion_announced_once_per_crossing(app):
+    """70 credits, low under 25, 30.00 a month: April leaves 10 (low), May takes the 10 left (depleted); a new
+    grant re-arms both: June leaves 20 (low again). A promo wallet whose credits expire is depleted by expiry."""
+    clock_id, cus = _world(app)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus, low_balance_threshold="25")["id"]
+        promo = wallets.create_wallet(uow, cus, name="Promo", priority=2)["id"]
+    with app.uow() as uow:
+        wallets.grant(uow, wallet, "70")
+        wallets.grant(uow, promo, "5", expires_at=b.utc(2026, 3, 1, 12))
+    _subscribe(app, cus)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    with app.uow() as uow:
+        wallets.grant(uow, wallet, "50")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 6, 1))
+    invoices_ = b.invoices_of(app, cus)
+    low = [
+        (e["invoice_id"] in {i["id"] for i in invoices_}, e["balance_credits"], e["threshold"])
+        for e in _events(app, "wallet.balance_low")
+    ]
+    assert low == [(True, "10", "25"), (True, "20", "25")]
+    depleted = _events(app, "wallet.depleted")
+    assert [sorted(d) for d in depleted] == [["balance_credits", "reason"], ["balance_credits", "invoice_id"]]
+    assert depleted[0]["reason"] == "expired" and depleted[1]["invoice_id"] == invoices_[2]["id"]  # May's
+    with app.uow() as uow:
+        shown = wallets.update_wallet(uow, wallet, {"low_balance_threshold": None})
+    assert shown["low_balance_threshold"] is None

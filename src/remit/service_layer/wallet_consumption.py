@@ -91,7 +91,16 @@ class WalletCredits:
         g, w = t.wallet_grants.c, t.wallets.c
         found = cls()
         for row in uow.conn.execute(
-            select(t.wallet_grants, w.priority, w.rate, w.currency, w.top_up_threshold, w.top_up_credits, w.applies_to)
+            select(
+                t.wallet_grants,
+                w.priority,
+                w.rate,
+                w.currency,
+                w.top_up_threshold,
+                w.top_up_credits,
+                w.applies_to,
+                w.low_balance_threshold,
+            )
             .join(t.wallets, w.id == g.wallet_id)
             .where(
                 _in(uow, g.customer_id, customers), g.status == "active", g.remaining_minor > 0, w.status == "active"
@@ -108,7 +117,11 @@ class WalletCredits:
                     row["remaining_minor"],
                 )
             )
-            found.wallets[row["wallet_id"]] = {"currency": row["currency"], "threshold": row["top_up_threshold"]}
+            found.wallets[row["wallet_id"]] = {
+                "currency": row["currency"],
+                "threshold": row["top_up_threshold"],
+                "low": row["low_balance_threshold"],
+            }
             found.scopes[row["wallet_id"]] = WalletScope.parse(row["applies_to"])
         return found
 
@@ -171,6 +184,21 @@ class WalletCredits:
                 )
             )
             self.touched.append((customer_id, wallet_id, invoice["id"], at))
+            balance = sum(
+                (g.remaining_credits for g in self.grants[customer_id] if g.wallet_id == wallet_id and g.usable_at(at)),
+                Decimal(0),
+            )
+            events.extend(
+                balance_events(
+                    wallet_id,
+                    customer_id,
+                    balance + credits,
+                    balance,
+                    self.wallets[wallet_id].get("low"),
+                    {"invoice_id": invoice["id"]},
+                    at,
+                )
+            )
         return sum(p.amount_minor for p in taken), events
 
     def write(self, uow: UnitOfWork) -> None:
@@ -214,3 +242,24 @@ def line_fee(line: Mapping[str, Any]) -> tuple[Fee, int]:
     usage = (line.get("details") or {}).get("usage")
     meter = usage.get("meter") if isinstance(usage, Mapping) else None
     return fee_of(line["kind"], line.get("price_id"), meter if isinstance(meter, str) else None), line["amount_minor"]
+
+
+def balance_events(
+    wallet_id: str,
+    customer_id: str,
+    before: Decimal,
+    after: Decimal,
+    low: Decimal | None,
+    cause: dict[str, Any],
+    at: datetime,
+) -> list[WalletEvent]:
+    """What a wallet's usable balance going from ``before`` to ``after`` credits announces: ``wallet.balance_low``
+    when it falls under the wallet's ``low_balance_threshold`` (once per crossing), ``wallet.depleted`` when
+    nothing is left. ``cause``: what took the credits (``invoice_id``, or ``reason``)."""
+    events: list[WalletEvent] = []
+    data = {**cause, "balance_credits": plain(after)}
+    if low is not None and before >= low > after:
+        events.append(("wallet.balance_low", "wallet", wallet_id, {**data, "threshold": plain(low)}, customer_id, at))
+    if before > 0 and after == 0:
+        events.append(("wallet.depleted", "wallet", wallet_id, data, customer_id, at))
+    return events

@@ -14,13 +14,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from remit.adapters.db import tables as t
 from remit.domain.wallets import split_credits
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.views import plain
-from remit.service_layer.wallet_consumption import ledger_row
+from remit.service_layer.wallet_consumption import balance_events, ledger_row
 
 
 def invoice_voided(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
@@ -181,7 +181,34 @@ def expire_due(uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = Non
             .values(status="expired", remaining_credits=Decimal(0), remaining_minor=0)
         )
         _emit_expired(uow, row, row["remaining_credits"], row["remaining_minor"], at)
+    _announce_balances(uow, due, as_of)
     return len(due)
+
+
+def _announce_balances(uow: UnitOfWork, expired: Sequence[Mapping[Any, Any]], as_of: datetime) -> None:
+    """A low or empty balance that expiry left (``balance_events``), per wallet, at its last expiry."""
+    per_wallet: dict[str, tuple[Decimal, datetime, str]] = {}
+    for row in expired:
+        credits, at, _customer = per_wallet.get(row["wallet_id"], (Decimal(0), row["expires_at"], ""))
+        per_wallet[row["wallet_id"]] = (
+            credits + row["remaining_credits"],
+            max(at, row["expires_at"]),
+            row["customer_id"],
+        )
+    g, w = t.wallet_grants.c, t.wallets.c
+    for wallet_id, (credits, at, customer_id) in per_wallet.items():
+        left = uow.conn.execute(
+            select(g.remaining_credits).where(
+                g.wallet_id == wallet_id,
+                g.status == "active",
+                g.remaining_minor > 0,
+                or_(g.expires_at.is_(None), g.expires_at > as_of),
+            )
+        ).scalars()
+        after = sum(left, Decimal(0))
+        low = uow.conn.execute(select(w.low_balance_threshold).where(w.id == wallet_id)).scalar()
+        for event in balance_events(wallet_id, customer_id, after + credits, after, low, {"reason": "expired"}, at):
+            uow.emit(*event[:5], at=event[5])
 
 
 def _emit_expired(uow: UnitOfWork, grant_row: Mapping[Any, Any], credits: Decimal, minor: int, at: datetime) -> None:

@@ -110,9 +110,11 @@ def create_wallet(
     top_up_credits: object = None,
     top_up_expires_days: int | None = None,
     applies_to: object = None,
+    low_balance_threshold: object = None,
 ) -> dict[str, Any]:
     """A wallet for a customer, in the customer's currency. ``rate``: money per credit (1: credits are money).
-    ``applies_to``: the fees it may pay (``WalletScope.parse``); None: any."""
+    ``applies_to``: the fees it may pay (``WalletScope.parse``); None: any. ``low_balance_threshold``: credits;
+    when the balance falls under it, a ``wallet.balance_low`` event."""
     customer = uow.locked_customer(customer_id)
     if customer is None:
         raise NotFound("customer", customer_id, "customer_id")
@@ -127,6 +129,7 @@ def create_wallet(
     if top_up is not None:
         credits_value_minor(top_up, wallet_rate, _policy(uow, customer["legal_entity_id"]), cur)
     scope = _scope(uow, applies_to)
+    low = _low(low_balance_threshold)
     label = _name(name if name is not None else "Prepaid credits")
     count = uow.conn.execute(
         select(func.count()).where(t.wallets.c.customer_id == customer_id, t.wallets.c.status == "active")
@@ -151,6 +154,7 @@ def create_wallet(
                 "created_at": customer_now(uow, customer),
                 "voided_at": None,
                 "applies_to": None if scope is None else scope.public(),
+                "low_balance_threshold": low,
             }
         ],
     )
@@ -181,7 +185,11 @@ def _name(name: object) -> str:
 
 
 _TOP_UP_FIELDS = ("top_up_threshold", "top_up_credits", "top_up_expires_days")
-UPDATABLE = ("name", "priority", "applies_to", *_TOP_UP_FIELDS)
+UPDATABLE = ("name", "priority", "applies_to", "low_balance_threshold", *_TOP_UP_FIELDS)
+
+
+def _low(value: object) -> Decimal | None:
+    return None if value is None else parse_credits(value, "low_balance_threshold")
 
 
 def _scope(uow: UnitOfWork, value: object) -> WalletScope | None:
@@ -214,6 +222,8 @@ def update_wallet(uow: UnitOfWork, wallet_id: str, changes: Mapping[str, Any]) -
     if "applies_to" in changes:
         scope = _scope(uow, changes["applies_to"])
         values["applies_to"] = None if scope is None else scope.public()
+    if "low_balance_threshold" in changes:
+        values["low_balance_threshold"] = _low(changes["low_balance_threshold"])
     if any(k in changes for k in _TOP_UP_FIELDS):
         terms = _top_up_terms(
             changes.get("top_up_threshold"), changes.get("top_up_credits"), changes.get("top_up_expires_days")

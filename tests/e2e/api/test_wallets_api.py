@@ -242,8 +242,10 @@ def test_bad_recurring_grants_get_a_clear_error_and_change_nothing(api, body, st
 def test_a_wallet_limited_to_usage_over_http(api):
     api.post("/meters", {"code": "calls", "name": "Calls", "aggregation": "count"})
     cus = _customer(api)
-    wallet = _wallet(api, cus, applies_to={"fee_types": ["usage"], "meters": ["calls"]})
+    wallet = _wallet(api, cus, applies_to={"fee_types": ["usage"], "meters": ["calls"]}, low_balance_threshold="5")
     assert wallet["applies_to"] == {"fee_types": ["usage"], "meters": ["calls"], "prices": []}
+    assert wallet["low_balance_threshold"] == "5"
+    assert api.post(f"/wallets/{wallet['id']}", {"low_balance_threshold": None}).json()["low_balance_threshold"] is None
     lifted = api.post(f"/wallets/{wallet['id']}", {"applies_to": None}).json()
     assert lifted["applies_to"] is None
     again = api.post(f"/wallets/{wallet['id']}", {"applies_to": {"fee_types": ["fixed"]}}).json()

@@ -539,6 +539,7 @@ wallets = Table(
     Column("voided_at", UTCDateTime),
     # The fees it may pay: {"fee_types": [...], "meters": [...], "prices": [...]}; NULL: any fee.
     Column("applies_to", JSON(none_as_null=True)),
+    Column("low_balance_threshold", ExactDecimal),  # credits: under this, a wallet.balance_low event
 )
 
 wallet_grants = Table(

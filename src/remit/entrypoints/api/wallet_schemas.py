@@ -40,6 +40,9 @@ class WalletCreate(Input):
         default=None, description="Credits bought by a top-up expire after this many days (default: never)."
     )
     applies_to: AppliesTo | None = Field(default=None, description="Limit the fees it pays (default: any fee).")
+    low_balance_threshold: Credits | None = Field(
+        default=None, description="When the balance falls under this many credits: a `wallet.balance_low` event."
+    )
 
 
 class WalletUpdate(Input):
@@ -52,6 +55,7 @@ class WalletUpdate(Input):
     top_up_credits: Credits | None = None
     top_up_expires_days: Annotated[int, Field(ge=1, le=3650)] | None = None
     applies_to: AppliesTo | None = Field(default=None, description="The fees it may pay; null: any fee.")
+    low_balance_threshold: Credits | None = Field(default=None, description="null: no low-balance event.")
 
 
 class WalletGrantCreate(Input):
@@ -98,6 +102,7 @@ class WalletPublic(Output):
     top_up_credits: str | None
     top_up_expires_days: int | None
     applies_to: dict[str, list[str]] | None = Field(description="The fees it may pay; null: any fee.")
+    low_balance_threshold: str | None
     created_at: datetime
     voided_at: datetime | None
     grants: list[WalletGrantPublic] | None = None

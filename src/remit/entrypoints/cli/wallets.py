@@ -21,6 +21,9 @@ FeeTypes = Annotated[
     list[str] | None,
     typer.Option("--fee-type", help="Pay only fees of this type: fixed, usage, commitment, one_off (repeat for more)."),
 ]
+LowBalance = Annotated[
+    str | None, typer.Option(help="A wallet.balance_low event when the balance falls under this many credits.")
+]
 Meters = Annotated[list[str] | None, typer.Option("--meter", help="Pay only usage of this meter (repeat for more).")]
 Prices = Annotated[list[str] | None, typer.Option("--price", help="Pay only fees of this price (repeat for more).")]
 
@@ -59,6 +62,7 @@ def create(
     fee_type: FeeTypes = None,
     meter: Meters = None,
     price: Prices = None,
+    low_balance_threshold: LowBalance = None,
     as_json: Json = False,
 ) -> None:
     """A wallet for a customer, in the customer's currency; limited to some fees with --fee-type, --meter or
@@ -74,6 +78,7 @@ def create(
             top_up_credits=top_up_credits,
             top_up_expires_days=top_up_expires_days,
             applies_to=_applies_to(fee_type, meter, price),
+            low_balance_threshold=low_balance_threshold,
         )
     show(data, as_json, "Wallet created")
 
@@ -92,6 +97,8 @@ def update_(
     meter: Meters = None,
     price: Prices = None,
     any_fee: Annotated[bool, typer.Option("--any-fee", help="Let it pay any fee again.")] = False,
+    low_balance_threshold: LowBalance = None,
+    no_low_balance: Annotated[bool, typer.Option("--no-low-balance", help="No low-balance event.")] = False,
     as_json: Json = False,
 ) -> None:
     """Rename a wallet, change its priority, the fees it may pay (the options replace the old limit; --any-fee
@@ -116,6 +123,12 @@ def update_(
         raise ValidationError("invalid_choice", "--any-fee takes no --fee-type, --meter or --price.", "any_fee")
     if any_fee or scope is not None:
         changes["applies_to"] = scope
+    if no_low_balance and low_balance_threshold is not None:
+        raise ValidationError(
+            "invalid_choice", "--no-low-balance takes no --low-balance-threshold.", "low_balance_threshold"
+        )
+    if no_low_balance or low_balance_threshold is not None:
+        changes["low_balance_threshold"] = low_balance_threshold
     with bootstrap(Settings()).uow() as uow:
         data = wallets.update_wallet(uow, wallet_id, changes)
     show(data, as_json, "Wallet updated")

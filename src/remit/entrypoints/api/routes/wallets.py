@@ -44,6 +44,7 @@ def create_wallet(body: WalletCreate, ctx: Write) -> Any:
             top_up_credits=body.top_up_credits,
             top_up_expires_days=body.top_up_expires_days,
             applies_to=body.applies_to.model_dump() if body.applies_to else None,
+            low_balance_threshold=body.low_balance_threshold,
         )
 
 
