@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import Conflict, NotFound, ValidationError
-from remit.service_layer import bill_run, clocks, invoices, subscriptions, views, wallets
+from remit.service_layer import alerts, bill_run, clocks, invoices, subscriptions, usage, usage_monitor, views, wallets
 from tests import builders as b
 
 
@@ -336,3 +336,25 @@ def test_real_clock__a_late_run_issues_the_purchase_invoice_when_it_runs_never_b
     with app.uow() as uow:
         invoice = invoices.get_invoice(uow, bought["invoice_id"])
     assert (invoice["issued_on"].isoformat(), invoice["billing_reason"]) == ("2026-02-10", "wallet_purchase")
+
+
+def test_real_clock__credits_due_pay_a_threshold_invoice_made_before_the_next_bill_run(app):
+    """30 credits every month from 2 January; usage reaches the 20.00 threshold on 2 January at 10:00, before any
+    bill run that day: the usage monitor grants what is due first, so the credits pay the threshold invoice."""
+    b.seller(app)
+    b.usage_plan(app)
+    (cus,) = b.subscribed_customers(app, 1, "api")
+    with app.uow() as uow:
+        sub = uow.conn.execute(select(t.subscriptions.c.id).where(t.subscriptions.c.customer_id == cus)).scalar_one()
+        alerts.set_usage_threshold(uow, sub, "20.00")
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        wallets.create_recurring_grant(uow, wallet, "30", starts_on=b.utc(2026, 1, 2).date())
+    app.clock.move_to(b.utc(2026, 1, 2, 10))
+    with app.uow() as uow:
+        event = {"customer_id": cus, "code": "calls", "transaction_id": "t1", "properties": {"n": 2500}}
+        assert usage.ingest(uow, [{**event, "timestamp": b.utc(2026, 1, 2, 9).isoformat()}]).accepted
+    assert len(usage_monitor.evaluate(app.uow).invoice_ids) == 1
+    (threshold,) = [i for i in b.invoices_of(app, cus) if i["billing_reason"] == "threshold"]
+    assert (threshold["total"], threshold["applied_credits"], threshold["amount_due"]) == ("25.00", "25.00", "0.00")
+    assert [g["granted_at"] for g in _grants(app, wallet)] == ["2026-01-02T00:00:00Z"]

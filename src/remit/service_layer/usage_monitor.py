@@ -34,7 +34,7 @@ from remit.adapters.db.ids import new_id
 from remit.domain.invoicing.generator import threshold_diff
 from remit.domain.rating.aggregations import Aggregation
 from remit.domain.rating.alerts import AlertKind, canonical, combine, crossed, group_matches
-from remit.service_layer import usage_watch
+from remit.service_layer import usage_watch, wallets
 from remit.service_layer.accounts import local_date
 from remit.service_layer.invoices import Event, InvoiceDraft, write_events, write_invoices
 from remit.service_layer.live_usage import CustomerUsage, SubscriptionUsage, measure
@@ -108,6 +108,9 @@ def _evaluate_batch(uow: UnitOfWork, customer_ids: Sequence[str], result: Evalua
     events: list[Event] = []
     _fire_alerts(uow, alerts, usage, events, result)
     drafts, reached = _threshold_drafts(batch, usage)
+    if drafts:  # credits that recurring grants owe by now pay threshold invoices too, as they pay cycle invoices
+        as_of = usage[drafts[0].customer["id"]].as_of
+        wallets.grant_recurring_due(uow, as_of, drafts[0].customer["test_clock_id"], [d.customer["id"] for d in drafts])
     invoice_ids = write_invoices(uow, drafts, batch.entities, batch.balances, None, events=events)
     result.invoice_ids.extend(invoice_ids)
     for draft, invoice_id in zip(drafts, invoice_ids, strict=True):

@@ -9,7 +9,7 @@ than done twice. Consumption at finalization is in ``wallet_consumption.py``; ex
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -856,10 +856,12 @@ def _due_schedules(as_of: datetime, test_clock_id: str | None, customer_ids: lis
     return query.order_by(r.customer_id, r.created_at, r.id)
 
 
-def grant_recurring_due(uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = None) -> int:
-    customer_ids = sorted(
-        {row["customer_id"] for row in uow.conn.execute(_due_schedules(as_of, test_clock_id)).mappings()}
-    )
+def grant_recurring_due(
+    uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = None, among: Sequence[str] | None = None
+) -> int:
+    """``grant_recurring`` in this unit of work; ``among``: only these customers."""
+    due = _due_schedules(as_of, test_clock_id, list(among) if among is not None else None)
+    customer_ids = sorted({row["customer_id"] for row in uow.conn.execute(due).mappings()})
     if not customer_ids:
         return 0
     uow.lock_customers(customer_ids)  # then read again: a cancel may have come meanwhile
