@@ -9,7 +9,7 @@ the last consumption of a grant takes exactly what is left of both.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -318,15 +318,39 @@ def due_occurrences(
 ) -> list[Occurrence]:
     """The occurrences from ``next_index`` on that are due by ``as_of``, in order: every one, when several fell
     due since the schedule was last looked at, each at its own time."""
-    zone = ZoneInfo(timezone)
     out: list[Occurrence] = []
+    for occurrence in _occurrences(starts_on, interval, next_index, ends_on, timezone, created_at):
+        if occurrence.at > as_of:
+            break
+        out.append(occurrence)
+    return out
+
+
+def first_occurrence_after(
+    starts_on: date,
+    interval: Interval,
+    next_index: int,
+    ends_on: date | None,
+    timezone: str,
+    created_at: datetime,
+    after: datetime,
+) -> Occurrence | None:
+    """The first occurrence from ``next_index`` on that falls due after ``after``; None once the schedule ends."""
+    for occurrence in _occurrences(starts_on, interval, next_index, ends_on, timezone, created_at):
+        if occurrence.at > after:
+            return occurrence
+    return None
+
+
+def _occurrences(
+    starts_on: date, interval: Interval, next_index: int, ends_on: date | None, timezone: str, created_at: datetime
+) -> Iterator[Occurrence]:
+    """The occurrences from ``next_index`` on, in order, up to the end day (excluded; none: without end)."""
+    zone = ZoneInfo(timezone)
     index = next_index
     while True:
         on = occurrence_on(starts_on, interval, index)
         if ends_on is not None and on >= ends_on:
-            return out
-        at = max(datetime.combine(on, time(0), zone).astimezone(UTC), created_at)
-        if at > as_of:
-            return out
-        out.append(Occurrence(index, on, at))
+            return
+        yield Occurrence(index, on, max(datetime.combine(on, time(0), zone).astimezone(UTC), created_at))
         index += 1

@@ -27,11 +27,12 @@ from remit.domain.wallets import (
     WalletScope,
     credits_value_minor,
     due_occurrences,
+    first_occurrence_after,
     occurrence_on,
     parse_credits,
     parse_wallet_rate,
 )
-from remit.service_layer.accounts import customer_now, local_date, local_midnight
+from remit.service_layer.accounts import customer_now, local_date
 from remit.service_layer.invoices import InvoiceDraft, write_invoices
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
@@ -978,15 +979,15 @@ def next_occurrence(uow: UnitOfWork, customer_ids: list[str], after: datetime) -
         .join(t.customers, c.id == r.customer_id)
         .where(r.customer_id.in_(customer_ids), r.status == "active")
     ).mappings():
-        every = Interval.parse(row["interval_unit"], row["interval_count"])
-        index = row["next_index"]
-        while True:  # the first occurrence after ``after`` (those up to it are granted by the step at ``after``)
-            on = occurrence_on(row["starts_on"], every, index)
-            if row["ends_on"] is not None and on >= row["ends_on"]:
-                break
-            moment = max(local_midnight(on, row["timezone"]), row["created_at"])
-            if moment > after:
-                best = moment if best is None or moment < best else best
-                break
-            index += 1
+        found = first_occurrence_after(
+            row["starts_on"],
+            Interval.parse(row["interval_unit"], row["interval_count"]),
+            row["next_index"],
+            row["ends_on"],
+            row["timezone"],
+            row["created_at"],
+            after,
+        )
+        if found is not None and (best is None or found.at < best):
+            best = found.at
     return best

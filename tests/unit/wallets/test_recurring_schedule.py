@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remit.domain.subscriptions.periods import Interval
-from remit.domain.wallets import due_occurrences, occurrence_on
+from remit.domain.wallets import due_occurrences, first_occurrence_after, occurrence_on
 
 MONTH = Interval.parse("month")
 MADE = datetime(2026, 1, 10, 9, 30, tzinfo=UTC)  # when the schedule was made
@@ -79,3 +79,10 @@ def test_due_occurrences_resume_where_the_last_look_stopped(starts_on, unit, cou
     assert first + rest == once
     assert [o.index for o in once] == list(range(len(once)))
     assert all(a.at < b.at for a, b in zip(once, once[1:], strict=False))
+
+
+def test_the_first_occurrence_after_a_moment_is_where_a_test_clock_stops():
+    after = datetime(2026, 3, 10, tzinfo=UTC)  # the occurrence of 10 March is at that moment: not after it
+    found = first_occurrence_after(date(2026, 2, 10), MONTH, 0, None, "UTC", MADE, after)
+    assert (found.index, found.on) == (2, date(2026, 4, 10))
+    assert first_occurrence_after(date(2026, 2, 10), MONTH, 0, date(2026, 4, 10), "UTC", MADE, after) is None
