@@ -116,3 +116,33 @@ def test_usage_plan_billed_on_a_test_clock_and_a_line_explained(tmp_path):
     assert explained["usage"]["billable_units"] == "300000"
     text = runner.invoke(app, ["invoices", "explain", invoice["id"], line["id"]])
     assert text.exit_code == 0 and "100000 units included; 300000 billable." in text.stdout
+
+
+def test_events_canceled_by_transaction_id_or_from_a_file(tmp_path):
+    rj("init", "--currency", "EUR", "--country", "DE")
+    customer = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE")["id"]
+    rj("meters", "create", "--code", "calls", "--aggregation", "count")
+    at = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    jsonl = tmp_path / "calls.jsonl"
+    jsonl.write_text(
+        "\n".join(
+            json.dumps({"customer_id": customer, "code": "calls", "transaction_id": f"c{i}", "timestamp": at})
+            for i in range(1200)
+        )
+    )
+    assert rj("events", "import", str(jsonl))["accepted"] == 1200
+    two = rj("events", "cancel", "--customer", customer, "c0", "c1", "--reason", "test traffic")
+    assert (two["canceled"], two["already_canceled"], two["rejected"]) == (2, 0, 0)
+    # The import file itself names every event: the rest are canceled, the first two are already.
+    report = rj("events", "cancel", "--file", str(jsonl))
+    assert (report["canceled"], report["already_canceled"], report["rejected"]) == (1198, 2, 0)
+    refs = tmp_path / "refs.csv"
+    refs.write_text(f"customer_id,transaction_id\n{customer},c5\n{customer},nope\n")
+    refused = rj("events", "cancel", "--file", str(refs), code=2)
+    assert [(r["line"], r["code"]) for r in refused["rejected_events"]] == [(3, "usage_event_not_found")]
+    stored = rj("usage", "events", customer, "--transaction-id", "c0")
+    assert (stored[0]["counted"], stored[0]["cancellation_reason"]) == (False, "test traffic")
+    nothing = runner.invoke(app, ["events", "cancel", "c9"])
+    assert nothing.exit_code == 2 and "missing_events" in nothing.stderr
+    table = runner.invoke(app, ["events", "cancel", "--customer", customer, "c3"])
+    assert table.exit_code == 0 and "already_canceled" in table.stdout

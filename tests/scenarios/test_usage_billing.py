@@ -6,7 +6,7 @@ the next period's fees billed in advance.
 
 import pytest
 
-from remit.service_layer import catalog, clocks, subscriptions, usage
+from remit.service_layer import catalog, clocks, subscriptions, usage, usage_cancellation
 from tests import builders as b
 
 
@@ -143,6 +143,46 @@ def test_monthly__late_event_inside_the_grace_period_is_billed_as_a_correction(a
     # Running again bills nothing twice.
     clocks.advance(app.uow, clock_id, b.utc(2026, 4, 5))
     assert len(b.lines_of(app, cus)) == 4
+
+
+def test_monthly__an_event_canceled_after_its_period_was_billed_is_credited_on_the_next_invoice(app):
+    """March's 1,500 calls are invoiced on 1 April (3.00). On 3 April the 500 calls of 30 March are canceled (sent
+    by mistake): the next run credits 1.00 as a correction linked to March's line, and nothing twice. An event of
+    April canceled in April is simply not billed at April's end."""
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_fixed("49.00"), _usage("api_calls")])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 31))
+    sent = _send(app, cus, (b.utc(2026, 3, 5), {"calls": 1000}), (b.utc(2026, 3, 30), {"calls": 500}))
+    mistaken = sent.accepted[1]["transaction_id"]
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 3))
+    april = _send(app, cus, (b.utc(2026, 4, 2), {"calls": 250})).accepted[0]["transaction_id"]
+    with app.uow() as uow:
+        result = usage_cancellation.cancel_events(
+            uow,
+            [{"customer_id": cus, "transaction_id": mistaken}, {"customer_id": cus, "transaction_id": april}],
+            reason="load test data",
+        )
+    assert len(result.canceled) == 2
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 4))
+    assert b.lines_of(app, cus) == [
+        ("subscription", "2026-03-01", "2026-04-01", "49.00"),
+        ("usage", "2026-03-01", "2026-04-01", "3.00"),
+        ("subscription", "2026-04-01", "2026-05-01", "49.00"),
+        ("usage_correction", "2026-03-01", "2026-04-01", "-1.00"),
+    ]
+    invs = b.invoices_of(app, cus)
+    first, correction = invs[1]["lines"][0], invs[2]["lines"][0]
+    assert correction["corrects_line_id"] == first["id"]
+    assert correction["description"] == "API calls: usage corrected for 2026-03-01 – 2026-04-01"
+    assert correction["quantity"] == "1000"
+    # Canceling again, and running again, bill nothing more; April's canceled event is not billed at its end.
+    with app.uow() as uow:
+        again = usage_cancellation.cancel_events(uow, [{"customer_id": cus, "transaction_id": mistaken}])
+    assert (again.canceled, len(again.already_canceled)) == ([], 1)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    assert b.lines_of(app, cus)[4:] == [("subscription", "2026-05-01", "2026-06-01", "49.00")]
 
 
 def test_monthly__plan_change_mid_period__usage_on_both_sides_at_each_plans_price(app):

@@ -22,7 +22,17 @@ from remit.adapters.db import tables as t
 from remit.bootstrap import Remit
 from remit.domain.errors import Conflict, RemitError
 from remit.domain.money import Money
-from remit.service_layer import accounts, catalog, clocks, credit_notes, invoices, subscriptions, usage, wallets
+from remit.service_layer import (
+    accounts,
+    catalog,
+    clocks,
+    credit_notes,
+    invoices,
+    subscriptions,
+    usage,
+    usage_cancellation,
+    wallets,
+)
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 CURRENCIES = {
@@ -286,6 +296,27 @@ def _send_usage(app: Remit, rng: random.Random, start: datetime, end: datetime, 
         with app.uow() as uow:
             result = usage.ingest(uow, events)
         stats["usage_events"] += len(result.accepted)
+    if metered:
+        _staging_mistake(app, metered[0], end, stats)
+
+
+def _staging_mistake(app: Remit, cid: str, at: datetime, stats: Counter[str]) -> None:
+    """A staging deployment reports calls to the production account; support cancels them (they never bill)."""
+    txn = f"{cid}-staging-{at:%Y%m%d}"
+    event = {
+        "customer_id": cid,
+        "code": "api_calls",
+        "transaction_id": txn,
+        "timestamp": (at - timedelta(hours=1)).isoformat(),
+        "properties": {"calls": 1_000_000, "region": "eu"},
+    }
+    with app.uow() as uow:
+        usage.ingest(uow, [event])
+    with app.uow() as uow:
+        result = usage_cancellation.cancel_events(
+            uow, [{"customer_id": cid, "transaction_id": txn}], reason="sent by a staging deployment"
+        )
+    stats["usage_events_canceled"] += len(result.canceled)
 
 
 UPGRADE = {"starter": "team", "team": "business", "business": "business"}

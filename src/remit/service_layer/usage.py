@@ -406,7 +406,7 @@ def meters_of(conn: Connection, codes: Iterable[object] = ()) -> dict[str, Meter
     return known
 
 
-def _customers_seen(uow: UnitOfWork, wanted: set[str], vis: Visibility) -> dict[str, Mapping[str, Any]]:
+def customers_seen(uow: UnitOfWork, wanted: set[str], vis: Visibility) -> dict[str, Mapping[str, Any]]:
     """The customers among ``wanted`` that exist and that ``vis`` sees, with what ingestion needs of them."""
     known = _CUSTOMER_CACHE.get(uow.engine)
     if known is None:
@@ -434,7 +434,7 @@ def ingest(
     wanted: set[str] = {
         e["customer_id"] for e in events if isinstance(e, dict) and isinstance(e.get("customer_id"), str)
     }
-    customers = _customers_seen(uow, wanted, vis)
+    customers = customers_seen(uow, wanted, vis)
     now_of = clock_times(uow.conn, customers)
     open_since = OpenPeriods(uow.conn, customers, now_of, now)
     result = IngestResult()

@@ -1,9 +1,10 @@
 """Reading usage events back: what Remit stored for a customer, as it will be aggregated.
 
 For the engineer who sends usage and asks "did it arrive, and does it count?": each event with its meter, its
-transaction id, its time and when it was received, the value and group its meter took from it, and whether it
-passes the meter's filters. Found through the index the aggregation reads (customer, meter, time), so asking for
-one meter and a time range reads only those events.
+transaction id, its time and when it was received, the value and group its meter took from it, whether it counts
+(it passes the meter's filters and was not canceled) and, if it was canceled, when and why. Found through the
+index the aggregation reads (customer, meter, time), so asking for one meter and a time range reads only those
+events.
 """
 
 from __future__ import annotations
@@ -72,10 +73,24 @@ def list_usage_events(
             select(t.meters.c.code, t.meters.c.group_by).where(t.meters.c.code.in_({r["meter_code"] for r in rows}))
         )
     }
-    return [_public(row, group_by.get(row["meter_code"], [])) for row in rows]
+    canceled = _cancellations(uow, customer_id, [r["transaction_id"] for r in rows if not r["matched"]])
+    return [_public(row, group_by.get(row["meter_code"], []), canceled.get(row["transaction_id"])) for row in rows]
 
 
-def _public(row: Any, group_by: list[str]) -> dict[str, Any]:
+def _cancellations(uow: UnitOfWork, customer_id: str, transaction_ids: list[str]) -> dict[str, Any]:
+    """The cancellations of those of the page's events that do not count (only those can be canceled)."""
+    c = t.usage_event_cancellations.c
+    out: dict[str, Any] = {}
+    ids = sorted(set(transaction_ids))
+    for start in range(0, len(ids), 500):
+        query = select(c.transaction_id, c.canceled_at, c.reason).where(
+            c.customer_id == customer_id, c.transaction_id.in_(ids[start : start + 500])
+        )
+        out.update((row["transaction_id"], row) for row in uow.conn.execute(query).mappings())
+    return out
+
+
+def _public(row: Any, group_by: list[str], cancellation: Any) -> dict[str, Any]:
     values = json.loads(row["group_key"]) if row["group_key"] else []
     return {
         "object": "usage_event",
@@ -86,5 +101,7 @@ def _public(row: Any, group_by: list[str]) -> dict[str, Any]:
         "dimension": row["dimension"],
         # The meter's group-by dimensions and this event's values of them (as they were when it was received).
         "group": dict(zip(group_by, values, strict=True)) if len(values) == len(group_by) else {},
-        "counted": bool(row["matched"]),  # whether it passes the meter's filters
+        "counted": bool(row["matched"]),  # whether it is aggregated: it passes the filters and is not canceled
+        "canceled_at": plain(cancellation["canceled_at"]) if cancellation else None,
+        "cancellation_reason": cancellation["reason"] if cancellation else None,
     }

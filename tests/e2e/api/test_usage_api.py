@@ -197,3 +197,45 @@ def test_a_meter_by_its_code(api):
     assert (meter["object"], meter["aggregation"], meter["group_by"]) == ("meter", "sum", ["model"])
     missing = api.get("/meters/nope")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "meter_not_found"
+
+
+def test_events_sent_by_mistake_are_canceled_each_answered_on_its_own(api):
+    cus = _setup(api)
+    good = {"customer_id": cus, "code": "tokens", "timestamp": _at(api), "properties": {"tokens": 5, "model": "s"}}
+    assert (
+        len(api.post("/events/batch", {"events": [{**good, "transaction_id": x} for x in "ab"]}).json()["accepted"])
+        == 2
+    )
+    refs = [{"customer_id": cus, "transaction_id": x} for x in ("a", "a", "zz")] + [{"customer_id": cus}]
+    answer = api.post("/events/cancel", {"events": refs, "reason": "sent twice by a retry bug"})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["object"] == "usage_cancellation_result"
+    assert [(o["index"], o["transaction_id"], o["id"] is not None) for o in body["canceled"]] == [(0, "a", True)]
+    assert [o["index"] for o in body["already_canceled"]] == [1]
+    assert [(o["index"], o["error"]["code"]) for o in body["rejected"]] == [
+        (2, "usage_event_not_found"),
+        (3, "invalid_transaction_id"),
+    ]
+    shown = {e["transaction_id"]: e for e in api.get("/usage_events", customer_id=cus).json()["data"]}
+    assert (shown["a"]["counted"], shown["a"]["cancellation_reason"]) == (False, "sent twice by a retry bug")
+    assert shown["a"]["canceled_at"] is not None and shown["b"]["canceled_at"] is None
+    again = api.post("/events/cancel", {"events": refs[:1]}).json()
+    assert (again["canceled"], [o["index"] for o in again["already_canceled"]]) == ([], [0])
+    # A key that cannot write, one that does not see the customer, and a request that is refused as a whole.
+    assert api.post("/events/cancel", {"events": refs[1:2]}, key="read").status_code == 403
+    other = api.post("/legal_entities", {"name": "Other", "country": "US", "currency": "USD"}).json()["id"]
+    api.key("other", ["write"], other)
+    hidden = api.post("/events/cancel", {"events": [{"customer_id": cus, "transaction_id": "b"}]}, key="other")
+    assert [o["error"]["code"] for o in hidden.json()["rejected"]] == ["unknown_customer"]
+    too_many = api.post("/events/cancel", {"events": refs[:1] * 1001})
+    assert too_many.status_code == 422 and too_many.json()["error"]["code"] == "batch_too_large"
+    long_reason = api.post(
+        "/events/cancel", {"events": [{"customer_id": cus, "transaction_id": "b"}], "reason": "x" * 501}
+    )
+    assert long_reason.status_code == 422 and long_reason.json()["error"]["field"] == "reason"
+    still = {e["transaction_id"]: e["counted"] for e in api.get("/usage_events", customer_id=cus).json()["data"]}
+    assert still == {"a": False, "b": True}
+    with api.remit.engine.connect() as conn:
+        types = conn.execute(select(t.events.c.type).where(t.events.c.type == "usage.events_canceled")).all()
+    assert len(types) == 1

@@ -517,6 +517,21 @@ usage_events = Table(
     postgresql_partition_by="RANGE (occurred_at)",
 )
 
+# Canceled usage events (append-only): one row per event, which stops counting. The event itself stays in
+# usage_events, with ``matched`` turned off, so that every aggregation leaves it out at no cost; this row says when
+# and why. A canceled event's transaction id stays taken.
+usage_event_cancellations = Table(
+    "usage_event_cancellations",
+    metadata,
+    Column("customer_id", ID, ForeignKey("customers.id"), primary_key=True),
+    Column("transaction_id", String(200), primary_key=True),
+    Column("event_id", ID, nullable=False),
+    Column("meter_code", String(100), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("canceled_at", UTCDateTime, nullable=False),
+    Column("reason", String(500)),
+)
+
 # --- wallets ----------------------------------------------------------------------------------------------------------
 
 # Prepaid credits. A wallet holds grants; invoices consume grants when they are finalized. Credits are exact

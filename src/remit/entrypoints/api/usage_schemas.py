@@ -88,4 +88,32 @@ class UsageEventPublic(Output):
     value: str | None = Field(description="What the meter aggregates of it (sum, max, latest...), exactly.")
     dimension: str | None = Field(description="What a unique count counts of it.")
     group: dict[str, Any] = Field(description="Its values of the meter's group-by dimensions.")
-    counted: bool = Field(description="Whether it passes the meter's filters (only those are aggregated).")
+    counted: bool = Field(
+        description="Whether it is aggregated: it passes the meter's filters and was not canceled."
+    )
+    canceled_at: datetime | None = Field(description="When it was canceled (`POST /v1/events/cancel`), if it was.")
+    cancellation_reason: str | None
+
+
+class UsageCancelIn(Input):
+    events: list[dict[str, Any]] = Field(
+        description="At most 1,000 events, each `{customer_id, transaction_id}`; each is answered on its own."
+    )
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = Field(
+        default=None, description="Why: kept with each cancellation and sent in `usage.events_canceled`."
+    )
+
+
+class CancelOutcome(Output):
+    index: int
+    customer_id: str | None
+    transaction_id: str | None
+    id: str | None = Field(default=None, description="The canceled event's id.")
+    error: dict[str, Any] | None = None
+
+
+class UsageCancelResult(Output):
+    object: Literal["usage_cancellation_result"] = "usage_cancellation_result"
+    canceled: list[CancelOutcome]
+    already_canceled: list[CancelOutcome]
+    rejected: list[CancelOutcome]

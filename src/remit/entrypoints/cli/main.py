@@ -651,9 +651,10 @@ def clock_list(as_json: Json = False) -> None:
     show(rows, as_json, "Test clocks", ["id", "name", "frozen_at", "status"])
 
 
-events_app = typer.Typer(help="Domain events (the outbox) and usage-event import.", no_args_is_help=True)
+events_app = typer.Typer(help="Domain events (the outbox), and usage events: import and cancel.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 events_app.command("import")(usage_cli.import_command)
+events_app.command("cancel")(usage_cli.cancel_command)
 app.add_typer(usage_cli.meters_app, name="meters")
 app.add_typer(alerts_cli.usage_app, name="usage")
 app.add_typer(alerts_cli.alerts_app, name="alerts")

@@ -1,4 +1,4 @@
-"""`remit meters ...` and `remit events import FILE`: usage metering from the command line."""
+"""`remit meters ...`, `remit events import FILE` and `remit events cancel`: usage metering from the command line."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from remit.adapters.db import tables as t
 from remit.bootstrap import Settings, bootstrap
 from remit.domain.errors import ValidationError
 from remit.entrypoints.cli.output import console, handle_errors, show
-from remit.service_layer import usage, usage_import
+from remit.service_layer import usage, usage_cancellation, usage_import
 
 meters_app = typer.Typer(help="Meters: what usage is measured and how it is aggregated.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -136,3 +136,91 @@ def import_events(
 
 
 import_command = handle_errors(import_events)
+
+
+def _refs(path: Path) -> Iterator[tuple[int, Any]]:
+    """The events a file names, with their line numbers: CSV with columns customer_id and transaction_id, or JSON
+    lines of objects with those keys (other columns and keys are ignored, so an import file can be reused)."""
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            for line_no, row in enumerate(csv.DictReader(fh), start=2):
+                yield line_no, {"customer_id": row.get("customer_id"), "transaction_id": row.get("transaction_id")}
+        return
+    for line_no, item in _read(path):
+        yield line_no, item
+
+
+def cancel_events(
+    transaction_ids: Annotated[
+        list[str] | None, typer.Argument(help="Transaction ids of the events to cancel (with --customer).")
+    ] = None,
+    customer: Annotated[str | None, typer.Option("--customer", help="The customer the events belong to.")] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file",
+            exists=True,
+            dir_okay=False,
+            help="Instead: a .csv or .jsonl file naming customer_id and transaction_id on each line.",
+        ),
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (kept with each cancellation).")] = None,
+    as_json: Json = False,
+) -> None:
+    """Cancel usage events sent by mistake: they stop counting, and a period already billed is corrected on the
+    next invoice. Events already canceled are reported as such. Exits with 2 if any event was refused."""
+    if file is not None and (transaction_ids or customer):
+        raise ValidationError("conflicting_options", "Give either --file or --customer with transaction ids.", "file")
+    if file is None and (not transaction_ids or not customer):
+        raise ValidationError(
+            "missing_events", "Name the events: --customer and their transaction ids, or --file.", "transaction_ids"
+        )
+    remit = bootstrap(Settings())
+    if file is not None:
+        numbered: Iterator[tuple[int, Any]] = _refs(file)
+    else:
+        numbered = ((i, {"customer_id": customer, "transaction_id": x}) for i, x in enumerate(transaction_ids or [], 1))
+    totals = {"canceled": 0, "already_canceled": 0, "rejected": 0}
+    refused: list[dict[str, Any]] = []
+
+    def flush(chunk: list[tuple[int, Any]]) -> None:
+        with remit.uow() as uow:
+            result = usage_cancellation.cancel_events(uow, [item for _, item in chunk], reason=reason)
+        totals["canceled"] += len(result.canceled)
+        totals["already_canceled"] += len(result.already_canceled)
+        totals["rejected"] += len(result.rejected)
+        for r in result.rejected:
+            line = chunk[r["index"]][0]
+            refused.append(
+                {
+                    "line" if file is not None else "position": line,
+                    "customer_id": r["customer_id"],
+                    "transaction_id": r["transaction_id"],
+                    **r["error"],
+                }
+            )
+
+    chunk: list[tuple[int, Any]] = []
+    for line_no, item in numbered:
+        if item is None:
+            refused.append({"line": line_no, "code": "invalid_json", "message": "Not a JSON object.", "field": None})
+            totals["rejected"] += 1
+            continue
+        chunk.append((line_no, item))
+        if len(chunk) == usage_cancellation.MAX_BATCH:
+            flush(chunk)
+            chunk = []
+    if chunk:
+        flush(chunk)
+    if as_json:
+        show({**totals, "rejected_events": refused}, True)
+    else:
+        show(totals, False, "Canceled usage events")
+        if refused:
+            where = "line" if file is not None else "position"
+            show(refused, False, "Refused", [where, "customer_id", "transaction_id", "code", "message"])
+    if totals["rejected"]:
+        raise typer.Exit(2)
+
+
+cancel_command = handle_errors(cancel_events)

@@ -20,11 +20,13 @@ from remit.entrypoints.api.usage_schemas import (
     MeterPublic,
     UsageBatchIn,
     UsageBatchResult,
+    UsageCancelIn,
+    UsageCancelResult,
     UsageEventIn,
     UsageEventPublic,
     UsageEventResult,
 )
-from remit.service_layer import usage, usage_events, views
+from remit.service_layer import usage, usage_cancellation, usage_events, views
 
 router = APIRouter(tags=["usage"])
 
@@ -121,3 +123,19 @@ _OUTCOME: dict[str, Any] = {"index": None, "transaction_id": None, "id": None, "
 def _ingest_batch(events: list[Any], ctx: Ctx) -> usage.IngestResult:
     with ctx.uow() as uow:
         return usage.ingest(uow, events, vis=ctx.vis)
+
+
+@router.post("/events/cancel", response_model=UsageCancelResult)
+def cancel_events(body: UsageCancelIn, ctx: Write) -> Any:
+    """Cancel usage events sent by mistake, each named by its customer and transaction id. A canceled event stops
+    counting; if its period was already billed, the next invoice corrects it. Possible while the period can still
+    be corrected (the customer's open billing period, or the grace period for late events). Canceling an event
+    again answers `already_canceled`; each event is answered on its own, and the others are canceled even when
+    some are refused."""
+    with ctx.uow() as uow:
+        result = usage_cancellation.cancel_events(uow, body.events, reason=body.reason, vis=ctx.vis)
+    return {
+        "canceled": result.canceled,
+        "already_canceled": result.already_canceled,
+        "rejected": result.rejected,
+    }

@@ -1,0 +1,272 @@
+"""Canceling usage events that should not have been sent (a test run, a duplicate under another transaction id,
+a bug in the product that reported them).
+
+A cancellation is a correction, not an erasure. The event stays in ``usage_events``; its ``matched`` flag is
+turned off, which every aggregation already reads (so a cancellation costs the bill run nothing), and a row of
+``usage_event_cancellations`` (append-only) says when and why. The transaction id stays taken: sending it again
+answers ``duplicate``, so a retry of the original request can never bring the event back; a corrected event
+needs a new transaction id.
+
+An event can be canceled while its period can still be corrected: the rule that admits a late event (in the
+customer's open billing period, or at most the grace period old). When it was dated before the customer's
+today, the subscriptions' review mark moves back to its day, exactly as for a late event, so the next bill run
+re-rates that period and the diff credits the difference as a ``usage_correction`` line on the next invoice.
+Nothing issued is edited. Canceling the same event again answers ``already_canceled`` and changes nothing.
+
+Each request is one transaction under the customers' locks (the bill run takes the same locks, so a
+cancellation waits for a batch being billed and then reopens its period), and records one
+``usage.events_canceled`` event per customer.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from remit.adapters.db import tables as t
+from remit.domain.errors import RemitError, ValidationError
+from remit.service_layer import usage
+from remit.service_layer.scoping import EVERYTHING, Visibility
+from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.views import plain
+
+MAX_BATCH = usage.MAX_BATCH
+MAX_REASON = 500
+
+_E = t.usage_events.c
+_UNMATCH = (
+    update(t.usage_events)
+    .where(
+        _E.customer_id == bindparam("b_customer"),
+        _E.meter_code == bindparam("b_meter"),
+        _E.occurred_at == bindparam("b_at"),
+        _E.id == bindparam("b_id"),
+    )
+    .values(matched=False)
+)
+
+
+@dataclass
+class CancelResult:
+    canceled: list[dict[str, Any]] = field(default_factory=list)
+    already_canceled: list[dict[str, Any]] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Found:
+    event_id: str
+    meter_code: str
+    occurred_at: datetime
+
+
+def _outcome(index: int, customer_id: object, txn: object) -> dict[str, Any]:
+    return {
+        "index": index,
+        "customer_id": customer_id if isinstance(customer_id, str) else None,
+        "transaction_id": txn if isinstance(txn, str) else None,
+    }
+
+
+def _check_reason(reason: object) -> str | None:
+    if reason is None:
+        return None
+    if not isinstance(reason, str) or not 1 <= len(reason) <= MAX_REASON or "\x00" in reason:
+        raise ValidationError("invalid_reason", f"reason is a text of 1 to {MAX_REASON} characters.", "reason")
+    return reason
+
+
+def cancel_events(
+    uow: UnitOfWork,
+    items: Sequence[Any],
+    *,
+    reason: object = None,
+    vis: Visibility = EVERYTHING,
+    settings: usage.UsageSettings | None = None,
+) -> CancelResult:
+    """Cancel up to 1,000 events, each named by its customer and transaction id; each is answered on its own
+    (canceled, already canceled, or refused with the reason). The valid ones are canceled even when others are
+    refused; nothing of a refused one changes."""
+    settings = settings or usage.UsageSettings()
+    if len(items) > MAX_BATCH:
+        raise ValidationError("batch_too_large", f"A request cancels at most {MAX_BATCH} events.", "events")
+    text = _check_reason(reason)
+    uow.ensure_writable()
+    result = CancelResult()
+    wanted: dict[tuple[str, str], int] = {}
+    for index, item in enumerate(items):
+        customer_id = item.get("customer_id") if isinstance(item, dict) else None
+        txn = item.get("transaction_id") if isinstance(item, dict) else None
+        outcome = _outcome(index, customer_id, txn)
+        if not isinstance(item, dict):
+            error: RemitError = ValidationError("invalid_event", "Each event is an object.", "events")
+        elif not isinstance(customer_id, str) or not 1 <= len(customer_id) <= 40:
+            error = ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
+        elif not isinstance(txn, str) or not 1 <= len(txn) <= 200 or "\x00" in txn:
+            error = ValidationError(
+                "invalid_transaction_id", "transaction_id is a string of 1 to 200 characters.", "transaction_id"
+            )
+        else:
+            if (customer_id, txn) in wanted:
+                result.already_canceled.append(outcome)  # named twice in one request: canceled once
+            else:
+                wanted[customer_id, txn] = index
+            continue
+        result.rejected.append({**outcome, "error": error.to_dict()})
+    if not wanted:
+        return result
+    customers = usage.customers_seen(uow, {c for c, _ in wanted}, vis)
+    for (customer_id, txn), index in list(wanted.items()):
+        if customer_id not in customers:
+            error = ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
+            result.rejected.append({**_outcome(index, customer_id, txn), "error": error.to_dict()})
+            del wanted[customer_id, txn]
+    if not wanted:
+        return result
+    uow.lock_customers(sorted({c for c, _ in wanted}))
+    conn = uow.conn
+    now = uow.now
+    now_of = usage.clock_times(conn, customers)
+    open_since = usage.OpenPeriods(conn, customers, now_of, now)
+
+    by_customer: dict[str, list[str]] = defaultdict(list)
+    for customer_id, txn in wanted:
+        by_customer[customer_id].append(txn)
+    done = _already_canceled(uow, by_customer)
+    found: dict[tuple[str, str], _Found] = {}
+    for customer_id, txns in sorted(by_customer.items()):
+        customer_now = now_of.get(customer_id, now)
+        since = open_since(customer_id)
+        earliest = customer_now - settings.grace if since is None else min(customer_now - settings.grace, since)
+        pending = [x for x in txns if (customer_id, x) not in done]
+        for start in range(0, len(pending), 500):
+            part = pending[start : start + 500]
+            rows = conn.execute(
+                select(_E.transaction_id, _E.id, _E.meter_code, _E.occurred_at).where(
+                    _E.customer_id == customer_id, _E.occurred_at >= earliest, _E.transaction_id.in_(part)
+                )
+            ).all()
+            for txn, event_id, meter_code, occurred_at in rows:
+                found[customer_id, txn] = _Found(event_id, meter_code, occurred_at)
+    missing = [k for k in wanted if k not in done and k not in found]
+    exists = _keys_taken(uow, missing)
+    for key, index in sorted(wanted.items(), key=lambda kv: kv[1]):
+        if key in done or key in found:
+            continue
+        if key in exists:
+            error = ValidationError(
+                "too_late_to_cancel",
+                f"The event is dated before the customer's open billing period and more than "
+                f"{settings.grace.days} days ago: its period can no longer be corrected.",
+                "transaction_id",
+            )
+        else:
+            error = ValidationError(
+                "usage_event_not_found",
+                f"No usage event with transaction id {key[1]!r} for this customer.",
+                "transaction_id",
+            )
+        result.rejected.append({**_outcome(index, *key), "error": error.to_dict()})
+
+    newly = _claim(uow, found, now_of, now, text)
+    for key, index in sorted(wanted.items(), key=lambda kv: kv[1]):
+        outcome = _outcome(index, *key)
+        if key in newly:
+            result.canceled.append({**outcome, "id": found[key].event_id})
+        elif key in done or key in found:
+            result.already_canceled.append(outcome)
+    result.already_canceled.sort(key=lambda o: o["index"])
+    result.rejected.sort(key=lambda o: o["index"])
+    if not newly:
+        return result
+    conn.execute(
+        _UNMATCH,
+        [
+            {"b_customer": c, "b_meter": f.meter_code, "b_at": f.occurred_at, "b_id": f.event_id}
+            for (c, _), f in sorted((k, found[k]) for k in newly)
+        ],
+    )
+    # Like a late event, a canceled one dated before the customer's today reopens its period for the next run;
+    # and the customer's alerts and usage threshold are looked at again.
+    usage.after_store(conn, now, [(c, found[c, x].occurred_at) for c, x in sorted(newly)], customers, now_of)
+    per_customer: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for customer_id, txn in sorted(newly):
+        f = found[customer_id, txn]
+        per_customer[customer_id].append(
+            {"id": f.event_id, "transaction_id": txn, "meter": f.meter_code, "occurred_at": plain(f.occurred_at)}
+        )
+    for customer_id, events in per_customer.items():
+        uow.emit(
+            "usage.events_canceled",
+            "customer",
+            customer_id,
+            {"customer_id": customer_id, "reason": text, "count": len(events), "events": events},
+            customer_id,
+            now_of.get(customer_id, now),
+        )
+    return result
+
+
+def _already_canceled(uow: UnitOfWork, by_customer: dict[str, list[str]]) -> set[tuple[str, str]]:
+    c = t.usage_event_cancellations.c
+    out: set[tuple[str, str]] = set()
+    for customer_id, txns in by_customer.items():
+        for start in range(0, len(txns), 500):
+            rows = uow.conn.execute(
+                select(c.customer_id, c.transaction_id).where(
+                    c.customer_id == customer_id, c.transaction_id.in_(txns[start : start + 500])
+                )
+            ).all()
+            out.update((a, b) for a, b in rows)
+    return out
+
+
+def _keys_taken(uow: UnitOfWork, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of ``keys`` were received (their events exist, older than a cancellation may reach)."""
+    k = t.usage_event_keys.c
+    out: set[tuple[str, str]] = set()
+    for start in range(0, len(keys), 500):
+        part = keys[start : start + 500]
+        if part:
+            rows = uow.conn.execute(
+                select(k.customer_id, k.transaction_id).where(tuple_(k.customer_id, k.transaction_id).in_(part))
+            ).all()
+            out.update((a, b) for a, b in rows)
+    return out
+
+
+def _claim(
+    uow: UnitOfWork,
+    found: dict[tuple[str, str], _Found],
+    now_of: dict[str, datetime],
+    now: datetime,
+    reason: str | None,
+) -> set[tuple[str, str]]:
+    """Record the cancellations (at the customer's time: its test clock's, if it has one); the keys whose
+    cancellation is new (a concurrent request may have won)."""
+    if not found:
+        return set()
+    dialect: Any = postgresql if uow.is_postgres else sqlite
+    c = t.usage_event_cancellations.c
+    stmt = (
+        dialect.insert(t.usage_event_cancellations).on_conflict_do_nothing().returning(c.customer_id, c.transaction_id)
+    )
+    rows = [
+        {
+            "customer_id": customer_id,
+            "transaction_id": txn,
+            "event_id": f.event_id,
+            "meter_code": f.meter_code,
+            "occurred_at": f.occurred_at,
+            "canceled_at": now_of.get(customer_id, now),
+            "reason": reason,
+        }
+        for (customer_id, txn), f in sorted(found.items())
+    ]
+    return {(a, b) for a, b in uow.conn.execute(stmt, rows).all()}
