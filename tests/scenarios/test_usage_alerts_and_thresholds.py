@@ -8,7 +8,7 @@ order.
 from sqlalchemy import select
 
 from remit.adapters.db import tables as t
-from remit.service_layer import alerts, catalog, clocks, live_usage, subscriptions, usage
+from remit.service_layer import alerts, catalog, clocks, live_usage, subscriptions, usage, usage_cancellation
 from tests import builders as b
 
 
@@ -256,3 +256,34 @@ def test_a_customer_without_usage_prices_has_no_live_usage_and_its_alerts_never_
         live = live_usage.live_usage(uow, cus)
     assert (live["subscriptions"], live["amount"], live["unbilled"]) == ([], "0.00", "0.00")
     assert _events(app, "usage.alert_triggered") == []
+
+
+def test_usage_canceled_after_its_threshold_invoice_is_credited_by_the_period_end_remainder(app):
+    """Threshold 20.00, 0.01 a call: 2,500 calls are invoiced at once (25.00); 1,000 of them were sent by mistake
+    and are canceled. Live usage shows 15.00 used and 10.00 more billed than used; at the period's end the
+    remainder credits 10.00, so the period bills 15.00 in all."""
+    clock_id, cus, sub = _setup(app, [FEE, _usage_price()])
+    with app.uow() as uow:
+        alerts.set_usage_threshold(uow, sub, "20.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, b.utc(2026, 3, 10), 1500)
+    _send(app, cus, b.utc(2026, 3, 10), 1000, txn="mistake")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 11))
+    assert [ln[0] for ln in b.lines_of(app, cus)] == ["subscription", "usage_threshold"]
+    with app.uow() as uow:
+        result = usage_cancellation.cancel_events(uow, [{"customer_id": cus, "transaction_id": "mistake"}])
+    assert len(result.canceled) == 1
+    with app.uow() as uow:
+        shown = live_usage.live_usage(uow, cus)
+    assert (shown["amount"], shown["billed"], shown["unbilled"]) == ("15.00", "25.00", "-10.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    assert b.lines_of(app, cus) == [
+        ("subscription", "2026-03-01", "2026-04-01", "49.00"),
+        ("usage_threshold", "2026-03-01", "2026-04-01", "25.00"),
+        ("usage_remainder", "2026-03-01", "2026-04-01", "-10.00"),
+        ("subscription", "2026-04-01", "2026-05-01", "49.00"),
+    ]
+    remainder = b.invoices_of(app, cus)[2]["lines"][0]
+    assert (
+        remainder["description"] == "API calls (eu): usage corrected since the threshold invoice (1500 in the period)"
+    )

@@ -706,7 +706,8 @@ def _usage_difference(line: ProposedLine, before: BilledTotals | None, d_subtota
             description = f"{label}: {_fmt_qty(quantity)}"
         elif before is not None and before.last_kind == THRESHOLD_KIND:
             kind = REMAINDER_KIND
-            description = f"{label}: usage since the threshold invoice ({_fmt_qty(quantity)} in the period)"
+            change = "usage since" if d_subtotal - d_discount >= 0 else "usage corrected since"
+            description = f"{label}: {change} the threshold invoice ({_fmt_qty(quantity)} in the period)"
         elif d_subtotal - d_discount >= 0:
             description = f"{label}: usage received late for {line.period.start_on} – {line.period.end_on}"
         else:

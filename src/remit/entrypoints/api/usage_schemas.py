@@ -88,9 +88,7 @@ class UsageEventPublic(Output):
     value: str | None = Field(description="What the meter aggregates of it (sum, max, latest...), exactly.")
     dimension: str | None = Field(description="What a unique count counts of it.")
     group: dict[str, Any] = Field(description="Its values of the meter's group-by dimensions.")
-    counted: bool = Field(
-        description="Whether it is aggregated: it passes the meter's filters and was not canceled."
-    )
+    counted: bool = Field(description="Whether it is aggregated: it passes the meter's filters and was not canceled.")
     canceled_at: datetime | None = Field(description="When it was canceled (`POST /v1/events/cancel`), if it was.")
     cancellation_reason: str | None
 
