@@ -146,3 +146,28 @@ def test_events_canceled_by_transaction_id_or_from_a_file(tmp_path):
     assert nothing.exit_code == 2 and "missing_events" in nothing.stderr
     table = runner.invoke(app, ["events", "cancel", "--customer", customer, "c3"])
     assert table.exit_code == 0 and "already_canceled" in table.stdout
+
+
+def test_a_csv_import_names_customers_by_their_external_id_or_a_subscription(tmp_path):
+    rj("init", "--currency", "EUR", "--country", "DE")
+    customer = rj(
+        "customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE", "--external-id", "ini-7"
+    )["id"]
+    rj("meters", "create", "--code", "calls", "--aggregation", "count")
+    at = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    csv_file = tmp_path / "usage.csv"
+    csv_file.write_text(
+        "external_customer_id,customer_id,code,transaction_id,timestamp\n"
+        f"ini-7,,calls,e1,{at}\n"
+        f",{customer},calls,e2,{at}\n"
+        f"nobody,,calls,e3,{at}\n"
+    )
+    report = rj("events", "import", str(csv_file), code=2)
+    assert (report["accepted"], report["rejected"]) == (2, 1)
+    assert [(r["line"], r["field"]) for r in report["rejected_events"]] == [(4, "external_customer_id")]
+    stored = rj("usage", "events", customer)
+    assert sorted(e["transaction_id"] for e in stored) == ["e1", "e2"]
+    assert all("external_customer_id" not in e["properties"] for e in stored)
+    refs = tmp_path / "cancel.csv"
+    refs.write_text("external_customer_id,transaction_id\nini-7,e1\n")
+    assert rj("events", "cancel", "--file", str(refs))["canceled"] == 1

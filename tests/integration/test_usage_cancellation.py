@@ -175,3 +175,32 @@ def test_an_event_whose_period_can_no_longer_be_corrected_cannot_be_canceled(app
     ((refused),) = result.rejected
     assert (refused["transaction_id"], refused["error"]["code"]) == ("march", "too_late_to_cancel")
     assert "7 days" in refused["error"]["message"]
+
+
+def test_events_are_canceled_by_the_customers_external_id_too(app):
+    clock_id = b.clock(app, START)
+    b.seller(app)
+    b.usage_plan(app)
+    cus = b.customer(app, clock_id, external_id="acme-42")
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "api", anchor="calendar")
+    clocks.advance(app.uow, clock_id, START + timedelta(days=9))
+    _send(app, cus, ("a", START + timedelta(days=2), 100), ("b", START + timedelta(days=3), 40))
+    result = _cancel(
+        app,
+        {"external_customer_id": "acme-42", "transaction_id": "a"},
+        {"external_customer_id": "nobody", "transaction_id": "b"},
+        {"external_customer_id": "acme-42", "customer_id": cus, "transaction_id": "b"},
+    )
+    assert [(o["customer_id"], o["transaction_id"]) for o in result.canceled] == [(cus, "a")]
+    assert [(o["index"], o["error"]["code"], o["error"]["field"]) for o in result.rejected] == [
+        (1, "unknown_customer", "external_customer_id"),
+        (2, "conflicting_customer_references", "external_customer_id"),
+    ]
+    hidden = _cancel(
+        app,
+        {"external_customer_id": "acme-42", "transaction_id": "b"},
+        vis=Visibility(legal_entity_id="le_elsewhere"),
+    )
+    assert [(o["customer_id"], o["error"]["field"]) for o in hidden.rejected] == [(None, "external_customer_id")]
+    assert _quantity(app, cus) == "40"

@@ -421,6 +421,100 @@ def customers_seen(uow: UnitOfWork, wanted: set[str], vis: Visibility) -> dict[s
     return {c: row for c in wanted if (row := known.get(c)) is not None and vis.sees_customer(row)}
 
 
+# What an external id or a subscription id names never changes (customers are never updated; a subscription never
+# changes customer), so what was found is kept per engine; what was not found is looked up again next time.
+_EXTERNAL_IDS: WeakKeyDictionary[Engine, dict[str, str]] = WeakKeyDictionary()
+_SUBSCRIPTION_OWNERS: WeakKeyDictionary[Engine, dict[str, str]] = WeakKeyDictionary()
+_REFERENCE_CACHE_SIZE = 200_000
+
+
+def _owners(
+    conn: Connection, memo: WeakKeyDictionary[Engine, dict[str, str]], keys: set[str], column: Any, owner: Any
+) -> dict[str, str]:
+    known = memo.get(conn.engine)
+    if known is None:
+        known = memo[conn.engine] = {}
+    missing = sorted(k for k in keys if k not in known)
+    if missing:
+        if len(known) + len(missing) > _REFERENCE_CACHE_SIZE:
+            known.clear()
+        for start in range(0, len(missing), 10_000):
+            part = missing[start : start + 10_000]
+            known.update((k, c) for k, c in conn.execute(select(column, owner).where(column.in_(part))).all())
+    return known
+
+
+def by_external_id(conn: Connection, external_ids: set[str]) -> dict[str, str]:
+    """The customers (their ids) that these external ids name, among others already looked up."""
+    return _owners(conn, _EXTERNAL_IDS, external_ids, t.customers.c.external_id, t.customers.c.id)
+
+
+class References:
+    """How events name their customer: by ``customer_id``; by ``external_customer_id`` (the customer's id in your
+    system, given when it was created); or by ``subscription_id`` alone (that subscription's customer). A
+    ``subscription_id`` given with a customer must be one of that customer's subscriptions. Events that name their
+    customer by ``customer_id`` alone (the usual case) cost nothing here; the others' ids are looked up once per
+    batch."""
+
+    def __init__(self, conn: Connection, events: Iterable[Any]) -> None:
+        externals: set[str] = set()
+        subscriptions: set[str] = set()
+        for raw in events:
+            if type(raw) is dict:
+                external, sub = raw.get("external_customer_id"), raw.get("subscription_id")
+                if type(external) is str:
+                    externals.add(external)
+                if type(sub) is str:
+                    subscriptions.add(sub)
+        self.by_external = by_external_id(conn, externals) if externals else {}
+        subs = t.subscriptions.c
+        self.owner = (
+            _owners(conn, _SUBSCRIPTION_OWNERS, subscriptions, subs.id, subs.customer_id) if subscriptions else {}
+        )
+
+    def customer_ids(self) -> set[str]:
+        """Every customer the batch's external ids and subscriptions name."""
+        return set(self.by_external.values()) | set(self.owner.values())
+
+    def resolve(self, raw: dict[str, Any], customers: Container[str]) -> dict[str, Any]:
+        """The event with its ``customer_id``, found from its references (``customers``: those the caller may
+        see); raises ValidationError when a reference names nothing the caller sees."""
+        customer_id, external, sub = raw.get("customer_id"), raw.get("external_customer_id"), raw.get("subscription_id")
+        if external is None and sub is None:
+            if customer_id is None:
+                raise ValidationError(
+                    "unknown_customer",
+                    "The event names no customer: give customer_id, external_customer_id or subscription_id.",
+                    "customer_id",
+                )
+            return raw  # checked by check_event
+        if external is not None:
+            if customer_id is not None:
+                raise ValidationError(
+                    "conflicting_customer_references",
+                    "Name the customer by customer_id or by external_customer_id, not both.",
+                    "external_customer_id",
+                )
+            found = self.by_external.get(external) if type(external) is str else None
+            if found is None or found not in customers:
+                raise ValidationError(
+                    "unknown_customer", f"No customer with external id {external!r}.", "external_customer_id"
+                )
+            customer_id = found
+        if sub is not None:
+            if type(sub) is not str or not 1 <= len(sub) <= 40 or "\x00" in sub:
+                raise ValidationError("invalid_subscription_id", "subscription_id is an id.", "subscription_id")
+            owner = self.owner.get(sub)
+            if customer_id is None and owner is not None and owner in customers:
+                customer_id = owner
+            elif owner is None or owner != customer_id:
+                whose = "" if customer_id is None else " of this customer"
+                raise ValidationError(
+                    "unknown_subscription", f"No subscription{whose} with id {sub!r}.", "subscription_id"
+                )
+        return raw if customer_id == raw.get("customer_id") else {**raw, "customer_id": customer_id}
+
+
 def ingest(
     uow: UnitOfWork, events: Sequence[Any], *, vis: Visibility = EVERYTHING, settings: UsageSettings | None = None
 ) -> IngestResult:
@@ -431,9 +525,10 @@ def ingest(
     uow.ensure_writable()
     now = uow.now
     meters = meters_of(uow.conn, {e.get("code") for e in events if isinstance(e, dict)})
+    refs = References(uow.conn, events)
     wanted: set[str] = {
         e["customer_id"] for e in events if isinstance(e, dict) and isinstance(e.get("customer_id"), str)
-    }
+    } | refs.customer_ids()
     customers = customers_seen(uow, wanted, vis)
     now_of = clock_times(uow.conn, customers)
     open_since = OpenPeriods(uow.conn, customers, now_of, now)
@@ -444,7 +539,7 @@ def ingest(
             _reject(result, index, None, ValidationError("invalid_event", "Each event is an object.", "events"))
             continue
         try:
-            event = check_event(raw, meters, customers, now, settings, now_of, open_since)
+            event = check_event(refs.resolve(raw, customers), meters, customers, now, settings, now_of, open_since)
         except RemitError as exc:
             _reject(result, index, raw.get("transaction_id"), exc)
             continue

@@ -100,19 +100,35 @@ def cancel_events(
     uow.ensure_writable()
     result = CancelResult()
     wanted: dict[tuple[str, str], int] = {}
+    externals = {x for i in items if isinstance(i, dict) and isinstance(x := i.get("external_customer_id"), str)}
+    by_external = usage.by_external_id(uow.conn, externals) if externals else {}
+    named_by: dict[tuple[str, str], str] = {}  # events named by an external id: that id
     for index, item in enumerate(items):
         customer_id = item.get("customer_id") if isinstance(item, dict) else None
+        external = item.get("external_customer_id") if isinstance(item, dict) else None
         txn = item.get("transaction_id") if isinstance(item, dict) else None
         outcome = _outcome(index, customer_id, txn)
         if not isinstance(item, dict):
             error: RemitError = ValidationError("invalid_event", "Each event is an object.", "events")
-        elif not isinstance(customer_id, str) or not 1 <= len(customer_id) <= 40:
+        elif external is not None and customer_id is not None:
+            error = ValidationError(
+                "conflicting_customer_references",
+                "Name the customer by customer_id or by external_customer_id, not both.",
+                "external_customer_id",
+            )
+        elif external is not None and (not isinstance(external, str) or external not in by_external):
+            error = _unknown_external(external)
+        elif external is None and (not isinstance(customer_id, str) or not 1 <= len(customer_id) <= 40):
             error = ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
         elif not isinstance(txn, str) or not 1 <= len(txn) <= 200 or "\x00" in txn:
             error = ValidationError(
                 "invalid_transaction_id", "transaction_id is a string of 1 to 200 characters.", "transaction_id"
             )
         else:
+            if external is not None:
+                customer_id = by_external[external]
+                named_by[customer_id, txn] = external
+            assert isinstance(customer_id, str)
             if (customer_id, txn) in wanted:
                 result.already_canceled.append(outcome)  # named twice in one request: canceled once
             else:
@@ -124,8 +140,13 @@ def cancel_events(
     customers = usage.customers_seen(uow, {c for c, _ in wanted}, vis)
     for (customer_id, txn), index in list(wanted.items()):
         if customer_id not in customers:
-            error = ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
-            result.rejected.append({**_outcome(index, customer_id, txn), "error": error.to_dict()})
+            external = named_by.get((customer_id, txn))
+            if external is None:
+                error = ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
+            else:
+                error = _unknown_external(external)
+            shown = None if external is not None else customer_id  # never the id of a customer it may not see
+            result.rejected.append({**_outcome(index, shown, txn), "error": error.to_dict()})
             del wanted[customer_id, txn]
     if not wanted:
         return result
@@ -211,6 +232,10 @@ def cancel_events(
             now_of.get(customer_id, now),
         )
     return result
+
+
+def _unknown_external(external: object) -> ValidationError:
+    return ValidationError("unknown_customer", f"No customer with external id {external!r}.", "external_customer_id")
 
 
 def _already_canceled(uow: UnitOfWork, by_customer: dict[str, list[str]]) -> set[tuple[str, str]]:

@@ -43,6 +43,7 @@ from remit.service_layer.usage import (
     EVENT_COLUMNS,
     CheckedEvent,
     OpenPeriods,
+    References,
     UsageSettings,
     after_store,
     check_event,
@@ -153,9 +154,10 @@ class _Checker:
         with self.engine.connect() as conn:
             self.meters = {r["code"]: meter_from_row(r) for r in conn.execute(_METERS).mappings()}
 
-    def _learn(self, batch: list[tuple[int, Any]]) -> None:
-        """Look up the customers and meters this chunk names that are not known yet."""
-        wanted: set[str] = set()
+    def _learn(self, batch: list[tuple[int, Any]], named: set[str]) -> None:
+        """Look up the customers and meters this chunk names that are not known yet (``named``: the customers its
+        external ids and subscriptions name)."""
+        wanted: set[str] = {c for c in named if c not in self.customers}
         codes_missing = False
         customers, meters = self.customers, self.meters
         for _, raw in batch:
@@ -183,9 +185,12 @@ class _Checker:
         report: ImportReport,
         postgres: bool,
     ) -> _Chunk:
-        self._learn(batch)
+        with self.engine.connect() as conn:
+            refs = References(conn, (raw for _, raw in batch))
+        self._learn(batch, refs.customer_ids())
         meters, known = self.meters, self.customers
         customers = {c: known[c] for _, raw in batch if type(raw) is dict and (c := raw.get("customer_id")) in known}
+        customers.update((c, known[c]) for c in refs.customer_ids() if c in known)
         checked: dict[tuple[str, str], CheckedEvent] = {}
         with self.engine.connect() as conn:
             now_of = clock_times(conn, customers)
@@ -200,7 +205,9 @@ class _Checker:
                     report.refuse(line, None, error)
                     continue
                 try:
-                    event = check_event(raw, meters, customers, now, settings, now_of, open_since)
+                    event = check_event(
+                        refs.resolve(raw, customers), meters, customers, now, settings, now_of, open_since
+                    )
                 except RemitError as exc:
                     report.refuse(line, raw.get("transaction_id"), exc)
                     continue

@@ -239,3 +239,28 @@ def test_events_sent_by_mistake_are_canceled_each_answered_on_its_own(api):
     with api.remit.engine.connect() as conn:
         types = conn.execute(select(t.events.c.type).where(t.events.c.type == "usage.events_canceled")).all()
     assert len(types) == 1
+
+
+def test_events_name_their_customer_by_external_id_or_subscription(api):
+    _setup(api)
+    cus = api.post("/customers", {"name": "Acme", "currency": "EUR", "country": "DE", "external_id": "acme-42"}).json()
+    event = {"code": "tokens", "timestamp": _at(api), "properties": {"tokens": 3, "model": "s"}}
+    single = api.post("/events", {**event, "transaction_id": "x1", "external_customer_id": "acme-42"})
+    assert single.status_code == 200 and single.json()["status"] == "accepted"
+    batch = api.post(
+        "/events/batch",
+        {
+            "events": [
+                {**event, "transaction_id": "x1", "customer_id": cus["id"]},  # the same event: a duplicate
+                {**event, "transaction_id": "x2", "external_customer_id": "nobody"},
+            ]
+        },
+    ).json()
+    assert [d["index"] for d in batch["duplicates"]] == [0]
+    assert [(r["error"]["code"], r["error"]["field"]) for r in batch["rejected"]] == [
+        ("unknown_customer", "external_customer_id")
+    ]
+    unknown = api.post("/events", {**event, "transaction_id": "x3", "subscription_id": "sub_nope"})
+    assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_subscription"
+    stored = api.get("/usage_events", customer_id=cus["id"]).json()["data"]
+    assert [e["transaction_id"] for e in stored] == ["x1"]

@@ -40,8 +40,13 @@ class MeterPublic(Output):
 
 
 class UsageEventIn(Input):
-    customer_id: Id
-    subscription_id: Id | None = None
+    customer_id: Id | None = Field(default=None, description="The customer (or give `external_customer_id`).")
+    external_customer_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Instead of `customer_id`: the customer's id in your system (its `external_id`)."
+    )
+    subscription_id: Id | None = Field(
+        default=None, description="One of the customer's subscriptions; alone, it names the customer too."
+    )
     code: Code = Field(description="The meter's code.")
     transaction_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
         description="Your id for the event: the same id twice counts once."

@@ -226,6 +226,9 @@ def customers_create(
     language: Annotated[str, typer.Option()] = "en",
     timezone: Annotated[str, typer.Option()] = "UTC",
     test_clock: Annotated[str | None, typer.Option("--test-clock")] = None,
+    external_id: Annotated[
+        str | None, typer.Option("--external-id", help="Its id in your system (usage events may name it so).")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     remit = _app()
@@ -240,6 +243,7 @@ def customers_create(
             language=language,
             timezone=timezone,
             test_clock_id=test_clock,
+            external_id=external_id,
         )
     show({"id": cid}, as_json, "Customer created")
 
