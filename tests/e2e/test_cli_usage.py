@@ -171,3 +171,9 @@ def test_a_csv_import_names_customers_by_their_external_id_or_a_subscription(tmp
     refs = tmp_path / "cancel.csv"
     refs.write_text("external_customer_id,transaction_id\nini-7,e1\n")
     assert rj("events", "cancel", "--file", str(refs))["canceled"] == 1
+
+
+def test_db_partitions_has_nothing_to_do_on_sqlite():
+    rj("init", "--currency", "EUR", "--country", "DE")
+    assert rj("db", "partitions") == {"partitions": "SQLite has none: nothing to do"}
+    assert rj("migrate")["partitions_created"] == 0

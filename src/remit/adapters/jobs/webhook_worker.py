@@ -1,5 +1,6 @@
 """The webhook worker: fan out new events, deliver what is due, sleep a little when there is nothing to do.
-Each round also evaluates usage alerts and thresholds of real customers that received usage (``usage_monitor``).
+Each round also evaluates usage alerts and thresholds of real customers that received usage (``usage_monitor``);
+on start and then daily it creates the coming months' partitions of usage_events (PostgreSQL; ``partitions``).
 
 `remit worker` runs this loop on PostgreSQL (start as many as you like, on any machines); on SQLite `remit serve`
 runs it in a thread of the server process (SQLite has one writer, so one worker is all it needs).
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import httpx
 
+from remit.adapters.db import partitions
 from remit.bootstrap import Remit
 from remit.service_layer import usage_monitor, webhooks
 
@@ -37,6 +40,21 @@ def _watch_usage(remit: Remit) -> bool:
     return bool(result.customers)
 
 
+UPKEEP_S = 24 * 3600.0  # partitions are made a year ahead: once a day is plenty
+UPKEEP_RETRY_S = 300.0
+
+
+def _upkeep(remit: Remit) -> bool:
+    """The coming months' partitions of usage_events; whether it went well (a failure is retried later)."""
+    try:
+        for made in partitions.ensure_usage_partitions(remit.engine, remit.clock.now().date()):
+            log.info("created partition %s (%s to %s; %d events moved in)", made.name, made.start, made.end, made.moved)
+    except Exception:
+        log.exception("creating the partitions of usage_events failed; retrying in %.0f s", UPKEEP_RETRY_S)
+        return False
+    return True
+
+
 def run_worker(
     remit: Remit,
     stop_event: threading.Event,
@@ -45,8 +63,11 @@ def run_worker(
 ) -> None:
     """Loop until ``stop_event`` is set. A failing round (database restarting...) is logged and retried."""
     client = http_client or httpx.Client(follow_redirects=False)
+    upkeep_due = time.monotonic()
     try:
         while not stop_event.is_set():
+            if time.monotonic() >= upkeep_due:
+                upkeep_due = time.monotonic() + (UPKEEP_S if _upkeep(remit) else UPKEEP_RETRY_S)
             try:
                 busy = tick(remit, client)
             except Exception:  # keep delivering: claims that were in flight come back when their lease ends

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from remit.adapters.db import partitions
 from remit.adapters.db.engine import migrate as run_migrations
 from remit.bootstrap import Remit, Settings, bootstrap
 from remit.domain.errors import ValidationError
@@ -110,7 +111,35 @@ def migrate(as_json: Json = False) -> None:
     """Create or upgrade the database schema."""
     remit = bootstrap(Settings(), auto_migrate=False)
     run_migrations(remit.engine)
-    show({"database": str(remit.engine.url), "migrated": True}, as_json, "Migrated")
+    created = partitions.ensure_usage_partitions(remit.engine, remit.clock.now().date())
+    show(
+        {"database": str(remit.engine.url), "migrated": True, "partitions_created": len(created)},
+        as_json,
+        "Migrated",
+    )
+
+
+db_app = typer.Typer(help="Database upkeep.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("partitions")
+@handle_errors
+def db_partitions(
+    months_ahead: Annotated[
+        int, typer.Option("--months-ahead", min=0, max=120, help="Months after this one to have partitions for.")
+    ] = partitions.MONTHS_AHEAD,
+    as_json: Json = False,
+) -> None:
+    """PostgreSQL: create the monthly partitions of usage_events that are missing, from this month on (`remit
+    worker` does it daily). Events of those months found in the default partition are moved into them."""
+    remit = _app()
+    created = partitions.ensure_usage_partitions(remit.engine, remit.clock.now().date(), months_ahead)
+    rows = [{"partition": c.name, "from": c.start, "to": c.end, "events_moved": c.moved} for c in created]
+    if remit.engine.dialect.name != "postgresql":
+        show({"partitions": "SQLite has none: nothing to do"}, as_json, "Partitions")
+    else:
+        show(rows, as_json, f"Partitions created ({len(rows)})", ["partition", "from", "to", "events_moved"])
 
 
 @app.command()
