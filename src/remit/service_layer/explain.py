@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy import select
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import NotFound
+from remit.service_layer.accounts import local_midnight
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.views import money, plain
 
@@ -42,6 +44,7 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
     meter = None
     if usage and usage.get("meter"):
         meter = uow.conn.execute(select(t.meters).where(t.meters.c.code == usage["meter"])).mappings().first()
+    events = _events_behind(uow, invoice_id, usage)
     corrections = [
         {"id": r.id, "invoice_id": r.invoice_id, "kind": r.kind, "amount": money(r.amount_minor, code)}
         for r in uow.conn.execute(
@@ -70,12 +73,33 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
         "price": _price(price),
         "meter": _meter(meter),
         "usage": _usage(usage, code),
+        "usage_events": events,
         "slices": details.get("slices", []),
         "breakdown": details.get("breakdown", []),
         "corrects_line_id": line["corrects_line_id"],
         "corrected_by": corrections,
-        "explanation": _sentences(line, details, usage, price, code, corrections),
+        "explanation": _sentences(line, details, usage, price, code, corrections, events),
     }
+
+
+def _events_behind(uow: UnitOfWork, invoice_id: str, usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Where the events a usage line measured are listed: per window, the instants its days began and ended in the
+    customer's time zone, and the `GET /v1/usage_events` query that lists them (canceled ones included, shown as
+    not counted)."""
+    if not usage or not usage.get("meter") or "minimum_minor" in usage:
+        return []
+    customer_id, tz = uow.conn.execute(
+        select(t.customers.c.id, t.customers.c.timezone)
+        .join(t.invoices, t.invoices.c.customer_id == t.customers.c.id)
+        .where(t.invoices.c.id == invoice_id)
+    ).one()
+    out = []
+    for window in usage.get("windows", []):
+        gte = plain(local_midnight(date.fromisoformat(str(window["start_on"])), tz))
+        lt = plain(local_midnight(date.fromisoformat(str(window["end_on"])), tz))
+        query = urlencode({"customer_id": customer_id, "meter": usage["meter"], "occurred_gte": gte, "occurred_lt": lt})
+        out.append({"occurred_gte": gte, "occurred_lt": lt, "list": f"/v1/usage_events?{query}"})
+    return out
 
 
 def _price(row: Mapping[Any, Any] | None) -> dict[str, Any] | None:
@@ -125,6 +149,7 @@ def _sentences(
     price: Mapping[Any, Any] | None,
     code: str,
     corrections: list[dict[str, Any]],
+    events: list[dict[str, Any]],
 ) -> list[str]:
     out: list[str] = []
     period = details.get("period") or {}
@@ -156,6 +181,8 @@ def _sentences(
             )
             out.append(f"{how}{usage['included_units']} units included; {usage['billable_units']} billable.")
         out.append(f"Rated with the {usage.get('price_model')} model.")
+        for w in events:
+            out.append(f"The events measured, {w['occurred_gte']} to {w['occurred_lt']}: {w['list']}")
     for b in details.get("breakdown", []):
         out.append(f"  {b['description']}: {b['amount']}")
     slices = details.get("slices", [])

@@ -55,6 +55,11 @@ def test_usage_is_invoiced_in_arrears_and_each_line_explains_itself(api):
     assert body["period"] == {"start_on": "2026-03-01", "end_on": "2026-04-01"}
     assert [b["amount"] for b in body["breakdown"]] == ["0", "5.000"]
     assert "Meter calls: sum of n over 2026-03-01 to 2026-04-01: 3500 from 1 event." in body["explanation"]
+    # The events behind it, one query away: the window's days in the customer's time zone.
+    (window,) = body["usage_events"]
+    assert (window["occurred_gte"], window["occurred_lt"]) == ("2026-03-01T00:00:00Z", "2026-04-01T00:00:00Z")
+    listed = api.client.get(window["list"], headers=api.h("test_admin")).json()["data"]
+    assert [(e["transaction_id"], e["value"], e["counted"]) for e in listed] == [("e1", "3500", True)]
 
     missing = api.get(f"/invoices/{april['id']}/lines/nope/explain", key="test_admin")
     assert missing.status_code == 404 and missing.json()["error"]["field"] == "line_id"

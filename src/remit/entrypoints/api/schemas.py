@@ -435,6 +435,12 @@ class CorrectionRef(Output):
     amount: str
 
 
+class UsageWindowEvents(Output):
+    occurred_gte: datetime = Field(description="When the window's first day began, in the customer's time zone.")
+    occurred_lt: datetime = Field(description="When its last day ended.")
+    list: str = Field(description="The `GET /v1/usage_events` request that lists its events.")
+
+
 class InvoiceLineExplanation(Output):
     object: Literal["invoice_line_explanation"] = "invoice_line_explanation"
     invoice_id: str
@@ -457,6 +463,9 @@ class InvoiceLineExplanation(Output):
     usage: dict[str, Any] | None = Field(
         description="For usage lines: windows measured, events, quantity, included and billable units, group; "
         "for a true-up: the minimum and what usage came to."
+    )
+    usage_events: list[UsageWindowEvents] = Field(
+        default=[], description="For usage lines: where to list the events measured, window by window."
     )
     slices: list[dict[str, Any]] = Field(description="Time slices of the period with their proration fractions.")
     breakdown: list[dict[str, Any]] = Field(description="The price model's breakdown: tiers, units, unit prices.")
