@@ -6,7 +6,7 @@ the next period's fees billed in advance.
 
 import pytest
 
-from remit.service_layer import catalog, clocks, subscriptions, usage, usage_cancellation
+from remit.service_layer import catalog, clocks, explain, live_usage, subscriptions, usage, usage_cancellation
 from tests import builders as b
 
 
@@ -183,6 +183,32 @@ def test_monthly__an_event_canceled_after_its_period_was_billed_is_credited_on_t
     assert (again.canceled, len(again.already_canceled)) == ([], 1)
     clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
     assert b.lines_of(app, cus)[4:] == [("subscription", "2026-05-01", "2026-06-01", "49.00")]
+
+
+def test_monthly__a_meter_that_rounds_up_bills_whole_units_and_says_so(app):
+    """Storage billed per started GB: 10.2 + 2.05 GB measured in March is 12.25, rounded up to 13 GB; 5 GB are
+    included and 8 billed at 0.50. Live usage shows the rounded quantity too."""
+    b.seller(app)
+    _meter(app, "storage", "sum", "gb", rounding="ceil")
+    _plan(app, "store", [_usage("storage", config={"unit_price": "0.50"}, name="Storage", included_units="5")])
+    clock_id, cus, _sub = _start(app, "store")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    _send(app, cus, (b.utc(2026, 3, 5), {"gb": "10.2"}), (b.utc(2026, 3, 19), {"gb": "2.05"}), code="storage")
+    with app.uow() as uow:
+        (item,) = live_usage.live_usage(uow, cus)["subscriptions"][0]["items"]
+    assert (item["quantity"], item["billable_units"], item["amount"]) == ("13", "8", "4.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    assert b.lines_of(app, cus) == [("usage", "2026-03-01", "2026-04-01", "4.00")]
+    invoice = b.invoices_of(app, cus)[0]
+    line = invoice["lines"][0]
+    assert (line["description"], line["quantity"]) == ("Storage: 13", "13")
+    with app.uow() as uow:
+        explained = explain.explain_line(uow, invoice["id"], line["id"])
+    assert (explained["usage"]["measured"], explained["usage"]["rounding"]) == (
+        "12.25",
+        {"mode": "ceil", "precision": 0},
+    )
+    assert "Measured 12.25; the meter rounds (ceil) to 0 decimals: 13." in explained["explanation"]
 
 
 def test_monthly__plan_change_mid_period__usage_on_both_sides_at_each_plans_price(app):

@@ -171,6 +171,13 @@ def _sentences(
             f"Meter {usage['meter']}: {usage['aggregation']} of {what}{where} over {windows}: "
             f"{usage['quantity']} from {usage['events']} event{'' if usage['events'] == 1 else 's'}."
         )
+        rounding = usage.get("rounding")
+        if isinstance(rounding, dict):
+            places = rounding["precision"]
+            to = f"{places} decimal{'' if places == 1 else 's'}" if places >= 0 else f"a multiple of 1E{-places}"
+            out.append(
+                f"Measured {usage['measured']}; the meter rounds ({rounding['mode']}) to {to}: {usage['quantity']}."
+            )
         if usage.get("included_units") not in (None, "0"):
             # Lines written since included units record their proration say how the figure came about.
             per_period, share = usage.get("included_per_period"), usage.get("share")

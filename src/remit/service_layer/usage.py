@@ -26,7 +26,7 @@ from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id, new_ids
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, RemitError, ValidationError
-from remit.domain.rating.aggregations import Aggregation, Meter, UsageEvent
+from remit.domain.rating.aggregations import Aggregation, Meter, Rounding, UsageEvent
 from remit.domain.rating.expressions import Formula, parse_formula
 from remit.domain.subscriptions.periods import Interval, period_containing
 from remit.service_layer import usage_watch
@@ -71,6 +71,8 @@ def create_meter(
     filters: Mapping[str, Sequence[str]] | None = None,
     group_by: Sequence[str] = (),
     expression: str | None = None,
+    rounding: str | None = None,
+    rounding_precision: int = 0,
 ) -> str:
     try:
         agg = Aggregation(aggregation)
@@ -80,6 +82,12 @@ def create_meter(
             f"{aggregation!r} is not an aggregation: " + ", ".join(a.value for a in Aggregation) + ".",
             "aggregation",
         ) from None
+    try:
+        rounds = Rounding(rounding) if rounding is not None else None
+    except ValueError:
+        raise ValidationError(
+            "invalid_choice", f"{rounding!r} is not a rounding: ceil, floor or round.", "rounding"
+        ) from None
     formula = parse_formula(expression, "expression") if expression is not None else None
     meter = Meter(
         code,
@@ -88,6 +96,8 @@ def create_meter(
         {k: tuple(str(v) for v in vs) for k, vs in (filters or {}).items()},
         tuple(group_by),
         formula,
+        rounds,
+        rounding_precision,
     )
     if uow.conn.execute(select(t.meters.c.id).where(t.meters.c.code == code)).first() is not None:
         raise Conflict("meter_code_taken", f"A meter with code {code!r} exists already.", "code")
@@ -104,6 +114,8 @@ def create_meter(
                 "expression": formula.source if formula else None,
                 "filters": {k: list(v) for k, v in meter.filters.items()},
                 "group_by": list(meter.group_by),
+                "rounding": rounds.value if rounds else None,
+                "rounding_precision": rounding_precision,
                 "created_at": uow.now,
             }
         ],
@@ -119,6 +131,8 @@ def meter_from_row(row: Mapping[Any, Any]) -> Meter:
         {k: tuple(v) for k, v in row["filters"].items()},
         tuple(row["group_by"]),
         _formula(row.get("expression")),
+        Rounding(row["rounding"]) if row.get("rounding") else None,
+        row.get("rounding_precision") or 0,
     )
 
 

@@ -264,3 +264,27 @@ def test_events_name_their_customer_by_external_id_or_subscription(api):
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_subscription"
     stored = api.get("/usage_events", customer_id=cus["id"]).json()["data"]
     assert [e["transaction_id"] for e in stored] == ["x1"]
+
+
+def test_a_meter_that_rounds_and_bad_rounding_refused(api):
+    made = api.post(
+        "/meters",
+        {
+            "code": "gb",
+            "name": "Storage",
+            "aggregation": "sum",
+            "field": "gb",
+            "rounding": "ceil",
+            "rounding_precision": 1,
+        },
+    )
+    assert made.status_code == 201 and (made.json()["rounding"], made.json()["rounding_precision"]) == ("ceil", 1)
+    assert api.get("/meters/gb").json()["rounding"] == "ceil"
+    for body, field in (
+        ({"rounding": "up"}, "rounding"),
+        ({"rounding": "ceil", "rounding_precision": 13}, "rounding_precision"),
+        ({"rounding_precision": 2}, "rounding"),
+    ):
+        bad = api.post("/meters", {"code": "x", "name": "X", "aggregation": "sum", "field": "v", **body})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == field, bad.json()
+    assert [m["code"] for m in api.get("/meters").json()["data"]] == ["gb"]

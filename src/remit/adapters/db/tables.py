@@ -461,6 +461,8 @@ meters = Table(
     Column("expression", String(500)),  # a formula over the event's properties giving its value (instead of field)
     Column("filters", JSON, nullable=False),  # property -> accepted values
     Column("group_by", JSON, nullable=False),  # dimensions prices can vary by
+    Column("rounding", String(8)),  # ceil, floor, round: of a period's quantity, before pricing
+    Column("rounding_precision", Integer, nullable=False, server_default="0"),  # decimals kept (negative: tens...)
     Column("created_at", UTCDateTime, nullable=False),
 )
 

@@ -455,7 +455,8 @@ def _usage_lines(
         meter = usage.meters[terms_.meter]
         per_group = _combine(meter, [(w, usage.windows.get((meter.code, *w), {})) for w in windows], period)
         included = part.included
-        for group, (quantity, events) in sorted(per_group.items()) if len(per_group) > 1 else per_group.items():
+        for group, (measured, events) in sorted(per_group.items()) if len(per_group) > 1 else per_group.items():
+            quantity = meter.rounded(measured) if meter.rounding is not None else measured
             billable = quantity - included
             if not billable > 0:
                 billable = _ZERO  # as max(Decimal(0), ...) gives, zero itself included
@@ -478,6 +479,9 @@ def _usage_lines(
                 "billable_units": _fmt_qty(billable),
                 "price_model": model.kind,
             }
+            if meter.rounding is not None:  # what was measured, and how it was rounded to the quantity billed
+                details["measured"] = _fmt_qty(measured)
+                details["rounding"] = {"mode": meter.rounding.value, "precision": meter.precision}
             if part.proration is not None:
                 details.update(part.proration)
             line = ProposedLine(

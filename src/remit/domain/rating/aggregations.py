@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import Enum
 
 from remit.domain.errors import ValidationError
@@ -49,6 +49,25 @@ class Aggregation(str, Enum):
 _NUMERIC = frozenset({Aggregation.SUM, Aggregation.MAX, Aggregation.LATEST, Aggregation.WEIGHTED_SUM})
 
 
+class Rounding(str, Enum):
+    """How a meter rounds the quantity it measured in a period, before included units and pricing: e.g. storage
+    billed in whole GB (``ceil``, 0 decimals), seconds of compute in whole minutes (an expression ``seconds / 60``
+    and ``ceil``)."""
+
+    CEIL = "ceil"  # up, towards +infinity
+    FLOOR = "floor"  # down, towards -infinity
+    ROUND = "round"  # to the nearest, halves away from zero
+
+    @property
+    def mode(self) -> str:
+        return _MODES[self]
+
+
+_MODES = {Rounding.CEIL: ROUND_CEILING, Rounding.FLOOR: ROUND_FLOOR, Rounding.ROUND: ROUND_HALF_UP}
+MIN_PRECISION, MAX_PRECISION = -9, 12
+_ONE = Decimal(1)
+
+
 @dataclass(frozen=True, slots=True)
 class UsageEvent:
     timestamp: datetime
@@ -69,8 +88,28 @@ class Meter:
     # A formula over the event's properties that gives its value, instead of one field: e.g. the cost of an
     # LLM call from its token counts. Evaluated once, when the event is received.
     expression: Formula | None = None
+    # The quantity measured in a period, rounded to ``precision`` decimals (negative: to tens, hundreds...).
+    rounding: Rounding | None = None
+    precision: int = 0
+
+    def rounded(self, quantity: Decimal) -> Decimal:
+        """The quantity as billed: rounded as the meter says, or as measured."""
+        if self.rounding is None:
+            return quantity
+        out = quantity.quantize(Decimal(1).scaleb(-self.precision), self.rounding.mode)
+        return out.quantize(_ONE) if self.precision < 0 else out  # 1300, not 1.3E+3
 
     def __post_init__(self) -> None:
+        if not MIN_PRECISION <= self.precision <= MAX_PRECISION:
+            raise ValidationError(
+                "invalid_rounding_precision",
+                f"rounding_precision is a whole number from {MIN_PRECISION} to {MAX_PRECISION}.",
+                "rounding_precision",
+            )
+        if self.rounding is None and self.precision:
+            raise ValidationError(
+                "missing_rounding", "rounding_precision needs rounding (ceil, floor or round).", "rounding"
+            )
         if self.expression is not None:
             if self.field:
                 raise ValidationError("invalid_field", "Give a field or an expression, not both.", "field")

@@ -24,6 +24,13 @@ class MeterCreate(Input):
     )
     filters: dict[PropertyName, list[Annotated[str, StringConstraints(max_length=200)]]] = {}
     group_by: list[PropertyName] = Field(default=[], max_length=5)
+    rounding: Literal["ceil", "floor", "round"] | None = Field(
+        default=None,
+        description="Round each period's quantity before pricing: up, down, or to the nearest (halves away from 0).",
+    )
+    rounding_precision: int = Field(
+        default=0, ge=-9, le=12, description="Decimals kept when rounding; negative rounds to tens, hundreds..."
+    )
 
 
 class MeterPublic(Output):
@@ -36,6 +43,8 @@ class MeterPublic(Output):
     expression: str | None
     filters: dict[str, list[str]]
     group_by: list[str]
+    rounding: str | None
+    rounding_precision: int
     created_at: datetime
 
 

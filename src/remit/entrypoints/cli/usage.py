@@ -37,6 +37,12 @@ def meters_create(
     ] = None,
     group_by: Annotated[list[str] | None, typer.Option("--group-by", help="A dimension; repeat for several.")] = None,
     filters: Annotated[str | None, typer.Option(help='JSON: {"region": ["eu", "us"]}')] = None,
+    rounding: Annotated[
+        str | None, typer.Option(help="Round each period's quantity before pricing: ceil, floor or round.")
+    ] = None,
+    rounding_precision: Annotated[
+        int, typer.Option("--rounding-precision", help="Decimals kept (negative: tens, hundreds...).")
+    ] = 0,
     as_json: Json = False,
 ) -> None:
     try:
@@ -44,17 +50,29 @@ def meters_create(
     except json.JSONDecodeError as exc:
         raise ValidationError("invalid_json", f"--filters is not valid JSON: {exc.msg}.", "filters") from None
     with bootstrap(Settings()).uow() as uow:
-        meter_id = usage.create_meter(uow, code, name or code, aggregation, field, parsed, group_by or [], expression)
+        meter_id = usage.create_meter(
+            uow,
+            code,
+            name or code,
+            aggregation,
+            field,
+            parsed,
+            group_by or [],
+            expression,
+            rounding,
+            rounding_precision,
+        )
     show({"id": meter_id, "code": code}, as_json, "Meter created")
 
 
 @meters_app.command("list")
 @handle_errors
 def meters_list(as_json: Json = False) -> None:
-    """Every meter: its code, aggregation, field or formula, filters and group-by dimensions."""
+    """Every meter: its code, aggregation, field or formula, filters, group-by dimensions and rounding."""
     with bootstrap(Settings()).uow(read_only=True) as uow:
         rows = [dict(r) for r in uow.conn.execute(select(t.meters).order_by(t.meters.c.code)).mappings()]
-    show(rows, as_json, "Meters", ["code", "name", "aggregation", "field", "expression", "filters", "group_by"])
+    columns = ["code", "name", "aggregation", "field", "expression", "filters", "group_by", "rounding"]
+    show(rows, as_json, "Meters", columns)
 
 
 def _read(path: Path) -> Iterator[tuple[int, Any]]:

@@ -35,7 +35,16 @@ router = APIRouter(tags=["usage"])
 def create_meter(body: MeterCreate, ctx: Write) -> Any:
     with ctx.uow() as uow:
         meter_id = usage.create_meter(
-            uow, body.code, body.name, body.aggregation, body.field, body.filters, body.group_by, body.expression
+            uow,
+            body.code,
+            body.name,
+            body.aggregation,
+            body.field,
+            body.filters,
+            body.group_by,
+            body.expression,
+            body.rounding,
+            body.rounding_precision,
         )
         return uow.conn.execute(select(t.meters).where(t.meters.c.id == meter_id)).mappings().one()
 
