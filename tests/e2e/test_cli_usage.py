@@ -177,3 +177,14 @@ def test_db_partitions_has_nothing_to_do_on_sqlite():
     rj("init", "--currency", "EUR", "--country", "DE")
     assert rj("db", "partitions") == {"partitions": "SQLite has none: nothing to do"}
     assert rj("migrate")["partitions_created"] == 0
+
+
+def test_meters_renamed_deactivated_and_reactivated():
+    rj("init", "--currency", "EUR", "--country", "DE")
+    rj("meters", "create", "--code", "calls", "--aggregation", "count")
+    assert rj("meters", "rename", "calls", "--name", "API calls")["name"] == "API calls"
+    assert rj("meters", "deactivate", "calls")["deactivated_at"] is not None
+    assert rj("meters", "list")[0]["deactivated_at"] is not None
+    assert rj("meters", "reactivate", "calls")["deactivated_at"] is None
+    missing = runner.invoke(app, ["meters", "deactivate", "nope"])
+    assert missing.exit_code != 0 and "meter_not_found" in missing.stderr

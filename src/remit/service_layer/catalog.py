@@ -73,9 +73,15 @@ def _price_row(
     terms = parse_usage_terms(usage_raw, type_, given_timing, model, f"{field}.usage", f"{field}.timing")
     validate_price_shape(type_, interval, timing)
     if terms is not None and terms.meter is not None:
-        meter = uow.conn.execute(select(t.meters.c.group_by).where(t.meters.c.code == terms.meter)).first()
+        meter = uow.conn.execute(
+            select(t.meters.c.group_by, t.meters.c.deactivated_at).where(t.meters.c.code == terms.meter)
+        ).first()
         if meter is None:
             raise ValidationError("unknown_meter", f"No meter with code {terms.meter!r}.", f"{field}.usage.meter")
+        if meter[1] is not None:
+            raise ValidationError(
+                "meter_deactivated", f"Meter {terms.meter} is deactivated: reactivate it first.", f"{field}.usage.meter"
+            )
         if terms.dimensions and not meter[0]:
             raise ValidationError(
                 "invalid_usage",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -133,6 +134,7 @@ def meter_from_row(row: Mapping[Any, Any]) -> Meter:
         _formula(row.get("expression")),
         Rounding(row["rounding"]) if row.get("rounding") else None,
         row.get("rounding_precision") or 0,
+        row.get("deactivated_at") is None,
     )
 
 
@@ -254,6 +256,8 @@ def check_event(
     meter = meters.get(code) if isinstance(code, str) else None
     if meter is None:
         raise ValidationError("unknown_meter", f"No meter with code {code!r}.", "code")
+    if not meter.active:
+        raise ValidationError("meter_deactivated", f"Meter {code} is deactivated: it takes no new events.", "code")
     props = raw.get("properties", {})
     if not isinstance(props, dict) or len(props) > MAX_PROPERTIES or not _string_keys(props):
         raise ValidationError(
@@ -405,19 +409,32 @@ _CUSTOMERS_PG = select(*_CUSTOMER_COLUMNS).where(
 _CUSTOMER_CACHE: WeakKeyDictionary[Engine, dict[str, Mapping[str, Any]]] = WeakKeyDictionary()
 _CUSTOMER_CACHE_SIZE = 200_000
 _METERS = select(t.meters)
-# Meters never change once created (there is no update or delete), so each engine's are kept once read; a code
-# not among them makes the next batch read them again, which finds a meter created since.
-_METER_CACHE: WeakKeyDictionary[Engine, dict[str, Meter]] = WeakKeyDictionary()
+# What a meter measures never changes once created; only its name and whether it is active do. So each engine's
+# meters are kept once read, and read again when a batch names a code not among them (a meter created since) or
+# when they were read more than METERS_FRESH_S ago: a meter deactivated by another process refuses events within
+# that time (at once in the process that deactivated it). A timer of this cache, not the business clock.
+_METER_CACHE: WeakKeyDictionary[Engine, tuple[dict[str, Meter], float]] = WeakKeyDictionary()
+METERS_FRESH_S = 5.0
 
 
 def meters_of(conn: Connection, codes: Iterable[object] = ()) -> dict[str, Meter]:
-    """The meters, read again only when one of ``codes`` is unknown."""
+    """The meters, read again when one of ``codes`` is unknown or they are more than ``METERS_FRESH_S`` old."""
     engine = conn.engine
-    known = _METER_CACHE.get(engine)
-    if known is None or any(isinstance(c, str) and c not in known for c in codes):
-        known = {r["code"]: meter_from_row(r) for r in conn.execute(_METERS).mappings()}
-        _METER_CACHE[engine] = known
-    return known
+    cached = _METER_CACHE.get(engine)
+    at = time.monotonic()
+    if (
+        cached is None
+        or at - cached[1] > METERS_FRESH_S
+        or any(isinstance(c, str) and c not in cached[0] for c in codes)
+    ):
+        cached = ({r["code"]: meter_from_row(r) for r in conn.execute(_METERS).mappings()}, at)
+        _METER_CACHE[engine] = cached
+    return cached[0]
+
+
+def forget_meters(engine: Engine) -> None:
+    """Read the meters again next time (this process changed one)."""
+    _METER_CACHE.pop(engine, None)
 
 
 def customers_seen(uow: UnitOfWork, wanted: set[str], vis: Visibility) -> dict[str, Mapping[str, Any]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -41,6 +42,7 @@ from remit.domain.errors import RemitError, ValidationError
 from remit.domain.rating.aggregations import Meter
 from remit.service_layer.usage import (
     EVENT_COLUMNS,
+    METERS_FRESH_S,
     CheckedEvent,
     OpenPeriods,
     References,
@@ -153,6 +155,7 @@ class _Checker:
     def _load_meters(self) -> None:
         with self.engine.connect() as conn:
             self.meters = {r["code"]: meter_from_row(r) for r in conn.execute(_METERS).mappings()}
+        self._meters_read = time.monotonic()
 
     def _learn(self, batch: list[tuple[int, Any]], named: set[str]) -> None:
         """Look up the customers and meters this chunk names that are not known yet (``named``: the customers its
@@ -174,8 +177,8 @@ class _Checker:
                 for start in range(0, len(ids), 10_000):  # within SQLite's limit on bound parameters
                     for row in conn.execute(_CUSTOMERS, {"ids": ids[start : start + 10_000]}).mappings():
                         self.customers[row["id"]] = dict(row)
-        if codes_missing:
-            self._load_meters()
+        if codes_missing or time.monotonic() - self._meters_read > METERS_FRESH_S:
+            self._load_meters()  # a meter created, or one deactivated, since they were read
 
     def check(
         self,

@@ -288,3 +288,27 @@ def test_a_meter_that_rounds_and_bad_rounding_refused(api):
         bad = api.post("/meters", {"code": "x", "name": "X", "aggregation": "sum", "field": "v", **body})
         assert bad.status_code == 422 and bad.json()["error"]["field"] == field, bad.json()
     assert [m["code"] for m in api.get("/meters").json()["data"]] == ["gb"]
+
+
+def test_a_meter_renamed_deactivated_and_reactivated(api):
+    cus = _setup(api)
+    renamed = api.post("/meters/tokens", {"name": "LLM tokens"})
+    assert renamed.status_code == 200 and renamed.json()["name"] == "LLM tokens"
+    off = api.post("/meters/tokens/deactivate").json()
+    assert (off["active"], off["deactivated_at"] is not None) == (False, True)
+    event = {
+        "customer_id": cus,
+        "code": "tokens",
+        "transaction_id": "t",
+        "timestamp": _at(api),
+        "properties": {"tokens": 1, "model": "s"},
+    }
+    refused = api.post("/events", event)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "meter_deactivated"
+    assert api.get("/meters/tokens").json()["active"] is False
+    on = api.post("/meters/tokens/reactivate").json()
+    assert (on["active"], on["deactivated_at"]) == (True, None)
+    assert api.post("/events", event).json()["status"] == "accepted"
+    assert api.post("/meters/nope/deactivate").status_code == 404
+    assert api.post("/meters/tokens", {"name": ""}).status_code == 422
+    assert api.post("/meters/tokens/deactivate", key="read").status_code == 403

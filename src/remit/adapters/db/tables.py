@@ -464,6 +464,7 @@ meters = Table(
     Column("rounding", String(8)),  # ceil, floor, round: of a period's quantity, before pricing
     Column("rounding_precision", Integer, nullable=False, server_default="0"),  # decimals kept (negative: tens...)
     Column("created_at", UTCDateTime, nullable=False),
+    Column("deactivated_at", UTCDateTime),  # set: the meter takes no new events (what it has still bills)
 )
 
 # Deduplication: one row per (customer, client transaction id), whatever the event's time. Kept apart from the

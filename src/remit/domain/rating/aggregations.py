@@ -91,6 +91,7 @@ class Meter:
     # The quantity measured in a period, rounded to ``precision`` decimals (negative: to tens, hundreds...).
     rounding: Rounding | None = None
     precision: int = 0
+    active: bool = True  # a deactivated meter takes no new events; the events it has are still billed
 
     def rounded(self, quantity: Decimal) -> Decimal:
         """The quantity as billed: rounded as the meter says, or as measured."""

@@ -45,7 +45,13 @@ class MeterPublic(Output):
     group_by: list[str]
     rounding: str | None
     rounding_precision: int
+    active: bool = Field(description="False: deactivated, it takes no new events (what it has still bills).")
     created_at: datetime
+    deactivated_at: datetime | None
+
+
+class MeterUpdate(Input):
+    name: Name
 
 
 class UsageEventIn(Input):

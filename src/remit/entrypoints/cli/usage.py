@@ -18,7 +18,7 @@ from remit.adapters.db import tables as t
 from remit.bootstrap import Settings, bootstrap
 from remit.domain.errors import ValidationError
 from remit.entrypoints.cli.output import console, handle_errors, show
-from remit.service_layer import usage, usage_cancellation, usage_import
+from remit.service_layer import meters, usage, usage_cancellation, usage_import
 
 meters_app = typer.Typer(help="Meters: what usage is measured and how it is aggregated.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -71,8 +71,45 @@ def meters_list(as_json: Json = False) -> None:
     """Every meter: its code, aggregation, field or formula, filters, group-by dimensions and rounding."""
     with bootstrap(Settings()).uow(read_only=True) as uow:
         rows = [dict(r) for r in uow.conn.execute(select(t.meters).order_by(t.meters.c.code)).mappings()]
-    columns = ["code", "name", "aggregation", "field", "expression", "filters", "group_by", "rounding"]
+    columns = [
+        "code",
+        "name",
+        "aggregation",
+        "field",
+        "expression",
+        "filters",
+        "group_by",
+        "rounding",
+        "deactivated_at",
+    ]
     show(rows, as_json, "Meters", columns)
+
+
+@meters_app.command("rename")
+@handle_errors
+def meters_rename(code: str, name: Annotated[str, typer.Option()], as_json: Json = False) -> None:
+    """Rename a meter (what it measures never changes: create another meter to measure differently)."""
+    with bootstrap(Settings()).uow() as uow:
+        row = meters.rename_meter(uow, code, name)
+    show(row, as_json, "Meter renamed")
+
+
+@meters_app.command("deactivate")
+@handle_errors
+def meters_deactivate(code: str, as_json: Json = False) -> None:
+    """Refuse the meter's new events and new prices; the events it has are still billed."""
+    with bootstrap(Settings()).uow() as uow:
+        row = meters.deactivate_meter(uow, code)
+    show(row, as_json, "Meter deactivated")
+
+
+@meters_app.command("reactivate")
+@handle_errors
+def meters_reactivate(code: str, as_json: Json = False) -> None:
+    """Take the meter's events again."""
+    with bootstrap(Settings()).uow() as uow:
+        row = meters.reactivate_meter(uow, code)
+    show(row, as_json, "Meter reactivated")
 
 
 def _read(path: Path) -> Iterator[tuple[int, Any]]:

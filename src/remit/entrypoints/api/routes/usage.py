@@ -18,6 +18,7 @@ from remit.entrypoints.api.schemas import ListOf
 from remit.entrypoints.api.usage_schemas import (
     MeterCreate,
     MeterPublic,
+    MeterUpdate,
     UsageBatchIn,
     UsageBatchResult,
     UsageCancelIn,
@@ -26,7 +27,7 @@ from remit.entrypoints.api.usage_schemas import (
     UsageEventPublic,
     UsageEventResult,
 )
-from remit.service_layer import usage, usage_cancellation, usage_events, views
+from remit.service_layer import meters, usage, usage_cancellation, usage_events, views
 
 router = APIRouter(tags=["usage"])
 
@@ -46,13 +47,18 @@ def create_meter(body: MeterCreate, ctx: Write) -> Any:
             body.rounding,
             body.rounding_precision,
         )
-        return uow.conn.execute(select(t.meters).where(t.meters.c.id == meter_id)).mappings().one()
+        return _meter(uow.conn.execute(select(t.meters).where(t.meters.c.id == meter_id)).mappings().one())
+
+
+def _meter(row: Any) -> dict[str, Any]:
+    return {**row, "active": row["deactivated_at"] is None}
 
 
 @router.get("/meters", response_model=ListOf[MeterPublic])
 def list_meters(ctx: Read, limit: Limit = 20, starting_after: StartingAfter = None) -> Any:
     with ctx.uow() as uow:
-        return page(views.page(uow, select(t.meters), t.meters.c.id, limit + 1, starting_after), limit)
+        rows = views.page(uow, select(t.meters), t.meters.c.id, limit + 1, starting_after)
+        return page([_meter(r) for r in rows], limit)
 
 
 @router.get("/meters/{code}", response_model=MeterPublic)
@@ -62,7 +68,27 @@ def get_meter(code: str, ctx: Read) -> Any:
         row = uow.conn.execute(select(t.meters).where(t.meters.c.code == code)).mappings().first()
     if row is None:
         raise NotFound("meter", code, "code")
-    return row
+    return _meter(row)
+
+
+@router.post("/meters/{code}", response_model=MeterPublic)
+def update_meter(code: str, body: MeterUpdate, ctx: Write) -> Any:
+    """Rename a meter. What it measures never changes: create another meter to measure differently."""
+    with ctx.uow() as uow:
+        return _meter(meters.rename_meter(uow, code, body.name))
+
+
+@router.post("/meters/{code}/deactivate", response_model=MeterPublic)
+def deactivate_meter(code: str, ctx: Write) -> Any:
+    """Refuse the meter's new events (`meter_deactivated`) and new prices; the events it has are still billed."""
+    with ctx.uow() as uow:
+        return _meter(meters.deactivate_meter(uow, code))
+
+
+@router.post("/meters/{code}/reactivate", response_model=MeterPublic)
+def reactivate_meter(code: str, ctx: Write) -> Any:
+    with ctx.uow() as uow:
+        return _meter(meters.reactivate_meter(uow, code))
 
 
 @router.get("/usage_events", response_model=ListOf[UsageEventPublic])
