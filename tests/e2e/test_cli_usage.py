@@ -188,3 +188,24 @@ def test_meters_renamed_deactivated_and_reactivated():
     assert rj("meters", "reactivate", "calls")["deactivated_at"] is None
     missing = runner.invoke(app, ["meters", "deactivate", "nope"])
     assert missing.exit_code != 0 and "meter_not_found" in missing.stderr
+
+
+def test_usage_series_by_day():
+    rj("init", "--currency", "EUR", "--country", "DE")
+    customer = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE")["id"]
+    rj("meters", "create", "--code", "calls", "--aggregation", "count")
+    today = datetime.now(UTC).date()
+    got = rj(
+        "usage",
+        "series",
+        customer,
+        "--meter",
+        "calls",
+        "--since",
+        str(today - timedelta(days=2)),
+        "--until",
+        str(today),
+    )
+    assert [d["quantity"] for d in got["data"]] == ["0", "0"]
+    bad = runner.invoke(app, ["usage", "series", customer, "--meter", "calls", "--since", "x", "--until", "y"])
+    assert bad.exit_code == 2 and "invalid_date" in bad.stderr

@@ -312,3 +312,35 @@ def test_a_meter_renamed_deactivated_and_reactivated(api):
     assert api.post("/meters/nope/deactivate").status_code == 404
     assert api.post("/meters/tokens", {"name": ""}).status_code == 422
     assert api.post("/meters/tokens/deactivate", key="read").status_code == 403
+
+
+def test_usage_over_time_by_day(api):
+    cus = _setup(api)
+    event = {"customer_id": cus, "code": "tokens", "properties": {"tokens": 4, "model": "s"}}
+    now = api.remit.clock.now()
+    sent = [
+        {**event, "transaction_id": f"d{n}", "timestamp": (now - timedelta(days=days)).isoformat()}
+        for n, days in enumerate((1, 2, 2))
+    ]
+    assert len(api.post("/events/batch", {"events": sent}).json()["accepted"]) == 3
+    today = now.date()
+    got = api.get(
+        f"/customers/{cus}/usage_series",
+        key="read",
+        meter="tokens",
+        start_on=(today - timedelta(days=3)).isoformat(),
+        end_on=today.isoformat(),
+    )
+    assert got.status_code == 200, got.json()
+    body = got.json()
+    assert (body["object"], body["granularity"], body["timezone"]) == ("usage_series", "day", "UTC")
+    assert [(d["quantity"], d["events"]) for d in body["data"]] == [("0", 0), ("8", 2), ("4", 1)]
+    assert body["data"][1]["groups"] == [{"group": {"model": "s"}, "quantity": "8", "events": 2}]
+    bad = api.get(f"/customers/{cus}/usage_series", meter="tokens", start_on="2026-01-02", end_on="2026-01-01")
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "dates_out_of_order"
+    missing = api.get(f"/customers/{cus}/usage_series", meter="nope", start_on="2026-01-01", end_on="2026-01-02")
+    assert missing.status_code == 404 and missing.json()["error"]["field"] == "meter"
+    hourly = api.get(
+        f"/customers/{cus}/usage_series", meter="tokens", start_on="2025-12-30", end_on="2025-12-31", granularity="hour"
+    )
+    assert hourly.status_code == 200 and len(hourly.json()["data"]) == 24

@@ -423,6 +423,37 @@ def _weighted(
     return out
 
 
+def weighted_series(
+    conn: Connection, meter_code: str, customer_id: str, bounds: Sequence[datetime]
+) -> list[dict[tuple[str, ...], Aggregate]]:
+    """A time-weighted meter's aggregate in each of the consecutive windows ``bounds`` delimits, per group: one
+    query for the customer's events before the last bound, then each window after the level everything before it
+    built up (as ``_weighted`` does for one window)."""
+    pg = conn.dialect.name == "postgresql"
+    params = {"ids": _ids_param([customer_id], pg), "meter": meter_code, "end": bounds[-1]}
+    per_group: dict[str, list[UsageEvent]] = {}
+    for _customer, group_key, occurred_at, transaction_id, value in conn.execute(_WEIGHTED[pg], params):
+        event = UsageEvent(_utc(occurred_at), {"__value": value, "__group": group_key}, transaction_id)
+        per_group.setdefault(group_key, []).append(event)
+    reader = Meter(meter_code, Aggregation.WEIGHTED_SUM, "__value", group_by=("__group",))
+    out: list[dict[tuple[str, ...], Aggregate]] = [{} for _ in bounds[1:]]
+    for group_key, events in per_group.items():  # each in time order
+        level, i = Decimal(0), 0
+        while i < len(events) and events[i].timestamp < bounds[0]:
+            level += _dec(events[i].properties["__value"])
+            i += 1
+        for index, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            j = i
+            while j < len(events) and events[j].timestamp < end:
+                j += 1
+            inside = events[i:j]
+            found = aggregate(reader, inside, start, end, {(group_key,): level})
+            out[index][tuple(json.loads(group_key))] = found[(group_key,)]
+            level += sum((_dec(e.properties["__value"]) for e in inside), Decimal(0))
+            i = j
+    return out
+
+
 def transaction_values(conn: Connection, windows: Sequence[Window]) -> dict[Key, list[Decimal]]:
     """Each window's event values in time order, per group: the transactions a percentage price charges one by
     one (its fixed fee, free transactions, minimum and maximum apply per transaction). One query per span."""

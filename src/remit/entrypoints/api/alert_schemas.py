@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, StrictInt, StringConstraints
 
@@ -110,3 +110,27 @@ class LiveUsagePublic(Output):
     amount: str
     billed: str
     unbilled: str
+
+
+class SeriesGroup(Output):
+    group: dict[str, Any]
+    quantity: str
+    events: int
+
+
+class SeriesBucket(Output):
+    start: datetime
+    end: datetime
+    quantity: str = Field(description="The meter's aggregate over the bucket (groups combined as alerts combine them).")
+    events: int
+    groups: list[SeriesGroup] | None = Field(default=None, description="Per group, for a meter with dimensions.")
+
+
+class UsageSeriesPublic(Output):
+    object: Literal["usage_series"] = "usage_series"
+    customer_id: str
+    meter: str
+    aggregation: str
+    granularity: Literal["day", "hour"]
+    timezone: str = Field(description="The customer's: days begin at its local midnight.")
+    data: list[SeriesBucket]

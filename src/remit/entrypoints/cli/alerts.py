@@ -1,4 +1,5 @@
-"""`remit usage ...` (live usage, stored events, usage thresholds) and `remit alerts ...` (usage and spend alerts)."""
+"""`remit usage ...` (live usage, usage over time, stored events, usage thresholds) and `remit alerts ...` (usage
+and spend alerts)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import typer
 
 from remit.bootstrap import Settings, bootstrap
 from remit.domain.errors import ValidationError
-from remit.entrypoints.cli.output import console, handle_errors, parse_time, show
-from remit.service_layer import alerts, live_usage, usage_events, usage_monitor
+from remit.entrypoints.cli.output import console, handle_errors, parse_date, parse_time, show
+from remit.service_layer import alerts, live_usage, usage_events, usage_monitor, usage_series
 
 usage_app = typer.Typer(help="Live usage, the events stored, and threshold billing.", no_args_is_help=True)
 alerts_app = typer.Typer(help="Usage and spend alerts.", no_args_is_help=True)
@@ -170,3 +171,26 @@ def alerts_evaluate(as_json: Json = False) -> None:
         as_json,
         "Usage evaluated",
     )
+
+
+@usage_app.command("series")
+@handle_errors
+def usage_series_(
+    customer_id: str,
+    meter: Annotated[str, typer.Option(help="The meter's code.")],
+    since: Annotated[str, typer.Option(help="The first day (YYYY-MM-DD, the customer's local day).")],
+    until: Annotated[str, typer.Option(help="The day after the last.")],
+    granularity: Annotated[str, typer.Option(help="day or hour.")] = "day",
+    as_json: Json = False,
+) -> None:
+    """A customer's usage of one meter, day by day or hour by hour (as measured: before rounding and included
+    units)."""
+    start_on, end_on = parse_date(since, "since"), parse_date(until, "until")
+    assert start_on is not None and end_on is not None  # both options are required
+    with bootstrap(Settings()).uow(read_only=True) as uow:
+        data = usage_series.usage_series(uow, customer_id, meter, start_on, end_on, granularity)
+    if as_json:
+        show(data, True)
+        return
+    title = f"{data['meter']} ({data['aggregation']}) by {granularity}, {data['timezone']}"
+    show(data["data"], False, title, ["start", "end", "quantity", "events"])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import date
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from sqlalchemy import select
@@ -13,6 +14,7 @@ from remit.entrypoints.api.alert_schemas import (
     AlertDeleted,
     AlertPublic,
     LiveUsagePublic,
+    UsageSeriesPublic,
     UsageThresholdPublic,
     UsageThresholdSet,
 )
@@ -20,7 +22,7 @@ from remit.entrypoints.api.deps import Read, Write
 from remit.entrypoints.api.direct import threaded
 from remit.entrypoints.api.routes.common import CustomerFilter, Limit, StartingAfter, page
 from remit.entrypoints.api.schemas import ListOf
-from remit.service_layer import alerts, live_usage
+from remit.service_layer import alerts, live_usage, usage_series
 
 router = APIRouter(tags=["usage"])
 SubscriptionFilter = Annotated[str | None, Query(max_length=40, description="Only this subscription.")]
@@ -34,6 +36,21 @@ def customer_usage(customer_id: str, ctx: Read, subscription_id: SubscriptionFil
     with ctx.uow(read_only=True) as uow:
         ctx.vis.check_customer(uow, customer_id)
         return live_usage.live_usage(uow, customer_id, subscription_id)
+
+
+@router.get("/customers/{customer_id}/usage_series", response_model=UsageSeriesPublic)
+def customer_usage_series(
+    customer_id: str,
+    ctx: Read,
+    meter: Annotated[str, Query(max_length=100, description="The meter's code.")],
+    start_on: Annotated[date, Query(description="The first day (the customer's local day).")],
+    end_on: Annotated[date, Query(description="The day after the last.")],
+    granularity: Annotated[Literal["day", "hour"], Query()] = "day",
+) -> Any:
+    """The customer's usage of one meter, day by day (at most 366) or hour by hour (at most 744), aggregated like
+    the bill run aggregates (canceled events left out), before rounding and included units."""
+    with ctx.uow(read_only=True) as uow:
+        return usage_series.usage_series(uow, customer_id, meter, start_on, end_on, granularity, ctx.vis)
 
 
 @router.get("/subscriptions/{sub_id}/usage", response_model=LiveUsagePublic)
