@@ -133,3 +133,22 @@ def at_once(*calls: Callable[[], Any]) -> tuple[list[Any], list[Exception]]:
     for th in threads:
         th.join()
     return results, errors
+
+
+def usage_customer_on_postgres(postgres_url: str, at: datetime) -> tuple[Remit, str]:
+    """For tests where two things really run at once: an emptied PostgreSQL database on a fixed clock at ``at``,
+    a seller, ``usage_plan`` and a real-clock customer subscribed to it (calendar months)."""
+    from remit.adapters.db import tables as t
+    from remit.adapters.db.engine import make_engine
+    from remit.domain.clock import FixedClock
+
+    app = Remit(make_engine(postgres_url), FixedClock(at))
+    with app.engine.begin() as conn:
+        for table in reversed(t.metadata.sorted_tables):
+            conn.execute(table.delete())
+    seller(app)
+    cus = customer(app, None)
+    usage_plan(app)
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "api", anchor="calendar")
+    return app, cus

@@ -7,26 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from remit.adapters.db import tables as t
-from remit.adapters.db.engine import make_engine
-from remit.bootstrap import Remit
-from remit.domain.clock import FixedClock
-from remit.service_layer import bill_run, subscriptions, usage
+from remit.service_layer import bill_run, usage
 from tests import builders as b
 
 pytestmark = pytest.mark.postgres
 
 
 def test_a_late_event_during_the_run_is_billed_by_the_next_run(postgres_url, monkeypatch):
-    app = Remit(make_engine(postgres_url), FixedClock(datetime(2026, 3, 1, tzinfo=UTC)))
-    with app.engine.begin() as conn:
-        for table in reversed(t.metadata.sorted_tables):
-            conn.execute(table.delete())
-    b.seller(app)
-    cus = b.customer(app, None)
-    b.usage_plan(app)
-    with app.uow() as uow:
-        subscriptions.create_subscription(uow, cus, "api", anchor="calendar")
+    app, cus = b.usage_customer_on_postgres(postgres_url, datetime(2026, 3, 1, tzinfo=UTC))
     app.clock.move_to(datetime(2026, 3, 20, tzinfo=UTC))
     with app.uow() as uow:
         usage.ingest(
