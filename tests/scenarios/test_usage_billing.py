@@ -177,6 +177,17 @@ def test_monthly__an_event_canceled_after_its_period_was_billed_is_credited_on_t
     assert correction["corrects_line_id"] == first["id"]
     assert correction["description"] == "API calls: usage corrected for 2026-03-01 – 2026-04-01"
     assert correction["quantity"] == "1000"
+    with app.uow() as uow:  # the correction says why: the event canceled, when and for what reason
+        why = explain.explain_line(uow, invs[2]["id"], correction["id"])
+    assert why["canceled_events"] == [
+        {
+            "transaction_id": mistaken,
+            "occurred_at": "2026-03-30T00:00:00Z",
+            "canceled_at": "2026-04-03T00:00:00Z",
+            "reason": "load test data",
+        }
+    ]
+    assert f"  {mistaken} of 2026-03-30T00:00:00Z, canceled 2026-04-03T00:00:00Z: load test data" in why["explanation"]
     # Canceling again, and running again, bill nothing more; April's canceled event is not billed at its end.
     with app.uow() as uow:
         again = usage_cancellation.cancel_events(uow, [{"customer_id": cus, "transaction_id": mistaken}])

@@ -9,12 +9,13 @@ the explanation is what was billed even if the catalog or the usage changed sinc
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import NotFound
@@ -45,6 +46,7 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
     if usage and usage.get("meter"):
         meter = uow.conn.execute(select(t.meters).where(t.meters.c.code == usage["meter"])).mappings().first()
     events = _events_behind(uow, invoice_id, usage)
+    canceled = _canceled_in(uow, invoice_id, usage)
     corrections = [
         {"id": r.id, "invoice_id": r.invoice_id, "kind": r.kind, "amount": money(r.amount_minor, code)}
         for r in uow.conn.execute(
@@ -74,12 +76,67 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
         "meter": _meter(meter),
         "usage": _usage(usage, code),
         "usage_events": events,
+        "canceled_events": canceled,
         "slices": details.get("slices", []),
         "breakdown": details.get("breakdown", []),
         "corrects_line_id": line["corrects_line_id"],
         "corrected_by": corrections,
-        "explanation": _sentences(line, details, usage, price, code, corrections, events),
+        "explanation": _sentences(line, details, usage, price, code, corrections, events, canceled),
     }
+
+
+MAX_CANCELED_SHOWN = 100
+
+
+def _canceled_in(uow: UnitOfWork, invoice_id: str, usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The canceled events of the line's meter (and group) dated in its windows, oldest first (at most
+    ``MAX_CANCELED_SHOWN``): why a usage line, or its correction, counts less than was sent."""
+    if not usage or not usage.get("meter") or "minimum_minor" in usage or not usage.get("windows"):
+        return []
+    customer_id, tz = uow.conn.execute(
+        select(t.customers.c.id, t.customers.c.timezone)
+        .join(t.invoices, t.invoices.c.customer_id == t.customers.c.id)
+        .where(t.invoices.c.id == invoice_id)
+    ).one()
+    c, e = t.usage_event_cancellations.c, t.usage_events.c
+    spans = [
+        and_(
+            c.occurred_at >= local_midnight(date.fromisoformat(str(w["start_on"])), tz),
+            c.occurred_at < local_midnight(date.fromisoformat(str(w["end_on"])), tz),
+        )
+        for w in usage["windows"]
+    ]
+    query = (
+        select(c.transaction_id, c.occurred_at, c.canceled_at, c.reason, e.group_key)
+        .join(
+            t.usage_events,
+            and_(
+                e.customer_id == c.customer_id,
+                e.meter_code == c.meter_code,
+                e.occurred_at == c.occurred_at,
+                e.id == c.event_id,
+            ),
+        )
+        .where(c.customer_id == customer_id, c.meter_code == usage["meter"], or_(*spans))
+        .order_by(c.occurred_at, c.transaction_id)
+    )
+    group = usage.get("group") or {}
+    wanted = json.dumps(list(group.values())) if group else None
+    out = []
+    for row in uow.conn.execute(query):
+        if wanted is not None and row.group_key != wanted:
+            continue
+        out.append(
+            {
+                "transaction_id": row.transaction_id,
+                "occurred_at": plain(row.occurred_at),
+                "canceled_at": plain(row.canceled_at),
+                "reason": row.reason,
+            }
+        )
+        if len(out) == MAX_CANCELED_SHOWN:
+            break
+    return out
 
 
 def _events_behind(uow: UnitOfWork, invoice_id: str, usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -150,6 +207,7 @@ def _sentences(
     code: str,
     corrections: list[dict[str, Any]],
     events: list[dict[str, Any]],
+    canceled: list[dict[str, Any]],
 ) -> list[str]:
     out: list[str] = []
     period = details.get("period") or {}
@@ -190,6 +248,12 @@ def _sentences(
         out.append(f"Rated with the {usage.get('price_model')} model.")
         for w in events:
             out.append(f"The events measured, {w['occurred_gte']} to {w['occurred_lt']}: {w['list']}")
+        if canceled:
+            more = "" if len(canceled) < MAX_CANCELED_SHOWN else f" (the first {MAX_CANCELED_SHOWN})"
+            out.append(f"Canceled events in these windows, not counted{more}:")
+            for x in canceled:
+                why = f": {x['reason']}" if x["reason"] else ""
+                out.append(f"  {x['transaction_id']} of {x['occurred_at']}, canceled {x['canceled_at']}{why}")
     for b in details.get("breakdown", []):
         out.append(f"  {b['description']}: {b['amount']}")
     slices = details.get("slices", [])

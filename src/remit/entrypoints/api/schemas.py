@@ -467,6 +467,11 @@ class InvoiceLineExplanation(Output):
     usage_events: list[UsageWindowEvents] = Field(
         default=[], description="For usage lines: where to list the events measured, window by window."
     )
+    canceled_events: list[dict[str, Any]] = Field(
+        default=[],
+        description="For usage lines: the canceled events dated in its windows (not counted), with when and why "
+        "they were canceled; at most 100.",
+    )
     slices: list[dict[str, Any]] = Field(description="Time slices of the period with their proration fractions.")
     breakdown: list[dict[str, Any]] = Field(description="The price model's breakdown: tiers, units, unit prices.")
     corrects_line_id: str | None
