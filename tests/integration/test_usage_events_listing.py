@@ -94,3 +94,20 @@ def test_unknown_ids_and_bad_ranges_are_refused(app):
     with pytest.raises(ValidationError) as order:
         _list(app, cus, occurred_gte=T2, occurred_lt=T1)
     assert (order.value.code, order.value.field) == ("dates_out_of_order", "occurred_lt")
+
+
+def test_the_events_of_one_group_of_a_meters_dimensions(app):
+    cus = _setup(app)
+    assert [r["transaction_id"] for r in _list(app, cus, meter_code="tokens", group={"region": "us"})] == ["t-1"]
+    assert [r["transaction_id"] for r in _list(app, cus, meter_code="tokens", group={"region": "eu"})] == ["t-2"]
+    assert _list(app, cus, meter_code="tokens", group={"region": "apac"}) == []
+    for kwargs, code, field in (
+        ({"group": {"region": "eu"}}, "missing_meter", "meter"),
+        ({"meter_code": "tokens", "group": {"model": "small"}}, "invalid_group", "group"),
+        ({"meter_code": "tokens", "group": {"region": "eu", "model": "small"}}, "invalid_group", "group"),
+        ({"meter_code": "api_calls", "group": {"region": "eu"}}, "invalid_group", "group"),
+        ({"meter_code": "nope", "group": {"region": "eu"}}, "meter_not_found", "meter"),
+    ):
+        with pytest.raises((ValidationError, NotFound)) as exc:
+            _list(app, cus, **kwargs)
+        assert (exc.value.code, exc.value.field) == (code, field)

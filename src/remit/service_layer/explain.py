@@ -154,7 +154,9 @@ def _events_behind(uow: UnitOfWork, invoice_id: str, usage: Mapping[str, Any] | 
     for window in usage.get("windows", []):
         gte = plain(local_midnight(date.fromisoformat(str(window["start_on"])), tz))
         lt = plain(local_midnight(date.fromisoformat(str(window["end_on"])), tz))
-        query = urlencode({"customer_id": customer_id, "meter": usage["meter"], "occurred_gte": gte, "occurred_lt": lt})
+        params = [("customer_id", customer_id), ("meter", usage["meter"]), ("occurred_gte", gte), ("occurred_lt", lt)]
+        params += [("group", f"{k}:{v}") for k, v in (usage.get("group") or {}).items()]
+        query = urlencode(params)
         out.append({"occurred_gte": gte, "occurred_lt": lt, "list": f"/v1/usage_events?{query}"})
     return out
 

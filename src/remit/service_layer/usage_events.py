@@ -10,6 +10,7 @@ events.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -33,12 +34,14 @@ def list_usage_events(
     occurred_gte: datetime | None = None,
     occurred_lt: datetime | None = None,
     transaction_id: str | None = None,
+    group: Mapping[str, str] | None = None,
     limit: int | None = 20,
     after: str | None = None,
     vis: Visibility = EVERYTHING,
 ) -> list[dict[str, Any]]:
     """A customer's usage events, oldest first (by time, then id); ``after``: the id of the last event of the
-    page before. ``occurred_gte`` and ``occurred_lt`` bound the events' time (the end excluded)."""
+    page before. ``occurred_gte`` and ``occurred_lt`` bound the events' time (the end excluded). ``group``: only
+    the events of this group of the meter's dimensions (every dimension given; needs ``meter_code``)."""
     vis.check_customer(uow, customer_id)
     gte = None if occurred_gte is None else ensure_utc(occurred_gte)
     lt = None if occurred_lt is None else ensure_utc(occurred_lt)
@@ -54,6 +57,8 @@ def list_usage_events(
         where.append(e.occurred_at < lt)
     if transaction_id is not None:
         where.append(e.transaction_id == transaction_id)
+    if group:
+        where.append(e.group_key == _group_key(uow, meter_code, group))
     if after:
         at = uow.conn.execute(select(e.occurred_at).where(e.customer_id == customer_id, e.id == after)).scalar()
         if at is None:
@@ -75,6 +80,21 @@ def list_usage_events(
     }
     canceled = _cancellations(uow, customer_id, [r["transaction_id"] for r in rows if not r["matched"]])
     return [_public(row, group_by.get(row["meter_code"], []), canceled.get(row["transaction_id"])) for row in rows]
+
+
+def _group_key(uow: UnitOfWork, meter_code: str | None, group: Mapping[str, str]) -> str:
+    """The stored form of a group of the meter's dimensions: its values in the meter's order, as JSON."""
+    if meter_code is None:
+        raise ValidationError("missing_meter", "A group is a group of one meter's dimensions: give the meter.", "meter")
+    names = uow.conn.execute(select(t.meters.c.group_by).where(t.meters.c.code == meter_code)).scalar()
+    if names is None:
+        raise NotFound("meter", meter_code, "meter")
+    if sorted(group) != sorted(names):
+        wanted = ", ".join(names) if names else "none"
+        raise ValidationError(
+            "invalid_group", f"Give a value for each of meter {meter_code}'s dimensions ({wanted}).", "group"
+        )
+    return json.dumps([str(group[name]) for name in names])
 
 
 def _cancellations(uow: UnitOfWork, customer_id: str, transaction_ids: list[str]) -> dict[str, Any]:

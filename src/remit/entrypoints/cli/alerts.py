@@ -49,6 +49,9 @@ def usage_events_(
     since: Annotated[str | None, typer.Option(help="Events at or after this ISO 8601 time.")] = None,
     until: Annotated[str | None, typer.Option(help="Events before this ISO 8601 time.")] = None,
     transaction_id: Annotated[str | None, typer.Option(help="The event sent with this transaction id.")] = None,
+    group: Annotated[
+        list[str] | None, typer.Option("--group", help="With --meter: dimension=value, one per dimension.")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Events per page (at most 1000).")] = 20,
     every: Annotated[bool, typer.Option("--all", help="Every event, not one page.")] = False,
     after: Annotated[str | None, typer.Option("--starting-after", help="Page after this event id.")] = None,
@@ -67,6 +70,7 @@ def usage_events_(
                 occurred_gte=gte,
                 occurred_lt=lt,
                 transaction_id=transaction_id,
+                group=_group(group),
                 limit=1000 if every else min(limit, 1000),
                 after=after,
             )

@@ -99,6 +99,10 @@ def list_usage_events(
     occurred_gte: Annotated[datetime | None, Query(description="Events at or after this time.")] = None,
     occurred_lt: Annotated[datetime | None, Query(description="Events before this time.")] = None,
     transaction_id: Annotated[str | None, Query(max_length=200)] = None,
+    group: Annotated[
+        list[str] | None,
+        Query(description="With `meter`: one `dimension:value` per dimension of the meter, e.g. `region:eu`."),
+    ] = None,
     limit: Limit = 20,
     starting_after: StartingAfter = None,
 ) -> Any:
@@ -112,11 +116,24 @@ def list_usage_events(
             occurred_gte=occurred_gte,
             occurred_lt=occurred_lt,
             transaction_id=transaction_id,
+            group=_group(group),
             limit=limit + 1,
             after=starting_after,
             vis=ctx.vis,
         )
     return page(rows, limit)
+
+
+def _group(values: list[str] | None) -> dict[str, str] | None:
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, val = value.partition(":")
+        if not sep or not name:
+            raise ValidationError("invalid_group", f"group takes dimension:value, not {value!r}.", "group")
+        out[name] = val
+    return out
 
 
 @router.post("/events", response_model=UsageEventResult)
