@@ -2,15 +2,16 @@
 back), is answered `already_canceled` when canceled again, keeps its transaction id taken, and is recorded with its
 reason; unknown, too old or malformed references are refused one by one and change nothing."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import ValidationError
-from remit.service_layer import clocks, live_usage, subscriptions, usage, usage_cancellation, usage_events
+from remit.service_layer import clocks, live_usage, subscriptions, usage, usage_cancellation, usage_events, usage_series
 from remit.service_layer.scoping import Visibility
+from remit.service_layer.usage_import import import_events
 from tests import builders as b
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -204,3 +205,18 @@ def test_events_are_canceled_by_the_customers_external_id_too(app):
     )
     assert [(o["customer_id"], o["error"]["field"]) for o in hidden.rejected] == [(None, "external_customer_id")]
     assert _quantity(app, cus) == "40"
+
+
+def test_an_event_imported_at_a_whole_second_counts_in_its_own_day_and_is_canceled(app):
+    """SQLite compares times as text: the import must write them as every other path does (it once wrote
+    ``2026-03-03 00:00:00`` for ``...00:00:00.000000``, which sorted into the day before and matched no
+    cancellation)."""
+    _, cus = _setup(app)
+    at = "2026-03-03T00:00:00Z"  # a day's first instant, to the second
+    event = {"customer_id": cus, "code": "calls", "transaction_id": "imp", "timestamp": at, "properties": {"n": 5}}
+    assert import_events(app.engine, app.clock, [(1, event)]).accepted == 1
+    with app.uow(read_only=True) as uow:
+        days = usage_series.usage_series(uow, cus, "calls", date(2026, 3, 2), date(2026, 3, 4))["data"]
+    assert [d["quantity"] for d in days] == ["0", "5"]
+    assert len(_cancel(app, {"customer_id": cus, "transaction_id": "imp"}).canceled) == 1
+    assert _quantity(app, cus) == "0"

@@ -222,6 +222,24 @@ def test_monthly__a_meter_that_rounds_up_bills_whole_units_and_says_so(app):
     assert "Measured 12.25; the meter rounds (ceil) to 0 decimals: 13." in explained["explanation"]
 
 
+@pytest.mark.parametrize("rounding", ["ceil", "floor"])
+def test_monthly__a_level_held_for_part_of_a_part_period_is_exact_before_it_is_rounded(app, rounding):
+    """April has 30 days; the subscription starts on 5 April (26 of them); 5 GB are stored from 13 April (18 days):
+    5 × 18/26 × 26/30 is exactly 3 GB-months, which rounds to 3 up or down (not 4 from 3.000…001)."""
+    b.seller(app)
+    _meter(app, "gb", "weighted_sum", "gb", rounding=rounding)
+    _plan(app, "store", [_usage("gb", config={"unit_price": "1"}, name="Storage")])
+    clock_id, cus, _sub = _start(app, "store", at=(2026, 4, 5))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 14))
+    _send(app, cus, (b.utc(2026, 4, 13), {"gb": 5}), code="gb")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    invoice = b.invoices_of(app, cus)[-1]
+    (line,) = invoice["lines"]
+    assert (line["quantity"], line["amount"]) == ("3", "3.00")
+    with app.uow() as uow:
+        assert explain.explain_line(uow, invoice["id"], line["id"])["usage"]["measured"] == "3"
+
+
 def test_monthly__plan_change_mid_period__usage_on_both_sides_at_each_plans_price(app):
     """Basic bills 0.01 a call, Pro 0.005. An upgrade on 16 March: calls before it at Basic's price, calls
     after it at Pro's; the fees are prorated as usual."""

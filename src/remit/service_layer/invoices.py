@@ -12,7 +12,7 @@ import functools
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any
@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id, new_ids
 from remit.adapters.db.sqlite_bulk import insert_statements, parameter_limit
-from remit.adapters.db.types import UTCDateTime
+from remit.adapters.db.types import UTCDateTime, sqlite_utc_text
 from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.invoicing.generator import NewLine
 from remit.domain.invoicing.invoice import invoice_number, series_key, settle
@@ -107,7 +107,7 @@ def _sqlite_text(column_type: Any, process: Callable[[Any], Any]) -> Callable[[A
 
         def utc_text(value: Any) -> Any:
             if type(value) is datetime and value.tzinfo is not None:
-                return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+                return sqlite_utc_text(value)
             return process(value)
 
         return utc_text

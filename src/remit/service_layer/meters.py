@@ -50,7 +50,7 @@ def deactivate_meter(uow: UnitOfWork, code: str) -> dict[str, Any]:
     if meter["deactivated_at"] is None:
         uow.conn.execute(update(t.meters).where(t.meters.c.code == code).values(deactivated_at=uow.now))
         _event(uow, "meter.deactivated", meter)
-        usage.forget_meters(uow.engine)
+        uow.after_commit(lambda: usage.forget_meters(uow.engine))
     return get_meter(uow, code)
 
 
@@ -59,5 +59,5 @@ def reactivate_meter(uow: UnitOfWork, code: str) -> dict[str, Any]:
     if meter["deactivated_at"] is not None:
         uow.conn.execute(update(t.meters).where(t.meters.c.code == code).values(deactivated_at=None))
         _event(uow, "meter.reactivated", meter)
-        usage.forget_meters(uow.engine)
+        uow.after_commit(lambda: usage.forget_meters(uow.engine))
     return get_meter(uow, code)

@@ -6,7 +6,7 @@ commands never wait on each other in a circle.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -46,6 +46,7 @@ class UnitOfWork:
         self.autocommits = autocommits
         self._conn: Connection | None = None
         self._events: list[dict[str, Any]] = []
+        self._after_commit: list[Callable[[], None]] = []
         self.now: datetime = clock.now()  # read once per command
 
     @property
@@ -79,6 +80,15 @@ class UnitOfWork:
             self._conn.close()
             self._conn = None
             self._events = []
+            done, self._after_commit = self._after_commit, []
+        if exc_type is None:
+            for action in done:
+                action()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once the command has committed (not at all if it rolls back): e.g. forget what a cache
+        holds of what it changed, so that no other thread caches the old rows again before the commit."""
+        self._after_commit.append(action)
 
     def emit(
         self,

@@ -213,6 +213,7 @@ def cancel_events(
             for (c, _), f in sorted((k, found[k]) for k in newly)
         ],
     )
+    _check_unmatched(uow, newly)
     # Like a late event, a canceled one dated before the customer's today reopens its period for the next run;
     # and the customer's alerts and usage threshold are looked at again.
     usage.after_store(conn, now, [(c, found[c, x].occurred_at) for c, x in sorted(newly)], customers, now_of)
@@ -232,6 +233,23 @@ def cancel_events(
             now_of.get(customer_id, now),
         )
     return result
+
+
+def _check_unmatched(uow: UnitOfWork, keys: set[tuple[str, str]]) -> None:
+    """Every event just canceled no longer counts: otherwise the whole request is undone (an answer `canceled`
+    for an event that is still billed would be worse than an error)."""
+    by_customer: dict[str, list[str]] = defaultdict(list)
+    for customer_id, txn in keys:
+        by_customer[customer_id].append(txn)
+    for customer_id, txns in by_customer.items():
+        for start in range(0, len(txns), 500):
+            still = uow.conn.execute(
+                select(_E.transaction_id).where(
+                    _E.customer_id == customer_id, _E.transaction_id.in_(txns[start : start + 500]), _E.matched
+                )
+            ).first()
+            if still is not None:
+                raise RuntimeError(f"usage event {still[0]!r} of {customer_id} still counts after its cancellation")
 
 
 def _unknown_external(external: object) -> ValidationError:

@@ -37,6 +37,7 @@ from sqlalchemy import Engine, bindparam, select
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_ids
 from remit.adapters.db.sqlite_bulk import insert_statements, parameter_limit
+from remit.adapters.db.types import sqlite_utc_text
 from remit.domain.clock import Clock
 from remit.domain.errors import RemitError, ValidationError
 from remit.domain.rating.aggregations import Meter
@@ -149,8 +150,6 @@ class _Checker:
         self.meters: dict[str, Meter] = {}
         self.customers: dict[str, Any] = {}  # id -> what checking and reopening periods need
         self._load_meters()
-        dialect = engine.dialect
-        self._sqlite_time = t.usage_events.c.occurred_at.type.bind_processor(dialect)
 
     def _load_meters(self) -> None:
         with self.engine.connect() as conn:
@@ -226,8 +225,7 @@ class _Checker:
             for i, (key, e) in enumerate(checked.items()):
                 rows[key] = copy_line(ids[i], e, received)
         else:
-            to_text = self._sqlite_time
-            assert to_text is not None
+            to_text = sqlite_utc_text  # the text SQLAlchemy writes: times are compared as text on SQLite
             received_text = to_text(now)
             for i, (key, e) in enumerate(checked.items()):
                 rows[key] = (

@@ -47,3 +47,14 @@ def test_bad_rounding_is_refused(rounding, precision, code):
     with pytest.raises(ValidationError) as exc:
         _meter(rounding, precision)
     assert exc.value.code == code
+
+
+def test_a_large_quantity_is_rounded_not_refused():
+    """The default decimal context holds 28 digits; 2·10^16 at 12 decimals needs 29."""
+    out = _meter(Rounding.CEIL, 12).rounded(Decimal("20000000000000000.0000000000001"))
+    assert out == Decimal("20000000000000000.000000000001")
+    assert _meter(Rounding.ROUND, -9).rounded(Decimal("9" * 60)) == Decimal("1" + "0" * 60)
+
+
+def test_negative_zero_is_zero():
+    assert str(_meter(Rounding.CEIL).rounded(Decimal("-0.4"))) == "0"

@@ -45,3 +45,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sqlite_utc_text(value: datetime) -> str:
+    """An aware time as SQLite stores a UTCDateTime: in UTC, without its offset, to the microsecond
+    (YYYY-MM-DD HH:MM:SS.ffffff), exactly the text SQLAlchemy writes. Times are compared as text on SQLite, so a
+    raw write must give the same form: the sqlite3 module's own adapter leaves out ``.000000``, and
+    ``2025-12-31 00:00:00`` sorts before ``2025-12-31 00:00:00.000000``."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")

@@ -22,8 +22,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from datetime import datetime, timedelta
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
 from enum import Enum
+from fractions import Fraction
 
 from remit.domain.errors import ValidationError
 from remit.domain.rating.expressions import Formula
@@ -97,8 +98,12 @@ class Meter:
         """The quantity as billed: rounded as the meter says, or as measured."""
         if self.rounding is None:
             return quantity
-        out = quantity.quantize(Decimal(1).scaleb(-self.precision), self.rounding.mode)
-        return out.quantize(_ONE) if self.precision < 0 else out  # 1300, not 1.3E+3
+        # As many digits as the result needs (the default context's 28 would refuse a large quantity).
+        wide = Context(prec=max(28, quantity.adjusted() + max(self.precision, 0) + 3), Emax=999_999, Emin=-999_999)
+        out = quantity.quantize(Decimal(1).scaleb(-self.precision), self.rounding.mode, wide)
+        if self.precision < 0:
+            out = out.quantize(_ONE, context=wide)  # 1300, not 1.3E+3
+        return out if out else abs(out)  # 0, not -0
 
     def __post_init__(self) -> None:
         if not MIN_PRECISION <= self.precision <= MAX_PRECISION:
@@ -208,6 +213,25 @@ class Aggregate:
     quantity: Decimal
     events: int
     ending_level: Decimal = Decimal(0)  # weighted_sum: the level carried into the next period
+    # weighted_sum: the average level exactly (``quantity`` is it as a decimal, which may not end: 18/26), so that
+    # a share of it (a window of a period) is computed exactly before it is written out or rounded
+    exact: Fraction | None = None
+
+
+_WIDE = Context(prec=200, Emax=999_999, Emin=-999_999)
+
+
+def decimal_of(value: Fraction) -> Decimal:
+    """A fraction as a decimal: exactly when it has a finite decimal expansion (3, 2.5, 1/8), otherwise to the
+    default context's 28 significant digits."""
+    den = value.denominator
+    for factor in (2, 5):
+        while den % factor == 0:
+            den //= factor
+    if den == 1:
+        with localcontext(_WIDE):
+            return Decimal(value.numerator) / Decimal(value.denominator)
+    return Decimal(value.numerator) / Decimal(value.denominator)
 
 
 def aggregate(
@@ -253,12 +277,17 @@ def _weighted(
     total_s = _seconds(end - start)
     area = Decimal(0)
     at = start
-    for event, delta in sorted(zip(events, values, strict=True), key=lambda p: (p[0].timestamp, p[0].transaction_id)):
-        area += level * _seconds(event.timestamp - at)
-        level += delta
-        at = event.timestamp
-    area += level * _seconds(end - at)
-    return Aggregate(area / total_s if total_s else Decimal(0), len(events), level)
+    with localcontext(_WIDE):  # level × seconds and their sum, exactly
+        ordered = sorted(zip(events, values, strict=True), key=lambda p: (p[0].timestamp, p[0].transaction_id))
+        for event, delta in ordered:
+            area += level * _seconds(event.timestamp - at)
+            level += delta
+            at = event.timestamp
+        area += level * _seconds(end - at)
+    if not total_s:
+        return Aggregate(Decimal(0), len(events), level, Fraction(0))
+    average = Fraction(area) / Fraction(total_s)
+    return Aggregate(decimal_of(average), len(events), level, average)
 
 
 def _seconds(delta: timedelta) -> Decimal:
