@@ -220,3 +220,25 @@ def test_an_event_imported_at_a_whole_second_counts_in_its_own_day_and_is_cancel
     assert [d["quantity"] for d in days] == ["0", "5"]
     assert len(_cancel(app, {"customer_id": cus, "transaction_id": "imp"}).canceled) == 1
     assert _quantity(app, cus) == "0"
+
+
+def test_an_event_named_twice_in_a_request_is_answered_as_its_first_mention(app):
+    _, cus = _setup(app)
+    _send(app, cus, ("a", START + timedelta(days=2), 100))
+    result = _cancel(
+        app,
+        {"customer_id": cus, "transaction_id": "nope"},
+        {"customer_id": cus, "transaction_id": "nope"},
+        {"customer_id": cus, "transaction_id": "a"},
+        {"customer_id": cus, "transaction_id": "a"},
+        {"customer_id": "cus_\x00", "transaction_id": "a"},
+        {"customer_id": cus, "transaction_id": "\ud800"},
+    )
+    assert [o["index"] for o in result.canceled] == [2]
+    assert [o["index"] for o in result.already_canceled] == [3]
+    assert [(o["index"], o["error"]["code"]) for o in result.rejected] == [
+        (0, "usage_event_not_found"),
+        (1, "usage_event_not_found"),
+        (4, "unknown_customer"),
+        (5, "invalid_transaction_id"),
+    ]

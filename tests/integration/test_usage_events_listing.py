@@ -1,7 +1,7 @@
 """Reading usage events back: a customer's events oldest first, filtered by meter, time and transaction id, paged
 by id across equal times, with what each meter takes from them; unknown ids and bad ranges refused."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -111,3 +111,19 @@ def test_the_events_of_one_group_of_a_meters_dimensions(app):
         with pytest.raises((ValidationError, NotFound)) as exc:
             _list(app, cus, **kwargs)
         assert (exc.value.code, exc.value.field) == (code, field)
+
+
+def test_text_no_database_holds_and_times_out_of_range(app):
+    cus = _setup(app)
+    assert _list(app, cus, meter_code="tok\x00ens") == []
+    assert _list(app, cus, transaction_id="t\ud800") == []
+    with pytest.raises(NotFound) as exc:
+        _list(app, "cus_\x00")
+    assert exc.value.field == "customer_id"
+    with pytest.raises(NotFound) as exc:
+        _list(app, cus, after="uev_\x00")
+    assert exc.value.field == "starting_after"
+    early = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    with pytest.raises(ValidationError) as invalid:
+        _list(app, cus, occurred_gte=early)
+    assert (invalid.value.code, invalid.value.field) == ("invalid_date", "occurred_gte")

@@ -122,3 +122,55 @@ def test_a_caller_never_learns_of_a_customer_it_may_not_see(app):
     ]
     assert all(cus not in r["error"]["message"] for r in result.rejected)
     assert _stored(app) == []
+
+
+def test_a_customer_the_key_may_not_see_is_unknown_whatever_subscription_is_named(app):
+    cus, sub, other, other_sub = _setup(app)
+    with app.uow() as uow:
+        elsewhere = accounts.create_legal_entity(uow, "Elsewhere", "US", "USD")
+    scoped = Visibility(legal_entity_id=str(elsewhere))
+    with app.uow() as uow:
+        result = usage.ingest(
+            uow,
+            [
+                _event("own", customer_id=cus, subscription_id=sub),  # the customer's own subscription
+                _event("foreign", customer_id=cus, subscription_id=other_sub),  # another customer's
+            ],
+            vis=scoped,
+        )
+    answers = [(r["error"]["code"], r["error"]["field"], r["error"]["message"]) for r in result.rejected]
+    assert answers[0] == answers[1] == ("unknown_customer", "customer_id", f"No customer with id {cus!r}.")
+
+
+def test_text_no_database_holds_is_refused_event_by_event(app):
+    cus, sub, _, _ = _setup(app)
+    with app.uow() as uow:
+        result = usage.ingest(
+            uow,
+            [
+                _event("nul-customer", customer_id="cus_\x00"),
+                _event("nul-external", external_customer_id="acme\x00"),
+                _event("surrogate-subscription", subscription_id="sub_\ud800"),
+                _event("surrogate-\ud800", customer_id=cus),
+                {**_event("surrogate-property", customer_id=cus), "properties": {"n": 1, "note": "\ud800"}},
+                _event("fine", customer_id=cus),
+            ],
+        )
+    assert [a["transaction_id"] for a in result.accepted] == ["fine"]
+    assert [(r["index"], r["error"]["code"], r["error"]["field"]) for r in result.rejected] == [
+        (0, "unknown_customer", "customer_id"),
+        (1, "unknown_customer", "external_customer_id"),
+        (2, "invalid_subscription_id", "subscription_id"),
+        (3, "invalid_transaction_id", "transaction_id"),
+        (4, "invalid_properties", "properties"),
+    ]
+
+
+def test_a_batch_looks_up_only_its_own_references(app, monkeypatch):
+    """The per-engine cache of external ids may hold many; a batch gets only the ones it names."""
+    _setup(app)
+    with app.engine.connect() as conn:
+        usage.by_external_id(conn, {"acme-42"})
+        monkeypatch.setitem(usage._EXTERNAL_IDS[app.engine], "someone-else", "cus_x")
+        refs = usage.References(conn, [_event("a", external_customer_id="acme-42")])
+    assert set(refs.by_external) == {"acme-42"} and len(refs.customer_ids()) == 1

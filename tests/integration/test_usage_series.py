@@ -110,3 +110,33 @@ def test_bad_requests_are_refused_with_the_field(app):
     with pytest.raises(NotFound) as exc:
         _series(app, cus, "calls", date(2026, 3, 1), date(2026, 3, 2), vis=Visibility(legal_entity_id="le_other"))
     assert exc.value.code == "customer_not_found"
+
+
+def test_a_day_of_24_and_a_half_hours_keeps_its_last_half_hour(app):
+    """Lord Howe Island turns its clocks back half an hour on 5 April 2026: the day has 24.5 hours, and an event
+    at 23:45 local time falls in the last (half-hour) bucket."""
+    b.seller(app)
+    clock_id = b.clock(app, datetime(2026, 4, 6, tzinfo=UTC))
+    cus = b.customer(app, clock_id, timezone="Australia/Lord_Howe")
+    with app.uow() as uow:
+        usage.create_meter(uow, "calls", "Calls", "count")
+    _send(app, cus, "calls", ("2026-04-05T13:15:00Z", {}))  # 23:45 at UTC+10:30
+    hours = _series(app, cus, "calls", date(2026, 4, 5), date(2026, 4, 6), "hour")["data"]
+    assert len(hours) == 25 and hours[-1]["end"] == "2026-04-05T13:30:00Z"
+    assert [h["start"] for h in hours if h["events"]] == ["2026-04-05T13:00:00Z"]
+
+
+def test_a_31_day_month_with_the_extra_autumn_hour_fits_by_hour(app):
+    cus = _setup(app, at=datetime(2026, 11, 2, tzinfo=UTC))
+    assert len(_series(app, cus, "calls", date(2026, 10, 1), date(2026, 11, 1), "hour")["data"]) == 745
+
+
+def test_days_out_of_range_are_refused(app):
+    cus = _setup(app)
+    for start, end, field in (
+        (date(1, 1, 1), date(1, 1, 2), "start_on"),
+        (date(9999, 12, 30), date(9999, 12, 31), "start_on"),
+    ):
+        with pytest.raises(ValidationError) as exc:
+            _series(app, cus, "calls", start, end)
+        assert (exc.value.code, exc.value.field) == ("date_out_of_range", field)

@@ -224,6 +224,14 @@ _PLAIN_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\
 _STR = {str}
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _string_keys(props: dict[Any, Any]) -> bool:
     return set(map(type, props)) <= _STR or all(isinstance(k, str) for k in props)
 
@@ -240,7 +248,7 @@ def check_event(
     """The rules every event is held to, on every path in (API, batch, import); raises ValidationError.
     ``now_of``: the time of customers on a test clock (the clock's); ``open_since``: see ``OpenSince``."""
     txn = raw.get("transaction_id")
-    if not isinstance(txn, str) or not 1 <= len(txn) <= 200 or "\x00" in txn:
+    if not isinstance(txn, str) or not 1 <= len(txn) <= 200 or "\x00" in txn or not (txn.isascii() or _utf8(txn)):
         raise ValidationError(
             "invalid_transaction_id", "transaction_id is a string of 1 to 200 characters.", "transaction_id"
         )
@@ -264,6 +272,9 @@ def check_event(
             "invalid_properties", f"properties is an object of at most {MAX_PROPERTIES} keys.", "properties"
         )
     encoded = _encode(props)
+    if "\\ud" in encoded and not _utf8(json.dumps(json.loads(encoded), ensure_ascii=False)):
+        # A lone surrogate (escaped only when orjson declined the text): no UTF-8 text, or database, can hold it.
+        raise ValidationError("invalid_properties", "properties hold text that is not valid Unicode.", "properties")
     if len(encoded) > MAX_PROPERTIES_BYTES:
         raise ValidationError("invalid_properties", "properties are too large.", "properties")
     stamp = raw.get("timestamp")
@@ -472,12 +483,32 @@ def _owners(
         for start in range(0, len(missing), 10_000):
             part = missing[start : start + 10_000]
             known.update((k, c) for k, c in conn.execute(select(column, owner).where(column.in_(part))).all())
-    return known
+    return {k: known[k] for k in keys if k in known}  # only the batch's: the cache may hold 200,000
+
+
+def plain_text(value: object, longest: int) -> bool:
+    """Whether ``value`` is text a database takes as it is: a string of 1 to ``longest`` characters, with no NUL
+    character (PostgreSQL refuses it) and no lone surrogate (it cannot be written as UTF-8)."""
+    if type(value) is not str or not 1 <= len(value) <= longest or "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def by_external_id(conn: Connection, external_ids: set[str]) -> dict[str, str]:
-    """The customers (their ids) that these external ids name, among others already looked up."""
-    return _owners(conn, _EXTERNAL_IDS, external_ids, t.customers.c.external_id, t.customers.c.id)
+    """The customers (their ids) that these external ids name."""
+    return _owners(
+        conn,
+        _EXTERNAL_IDS,
+        {x for x in external_ids if plain_text(x, 200)},
+        t.customers.c.external_id,
+        t.customers.c.id,
+    )
 
 
 class References:
@@ -493,9 +524,9 @@ class References:
         for raw in events:
             if type(raw) is dict:
                 external, sub = raw.get("external_customer_id"), raw.get("subscription_id")
-                if type(external) is str:
+                if external is not None and plain_text(external, 200):
                     externals.add(external)
-                if type(sub) is str:
+                if sub is not None and plain_text(sub, 40):
                     subscriptions.add(sub)
         self.by_external = by_external_id(conn, externals) if externals else {}
         subs = t.subscriptions.c
@@ -511,6 +542,10 @@ class References:
         """The event with its ``customer_id``, found from its references (``customers``: those the caller may
         see); raises ValidationError when a reference names nothing the caller sees."""
         customer_id, external, sub = raw.get("customer_id"), raw.get("external_customer_id"), raw.get("subscription_id")
+        if customer_id is not None and (type(customer_id) is not str or customer_id not in customers):
+            # Named directly: unknown whatever else the event says (a subscription of a customer the caller may not
+            # see must not be told apart from one that does not exist).
+            raise ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
         if external is None and sub is None:
             if customer_id is None:
                 raise ValidationError(
@@ -526,14 +561,14 @@ class References:
                     "Name the customer by customer_id or by external_customer_id, not both.",
                     "external_customer_id",
                 )
-            found = self.by_external.get(external) if type(external) is str else None
+            found = self.by_external.get(external) if plain_text(external, 200) else None
             if found is None or found not in customers:
                 raise ValidationError(
                     "unknown_customer", f"No customer with external id {external!r}.", "external_customer_id"
                 )
             customer_id = found
         if sub is not None:
-            if type(sub) is not str or not 1 <= len(sub) <= 40 or "\x00" in sub:
+            if not plain_text(sub, 40):
                 raise ValidationError("invalid_subscription_id", "subscription_id is an id.", "subscription_id")
             owner = self.owner.get(sub)
             if customer_id is None and owner is not None and owner in customers:
@@ -557,9 +592,8 @@ def ingest(
     now = uow.now
     meters = meters_of(uow.conn, {e.get("code") for e in events if isinstance(e, dict)})
     refs = References(uow.conn, events)
-    wanted: set[str] = {
-        e["customer_id"] for e in events if isinstance(e, dict) and isinstance(e.get("customer_id"), str)
-    } | refs.customer_ids()
+    named = {c for e in events if isinstance(e, dict) and isinstance(c := e.get("customer_id"), str)}
+    wanted: set[str] = {c for c in named if plain_text(c, 40)} | refs.customer_ids()  # per customer, not event
     customers = customers_seen(uow, wanted, vis)
     now_of = clock_times(uow.conn, customers)
     open_since = OpenPeriods(uow.conn, customers, now_of, now)

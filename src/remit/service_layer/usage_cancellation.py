@@ -30,7 +30,7 @@ from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters.db import tables as t
-from remit.domain.errors import RemitError, ValidationError
+from remit.domain.errors import ValidationError
 from remit.service_layer import usage
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
@@ -99,55 +99,35 @@ def cancel_events(
     text = _check_reason(reason)
     uow.ensure_writable()
     result = CancelResult()
-    wanted: dict[tuple[str, str], int] = {}
-    externals = {x for i in items if isinstance(i, dict) and isinstance(x := i.get("external_customer_id"), str)}
-    by_external = usage.by_external_id(uow.conn, externals) if externals else {}
-    named_by: dict[tuple[str, str], str] = {}  # events named by an external id: that id
+    dicts = [i for i in items if isinstance(i, dict)]
+    refs = usage.References(uow.conn, dicts)  # external ids and subscriptions, as ingestion resolves them
+    named = {c for i in dicts if isinstance(c := i.get("customer_id"), str) and usage.plain_text(c, 40)}
+    customers = usage.customers_seen(uow, named | refs.customer_ids(), vis)
+    wanted: dict[tuple[str, str], int] = {}  # each event once: its first index in the request
+    repeated: list[tuple[int, tuple[str, str]]] = []  # the others: answered as the first is
     for index, item in enumerate(items):
-        customer_id = item.get("customer_id") if isinstance(item, dict) else None
-        external = item.get("external_customer_id") if isinstance(item, dict) else None
+        given = item.get("customer_id") if isinstance(item, dict) else None
         txn = item.get("transaction_id") if isinstance(item, dict) else None
-        outcome = _outcome(index, customer_id, txn)
-        if not isinstance(item, dict):
-            error: RemitError = ValidationError("invalid_event", "Each event is an object.", "events")
-        elif external is not None and customer_id is not None:
-            error = ValidationError(
-                "conflicting_customer_references",
-                "Name the customer by customer_id or by external_customer_id, not both.",
-                "external_customer_id",
-            )
-        elif external is not None and (not isinstance(external, str) or external not in by_external):
-            error = _unknown_external(external)
-        elif external is None and (not isinstance(customer_id, str) or not 1 <= len(customer_id) <= 40):
-            error = ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
-        elif not isinstance(txn, str) or not 1 <= len(txn) <= 200 or "\x00" in txn:
-            error = ValidationError(
-                "invalid_transaction_id", "transaction_id is a string of 1 to 200 characters.", "transaction_id"
-            )
-        else:
-            if external is not None:
-                customer_id = by_external[external]
-                named_by[customer_id, txn] = external
-            assert isinstance(customer_id, str)
-            if (customer_id, txn) in wanted:
-                result.already_canceled.append(outcome)  # named twice in one request: canceled once
-            else:
-                wanted[customer_id, txn] = index
+        outcome = _outcome(index, given, txn)
+        try:
+            if not isinstance(item, dict):
+                raise ValidationError("invalid_event", "Each event is an object.", "events")
+            if not usage.plain_text(txn, 200):
+                raise ValidationError(
+                    "invalid_transaction_id", "transaction_id is a string of 1 to 200 characters.", "transaction_id"
+                )
+            # Refuses a customer the caller may not see, whichever way it is named, without telling it apart
+            # from one that does not exist.
+            customer_id = refs.resolve(item, customers).get("customer_id")
+        except ValidationError as exc:
+            result.rejected.append({**outcome, "error": exc.to_dict()})
             continue
-        result.rejected.append({**outcome, "error": error.to_dict()})
-    if not wanted:
-        return result
-    customers = usage.customers_seen(uow, {c for c, _ in wanted}, vis)
-    for (customer_id, txn), index in list(wanted.items()):
-        if customer_id not in customers:
-            external = named_by.get((customer_id, txn))
-            if external is None:
-                error = ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
-            else:
-                error = _unknown_external(external)
-            shown = None if external is not None else customer_id  # never the id of a customer it may not see
-            result.rejected.append({**_outcome(index, shown, txn), "error": error.to_dict()})
-            del wanted[customer_id, txn]
+        assert isinstance(customer_id, str) and isinstance(txn, str)
+        key = (customer_id, txn)
+        if key in wanted:
+            repeated.append((index, key))
+        else:
+            wanted[key] = index
     if not wanted:
         return result
     uow.lock_customers(sorted({c for c, _ in wanted}))
@@ -177,6 +157,7 @@ def cancel_events(
                 found[customer_id, txn] = _Found(event_id, meter_code, occurred_at)
     missing = [k for k in wanted if k not in done and k not in found]
     exists = _keys_taken(uow, missing)
+    refused: dict[tuple[str, str], dict[str, Any]] = {}
     for key, index in sorted(wanted.items(), key=lambda kv: kv[1]):
         if key in done or key in found:
             continue
@@ -193,7 +174,8 @@ def cancel_events(
                 f"No usage event with transaction id {key[1]!r} for this customer.",
                 "transaction_id",
             )
-        result.rejected.append({**_outcome(index, *key), "error": error.to_dict()})
+        refused[key] = error.to_dict()
+        result.rejected.append({**_outcome(index, *key), "error": refused[key]})
 
     newly = _claim(uow, found, now_of, now, text)
     for key, index in sorted(wanted.items(), key=lambda kv: kv[1]):
@@ -202,6 +184,11 @@ def cancel_events(
             result.canceled.append({**outcome, "id": found[key].event_id})
         elif key in done or key in found:
             result.already_canceled.append(outcome)
+    for index, key in repeated:  # the same event named again in the request: answered as its first mention
+        if key in refused:
+            result.rejected.append({**_outcome(index, *key), "error": refused[key]})
+        else:
+            result.already_canceled.append(_outcome(index, *key))
     result.already_canceled.sort(key=lambda o: o["index"])
     result.rejected.sort(key=lambda o: o["index"])
     if not newly:
@@ -250,10 +237,6 @@ def _check_unmatched(uow: UnitOfWork, keys: set[tuple[str, str]]) -> None:
             ).first()
             if still is not None:
                 raise RuntimeError(f"usage event {still[0]!r} of {customer_id} still counts after its cancellation")
-
-
-def _unknown_external(external: object) -> ValidationError:
-    return ValidationError("unknown_customer", f"No customer with external id {external!r}.", "external_customer_id")
 
 
 def _already_canceled(uow: UnitOfWork, by_customer: dict[str, list[str]]) -> set[tuple[str, str]]:

@@ -21,6 +21,7 @@ from remit.domain.clock import ensure_utc
 from remit.domain.errors import NotFound, ValidationError
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.usage import plain_text
 from remit.service_layer.views import MAX_LIMIT, plain
 
 _COLUMNS = ("id", "customer_id", "subscription_id", "meter_code", "transaction_id", "occurred_at", "received_at")
@@ -42,9 +43,15 @@ def list_usage_events(
     """A customer's usage events, oldest first (by time, then id); ``after``: the id of the last event of the
     page before. ``occurred_gte`` and ``occurred_lt`` bound the events' time (the end excluded). ``group``: only
     the events of this group of the meter's dimensions (every dimension given; needs ``meter_code``)."""
+    if not plain_text(customer_id, 40):
+        raise NotFound("customer", customer_id, "customer_id")
     vis.check_customer(uow, customer_id)
-    gte = None if occurred_gte is None else ensure_utc(occurred_gte)
-    lt = None if occurred_lt is None else ensure_utc(occurred_lt)
+    if after is not None and not plain_text(after, 40):
+        raise NotFound("usage_event", after, "starting_after")
+    if any(v is not None and not plain_text(v, 200) for v in (meter_code, transaction_id)):
+        return []  # no meter code or transaction id holds such text: nothing matches
+    gte = None if occurred_gte is None else _utc(occurred_gte, "occurred_gte")
+    lt = None if occurred_lt is None else _utc(occurred_lt, "occurred_lt")
     if gte is not None and lt is not None and lt <= gte:
         raise ValidationError("dates_out_of_order", "occurred_lt must be after occurred_gte.", "occurred_lt")
     e = t.usage_events.c
@@ -80,6 +87,13 @@ def list_usage_events(
     }
     canceled = _cancellations(uow, customer_id, [r["transaction_id"] for r in rows if not r["matched"]])
     return [_public(row, group_by.get(row["meter_code"], []), canceled.get(row["transaction_id"])) for row in rows]
+
+
+def _utc(at: datetime, field: str) -> datetime:
+    try:
+        return ensure_utc(at)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first instant a datetime holds
+        raise ValidationError("invalid_date", f"{field} is out of range.", field) from None
 
 
 def _group_key(uow: UnitOfWork, meter_code: str | None, group: Mapping[str, str]) -> str:

@@ -20,11 +20,12 @@ from remit.domain.rating.alerts import combine
 from remit.service_layer.accounts import local_midnight
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
-from remit.service_layer.usage import meters_of
+from remit.service_layer.usage import meters_of, plain_text
 from remit.service_layer.views import plain
 
 GRANULARITIES = ("day", "hour")
-MAX_BUCKETS = {"day": 366, "hour": 24 * 31}
+MAX_BUCKETS = {"day": 366, "hour": 24 * 31 + 1}  # a 31-day month, with the hour a clock change adds
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)
 _HOUR = timedelta(hours=1)
 
 
@@ -34,7 +35,10 @@ def bucket_bounds(start_on: date, end_on: date, granularity: str, timezone: str)
     if granularity == "day":
         return [local_midnight(start_on + timedelta(days=k), timezone) for k in range((end_on - start_on).days + 1)]
     first, last = local_midnight(start_on, timezone), local_midnight(end_on, timezone)
-    return [first + k * _HOUR for k in range(int((last - first) / _HOUR) + 1)]
+    bounds = [first + k * _HOUR for k in range(int((last - first) / _HOUR) + 1)]
+    if bounds[-1] < last:  # a day 24.5 hours long (Lord Howe Island): the last bucket is the half hour left
+        bounds.append(last)
+    return bounds
 
 
 def usage_series(
@@ -48,14 +52,19 @@ def usage_series(
 ) -> dict[str, Any]:
     """The customer's usage of the meter in each day (or hour) from ``start_on`` to ``end_on`` (excluded), in its
     time zone."""
+    if not plain_text(customer_id, 40):
+        raise NotFound("customer", customer_id, "customer_id")
     customer = vis.check_customer(uow, customer_id)
     if granularity not in GRANULARITIES:
         raise ValidationError("invalid_choice", "granularity is day or hour.", "granularity")
-    meter = meters_of(uow.conn, [meter_code]).get(meter_code)
+    meter = meters_of(uow.conn, [meter_code]).get(meter_code) if plain_text(meter_code, 100) else None
     if meter is None:
         raise NotFound("meter", meter_code, "meter")
     if end_on <= start_on:
         raise ValidationError("dates_out_of_order", "end_on must be after start_on.", "end_on")
+    for day, name in ((start_on, "start_on"), (end_on, "end_on")):
+        if not FIRST_DAY <= day <= LAST_DAY:
+            raise ValidationError("date_out_of_range", f"{name} is a day from {FIRST_DAY} to {LAST_DAY}.", name)
     limit = MAX_BUCKETS[granularity]
     days = (end_on - start_on).days
     if days * (24 if granularity == "hour" else 1) > limit + 2:  # before computing bounds (+2: clock changes)

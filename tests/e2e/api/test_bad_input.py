@@ -117,3 +117,19 @@ def test_unknown_paths_and_methods_use_the_envelope(api):
     assert api.get("/nothing").json()["error"]["code"] == "not_found"
     resp = api.client.delete("/v1/customers", headers=api.h())
     assert resp.status_code == 405 and resp.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_text_no_database_holds_is_a_clear_error_never_a_500(api):
+    """A NUL character (PostgreSQL refuses it) or a lone surrogate (no UTF-8 text holds it), wherever it comes
+    in: 422 `invalid_text` or the usual not-found, and nothing stored."""
+    got = api.get("/customers/cus_%00x")
+    assert got.status_code in (404, 422), got.text
+    assert got.json()["error"]["code"] in ("customer_not_found", "invalid_text")
+    body = b'{"name": "a\\ud800b", "currency": "EUR", "country": "DE"}'
+    sent = api.client.post("/v1/customers", content=body, headers=api.h(**{"Content-Type": "application/json"}))
+    assert sent.status_code == 422 and sent.json()["error"]["field"] == "name", sent.text  # pydantic refuses it
+    assert api.get("/customers").json()["data"] == []
+    cancel = api.post("/events/cancel", {"events": [{"customer_id": "cus_\u0000", "transaction_id": "x"}]})
+    assert cancel.status_code == 200 and cancel.json()["rejected"][0]["error"]["code"] == "unknown_customer"
+    events = api.get("/usage_events", customer_id="cus_\u0000")
+    assert events.status_code == 404

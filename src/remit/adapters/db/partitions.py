@@ -11,17 +11,19 @@ is lost and no event is counted twice. SQLite has no partitions: nothing to do t
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
 from sqlalchemy import Connection, Engine, text
 
 MONTHS_AHEAD = 12
+MAX_MONTHS = 240  # months made in one call at the most
 PARENT = "usage_events"
 DEFAULT = "usage_events_default"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, order=True)
 class Month:
     year: int
     month: int
@@ -51,14 +53,26 @@ def months_from(today: date, months_ahead: int = MONTHS_AHEAD) -> list[Month]:
 
 def existing(conn: Connection) -> set[str]:
     """The names of usage_events' partitions."""
-    rows = conn.execute(
-        text(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = :parent"
-        ),
-        {"parent": PARENT},
-    )
-    return {name for (name,) in rows}
+    return {name for name, _ in conn.execute(_PARTITIONS, {"parent": PARENT})}
+
+
+_PARTITIONS = text(
+    "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+    "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = :parent"
+)
+_RANGE = re.compile(r"FROM \('([^']+)'\) TO \('([^']+)'\)")
+
+
+def _bounds(conn: Connection) -> dict[str, tuple[datetime, datetime]]:
+    """Each range partition's bounds, as instants (read in UTC: the text PostgreSQL gives depends on the session's
+    time zone, and the migration's partitions were made in whatever zone the server had)."""
+    conn.execute(text("SET LOCAL TimeZone = 'UTC'"))
+    out: dict[str, tuple[datetime, datetime]] = {}
+    for name, bound in conn.execute(_PARTITIONS, {"parent": PARENT}):
+        found = _RANGE.search(bound or "")
+        if found:
+            out[name] = (datetime.fromisoformat(found[1]), datetime.fromisoformat(found[2]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -69,45 +83,77 @@ class Created:
     moved: int  # events moved in from the default partition
 
 
+def _utc_midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def months_wanted(today: date, months_ahead: int, newest: Month | None) -> list[Month]:
+    """This month and the ``months_ahead`` after it; and, if the newest partition ends before this month (the
+    upkeep did not run for a while), the months in between, whose events wait in the default partition."""
+    first = Month(today.year, today.month)
+    if newest is not None and (newest.year, newest.month) < (first.year, first.month):
+        first = newest.plus(1)
+    last = Month(today.year, today.month).plus(months_ahead)
+    out: list[Month] = []
+    month = first
+    while (month.year, month.month) <= (last.year, last.month) and len(out) < MAX_MONTHS:
+        out.append(month)
+        month = month.plus(1)
+    return out
+
+
 def ensure_usage_partitions(engine: Engine, today: date, months_ahead: int = MONTHS_AHEAD) -> list[Created]:
-    """Create the missing partitions of this month and the ``months_ahead`` after it, each in a transaction of its
-    own; what was created. Nothing on SQLite."""
+    """Create the missing monthly partitions (see ``months_wanted``), each in a transaction of its own; what was
+    created. Nothing on SQLite."""
     if engine.dialect.name != "postgresql":
         return []
-    with engine.connect() as conn:
-        have = existing(conn)
+    with engine.begin() as conn:
+        bounds = _bounds(conn)
+    monthly = sorted(m for name in bounds if (m := _month_of(name)) is not None)
     created: list[Created] = []
-    for month in months_from(today, months_ahead):
-        if month.name in have:
+    for month in months_wanted(today, months_ahead, monthly[-1] if monthly else None):
+        if month.name in bounds:
             continue
         with engine.begin() as conn:
             # One maintainer at a time (two workers starting together): the second finds the month made.
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('remit.usage_partitions'))"))
-            conn.execute(text("SET LOCAL TimeZone = 'UTC'"))  # months in UTC, as the bounds below say
-            if month.name in existing(conn):
+            current = _bounds(conn)
+            if month.name in current:
                 continue
-            created.append(_create(conn, month))
+            made = _create(conn, month, current)
+            if made is not None:
+                created.append(made)
     return created
 
 
-def _create(conn: Connection, month: Month) -> Created:
-    bounds = {"start": month.start, "end": month.end}
-    waiting = conn.execute(
-        text(f"SELECT count(*) FROM {DEFAULT} WHERE occurred_at >= :start AND occurred_at < :end"), bounds
-    ).scalar_one()
-    values = f"FOR VALUES FROM ('{month.start.isoformat()} 00:00:00+00') TO ('{month.end.isoformat()} 00:00:00+00')"
-    if not waiting:
-        conn.execute(text(f"CREATE TABLE {month.name} PARTITION OF {PARENT} {values}"))
-        return Created(month.name, month.start, month.end, 0)
-    # The default partition holds events of this month: a partition for it cannot be created beside them. Make
-    # the table, move the events into it, then attach it (PostgreSQL builds its indexes and checks its rows).
+def _month_of(name: str) -> Month | None:
+    found = re.fullmatch(rf"{PARENT}_(\d{{4}})_(\d{{2}})", name)
+    return Month(int(found[1]), int(found[2])) if found else None
+
+
+def _create(conn: Connection, month: Month, current: dict[str, tuple[datetime, datetime]]) -> Created | None:
+    """The month's partition, from where its neighbours end and begin (so that it neither overlaps them nor leaves
+    a gap, whatever zone they were made in), else from its first to its last UTC midnight. The default partition
+    is locked first, so no event of the month can land there meanwhile; its events of the month are moved in; the
+    table is then attached, which takes only a light lock on usage_events (ingestion into other months goes on)."""
+    lower, upper = _utc_midnight(month.start), _utc_midnight(month.end)
+    before, after = current.get(month.plus(-1).name), current.get(month.plus(1).name)
+    if before is not None:
+        lower = before[1]
+    if after is not None:
+        upper = after[0]
+    if lower >= upper:
+        return None
+    conn.execute(text("SET LOCAL lock_timeout = '10s'"))  # rather than queue ingestion behind a long reader
+    conn.execute(text(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE"))
     conn.execute(text(f"CREATE TABLE {month.name} (LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
     moved = conn.execute(
         text(
-            f"WITH moved AS (DELETE FROM {DEFAULT} WHERE occurred_at >= :start AND occurred_at < :end RETURNING *) "
+            f"WITH moved AS (DELETE FROM {DEFAULT} WHERE occurred_at >= :lower AND occurred_at < :upper RETURNING *) "
             f"INSERT INTO {month.name} SELECT * FROM moved"
         ),
-        bounds,
+        {"lower": lower, "upper": upper},
     ).rowcount
+    values = f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
     conn.execute(text(f"ALTER TABLE {PARENT} ATTACH PARTITION {month.name} {values}"))
     return Created(month.name, month.start, month.end, int(moved))

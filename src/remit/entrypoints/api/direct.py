@@ -156,6 +156,11 @@ async def answer(
     except RemitError as exc:  # as the app's handler answers it (errors.install)
         failed = errors.envelope(errors.STATUS[exc.kind], exc.code, exc.message, exc.field, _id(scope))
         status, data, headers = failed.status_code, bytes(failed.body), failed.raw_headers
+    except Exception as exc:
+        if not errors.unstorable_text(exc):
+            raise
+        failed = errors.envelope(422, "invalid_text", errors.INVALID_TEXT, None, _id(scope))
+        status, data, headers = failed.status_code, bytes(failed.body), failed.raw_headers
     else:
         value, problems = route.response.validate(result, {}, loc=("response",))
         if problems:

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from remit.domain.errors import ErrorKind, RemitError
@@ -75,6 +76,19 @@ def _field(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
+INVALID_TEXT = "The request holds text that cannot be stored: a NUL character or invalid Unicode."
+
+
+def unstorable_text(exc: BaseException) -> bool:
+    """Whether a database refused text no database can hold: a NUL character (PostgreSQL), a lone surrogate."""
+    if isinstance(exc, UnicodeEncodeError):
+        return True
+    orig = getattr(exc, "orig", None)
+    return isinstance(exc, StatementError) and (
+        isinstance(orig, UnicodeEncodeError) or "NUL (0x00)" in str(orig or exc)
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RemitError)
     async def _remit(request: Request, exc: RemitError) -> JSONResponse:
@@ -89,6 +103,18 @@ def install(app: FastAPI) -> None:
         code = {"missing": "missing_field", "extra_forbidden": "unknown_field"}.get(kind, "invalid_value")
         message = str(first.get("msg", "Invalid value."))
         return envelope(422, code, message, _field(tuple(first.get("loc", ()))), _request_id(request))
+
+    @app.exception_handler(StatementError)
+    async def _database(request: Request, exc: StatementError) -> JSONResponse:
+        """Text no database can hold (a NUL character on PostgreSQL, a lone surrogate anywhere), wherever it
+        came in (path, query or body): the request's transaction was rolled back, nothing changed."""
+        if unstorable_text(exc):
+            return envelope(422, "invalid_text", INVALID_TEXT, None, _request_id(request))
+        raise exc
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def _unicode(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        return envelope(422, "invalid_text", INVALID_TEXT, None, _request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -47,7 +47,7 @@ def customer_usage_series(
     end_on: Annotated[date, Query(description="The day after the last.")],
     granularity: Annotated[Literal["day", "hour"], Query()] = "day",
 ) -> Any:
-    """The customer's usage of one meter, day by day (at most 366) or hour by hour (at most 744), aggregated like
+    """The customer's usage of one meter, day by day (at most 366) or hour by hour (at most 745), aggregated like
     the bill run aggregates (canceled events left out), before rounding and included units."""
     with ctx.uow(read_only=True) as uow:
         return usage_series.usage_series(uow, customer_id, meter, start_on, end_on, granularity, ctx.vis)

@@ -53,13 +53,15 @@ def upgrade() -> None:
     postgresql_partition_by='RANGE (occurred_at)',
     )
     if op.get_bind().dialect.name == 'postgresql':
-        # Monthly partitions for 2025-2030, and a default partition for anything outside them.
+        # Monthly partitions for 2025-2030 (months in UTC, whatever the server's time zone: databases migrated
+        # before the bounds said +00 have them in the server's zone, which adapters/db/partitions.py allows for),
+        # and a default partition for anything outside them.
         for year in range(2025, 2031):
             for month in range(1, 13):
                 nxt = (year + (month == 12), month % 12 + 1)
                 op.execute(
                     f"CREATE TABLE usage_events_{year}_{month:02d} PARTITION OF usage_events "
-                    f"FOR VALUES FROM ('{year}-{month:02d}-01') TO ('{nxt[0]}-{nxt[1]:02d}-01')"
+                    f"FOR VALUES FROM ('{year}-{month:02d}-01 00:00:00+00') TO ('{nxt[0]}-{nxt[1]:02d}-01 00:00:00+00')"
                 )
         op.execute("CREATE TABLE usage_events_default PARTITION OF usage_events DEFAULT")
     with op.batch_alter_table('usage_events', schema=None) as batch_op:
