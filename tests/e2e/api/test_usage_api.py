@@ -181,8 +181,9 @@ def test_usage_events_are_read_back_paged_and_only_by_keys_that_see_the_customer
     assert api.get("/usage_events", customer_id=cus, meter="other").json()["data"] == []
     large = api.get("/usage_events", customer_id=cus, meter="tokens", group="model:large").json()["data"]
     assert [e["transaction_id"] for e in large] == ["r1"]
-    bad_group = api.get("/usage_events", customer_id=cus, meter="tokens", group="model")
-    assert bad_group.status_code == 422 and bad_group.json()["error"]["field"] == "group"
+    for bad in ("model", ["model:a", "model:b"]):
+        bad_group = api.get("/usage_events", customer_id=cus, meter="tokens", group=bad)
+        assert bad_group.status_code == 422 and bad_group.json()["error"]["field"] == "group"
     other = api.post("/legal_entities", {"name": "Other", "country": "US", "currency": "USD"}).json()["id"]
     api.key("elsewhere", ["read"], other)
     hidden = api.get("/usage_events", key="elsewhere", customer_id=cus)

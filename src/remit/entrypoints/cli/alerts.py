@@ -108,6 +108,8 @@ def _group(values: list[str] | None) -> dict[str, str] | None:
         key, sep, val = value.partition("=")
         if not sep or not key:
             raise ValidationError("invalid_group", f"--group takes dimension=value, not {value!r}.", "group")
+        if key in out:
+            raise ValidationError("invalid_group", f"--group gives dimension {key!r} twice.", "group")
         out[key] = val
     return out
 

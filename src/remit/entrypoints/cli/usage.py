@@ -194,13 +194,13 @@ import_command = handle_errors(import_events)
 
 
 def _refs(path: Path) -> Iterator[tuple[int, Any]]:
-    """The events a file names, with their line numbers: CSV with columns customer_id (or external_customer_id)
-    and transaction_id, or JSON lines of objects with those keys (other columns and keys are ignored, so an import
-    file can be reused)."""
+    """The events a file names, with their line numbers: CSV with columns customer_id (or external_customer_id, or
+    subscription_id) and transaction_id, or JSON lines of objects with those keys (other columns and keys are
+    ignored, so an import file can be reused)."""
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as fh:
             for line_no, row in enumerate(csv.DictReader(fh), start=2):
-                names = ("customer_id", "external_customer_id", "transaction_id")
+                names = ("customer_id", "external_customer_id", "subscription_id", "transaction_id")
                 yield line_no, {k: row[k] for k in names if row.get(k)}
         return
     for line_no, item in _read(path):

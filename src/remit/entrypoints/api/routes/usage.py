@@ -132,6 +132,8 @@ def _group(values: list[str] | None) -> dict[str, str] | None:
         name, sep, val = value.partition(":")
         if not sep or not name:
             raise ValidationError("invalid_group", f"group takes dimension:value, not {value!r}.", "group")
+        if name in out:
+            raise ValidationError("invalid_group", f"group gives dimension {name!r} twice.", "group")
         out[name] = val
     return out
 
