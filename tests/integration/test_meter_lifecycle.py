@@ -35,7 +35,8 @@ def _ingest(app, *events):
 
 def _types(app):
     with app.engine.connect() as conn:
-        return [r for (r,) in conn.execute(select(t.events.c.type).where(t.events.c.type.like("meter.%")))]
+        query = select(t.events.c.type).where(t.events.c.type.like("meter.%")).order_by(t.events.c.id)
+        return [r for (r,) in conn.execute(query)]
 
 
 def test_a_deactivated_meter_refuses_new_events_and_prices_and_still_bills_what_it_has(app):

@@ -89,6 +89,22 @@ def list_usage_events(
     return [_public(row, group_by.get(row["meter_code"], []), canceled.get(row["transaction_id"])) for row in rows]
 
 
+def group_pairs(values: list[str] | None, separator: str, option: str) -> dict[str, str] | None:
+    """A group of a meter's dimensions as people type it: ``region:eu`` (the API's query) or ``region=eu`` (the
+    CLI), one per dimension; None when none is given."""
+    if not values:
+        return None
+    out: dict[str, str] = {}
+    for value in values:
+        name, sep, val = value.partition(separator)
+        if not sep or not name:
+            raise ValidationError("invalid_group", f"{option} takes dimension{separator}value, not {value!r}.", "group")
+        if name in out:
+            raise ValidationError("invalid_group", f"{option} gives dimension {name!r} twice.", "group")
+        out[name] = val
+    return out
+
+
 def _utc(at: datetime, field: str) -> datetime:
     try:
         return ensure_utc(at)

@@ -70,7 +70,7 @@ def usage_events_(
                 occurred_gte=gte,
                 occurred_lt=lt,
                 transaction_id=transaction_id,
-                group=_group(group),
+                group=usage_events.group_pairs(group, "=", "--group"),
                 limit=1000 if every else min(limit, 1000),
                 after=after,
             )
@@ -100,20 +100,6 @@ def usage_threshold(
     show(data, as_json, "Usage threshold")
 
 
-def _group(values: list[str] | None) -> dict[str, str] | None:
-    if not values:
-        return None
-    out: dict[str, str] = {}
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise ValidationError("invalid_group", f"--group takes dimension=value, not {value!r}.", "group")
-        if key in out:
-            raise ValidationError("invalid_group", f"--group gives dimension {key!r} twice.", "group")
-        out[key] = val
-    return out
-
-
 @alerts_app.command("create")
 @handle_errors
 def alerts_create(
@@ -128,7 +114,13 @@ def alerts_create(
     """Alert (event usage.alert_triggered, sent to webhooks) when usage or spend crosses thresholds."""
     with bootstrap(Settings()).uow() as uow:
         data = alerts.create_alert(
-            uow, customer, kind, threshold, meter=meter, group=_group(group), subscription_id=subscription
+            uow,
+            customer,
+            kind,
+            threshold,
+            meter=meter,
+            group=usage_events.group_pairs(group, "=", "--group"),
+            subscription_id=subscription,
         )
     show(data, as_json, "Alert created")
 

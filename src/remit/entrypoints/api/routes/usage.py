@@ -116,26 +116,12 @@ def list_usage_events(
             occurred_gte=occurred_gte,
             occurred_lt=occurred_lt,
             transaction_id=transaction_id,
-            group=_group(group),
+            group=usage_events.group_pairs(group, ":", "group"),
             limit=limit + 1,
             after=starting_after,
             vis=ctx.vis,
         )
     return page(rows, limit)
-
-
-def _group(values: list[str] | None) -> dict[str, str] | None:
-    if not values:
-        return None
-    out: dict[str, str] = {}
-    for value in values:
-        name, sep, val = value.partition(":")
-        if not sep or not name:
-            raise ValidationError("invalid_group", f"group takes dimension:value, not {value!r}.", "group")
-        if name in out:
-            raise ValidationError("invalid_group", f"group gives dimension {name!r} twice.", "group")
-        out[name] = val
-    return out
 
 
 @router.post("/events", response_model=UsageEventResult)
