@@ -112,9 +112,10 @@ def test_bad_requests_are_refused_with_the_field(app):
     assert exc.value.code == "customer_not_found"
 
 
-def test_a_day_of_24_and_a_half_hours_keeps_its_last_half_hour(app):
-    """Lord Howe Island turns its clocks back half an hour on 5 April 2026: the day has 24.5 hours, and an event
-    at 23:45 local time falls in the last (half-hour) bucket."""
+def test_hours_are_local_hours_even_where_clocks_move_half_an_hour(app):
+    """Lord Howe Island turns its clocks back half an hour at 02:00 on 5 April 2026 (UTC+11 to UTC+10:30): the
+    day has 24.5 hours and 24 local hours, the one of the change 1.5 hours long; an event at 23:45 local time falls
+    in the bucket of 23:00."""
     b.seller(app)
     clock_id = b.clock(app, datetime(2026, 4, 6, tzinfo=UTC))
     cus = b.customer(app, clock_id, timezone="Australia/Lord_Howe")
@@ -122,8 +123,19 @@ def test_a_day_of_24_and_a_half_hours_keeps_its_last_half_hour(app):
         usage.create_meter(uow, "calls", "Calls", "count")
     _send(app, cus, "calls", ("2026-04-05T13:15:00Z", {}))  # 23:45 at UTC+10:30
     hours = _series(app, cus, "calls", date(2026, 4, 5), date(2026, 4, 6), "hour")["data"]
-    assert len(hours) == 25 and hours[-1]["end"] == "2026-04-05T13:30:00Z"
-    assert [h["start"] for h in hours if h["events"]] == ["2026-04-05T13:00:00Z"]
+    assert len(hours) == 24 and (hours[0]["start"], hours[-1]["end"]) == (
+        "2026-04-04T13:00:00Z",
+        "2026-04-05T13:30:00Z",
+    )
+    assert (hours[1]["start"], hours[2]["start"]) == ("2026-04-04T14:00:00Z", "2026-04-04T15:30:00Z")  # 01:00, 02:00
+    assert [h["start"] for h in hours if h["events"]] == ["2026-04-05T12:30:00Z"]
+
+
+def test_berlins_clock_changes_give_23_and_25_hours(app):
+    cus = _setup(app, at=datetime(2026, 11, 2, tzinfo=UTC))
+    assert len(_series(app, cus, "calls", date(2026, 3, 29), date(2026, 3, 30), "hour")["data"]) == 23
+    autumn = _series(app, cus, "calls", date(2026, 10, 25), date(2026, 10, 26), "hour")["data"]
+    assert len(autumn) == 25 and autumn[2]["start"] == "2026-10-25T00:00:00Z"  # 02:00 summer time, then again
 
 
 def test_a_31_day_month_with_the_extra_autumn_hour_fits_by_hour(app):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from remit.adapters.db.usage_queries import Window, aggregate_usage, weighted_series
 from remit.domain.errors import NotFound, ValidationError
@@ -26,18 +27,25 @@ from remit.service_layer.views import plain
 GRANULARITIES = ("day", "hour")
 MAX_BUCKETS = {"day": 366, "hour": 24 * 31 + 1}  # a 31-day month, with the hour a clock change adds
 FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(9998, 12, 31)
-_HOUR = timedelta(hours=1)
+_QUARTER = timedelta(minutes=15)
 
 
 def bucket_bounds(start_on: date, end_on: date, granularity: str, timezone: str) -> list[datetime]:
-    """The instants (UTC) the buckets begin at, and the last one's end: local midnights, or every hour from the
-    first local midnight to the last (so a day with a clock change has 23 or 25 hourly buckets)."""
+    """The instants (UTC) the buckets begin at, and the last one's end: local midnights, or the instants the local
+    clock shows a whole hour. A day the clocks go forward an hour has 23 hourly buckets, back an hour 25 (the
+    repeated hour is one of them); where they move half an hour (Lord Howe Island), the hour of the change is
+    half an hour longer or shorter, and every bucket is still a local hour."""
     if granularity == "day":
         return [local_midnight(start_on + timedelta(days=k), timezone) for k in range((end_on - start_on).days + 1)]
     first, last = local_midnight(start_on, timezone), local_midnight(end_on, timezone)
-    bounds = [first + k * _HOUR for k in range(int((last - first) / _HOUR) + 1)]
-    if bounds[-1] < last:  # a day 24.5 hours long (Lord Howe Island): the last bucket is the half hour left
-        bounds.append(last)
+    zone = ZoneInfo(timezone)
+    bounds = [first]
+    at = first + _QUARTER  # every UTC offset in use is a whole number of quarter hours
+    while at < last:
+        if at.astimezone(zone).minute == 0:
+            bounds.append(at)
+        at += _QUARTER
+    bounds.append(last)
     return bounds
 
 
