@@ -41,3 +41,40 @@ def test_the_usage_events_key_is_the_index_aggregation_reads(app):
         else:
             names = [i["name"] for i in inspect(conn).get_indexes("usage_events")]
             assert names == ["ix_usage_events_customer_meter_time_all"]
+
+
+def test_0016_repairs_whole_second_times_imported_on_sqlite_and_their_cancellations(tmp_path):
+    """Before 0016 the import wrote ``2026-03-03 00:00:00`` (not ``...00:00:00.000000``), and a cancellation of
+    such an event matched nothing: the event went on counting. The migration makes both right."""
+    from alembic import command
+
+    from remit.adapters.db.engine import alembic_config
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    command.upgrade(alembic_config(engine), "0015")
+    import sqlite3
+
+    raw = sqlite3.connect(tmp_path / "old.db")  # foreign keys are not enforced here: no customer needed
+    with raw:
+        raw.execute(
+            "INSERT INTO usage_events (id, occurred_at, customer_id, meter_code, transaction_id, received_at, "
+            "group_key, matched, properties) VALUES "
+            "('uev_1', '2026-03-03 00:00:00', 'cus_1', 'calls', 'a', '2026-03-03 00:00:05', '[]', 1, '{}'), "
+            "('uev_2', '2026-03-03 00:00:00.250000', 'cus_1', 'calls', 'b', '2026-03-03 00:00:05.5', '[]', 1, '{}')"
+        )
+        raw.execute(
+            "INSERT INTO usage_event_cancellations (customer_id, transaction_id, event_id, meter_code, occurred_at, "
+            "canceled_at) VALUES ('cus_1', 'a', 'uev_1', 'calls', '2026-03-03 00:00:00.000000', "
+            "'2026-03-04 00:00:00.000000')"
+        )
+    raw.close()
+    command.upgrade(alembic_config(engine), "head")
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT transaction_id, occurred_at, matched FROM usage_events ORDER BY transaction_id"
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("a", "2026-03-03 00:00:00.000000", 0),
+        ("b", "2026-03-03 00:00:00.250000", 1),
+    ]
+    engine.dispose()

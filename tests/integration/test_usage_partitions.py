@@ -177,3 +177,20 @@ def test_two_maintainers_at_once_make_each_month_once(fresh):
 def test_sqlite_has_no_partitions(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
     assert partitions.ensure_usage_partitions(engine, date(2031, 1, 10)) == []
+
+
+@pytest.mark.postgres
+def test_a_default_partition_in_long_use_makes_the_upkeep_give_up_soon_and_try_again(fresh):
+    engine = fresh()
+    reader = engine.connect()
+    reader.begin()
+    reader.execute(text("SELECT count(*) FROM usage_events_default"))  # holds its lock until the end
+    started = time.monotonic()
+    with pytest.raises(partitions.PartitionsBusy) as exc:
+        partitions.ensure_usage_partitions(engine, date(2031, 1, 10), months_ahead=0)
+    assert time.monotonic() - started < 10 and exc.value.code == "partitions_busy"
+    reader.rollback()
+    reader.close()
+    assert [c.name for c in partitions.ensure_usage_partitions(engine, date(2031, 1, 10), months_ahead=0)] == [
+        "usage_events_2031_01"
+    ]

@@ -93,8 +93,8 @@ def _canceled_in(uow: UnitOfWork, invoice_id: str, usage: Mapping[str, Any] | No
     ``MAX_CANCELED_SHOWN``): why a usage line, or its correction, counts less than was sent."""
     if not usage or not usage.get("meter") or "minimum_minor" in usage or not usage.get("windows"):
         return []
-    customer_id, tz, billed_at = uow.conn.execute(
-        select(t.customers.c.id, t.customers.c.timezone, t.invoices.c.created_at)
+    customer_id, tz = uow.conn.execute(
+        select(t.customers.c.id, t.customers.c.timezone)
         .join(t.invoices, t.invoices.c.customer_id == t.customers.c.id)
         .where(t.invoices.c.id == invoice_id)
     ).one()
@@ -132,8 +132,6 @@ def _canceled_in(uow: UnitOfWork, invoice_id: str, usage: Mapping[str, Any] | No
                 "occurred_at": plain(row.occurred_at),
                 "canceled_at": plain(row.canceled_at),
                 "reason": row.reason,
-                # canceled after this line was written: counted here, credited by a later correction
-                "counted_here": row.canceled_at > billed_at,
             }
         )
         if len(out) == MAX_CANCELED_SHOWN:
@@ -253,15 +251,13 @@ def _sentences(
         out.append(f"Rated with the {usage.get('price_model')} model.")
         for w in events:
             out.append(f"The events measured, {w['occurred_gte']} to {w['occurred_lt']}: {w['list']}")
-        more = "" if len(canceled) < MAX_CANCELED_SHOWN else f" (of the first {MAX_CANCELED_SHOWN})"
-        for counted, heading in (
-            (False, f"Canceled events in these windows, not counted{more}:"),
-            (True, f"Events counted here, canceled since (a later correction credits them){more}:"),
-        ):
-            these = [x for x in canceled if x["counted_here"] is counted]
-            if these:
-                out.append(heading)
-            for x in these:
+        if canceled:
+            more = "" if len(canceled) < MAX_CANCELED_SHOWN else f" (the first {MAX_CANCELED_SHOWN})"
+            out.append(
+                f"Canceled events dated in these windows{more}: a line rated after an event's cancellation does "
+                "not count it; one rated before did, and a later correction credits it."
+            )
+            for x in canceled:
                 why = f": {x['reason']}" if x["reason"] else ""
                 out.append(f"  {x['transaction_id']} of {x['occurred_at']}, canceled {x['canceled_at']}{why}")
     for b in details.get("breakdown", []):

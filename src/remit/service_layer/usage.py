@@ -89,6 +89,11 @@ def create_meter(
         raise ValidationError(
             "invalid_choice", f"{rounding!r} is not a rounding: ceil, floor or round.", "rounding"
         ) from None
+    for index, name in enumerate(group_by):
+        if ":" in name or "=" in name:  # a group is typed dimension:value (API) or dimension=value (CLI)
+            raise ValidationError(
+                "invalid_group_by", "A dimension's name may not hold ':' or '='.", f"group_by[{index}]"
+            )
     formula = parse_formula(expression, "expression") if expression is not None else None
     meter = Meter(
         code,

@@ -67,10 +67,11 @@ class _Found:
 
 
 def _outcome(index: int, customer_id: object, txn: object) -> dict[str, Any]:
+    """An answer's echo of what was sent: only text that can be written back (a lone surrogate cannot)."""
     return {
         "index": index,
-        "customer_id": customer_id if isinstance(customer_id, str) else None,
-        "transaction_id": txn if isinstance(txn, str) else None,
+        "customer_id": customer_id if usage.plain_text(customer_id, 10_000) else None,
+        "transaction_id": txn if usage.plain_text(txn, 10_000) else None,
     }
 
 

@@ -349,3 +349,25 @@ def test_usage_over_time_by_day(api):
         f"/customers/{cus}/usage_series", meter="tokens", start_on="2025-12-30", end_on="2025-12-31", granularity="hour"
     )
     assert hourly.status_code == 200 and len(hourly.json()["data"]) == 24
+
+
+def test_a_cancellation_echoing_text_that_cannot_be_written_back_still_answers(api):
+    """A lone surrogate in a transaction id is refused for that event; the answer leaves it out of the echo."""
+    cus = _setup(api)
+    good = {"customer_id": cus, "code": "tokens", "timestamp": _at(api), "properties": {"tokens": 1, "model": "s"}}
+    assert api.post("/events", {**good, "transaction_id": "good"}).json()["status"] == "accepted"
+    refs = [f'{{"customer_id": "{cus}", "transaction_id": "{txn}"}}' for txn in ("good", "x\\ud800")]
+    body = ('{"events": [' + ", ".join(refs) + "]}").encode()  # the escape as JSON text: a lone surrogate
+    got = api.client.post("/v1/events/cancel", content=body, headers=api.h(**{"Content-Type": "application/json"}))
+    assert got.status_code == 200, got.text
+    answer = got.json()
+    assert [o["transaction_id"] for o in answer["canceled"]] == ["good"]
+    assert [(o["index"], o["transaction_id"], o["error"]["code"]) for o in answer["rejected"]] == [
+        (1, None, "invalid_transaction_id")
+    ]
+
+
+def test_a_dimension_name_holding_a_separator_is_refused(api):
+    for name in ("aws:region", "a=b"):
+        bad = api.post("/meters", {"code": "x", "name": "X", "aggregation": "count", "group_by": [name]})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "group_by[0]", bad.json()

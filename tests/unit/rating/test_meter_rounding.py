@@ -58,3 +58,14 @@ def test_a_large_quantity_is_rounded_not_refused():
 
 def test_negative_zero_is_zero():
     assert str(_meter(Rounding.CEIL).rounded(Decimal("-0.4"))) == "0"
+
+
+def test_a_long_exact_fraction_is_written_to_28_significant_digits():
+    """An exact decimal of more digits than a quantity column holds is written as quantities always were."""
+    from fractions import Fraction
+
+    from remit.domain.rating.aggregations import decimal_of
+
+    assert decimal_of(Fraction(3)) == 3 and str(decimal_of(Fraction(1, 8))) == "0.125"
+    long = decimal_of(Fraction(Decimal("0." + "1234567890" * 6 + "1")) / 8)
+    assert len(long.as_tuple().digits) == 28 and len(format(long, "f")) <= 64

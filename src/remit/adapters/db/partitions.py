@@ -16,9 +16,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
+
+from remit.domain.errors import Conflict
 
 MONTHS_AHEAD = 12
 MAX_MONTHS = 240  # months made in one call at the most
+LOCK_TIMEOUT_MS = 2000
 PARENT = "usage_events"
 DEFAULT = "usage_events_default"
 
@@ -71,7 +75,10 @@ def _bounds(conn: Connection) -> dict[str, tuple[datetime, datetime]]:
     for name, bound in conn.execute(_PARTITIONS, {"parent": PARENT}):
         found = _RANGE.search(bound or "")
         if found:
-            out[name] = (datetime.fromisoformat(found[1]), datetime.fromisoformat(found[2]))
+            try:
+                out[name] = (datetime.fromisoformat(found[1]), datetime.fromisoformat(found[2]))
+            except ValueError:  # 'infinity', made by hand: not a month of ours, and no neighbour to fit
+                continue
     return out
 
 
@@ -102,9 +109,21 @@ def months_wanted(today: date, months_ahead: int, newest: Month | None) -> list[
     return out
 
 
+class PartitionsBusy(Conflict):
+    """The default partition stayed in use (a long read) longer than ``LOCK_TIMEOUT_MS``: try again later."""
+
+    def __init__(self, month: str) -> None:
+        super().__init__(
+            "partitions_busy",
+            f"{month} could not be created now: usage_events_default was in use. The worker tries again every "
+            "5 minutes; or run `remit db partitions` later.",
+        )
+
+
 def ensure_usage_partitions(engine: Engine, today: date, months_ahead: int = MONTHS_AHEAD) -> list[Created]:
     """Create the missing monthly partitions (see ``months_wanted``), each in a transaction of its own; what was
-    created. Nothing on SQLite."""
+    created. Nothing on SQLite. Raises ``PartitionsBusy`` (having made the months before) when a lock waits too
+    long."""
     if engine.dialect.name != "postgresql":
         return []
     with engine.begin() as conn:
@@ -120,7 +139,12 @@ def ensure_usage_partitions(engine: Engine, today: date, months_ahead: int = MON
             current = _bounds(conn)
             if month.name in current:
                 continue
-            made = _create(conn, month, current)
+            try:
+                made = _create(conn, month, current)
+            except OperationalError as exc:
+                if "lock timeout" not in str(exc):
+                    raise
+                raise PartitionsBusy(month.name) from None
             if made is not None:
                 created.append(made)
     return created
@@ -144,7 +168,8 @@ def _create(conn: Connection, month: Month, current: dict[str, tuple[datetime, d
         upper = after[0]
     if lower >= upper:
         return None
-    conn.execute(text("SET LOCAL lock_timeout = '10s'"))  # rather than queue ingestion behind a long reader
+    # Waiting for the default partition's lock makes readers of it wait behind: give up soon, and try again later.
+    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'"))
     conn.execute(text(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE"))
     conn.execute(text(f"CREATE TABLE {month.name} (LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
     moved = conn.execute(

@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from sqlalchemy import (
@@ -37,7 +37,7 @@ from sqlalchemy.exc import OperationalError
 from remit.adapters.db import tables as t
 from remit.adapters.db.id_lists import ID_LIST_TYPES, in_id_list
 from remit.adapters.db.types import UTCDateTime
-from remit.domain.rating.aggregations import Aggregate, Aggregation, Meter, UsageEvent, aggregate
+from remit.domain.rating.aggregations import WIDE, Aggregate, Aggregation, Meter, UsageEvent, aggregate
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,7 +403,8 @@ def _weighted(
             at = _utc(occurred_at)
             if at < start:
                 key = (customer_id, group_key)
-                before[key] = before.get(key, Decimal(0)) + _dec(value)
+                with localcontext(WIDE):  # the level carried in, exactly (as the domain's reference sums it)
+                    before[key] = before.get(key, Decimal(0)) + _dec(value)
                 continue
             props = {"__value": value, "__group": group_key}
             by_customer.setdefault(customer_id, []).append(UsageEvent(at, props, transaction_id))
@@ -440,7 +441,8 @@ def weighted_series(
     for group_key, events in per_group.items():  # each in time order
         level, i = Decimal(0), 0
         while i < len(events) and events[i].timestamp < bounds[0]:
-            level += _dec(events[i].properties["__value"])
+            with localcontext(WIDE):
+                level += _dec(events[i].properties["__value"])
             i += 1
         for index, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
             j = i
@@ -449,7 +451,8 @@ def weighted_series(
             inside = events[i:j]
             found = aggregate(reader, inside, start, end, {(group_key,): level})
             out[index][tuple(json.loads(group_key))] = found[(group_key,)]
-            level += sum((_dec(e.properties["__value"]) for e in inside), Decimal(0))
+            with localcontext(WIDE):
+                level += sum((_dec(e.properties["__value"]) for e in inside), Decimal(0))
             i = j
     return out
 

@@ -218,19 +218,23 @@ class Aggregate:
     exact: Fraction | None = None
 
 
-_WIDE = Context(prec=200, Emax=999_999, Emin=-999_999)
+# Wide enough that levels, their sums and level × seconds (values of up to 64 characters) stay exact.
+WIDE = Context(prec=200, Emax=999_999, Emin=-999_999)
 
 
 def decimal_of(value: Fraction) -> Decimal:
-    """A fraction as a decimal: exactly when it has a finite decimal expansion (3, 2.5, 1/8), otherwise to the
-    default context's 28 significant digits."""
+    """A fraction as a decimal: exactly when it has a finite decimal expansion of at most 28 significant digits (3,
+    2.5, 1/8), otherwise to the default context's 28 significant digits (as quantities always were; a stored
+    quantity is at most 64 characters)."""
     den = value.denominator
     for factor in (2, 5):
         while den % factor == 0:
             den //= factor
     if den == 1:
-        with localcontext(_WIDE):
-            return Decimal(value.numerator) / Decimal(value.denominator)
+        with localcontext(WIDE):
+            exact = Decimal(value.numerator) / Decimal(value.denominator)
+        if len(exact.as_tuple().digits) <= 28:
+            return exact
     return Decimal(value.numerator) / Decimal(value.denominator)
 
 
@@ -277,7 +281,7 @@ def _weighted(
     total_s = _seconds(end - start)
     area = Decimal(0)
     at = start
-    with localcontext(_WIDE):  # level × seconds and their sum, exactly
+    with localcontext(WIDE):  # level × seconds and their sum, exactly
         ordered = sorted(zip(events, values, strict=True), key=lambda p: (p[0].timestamp, p[0].transaction_id))
         for event, delta in ordered:
             area += level * _seconds(event.timestamp - at)

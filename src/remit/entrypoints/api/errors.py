@@ -82,10 +82,11 @@ INVALID_TEXT = "The request holds text that cannot be stored: a NUL character or
 def unstorable_text(exc: BaseException) -> bool:
     """Whether a database refused text no database can hold: a NUL character (PostgreSQL), a lone surrogate."""
     if isinstance(exc, UnicodeEncodeError):
-        return True
+        return exc.reason == "surrogates not allowed"
     orig = getattr(exc, "orig", None)
     return isinstance(exc, StatementError) and (
-        isinstance(orig, UnicodeEncodeError) or "NUL (0x00)" in str(orig or exc)
+        (isinstance(orig, UnicodeEncodeError) and orig.reason == "surrogates not allowed")
+        or "NUL (0x00)" in str(orig or exc)
     )
 
 
@@ -114,6 +115,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(UnicodeEncodeError)
     async def _unicode(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        if not unstorable_text(exc):
+            raise exc
         return envelope(422, "invalid_text", INVALID_TEXT, None, _request_id(request))
 
     @app.exception_handler(StarletteHTTPException)

@@ -3,7 +3,9 @@
 Before this revision, `remit events import` on SQLite stored a time with no fraction of a second as
 ``2025-12-31 00:00:00`` where SQLAlchemy writes ``2025-12-31 00:00:00.000000``. SQLite compares times as text, so
 such an event at exactly a window's start fell before it (into the previous day or period), and canceling it
-matched nothing. The texts are made alike; nothing to do on PostgreSQL, which stores times as times.
+matched nothing (the cancellation was recorded, the event went on counting). The texts are made alike, and every
+event with a cancellation stops counting, as its cancellation said. Nothing to do on PostgreSQL, which stores
+times as times.
 
 Revision ID: 0016
 Revises: 0015
@@ -29,6 +31,10 @@ def upgrade() -> None:
         ("usage_event_keys", "received_at"),
     ):
         op.execute(_FIX.format(table=table, column=column))
+    op.execute(
+        "UPDATE usage_events SET matched = 0 WHERE matched AND EXISTS (SELECT 1 FROM usage_event_cancellations c "
+        "WHERE c.customer_id = usage_events.customer_id AND c.transaction_id = usage_events.transaction_id)"
+    )
 
 
 def downgrade() -> None:
