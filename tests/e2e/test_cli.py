@@ -87,6 +87,7 @@ def test_lists_page_with_limit_and_all(db):
         (["bill-run", "--as-of", "2999-01-01T00:00:00Z"], 2, "as_of_in_future"),
         (["bill-run", "--as-of", "yesterday"], 2, "invalid_time"),
         (["plans", "create", "--code", "x", "--name", "X", "--prices", "{"], 2, "invalid_json"),
+        (["webhooks", "deliveries", "we_x", "--status", "bogus"], 2, "invalid_choice"),
     ],
 )
 def test_errors_have_codes_fields_and_exit_codes(db, args, code, error):

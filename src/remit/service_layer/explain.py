@@ -254,8 +254,9 @@ def _sentences(
         if canceled:
             more = "" if len(canceled) < MAX_CANCELED_SHOWN else f" (the first {MAX_CANCELED_SHOWN})"
             out.append(
-                f"Canceled events dated in these windows{more}: a line rated after an event's cancellation does "
-                "not count it; one rated before did, and a later correction credits it."
+                f"Canceled events dated in these windows{more}: lines rated after an event's cancellation do not "
+                "count it; the line that did (rated after it arrived, before its cancellation) is credited by a "
+                "later correction."
             )
             for x in canceled:
                 why = f": {x['reason']}" if x["reason"] else ""

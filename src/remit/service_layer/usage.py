@@ -89,8 +89,8 @@ def create_meter(
         raise ValidationError(
             "invalid_choice", f"{rounding!r} is not a rounding: ceil, floor or round.", "rounding"
         ) from None
-    for index, name in enumerate(group_by):
-        if ":" in name or "=" in name:  # a group is typed dimension:value (API) or dimension=value (CLI)
+    for index, dimension in enumerate(group_by):
+        if ":" in dimension or "=" in dimension:  # a group is typed dimension:value (API) or dimension=value (CLI)
             raise ValidationError(
                 "invalid_group_by", "A dimension's name may not hold ':' or '='.", f"group_by[{index}]"
             )

@@ -198,6 +198,9 @@ def _with_attempts(uow: UnitOfWork, rows: list[dict[str, Any]]) -> list[dict[str
     return [{**r, "attempts": by_delivery[r["id"]]} for r in rows]
 
 
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+
+
 def list_deliveries(
     uow: UnitOfWork,
     endpoint_id: str,
@@ -207,6 +210,8 @@ def list_deliveries(
     starting_after: str | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first, each with its attempts (oldest first). ``starting_after`` takes a delivery id."""
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise ValidationError("invalid_choice", "status is pending, succeeded or failed.", "status")
     _endpoint_row(uow, endpoint_id, vis, "endpoint_id")
     d = t.webhook_deliveries.c
     query = _deliveries_query().where(d.endpoint_id == endpoint_id)

@@ -200,6 +200,7 @@ def test_a_meter_by_its_code(api):
     _setup(api)
     meter = api.get("/meters/tokens", key="read").json()
     assert (meter["object"], meter["aggregation"], meter["group_by"]) == ("meter", "sum", ["model"])
+    assert meter["name"] == "Tokens"  # as given, whatever its dimensions are called
     missing = api.get("/meters/nope")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "meter_not_found"
 
@@ -239,6 +240,7 @@ def test_events_sent_by_mistake_are_canceled_each_answered_on_its_own(api):
         "/events/cancel", {"events": [{"customer_id": cus, "transaction_id": "b"}], "reason": "x" * 501}
     )
     assert long_reason.status_code == 422 and long_reason.json()["error"]["field"] == "reason"
+    assert long_reason.json()["error"]["code"] == "invalid_reason"
     still = {e["transaction_id"]: e["counted"] for e in api.get("/usage_events", customer_id=cus).json()["data"]}
     assert still == {"a": False, "b": True}
     with api.remit.engine.connect() as conn:

@@ -117,8 +117,10 @@ class UsageCancelIn(Input):
     events: list[dict[str, Any]] = Field(
         description="At most 1,000 events, each `{customer_id, transaction_id}`; each is answered on its own."
     )
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = Field(
-        default=None, description="Why: kept with each cancellation and sent in `usage.events_canceled`."
+    reason: str | None = Field(
+        default=None,
+        description="Why (1 to 500 characters; `invalid_reason` otherwise): kept with each cancellation and sent in "
+        "`usage.events_canceled`.",
     )
 
 

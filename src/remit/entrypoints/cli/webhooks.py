@@ -95,7 +95,8 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
 
 @handle_errors
 def worker(poll: Annotated[float, typer.Option(help="Seconds to wait when there is nothing to do.")] = 0.5) -> None:
-    """Deliver webhooks until Ctrl-C or SIGTERM (PostgreSQL; run as many as you like)."""
+    """Deliver webhooks, evaluate usage alerts and thresholds, and keep usage_events' partitions a year ahead,
+    until Ctrl-C or SIGTERM (PostgreSQL; run as many as you like)."""
     from remit.adapters.jobs.webhook_worker import run_worker
 
     remit = _app()
