@@ -1,5 +1,6 @@
 """The Alembic migrations build exactly the schema the code declares, on both databases."""
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
@@ -78,3 +79,106 @@ def test_0016_repairs_whole_second_times_imported_on_sqlite_and_their_cancellati
         ("b", "2026-03-03 00:00:00.250000", 1),
     ]
     engine.dispose()
+
+
+def _usage_customer(app):
+    from remit.service_layer import catalog, subscriptions, usage
+    from tests import builders as b
+
+    b.seller(app)
+    with app.uow() as uow:
+        usage.create_meter(uow, "m", "m", "sum", "v")
+        catalog.create_plan(
+            uow,
+            "p",
+            "P",
+            [{"currency": "EUR", "model": "per_unit", "config": {"unit_price": "1"}, "usage": {"meter": "m"}}],
+        )
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        sub = subscriptions.create_subscription(uow, cus, "p", anchor="calendar")
+    return clock_id, cus, sub
+
+
+def _send(app, cus, at, v, txn):
+    from remit.service_layer import usage
+
+    event = {
+        "customer_id": cus,
+        "code": "m",
+        "transaction_id": txn,
+        "timestamp": at.isoformat(),
+        "properties": {"v": v},
+    }
+    with app.uow() as uow:
+        assert not usage.ingest(uow, [event]).rejected
+
+
+def _as_the_old_import_wrote_it(app, txn):
+    with app.engine.begin() as conn:
+        conn.execute(
+            text("UPDATE usage_events SET occurred_at = substr(occurred_at, 1, 19) WHERE transaction_id = :x"),
+            {"x": txn},
+        )
+
+
+def _run_0016_again(app):
+    from alembic import command
+
+    from remit.adapters.db.engine import alembic_config
+
+    command.stamp(alembic_config(app.engine), "0015")
+    command.upgrade(alembic_config(app.engine), "head")
+
+
+@pytest.mark.parametrize("app", ["sqlite"], indirect=True)
+def test_0016_rebills_the_period_an_event_at_a_periods_first_second_was_billed_in(app):
+    """Imported at exactly 1 April 00:00:00 with the old text, the event sorted into March and was billed there;
+    repaired, it is April's: March is credited, April bills it, once."""
+    from remit.service_layer import clocks
+    from tests import builders as b
+
+    clock_id, cus, _ = _usage_customer(app)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 31, 23, 58))
+    _send(app, cus, b.utc(2026, 4, 1), 7, "edge")
+    _as_the_old_import_wrote_it(app, "edge")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 2))
+    assert b.lines_of(app, cus) == [("usage", "2026-03-01", "2026-04-01", "7.00")]
+    _run_0016_again(app)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 2))
+    assert b.lines_of(app, cus) == [
+        ("usage", "2026-03-01", "2026-04-01", "7.00"),
+        ("usage_correction", "2026-03-01", "2026-04-01", "-7.00"),
+        ("usage", "2026-04-01", "2026-05-01", "7.00"),
+    ]
+
+
+@pytest.mark.parametrize("app", ["sqlite"], indirect=True)
+def test_0016_credits_an_event_whose_cancellation_had_matched_nothing(app):
+    from remit.service_layer import clocks
+    from tests import builders as b
+
+    clock_id, cus, sub = _usage_customer(app)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 30, 12))
+    _send(app, cus, b.utc(2026, 3, 30), 5, "gone")
+    _send(app, cus, b.utc(2026, 3, 30, 1), 1, "stay")
+    _as_the_old_import_wrote_it(app, "gone")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1, 12))
+    with app.engine.begin() as conn:  # what a cancellation did before 0016: recorded, the event still counting
+        event_id = conn.execute(text("SELECT id FROM usage_events WHERE transaction_id = 'gone'")).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO usage_event_cancellations (customer_id, transaction_id, event_id, meter_code, "
+                "occurred_at, canceled_at) VALUES (:c, 'gone', :e, 'm', '2026-03-30 00:00:00.000000', "
+                "'2026-04-02 00:00:00.000000')"
+            ),
+            {"c": cus, "e": event_id},
+        )
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 3))
+    _run_0016_again(app)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 2))
+    assert b.lines_of(app, cus)[:2] == [
+        ("usage", "2026-03-01", "2026-04-01", "6.00"),
+        ("usage_correction", "2026-03-01", "2026-04-01", "-5.00"),
+    ]

@@ -23,6 +23,7 @@ from remit.domain.errors import Conflict
 MONTHS_AHEAD = 12
 MAX_MONTHS = 240  # months made in one call at the most
 LOCK_TIMEOUT_MS = 2000
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout that ran out
 PARENT = "usage_events"
 DEFAULT = "usage_events_default"
 
@@ -110,14 +111,17 @@ def months_wanted(today: date, months_ahead: int, newest: Month | None) -> list[
 
 
 class PartitionsBusy(Conflict):
-    """The default partition stayed in use (a long read) longer than ``LOCK_TIMEOUT_MS``: try again later."""
+    """usage_events (or its default partition) stayed in use longer than ``LOCK_TIMEOUT_MS``: try again later.
+    ``created``: the months made before."""
 
-    def __init__(self, month: str) -> None:
+    def __init__(self, month: str, created: list[Created]) -> None:
         super().__init__(
             "partitions_busy",
-            f"{month} could not be created now: usage_events_default was in use. The worker tries again every "
-            "5 minutes; or run `remit db partitions` later.",
+            f"{month} could not be created now: usage_events was in use"
+            + (f" ({len(created)} month(s) made before it)" if created else "")
+            + ". The worker tries again every 5 minutes; or run `remit db partitions` later.",
         )
+        self.created = created
 
 
 def ensure_usage_partitions(engine: Engine, today: date, months_ahead: int = MONTHS_AHEAD) -> list[Created]:
@@ -127,6 +131,7 @@ def ensure_usage_partitions(engine: Engine, today: date, months_ahead: int = MON
     if engine.dialect.name != "postgresql":
         return []
     with engine.begin() as conn:
+        _limit_waits(conn)
         bounds = _bounds(conn)
     monthly = sorted(m for name in bounds if (m := _month_of(name)) is not None)
     created: list[Created] = []
@@ -136,18 +141,25 @@ def ensure_usage_partitions(engine: Engine, today: date, months_ahead: int = MON
         with engine.begin() as conn:
             # One maintainer at a time (two workers starting together): the second finds the month made.
             conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('remit.usage_partitions'))"))
-            current = _bounds(conn)
-            if month.name in current:
-                continue
+            _limit_waits(conn)
             try:
+                current = _bounds(conn)
+                if month.name in current:
+                    continue
                 made = _create(conn, month, current)
             except OperationalError as exc:
-                if "lock timeout" not in str(exc):
+                if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
                     raise
-                raise PartitionsBusy(month.name) from None
+                raise PartitionsBusy(month.name, created) from None
             if made is not None:
                 created.append(made)
     return created
+
+
+def _limit_waits(conn: Connection) -> None:
+    """Waiting for a lock on usage_events or a partition makes its readers and writers wait behind: give up soon,
+    and try again later."""
+    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'"))
 
 
 def _month_of(name: str) -> Month | None:
@@ -168,8 +180,6 @@ def _create(conn: Connection, month: Month, current: dict[str, tuple[datetime, d
         upper = after[0]
     if lower >= upper:
         return None
-    # Waiting for the default partition's lock makes readers of it wait behind: give up soon, and try again later.
-    conn.execute(text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'"))
     conn.execute(text(f"LOCK TABLE {DEFAULT} IN ACCESS EXCLUSIVE MODE"))
     conn.execute(text(f"CREATE TABLE {month.name} (LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"))
     moved = conn.execute(

@@ -37,7 +37,15 @@ from sqlalchemy.exc import OperationalError
 from remit.adapters.db import tables as t
 from remit.adapters.db.id_lists import ID_LIST_TYPES, in_id_list
 from remit.adapters.db.types import UTCDateTime
-from remit.domain.rating.aggregations import WIDE, Aggregate, Aggregation, Meter, UsageEvent, aggregate
+from remit.domain.rating.aggregations import (
+    WIDE,
+    Aggregate,
+    Aggregation,
+    Meter,
+    UsageEvent,
+    aggregate,
+    quantity_of,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,10 +85,12 @@ class _DecimalSum:
         if value.isdigit() or (value[:1] == "-" and value[1:].isdigit()):
             self.whole += int(value)
         else:
-            self.total += Decimal(value)
+            with localcontext(WIDE):  # exact: the quantity is cut to 28 digits once, at the end, as on PostgreSQL
+                self.total += Decimal(value)
 
     def finalize(self) -> str:
-        return str(self.total + self.whole)
+        with localcontext(WIDE):
+            return str(self.total + self.whole)
 
 
 class _DecimalMax:
@@ -134,7 +144,7 @@ def aggregate_usage(
         if ahead is not None and ahead.customers.issuperset(customers):
             first = [ahead.rows[c] for c in customers if c in ahead.rows]
         for customer_id, group_key, events, value in _simple_rows(conn, meter, pg, params, first):
-            quantity = Decimal(value) if meter.aggregation in _COUNTS else _dec(value)
+            quantity = Decimal(value) if meter.aggregation in _COUNTS else quantity_of(_dec(value))
             group = () if group_key == _NO_GROUP else tuple(json.loads(group_key))
             result[(customer_id, meter_code, start, end, group)] = Aggregate(quantity, int(events))
     if weighted:
@@ -166,7 +176,8 @@ def _per_group_rows(conn: Connection, aggregation: Aggregation, pg: bool, params
     others through ``decimal_sum``, a Python call per value."""
     if pg or aggregation is not Aggregation.SUM:
         return list(conn.execute(_SIMPLE[(aggregation, pg)], params))
-    return [(c, g, n, _dec(whole or 0) + _dec(rest)) for c, g, n, whole, rest in conn.execute(_SQLITE_SUM, params)]
+    with localcontext(WIDE):  # the two parts added exactly; the caller cuts the quantity once
+        return [(c, g, n, _dec(whole or 0) + _dec(rest)) for c, g, n, whole, rest in conn.execute(_SQLITE_SUM, params)]
 
 
 def _by_customer_first(
@@ -471,10 +482,11 @@ def transaction_values(conn: Connection, windows: Sequence[Window]) -> dict[Key,
 
 
 def _dec(value: object) -> Decimal:
+    """A value read back, exactly (``quantity_of`` makes a quantity of it)."""
     if value is None:
         return Decimal(0)
     if isinstance(value, Decimal):
-        return Decimal(int(value)) if value == value.to_integral() else value.normalize()
+        return Decimal(int(value)) if value == value.to_integral() else value.normalize(WIDE)
     return Decimal(str(value))
 
 

@@ -28,14 +28,14 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from fractions import Fraction
 from typing import TypeVar
 
 from remit.domain.billing_events import Item, Segment, TimelineEvent, build_segments, ended_on
 from remit.domain.catalog.model import Coupon, CouponDuration, Price, Timing
 from remit.domain.money import Currency, RoundingPolicy, allocate
-from remit.domain.rating.aggregations import Aggregate, Aggregation, Meter, decimal_of
+from remit.domain.rating.aggregations import WIDE, Aggregate, Aggregation, Meter, decimal_of
 from remit.domain.rating.charge_models import ChargeModel, ChargeResult, PercentageCharge
 from remit.domain.subscriptions.periods import (
     Interval,
@@ -822,12 +822,20 @@ def _new_line(
         service_start_on=service_start,
         service_end_on=service_end,
         quantity=quantity,
-        unit_price=unit_price.quantize(_NANO).normalize(),
+        unit_price=_unit_price(unit_price),
         subtotal_minor=d_subtotal,
         discount_minor=d_discount,
         corrects_line_id=before.first_line_id if before else None,
         details=details,
     )
+
+
+def _unit_price(value: Decimal) -> Decimal:
+    """A line's unit price as shown (its amount ÷ its quantity: informational, never summed), to the nano: worked
+    out in a wide context, since a tiny quantity (1e-20 units of a package) makes it huge, then to 28 digits."""
+    with localcontext(WIDE):
+        nano = value.quantize(_NANO)
+    return nano.normalize()
 
 
 def _service_range(line: ProposedLine, first: bool) -> tuple[date, date, Decimal]:

@@ -222,10 +222,19 @@ class Aggregate:
 WIDE = Context(prec=200, Emax=999_999, Emin=-999_999)
 
 
+def quantity_of(value: Decimal) -> Decimal:
+    """A measured quantity as every path writes it: a whole number exactly, anything else to 28 significant
+    digits (trailing zeros dropped), from the exact sum, maximum or value. One rule, so that SQLite, PostgreSQL and
+    this reference agree however many digits the events carried."""
+    if value == value.to_integral_value():
+        return Decimal(int(value))
+    return value.normalize()
+
+
 def decimal_of(value: Fraction) -> Decimal:
     """A fraction as a decimal: exactly when it has a finite decimal expansion of at most 28 significant digits (3,
-    2.5, 1/8), otherwise to the default context's 28 significant digits (as quantities always were; a stored
-    quantity is at most 64 characters)."""
+    2.5, 1/8), otherwise to the default context's 28 significant digits (as every measured quantity is: see
+    ``quantity_of``)."""
     den = value.denominator
     for factor in (2, 5):
         while den % factor == 0:
@@ -266,12 +275,14 @@ def _one(meter: Meter, events: list[UsageEvent], start: datetime, end: datetime,
         return Aggregate(Decimal(len({str(e.properties[name]) for e in events})), len(events))
     values = [meter.value_of(e) for e in events]
     if agg is Aggregation.SUM:
-        return Aggregate(sum(values, Decimal(0)), len(events))
+        with localcontext(WIDE):
+            total = sum(values, Decimal(0))
+        return Aggregate(quantity_of(total), len(events))
     if agg is Aggregation.MAX:
-        return Aggregate(max(values, default=Decimal(0)), len(events))
+        return Aggregate(quantity_of(max(values, default=Decimal(0))), len(events))
     if agg is Aggregation.LATEST:
         ordered = sorted(zip(events, values, strict=True), key=lambda p: (p[0].timestamp, p[0].transaction_id))
-        return Aggregate(ordered[-1][1] if ordered else Decimal(0), len(events))
+        return Aggregate(quantity_of(ordered[-1][1]) if ordered else Decimal(0), len(events))
     return _weighted(events, values, start, end, level)
 
 

@@ -114,8 +114,8 @@ def migrate(as_json: Json = False) -> None:
     note = None
     try:
         created = partitions.ensure_usage_partitions(remit.engine, remit.clock.now().date())
-    except partitions.PartitionsBusy as exc:  # the schema is migrated; the worker makes the months later
-        created, note = [], exc.message
+    except partitions.PartitionsBusy as exc:  # the schema is migrated; the worker makes the rest later
+        created, note = exc.created, exc.message
     show(
         {"database": str(remit.engine.url), "migrated": True, "partitions_created": len(created), "note": note},
         as_json,
