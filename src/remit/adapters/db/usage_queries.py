@@ -144,7 +144,10 @@ def aggregate_usage(
         if ahead is not None and ahead.customers.issuperset(customers):
             first = [ahead.rows[c] for c in customers if c in ahead.rows]
         for customer_id, group_key, events, value in _simple_rows(conn, meter, pg, params, first):
-            quantity = Decimal(value) if meter.aggregation in _COUNTS else quantity_of(_dec(value))
+            if type(value) is int or meter.aggregation in _COUNTS:  # a whole number (SQLite's own SUM): exact
+                quantity = Decimal(value)
+            else:
+                quantity = quantity_of(_dec(value))
             group = () if group_key == _NO_GROUP else tuple(json.loads(group_key))
             result[(customer_id, meter_code, start, end, group)] = Aggregate(quantity, int(events))
     if weighted:
