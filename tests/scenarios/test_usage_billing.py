@@ -418,3 +418,19 @@ def test_included_units_of_a_part_period_are_prorated_and_the_explanation_says_h
         s.startswith("10000 units included per period × 16/31 (the part of the period billed) = 5161.29")
         for s in explained["explanation"]
     ), explained["explanation"]
+
+
+def test_the_smallest_quantity_a_package_price_bills_is_written_and_read_back_exactly(app):
+    """1E-62 units (the smallest value an event may carry) of packages of 1,000 at 100.00: one package, 100.00,
+    whose unit price per unit, 1E+64, is too long to write out in full: it is stored in exponent form and read
+    back as the same number, on both databases (it once stopped the bill run)."""
+    b.seller(app)
+    _meter(app, "calls", "sum", "n")
+    _plan(app, "pkg", [_usage("calls", model="package", config={"package_size": "1000", "package_price": "100"})])
+    clock_id, cus, _sub = _start(app, "pkg")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    tiny = "0." + "0" * 61 + "1"  # 64 characters: 1E-62
+    _send(app, cus, (b.utc(2026, 3, 5), {"n": tiny}), code="calls")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    (line,) = b.invoices_of(app, cus)[0]["lines"]
+    assert (line["amount"], line["quantity"], line["unit_price"]) == ("100.00", tiny, "1" + "0" * 64)

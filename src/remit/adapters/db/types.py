@@ -11,7 +11,9 @@ from sqlalchemy.types import TypeDecorator
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
-    """A decimal stored as text: SQLite has no exact numeric type, and quantities are never summed in SQL."""
+    """A decimal stored as text: SQLite has no exact numeric type, and quantities are never summed in SQL. Written
+    out in full (``0.000125``), or, when that would not fit the column's 64 characters (a unit price worked out
+    from 1e-62 units), in exponent form (``1E+64``), which reads back as exactly the same number."""
 
     impl = String(64)
     cache_ok = True
@@ -21,7 +23,8 @@ class ExactDecimal(TypeDecorator[Decimal]):
             return None
         if not isinstance(value, Decimal):
             raise TypeError(f"ExactDecimal needs a Decimal, got {type(value).__name__}")
-        return format(value, "f")
+        text = format(value, "f")
+        return text if len(text) <= 64 else str(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
         return None if value is None else Decimal(value)
