@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -34,7 +34,9 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
     if line is None:
         raise NotFound("invoice_line", line_id, "line_id")
     invoice = uow.conn.execute(
-        select(t.invoices.c.currency, t.invoices.c.number, t.invoices.c.status).where(t.invoices.c.id == invoice_id)
+        select(t.invoices.c.currency, t.invoices.c.number, t.invoices.c.customer_id, t.customers.c.timezone)
+        .join(t.customers, t.customers.c.id == t.invoices.c.customer_id)
+        .where(t.invoices.c.id == invoice_id)
     ).one()
     code = invoice.currency
     details: Mapping[str, Any] = line["details"] or {}
@@ -45,8 +47,9 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
     meter = None
     if usage and usage.get("meter"):
         meter = uow.conn.execute(select(t.meters).where(t.meters.c.code == usage["meter"])).mappings().first()
-    events = _events_behind(uow, invoice_id, usage)
-    canceled = _canceled_in(uow, invoice_id, usage)
+    windows = _windows(usage, invoice.timezone)
+    events = _events_behind(invoice.customer_id, usage, windows)
+    canceled = _canceled_in(uow, invoice.customer_id, usage, windows)
     corrections = [
         {"id": r.id, "invoice_id": r.invoice_id, "kind": r.kind, "amount": money(r.amount_minor, code)}
         for r in uow.conn.execute(
@@ -88,24 +91,28 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
 MAX_CANCELED_SHOWN = 100
 
 
-def _canceled_in(uow: UnitOfWork, invoice_id: str, usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+def _windows(usage: Mapping[str, Any] | None, tz: str) -> list[tuple[datetime, datetime]]:
+    """A usage line's windows as instants: when their first day began and their last ended, in the customer's
+    time zone. None for other lines (and true-ups, which measure no events)."""
+    if not usage or not usage.get("meter") or "minimum_minor" in usage:
+        return []
+    return [
+        (
+            local_midnight(date.fromisoformat(str(w["start_on"])), tz),
+            local_midnight(date.fromisoformat(str(w["end_on"])), tz),
+        )
+        for w in usage.get("windows", [])
+    ]
+
+
+def _canceled_in(
+    uow: UnitOfWork, customer_id: str, usage: Mapping[str, Any] | None, windows: list[tuple[datetime, datetime]]
+) -> list[dict[str, Any]]:
     """The canceled events of the line's meter (and group) dated in its windows, oldest first (at most
     ``MAX_CANCELED_SHOWN``): why a usage line, or its correction, counts less than was sent."""
-    if not usage or not usage.get("meter") or "minimum_minor" in usage or not usage.get("windows"):
+    if not usage or not windows:
         return []
-    customer_id, tz = uow.conn.execute(
-        select(t.customers.c.id, t.customers.c.timezone)
-        .join(t.invoices, t.invoices.c.customer_id == t.customers.c.id)
-        .where(t.invoices.c.id == invoice_id)
-    ).one()
     c, e = t.usage_event_cancellations.c, t.usage_events.c
-    spans = [
-        and_(
-            c.occurred_at >= local_midnight(date.fromisoformat(str(w["start_on"])), tz),
-            c.occurred_at < local_midnight(date.fromisoformat(str(w["end_on"])), tz),
-        )
-        for w in usage["windows"]
-    ]
     query = (
         select(c.transaction_id, c.occurred_at, c.canceled_at, c.reason, e.group_key)
         .join(
@@ -117,7 +124,11 @@ def _canceled_in(uow: UnitOfWork, invoice_id: str, usage: Mapping[str, Any] | No
                 e.id == c.event_id,
             ),
         )
-        .where(c.customer_id == customer_id, c.meter_code == usage["meter"], or_(*spans))
+        .where(
+            c.customer_id == customer_id,
+            c.meter_code == usage["meter"],
+            or_(*(and_(c.occurred_at >= start, c.occurred_at < end) for start, end in windows)),
+        )
         .order_by(c.occurred_at, c.transaction_id)
     )
     group = usage.get("group") or {}
@@ -139,25 +150,19 @@ def _canceled_in(uow: UnitOfWork, invoice_id: str, usage: Mapping[str, Any] | No
     return out
 
 
-def _events_behind(uow: UnitOfWork, invoice_id: str, usage: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Where the events a usage line measured are listed: per window, the instants its days began and ended in the
-    customer's time zone, and the `GET /v1/usage_events` query that lists them (canceled ones included, shown as
-    not counted)."""
-    if not usage or not usage.get("meter") or "minimum_minor" in usage:
+def _events_behind(
+    customer_id: str, usage: Mapping[str, Any] | None, windows: list[tuple[datetime, datetime]]
+) -> list[dict[str, Any]]:
+    """Where the events a usage line measured are listed: per window, its instants and the `GET /v1/usage_events`
+    query that lists them (canceled ones included, shown as not counted)."""
+    if not usage or not windows:
         return []
-    customer_id, tz = uow.conn.execute(
-        select(t.customers.c.id, t.customers.c.timezone)
-        .join(t.invoices, t.invoices.c.customer_id == t.customers.c.id)
-        .where(t.invoices.c.id == invoice_id)
-    ).one()
     out = []
-    for window in usage.get("windows", []):
-        gte = plain(local_midnight(date.fromisoformat(str(window["start_on"])), tz))
-        lt = plain(local_midnight(date.fromisoformat(str(window["end_on"])), tz))
+    for start, end in windows:
+        gte, lt = plain(start), plain(end)
         params = [("customer_id", customer_id), ("meter", usage["meter"]), ("occurred_gte", gte), ("occurred_lt", lt)]
         params += [("group", f"{k}:{v}") for k, v in (usage.get("group") or {}).items()]
-        query = urlencode(params)
-        out.append({"occurred_gte": gte, "occurred_lt": lt, "list": f"/v1/usage_events?{query}"})
+        out.append({"occurred_gte": gte, "occurred_lt": lt, "list": f"/v1/usage_events?{urlencode(params)}"})
     return out
 
 

@@ -46,18 +46,18 @@ def rename_meter(uow: UnitOfWork, code: str, name: object) -> dict[str, Any]:
 def deactivate_meter(uow: UnitOfWork, code: str) -> dict[str, Any]:
     """Refuse the meter's new events from now on (other processes within ``usage.METERS_FRESH_S``). Again: no
     change."""
-    meter = get_meter(uow, code)
-    if meter["deactivated_at"] is None:
-        uow.conn.execute(update(t.meters).where(t.meters.c.code == code).values(deactivated_at=uow.now))
-        _event(uow, "meter.deactivated", meter)
-        uow.after_commit(lambda: usage.forget_meters(uow.engine))
-    return get_meter(uow, code)
+    return _set_active(uow, code, False)
 
 
 def reactivate_meter(uow: UnitOfWork, code: str) -> dict[str, Any]:
+    return _set_active(uow, code, True)
+
+
+def _set_active(uow: UnitOfWork, code: str, active: bool) -> dict[str, Any]:
     meter = get_meter(uow, code)
-    if meter["deactivated_at"] is not None:
-        uow.conn.execute(update(t.meters).where(t.meters.c.code == code).values(deactivated_at=None))
-        _event(uow, "meter.reactivated", meter)
-        uow.after_commit(lambda: usage.forget_meters(uow.engine))
+    if (meter["deactivated_at"] is None) != active:
+        values = {"deactivated_at": None if active else uow.now}
+        uow.conn.execute(update(t.meters).where(t.meters.c.code == code).values(**values))
+        _event(uow, "meter.reactivated" if active else "meter.deactivated", meter)
+        uow.after_commit(lambda: usage.forget_meters(uow.engine))  # no other thread caches the old row again
     return get_meter(uow, code)

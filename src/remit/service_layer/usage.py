@@ -16,7 +16,7 @@ from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, String, any_, bindparam, case, select, update
@@ -253,7 +253,7 @@ def check_event(
     """The rules every event is held to, on every path in (API, batch, import); raises ValidationError.
     ``now_of``: the time of customers on a test clock (the clock's); ``open_since``: see ``OpenSince``."""
     txn = raw.get("transaction_id")
-    if not isinstance(txn, str) or not 1 <= len(txn) <= 200 or "\x00" in txn or not (txn.isascii() or _utf8(txn)):
+    if not plain_text(txn, 200):
         raise ValidationError(
             "invalid_transaction_id", "transaction_id is a string of 1 to 200 characters.", "transaction_id"
         )
@@ -261,9 +261,7 @@ def check_event(
     if not isinstance(customer_id, str) or customer_id not in customers:
         raise ValidationError("unknown_customer", f"No customer with id {customer_id!r}.", "customer_id")
     subscription_id = raw.get("subscription_id")
-    if subscription_id is not None and (
-        not isinstance(subscription_id, str) or not 1 <= len(subscription_id) <= 40 or "\x00" in subscription_id
-    ):
+    if subscription_id is not None and not plain_text(subscription_id, 40):
         raise ValidationError("invalid_subscription_id", "subscription_id is an id.", "subscription_id")
     code = raw.get("code")
     meter = meters.get(code) if isinstance(code, str) else None
@@ -491,29 +489,12 @@ def _owners(
     return {k: known[k] for k in keys if k in known}  # only the batch's: the cache may hold 200,000
 
 
-def plain_text(value: object, longest: int) -> bool:
+def plain_text(value: object, longest: int) -> TypeGuard[str]:
     """Whether ``value`` is text a database takes as it is: a string of 1 to ``longest`` characters, with no NUL
     character (PostgreSQL refuses it) and no lone surrogate (it cannot be written as UTF-8)."""
     if type(value) is not str or not 1 <= len(value) <= longest or "\x00" in value:
         return False
-    if value.isascii():
-        return True
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def by_external_id(conn: Connection, external_ids: set[str]) -> dict[str, str]:
-    """The customers (their ids) that these external ids name."""
-    return _owners(
-        conn,
-        _EXTERNAL_IDS,
-        {x for x in external_ids if plain_text(x, 200)},
-        t.customers.c.external_id,
-        t.customers.c.id,
-    )
+    return value.isascii() or _utf8(value)
 
 
 class References:
@@ -533,7 +514,8 @@ class References:
                     externals.add(external)
                 if sub is not None and plain_text(sub, 40):
                     subscriptions.add(sub)
-        self.by_external = by_external_id(conn, externals) if externals else {}
+        cus = t.customers.c
+        self.by_external = _owners(conn, _EXTERNAL_IDS, externals, cus.external_id, cus.id) if externals else {}
         subs = t.subscriptions.c
         self.owner = (
             _owners(conn, _SUBSCRIPTION_OWNERS, subscriptions, subs.id, subs.customer_id) if subscriptions else {}

@@ -21,10 +21,10 @@ cancellation waits for a batch being billed and then reopens its period), and re
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import bindparam, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -137,9 +137,7 @@ def cancel_events(
     now_of = usage.clock_times(conn, customers)
     open_since = usage.OpenPeriods(conn, customers, now_of, now)
 
-    by_customer: dict[str, list[str]] = defaultdict(list)
-    for customer_id, txn in wanted:
-        by_customer[customer_id].append(txn)
+    by_customer = _per_customer(wanted)
     done = _already_canceled(uow, by_customer)
     found: dict[tuple[str, str], _Found] = {}
     for customer_id, txns in sorted(by_customer.items()):
@@ -147,8 +145,7 @@ def cancel_events(
         since = open_since(customer_id)
         earliest = customer_now - settings.grace if since is None else min(customer_now - settings.grace, since)
         pending = [x for x in txns if (customer_id, x) not in done]
-        for start in range(0, len(pending), 500):
-            part = pending[start : start + 500]
+        for part in _chunks(pending):
             rows = conn.execute(
                 select(_E.transaction_id, _E.id, _E.meter_code, _E.occurred_at).where(
                     _E.customer_id == customer_id, _E.occurred_at >= earliest, _E.transaction_id.in_(part)
@@ -223,18 +220,30 @@ def cancel_events(
     return result
 
 
+_T = TypeVar("_T")
+
+
+def _per_customer(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(customer, transaction id) keys as each customer's transaction ids: one customer's are found together."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for customer_id, txn in keys:
+        out[customer_id].append(txn)
+    return out
+
+
+def _chunks(items: Sequence[_T], size: int = 500) -> Iterator[Sequence[_T]]:
+    """Within a statement's limit on bound parameters."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
 def _check_unmatched(uow: UnitOfWork, keys: set[tuple[str, str]]) -> None:
     """Every event just canceled no longer counts: otherwise the whole request is undone (an answer `canceled`
     for an event that is still billed would be worse than an error)."""
-    by_customer: dict[str, list[str]] = defaultdict(list)
-    for customer_id, txn in keys:
-        by_customer[customer_id].append(txn)
-    for customer_id, txns in by_customer.items():
-        for start in range(0, len(txns), 500):
+    for customer_id, txns in _per_customer(keys).items():
+        for part in _chunks(txns):
             still = uow.conn.execute(
-                select(_E.transaction_id).where(
-                    _E.customer_id == customer_id, _E.transaction_id.in_(txns[start : start + 500]), _E.matched
-                )
+                select(_E.transaction_id).where(_E.customer_id == customer_id, _E.transaction_id.in_(part), _E.matched)
             ).first()
             if still is not None:
                 raise RuntimeError(f"usage event {still[0]!r} of {customer_id} still counts after its cancellation")
@@ -244,11 +253,9 @@ def _already_canceled(uow: UnitOfWork, by_customer: dict[str, list[str]]) -> set
     c = t.usage_event_cancellations.c
     out: set[tuple[str, str]] = set()
     for customer_id, txns in by_customer.items():
-        for start in range(0, len(txns), 500):
+        for part in _chunks(txns):
             rows = uow.conn.execute(
-                select(c.customer_id, c.transaction_id).where(
-                    c.customer_id == customer_id, c.transaction_id.in_(txns[start : start + 500])
-                )
+                select(c.customer_id, c.transaction_id).where(c.customer_id == customer_id, c.transaction_id.in_(part))
             ).all()
             out.update((a, b) for a, b in rows)
     return out
@@ -258,13 +265,11 @@ def _keys_taken(uow: UnitOfWork, keys: list[tuple[str, str]]) -> set[tuple[str, 
     """Which of ``keys`` were received (their events exist, older than a cancellation may reach)."""
     k = t.usage_event_keys.c
     out: set[tuple[str, str]] = set()
-    for start in range(0, len(keys), 500):
-        part = keys[start : start + 500]
-        if part:
-            rows = uow.conn.execute(
-                select(k.customer_id, k.transaction_id).where(tuple_(k.customer_id, k.transaction_id).in_(part))
-            ).all()
-            out.update((a, b) for a, b in rows)
+    for part in _chunks(keys):
+        rows = uow.conn.execute(
+            select(k.customer_id, k.transaction_id).where(tuple_(k.customer_id, k.transaction_id).in_(part))
+        ).all()
+        out.update((a, b) for a, b in rows)
     return out
 
 

@@ -56,11 +56,6 @@ def months_from(today: date, months_ahead: int = MONTHS_AHEAD) -> list[Month]:
     return [first.plus(i) for i in range(months_ahead + 1)]
 
 
-def existing(conn: Connection) -> set[str]:
-    """The names of usage_events' partitions."""
-    return {name for name, _ in conn.execute(_PARTITIONS, {"parent": PARENT})}
-
-
 _PARTITIONS = text(
     "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
     "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = :parent"
