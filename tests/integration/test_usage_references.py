@@ -170,7 +170,7 @@ def test_a_batch_looks_up_only_its_own_references(app, monkeypatch):
     """The per-engine cache of external ids may hold many; a batch gets only the ones it names."""
     _setup(app)
     with app.engine.connect() as conn:
-        usage.by_external_id(conn, {"acme-42"})
+        usage.References(conn, [_event("first", external_customer_id="acme-42")])  # the cache, filled
         monkeypatch.setitem(usage._EXTERNAL_IDS[app.engine], "someone-else", "cus_x")
         refs = usage.References(conn, [_event("a", external_customer_id="acme-42")])
     assert set(refs.by_external) == {"acme-42"} and len(refs.customer_ids()) == 1
