@@ -24,7 +24,7 @@ def test_billed_totals_match_the_stored_lines_to_the_last_digit(app):
                 {
                     "currency": "EUR",
                     "model": "per_unit",
-                    "config": {"unit_price": "0.0123"},
+                    "config": {"unit_price": "0.000000012"},
                     "name": "Storage",
                     "usage": {"meter": "gb"},
                 },

@@ -129,7 +129,8 @@ def _run_0016_again(app):
     from remit.adapters.db.engine import alembic_config
 
     command.stamp(alembic_config(app.engine), "0015")
-    command.upgrade(alembic_config(app.engine), "head")
+    command.upgrade(alembic_config(app.engine), "0016")
+    command.stamp(alembic_config(app.engine), "head")
 
 
 @pytest.mark.parametrize("app", ["sqlite"], indirect=True)

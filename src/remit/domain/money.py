@@ -183,6 +183,10 @@ _MINOR_UNITS: dict[str, int] = {
 }
 
 RATE_MAX_DECIMALS = 9
+# The largest amount one rounding may give, in minor units: what a line, a discount or a grant may be. Far above
+# any real bill, and far enough below the 64-bit columns amounts are stored in (9.2e18) that an invoice's lines,
+# taxes and credits add up without overflowing them.
+MAX_AMOUNT_MINOR = 10**15
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +242,21 @@ class RoundingPolicy(Enum):
     HALF_EVEN = "half_even"
 
     def round(self, raw: Decimal, cur: Currency) -> Money:
+        """The one rounding of a raw amount to money. An amount beyond ``MAX_AMOUNT_MINOR`` minor units (e.g.
+        usage sent by mistake in absurd quantities) is an error, not an overflow where it is stored."""
         mode = ROUND_HALF_UP if self is RoundingPolicy.HALF_UP else ROUND_HALF_EVEN
-        return Money(raw.quantize(cur.quantum, rounding=mode), cur)
+        try:
+            rounded = raw.quantize(cur.quantum, rounding=mode)
+        except InvalidOperation:  # more digits than the context holds: far out of range
+            rounded = None
+        if rounded is None or abs(rounded.scaleb(cur.minor_units)) > MAX_AMOUNT_MINOR:
+            limit = Decimal(MAX_AMOUNT_MINOR).scaleb(-cur.minor_units)
+            raise ValidationError(
+                "amount_out_of_range",
+                f"An amount of {raw:.6E} {cur.code} is beyond what Remit can bill (at most {limit:f} {cur.code}).",
+                "amount",
+            )
+        return Money(rounded, cur)
 
     def round_minor(self, raw: Decimal, cur: Currency) -> int:
         return self.round(raw, cur).minor

@@ -16,13 +16,13 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from remit.domain.errors import ValidationError
-from remit.domain.money import Currency, RoundingPolicy, allocate, to_decimal
+from remit.domain.money import MAX_AMOUNT_MINOR, Currency, RoundingPolicy, allocate, to_decimal
 from remit.domain.subscriptions.periods import Interval, add_interval
 
 CREDIT_DECIMALS = 9  # like rates: a credit can be 0.000000001
 _CREDIT_QUANTUM = Decimal(1).scaleb(-CREDIT_DECIMALS)
 MAX_CREDITS = Decimal(10) ** 12
-MAX_VALUE_MINOR = 10**15  # what one grant may be worth, in minor units: far from BIGINT's limits
+MAX_VALUE_MINOR = MAX_AMOUNT_MINOR  # what one grant may be worth, in minor units: far from BIGINT's limits
 
 
 def parse_credits(value: object, field: str = "credits", *, allow_zero: bool = False) -> Decimal:

@@ -5,6 +5,12 @@ started together share the work and never bill an account twice), loads everythi
 queries, runs the pure generator per subscription, and writes invoices, lines and events in bulk. The unique key
 on (subscription, charge, period, revision) is the last line of defence: a duplicate aborts the batch, and the
 batch is retried, finding nothing left to do.
+
+A customer whose billing fails (usage sent in absurd quantities, data no price can rate) does not stop the run:
+the failing batch is split in halves, each billed on its own, down to the customers that fail alone. Each of them
+is recorded in ``bill_run_failures`` with the error and announced as ``bill_run.customer_failed``; nothing of its
+attempt is written, its review marks stay where they were, and every later run tries it again. An error that is
+not one customer's (the database went away) stops the run, which is then marked ``failed`` with the error.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import gc
 import itertools
 import json
+import logging
 import multiprocessing
 import pickle
 import threading
@@ -38,6 +45,7 @@ from remit.adapters.db.usage_read_ahead import UsageReadAhead
 from remit.domain.billing_events import TimelineEvent, status_on
 from remit.domain.catalog.model import Price
 from remit.domain.clock import Clock
+from remit.domain.errors import RemitError
 from remit.domain.invoicing.generator import (
     AppliedCoupon,
     BilledTotals,
@@ -60,10 +68,27 @@ from remit.service_layer.invoices import Event, InvoiceDraft, write_events, writ
 from remit.service_layer.usage import meter_from_row
 
 __all__ = ["InvoiceDraft", "run", "bill_customers", "compute_drafts"]
-from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.unit_of_work import SYSTEM_ERRORS, UnitOfWork
 
 UowFactory = Callable[[], UnitOfWork]
 BATCH_SIZE = 5000
+log = logging.getLogger("remit.bill_run")
+
+
+@dataclass(frozen=True)
+class CustomerFailure:
+    """A customer a bill run could not bill, and why."""
+
+    customer_id: str
+    code: str
+    message: str
+    field: str | None = None
+
+
+@dataclass
+class BatchOutcome:
+    invoice_ids: list[str] = field(default_factory=list)
+    failures: list[CustomerFailure] = field(default_factory=list)
 
 
 @dataclass
@@ -73,6 +98,7 @@ class BillRunResult:
     customers_seen: int = 0
     invoices_created: int = 0
     invoice_ids: list[str] = field(default_factory=list)
+    failures: list[CustomerFailure] = field(default_factory=list)
 
 
 def _needs_review() -> Any:
@@ -142,10 +168,11 @@ def run(
         spec = _worker_spec(uow) if workers > 1 else None
         engine = uow.engine
 
-    def done(batch: Sequence[str], invoice_ids: list[str]) -> None:
+    def done(batch: Sequence[str], outcome: BatchOutcome) -> None:
         result.customers_seen += len(batch)
-        result.invoices_created += len(invoice_ids)
-        result.invoice_ids.extend(invoice_ids)
+        result.invoices_created += len(outcome.invoice_ids)
+        result.invoice_ids.extend(outcome.invoice_ids)
+        result.failures.extend(outcome.failures)
         if progress is not None:
             progress(len(batch))
 
@@ -159,37 +186,127 @@ def run(
             after = batch[-1]
             yield batch
 
-    found = batches()
-    first = next(found, None)
-    second = next(found, None) if first is not None and spec is not None else None
-    if second is None:  # one batch (or one worker): no process to start
-        # On SQLite, the next batch's usage is aggregated on the other core while this one is billed.
-        read_ahead = UsageReadAhead(engine) if first is not None and usage_read_ahead.available(engine) else None
-        try:
-            sequence = itertools.chain(() if first is None else (first,), found)
-            batch = next(sequence, None)
-            while batch is not None:
-                upcoming = next(sequence, None)
-                done(batch, _bill_batch_with_retry(make_uow, batch, as_of, result.id, read_ahead, upcoming))
-                batch = upcoming
-        finally:
-            if read_ahead is not None:
-                read_ahead.close()
-    else:
-        assert first is not None and spec is not None
-        _bill_in_processes(spec, workers, itertools.chain((first, second), found), as_of, result.id, done)
-    with make_uow() as uow:
-        uow.conn.execute(
-            update(t.bill_runs)
-            .where(t.bill_runs.c.id == result.id)
-            .values(
-                status="done",
-                customers_seen=result.customers_seen,
-                invoices_created=result.invoices_created,
-                finished_at=uow.now,
-            )
-        )
+    try:
+        found = batches()
+        first = next(found, None)
+        second = next(found, None) if first is not None and spec is not None else None
+        if second is None:  # one batch (or one worker): no process to start
+            # On SQLite, the next batch's usage is aggregated on the other core while this one is billed.
+            read_ahead = UsageReadAhead(engine) if first is not None and usage_read_ahead.available(engine) else None
+            try:
+                sequence = itertools.chain(() if first is None else (first,), found)
+                batch = next(sequence, None)
+                while batch is not None:
+                    upcoming = next(sequence, None)
+                    done(batch, bill_batch(make_uow, batch, as_of, result.id, read_ahead, upcoming))
+                    batch = upcoming
+            finally:
+                if read_ahead is not None:
+                    read_ahead.close()
+        else:
+            assert first is not None and spec is not None
+            _bill_in_processes(spec, workers, itertools.chain((first, second), found), as_of, result.id, done)
+    except BaseException as exc:
+        _finish(make_uow, result, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+        raise
+    _finish(make_uow, result, "done", None)
     return result
+
+
+def _finish(make_uow: UowFactory, result: BillRunResult, status: str, error: str | None) -> None:
+    """Record how the run ended. A run that stopped is marked ``failed`` with its error, when the database can
+    still be reached (else it stays ``running``, as a run whose process died does). Its customers that failed
+    are counted from their rows: a stopped run's last batches may have recorded some it was not told of."""
+    f = t.bill_run_failures.c
+    try:
+        with make_uow() as uow:
+            uow.conn.execute(
+                update(t.bill_runs)
+                .where(t.bill_runs.c.id == result.id)
+                .values(
+                    status=status,
+                    customers_seen=result.customers_seen,
+                    invoices_created=result.invoices_created,
+                    customers_failed=select(func.count()).where(f.bill_run_id == result.id).scalar_subquery(),
+                    error=error,
+                    finished_at=uow.now,
+                )
+            )
+    except Exception:
+        if status == "done":
+            raise
+        log.exception("bill run %s stopped and could not be marked failed", result.id)
+
+
+def bill_batch(
+    make_uow: UowFactory,
+    batch: Sequence[str],
+    as_of: datetime,
+    run_id: str,
+    read_ahead: UsageReadAhead | None = None,
+    upcoming: Sequence[str] | None = None,
+) -> BatchOutcome:
+    """Bill a batch in one transaction; if it fails for a reason of its customers' (not the database's), bill
+    its halves, each on its own, down to the single customers that fail, which are recorded. A batch with one
+    failing customer costs about twice its billing: the failed attempts stop where the error is raised."""
+    try:
+        return BatchOutcome(_bill_batch_with_retry(make_uow, batch, as_of, run_id, read_ahead, upcoming))
+    except SYSTEM_ERRORS:
+        raise
+    except Exception as exc:
+        if len(batch) == 1:
+            return BatchOutcome(failures=[_record_failure(make_uow, run_id, batch[0], as_of, exc)])
+    # The read-ahead started for ``upcoming`` is dropped (the failed batch never said it ended): the next batch
+    # aggregates its own usage.
+    half = len(batch) // 2
+    outcome = bill_batch(make_uow, batch[:half], as_of, run_id)
+    rest = bill_batch(make_uow, batch[half:], as_of, run_id)
+    outcome.invoice_ids.extend(rest.invoice_ids)
+    outcome.failures.extend(rest.failures)
+    return outcome
+
+
+def _record_failure(
+    make_uow: UowFactory, run_id: str, customer_id: str, as_of: datetime, exc: Exception
+) -> CustomerFailure:
+    """Record why a customer could not be billed: a row of ``bill_run_failures`` and the event
+    ``bill_run.customer_failed``, in one transaction. An error Remit explains keeps its code and message; any
+    other is ``internal_error``, with its traceback in the log."""
+    if isinstance(exc, RemitError):
+        failure = CustomerFailure(customer_id, exc.code, exc.message, exc.field)
+        log.warning("bill run %s could not bill customer %s: %s (%s)", run_id, customer_id, exc.message, exc.code)
+    else:
+        message = f"Billing this customer failed with an unexpected error ({type(exc).__name__}: {exc})"[:2000]
+        failure = CustomerFailure(customer_id, "internal_error", message)
+        log.error("bill run %s could not bill customer %s", run_id, customer_id, exc_info=exc)
+    with make_uow() as uow:
+        uow.insert_many(
+            t.bill_run_failures,
+            [
+                {
+                    "bill_run_id": run_id,
+                    "customer_id": customer_id,
+                    "code": failure.code,
+                    "message": failure.message,
+                    "field": failure.field,
+                    "failed_at": uow.now,
+                }
+            ],
+        )
+        uow.emit(
+            "bill_run.customer_failed",
+            "bill_run",
+            run_id,
+            {
+                "bill_run_id": run_id,
+                "customer_id": customer_id,
+                "as_of": as_of.isoformat(),
+                "error": {"code": failure.code, "message": failure.message, "field": failure.field},
+            },
+            customer_id,
+            as_of,
+        )
+    return failure
 
 
 @dataclass(frozen=True)
@@ -218,15 +335,16 @@ def _bill_in_processes(
     batches: Iterable[list[str]],
     as_of: datetime,
     run_id: str,
-    done: Callable[[Sequence[str], list[str]], None],
+    done: Callable[[Sequence[str], BatchOutcome], None],
 ) -> None:
     """Bill the batches in ``workers`` processes, reporting each to ``done`` in the order found. One batch more
-    than there are workers waits in the queue, so no worker idles while the next batch is looked up. A batch that
-    fails stops the run: the batches not started are cancelled, the ones running finish (each is its own
-    transaction, so what they billed is complete), and the error is raised."""
+    than there are workers waits in the queue, so no worker idles while the next batch is looked up. Customers
+    that fail are isolated by each worker (``bill_batch``); an error that stops the run stops it here too: the
+    batches not started are cancelled, the ones running finish (each is its own transaction, so what they billed
+    is complete), and the error is raised."""
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's connections
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start, initargs=(spec,))
-    running: deque[tuple[Sequence[str], Future[list[str]]]] = deque()
+    running: deque[tuple[Sequence[str], Future[BatchOutcome]]] = deque()
     try:
         for batch in batches:
             running.append((batch, pool.submit(_worker_bill, batch, as_of, run_id)))
@@ -249,8 +367,8 @@ def _worker_start(spec: _WorkerSpec) -> None:
     gc.freeze()  # what the worker imported and built lives as long as it does: no collection need walk it
 
 
-def _worker_bill(batch: Sequence[str], as_of: datetime, run_id: str) -> list[str]:
-    return _bill_batch_with_retry(_WORKER[0], batch, as_of, run_id)
+def _worker_bill(batch: Sequence[str], as_of: datetime, run_id: str) -> BatchOutcome:
+    return bill_batch(_WORKER[0], batch, as_of, run_id)
 
 
 _paused = 0  # batches running with the collector paused (threads of one process may bill batches at once)

@@ -88,12 +88,14 @@ def advance(
             raise Conflict("test_clock_busy", "The test clock is being advanced already.", "test_clock_id")
         uow.conn.execute(update(t.test_clocks).where(t.test_clocks.c.id == clock_id).values(status="advancing"))
     now = clock["frozen_at"]
-    steps = invoices = 0
+    steps = invoices = failed = 0
     try:
         # Catch up first: work due at the clock's current time (a subscription created just now) runs before
         # time moves.
         invoices += len(usage_monitor.evaluate(make_uow, test_clock_id=clock_id).invoice_ids)
-        invoices += bill_run.run(make_uow, now, test_clock_id=clock_id).invoices_created
+        first = bill_run.run(make_uow, now, test_clock_id=clock_id)
+        invoices += first.invoices_created
+        failed += len(first.failures)
         while True:
             with make_uow() as uow:
                 customer_ids = list(
@@ -110,6 +112,7 @@ def advance(
             result = bill_run.run(make_uow, step_to, test_clock_id=clock_id)
             steps += 1
             invoices += result.invoices_created
+            failed += len(result.failures)
             if on_step is not None:
                 on_step(step_to, result.invoices_created)
             now = step_to
@@ -118,7 +121,9 @@ def advance(
     finally:
         with make_uow() as uow:
             uow.conn.execute(update(t.test_clocks).where(t.test_clocks.c.id == clock_id).values(status="ready"))
-    return {"id": clock_id, "frozen_at": to, "steps": steps, "invoices_created": invoices}
+    # ``customers_failed``: how many times a customer could not be billed on the way (each bill run that met it
+    # counts once); the runs' failures say who and why.
+    return {"id": clock_id, "frozen_at": to, "steps": steps, "invoices_created": invoices, "customers_failed": failed}
 
 
 def preview_upcoming(uow: UnitOfWork, customer_id: str, vis: Visibility = EVERYTHING) -> dict[str, Any]:

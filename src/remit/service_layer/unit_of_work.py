@@ -12,11 +12,26 @@ from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, insert, select
+from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, ProgrammingError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.id_lists import ID_LIST_TYPES, id_list_value, in_id_list
 from remit.adapters.db.ids import new_id
 from remit.domain.clock import Clock
+
+# Errors that are the database's or the process's, not the data's (the database went away, a lock or statement
+# timed out, the pool is exhausted, memory ran out). Work done customer by customer (the bill run, the usage
+# monitor) sets aside a customer whose work fails with any other error, and stops on these: each customer would
+# meet them again.
+SYSTEM_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    InterfaceError,
+    InternalError,
+    ProgrammingError,
+    PoolTimeout,
+    MemoryError,
+)
 
 # Statements built once: a statement's cache key is computed once per statement object.
 _INSERT_EVENTS = insert(t.events)

@@ -19,6 +19,7 @@ customers.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,11 +39,13 @@ from remit.service_layer import usage_watch, wallets
 from remit.service_layer.accounts import local_date
 from remit.service_layer.invoices import Event, InvoiceDraft, write_events, write_invoices
 from remit.service_layer.live_usage import CustomerUsage, SubscriptionUsage, measure
-from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.unit_of_work import SYSTEM_ERRORS, UnitOfWork
 from remit.service_layer.views import money, plain
 
 UowFactory = Callable[[], UnitOfWork]
 BATCH_SIZE = 200
+log = logging.getLogger("remit.usage_monitor")
+_NOT_ISOLATED: tuple[type[BaseException], ...] = (IntegrityError, *SYSTEM_ERRORS)  # the round stops on these
 
 
 @dataclass
@@ -68,22 +71,41 @@ def evaluate(
         ids = usage_watch.claim(make_uow, test_clock_id, batch_size)
         if not ids:
             break
-        done = EvaluationResult()  # counted once the batch has committed
         try:
-            with make_uow() as uow:
-                _evaluate_batch(uow, ids, done)
+            _evaluate_isolating(make_uow, ids, result)
         except IntegrityError:
             usage_watch.remark(make_uow, ids)  # a concurrent writer got there first: look again next round
             break
         except BaseException:
             usage_watch.remark(make_uow, ids)
             raise
-        result.customers += done.customers
-        result.alerts_triggered += done.alerts_triggered
-        result.invoice_ids.extend(done.invoice_ids)
         if len(ids) < batch_size:
             break
     return result
+
+
+def _evaluate_isolating(make_uow: UowFactory, ids: Sequence[str], result: EvaluationResult) -> None:
+    """Evaluate a batch in one transaction; if it fails for a reason of its customers' (usage no price can
+    rate: see ``bill_run``), evaluate its halves on their own, down to the customers that fail alone. Those are
+    logged and left unwatched until their usage changes again (new events, a cancellation); the bill run records
+    them. Counts are added once each part has committed."""
+    done = EvaluationResult()
+    try:
+        with make_uow() as uow:
+            _evaluate_batch(uow, ids, done)
+    except _NOT_ISOLATED:
+        raise
+    except Exception as exc:
+        if len(ids) == 1:
+            log.warning("usage alerts and threshold of customer %s could not be evaluated: %s", ids[0], exc)
+            return
+        half = len(ids) // 2
+        _evaluate_isolating(make_uow, ids[:half], result)
+        _evaluate_isolating(make_uow, ids[half:], result)
+        return
+    result.customers += done.customers
+    result.alerts_triggered += done.alerts_triggered
+    result.invoice_ids.extend(done.invoice_ids)
 
 
 def _evaluate_batch(uow: UnitOfWork, customer_ids: Sequence[str], result: EvaluationResult) -> None:

@@ -24,8 +24,8 @@ def money(minor: int | None, code: str) -> str | None:
 
 def plain(value: Any) -> Any:
     """JSON-safe values: dates ISO 8601, datetimes in UTC with Z, decimals as strings."""
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, datetime):  # (not strftime: its %Y writes the year 999 as "999", which no parser reads)
+        return value.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -170,3 +170,51 @@ def list_events(
     if limit:
         query = query.limit(min(limit, MAX_LIMIT + 1))
     return [plain(dict(r)) for r in uow.conn.execute(query).mappings()]
+
+
+_R = t.bill_runs.c
+_BILL_RUN = select(
+    _R.id,
+    _R.as_of,
+    _R.status,
+    _R.customers_seen,
+    _R.invoices_created,
+    _R.customers_failed,
+    _R.error,
+    _R.started_at,
+    _R.finished_at,
+).where(_R.test_clock_id.is_(None))  # runs of test clocks are the clocks' own business
+
+
+def get_bill_run(uow: UnitOfWork, run_id: str) -> dict[str, Any] | None:
+    """A bill run of real customers."""
+    row = uow.conn.execute(_BILL_RUN.where(_R.id == run_id)).mappings().first()
+    return None if row is None else plain(dict(row))
+
+
+def list_bill_runs(uow: UnitOfWork, limit: int | None = 20, after: str | None = None) -> list[dict[str, Any]]:
+    """Bill runs of real customers, oldest first (ids grow with time)."""
+    return [plain(r) for r in page(uow, _BILL_RUN, _R.id, limit, after)]
+
+
+def list_bill_run_failures(
+    uow: UnitOfWork,
+    run_id: str,
+    limit: int | None = 20,
+    after: str | None = None,
+    *,
+    vis: Visibility = EVERYTHING,
+) -> list[dict[str, Any]]:
+    """The customers a bill run could not bill (those ``vis`` sees), by customer id, each with its error."""
+    f = t.bill_run_failures.c
+    query = select(f.customer_id, f.code, f.message, f.field, f.failed_at).where(f.bill_run_id == run_id)
+    if vis != EVERYTHING:
+        query = query.join(t.customers, t.customers.c.id == f.customer_id).where(vis.customers_clause())
+    return [
+        {
+            "customer_id": row["customer_id"],
+            "error": {"code": row["code"], "message": row["message"], "field": row["field"]},
+            "failed_at": plain(row["failed_at"]),
+        }
+        for row in page(uow, query, f.customer_id, limit, after)
+    ]

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remit.domain.errors import ValidationError
-from remit.domain.money import Money, RoundingPolicy, allocate, currency, parse_rate, to_decimal
+from remit.domain.money import MAX_AMOUNT_MINOR, Money, RoundingPolicy, allocate, currency, parse_rate, to_decimal
 
 
 @pytest.mark.parametrize(
@@ -110,3 +110,25 @@ def test_to_decimal_accepts_ints_strings_and_decimals_only():
         to_decimal(True)
     with pytest.raises(ValidationError):
         to_decimal("NaN")
+
+
+@pytest.mark.parametrize("policy", list(RoundingPolicy))
+def test_rounding_refuses_amounts_beyond_the_largest_billable_one(policy):
+    """At most MAX_AMOUNT_MINOR minor units either way, in every currency; beyond, a clear error (not an
+    InvalidOperation, nor an overflow of the 64-bit column it would be stored in)."""
+    eur, jpy, kwd = currency("EUR"), currency("JPY"), currency("KWD")
+    assert policy.round_minor(Decimal("10000000000000.00"), eur) == MAX_AMOUNT_MINOR == 10**15
+    assert policy.round_minor(Decimal("-10000000000000.004"), eur) == -MAX_AMOUNT_MINOR
+    assert policy.round_minor(Decimal(MAX_AMOUNT_MINOR), jpy) == MAX_AMOUNT_MINOR
+    assert policy.round_minor(Decimal("1000000000000.000"), kwd) == MAX_AMOUNT_MINOR
+    for raw, cur in [
+        (Decimal("10000000000000.006"), eur),  # rounds up past the limit
+        (Decimal("-10000000000000.01"), eur),
+        (Decimal(MAX_AMOUNT_MINOR + 1), jpy),
+        (Decimal("1E+63"), eur),  # more digits than the context holds
+        (Decimal("Infinity"), eur),
+    ]:
+        with pytest.raises(ValidationError) as caught:
+            policy.round_minor(raw, cur)
+        assert caught.value.code == "amount_out_of_range"
+        assert f"at most {Decimal(MAX_AMOUNT_MINOR).scaleb(-cur.minor_units):f} {cur.code}" in caught.value.message

@@ -238,6 +238,22 @@ bill_runs = Table(
     Column("invoices_created", Integer, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime),
+    # Customers the run could not bill (see bill_run_failures); the run billed everyone else.
+    Column("customers_failed", Integer, nullable=False, server_default="0"),
+    Column("error", Text),  # why the run itself stopped (status "failed"), e.g. the database went away
+)
+
+# One row per customer a bill run could not bill, with why. The customer's subscriptions keep their review marks,
+# so every later run tries again; nothing of the customer's failed attempt was written.
+bill_run_failures = Table(
+    "bill_run_failures",
+    metadata,
+    Column("bill_run_id", ID, ForeignKey("bill_runs.id"), primary_key=True),
+    Column("customer_id", ID, ForeignKey("customers.id"), primary_key=True, index=True),
+    Column("code", String(64), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("field", String(200)),
+    Column("failed_at", UTCDateTime, nullable=False),
 )
 
 invoices = Table(

@@ -568,9 +568,25 @@ class BillRunPublic(Output):
     id: str
     object: Literal["bill_run"] = "bill_run"
     as_of: datetime
-    status: str
+    status: str = Field(
+        description="`running`; `done` (everyone it could bill is billed; see `customers_failed`); or `failed`: "
+        "the run stopped on an error that was not one customer's (see `error`), and a later run bills the rest."
+    )
     customers_seen: int
     invoices_created: int
+    customers_failed: int = Field(
+        description="Customers it could not bill (`GET /v1/bill_runs/{id}/failures`); later runs try them again."
+    )
+    error: str | None = Field(default=None, description="Why the run stopped, when its status is `failed`.")
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+class BillRunFailurePublic(Output):
+    object: Literal["bill_run_failure"] = "bill_run_failure"
+    customer_id: str
+    error: dict[str, str | None] = Field(description="`code`, `message` and `field`, as in an error response.")
+    failed_at: datetime
 
 
 class TestClockCreate(Input):

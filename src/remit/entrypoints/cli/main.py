@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from remit.adapters.db import partitions
 from remit.adapters.db.engine import migrate as run_migrations
 from remit.bootstrap import Remit, Settings, bootstrap
-from remit.domain.errors import ValidationError
+from remit.domain.errors import NotFound, ValidationError
 from remit.entrypoints.cli import alerts as alerts_cli
 from remit.entrypoints.cli import usage as usage_cli
 from remit.entrypoints.cli.output import console, handle_errors, parse_date, parse_time, show
@@ -215,16 +215,65 @@ def bill_run_cmd(
     ) as progress:
         task = progress.add_task("bill", total=None)
         result = bill_run.run(remit.uow, at, progress=lambda n: progress.update(task, advance=n), workers=workers)
-    show(
-        {
-            "id": result.id,
-            "as_of": result.as_of,
-            "customers_seen": result.customers_seen,
-            "invoices_created": result.invoices_created,
-        },
-        as_json,
-        "Bill run",
-    )
+    with remit.uow() as uow:
+        run = views.get_bill_run(uow, result.id) or {}
+        failures = _run_failures(uow, result.id)
+    _show_run(run, failures, as_json)
+    if failures:
+        raise typer.Exit(BILL_RUN_FAILURES_EXIT)
+
+
+# The exit code of a bill run that billed everyone it could but not some customers (listed in its output); a
+# scheduler that watches exit codes sees it. Errors of the command itself keep theirs (2 to 5).
+BILL_RUN_FAILURES_EXIT = 6
+
+
+def _run_failures(uow: Any, run_id: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    after = None
+    while True:
+        found = views.list_bill_run_failures(uow, run_id, 1000, after)
+        rows.extend(found)
+        if len(found) < 1000:
+            return rows
+        after = found[-1]["customer_id"]
+
+
+def _show_run(run: dict[str, Any], failures: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        show({**run, "failures": failures}, True)
+        return
+    show(run, False, "Bill run")
+    if failures:
+        rows = [{"customer_id": f["customer_id"], **f["error"]} for f in failures]
+        show(rows, False, "Customers not billed (later runs try them again)", ["customer_id", "code", "message"])
+
+
+bill_runs_app = typer.Typer(help="Bill runs: what each billed, and whom it could not bill.", no_args_is_help=True)
+app.add_typer(bill_runs_app, name="bill-runs")
+
+
+@bill_runs_app.command("list")
+@handle_errors
+def bill_runs_list(limit: Limit = 20, every: All = False, after: After = None, as_json: Json = False) -> None:
+    remit = _app()
+    with remit.uow() as uow:
+        rows = _all_pages(lambda n, a: views.list_bill_runs(uow, n, a or after), limit, every)
+    columns = ["id", "as_of", "status", "customers_seen", "invoices_created", "customers_failed", "finished_at"]
+    show(rows, as_json, "Bill runs", columns)
+
+
+@bill_runs_app.command("show")
+@handle_errors
+def bill_runs_show(run_id: str, as_json: Json = False) -> None:
+    """A bill run, with every customer it could not bill and why."""
+    remit = _app()
+    with remit.uow() as uow:
+        run = views.get_bill_run(uow, run_id)
+        if run is None:
+            raise NotFound("bill_run", run_id, "run_id")
+        failures = _run_failures(uow, run_id)
+    _show_run(run, failures, as_json)
 
 
 # --- customers ---------------------------------------------------------------------------------------------------

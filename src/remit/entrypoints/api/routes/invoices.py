@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from sqlalchemy import select
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import NotFound, ValidationError
@@ -24,6 +23,7 @@ from remit.entrypoints.api.routes.common import (
 )
 from remit.entrypoints.api.schemas import (
     BillRunCreate,
+    BillRunFailurePublic,
     BillRunPublic,
     CreditNoteCreate,
     CreditNotePublic,
@@ -182,12 +182,28 @@ def create_bill_run(body: BillRunCreate, ctx: Admin) -> Any:
 
 def _bill_run(ctx: Any, run_id: str) -> Any:
     with ctx.uow() as uow:
-        row = uow.conn.execute(select(t.bill_runs).where(t.bill_runs.c.id == run_id)).mappings().first()
-    if row is None or row["test_clock_id"] is not None:
+        row = views.get_bill_run(uow, run_id)
+    if row is None:
         raise NotFound("bill_run", run_id, "run_id")
     return row
+
+
+@router.get("/bill_runs", response_model=ListOf[BillRunPublic], tags=["bill runs"])
+def list_bill_runs(ctx: Admin, limit: Limit = 20, starting_after: StartingAfter = None) -> Any:
+    """Bill runs of real customers, oldest first."""
+    with ctx.uow() as uow:
+        return page(views.list_bill_runs(uow, limit + 1, starting_after), limit)
 
 
 @router.get("/bill_runs/{run_id}", response_model=BillRunPublic, tags=["bill runs"])
 def get_bill_run(run_id: str, ctx: Admin) -> Any:
     return _bill_run(ctx, run_id)
+
+
+@router.get("/bill_runs/{run_id}/failures", response_model=ListOf[BillRunFailurePublic], tags=["bill runs"])
+def list_bill_run_failures(run_id: str, ctx: Admin, limit: Limit = 20, starting_after: StartingAfter = None) -> Any:
+    """The customers the run could not bill (of the key's legal entity, for a key limited to one), with why;
+    paged by customer id. Nothing of their attempt was written, and every later run tries them again."""
+    _bill_run(ctx, run_id)
+    with ctx.uow() as uow:
+        return page(views.list_bill_run_failures(uow, run_id, limit + 1, starting_after, vis=ctx.vis), limit)

@@ -1,0 +1,55 @@
+"""A bill run from the command line that cannot bill one customer: the others are billed, the customer is listed
+with why, and the command exits with 6; `remit bill-runs` shows the run again (real clock, SQLite file)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from remit.entrypoints.cli.main import BILL_RUN_FAILURES_EXIT, app
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def db(tmp_path, monkeypatch):
+    monkeypatch.setenv("REMIT_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+
+
+def run(*args: str, code: int = 0):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == code, (result.output, result.stderr)
+    return result
+
+
+def rj(*args: str, code: int = 0):
+    return json.loads(run(*args, "--json", code=code).stdout)
+
+
+def test_a_bill_run_lists_the_customers_it_could_not_bill_and_exits_with_6():
+    rj("init", "--currency", "EUR", "--country", "DE")
+    seats = '[{"currency":"EUR","model":"per_unit","config":{"unit_price":"12.00"},"interval":"month"}]'
+    rj("plans", "create", "--code", "seats", "--name", "Seats", "--prices", seats)
+    good = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE")["id"]
+    typo = rj("customers", "create", "--name", "Globex", "--currency", "EUR", "--country", "DE")["id"]
+    rj("subscriptions", "create", "--customer", good, "--plan", "seats", "--quantity", "5")
+    # 10^15 seats at 12.00: an amount no invoice can hold
+    rj("subscriptions", "create", "--customer", typo, "--plan", "seats", "--quantity", "1" + "0" * 15)
+
+    assert BILL_RUN_FAILURES_EXIT == 6
+    first = rj("bill-run", code=6)
+    assert (first["status"], first["invoices_created"], first["customers_failed"]) == ("done", 1, 1)
+    (failure,) = first["failures"]
+    assert failure["customer_id"] == typo and failure["error"]["code"] == "amount_out_of_range"
+
+    table = run("bill-run", code=6).stdout  # for people: the run, then who was not billed and why
+    assert "Customers not billed" in table and "amount_out_of_range" in table
+
+    runs = rj("bill-runs", "list")
+    assert [r["id"] for r in runs][0] == first["id"] and [r["customers_failed"] for r in runs] == [1, 1]
+    shown = rj("bill-runs", "show", first["id"])
+    assert shown["failures"] == first["failures"]
+    missing = runner.invoke(app, ["bill-runs", "show", "billrun_nope", "--json"])
+    assert missing.exit_code == 3 and "bill_run_not_found" in missing.stderr
+    assert len(rj("invoices", "list", "--customer", good)) == 1
+    assert rj("invoices", "list", "--customer", typo) == []

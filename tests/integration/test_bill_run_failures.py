@@ -1,0 +1,214 @@
+"""A customer that cannot be billed does not stop the bill run, on both databases (and in worker processes on
+PostgreSQL): everyone else is billed, with gapless numbers; the customer is recorded with why, announced as
+``bill_run.customer_failed``, and tried again by every later run until it can be billed. An error that is not one
+customer's stops the run, which is then marked failed."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from remit.adapters.db import tables as t
+from remit.domain.clock import FixedClock
+from remit.domain.errors import ValidationError
+from remit.service_layer import alerts, bill_run, usage, usage_cancellation, usage_monitor, views
+from tests import builders as b
+
+ABSURD = "9" * 60  # a value the ingestion accepts; a thousand euros each gives an amount no invoice can hold
+
+
+def _customers_with_usage(app: Any, count: int, absurd: set[int]) -> list[str]:
+    """``count`` customers on 1,000 EUR per call, each with 2 calls in January; those in ``absurd`` also sent
+    calls of 10^60 by mistake."""
+    assert isinstance(app.clock, FixedClock)
+    b.seller(app)
+    b.usage_plan(app, "api", unit_price="1000")
+    made = b.subscribed_customers(app, count, "api")
+    app.clock.move_to(datetime(2026, 1, 20, tzinfo=UTC))
+    events = []
+    for i, cus in enumerate(made):
+        events.append(_event(cus, f"ok-{i}", "2"))
+        if i in absurd:
+            events.append(_event(cus, f"mistake-{i}", ABSURD))
+    with app.uow() as uow:
+        assert not usage.ingest(uow, events).rejected
+    app.clock.move_to(datetime(2026, 2, 1, 0, 5, tzinfo=UTC))
+    return made
+
+
+def _event(customer_id: str, txn: str, n: str) -> dict[str, Any]:
+    return {
+        "customer_id": customer_id,
+        "code": "calls",
+        "transaction_id": txn,
+        "timestamp": "2026-01-10T12:00:00Z",
+        "properties": {"n": n},
+    }
+
+
+def _numbers(app: Any) -> list[str]:
+    with app.engine.connect() as conn:
+        return sorted(conn.execute(select(t.invoices.c.number)).scalars())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_customers_that_cannot_be_billed_are_set_aside_and_everyone_else_is_billed(app, workers):
+    made = _customers_with_usage(app, 9, absurd={3, 7})
+    failing = {made[3], made[7]}
+
+    result = bill_run.run(app.uow, app.clock.now(), batch_size=4, workers=workers)
+
+    assert result.customers_seen == 9
+    assert result.invoices_created == 7
+    assert {f.customer_id for f in result.failures} == failing
+    assert {f.code for f in result.failures} == {"amount_out_of_range"}
+    for cus in made:
+        lines = b.lines_of(app, cus)
+        assert lines == ([] if cus in failing else [("usage", "2026-01-01", "2026-02-01", "2000.00")])
+    assert _numbers(app) == [f"INV-2026-{i:06d}" for i in range(1, 8)]  # gapless: the failed attempts used none
+    with app.uow() as uow:
+        run = views.get_bill_run(uow, result.id)
+        failures = views.list_bill_run_failures(uow, result.id)
+        events = views.list_events(uow, None, type_="bill_run.customer_failed")
+    assert run is not None
+    assert (run["status"], run["customers_seen"], run["invoices_created"], run["customers_failed"]) == (
+        "done",
+        9,
+        7,
+        2,
+    )
+    assert run["error"] is None and run["finished_at"] is not None
+    assert [f["customer_id"] for f in failures] == sorted(failing)
+    assert failures[0]["error"]["code"] == "amount_out_of_range"
+    assert "beyond what Remit can bill" in failures[0]["error"]["message"]
+    assert sorted(e["customer_id"] for e in events) == sorted(failing)
+    assert {e["data"]["bill_run_id"] for e in events} == {result.id}
+
+    # A later run tries them again (they are still due), and bills nobody twice.
+    again = bill_run.run(app.uow, app.clock.now(), batch_size=4, workers=workers)
+    assert (again.customers_seen, again.invoices_created) == (9, 0)
+    assert {f.customer_id for f in again.failures} == failing
+
+    # Once the mistaken usage is canceled, the next run bills the customer's January.
+    with app.uow() as uow:
+        canceled = usage_cancellation.cancel_events(
+            uow, [{"customer_id": made[3], "transaction_id": "mistake-3"}], reason="sent by mistake"
+        )
+    assert len(canceled.canceled) == 1
+    last = bill_run.run(app.uow, app.clock.now(), batch_size=4, workers=workers)
+    assert (last.invoices_created, [f.customer_id for f in last.failures]) == (1, [made[7]])
+    assert b.lines_of(app, made[3]) == [("usage", "2026-01-01", "2026-02-01", "2000.00")]
+    assert _numbers(app) == [f"INV-2026-{i:06d}" for i in range(1, 9)]
+    with app.engine.connect() as conn:
+        per_run = conn.execute(
+            select(t.bill_run_failures.c.bill_run_id, func.count()).group_by(t.bill_run_failures.c.bill_run_id)
+        ).all()
+    assert sorted(n for _run, n in per_run) == [1, 2, 2]
+
+
+def test_an_unexpected_error_is_recorded_as_internal_and_the_others_are_billed(app, monkeypatch, caplog):
+    b.seller(app)
+    b.plan(app, "basic", "10.00")
+    made = b.subscribed_customers(app, 5, "basic")
+    broken = made[2]
+    real = bill_run.compute_drafts
+
+    def fails_for_one(batch: Any, as_of: Any) -> Any:
+        if broken in batch.customers:
+            raise ZeroDivisionError("division by zero")
+        return real(batch, as_of)
+
+    monkeypatch.setattr(bill_run, "compute_drafts", fails_for_one)
+    result = bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC))
+
+    assert result.invoices_created == 4
+    (failure,) = result.failures
+    assert (failure.customer_id, failure.code, failure.field) == (broken, "internal_error", None)
+    assert "ZeroDivisionError: division by zero" in failure.message
+    assert any(r.exc_info and r.exc_info[0] is ZeroDivisionError for r in caplog.records)  # the traceback is logged
+    assert b.invoices_of(app, broken) == []
+    with app.uow() as uow:
+        (sub,) = views.list_subscriptions(uow, None, customer_id=broken)
+    assert sub["reviewed_from_on"] is None  # its review mark did not move: the next run tries again
+
+
+def test_a_remit_error_keeps_its_code_message_and_field(app, monkeypatch):
+    b.seller(app)
+    b.plan(app, "basic", "10.00")
+    made = b.subscribed_customers(app, 3, "basic")
+    real = bill_run.compute_drafts
+
+    def refuses_one(batch: Any, as_of: Any) -> Any:
+        if made[0] in batch.customers:
+            raise ValidationError("formula_arithmetic", "The formula 'a / b' cannot be computed.", "properties")
+        return real(batch, as_of)
+
+    monkeypatch.setattr(bill_run, "compute_drafts", refuses_one)
+    result = bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC))
+    (failure,) = result.failures
+    assert (failure.code, failure.message, failure.field) == (
+        "formula_arithmetic",
+        "The formula 'a / b' cannot be computed.",
+        "properties",
+    )
+    assert result.invoices_created == 2
+
+
+def test_an_error_of_the_database_stops_the_run_and_marks_it_failed(app, monkeypatch):
+    b.seller(app)
+    b.plan(app, "basic", "10.00")
+    b.subscribed_customers(app, 6, "basic")
+    calls: list[int] = []
+    real = bill_run._bill_batch_with_retry
+
+    def database_gone(make_uow: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+        return real(make_uow, batch, *args, **kwargs)
+
+    monkeypatch.setattr(bill_run, "_bill_batch_with_retry", database_gone)
+    with pytest.raises(OperationalError):
+        bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC), batch_size=3)
+
+    assert calls == [3, 3]  # not split customer by customer: each would meet the same error
+    with app.engine.connect() as conn:
+        run = conn.execute(select(t.bill_runs)).mappings().one()
+        failures = conn.execute(select(func.count()).select_from(t.bill_run_failures)).scalar_one()
+    assert (run["status"], run["customers_seen"], run["invoices_created"], failures) == ("failed", 3, 3, 0)
+    assert "OperationalError" in run["error"] and "server closed the connection" in run["error"]
+    assert run["finished_at"] is not None
+    # The next run bills the rest.
+    assert bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC), batch_size=3).invoices_created == 3
+
+
+def test_the_usage_monitor_sets_aside_a_customer_whose_usage_cannot_be_rated(app, caplog):
+    """Spend alerts rate the open period's usage: a customer with usage no invoice can hold is logged and left
+    unwatched (its next events or a cancellation watch it again) while the others' alerts fire."""
+    assert isinstance(app.clock, FixedClock)
+    b.seller(app)
+    b.usage_plan(app, "api", unit_price="1000")
+    made = b.subscribed_customers(app, 5, "api")
+    app.clock.move_to(datetime(2026, 1, 20, tzinfo=UTC))
+    with app.uow() as uow:
+        for cus in made:
+            alerts.create_alert(uow, cus, "spend", ["1000.00"])
+        events = [_event(cus, f"ok-{i}", "2") for i, cus in enumerate(made)] + [_event(made[2], "oops", ABSURD)]
+        assert not usage.ingest(uow, events).rejected
+
+    result = usage_monitor.evaluate(app.uow, batch_size=5)
+
+    assert result.customers == 4 and result.alerts_triggered == 4
+    with app.uow() as uow:
+        fired = views.list_events(uow, None, type_="usage.alert_triggered")
+        dirty = uow.conn.execute(select(t.usage_watches.c.customer_id).where(t.usage_watches.c.dirty)).all()
+    assert sorted(e["customer_id"] for e in fired) == sorted(c for c in made if c != made[2])
+    assert dirty == []
+    assert any(made[2] in r.getMessage() and "could not be evaluated" in r.getMessage() for r in caplog.records)
+    # Canceling the mistake watches the customer again, and its alert fires.
+    with app.uow() as uow:
+        usage_cancellation.cancel_events(uow, [{"customer_id": made[2], "transaction_id": "oops"}])
+    again = usage_monitor.evaluate(app.uow, batch_size=5)
+    assert (again.customers, again.alerts_triggered) == (1, 1)
