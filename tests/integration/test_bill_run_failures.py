@@ -212,3 +212,23 @@ def test_the_usage_monitor_sets_aside_a_customer_whose_usage_cannot_be_rated(app
         usage_cancellation.cancel_events(uow, [{"customer_id": made[2], "transaction_id": "oops"}])
     again = usage_monitor.evaluate(app.uow, batch_size=5)
     assert (again.customers, again.alerts_triggered) == (1, 1)
+
+
+def test_customers_that_recent_runs_could_not_bill_are_billed_one_by_one_without_splitting_batches(app, monkeypatch):
+    made = _customers_with_usage(app, 9, absurd={3, 7})
+    sizes: list[list[str]] = []
+    real = bill_run._bill_batch_with_retry
+
+    def counted(make_uow: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        sizes.append(list(batch))
+        return real(make_uow, batch, *args, **kwargs)
+
+    monkeypatch.setattr(bill_run, "_bill_batch_with_retry", counted)
+    bill_run.run(app.uow, app.clock.now(), batch_size=4)
+    assert len(sizes) > 5  # the first run splits the batches holding them
+    sizes.clear()
+
+    again = bill_run.run(app.uow, app.clock.now(), batch_size=4)
+
+    assert {f.customer_id for f in again.failures} == {made[3], made[7]}
+    assert sizes == [made[0:3], [made[3]], made[4:7], [made[7]], [made[8]]]  # the others together, each suspect alone
