@@ -99,6 +99,41 @@ def test_missed_and_coming_months_are_made_and_waiting_events_move_in(fresh):
 
 
 @pytest.mark.postgres
+def test_months_of_imported_history_get_partitions_and_their_events_move_in(fresh):
+    """Events older than the migration's first month (history imported from a legacy system) wait in the default
+    partition until the upkeep makes their months, after the months to come; the month before the migration's
+    first ends where that one begins."""
+    engine = fresh()
+    history = [datetime(2023, 5, 2, tzinfo=UTC), datetime(2023, 5, 31, 23, 59, tzinfo=UTC)]
+    history.append(datetime(2024, 12, 31, 23, 59, 59, tzinfo=UTC))
+    with engine.begin() as conn:
+        conn.execute(
+            t.usage_events.insert(),
+            [_event(at, i) for i, at in enumerate(history)] + [_event(datetime(2031, 1, 15, tzinfo=UTC), 9)],
+        )
+    assert {p for p, _ in _where(engine)} == {"usage_events_default"}
+
+    created = partitions.ensure_usage_partitions(engine, date(2031, 1, 10), months_ahead=0)
+
+    assert [(c.name, c.moved) for c in created] == [
+        ("usage_events_2031_01", 1),
+        ("usage_events_2023_05", 2),
+        ("usage_events_2024_12", 1),
+    ]
+    assert _where(engine) == [
+        ("usage_events_2023_05", "p0"),
+        ("usage_events_2023_05", "p1"),
+        ("usage_events_2024_12", "p2"),
+        ("usage_events_2031_01", "p9"),
+    ]
+    assert _range(engine, "usage_events_2024_12") == (
+        datetime(2024, 12, 1, tzinfo=UTC),
+        _range(engine, "usage_events_2025_01")[0],
+    )
+    assert partitions.ensure_usage_partitions(engine, date(2031, 1, 10), months_ahead=0) == []
+
+
+@pytest.mark.postgres
 @pytest.mark.parametrize(
     ("time_zone", "starts"),
     [

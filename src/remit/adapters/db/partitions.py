@@ -6,7 +6,9 @@ does not need. So the months to come are created ahead of time: by `remit worker
 `remit migrate`, and on demand with `remit db partitions`. A month is created only when missing; if the default
 partition already holds events of that month (the maintenance did not run for a year, or events were imported for
 a month before its partition existed), they are moved into the new partition in the same transaction, so nothing
-is lost and no event is counted twice. SQLite has no partitions: nothing to do there.
+is lost and no event is counted twice. Months of the past that have no partition (the migration's start in 2025
+and earlier: history imported from a legacy system) are made too, when the default partition holds events of
+them, so that their events also sit in a partition of their month. SQLite has no partitions: nothing to do there.
 """
 
 from __future__ import annotations
@@ -90,6 +92,18 @@ def _utc_midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+_WAITING = text(
+    f"SELECT DISTINCT EXTRACT(YEAR FROM occurred_at AT TIME ZONE 'UTC')::int, "
+    f"EXTRACT(MONTH FROM occurred_at AT TIME ZONE 'UTC')::int FROM {DEFAULT}"
+)
+
+
+def _waiting(conn: Connection) -> list[Month]:
+    """The months (in UTC) of the events in the default partition: none on a well-kept database, so the scan is
+    of an empty table; after a backfill of history, the months to make."""
+    return sorted(Month(year, month) for year, month in conn.execute(_WAITING))
+
+
 def months_wanted(today: date, months_ahead: int, newest: Month | None) -> list[Month]:
     """This month and the ``months_ahead`` after it; and, if the newest partition ends before this month (the
     upkeep did not run for a while), the months in between, whose events wait in the default partition."""
@@ -109,10 +123,11 @@ class PartitionsBusy(Conflict):
     """usage_events (or its default partition) stayed in use longer than ``LOCK_TIMEOUT_MS``: try again later.
     ``created``: the months made before."""
 
-    def __init__(self, month: str, created: list[Created]) -> None:
+    def __init__(self, month: str | None, created: list[Created]) -> None:
+        what = f"{month} could not be created" if month else f"The months of {DEFAULT} could not be read"
         super().__init__(
             "partitions_busy",
-            f"{month} could not be created now: usage_events was in use"
+            f"{what} now: usage_events was in use"
             + (f" ({len(created)} month(s) made before it)" if created else "")
             + ". The worker tries again every 5 minutes; or run `remit db partitions` later.",
         )
@@ -125,12 +140,20 @@ def ensure_usage_partitions(engine: Engine, today: date, months_ahead: int = MON
     long."""
     if engine.dialect.name != "postgresql":
         return []
-    with engine.begin() as conn:
-        _limit_waits(conn)
-        bounds = _bounds(conn)
+    try:
+        with engine.begin() as conn:
+            _limit_waits(conn)
+            bounds = _bounds(conn)
+            waiting = _waiting(conn)
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+            raise
+        raise PartitionsBusy(None, []) from None
     monthly = sorted(m for name in bounds if (m := _month_of(name)) is not None)
+    ahead = months_wanted(today, months_ahead, monthly[-1] if monthly else None)
+    wanted = ahead + [m for m in waiting if m not in set(ahead)]  # the months to come first
     created: list[Created] = []
-    for month in months_wanted(today, months_ahead, monthly[-1] if monthly else None):
+    for month in wanted[:MAX_MONTHS]:
         if month.name in bounds:
             continue
         with engine.begin() as conn:
