@@ -26,6 +26,8 @@ METERS = {
     "users": Meter("users", Aggregation.UNIQUE_COUNT, "user"),
     "last": Meter("last", Aggregation.LATEST, "n"),
     "gb": Meter("gb", Aggregation.WEIGHTED_SUM, "n", group_by=("region",)),
+    # the last value before each window's end, however old (windows start after some events)
+    "seats": Meter("seats", Aggregation.LATEST, "n", group_by=("region",), carry_over=True),
 }
 EVENT = st.tuples(
     st.sampled_from(sorted(METERS)),
@@ -65,7 +67,9 @@ def _create_meters(app: Remit, codes: Iterable[str]) -> None:
         for code in codes:
             m = METERS[code]
             filters = {k: list(v) for k, v in m.filters.items()}
-            usage.create_meter(uow, m.code, m.code, m.aggregation.value, m.field, filters, m.group_by)
+            usage.create_meter(
+                uow, m.code, m.code, m.aggregation.value, m.field, filters, m.group_by, carry_over=m.carry_over
+            )
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))

@@ -6,7 +6,16 @@ the next period's fees billed in advance.
 
 import pytest
 
-from remit.service_layer import catalog, clocks, explain, live_usage, subscriptions, usage, usage_cancellation
+from remit.service_layer import (
+    catalog,
+    clocks,
+    explain,
+    live_usage,
+    subscriptions,
+    usage,
+    usage_cancellation,
+    usage_series,
+)
 from tests import builders as b
 
 
@@ -434,3 +443,40 @@ def test_the_smallest_quantity_a_package_price_bills_is_written_and_read_back_ex
     clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
     (line,) = b.invoices_of(app, cus)[0]["lines"]
     assert (line["amount"], line["quantity"], line["unit_price"]) == ("100.00", tiny, "1" + "0" * 64)
+
+
+def test_monthly__a_latest_meter_that_carries_over_bills_the_last_seats_reported(app):
+    """Seats are reported only when they change: 10 on 3 March, 12 on 20 March, then nothing until 14 May (15).
+    March bills 12, April, with no report, 12 again, May 15; live usage and the day-by-day series in April show
+    the carried value."""
+    b.seller(app)
+    _meter(app, "seats", "latest", "n", carry_over=True)
+    _plan(app, "team", [_usage("seats", config={"unit_price": "8.00"}, name="Seats")])
+    clock_id, cus, _sub = _start(app, "team")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 25))
+    _send(app, cus, (b.utc(2026, 3, 3), {"n": 10}), (b.utc(2026, 3, 20), {"n": 12}), code="seats")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 15))
+    with app.uow() as uow:
+        (item,) = live_usage.live_usage(uow, cus)["subscriptions"][0]["items"]
+        days = usage_series.usage_series(uow, cus, "seats", b.utc(2026, 4, 1).date(), b.utc(2026, 4, 4).date())
+    assert (item["quantity"], item["amount"]) == ("12", "96.00")
+    assert [(d["quantity"], d["events"]) for d in days["data"]] == [("12", 0), ("12", 0), ("12", 0)]
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 14))
+    _send(app, cus, (b.utc(2026, 5, 14), {"n": 15}), code="seats")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 6, 1))
+    assert b.lines_of(app, cus) == [
+        ("usage", "2026-03-01", "2026-04-01", "96.00"),
+        ("usage", "2026-04-01", "2026-05-01", "96.00"),
+        ("usage", "2026-05-01", "2026-06-01", "120.00"),
+    ]
+    april = b.invoices_of(app, cus)[1]
+    with app.uow() as uow:
+        explained = explain.explain_line(uow, april["id"], april["lines"][0]["id"])
+    assert (explained["usage"]["events"], explained["usage"]["quantity"], explained["meter"]["carry_over"]) == (
+        0,
+        "12",
+        True,
+    )
+    assert "no event in these windows, so the value last reported before their end counts" in " ".join(
+        explained["explanation"]
+    )

@@ -193,6 +193,7 @@ def _meter(row: Mapping[Any, Any] | None) -> dict[str, Any] | None:
         "expression": row["expression"],
         "filters": row["filters"],
         "group_by": row["group_by"],
+        "carry_over": bool(row.get("carry_over")),
     }
 
 
@@ -237,6 +238,15 @@ def _sentences(
             f"Meter {usage['meter']}: {usage['aggregation']} of {what}{where} over {windows}: "
             f"{measured} from {usage['events']} event{plural}."
         )
+        if usage.get("carry_over"):
+            out.append(
+                "The meter carries its last value over: "
+                + (
+                    "no event in these windows, so the value last reported before their end counts."
+                    if usage["events"] == 0
+                    else "the latest event before the windows' end counts."
+                )
+            )
         rounding = usage.get("rounding")
         if isinstance(rounding, dict):
             places = rounding["precision"]

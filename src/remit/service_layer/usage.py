@@ -74,6 +74,7 @@ def create_meter(
     expression: str | None = None,
     rounding: str | None = None,
     rounding_precision: int = 0,
+    carry_over: bool = False,
 ) -> str:
     try:
         agg = Aggregation(aggregation)
@@ -104,6 +105,7 @@ def create_meter(
         formula,
         rounds,
         rounding_precision,
+        carry_over=carry_over,
     )
     if uow.conn.execute(select(t.meters.c.id).where(t.meters.c.code == code)).first() is not None:
         raise Conflict("meter_code_taken", f"A meter with code {code!r} exists already.", "code")
@@ -122,6 +124,7 @@ def create_meter(
                 "group_by": list(meter.group_by),
                 "rounding": rounds.value if rounds else None,
                 "rounding_precision": rounding_precision,
+                "carry_over": carry_over,
                 "created_at": uow.now,
             }
         ],
@@ -140,6 +143,7 @@ def meter_from_row(row: Mapping[Any, Any]) -> Meter:
         Rounding(row["rounding"]) if row.get("rounding") else None,
         row.get("rounding_precision") or 0,
         row.get("deactivated_at") is None,
+        bool(row.get("carry_over")),
     )
 
 

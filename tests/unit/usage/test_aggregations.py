@@ -164,3 +164,35 @@ def test_checked_value_is_check_then_value_of(meter, props):
         return meter.value_of(event) if meter.aggregation.numeric else None
 
     assert _outcome(lambda: meter.checked_value(event)) == _outcome(two_passes)
+
+
+def test_latest_can_carry_its_last_value_over_to_periods_without_events():
+    """Seats reported only when they change: April has no event and bills March's last value; a group reported
+    in April takes April's; a meter that does not carry over has nothing in April."""
+    seats = Meter("seats", Aggregation.LATEST, "n", group_by=("region",), carry_over=True)
+    events = [
+        ev(2, n="10", region="eu"),
+        ev(20, n="12", region="eu"),
+        ev(25, n="3", region="us"),
+        ev(35, n="4", region="us"),  # 5 April
+        ev(75, n="99", region="eu"),  # after April: never carried backwards
+    ]
+    april = aggregate(seats, events, END, END + timedelta(days=30))
+    assert {g: (a.quantity, a.events) for g, a in april.items()} == {
+        ("eu",): (Decimal(12), 0),
+        ("us",): (Decimal(4), 1),
+    }
+    march = aggregate(seats, events, START, END)
+    assert {g: (a.quantity, a.events) for g, a in march.items()} == {
+        ("eu",): (Decimal(12), 2),
+        ("us",): (Decimal(3), 1),
+    }
+    assert aggregate(seats, events, START - timedelta(days=30), START) == {}  # nothing reported before: nothing
+    plain = Meter("seats", Aggregation.LATEST, "n", group_by=("region",))
+    assert set(aggregate(plain, events, END, END + timedelta(days=30))) == {("us",)}
+
+
+def test_only_a_latest_meter_carries_over():
+    with pytest.raises(ValidationError) as caught:
+        Meter("m", Aggregation.SUM, "n", carry_over=True)
+    assert (caught.value.code, caught.value.field) == ("invalid_carry_over", "carry_over")

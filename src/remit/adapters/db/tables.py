@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from remit.adapters.db.types import ExactDecimal, UTCDateTime
@@ -481,6 +482,8 @@ meters = Table(
     Column("rounding_precision", Integer, nullable=False, server_default="0"),  # decimals kept (negative: tens...)
     Column("created_at", UTCDateTime, nullable=False),
     Column("deactivated_at", UTCDateTime),  # set: the meter takes no new events (what it has still bills)
+    # latest only: a period without events takes the last value reported before it
+    Column("carry_over", Boolean, nullable=False, server_default=false()),
 )
 
 # Deduplication: one row per (customer, client transaction id), whatever the event's time. Kept apart from the

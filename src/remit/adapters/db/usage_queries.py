@@ -23,6 +23,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    case,
     cast,
     func,
     literal,
@@ -162,6 +163,8 @@ def _simple_rows(
     (``_by_customer_first``, with ``first`` as its first statement's rows when they were read ahead), per group
     otherwise."""
     aggregation = meter.aggregation
+    if meter.carry_over:
+        return conn.execute(_CARRIED_LATEST[pg], params).all()
     try:
         if _per_customer_first(meter, pg):
             return _by_customer_first(conn, aggregation, pg, params, first)
@@ -289,6 +292,31 @@ def _per_group(pg: bool, *values: Any) -> Any:
         .group_by(e.customer_id, e.group_key)
     )
 
+
+def _carried_latest_statement(pg: bool) -> Any:
+    """A latest meter that carries over: each group's last event before the span's end, however old, with the
+    number of the group's events inside the span."""
+    e = t.usage_events.c
+    group = (e.customer_id, e.group_key)
+    inside = case((e.occurred_at >= bindparam("start", type_=UTCDateTime()), 1), else_=0)
+    inner = (
+        select(
+            e.customer_id,
+            e.group_key,
+            e.value,
+            func.row_number()
+            .over(partition_by=group, order_by=(e.occurred_at.desc(), e.transaction_id.desc()))
+            .label("rank"),
+            func.sum(inside).over(partition_by=group).label("events"),
+        )
+        .where(_in_span(pg, from_start=False))
+        .subquery()
+    )
+    i = inner.c
+    return select(i.customer_id, i.group_key, i.events, i.value).where(i.rank == 1)
+
+
+_CARRIED_LATEST = {pg: _carried_latest_statement(pg) for pg in (True, False)}
 
 # Built once per aggregation and database: a statement's compiled form is cached by SQLAlchemy per object.
 _SIMPLE: dict[tuple[Aggregation, bool], Any] = {

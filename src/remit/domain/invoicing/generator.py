@@ -479,6 +479,8 @@ def _usage_lines(
                 "billable_units": _fmt_qty(billable),
                 "price_model": model.kind,
             }
+            if meter.carry_over:  # a period without events has the value last reported before it
+                details["carry_over"] = True
             if meter.rounding is not None:  # what was measured, and how it was rounded to the quantity billed
                 details["measured"] = _fmt_qty(measured)
                 details["rounding"] = {"mode": meter.rounding.value, "precision": meter.precision}
@@ -521,9 +523,9 @@ def _combine(
 ) -> dict[tuple[str, ...], tuple[Decimal, int]]:
     """One quantity per group over several windows of a period. Usually there is one window; several happen when
     a price stops and starts again within a period (a pause). Counts and sums add up; a maximum is the largest;
-    the latest value is the last window's; unique counts add up per window (a value seen in two windows counts
-    twice). A time-weighted sum is each window's average level weighted by its share of the period, so a level
-    held for half a month bills half a month."""
+    the latest value is the last window's (the last with events, unless the meter carries over); unique counts
+    add up per window (a value seen in two windows counts twice). A time-weighted sum is each window's average
+    level weighted by its share of the period, so a level held for half a month bills half a month."""
     if len(windows) == 1 and meter.aggregation is not Aggregation.WEIGHTED_SUM:  # the usual case: taken as is
         return {group: (agg.quantity, agg.events) for group, agg in windows[0][1].items()}
     if meter.aggregation is Aggregation.WEIGHTED_SUM:
@@ -537,8 +539,8 @@ def _combine(
                 out[group] = (quantity, agg.events)
             elif meter.aggregation is Aggregation.MAX:
                 out[group] = (max(before[0], quantity), before[1] + agg.events)
-            elif meter.aggregation is Aggregation.LATEST:
-                out[group] = (quantity if agg.events else before[0], before[1] + agg.events)
+            elif meter.aggregation is Aggregation.LATEST:  # (a window that carries over has its value from before)
+                out[group] = (quantity if agg.events or meter.carry_over else before[0], before[1] + agg.events)
             else:
                 out[group] = (before[0] + quantity, before[1] + agg.events)
     return out

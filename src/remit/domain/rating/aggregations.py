@@ -9,7 +9,9 @@ hold the two to each other.
 | sum | the sum of a numeric property |
 | max | the largest value of a numeric property (0 with no events) |
 | unique_count | the number of distinct values of a property |
-| latest | the value of the property on the latest event (0 with no events) |
+| latest | the value of the property on the latest event (0 with no events); with ``carry_over``, the latest event
+  before the period's end, so a period without events bills the last value reported before it (a level reported
+  only when it changes) |
 | weighted_sum | a level held over time, prorated by time: each event changes the level by its value; the quantity
   is the time-weighted average level over the period (e.g. GB stored, seats held), starting from the level the
   previous period ended with |
@@ -93,6 +95,8 @@ class Meter:
     rounding: Rounding | None = None
     precision: int = 0
     active: bool = True  # a deactivated meter takes no new events; the events it has are still billed
+    # latest only: a period without events of a group takes the group's last value from before it.
+    carry_over: bool = False
 
     def rounded(self, quantity: Decimal) -> Decimal:
         """The quantity as billed: rounded as the meter says, or as measured."""
@@ -111,6 +115,12 @@ class Meter:
                 "invalid_rounding_precision",
                 f"rounding_precision is a whole number from {MIN_PRECISION} to {MAX_PRECISION}.",
                 "rounding_precision",
+            )
+        if self.carry_over and self.aggregation is not Aggregation.LATEST:
+            raise ValidationError(
+                "invalid_carry_over",
+                "Only a latest meter carries its last value over to the next periods.",
+                "carry_over",
             )
         if self.rounding is None and self.precision:
             raise ValidationError(
@@ -254,11 +264,20 @@ def aggregate(
     period_end: datetime,
     starting_levels: Mapping[GroupKey, Decimal] | None = None,
 ) -> dict[GroupKey, Aggregate]:
-    """Aggregate the events inside [period_start, period_end), per group."""
+    """Aggregate the events inside [period_start, period_end), per group. A latest meter that carries over
+    starts from the group's last event before the period (counted as no event of the period)."""
     groups: dict[GroupKey, list[UsageEvent]] = defaultdict(list)
+    carried: dict[GroupKey, UsageEvent] = {}
     for event in events:
         if period_start <= event.timestamp < period_end and meter.matches(event):
             groups[meter.group_of(event)].append(event)
+        elif meter.carry_over and event.timestamp < period_start and meter.matches(event):
+            group = meter.group_of(event)
+            last = carried.get(group)
+            if last is None or (event.timestamp, event.transaction_id) > (last.timestamp, last.transaction_id):
+                carried[group] = event
+    if carried:
+        return {key: _latest(meter, groups.get(key, []), carried.get(key)) for key in sorted({*groups, *carried})}
     for key in starting_levels or {}:
         groups.setdefault(key, [])
     return {
@@ -281,9 +300,16 @@ def _one(meter: Meter, events: list[UsageEvent], start: datetime, end: datetime,
     if agg is Aggregation.MAX:
         return Aggregate(quantity_of(max(values, default=Decimal(0))), len(events))
     if agg is Aggregation.LATEST:
-        ordered = sorted(zip(events, values, strict=True), key=lambda p: (p[0].timestamp, p[0].transaction_id))
-        return Aggregate(quantity_of(ordered[-1][1]) if ordered else Decimal(0), len(events))
+        return _latest(meter, events, None)
     return _weighted(events, values, start, end, level)
+
+
+def _latest(meter: Meter, events: list[UsageEvent], carried: UsageEvent | None) -> Aggregate:
+    """The value of the latest of the period's events, else of the one carried in; the period's events counted."""
+    if events:
+        last = max(events, key=lambda e: (e.timestamp, e.transaction_id))
+        return Aggregate(quantity_of(meter.value_of(last)), len(events))
+    return Aggregate(quantity_of(meter.value_of(carried)) if carried else Decimal(0), 0)
 
 
 def _weighted(

@@ -31,6 +31,11 @@ class MeterCreate(Input):
     rounding_precision: int = Field(
         default=0, ge=-9, le=12, description="Decimals kept when rounding; negative rounds to tens, hundreds..."
     )
+    carry_over: bool = Field(
+        default=False,
+        description="`latest` only: a period without events takes the last value reported before it (a level "
+        "sent only when it changes).",
+    )
 
 
 class MeterPublic(Output):
@@ -45,6 +50,7 @@ class MeterPublic(Output):
     group_by: list[str]
     rounding: str | None
     rounding_precision: int
+    carry_over: bool
     active: bool = Field(description="False: deactivated, it takes no new events (what it has still bills).")
     created_at: datetime
     deactivated_at: datetime | None

@@ -43,6 +43,12 @@ def meters_create(
     rounding_precision: Annotated[
         int, typer.Option("--rounding-precision", help="Decimals kept (negative: tens, hundreds...).")
     ] = 0,
+    carry_over: Annotated[
+        bool,
+        typer.Option(
+            "--carry-over", help="latest only: a period without events takes the last value reported before it."
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     try:
@@ -61,6 +67,7 @@ def meters_create(
             expression,
             rounding,
             rounding_precision,
+            carry_over,
         )
     show({"id": meter_id, "code": code}, as_json, "Meter created")
 
@@ -80,6 +87,7 @@ def meters_list(as_json: Json = False) -> None:
         "filters",
         "group_by",
         "rounding",
+        "carry_over",
         "deactivated_at",
     ]
     show(rows, as_json, "Meters", columns)

@@ -46,6 +46,7 @@ def create_meter(body: MeterCreate, ctx: Write) -> Any:
             body.expression,
             body.rounding,
             body.rounding_precision,
+            body.carry_over,
         )
         return _meter(uow.conn.execute(select(t.meters).where(t.meters.c.id == meter_id)).mappings().one())
 
