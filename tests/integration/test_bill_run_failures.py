@@ -48,6 +48,18 @@ def _event(customer_id: str, txn: str, n: str) -> dict[str, Any]:
     }
 
 
+def _failing_for(monkeypatch: Any, customer_id: str, error: Exception) -> None:
+    """Rating any batch that holds the customer raises ``error``."""
+    real = bill_run.compute_drafts
+
+    def drafts(batch: Any, as_of: Any) -> Any:
+        if customer_id in batch.customers:
+            raise error
+        return real(batch, as_of)
+
+    monkeypatch.setattr(bill_run, "compute_drafts", drafts)
+
+
 def _numbers(app: Any) -> list[str]:
     with app.engine.connect() as conn:
         return sorted(conn.execute(select(t.invoices.c.number)).scalars())
@@ -113,14 +125,7 @@ def test_an_unexpected_error_is_recorded_as_internal_and_the_others_are_billed(a
     b.plan(app, "basic", "10.00")
     made = b.subscribed_customers(app, 5, "basic")
     broken = made[2]
-    real = bill_run.compute_drafts
-
-    def fails_for_one(batch: Any, as_of: Any) -> Any:
-        if broken in batch.customers:
-            raise ZeroDivisionError("division by zero")
-        return real(batch, as_of)
-
-    monkeypatch.setattr(bill_run, "compute_drafts", fails_for_one)
+    _failing_for(monkeypatch, broken, ZeroDivisionError("division by zero"))
     result = bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC))
 
     assert result.invoices_created == 4
@@ -138,14 +143,8 @@ def test_a_remit_error_keeps_its_code_message_and_field(app, monkeypatch):
     b.seller(app)
     b.plan(app, "basic", "10.00")
     made = b.subscribed_customers(app, 3, "basic")
-    real = bill_run.compute_drafts
-
-    def refuses_one(batch: Any, as_of: Any) -> Any:
-        if made[0] in batch.customers:
-            raise ValidationError("formula_arithmetic", "The formula 'a / b' cannot be computed.", "properties")
-        return real(batch, as_of)
-
-    monkeypatch.setattr(bill_run, "compute_drafts", refuses_one)
+    refused = ValidationError("formula_arithmetic", "The formula 'a / b' cannot be computed.", "properties")
+    _failing_for(monkeypatch, made[0], refused)
     result = bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC))
     (failure,) = result.failures
     assert (failure.code, failure.message, failure.field) == (
@@ -232,3 +231,59 @@ def test_customers_that_recent_runs_could_not_bill_are_billed_one_by_one_without
 
     assert {f.customer_id for f in again.failures} == {made[3], made[7]}
     assert sizes == [made[0:3], [made[3]], made[4:7], [made[7]], [made[8]]]  # the others together, each suspect alone
+
+
+def test_a_run_stopped_after_part_of_a_split_batch_committed_counts_the_invoices_it_wrote(app, monkeypatch):
+    b.seller(app)
+    b.plan(app, "basic", "10.00")
+    made = b.subscribed_customers(app, 6, "basic")
+    _failing_for(monkeypatch, made[5], ZeroDivisionError("boom"))
+    calls: list[int] = []
+    real = bill_run._bill_batch_with_retry
+
+    def database_gone(make_uow: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(batch))
+        if len(calls) == 3:  # the batch (fails), its first half (commits), then the database goes away
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+        return real(make_uow, batch, *args, **kwargs)
+
+    monkeypatch.setattr(bill_run, "_bill_batch_with_retry", database_gone)
+    with pytest.raises(OperationalError):
+        bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC), batch_size=6)
+    with app.engine.connect() as conn:
+        run = conn.execute(select(t.bill_runs)).mappings().one()
+        written = conn.execute(select(func.count()).where(t.invoices.c.bill_run_id == run["id"])).scalar_one()
+    assert (run["status"], run["invoices_created"], written) == ("failed", 3, 3)
+
+
+@pytest.mark.postgres
+def test_a_lock_timeout_while_invoices_are_copied_stops_the_run(postgres_url):
+    """Raised inside PostgreSQL's COPY (the invoices' foreign key waits for a row another session locked), a lock
+    timeout is the database's error, as through any other statement: the run stops, no customer is blamed."""
+    from sqlalchemy import text
+
+    from remit.adapters.db.engine import make_engine
+    from remit.bootstrap import Remit, read_engine
+    from tests.conftest import _empty_tables
+
+    engine = make_engine(postgres_url, connect_args={"options": "-c lock_timeout=200"})
+    app = Remit(engine, FixedClock(datetime(2026, 1, 1, tzinfo=UTC)), read_engine(engine))
+    _empty_tables(app)
+    entity = b.seller(app)
+    b.plan(app, "basic", "10.00")
+    b.subscribed_customers(app, 4, "basic")
+    with app.engine.begin() as conn:  # the year's series exists: the first wait is COPY's key check
+        conn.execute(t.number_series.insert().values(legal_entity_id=entity, series="INV-2026", next_value=1))
+    holder = make_engine(postgres_url)
+    try:
+        with holder.connect() as conn, conn.begin():
+            conn.execute(text("SELECT id FROM legal_entities FOR UPDATE"))
+            with pytest.raises(OperationalError):
+                bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC))
+        with app.engine.connect() as conn:
+            run = conn.execute(select(t.bill_runs)).mappings().one()
+        assert (run["status"], run["customers_failed"]) == ("failed", 0)
+        assert "LockNotAvailable" in run["error"] or "lock timeout" in run["error"]
+    finally:
+        holder.dispose()
+        app.dispose()

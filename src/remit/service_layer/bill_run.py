@@ -31,7 +31,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, func, or_, select, update
+from sqlalchemy import Text, bindparam, case, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db import driver, usage_read_ahead
@@ -223,8 +223,12 @@ def run(
 def _finish(make_uow: UowFactory, result: BillRunResult, status: str, error: str | None) -> None:
     """Record how the run ended. A run that stopped is marked ``failed`` with its error, when the database can
     still be reached (else it stays ``running``, as a run whose process died does). Its customers that failed
-    are counted from their rows: a stopped run's last batches may have recorded some it was not told of."""
-    f = t.bill_run_failures.c
+    are counted from their rows; and a stopped run's invoices too: parts of a split batch, or batches of other
+    workers, may have committed after the last one it was told of."""
+    f, i = t.bill_run_failures.c, t.invoices.c
+    invoices: Any = result.invoices_created
+    if status != "done":
+        invoices = select(func.count()).where(i.bill_run_id == result.id).scalar_subquery()
     try:
         with make_uow() as uow:
             uow.conn.execute(
@@ -233,7 +237,7 @@ def _finish(make_uow: UowFactory, result: BillRunResult, status: str, error: str
                 .values(
                     status=status,
                     customers_seen=result.customers_seen,
-                    invoices_created=result.invoices_created,
+                    invoices_created=invoices,
                     customers_failed=select(func.count()).where(f.bill_run_id == result.id).scalar_subquery(),
                     error=error,
                     finished_at=uow.now,
@@ -995,10 +999,16 @@ def _mark_reviewed(
                     None,
                 )
             )
+    s = t.subscriptions.c
     for day, ids in by_day.items():
+        billed_through = case(
+            (or_(s.billed_through_on.is_(None), s.billed_through_on < day), day), else_=s.billed_through_on
+        )
         for chunk in _chunks(ids, 5000):
             uow.conn.execute(
-                update(t.subscriptions).where(_ids(uow, t.subscriptions.c.id, chunk)).values(reviewed_from_on=day)
+                update(t.subscriptions)
+                .where(_ids(uow, s.id, chunk))
+                .values(reviewed_from_on=day, billed_through_on=billed_through)
             )
     if changed:
         uow.conn.execute(

@@ -18,7 +18,7 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Date, DateTime, Dialect, Table, delete, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id, new_ids
@@ -160,8 +160,10 @@ def bulk_insert(uow: UnitOfWork, table: Table, rows: Sequence[Mapping[str, Any]]
                 write = copy.write_row
                 for vals in data:
                     write(vals)
-        except driver.IntegrityError as exc:  # as SQLAlchemy raises it elsewhere (the bill run retries on it)
-            raise IntegrityError(sql, None, exc) from exc
+        except driver.Error as exc:
+            # As SQLAlchemy raises the driver's errors elsewhere: the bill run retries an IntegrityError, and stops
+            # on an OperationalError (a lock or statement timeout, a deadlock, the connection lost).
+            raise DBAPIError.instance(sql, None, exc, driver.Error) from exc
     else:
         for statement, params in insert_statements(sql, len(names), data, parameter_limit(driver)):
             uow.conn.exec_driver_sql(statement, params)  # through SQLAlchemy: its errors (IntegrityError...)

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple, TypeGuard
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, String, any_, bindparam, case, select, update
+from sqlalchemy import Connection, Engine, String, any_, bindparam, case, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters import fastjson
@@ -661,12 +661,12 @@ def clock_times(conn: Connection, customers: Mapping[str, Mapping[str, Any]]) ->
 class OpenPeriods:
     """``OpenSince`` for a batch: on the first question, one query for every customer of the batch.
 
-    A customer's periods are open from the start of the earliest period of a live subscription that the bill run
-    has not billed: the period holding the subscription's review mark (the day the last run that billed it
-    looked up to), or its start if no run has. Usually that is the current period; it is an earlier one when a
-    run could not bill the customer (``bill_run_failures``) or none ran since the period ended, so that its
-    usage can still be sent, or canceled, before it is invoiced. A late event or a cancellation moves the mark
-    back, which keeps its period open until the next run has re-rated it."""
+    A customer's periods are open from the start of the earliest period that the bill run has not billed, of a
+    subscription it still bills (live, or ended with periods left to bill): the period holding the day the last
+    successful run billed it through (``billed_through_on``, which only that moves, and only forward), or its
+    start if no run has. Usually that is the current period; it is an earlier one when a run could not bill the
+    customer (``bill_run_failures``) or none ran since the period ended, so that its usage can still be sent, or
+    canceled, before it is invoiced."""
 
     def __init__(
         self,
@@ -690,13 +690,17 @@ class OpenPeriods:
         for start in range(0, len(ids), 10_000):
             rows = self.conn.execute(
                 select(
-                    s.customer_id, s.anchor_on, s.interval_unit, s.interval_count, s.started_on, s.reviewed_from_on
-                ).where(s.customer_id.in_(ids[start : start + 10_000]), s.ended_on.is_(None))
+                    s.customer_id, s.anchor_on, s.interval_unit, s.interval_count, s.started_on, s.billed_through_on
+                ).where(
+                    s.customer_id.in_(ids[start : start + 10_000]),
+                    # as the bill run picks them: live, or ended with periods it has not reviewed yet
+                    or_(s.ended_on.is_(None), s.reviewed_from_on.is_(None), s.reviewed_from_on < s.ended_on),
+                )
             ).all()
-            for customer_id, anchor_on, unit, count, started_on, reviewed_on in rows:
+            for customer_id, anchor_on, unit, count, started_on, billed_on in rows:
                 tz = self.customers[customer_id]["timezone"]
                 today = local_date(self.now_of.get(customer_id, self.now), tz)
-                billed_to = started_on if reviewed_on is None else max(started_on, reviewed_on)
+                billed_to = started_on if billed_on is None else max(started_on, billed_on)
                 period = period_containing(anchor_on, Interval.parse(unit, count), min(today, billed_to))
                 since = local_midnight(max(period.start_on, started_on), tz)
                 if customer_id not in out or since < out[customer_id]:

@@ -1,5 +1,5 @@
 """Bill runs over HTTP: a run that could not bill a customer says so, and lists it with why (for a key limited to
-one legal entity, only that entity's customers); on SQLite and PostgreSQL."""
+one legal entity, only that entity's customers, and not the run's totals); on SQLite and PostgreSQL."""
 
 from tests.e2e.api.conftest import PLAN
 
@@ -48,3 +48,7 @@ def test_a_key_limited_to_one_entity_sees_only_its_own_customers_failures(api):
     seen = api.get(f"/bill_runs/{run['id']}/failures", key="us_only").json()["data"]
     assert [f["customer_id"] for f in seen] == [theirs]
     assert len(api.get(f"/bill_runs/{run['id']}/failures").json()["data"]) == 2
+    # The run itself spans every entity: its counts and error are for keys that see them all.
+    assert api.get(f"/bill_runs/{run['id']}", key="us_only").json()["error"]["code"] == "entity_scoped_key"
+    assert api.get("/bill_runs", key="us_only").status_code == 403
+    assert api.get("/bill_runs", key="test_admin").json()["error"]["code"] == "test_mode_key"

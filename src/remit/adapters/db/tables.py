@@ -197,6 +197,10 @@ subscriptions = Table(
     Column("trial_end_on", Date),
     Column("ended_on", Date),
     Column("reviewed_from_on", Date),  # periods ending on or before this day are settled
+    # The last day a bill run billed everything due up to: moved only forward, only by the bill run (a late event,
+    # a cancellation or a change moves reviewed_from_on back, not this). Periods before the one holding it are
+    # invoiced; late usage for them is bound by the grace period.
+    Column("billed_through_on", Date),
     Column("next_seq", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),

@@ -181,6 +181,10 @@ def create_bill_run(body: BillRunCreate, ctx: Admin) -> Any:
 
 
 def _bill_run(ctx: Any, run_id: str) -> Any:
+    """A bill run spans every legal entity of the real world: keys limited to one entity, or to test mode, see
+    only the failures of their own customers (``/failures``)."""
+    ctx.require_unscoped("A bill run")
+    ctx.require_live("A bill run")
     with ctx.uow() as uow:
         row = views.get_bill_run(uow, run_id)
     if row is None:
@@ -191,6 +195,8 @@ def _bill_run(ctx: Any, run_id: str) -> Any:
 @router.get("/bill_runs", response_model=ListOf[BillRunPublic], tags=["bill runs"])
 def list_bill_runs(ctx: Admin, limit: Limit = 20, starting_after: StartingAfter = None) -> Any:
     """Bill runs of real customers, oldest first."""
+    ctx.require_unscoped("A bill run")
+    ctx.require_live("A bill run")
     with ctx.uow() as uow:
         return page(views.list_bill_runs(uow, limit + 1, starting_after), limit)
 
@@ -204,6 +210,7 @@ def get_bill_run(run_id: str, ctx: Admin) -> Any:
 def list_bill_run_failures(run_id: str, ctx: Admin, limit: Limit = 20, starting_after: StartingAfter = None) -> Any:
     """The customers the run could not bill (of the key's legal entity, for a key limited to one), with why;
     paged by customer id. Nothing of their attempt was written, and every later run tries them again."""
-    _bill_run(ctx, run_id)
     with ctx.uow() as uow:
+        if views.get_bill_run(uow, run_id) is None:
+            raise NotFound("bill_run", run_id, "run_id")
         return page(views.list_bill_run_failures(uow, run_id, limit + 1, starting_after, vis=ctx.vis), limit)
