@@ -187,6 +187,7 @@ RATE_MAX_DECIMALS = 9
 # any real bill, and far enough below the 64-bit columns amounts are stored in (9.2e18) that an invoice's lines,
 # taxes and credits add up without overflowing them.
 MAX_AMOUNT_MINOR = 10**15
+_LIMITS: dict[int, Decimal] = {}  # MAX_AMOUNT_MINOR in major units, per number of minor units
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +250,10 @@ class RoundingPolicy(Enum):
             rounded = raw.quantize(cur.quantum, rounding=mode)
         except InvalidOperation:  # more digits than the context holds: far out of range
             rounded = None
-        if rounded is None or abs(rounded.scaleb(cur.minor_units)) > MAX_AMOUNT_MINOR:
-            limit = Decimal(MAX_AMOUNT_MINOR).scaleb(-cur.minor_units)
+        limit = _LIMITS.get(cur.minor_units)
+        if limit is None:
+            limit = _LIMITS[cur.minor_units] = Decimal(MAX_AMOUNT_MINOR).scaleb(-cur.minor_units)
+        if rounded is None or not -limit <= rounded <= limit:
             raise ValidationError(
                 "amount_out_of_range",
                 f"An amount of {raw:.6E} {cur.code} is beyond what Remit can bill (at most {limit:f} {cur.code}).",
