@@ -287,3 +287,39 @@ def test_a_lock_timeout_while_invoices_are_copied_stops_the_run(postgres_url):
     finally:
         holder.dispose()
         app.dispose()
+
+
+class _Deadlock(Exception):
+    sqlstate = "40P01"  # as psycopg's DeadlockDetected carries it
+
+
+def test_a_deadlocked_batch_is_billed_again_and_other_database_errors_stop_the_run(app, monkeypatch):
+    """A deadlock or a serialization failure rolls the batch back whole: it is tried again (at most three times)
+    rather than stopping the run; a lost connection is not."""
+    b.seller(app)
+    b.plan(app, "basic", "10.00")
+    b.subscribed_customers(app, 3, "basic")
+    real = bill_run.bill_customers
+    calls: list[int] = []
+
+    def deadlocks_once(uow: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(batch))
+        if len(calls) == 1:
+            raise OperationalError("UPDATE subscriptions ...", {}, _Deadlock("deadlock detected"))
+        return real(uow, batch, *args, **kwargs)
+
+    monkeypatch.setattr(bill_run, "bill_customers", deadlocks_once)
+    result = bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC))
+    assert (calls, result.invoices_created, result.failures) == ([3, 3], 3, [])
+    assert _numbers(app) == [f"INV-2026-{i:06d}" for i in range(1, 4)]
+
+    def always_deadlocks(uow: Any, batch: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(len(batch))
+        raise OperationalError("UPDATE subscriptions ...", {}, _Deadlock("deadlock detected"))
+
+    calls.clear()
+    monkeypatch.setattr(bill_run, "bill_customers", always_deadlocks)
+    b.subscribed_customers(app, 1, "basic")
+    with pytest.raises(OperationalError):
+        bill_run.run(app.uow, datetime(2026, 1, 1, 13, tzinfo=UTC))
+    assert len(calls) == 3  # tried three times, then the run stops (not split: every customer would meet it)

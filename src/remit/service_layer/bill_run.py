@@ -22,6 +22,7 @@ import logging
 import multiprocessing
 import pickle
 import threading
+import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -32,7 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Text, bindparam, case, cast, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from remit.adapters.db import driver, usage_read_ahead
 from remit.adapters.db import tables as t
@@ -452,6 +453,12 @@ def _bill_batch_with_retry(
             # Another run billed some of these lines first; on retry the diff sees them and writes the rest.
             if attempt == 2:
                 raise
+        except OperationalError as exc:
+            # A deadlock or a serialization failure (SQLSTATE class 40, PostgreSQL): the database rolled the
+            # transaction back whole, and the same batch usually goes through when tried again.
+            if attempt == 2 or not str(getattr(exc.orig, "sqlstate", None) or "").startswith("40"):
+                raise
+            time.sleep(0.05 * (attempt + 1))
     return []
 
 
