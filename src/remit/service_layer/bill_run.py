@@ -66,7 +66,7 @@ from remit.domain.subscriptions.periods import Interval
 from remit.service_layer import wallet_ledger, wallets
 from remit.service_layer.accounts import local_date, local_midnight
 from remit.service_layer.invoices import Event, InvoiceDraft, write_events, write_invoices
-from remit.service_layer.usage import meter_from_row
+from remit.service_layer.usage import meter_from_row, needs_review
 
 __all__ = ["InvoiceDraft", "run", "bill_customers", "compute_drafts"]
 from remit.service_layer.unit_of_work import SYSTEM_ERRORS, UnitOfWork
@@ -107,11 +107,6 @@ class BillRunResult:
     failures: list[CustomerFailure] = field(default_factory=list)
 
 
-def _needs_review() -> Any:
-    s = t.subscriptions.c
-    return or_(s.ended_on.is_(None), s.reviewed_from_on.is_(None), s.reviewed_from_on < s.ended_on)
-
-
 def _candidate_customers(uow: UnitOfWork, test_clock_id: str | None, after: str, limit: int) -> list[str]:
     """The first ``limit`` customers after ``after``, in id order, of the real world (or of one test clock), with a
     subscription under review or an uninvoiced pending item.
@@ -124,7 +119,7 @@ def _candidate_customers(uow: UnitOfWork, test_clock_id: str | None, after: str,
     c, s, p = t.customers.c, t.subscriptions.c, t.pending_items.c
     clock_filter = (c.test_clock_id == test_clock_id) if test_clock_id else c.test_clock_id.is_(None)
     work = (
-        select(s.id).where(s.customer_id == c.id, s.customer_id > after, _needs_review()),
+        select(s.id).where(s.customer_id == c.id, s.customer_id > after, needs_review()),
         select(p.id).where(p.customer_id == c.id, p.customer_id > after, p.invoice_id.is_(None)),
     )
     found: set[str] = set()
@@ -560,7 +555,7 @@ def _subscriptions_query(in_ids: Callable[[Any], Any], postgres: bool) -> Any:
             cast(timeline, Text).label("timeline"),
             cast(billed, Text).label("billed"),
         )
-        .where(in_ids(s.customer_id), _needs_review())
+        .where(in_ids(s.customer_id), needs_review())
         .order_by(s.customer_id, s.id)
     )
 

@@ -658,6 +658,12 @@ def clock_times(conn: Connection, customers: Mapping[str, Mapping[str, Any]]) ->
     return {c: ensure_utc(frozen[k]) for c, k in clock_of.items() if k in frozen}
 
 
+def needs_review() -> Any:
+    """Subscriptions the bill run still looks at: live, or ended with periods it has not reviewed yet."""
+    s = t.subscriptions.c
+    return or_(s.ended_on.is_(None), s.reviewed_from_on.is_(None), s.reviewed_from_on < s.ended_on)
+
+
 class OpenPeriods:
     """``OpenSince`` for a batch: on the first question, one query for every customer of the batch.
 
@@ -693,8 +699,7 @@ class OpenPeriods:
                     s.customer_id, s.anchor_on, s.interval_unit, s.interval_count, s.started_on, s.billed_through_on
                 ).where(
                     s.customer_id.in_(ids[start : start + 10_000]),
-                    # as the bill run picks them: live, or ended with periods it has not reviewed yet
-                    or_(s.ended_on.is_(None), s.reviewed_from_on.is_(None), s.reviewed_from_on < s.ended_on),
+                    needs_review(),  # as the bill run picks them: live, or ended with periods left to review
                 )
             ).all()
             for customer_id, anchor_on, unit, count, started_on, billed_on in rows:

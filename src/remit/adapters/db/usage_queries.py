@@ -258,22 +258,7 @@ def _simple_statement(aggregation: Aggregation, pg: bool) -> Any:
     # about as much as the index scan that reads the values (and round values finer than that scale).
     number = cast(e.value, Numeric()) if pg else e.value
     if aggregation is Aggregation.LATEST:
-        rank = func.row_number().over(
-            partition_by=(e.customer_id, e.group_key), order_by=(e.occurred_at.desc(), e.transaction_id.desc())
-        )
-        inner = (
-            select(
-                e.customer_id,
-                e.group_key,
-                e.value,
-                rank.label("rank"),
-                func.count().over(partition_by=(e.customer_id, e.group_key)).label("events"),
-            )
-            .where(_in_span(pg))
-            .subquery()
-        )
-        i = inner.c
-        return select(i.customer_id, i.group_key, i.events, i.value).where(i.rank == 1)
+        return _latest_statement(pg, carry_over=False)
     value = {
         Aggregation.COUNT: func.count(),
         Aggregation.SUM: func.sum(number) if pg else func.decimal_sum(number),
@@ -293,12 +278,16 @@ def _per_group(pg: bool, *values: Any) -> Any:
     )
 
 
-def _carried_latest_statement(pg: bool) -> Any:
-    """A latest meter that carries over: each group's last event before the span's end, however old, with the
-    number of the group's events inside the span."""
+def _latest_statement(pg: bool, carry_over: bool) -> Any:
+    """Each group's latest event in the span, with the group's number of events in the span. ``carry_over``: the
+    latest before the span's end, however old (the count still of the span's own)."""
     e = t.usage_events.c
     group = (e.customer_id, e.group_key)
-    inside = case((e.occurred_at >= bindparam("start", type_=UTCDateTime()), 1), else_=0)
+    events: Any = (
+        func.sum(case((e.occurred_at >= bindparam("start", type_=UTCDateTime()), 1), else_=0))
+        if carry_over
+        else func.count()
+    )
     inner = (
         select(
             e.customer_id,
@@ -307,16 +296,16 @@ def _carried_latest_statement(pg: bool) -> Any:
             func.row_number()
             .over(partition_by=group, order_by=(e.occurred_at.desc(), e.transaction_id.desc()))
             .label("rank"),
-            func.sum(inside).over(partition_by=group).label("events"),
+            events.over(partition_by=group).label("events"),
         )
-        .where(_in_span(pg, from_start=False))
+        .where(_in_span(pg, from_start=not carry_over))
         .subquery()
     )
     i = inner.c
     return select(i.customer_id, i.group_key, i.events, i.value).where(i.rank == 1)
 
 
-_CARRIED_LATEST = {pg: _carried_latest_statement(pg) for pg in (True, False)}
+_CARRIED_LATEST = {pg: _latest_statement(pg, carry_over=True) for pg in (True, False)}
 
 # Built once per aggregation and database: a statement's compiled form is cached by SQLAlchemy per object.
 _SIMPLE: dict[tuple[Aggregation, bool], Any] = {

@@ -62,7 +62,8 @@ _time = parse_time
 _date = parse_date
 
 
-def _all_pages(fetch: Any, limit: int, every: bool) -> list[dict[str, Any]]:
+def _all_pages(fetch: Any, limit: int, every: bool, key: str = "id") -> list[dict[str, Any]]:
+    """One page, or (``every``) all of them, each after the last row's ``key``."""
     if not every:
         return list(fetch(limit, None))
     rows: list[dict[str, Any]] = []
@@ -72,7 +73,7 @@ def _all_pages(fetch: Any, limit: int, every: bool) -> list[dict[str, Any]]:
         rows.extend(page)
         if len(page) < 1000:
             return rows
-        after = page[-1]["id"]
+        after = page[-1][key]
 
 
 @app.command()
@@ -229,14 +230,7 @@ BILL_RUN_FAILURES_EXIT = 6
 
 
 def _run_failures(uow: Any, run_id: str) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    after = None
-    while True:
-        found = views.list_bill_run_failures(uow, run_id, 1000, after)
-        rows.extend(found)
-        if len(found) < 1000:
-            return rows
-        after = found[-1]["customer_id"]
+    return _all_pages(lambda n, a: views.list_bill_run_failures(uow, run_id, n, a), 0, True, key="customer_id")
 
 
 def _show_run(run: dict[str, Any], failures: list[dict[str, Any]], as_json: bool) -> None:
