@@ -13,7 +13,16 @@ from sqlalchemy.exc import OperationalError
 from remit.adapters.db import tables as t
 from remit.domain.clock import FixedClock
 from remit.domain.errors import ValidationError
-from remit.service_layer import alerts, bill_run, usage, usage_cancellation, usage_monitor, views
+from remit.service_layer import (
+    alerts,
+    bill_run,
+    usage,
+    usage_cancellation,
+    usage_monitor,
+    views,
+    wallet_ledger,
+    wallets,
+)
 from tests import builders as b
 
 ABSURD = "9" * 60  # a value the ingestion accepts; a thousand euros each gives an amount no invoice can hold
@@ -323,3 +332,63 @@ def test_a_deadlocked_batch_is_billed_again_and_other_database_errors_stop_the_r
     with pytest.raises(OperationalError):
         bill_run.run(app.uow, datetime(2026, 1, 1, 13, tzinfo=UTC))
     assert len(calls) == 3  # tried three times, then the run stops (not split: every customer would meet it)
+
+
+@pytest.mark.parametrize("step", ["grant_recurring_due", "expire_due"])
+def test_a_customer_whose_credits_cannot_be_brought_up_to_date_is_set_aside_and_the_others_are_billed(
+    app, monkeypatch, step
+):
+    """Recurring grants and expiry run for everyone before the batches. One customer for whom they fail is
+    recorded and not billed (its invoice would be paid by the wrong credits); the others get their credits, which
+    pay their invoices; the next run, once the cause is gone, does both for the customer."""
+    assert isinstance(app.clock, FixedClock)
+    b.seller(app)
+    b.plan(app, "basic", "10.00")
+    made = b.subscribed_customers(app, 5, "basic")
+    wallet_of = {}
+    for cus in made:
+        with app.uow() as uow:
+            wallet_of[cus] = wallets.create_wallet(uow, cus)["id"]
+        with app.uow() as uow:  # 15 credits on the 1st of every month, expiring after 40 days
+            wallets.create_recurring_grant(uow, wallet_of[cus], "15", interval="month", expires_days=40)
+    bill_run.run(app.uow, app.clock.now())
+    # January's invoice took 10 of January's credits; on February 11 the 5 left have expired, February's are due.
+    app.clock.move_to(datetime(2026, 2, 11, 0, 5, tzinfo=UTC))
+    broken = made[3]
+    real = getattr(wallets, step)
+
+    def failing(uow: Any, as_of: Any, test_clock_id: Any = None, among: Any = None) -> Any:
+        if among is not None and broken in among:
+            raise ZeroDivisionError("division by zero")
+        return real(uow, as_of, test_clock_id, among)
+
+    monkeypatch.setattr(wallets if step == "grant_recurring_due" else wallet_ledger, step, failing)
+
+    result = bill_run.run(app.uow, app.clock.now(), batch_size=2)
+
+    (failure,) = result.failures
+    assert (failure.customer_id, failure.code) == (broken, "internal_error")
+    assert failure.message.startswith(bill_run.CREDITS_STEP)
+    assert "ZeroDivisionError" in failure.message
+    assert (result.customers_seen, result.invoices_created) == (5, 4)
+    for cus in made:
+        february = [i for i in b.invoices_of(app, cus) if i["issued_on"] == "2026-02-11"]
+        if cus == broken:
+            assert february == []
+        else:
+            assert [(i["total"], i["applied_credits"], i["status"]) for i in february] == [("10.00", "10.00", "paid")]
+    with app.uow() as uow:
+        run = views.get_bill_run(uow, result.id)
+        grants = wallets.get_wallet(uow, wallet_of[broken], with_grants=True)["grants"]
+    assert run is not None and (run["status"], run["customers_failed"]) == ("done", 1)
+    # Nothing of the failed step was kept: January's grant with its 5 credits, not expired; no February grant.
+    assert [(g["status"], g["remaining_credits"]) for g in grants] == [("active", "5")]
+
+    monkeypatch.setattr(wallets if step == "grant_recurring_due" else wallet_ledger, step, real)
+    again = bill_run.run(app.uow, app.clock.now(), batch_size=2)
+    assert (again.failures, again.invoices_created) == ([], 1)
+    (february,) = [i for i in b.invoices_of(app, broken) if i["issued_on"] == "2026-02-11"]
+    assert (february["applied_credits"], february["status"]) == ("10.00", "paid")
+    with app.uow() as uow:
+        grants = wallets.get_wallet(uow, wallet_of[broken], with_grants=True)["grants"]
+    assert sorted((g["status"], g["remaining_credits"]) for g in grants) == [("active", "5"), ("expired", "0")]

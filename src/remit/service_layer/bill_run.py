@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Text, bindparam, case, cast, func, or_, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -72,6 +72,7 @@ __all__ = ["InvoiceDraft", "run", "bill_customers", "compute_drafts"]
 from remit.service_layer.unit_of_work import SYSTEM_ERRORS, UnitOfWork
 
 UowFactory = Callable[[], UnitOfWork]
+T = TypeVar("T")
 BATCH_SIZE = 5000
 log = logging.getLogger("remit.bill_run")
 
@@ -147,10 +148,6 @@ def run(
     customers; invoice numbers are reserved under the series' row lock, so they stay gapless and in order of
     commit). On SQLite, whose database has one writer at a time, batches are billed one after the other."""
     result = BillRunResult(new_id("billrun"), as_of)
-    # First the credits: recurring grants that fell due (so that they can pay), then expiry (expired credits pay
-    # nothing; a recurring grant given late, by a run after its day, may have expired already).
-    wallets.grant_recurring(make_uow, as_of, test_clock_id=test_clock_id)
-    wallet_ledger.expire_credits(make_uow, as_of, test_clock_id=test_clock_id)
     with make_uow() as uow:
         uow.insert_many(
             t.bill_runs,
@@ -178,17 +175,29 @@ def run(
         if progress is not None:
             progress(len(batch))
 
+    unbillable: frozenset[str] = frozenset()
+
     def batches() -> Iterator[list[str]]:
         after = ""
         while True:
             with make_uow() as uow:
-                batch = _candidate_customers(uow, test_clock_id, after, batch_size)
-            if not batch:
+                found = _candidate_customers(uow, test_clock_id, after, batch_size)
+            if not found:
                 return
-            after = batch[-1]
-            yield batch
+            after = found[-1]
+            batch = [c for c in found if c not in unbillable] if unbillable else found
+            if batch:
+                yield batch
 
     try:
+        # First the credits: recurring grants that fell due (so that they can pay), then expiry (expired credits
+        # pay nothing; a recurring grant given late, by a run after its day, may have expired already). A customer
+        # whose credits cannot be brought up to date is not billed: its invoice would be paid by the wrong credits.
+        credit_failures = _credits_due(make_uow, as_of, test_clock_id, result.id, batch_size, suspects)
+        if credit_failures:
+            unbillable = frozenset(f.customer_id for f in credit_failures)
+            result.customers_seen += len(credit_failures)
+            result.failures.extend(credit_failures)
         found = batches()
         first = next(found, None)
         second = next(found, None) if first is not None and spec is not None else None
@@ -245,6 +254,52 @@ def _finish(make_uow: UowFactory, result: BillRunResult, status: str, error: str
         log.exception("bill run %s stopped and could not be marked failed", result.id)
 
 
+def _credits_due(
+    make_uow: UowFactory,
+    as_of: datetime,
+    test_clock_id: str | None,
+    run_id: str,
+    batch_size: int,
+    suspects: frozenset[str] = frozenset(),
+) -> list[CustomerFailure]:
+    """Grant the recurring credits due by ``as_of`` and expire the credits whose time is up, for the real world
+    or one test clock, in batches of customers, each batch one transaction. A batch that fails for a reason of its
+    customers' is split like a bill run's batch, down to the customers that fail alone, which are recorded as
+    failures of the run and returned; ``suspects`` (customers recent runs could not bill) go one by one."""
+    with make_uow() as uow:
+        due = wallets.customers_with_grants_due(uow, as_of, test_clock_id)
+        due |= wallet_ledger.customers_with_expiry_due(uow, as_of, test_clock_id)
+    ordered = sorted(due - suspects)
+    failures: list[CustomerFailure] = []
+    for start in range(0, len(ordered), batch_size):
+        failures.extend(_credits_batch(make_uow, ordered[start : start + batch_size], as_of, test_clock_id, run_id))
+    for customer_id in sorted(due & suspects):
+        failures.extend(_credits_batch(make_uow, [customer_id], as_of, test_clock_id, run_id))
+    return failures
+
+
+def _credits_batch(
+    make_uow: UowFactory, batch: Sequence[str], as_of: datetime, test_clock_id: str | None, run_id: str
+) -> list[CustomerFailure]:
+    def attempt() -> None:
+        with make_uow() as uow:
+            wallets.grant_recurring_due(uow, as_of, test_clock_id, batch)
+            wallet_ledger.expire_due(uow, as_of, test_clock_id, batch)
+
+    try:
+        _retrying(attempt)
+        return []
+    except SYSTEM_ERRORS:
+        raise
+    except Exception as exc:
+        if len(batch) == 1:
+            return [_record_failure(make_uow, run_id, batch[0], as_of, exc, CREDITS_STEP)]
+    half = len(batch) // 2
+    return _credits_batch(make_uow, batch[:half], as_of, test_clock_id, run_id) + _credits_batch(
+        make_uow, batch[half:], as_of, test_clock_id, run_id
+    )
+
+
 SUSPECT_DAYS = 7
 
 
@@ -292,17 +347,24 @@ def bill_batch(
     return bill_batch(make_uow, batch[:half], as_of, run_id).add(bill_batch(make_uow, batch[half:], as_of, run_id))
 
 
+# What a failure's message starts with when the customer failed before billing, in the credits step.
+CREDITS_STEP = "Its wallet credits could not be brought up to date (recurring grants and expiry), so it was not billed"
+
+
 def _record_failure(
-    make_uow: UowFactory, run_id: str, customer_id: str, as_of: datetime, exc: Exception
+    make_uow: UowFactory, run_id: str, customer_id: str, as_of: datetime, exc: Exception, step: str | None = None
 ) -> CustomerFailure:
     """Record why a customer could not be billed: a row of ``bill_run_failures`` and the event
     ``bill_run.customer_failed``, in one transaction. An error Remit explains keeps its code and message; any
-    other is ``internal_error``, with its traceback in the log."""
+    other is ``internal_error``, with its traceback in the log. ``step``: what failed, when it was not the billing
+    itself; the message starts with it."""
     if isinstance(exc, RemitError):
-        failure = CustomerFailure(customer_id, exc.code, exc.message, exc.field)
-        log.warning("bill run %s could not bill customer %s: %s (%s)", run_id, customer_id, exc.message, exc.code)
+        message = f"{step}: {exc.message}" if step else exc.message
+        failure = CustomerFailure(customer_id, exc.code, message, exc.field)
+        log.warning("bill run %s could not bill customer %s: %s (%s)", run_id, customer_id, message, exc.code)
     else:
-        message = f"Billing this customer failed with an unexpected error ({type(exc).__name__}: {exc})"[:2000]
+        what = step if step else "Billing this customer failed"
+        message = f"{what}: an unexpected error ({type(exc).__name__}: {exc})"[:2000]
         failure = CustomerFailure(customer_id, "internal_error", message)
         log.error("bill run %s could not bill customer %s", run_id, customer_id, exc_info=exc)
     with make_uow() as uow:
@@ -438,23 +500,29 @@ def _bill_batch_with_retry(
     read_ahead: UsageReadAhead | None = None,
     upcoming: Sequence[str] | None = None,
 ) -> list[str]:
-    for attempt in range(3):
+    def attempt() -> list[str]:
+        with _collector_paused(), make_uow() as uow:
+            return bill_customers(uow, batch, as_of, run_id, skip_locked=True, read_ahead=read_ahead, upcoming=upcoming)
+
+    return _retrying(attempt)
+
+
+def _retrying(attempt: Callable[[], T]) -> T:
+    """``attempt()``, a transaction, tried up to three times when another transaction got in its way."""
+    for tries in range(1, 4):
         try:
-            with _collector_paused(), make_uow() as uow:
-                return bill_customers(
-                    uow, batch, as_of, run_id, skip_locked=True, read_ahead=read_ahead, upcoming=upcoming
-                )
+            return attempt()
         except IntegrityError:
-            # Another run billed some of these lines first; on retry the diff sees them and writes the rest.
-            if attempt == 2:
+            # Another run wrote some of these rows first; on retry the batch sees them and writes the rest.
+            if tries == 3:
                 raise
         except OperationalError as exc:
             # A deadlock or a serialization failure (SQLSTATE class 40, PostgreSQL): the database rolled the
             # transaction back whole, and the same batch usually goes through when tried again.
-            if attempt == 2 or not str(getattr(exc.orig, "sqlstate", None) or "").startswith("40"):
+            if tries == 3 or not str(getattr(exc.orig, "sqlstate", None) or "").startswith("40"):
                 raise
-            time.sleep(0.05 * (attempt + 1))
-    return []
+            time.sleep(0.05 * tries)
+    raise AssertionError("unreachable")
 
 
 @dataclass

@@ -160,10 +160,18 @@ def _due_for_expiry(as_of: datetime, test_clock_id: str | None, customer_ids: Se
     return query.order_by(g.customer_id, g.expires_at, g.id)
 
 
-def expire_due(uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = None) -> int:
-    customer_ids = sorted(
-        {r["customer_id"] for r in uow.conn.execute(_due_for_expiry(as_of, test_clock_id)).mappings()}
-    )
+def customers_with_expiry_due(uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = None) -> set[str]:
+    """The customers holding credits whose time is up by ``as_of``."""
+    due = _due_for_expiry(as_of, test_clock_id).order_by(None).subquery()
+    return set(uow.conn.execute(select(due.c.customer_id).distinct()).scalars())
+
+
+def expire_due(
+    uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = None, among: Sequence[str] | None = None
+) -> int:
+    """``expire_credits`` in this unit of work; ``among``: only these customers."""
+    query = _due_for_expiry(as_of, test_clock_id, among)
+    customer_ids = sorted({r["customer_id"] for r in uow.conn.execute(query).mappings()})
     if not customer_ids:
         return 0
     uow.lock_customers(customer_ids)  # then read again: a finalization may have consumed some meanwhile

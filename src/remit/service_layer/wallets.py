@@ -857,6 +857,12 @@ def _due_schedules(as_of: datetime, test_clock_id: str | None, customer_ids: lis
     return query.order_by(r.customer_id, r.created_at, r.id)
 
 
+def customers_with_grants_due(uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = None) -> set[str]:
+    """The customers with a recurring grant that may fall due by ``as_of`` (a wider net: see ``_due_schedules``)."""
+    due = _due_schedules(as_of, test_clock_id).order_by(None).subquery()
+    return set(uow.conn.execute(select(due.c.customer_id).distinct()).scalars())
+
+
 def grant_recurring_due(
     uow: UnitOfWork, as_of: datetime, test_clock_id: str | None = None, among: Sequence[str] | None = None
 ) -> int:
