@@ -53,3 +53,26 @@ def test_a_bill_run_lists_the_customers_it_could_not_bill_and_exits_with_6():
     assert missing.exit_code == 3 and "bill_run_not_found" in missing.stderr
     assert len(rj("invoices", "list", "--customer", good)) == 1
     assert rj("invoices", "list", "--customer", typo) == []
+
+
+def test_the_runs_of_a_test_clocks_advance_are_listed_with_whom_they_could_not_bill():
+    rj("init", "--currency", "EUR", "--country", "DE")
+    seats = '[{"currency":"EUR","model":"per_unit","config":{"unit_price":"12.00"},"interval":"month"}]'
+    rj("plans", "create", "--code", "seats", "--name", "Seats", "--prices", seats)
+    clock = rj("clock", "create", "--name", "sim", "--at", "2026-01-01T00:00:00Z")["id"]
+    typo = rj("customers", "create", "--name", "Globex", "--currency", "EUR", "--country", "DE", "--test-clock", clock)[
+        "id"
+    ]
+    rj("subscriptions", "create", "--customer", typo, "--plan", "seats", "--quantity", "1" + "0" * 15)
+    advanced = rj("clock", "advance", clock, "--to", "2026-03-01T00:00:00Z")
+    assert advanced["customers_failed"] >= 1
+
+    runs = rj("bill-runs", "list", "--test-clock", clock, "--all")
+    assert runs and all(r["test_clock_id"] == clock for r in runs)
+    failed = [r for r in runs if r["customers_failed"]]
+    assert sum(r["customers_failed"] for r in failed) == advanced["customers_failed"]
+    shown = rj("bill-runs", "show", failed[0]["id"])
+    assert [(f["customer_id"], f["error"]["code"]) for f in shown["failures"]] == [(typo, "amount_out_of_range")]
+    assert rj("bill-runs", "list") == []  # the real world's runs: none
+    missing = runner.invoke(app, ["bill-runs", "list", "--test-clock", "clk_nope", "--json"])
+    assert missing.exit_code == 3 and "test_clock_not_found" in missing.stderr

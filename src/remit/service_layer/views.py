@@ -183,18 +183,34 @@ _BILL_RUN = select(
     _R.error,
     _R.started_at,
     _R.finished_at,
-).where(_R.test_clock_id.is_(None))  # runs of test clocks are the clocks' own business
+    _R.test_clock_id,
+)
 
 
-def get_bill_run(uow: UnitOfWork, run_id: str) -> dict[str, Any] | None:
-    """A bill run of real customers."""
-    row = uow.conn.execute(_BILL_RUN.where(_R.id == run_id)).mappings().first()
+def get_bill_run(uow: UnitOfWork, run_id: str, *, livemode: bool = True) -> dict[str, Any] | None:
+    """A bill run of real customers, or (``livemode`` False) of a test clock's."""
+    mode = _R.test_clock_id.is_(None) if livemode else _R.test_clock_id.is_not(None)
+    row = uow.conn.execute(_BILL_RUN.where(_R.id == run_id, mode)).mappings().first()
     return None if row is None else plain(dict(row))
 
 
-def list_bill_runs(uow: UnitOfWork, limit: int | None = 20, after: str | None = None) -> list[dict[str, Any]]:
-    """Bill runs of real customers, oldest first (ids grow with time)."""
-    return [plain(r) for r in page(uow, _BILL_RUN, _R.id, limit, after)]
+def list_bill_runs(
+    uow: UnitOfWork,
+    limit: int | None = 20,
+    after: str | None = None,
+    *,
+    livemode: bool = True,
+    test_clock_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Bill runs of real customers, or (``livemode`` False) of test clocks (``test_clock_id``: of that one),
+    oldest first (ids grow with time)."""
+    if livemode:
+        query = _BILL_RUN.where(_R.test_clock_id.is_(None))
+    elif test_clock_id is not None:
+        query = _BILL_RUN.where(_R.test_clock_id == test_clock_id)
+    else:
+        query = _BILL_RUN.where(_R.test_clock_id.is_not(None))
+    return [plain(r) for r in page(uow, query, _R.id, limit, after)]
 
 
 def list_bill_run_failures(

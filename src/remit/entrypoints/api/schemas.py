@@ -580,6 +580,9 @@ class BillRunPublic(Output):
     error: str | None = Field(default=None, description="Why the run stopped, when its status is `failed`.")
     started_at: datetime
     finished_at: datetime | None = None
+    test_clock_id: str | None = Field(
+        default=None, description="The test clock whose customers it billed (test-mode keys); null for real ones."
+    )
 
 
 class BillRunFailurePublic(Output):

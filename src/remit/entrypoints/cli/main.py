@@ -30,6 +30,7 @@ from remit.service_layer import (
     subscriptions,
     views,
 )
+from remit.service_layer.scoping import EVERYTHING
 
 app = typer.Typer(help="Remit: open-source billing automation.", no_args_is_help=True)
 customers_app = typer.Typer(help="Customers.", no_args_is_help=True)
@@ -249,10 +250,26 @@ app.add_typer(bill_runs_app, name="bill-runs")
 
 @bill_runs_app.command("list")
 @handle_errors
-def bill_runs_list(limit: Limit = 20, every: All = False, after: After = None, as_json: Json = False) -> None:
+def bill_runs_list(
+    limit: Limit = 20,
+    every: All = False,
+    after: After = None,
+    as_json: Json = False,
+    test_clock: Annotated[
+        str | None, typer.Option("--test-clock", help="The runs of this test clock's advances instead.")
+    ] = None,
+) -> None:
+    """Bill runs of real customers (or of one test clock's), oldest first."""
     remit = _app()
     with remit.uow() as uow:
-        rows = _all_pages(lambda n, a: views.list_bill_runs(uow, n, a or after), limit, every)
+        if test_clock is not None:
+            EVERYTHING.check_clock(uow, test_clock, "test_clock")
+        live = test_clock is None
+        rows = _all_pages(
+            lambda n, a: views.list_bill_runs(uow, n, a or after, livemode=live, test_clock_id=test_clock),
+            limit,
+            every,
+        )
     columns = ["id", "as_of", "status", "customers_seen", "invoices_created", "customers_failed", "finished_at"]
     show(rows, as_json, "Bill runs", columns)
 
@@ -263,7 +280,7 @@ def bill_runs_show(run_id: str, as_json: Json = False) -> None:
     """A bill run, with every customer it could not bill and why."""
     remit = _app()
     with remit.uow() as uow:
-        run = views.get_bill_run(uow, run_id)
+        run = views.get_bill_run(uow, run_id) or views.get_bill_run(uow, run_id, livemode=False)
         if run is None:
             raise NotFound("bill_run", run_id, "run_id")
         failures = _run_failures(uow, run_id)

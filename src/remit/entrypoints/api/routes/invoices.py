@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import NotFound, ValidationError
@@ -181,24 +181,35 @@ def create_bill_run(body: BillRunCreate, ctx: Admin) -> Any:
 
 
 def _bill_run(ctx: Any, run_id: str) -> Any:
-    """A bill run spans every legal entity of the real world: keys limited to one entity, or to test mode, see
-    only the failures of their own customers (``/failures``)."""
+    """A bill run spans every legal entity of its world (the real one for a live key, test clocks for a test
+    key): keys limited to one entity see only the failures of their own customers (``/failures``)."""
     ctx.require_unscoped("A bill run")
-    ctx.require_live("A bill run")
     with ctx.uow() as uow:
-        row = views.get_bill_run(uow, run_id)
+        row = views.get_bill_run(uow, run_id, livemode=ctx.principal.livemode)
     if row is None:
         raise NotFound("bill_run", run_id, "run_id")
     return row
 
 
 @router.get("/bill_runs", response_model=ListOf[BillRunPublic], tags=["bill runs"])
-def list_bill_runs(ctx: Admin, limit: Limit = 20, starting_after: StartingAfter = None) -> Any:
-    """Bill runs of real customers, oldest first."""
+def list_bill_runs(
+    ctx: Admin,
+    limit: Limit = 20,
+    starting_after: StartingAfter = None,
+    test_clock: Annotated[
+        str | None, Query(max_length=40, description="Test-mode keys: only the runs of this test clock's advances.")
+    ] = None,
+) -> Any:
+    """Bill runs, oldest first: of real customers for a live key; of test clocks (each advance bills its
+    clock's customers) for a test key."""
     ctx.require_unscoped("A bill run")
-    ctx.require_live("A bill run")
     with ctx.uow() as uow:
-        return page(views.list_bill_runs(uow, limit + 1, starting_after), limit)
+        if test_clock is not None:
+            ctx.vis.check_clock(uow, test_clock, "test_clock")
+        runs = views.list_bill_runs(
+            uow, limit + 1, starting_after, livemode=ctx.principal.livemode, test_clock_id=test_clock
+        )
+        return page(runs, limit)
 
 
 @router.get("/bill_runs/{run_id}", response_model=BillRunPublic, tags=["bill runs"])
@@ -211,6 +222,6 @@ def list_bill_run_failures(run_id: str, ctx: Admin, limit: Limit = 20, starting_
     """The customers the run could not bill (of the key's legal entity, for a key limited to one), with why;
     paged by customer id. Nothing of their attempt was written, and every later run tries them again."""
     with ctx.uow() as uow:
-        if views.get_bill_run(uow, run_id) is None:
+        if views.get_bill_run(uow, run_id, livemode=ctx.principal.livemode) is None:
             raise NotFound("bill_run", run_id, "run_id")
         return page(views.list_bill_run_failures(uow, run_id, limit + 1, starting_after, vis=ctx.vis), limit)
