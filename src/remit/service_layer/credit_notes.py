@@ -27,6 +27,7 @@ from remit.service_layer.accounts import customer_now, get_customer, local_date
 from remit.service_layer.catalog import quantity as parse_quantity
 from remit.service_layer.invoices import _invoice, reserve_numbers
 from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.wallet_consumption import PURCHASE_REASON
 
 
 def _creditable_lines(uow: UnitOfWork, invoice_id: str) -> list[CreditableLine]:
@@ -99,6 +100,8 @@ def issue_credit_note(
     series = series_key(entity["credit_note_prefix"], issued_on)
     number = invoice_number(entity["credit_note_prefix"], issued_on.year, reserve_numbers(uow, entity["id"], series, 1))
     note_id = new_id("cn")
+    if inv["billing_reason"] == PURCHASE_REASON:  # credits sold: the unused ones it credits are taken back
+        wallet_ledger.refund_purchase(uow, invoice_id, total, note_id, at)
     # What exceeds the amount due goes back first to the wallets whose credits paid the invoice, then to the balance.
     to_wallets = 0
     if outcome.to_balance_minor and inv["applied_credits_minor"]:

@@ -17,9 +17,10 @@ from typing import Any
 from sqlalchemy import or_, select, update
 
 from remit.adapters.db import tables as t
+from remit.domain.errors import Conflict
 from remit.domain.wallets import split_credits
 from remit.service_layer.unit_of_work import UnitOfWork
-from remit.service_layer.views import plain
+from remit.service_layer.views import money, plain
 from remit.service_layer.wallet_consumption import balance_events, ledger_row
 
 
@@ -33,6 +34,60 @@ def invoice_voided(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
             uow.conn.execute(update(t.wallet_grants).where(g.id == row["id"]).values(status="voided"))
         elif row["status"] == "active":
             void_grant(uow, row, at, "invoice_voided")
+
+
+def refund_purchase(uow: UnitOfWork, invoice_id: str, amount_minor: int, note_id: str, at: datetime) -> None:
+    """A credit note of ``amount_minor`` on an invoice that sold credits: it takes back unused credits of the
+    same value from their grant (a ``refund`` entry), so that the customer does not keep both the credits and the
+    money. Refused, before anything is written, when the credits are not granted yet (the purchase is not paid:
+    voiding the invoice cancels it) or when less than that is unused (used, expired or voided credits were
+    delivered; they are not bought back)."""
+    g = t.wallet_grants.c
+    found = uow.conn.execute(select(g.customer_id).where(g.invoice_id == invoice_id)).first()
+    if found is None:
+        return
+    uow.lock_customers([found[0]])  # consumption and expiry change a grant under its customer's lock
+    row = uow.conn.execute(select(t.wallet_grants).where(g.invoice_id == invoice_id)).mappings().one()
+    if row["status"] == "pending":
+        raise Conflict(
+            "purchase_not_granted",
+            "The credits this invoice sells are not granted yet (it is not paid): void the invoice to cancel the "
+            "purchase instead.",
+            "invoice_id",
+        )
+    unused = row["remaining_minor"] if row["status"] == "active" else 0
+    if amount_minor > unused:
+        code = uow.conn.execute(select(t.wallets.c.currency).where(t.wallets.c.id == row["wallet_id"])).scalar_one()
+        raise Conflict(
+            "credits_already_used",
+            f"Only unused credits can be credited back: {money(unused, code)} {code} of these credits are unused; "
+            "the rest was used, expired or voided.",
+            "amount",
+        )
+    credits = split_credits(row["remaining_credits"], row["remaining_minor"], amount_minor)
+    uow.insert_many(
+        t.wallet_transactions,
+        [ledger_row(row, "refund", f"refund:{note_id}", -credits, -amount_minor, invoice_id, at)],
+    )
+    uow.conn.execute(
+        update(t.wallet_grants)
+        .where(g.id == row["id"])
+        .values(remaining_credits=row["remaining_credits"] - credits, remaining_minor=unused - amount_minor)
+    )
+    uow.emit(
+        "wallet.credits_refunded",
+        "wallet",
+        row["wallet_id"],
+        {
+            "grant_id": row["id"],
+            "credits": plain(credits),
+            "amount_minor": amount_minor,
+            "invoice_id": invoice_id,
+            "credit_note_id": note_id,
+        },
+        row["customer_id"],
+        at=at,
+    )
 
 
 def invoice_deleted(uow: UnitOfWork, invoice_id: str) -> None:

@@ -64,12 +64,17 @@ def test_credits_granted_bought_consumed_by_a_bill_run_and_listed(api):
     assert [(x["kind"], x["credits"], x["amount"]) for x in rest["data"]] == [("consumption", "-24", "-12.00")]
     assert rest["has_more"] is False and rest["data"][0]["invoice_id"] == invoice[0]["id"]
 
+    # The bought credits, unused (the free ones went first), are refunded by a credit note on their invoice.
+    refund = api.post("/credit_notes", {"invoice_id": bought["invoice_id"], "amount": "10.00"})
+    assert refund.status_code == 201 and refund.json()["to_balance"] == "10.00"
+    assert api.get(f"/wallets/{wallet['id']}").json()["balance"] == "3.00"
+
     listed = api.get("/wallets", customer=cus).json()["data"]
     assert [w["id"] for w in listed] == [wallet["id"]] and listed[0]["grants"] is None
     voided = api.post(f"/wallets/{wallet['id']}/void").json()
     assert (voided["status"], voided["balance"]) == ("voided", "0.00")
     kinds = [x["kind"] for x in api.get(f"/wallets/{wallet['id']}/transactions", limit=10).json()["data"]]
-    assert kinds == ["grant", "grant", "consumption", "void", "void"]
+    assert kinds == ["grant", "grant", "consumption", "refund", "void"]
     again = api.post(f"/wallets/{wallet['id']}/void")
     assert again.status_code == 409 and again.json()["error"]["code"] == "wallet_voided"
     assert api.get("/wallets", customer=cus, status="active").json()["data"] == []

@@ -114,7 +114,7 @@ class WalletTransactionPublic(Output):
     wallet_id: str
     grant_id: str
     customer_id: str
-    kind: Literal["grant", "consumption", "expiry", "void", "restore"]
+    kind: Literal["grant", "consumption", "expiry", "void", "restore", "refund"]
     credits: str
     amount: str
     currency: str
