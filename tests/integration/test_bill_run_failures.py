@@ -392,3 +392,39 @@ def test_a_customer_whose_credits_cannot_be_brought_up_to_date_is_set_aside_and_
     with app.uow() as uow:
         grants = wallets.get_wallet(uow, wallet_of[broken], with_grants=True)["grants"]
     assert sorted((g["status"], g["remaining_credits"]) for g in grants) == [("active", "5"), ("expired", "0")]
+
+
+def test_the_usage_monitor_tries_a_unique_key_conflict_again_then_sets_the_customer_aside(app, monkeypatch, caplog):
+    """A conflict on a unique key is usually a concurrent writer that got there first, and the next attempt sees
+    what it wrote; one that comes back every time is the customer's own, and stops nobody else's alerts."""
+    from sqlalchemy.exc import IntegrityError
+
+    assert isinstance(app.clock, FixedClock)
+    b.seller(app)
+    b.usage_plan(app, "api", unit_price="1000")
+    made = b.subscribed_customers(app, 5, "api")
+    app.clock.move_to(datetime(2026, 1, 20, tzinfo=UTC))
+    with app.uow() as uow:
+        for cus in made:
+            alerts.create_alert(uow, cus, "spend", ["1000.00"])
+        assert not usage.ingest(uow, [_event(cus, f"ok-{i}", "2") for i, cus in enumerate(made)]).rejected
+    real = usage_monitor._evaluate_batch
+    attempts = {"once": 0, "always": 0}
+
+    def conflicting(uow: Any, customer_ids: Any, result: Any) -> None:
+        for name, cus in (("once", made[0]), ("always", made[2])):
+            if cus in customer_ids and (name == "always" or attempts[name] == 0):
+                attempts[name] += 1
+                raise IntegrityError("INSERT ...", {}, Exception("duplicate key"))
+        real(uow, customer_ids, result)
+
+    monkeypatch.setattr(usage_monitor, "_evaluate_batch", conflicting)
+
+    result = usage_monitor.evaluate(app.uow, batch_size=5)
+
+    assert result.customers == 4 and result.alerts_triggered == 4
+    assert attempts["once"] == 1  # made[0]'s conflict was gone on the next attempt; made[2]'s never was
+    with app.uow() as uow:
+        fired = views.list_events(uow, None, type_="usage.alert_triggered")
+    assert sorted(e["customer_id"] for e in fired) == sorted(c for c in made if c != made[2])
+    assert any(made[2] in r.getMessage() and "duplicate key" in r.getMessage() for r in caplog.records)

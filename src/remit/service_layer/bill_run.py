@@ -22,7 +22,6 @@ import logging
 import multiprocessing
 import pickle
 import threading
-import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,10 +29,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Text, bindparam, case, cast, func, or_, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from remit.adapters.db import driver, usage_read_ahead
 from remit.adapters.db import tables as t
@@ -69,10 +67,9 @@ from remit.service_layer.invoices import Event, InvoiceDraft, write_events, writ
 from remit.service_layer.usage import meter_from_row, needs_review
 
 __all__ = ["InvoiceDraft", "run", "bill_customers", "compute_drafts"]
-from remit.service_layer.unit_of_work import SYSTEM_ERRORS, UnitOfWork
+from remit.service_layer.unit_of_work import SYSTEM_ERRORS, UnitOfWork, retrying
 
 UowFactory = Callable[[], UnitOfWork]
-T = TypeVar("T")
 BATCH_SIZE = 5000
 log = logging.getLogger("remit.bill_run")
 
@@ -287,7 +284,7 @@ def _credits_batch(
             wallet_ledger.expire_due(uow, as_of, test_clock_id, batch)
 
     try:
-        _retrying(attempt)
+        retrying(attempt)
         return []
     except SYSTEM_ERRORS:
         raise
@@ -504,25 +501,7 @@ def _bill_batch_with_retry(
         with _collector_paused(), make_uow() as uow:
             return bill_customers(uow, batch, as_of, run_id, skip_locked=True, read_ahead=read_ahead, upcoming=upcoming)
 
-    return _retrying(attempt)
-
-
-def _retrying(attempt: Callable[[], T]) -> T:
-    """``attempt()``, a transaction, tried up to three times when another transaction got in its way."""
-    for tries in range(1, 4):
-        try:
-            return attempt()
-        except IntegrityError:
-            # Another run wrote some of these rows first; on retry the batch sees them and writes the rest.
-            if tries == 3:
-                raise
-        except OperationalError as exc:
-            # A deadlock or a serialization failure (SQLSTATE class 40, PostgreSQL): the database rolled the
-            # transaction back whole, and the same batch usually goes through when tried again.
-            if tries == 3 or not str(getattr(exc.orig, "sqlstate", None) or "").startswith("40"):
-                raise
-            time.sleep(0.05 * tries)
-    raise AssertionError("unreachable")
+    return retrying(attempt)
 
 
 @dataclass

@@ -6,13 +6,14 @@ commands never wait on each other in a circle.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Table, bindparam, insert, select
-from sqlalchemy.exc import InterfaceError, InternalError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, InterfaceError, InternalError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from remit.adapters.db import tables as t
@@ -32,6 +33,27 @@ SYSTEM_ERRORS: tuple[type[BaseException], ...] = (
     PoolTimeout,
     MemoryError,
 )
+
+T = TypeVar("T")
+
+
+def retrying(attempt: Callable[[], T], tries: int = 3) -> T:
+    """``attempt()``, a transaction of its own, tried up to ``tries`` times when another transaction got in its
+    way: a unique key another writer filled first (the next attempt sees its rows and writes the rest), or a
+    deadlock or serialization failure (SQLSTATE class 40, PostgreSQL: the database rolled the transaction back
+    whole, and it usually goes through when tried again). What still fails is raised."""
+    for done in range(1, tries + 1):
+        try:
+            return attempt()
+        except IntegrityError:
+            if done == tries:
+                raise
+        except OperationalError as exc:
+            if done == tries or not str(getattr(exc.orig, "sqlstate", None) or "").startswith("40"):
+                raise
+            time.sleep(0.05 * done)
+    raise AssertionError("unreachable")
+
 
 # Statements built once: a statement's cache key is computed once per statement object.
 _INSERT_EVENTS = insert(t.events)

@@ -28,7 +28,6 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -39,13 +38,12 @@ from remit.service_layer import usage_watch, wallets
 from remit.service_layer.accounts import local_date
 from remit.service_layer.invoices import Event, InvoiceDraft, write_events, write_invoices
 from remit.service_layer.live_usage import CustomerUsage, SubscriptionUsage, measure
-from remit.service_layer.unit_of_work import SYSTEM_ERRORS, UnitOfWork
+from remit.service_layer.unit_of_work import SYSTEM_ERRORS, UnitOfWork, retrying
 from remit.service_layer.views import money, plain
 
 UowFactory = Callable[[], UnitOfWork]
 BATCH_SIZE = 200
 log = logging.getLogger("remit.usage_monitor")
-_NOT_ISOLATED: tuple[type[BaseException], ...] = (IntegrityError, *SYSTEM_ERRORS)  # the round stops on these
 
 
 @dataclass
@@ -73,9 +71,6 @@ def evaluate(
             break
         try:
             _evaluate_isolating(make_uow, ids, result)
-        except IntegrityError:
-            usage_watch.remark(make_uow, ids)  # a concurrent writer got there first: look again next round
-            break
         except BaseException:
             usage_watch.remark(make_uow, ids)
             raise
@@ -89,11 +84,16 @@ def _evaluate_isolating(make_uow: UowFactory, ids: Sequence[str], result: Evalua
     rate: see ``bill_run``), evaluate its halves on their own, down to the customers that fail alone. Those are
     logged and left unwatched until their usage changes again (new events, a cancellation); the bill run records
     them. Counts are added once each part has committed."""
-    done = EvaluationResult()
-    try:
+
+    def attempt() -> EvaluationResult:
+        counted = EvaluationResult()  # a failed attempt's counts go with its transaction
         with make_uow() as uow:
-            _evaluate_batch(uow, ids, done)
-    except _NOT_ISOLATED:
+            _evaluate_batch(uow, ids, counted)
+        return counted
+
+    try:
+        done = retrying(attempt)  # a concurrent writer that got there first: the next attempt sees what it wrote
+    except SYSTEM_ERRORS:
         raise
     except Exception as exc:
         if len(ids) == 1:
