@@ -129,6 +129,27 @@ def test_a_sum_past_64_bits_is_still_exact(app: Remit) -> None:
     assert got[(customer, "tokens", START, END, ("eu",))].quantity == big * 20
 
 
+def test_a_time_weighted_level_built_before_the_window_past_64_bits_is_still_exact(app: Remit) -> None:
+    """The level a time-weighted sum starts from is summed by the database (SQLite natively for whole numbers);
+    past 64 bits it is summed again exactly, and the window's sum is the reference's."""
+    b.seller(app)
+    customer = b.customer(app, None)
+    _create_meters(app, ["gb"])
+    big = Decimal("999999999999999999")
+    events = [("gb", hour, big, "a", "eu", "u1") for hour in range(20)] + [
+        ("gb", 24 * 7, Decimal("-1.5"), "a", "eu", "u1")
+    ]
+    _load(app, [customer], events)
+    window = Window(customer, "gb", START + timedelta(days=5), END)
+    with app.engine.connect() as conn:
+        got = aggregate_usage(conn, METERS, [window])
+        stored = [dict(r) for r in conn.execute(select(t.usage_events)).mappings()]
+    expected = reference(METERS, stored, [window])
+    key = (customer, "gb", window.start, window.end, ("eu",))
+    assert got[key] == expected[key] and got[key].events == 1
+    assert got[key].quantity > big * 19  # most of the window at 20 times ``big``
+
+
 def test_sums_without_dimensions_past_64_bits_are_still_exact(app: Remit) -> None:
     """Per customer first, SQLite sums whole numbers natively: a value too large for 64 bits makes its sum a
     float, and that customer is summed again exactly; a total past 64 bits is an overflow, and the whole span is

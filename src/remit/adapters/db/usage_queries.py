@@ -382,6 +382,50 @@ def read_ahead_statements(
     return out
 
 
+# A time-weighted sum: the level each (customer, group) starts a span from is the sum of its values before the
+# span (``end`` bound to the span's start), added up by the database; then only the span's own events, in order.
+# On SQLite whole numbers are summed natively and the rest by decimal_sum, as ``_SQLITE_SUM`` does (and all by
+# decimal_sum if the native sum overflows).
+_LEVELS = {
+    True: select(
+        t.usage_events.c.customer_id, t.usage_events.c.group_key, func.sum(cast(t.usage_events.c.value, Numeric()))
+    )
+    .where(_in_span(True, from_start=False))
+    .group_by(t.usage_events.c.customer_id, t.usage_events.c.group_key),
+    False: select(
+        t.usage_events.c.customer_id,
+        t.usage_events.c.group_key,
+        func.sum(cast(t.usage_events.c.value, Integer)).filter(_WHOLE),
+        func.decimal_sum(t.usage_events.c.value).filter(not_(_WHOLE)),
+    )
+    .where(_in_span(False, from_start=False))
+    .group_by(t.usage_events.c.customer_id, t.usage_events.c.group_key),
+}
+_LEVELS_EXACT = (
+    select(t.usage_events.c.customer_id, t.usage_events.c.group_key, func.decimal_sum(t.usage_events.c.value))
+    .where(_in_span(False, from_start=False))
+    .group_by(t.usage_events.c.customer_id, t.usage_events.c.group_key)
+)
+
+
+def _levels_before(
+    conn: Connection, pg: bool, ids: Any, meter_code: str, start: datetime
+) -> dict[tuple[str, str], Decimal]:
+    """Each (customer, group key)'s level when ``start`` comes: the sum of every value before it, exact."""
+    params = {"ids": ids, "meter": meter_code, "end": start}
+    if pg:
+        return {(c, g): _dec(v) for c, g, v in conn.execute(_LEVELS[True], params)}
+    _sqlite_functions(conn)
+    try:
+        rows = conn.execute(_LEVELS[False], params).all()
+    except OperationalError as exc:
+        if "integer overflow" not in str(exc.orig):
+            raise
+        return {(c, g): _dec(v) for c, g, v in conn.execute(_LEVELS_EXACT, params)}
+    with localcontext(WIDE):
+        return {(c, g): _dec(whole or 0) + _dec(rest or 0) for c, g, whole, rest in rows}
+
+
 _WEIGHTED = {
     pg: select(
         t.usage_events.c.customer_id,
@@ -390,7 +434,7 @@ _WEIGHTED = {
         t.usage_events.c.transaction_id,
         t.usage_events.c.value,
     )
-    .where(_in_span(pg, from_start=False))
+    .where(_in_span(pg))
     .order_by(
         t.usage_events.c.customer_id,
         t.usage_events.c.group_key,
@@ -423,22 +467,18 @@ def _weighted(
     starting_levels: Mapping[tuple[str, str, tuple[str, ...]], Decimal],
 ) -> dict[Key, Aggregate]:
     """Time-weighted sums: each window's events in order, streamed, after the level everything before the window
-    built up (events before the window only move the starting level). One query per span."""
+    built up (summed by the database: events before the window only move the starting level). Two queries per
+    span."""
     pg = conn.dialect.name == "postgresql"
     out: dict[Key, Aggregate] = {}
     for (meter_code, start, end), customers in _spans(windows).items():
-        params = {"ids": _ids_param(customers, pg), "meter": meter_code, "end": end}
+        ids = _ids_param(customers, pg)
+        before = _levels_before(conn, pg, ids, meter_code, start)
+        params = {"ids": ids, "meter": meter_code, "start": start, "end": end}
         by_customer: dict[str, list[UsageEvent]] = {}
-        before: dict[tuple[str, str], Decimal] = {}
         for customer_id, group_key, occurred_at, transaction_id, value in conn.execute(_WEIGHTED[pg], params):
-            at = _utc(occurred_at)
-            if at < start:
-                key = (customer_id, group_key)
-                with localcontext(WIDE):  # the level carried in, exactly (as the domain's reference sums it)
-                    before[key] = before.get(key, Decimal(0)) + _dec(value)
-                continue
             props = {"__value": value, "__group": group_key}
-            by_customer.setdefault(customer_id, []).append(UsageEvent(at, props, transaction_id))
+            by_customer.setdefault(customer_id, []).append(UsageEvent(_utc(occurred_at), props, transaction_id))
         reader = Meter(meter_code, Aggregation.WEIGHTED_SUM, "__value", group_by=("__group",))
         for customer_id in customers:
             levels: dict[tuple[str, ...], Decimal] = {
@@ -458,23 +498,22 @@ def _weighted(
 def weighted_series(
     conn: Connection, meter_code: str, customer_id: str, bounds: Sequence[datetime]
 ) -> list[dict[tuple[str, ...], Aggregate]]:
-    """A time-weighted meter's aggregate in each of the consecutive windows ``bounds`` delimits, per group: one
-    query for the customer's events before the last bound, then each window after the level everything before it
-    built up (as ``_weighted`` does for one window)."""
+    """A time-weighted meter's aggregate in each of the consecutive windows ``bounds`` delimits, per group: the
+    level before the first bound (summed by the database), one query for the customer's events between the
+    first bound and the last, then each window after the level everything before it built up (as ``_weighted``
+    does for one window)."""
     pg = conn.dialect.name == "postgresql"
-    params = {"ids": _ids_param([customer_id], pg), "meter": meter_code, "end": bounds[-1]}
-    per_group: dict[str, list[UsageEvent]] = {}
+    ids = _ids_param([customer_id], pg)
+    levels = {g: v for (_c, g), v in _levels_before(conn, pg, ids, meter_code, bounds[0]).items()}
+    params = {"ids": ids, "meter": meter_code, "start": bounds[0], "end": bounds[-1]}
+    per_group: dict[str, list[UsageEvent]] = {g: [] for g in levels}
     for _customer, group_key, occurred_at, transaction_id, value in conn.execute(_WEIGHTED[pg], params):
         event = UsageEvent(_utc(occurred_at), {"__value": value, "__group": group_key}, transaction_id)
         per_group.setdefault(group_key, []).append(event)
     reader = Meter(meter_code, Aggregation.WEIGHTED_SUM, "__value", group_by=("__group",))
     out: list[dict[tuple[str, ...], Aggregate]] = [{} for _ in bounds[1:]]
     for group_key, events in per_group.items():  # each in time order
-        level, i = Decimal(0), 0
-        while i < len(events) and events[i].timestamp < bounds[0]:
-            with localcontext(WIDE):
-                level += _dec(events[i].properties["__value"])
-            i += 1
+        level, i = levels.get(group_key, Decimal(0)), 0
         for index, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
             j = i
             while j < len(events) and events[j].timestamp < end:
