@@ -12,7 +12,7 @@ from sqlalchemy import Connection, event, select
 from remit.adapters.db import tables as t
 from remit.adapters.db.usage_queries import Window, aggregate_usage, reference
 from remit.bootstrap import Remit
-from remit.domain.rating.aggregations import Aggregation, Meter
+from remit.domain.rating.aggregations import Aggregate, Aggregation, Meter
 from remit.service_layer import usage
 from tests import builders as b
 
@@ -97,6 +97,39 @@ def test_sql_aggregation_equals_the_reference(app: Remit, events: list[tuple[Any
     }
     for key, agg in got.items():
         assert isinstance(agg.quantity, Decimal), key
+
+
+def test_the_latest_of_events_at_the_same_moment_is_the_one_with_the_greatest_transaction_id(app: Remit) -> None:
+    """Ties in time go to the greater transaction id, compared by code point as the reference does ("a" after
+    "B"), with and without carry-over. (PostgreSQL compares them with COLLATE "C", so a database created with
+    another collation than this one's C.UTF-8 orders them the same.)"""
+    b.seller(app)
+    customer = b.customer(app, None)
+    _create_meters(app, ["last", "seats"])
+    rows = [
+        {
+            "customer_id": customer,
+            "code": code,
+            "transaction_id": f"{code}-{txn}",  # one customer's ids are unique across meters
+            "timestamp": (START + timedelta(hours=hour)).isoformat(),
+            "properties": {"n": n, "model": "a", "region": "eu", "user": "u1"},
+        }
+        for code in ("last", "seats")
+        for txn, hour, n in (("B", 30, "2"), ("a", 30, "3"), ("A", 30, "1"), ("Z", 2, "9"))
+    ]
+    app.clock.move_to(START + timedelta(days=41))
+    with app.uow() as uow:
+        assert not usage.ingest(uow, rows, settings=usage.UsageSettings(grace=timedelta(days=60))).rejected
+    later = START + timedelta(days=5)
+    windows = [Window(customer, code, START, END) for code in ("last", "seats")]
+    windows += [Window(customer, "seats", later, END)]  # no events of its own: carried in
+    with app.engine.connect() as conn:
+        got = aggregate_usage(conn, METERS, windows)
+        stored = [dict(r) for r in conn.execute(select(t.usage_events)).mappings()]
+    assert got == reference(METERS, stored, windows)
+    assert got[(customer, "last", START, END, ())].quantity == Decimal(3)
+    assert got[(customer, "seats", START, END, ("eu",))] == Aggregate(Decimal(3), 4)
+    assert got[(customer, "seats", later, END, ("eu",))] == Aggregate(Decimal(3), 0)
 
 
 def test_sums_and_maximums_keep_every_decimal_place(app: Remit) -> None:

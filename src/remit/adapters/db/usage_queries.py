@@ -32,6 +32,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy import String as SqlString
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import OperationalError
 
@@ -279,30 +280,39 @@ def _per_group(pg: bool, *values: Any) -> Any:
 
 
 def _latest_statement(pg: bool, carry_over: bool) -> Any:
-    """Each group's latest event in the span, with the group's number of events in the span. ``carry_over``: the
-    latest before the span's end, however old (the count still of the span's own)."""
+    """Each group's latest event in the span (the last by time, then by transaction id, as the domain orders
+    them), with the group's number of events in the span. ``carry_over``: the latest before the span's end,
+    however old (the count still of the span's own).
+
+    One ``GROUP BY``, with no window function: PostgreSQL takes the first of each group's values ordered newest
+    first (``array_agg(... ORDER BY ...)[1]``); SQLite takes the value of the row with the greatest time and
+    transaction id, its documented rule for a bare column beside one ``max()`` (times are stored as text of one
+    width, so time then id compare as one string). With 24 months of 30 events per customer, a carried-over
+    month of 1,000 customers took 0.75 s instead of 2.9 s (SQLite) and 1.4 s (PostgreSQL) with the window
+    functions this replaced (``bench/usage_history.py``)."""
     e = t.usage_events.c
-    group = (e.customer_id, e.group_key)
-    events: Any = (
-        func.sum(case((e.occurred_at >= bindparam("start", type_=UTCDateTime()), 1), else_=0))
-        if carry_over
-        else func.count()
-    )
-    inner = (
-        select(
-            e.customer_id,
-            e.group_key,
-            e.value,
-            func.row_number()
-            .over(partition_by=group, order_by=(e.occurred_at.desc(), e.transaction_id.desc()))
-            .label("rank"),
-            events.over(partition_by=group).label("events"),
+    since = e.occurred_at >= bindparam("start", type_=UTCDateTime())
+    where = _in_span(pg, from_start=not carry_over)
+    if pg:
+        events: Any = func.count().filter(since) if carry_over else func.count()
+        # Ids compared by code point, as Python compares them (the database's collation may order "B" after "a").
+        newest = aggregate_order_by(e.value, e.occurred_at.desc(), e.transaction_id.collate("C").desc())
+        value = func.array_agg(newest, type_=ARRAY(e.value.type))[1]
+        return (
+            select(e.customer_id, e.group_key, events.label("events"), value.label("value"))
+            .where(where)
+            .group_by(e.customer_id, e.group_key)
         )
-        .where(_in_span(pg, from_start=not carry_over))
+    events = func.sum(case((since, 1), else_=0)) if carry_over else func.count()
+    newest_key = func.max(type_coerce(e.occurred_at, SqlString) + " " + e.transaction_id)
+    inner = (
+        select(e.customer_id, e.group_key, events.label("events"), e.value, newest_key.label("newest"))
+        .where(where)
+        .group_by(e.customer_id, e.group_key)
         .subquery()
     )
     i = inner.c
-    return select(i.customer_id, i.group_key, i.events, i.value).where(i.rank == 1)
+    return select(i.customer_id, i.group_key, i.events, i.value)
 
 
 _CARRIED_LATEST = {pg: _latest_statement(pg, carry_over=True) for pg in (True, False)}
