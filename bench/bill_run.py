@@ -159,6 +159,24 @@ def settle_loaded(dbapi: Any, pg: bool) -> None:
         dbapi.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def legal_entity_row(le: str, now: datetime) -> dict[str, Any]:
+    """The one seller of every bench: a German GmbH in EUR, rounding half up, invoices finalized at once."""
+    return {
+        "id": le,
+        "name": "Bench GmbH",
+        "address": {},
+        "country": "DE",
+        "currency": "EUR",
+        "tax_id": None,
+        "rounding_policy": "half_up",
+        "invoice_prefix": "INV",
+        "credit_note_prefix": "CN",
+        "auto_finalize": True,
+        "payment_terms_days": 14,
+        "created_at": now,
+    }
+
+
 def customer_row(cus: str, le: str, i: int, now: datetime) -> dict[str, Any]:
     return {
         "id": cus,
@@ -246,26 +264,7 @@ def child_setup(url: str, n: int) -> dict[str, Any]:
         dbapi: Any = raw.driver_connection
         if not pg:
             dbapi.execute("BEGIN")
-        write(
-            dbapi,
-            t.legal_entities,
-            [
-                {
-                    "id": le,
-                    "name": "Bench GmbH",
-                    "address": {},
-                    "country": "DE",
-                    "currency": "EUR",
-                    "tax_id": None,
-                    "rounding_policy": "half_up",
-                    "invoice_prefix": "INV",
-                    "credit_note_prefix": "CN",
-                    "auto_finalize": True,
-                    "payment_terms_days": 14,
-                    "created_at": now,
-                }
-            ],
-        )
+        write(dbapi, t.legal_entities, [legal_entity_row(le, now)])
         write(dbapi, t.products, [{"id": prod, "name": "Pro", "kind": "plan", "description": "", "created_at": now}])
         write(dbapi, t.plans, [{"id": plan, "code": "pro", "name": "Pro", "product_id": prod, "created_at": now}])
         write(dbapi, t.plan_versions, [{"id": planv, "plan_id": plan, "version": 1, "created_at": now}])

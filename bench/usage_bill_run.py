@@ -66,6 +66,7 @@ from bill_run import (
     cpu_seconds,
     customer_row,
     default_workers,
+    legal_entity_row,
     log,
     peak_rss_mb,
     rid,
@@ -101,25 +102,7 @@ def child_setup(url: str, customers: int, events: int) -> dict[str, Any]:
         def write(table: Any, rows: list[dict[str, Any]]) -> None:
             bulk_write(db, engine.dialect, table, rows)
 
-        write(
-            t.legal_entities,
-            [
-                {
-                    "id": le,
-                    "name": "Bench GmbH",
-                    "address": {},
-                    "country": "DE",
-                    "currency": "EUR",
-                    "tax_id": None,
-                    "rounding_policy": "half_up",
-                    "invoice_prefix": "INV",
-                    "credit_note_prefix": "CN",
-                    "auto_finalize": True,
-                    "payment_terms_days": 14,
-                    "created_at": now,
-                }
-            ],
-        )
+        write(t.legal_entities, [legal_entity_row(le, now)])
         write(
             t.meters,
             [

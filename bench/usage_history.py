@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from bill_run import bulk_write, customer_row, log, rid, settle_loaded
+from bill_run import bulk_write, customer_row, legal_entity_row, log, rid, settle_loaded
 
 PERIOD_START = datetime(2026, 6, 1, tzinfo=UTC)
 PERIOD_END = datetime(2026, 7, 1, tzinfo=UTC)
@@ -58,25 +58,7 @@ def _load(url: str, customers: int, months: int, per_month: int) -> list[str]:
             bulk_write(db, engine.dialect, table, rows)
 
         le = rid("le")
-        write(
-            t.legal_entities,
-            [
-                {
-                    "id": le,
-                    "name": "Bench GmbH",
-                    "address": {},
-                    "country": "DE",
-                    "currency": "EUR",
-                    "tax_id": None,
-                    "rounding_policy": "half_up",
-                    "invoice_prefix": "INV",
-                    "credit_note_prefix": "CN",
-                    "auto_finalize": True,
-                    "payment_terms_days": 14,
-                    "created_at": now,
-                }
-            ],
-        )
+        write(t.legal_entities, [legal_entity_row(le, now)])
         write(
             t.meters,
             [

@@ -192,9 +192,9 @@ def test_an_error_of_the_database_stops_the_run_and_marks_it_failed(app, monkeyp
     assert bill_run.run(app.uow, datetime(2026, 1, 1, 12, tzinfo=UTC), batch_size=3).invoices_created == 3
 
 
-def test_the_usage_monitor_sets_aside_a_customer_whose_usage_cannot_be_rated(app, caplog):
-    """Spend alerts rate the open period's usage: a customer with usage no invoice can hold is logged and left
-    unwatched (its next events or a cancellation watch it again) while the others' alerts fire."""
+def _watched_customers(app: Any, absurd_for_third: bool = False) -> list[str]:
+    """5 customers at 1,000 EUR per call, each with a spend alert at 1,000.00 and 2 calls on 20 January; the
+    third also sent calls of 10^60 by mistake if asked."""
     assert isinstance(app.clock, FixedClock)
     b.seller(app)
     b.usage_plan(app, "api", unit_price="1000")
@@ -203,8 +203,16 @@ def test_the_usage_monitor_sets_aside_a_customer_whose_usage_cannot_be_rated(app
     with app.uow() as uow:
         for cus in made:
             alerts.create_alert(uow, cus, "spend", ["1000.00"])
-        events = [_event(cus, f"ok-{i}", "2") for i, cus in enumerate(made)] + [_event(made[2], "oops", ABSURD)]
+        events = [_event(cus, f"ok-{i}", "2") for i, cus in enumerate(made)]
+        events += [_event(made[2], "oops", ABSURD)] if absurd_for_third else []
         assert not usage.ingest(uow, events).rejected
+    return made
+
+
+def test_the_usage_monitor_sets_aside_a_customer_whose_usage_cannot_be_rated(app, caplog):
+    """Spend alerts rate the open period's usage: a customer with usage no invoice can hold is logged and left
+    unwatched (its next events or a cancellation watch it again) while the others' alerts fire."""
+    made = _watched_customers(app, absurd_for_third=True)
 
     result = usage_monitor.evaluate(app.uow, batch_size=5)
 
@@ -399,15 +407,7 @@ def test_the_usage_monitor_tries_a_unique_key_conflict_again_then_sets_the_custo
     what it wrote; one that comes back every time is the customer's own, and stops nobody else's alerts."""
     from sqlalchemy.exc import IntegrityError
 
-    assert isinstance(app.clock, FixedClock)
-    b.seller(app)
-    b.usage_plan(app, "api", unit_price="1000")
-    made = b.subscribed_customers(app, 5, "api")
-    app.clock.move_to(datetime(2026, 1, 20, tzinfo=UTC))
-    with app.uow() as uow:
-        for cus in made:
-            alerts.create_alert(uow, cus, "spend", ["1000.00"])
-        assert not usage.ingest(uow, [_event(cus, f"ok-{i}", "2") for i, cus in enumerate(made)]).rejected
+    made = _watched_customers(app)
     real = usage_monitor._evaluate_batch
     attempts = {"once": 0, "always": 0}
 
