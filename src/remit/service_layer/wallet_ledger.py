@@ -46,7 +46,7 @@ def refund_purchase(uow: UnitOfWork, invoice_id: str, amount_minor: int, note_id
     found = uow.conn.execute(select(g.customer_id).where(g.invoice_id == invoice_id)).first()
     if found is None:
         return
-    uow.lock_customers([found[0]])  # consumption and expiry change a grant under its customer's lock
+    uow.lock_customers([found[0]])  # as consumption and expiry do (a credit note holds it already: no cost)
     row = uow.conn.execute(select(t.wallet_grants).where(g.invoice_id == invoice_id)).mappings().one()
     if row["status"] == "pending":
         raise Conflict(
