@@ -63,7 +63,7 @@ def ledger_row(
     }
 
 
-def _in(uow: UnitOfWork, column: Any, ids: Sequence[str]) -> Any:
+def in_ids(uow: UnitOfWork, column: Any, ids: Sequence[str]) -> Any:
     """``column IN ids``; on PostgreSQL one parameter whatever the batch size (as the bill run does: ids are
     ``prefix_hex``, never with a comma)."""
     if not uow.is_postgres:
@@ -103,7 +103,7 @@ class WalletCredits:
             )
             .join(t.wallets, w.id == g.wallet_id)
             .where(
-                _in(uow, g.customer_id, customers), g.status == "active", g.remaining_minor > 0, w.status == "active"
+                in_ids(uow, g.customer_id, customers), g.status == "active", g.remaining_minor > 0, w.status == "active"
             )
         ).mappings():
             found.grants.setdefault(row["customer_id"], []).append(

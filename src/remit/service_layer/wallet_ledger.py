@@ -14,14 +14,14 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import bindparam, or_, select, update
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import Conflict
 from remit.domain.wallets import split_credits
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.views import money, plain
-from remit.service_layer.wallet_consumption import balance_events, ledger_row
+from remit.service_layer.wallet_consumption import balance_events, in_ids, ledger_row
 
 
 def invoice_voided(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
@@ -231,24 +231,41 @@ def expire_due(
         return 0
     uow.lock_customers(customer_ids)  # then read again: a finalization may have consumed some meanwhile
     due = list(uow.conn.execute(_due_for_expiry(as_of, test_clock_id, customer_ids)).mappings())
+    if not due:
+        return 0
+    # Set-wise: one statement per table for all the grants, however many customers the batch holds.
+    wallet_ids = sorted({row["wallet_id"] for row in due})
+    w = t.wallets.c
+    wallets = {
+        row["id"]: row
+        for row in uow.conn.execute(
+            select(w.id, w.currency, w.low_balance_threshold).where(in_ids(uow, w.id, wallet_ids))
+        ).mappings()
+    }
+    uow.insert_many(
+        t.wallet_transactions,
+        [
+            ledger_row(r, "expiry", "expire", -r["remaining_credits"], -r["remaining_minor"], None, r["expires_at"])
+            for r in due
+        ],
+    )
     g = t.wallet_grants.c
+    uow.conn.execute(
+        update(t.wallet_grants)
+        .where(g.id == bindparam("b_id"))
+        .values(status="expired", remaining_credits=Decimal(0), remaining_minor=0),
+        [{"b_id": row["id"]} for row in due],
+    )
     for row in due:
-        at = row["expires_at"]
-        uow.insert_many(
-            t.wallet_transactions,
-            [ledger_row(row, "expiry", "expire", -row["remaining_credits"], -row["remaining_minor"], None, at)],
-        )
-        uow.conn.execute(
-            update(t.wallet_grants)
-            .where(g.id == row["id"])
-            .values(status="expired", remaining_credits=Decimal(0), remaining_minor=0)
-        )
-        _emit_expired(uow, row, row["remaining_credits"], row["remaining_minor"], at)
-    _announce_balances(uow, due, as_of)
+        code = wallets[row["wallet_id"]]["currency"]
+        _emit_expired(uow, row, row["remaining_credits"], row["remaining_minor"], row["expires_at"], code)
+    _announce_balances(uow, due, as_of, wallets)
     return len(due)
 
 
-def _announce_balances(uow: UnitOfWork, expired: Sequence[Mapping[Any, Any]], as_of: datetime) -> None:
+def _announce_balances(
+    uow: UnitOfWork, expired: Sequence[Mapping[Any, Any]], as_of: datetime, wallets: Mapping[str, Mapping[Any, Any]]
+) -> None:
     """A low or empty balance that expiry left (``balance_events``), per wallet, at its last expiry."""
     per_wallet: dict[str, tuple[Decimal, datetime, str]] = {}
     for row in expired:
@@ -258,24 +275,36 @@ def _announce_balances(uow: UnitOfWork, expired: Sequence[Mapping[Any, Any]], as
             max(at, row["expires_at"]),
             row["customer_id"],
         )
-    g, w = t.wallet_grants.c, t.wallets.c
+    g = t.wallet_grants.c
+    left: dict[str, Decimal] = {}
+    for wallet_id, remaining in uow.conn.execute(
+        select(g.wallet_id, g.remaining_credits).where(
+            in_ids(uow, g.wallet_id, sorted(per_wallet)),
+            g.status == "active",
+            g.remaining_minor > 0,
+            or_(g.expires_at.is_(None), g.expires_at > as_of),
+        )
+    ):
+        left[wallet_id] = left.get(wallet_id, Decimal(0)) + remaining
     for wallet_id, (credits, at, customer_id) in per_wallet.items():
-        left = uow.conn.execute(
-            select(g.remaining_credits).where(
-                g.wallet_id == wallet_id,
-                g.status == "active",
-                g.remaining_minor > 0,
-                or_(g.expires_at.is_(None), g.expires_at > as_of),
-            )
-        ).scalars()
-        after = sum(left, Decimal(0))
-        low = uow.conn.execute(select(w.low_balance_threshold).where(w.id == wallet_id)).scalar()
+        after = left.get(wallet_id, Decimal(0))
+        low = wallets[wallet_id]["low_balance_threshold"]
         for event in balance_events(wallet_id, customer_id, after + credits, after, low, {"reason": "expired"}, at):
             uow.emit(*event[:5], at=event[5])
 
 
-def _emit_expired(uow: UnitOfWork, grant_row: Mapping[Any, Any], credits: Decimal, minor: int, at: datetime) -> None:
-    code = uow.conn.execute(select(t.wallets.c.currency).where(t.wallets.c.id == grant_row["wallet_id"])).scalar_one()
+def _emit_expired(
+    uow: UnitOfWork,
+    grant_row: Mapping[Any, Any],
+    credits: Decimal,
+    minor: int,
+    at: datetime,
+    code: str | None = None,
+) -> None:
+    """``wallet.credits_expired``; ``code``: the wallet's currency, if the caller has it."""
+    if code is None:
+        wallet_id = grant_row["wallet_id"]
+        code = uow.conn.execute(select(t.wallets.c.currency).where(t.wallets.c.id == wallet_id)).scalar_one()
     uow.emit(
         "wallet.credits_expired",
         "wallet",

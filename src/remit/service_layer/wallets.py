@@ -10,11 +10,12 @@ than done twice. Consumption at finalization is in ``wallet_consumption.py``; ex
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -426,19 +427,43 @@ def _add_grant(
     invoice_at: datetime | None = None,
 ) -> dict[str, Any]:
     """A grant made at ``at``; a paid one with its purchase invoice, issued at ``invoice_at`` (default ``at``)."""
-    cur = currency(wallet["currency"])
     entity = (
         uow.conn.execute(select(t.legal_entities).where(t.legal_entities.c.id == customer["legal_entity_id"]))
         .mappings()
         .one()
     )
-    value = credits_value_minor(amount, wallet["rate"], RoundingPolicy(entity["rounding_policy"]), cur)
+    value = _value(wallet, entity, amount)
     invoice_id = (
         _purchase_invoice(uow, wallet, customer, entity, amount, value, invoice_at or at) if kind == "paid" else None
     )
-    grant_id = new_id("wgr")
-    row = {
-        "id": grant_id,
+    row = _grant_row(wallet, amount, value, at, kind, source, expires_at, granted, cause_key, invoice_id)
+    uow.insert_many(t.wallet_grants, [row])
+    if granted:
+        _record_granted(uow, [row], wallet["currency"])
+    return grant_public(row, wallet["currency"])
+
+
+def _value(wallet: Mapping[Any, Any], entity: Mapping[Any, Any], amount: Decimal) -> int:
+    """What ``amount`` credits of the wallet are worth, rounded by its seller's policy: a grant's rounding point."""
+    return credits_value_minor(
+        amount, wallet["rate"], RoundingPolicy(entity["rounding_policy"]), currency(wallet["currency"])
+    )
+
+
+def _grant_row(
+    wallet: Mapping[Any, Any],
+    amount: Decimal,
+    value: int,
+    at: datetime,
+    kind: str,
+    source: str,
+    expires_at: datetime | None,
+    granted: bool,
+    cause_key: str | None,
+    invoice_id: str | None,
+) -> dict[str, Any]:
+    return {
+        "id": new_id("wgr"),
         "wallet_id": wallet["id"],
         "customer_id": wallet["customer_id"],
         "kind": kind,
@@ -454,32 +479,31 @@ def _add_grant(
         "created_at": at,
         "granted_at": at if granted else None,
     }
-    uow.insert_many(t.wallet_grants, [row])
-    if granted:
-        _record_granted(uow, row, wallet["currency"], at)
-    return grant_public(row, cur.code)
 
 
-def _record_granted(uow: UnitOfWork, grant_row: Mapping[Any, Any], code: str, at: datetime) -> None:
+def _record_granted(uow: UnitOfWork, grant_rows: Sequence[Mapping[Any, Any]], code: str | Mapping[str, str]) -> None:
+    """The ledger's ``grant`` entries and ``wallet.credits_granted`` of grants made active, each at its
+    ``granted_at``; ``code``: their currency, or each wallet's."""
     uow.insert_many(
         t.wallet_transactions,
-        [ledger_row(grant_row, "grant", "grant", grant_row["credits"], grant_row["amount_minor"], None, at)],
+        [ledger_row(r, "grant", "grant", r["credits"], r["amount_minor"], None, r["granted_at"]) for r in grant_rows],
     )
-    uow.emit(
-        "wallet.credits_granted",
-        "wallet",
-        grant_row["wallet_id"],
-        {
-            "grant_id": grant_row["id"],
-            "kind": grant_row["kind"],
-            "credits": plain(grant_row["credits"]),
-            "amount_minor": grant_row["amount_minor"],
-            "currency": code,
-            "expires_at": plain(grant_row["expires_at"]),
-        },
-        grant_row["customer_id"],
-        at=at,
-    )
+    for row in grant_rows:
+        uow.emit(
+            "wallet.credits_granted",
+            "wallet",
+            row["wallet_id"],
+            {
+                "grant_id": row["id"],
+                "kind": row["kind"],
+                "credits": plain(row["credits"]),
+                "amount_minor": row["amount_minor"],
+                "currency": code if isinstance(code, str) else code[row["wallet_id"]],
+                "expires_at": plain(row["expires_at"]),
+            },
+            row["customer_id"],
+            at=row["granted_at"],
+        )
 
 
 def _purchase_invoice(
@@ -569,7 +593,7 @@ def invoice_paid(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
         .join(t.wallets, t.wallets.c.id == g.wallet_id)
         .where(g.invoice_id == invoice_id, g.status == "pending")
     ).mappings():
-        granted = {**row, "remaining_credits": row["credits"], "remaining_minor": row["amount_minor"]}
+        granted = {**row, "remaining_credits": row["credits"], "remaining_minor": row["amount_minor"], "granted_at": at}
         uow.conn.execute(
             update(t.wallet_grants)
             .where(g.id == row["id"])
@@ -580,7 +604,7 @@ def invoice_paid(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
                 granted_at=at,
             )
         )
-        _record_granted(uow, granted, row["currency"], at)
+        _record_granted(uow, [granted], row["currency"])
 
 
 def void_wallet(uow: UnitOfWork, wallet_id: str) -> dict[str, Any]:
@@ -881,9 +905,49 @@ def grant_recurring_due(
     found = {
         row["id"]: row for row in uow.conn.execute(select(t.wallets).where(t.wallets.c.id.in_(wallet_ids))).mappings()
     }
-    return sum(
-        _grant_occurrences(uow, row, found[row["wallet_id"]], customers[row["customer_id"]], as_of) for row in schedules
+    granting = _Granting()
+    made = sum(
+        _grant_occurrences(uow, row, found[row["wallet_id"]], customers[row["customer_id"]], as_of, granting)
+        for row in schedules
     )
+    granting.flush(uow)
+    return made
+
+
+_MOVE_SCHEDULE = (
+    update(t.wallet_recurring_grants)
+    .where(
+        t.wallet_recurring_grants.c.id == bindparam("b_id"),
+        t.wallet_recurring_grants.c.next_index == bindparam("b_from"),
+    )
+    .values(next_index=bindparam("b_next"), next_on=bindparam("b_on"), status=bindparam("b_status"))
+)
+
+
+@dataclass
+class _Granting:
+    """Free occurrences of recurring grants, and the schedules moved on, gathered across many schedules and
+    written together by ``flush``: a run on the 1st that gives thousands of customers their monthly credits
+    writes them in a few statements, not a few per customer."""
+
+    entities: dict[str, Mapping[Any, Any]] = field(default_factory=dict)
+    grants: list[dict[str, Any]] = field(default_factory=list)
+    codes: dict[str, str] = field(default_factory=dict)
+    moves: list[dict[str, Any]] = field(default_factory=list)
+
+    def entity(self, uow: UnitOfWork, entity_id: str) -> Mapping[Any, Any]:
+        if entity_id not in self.entities:
+            row = uow.conn.execute(select(t.legal_entities).where(t.legal_entities.c.id == entity_id)).mappings().one()
+            self.entities[entity_id] = row
+        return self.entities[entity_id]
+
+    def flush(self, uow: UnitOfWork) -> None:
+        if self.grants:
+            uow.insert_many(t.wallet_grants, self.grants)
+            _record_granted(uow, self.grants, self.codes)
+        if self.moves:
+            uow.conn.execute(_MOVE_SCHEDULE, self.moves)
+        self.grants, self.moves = [], []
 
 
 def _grant_occurrences(
@@ -892,10 +956,12 @@ def _grant_occurrences(
     wallet: Mapping[Any, Any],
     customer: Mapping[Any, Any],
     as_of: datetime,
+    granting: _Granting | None = None,
 ) -> int:
     """Grant the schedule's occurrences due by ``as_of``, each at its own time, and move the schedule on. A bought
     occurrence's purchase invoice is issued at ``as_of`` (the time of the run that makes it), as the bill run
-    issues its invoices: a run that comes late does not back-date invoices."""
+    issues its invoices: a run that comes late does not back-date invoices. ``granting``: gather the free
+    occurrences and the move there, for the caller to write with others' (else written now)."""
     if wallet["status"] != "active":
         return 0  # a voided wallet's schedules are canceled with it
     every = Interval.parse(schedule["interval_unit"], schedule["interval_count"])
@@ -910,30 +976,46 @@ def _grant_occurrences(
     )
     if not due:
         return 0
+    now = granting is None
+    gather = _Granting() if granting is None else granting
     days = schedule["expires_days"]
     for occurrence in due:
-        _add_grant(
-            uow,
-            wallet,
-            customer,
-            schedule["credits"],
-            occurrence.at,
-            kind="paid" if schedule["paid"] else "free",
-            source="recurring",
-            expires_at=occurrence.at + timedelta(days=days) if days else None,
-            granted=not schedule["paid"] or schedule["grant_before_payment"],
-            cause_key=f"{RECURRING_CAUSE}{schedule['id']}:{occurrence.index}",
-            invoice_at=as_of,  # issued when it is made: never back-dated into an invoice series
-        )
+        expires_at = occurrence.at + timedelta(days=days) if days else None
+        cause_key = f"{RECURRING_CAUSE}{schedule['id']}:{occurrence.index}"
+        if schedule["paid"]:  # bought: with its purchase invoice, written at once
+            _add_grant(
+                uow,
+                wallet,
+                customer,
+                schedule["credits"],
+                occurrence.at,
+                kind="paid",
+                source="recurring",
+                expires_at=expires_at,
+                granted=schedule["grant_before_payment"],
+                cause_key=cause_key,
+                invoice_at=as_of,  # issued when it is made: never back-dated into an invoice series
+            )
+            continue
+        amount = schedule["credits"]
+        value = _value(wallet, gather.entity(uow, customer["legal_entity_id"]), amount)
+        row = _grant_row(wallet, amount, value, occurrence.at, "free", "recurring", expires_at, True, cause_key, None)
+        gather.grants.append(row)
+        gather.codes[wallet["id"]] = wallet["currency"]
     next_index = due[-1].index + 1
     next_on = occurrence_on(schedule["starts_on"], every, next_index)
     ended = schedule["ends_on"] is not None and next_on >= schedule["ends_on"]
-    r = t.wallet_recurring_grants.c
-    uow.conn.execute(
-        update(t.wallet_recurring_grants)
-        .where(r.id == schedule["id"], r.next_index == schedule["next_index"])
-        .values(next_index=next_index, next_on=None if ended else next_on, status="ended" if ended else "active")
+    gather.moves.append(
+        {
+            "b_id": schedule["id"],
+            "b_from": schedule["next_index"],
+            "b_next": next_index,
+            "b_on": None if ended else next_on,
+            "b_status": "ended" if ended else "active",
+        }
     )
+    if now:
+        gather.flush(uow)
     return len(due)
 
 
