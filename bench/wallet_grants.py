@@ -10,7 +10,8 @@ a later run expires what is left. This measures those two runs and, as the refer
 Set-up, through Remit's own services (so slow: about 5 ms a customer): a throwaway database (SQLite in a
 temporary directory, or a fresh PostgreSQL database on 127.0.0.1:5432 or REMIT_BENCH_POSTGRES_URL, dropped at
 the end), one seller, and N customers each with a wallet and a recurring grant of 10 credits a month from
-1 January 2026, expiring after 20 days (January's are granted when the schedule is made); PostgreSQL's
+1 January 2026, expiring after 20 days (January's are granted when the schedule is made; with ``--paid`` they
+are sold, each occurrence with its purchase invoice, and granted before payment); PostgreSQL's
 statistics are then gathered (ANALYZE). Measured: ``bill_run.run`` on 1 February, 00:05 (February's grants, and
 January's credits expired on the 21st), then on 25 February (February's expire), then again (nothing due).
 The last line printed is one JSON object with the seconds of each and the cost per customer.
@@ -34,6 +35,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--paid", action="store_true", help="the credits are sold: a purchase invoice each month, granted at once"
+    )
     args = parser.parse_args()
 
     from remit.adapters.db.engine import make_engine, migrate
@@ -63,7 +67,15 @@ def main() -> int:
             with app.uow() as uow:
                 cus = accounts.create_customer(uow, f"Customer {i}", currency_code="EUR", country="DE")
                 wallet = wallets.create_wallet(uow, cus)["id"]
-                wallets.create_recurring_grant(uow, wallet, "10", interval="month", expires_days=20)
+                wallets.create_recurring_grant(
+                    uow,
+                    wallet,
+                    "10",
+                    interval="month",
+                    expires_days=20,
+                    paid=args.paid,
+                    grant_before_payment=args.paid,
+                )
         print(f"set up {args.customers} customers in {time.perf_counter() - began:.1f} s", flush=True)
         if engine.dialect.name == "postgresql":
             with engine.connect() as conn:
@@ -91,6 +103,7 @@ def main() -> int:
             {
                 "db": args.db,
                 "customers": args.customers,
+                "paid": args.paid,
                 "seconds": {k: round(v, 3) for k, v in seconds.items()},
                 "ms_per_customer": {k: round(1000 * v / args.customers, 3) for k, v in seconds.items()},
             }

@@ -517,6 +517,15 @@ def _purchase_invoice(
 ) -> str:
     """An invoice of its own for credits bought: one line, paid with money only (neither the customer's balance
     nor other credits pay for credits)."""
+    item, draft = _purchase_draft(wallet, customer, amount, value_minor, at)
+    uow.insert_many(t.pending_items, [item])
+    return write_invoices(uow, [draft], {entity["id"]: entity}, {}, None)[0]
+
+
+def _purchase_draft(
+    wallet: Mapping[Any, Any], customer: Mapping[Any, Any], amount: Decimal, value_minor: int, at: datetime
+) -> tuple[dict[str, Any], InvoiceDraft]:
+    """The pending item and the invoice draft that sell ``amount`` credits (``_purchase_invoice``)."""
     item = {
         "id": new_id("ii"),
         "customer_id": customer["id"],
@@ -529,7 +538,6 @@ def _purchase_invoice(
         "invoice_id": None,
         "created_at": at,
     }
-    uow.insert_many(t.pending_items, [item])
     draft = InvoiceDraft(
         customer=customer,
         lines=[],
@@ -538,7 +546,7 @@ def _purchase_invoice(
         at=at,
         reason=PURCHASE_REASON,
     )
-    return write_invoices(uow, [draft], {entity["id"]: entity}, {}, None)[0]
+    return item, draft
 
 
 def top_up(uow: UnitOfWork, wallet: Mapping[Any, Any], cause_invoice_id: str, at: datetime) -> str | None:
@@ -934,6 +942,9 @@ class _Granting:
     grants: list[dict[str, Any]] = field(default_factory=list)
     codes: dict[str, str] = field(default_factory=dict)
     moves: list[dict[str, Any]] = field(default_factory=list)
+    # Bought occurrences: the pending item and draft of each one's purchase invoice, and its grant (whose
+    # invoice_id is set once the invoices are written, together).
+    purchases: list[tuple[dict[str, Any], InvoiceDraft, dict[str, Any]]] = field(default_factory=list)
 
     def entity(self, uow: UnitOfWork, entity_id: str) -> Mapping[Any, Any]:
         if entity_id not in self.entities:
@@ -942,12 +953,19 @@ class _Granting:
         return self.entities[entity_id]
 
     def flush(self, uow: UnitOfWork) -> None:
+        if self.purchases:
+            uow.insert_many(t.pending_items, [item for item, _draft, _row in self.purchases])
+            drafts = [draft for _item, draft, _row in self.purchases]
+            invoice_ids = write_invoices(uow, drafts, self.entities, {}, None)
+            for (_item, _draft, row), invoice_id in zip(self.purchases, invoice_ids, strict=True):
+                row["invoice_id"] = invoice_id
+                self.grants.append(row)
         if self.grants:
             uow.insert_many(t.wallet_grants, self.grants)
-            _record_granted(uow, self.grants, self.codes)
+            _record_granted(uow, [g for g in self.grants if g["status"] == "active"], self.codes)
         if self.moves:
             uow.conn.execute(_MOVE_SCHEDULE, self.moves)
-        self.grants, self.moves = [], []
+        self.grants, self.moves, self.purchases = [], [], []
 
 
 def _grant_occurrences(
@@ -979,29 +997,20 @@ def _grant_occurrences(
     now = granting is None
     gather = _Granting() if granting is None else granting
     days = schedule["expires_days"]
+    amount, paid = schedule["credits"], schedule["paid"]
+    value = _value(wallet, gather.entity(uow, customer["legal_entity_id"]), amount)
+    gather.codes[wallet["id"]] = wallet["currency"]
     for occurrence in due:
         expires_at = occurrence.at + timedelta(days=days) if days else None
         cause_key = f"{RECURRING_CAUSE}{schedule['id']}:{occurrence.index}"
-        if schedule["paid"]:  # bought: with its purchase invoice, written at once
-            _add_grant(
-                uow,
-                wallet,
-                customer,
-                schedule["credits"],
-                occurrence.at,
-                kind="paid",
-                source="recurring",
-                expires_at=expires_at,
-                granted=schedule["grant_before_payment"],
-                cause_key=cause_key,
-                invoice_at=as_of,  # issued when it is made: never back-dated into an invoice series
-            )
-            continue
-        amount = schedule["credits"]
-        value = _value(wallet, gather.entity(uow, customer["legal_entity_id"]), amount)
-        row = _grant_row(wallet, amount, value, occurrence.at, "free", "recurring", expires_at, True, cause_key, None)
-        gather.grants.append(row)
-        gather.codes[wallet["id"]] = wallet["currency"]
+        granted = not paid or schedule["grant_before_payment"]
+        kind = "paid" if paid else "free"
+        row = _grant_row(wallet, amount, value, occurrence.at, kind, "recurring", expires_at, granted, cause_key, None)
+        if paid:  # with its purchase invoice, issued when it is made: never back-dated into an invoice series
+            item, draft = _purchase_draft(wallet, customer, amount, value, as_of)
+            gather.purchases.append((item, draft, row))
+        else:
+            gather.grants.append(row)
     next_index = due[-1].index + 1
     next_on = occurrence_on(schedule["starts_on"], every, next_index)
     ended = schedule["ends_on"] is not None and next_on >= schedule["ends_on"]
