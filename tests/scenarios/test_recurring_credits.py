@@ -358,3 +358,51 @@ def test_real_clock__credits_due_pay_a_threshold_invoice_made_before_the_next_bi
     (threshold,) = [i for i in b.invoices_of(app, cus) if i["billing_reason"] == "threshold"]
     assert (threshold["total"], threshold["applied_credits"], threshold["amount_due"]) == ("25.00", "25.00", "0.00")
     assert [g["granted_at"] for g in _grants(app, wallet)] == ["2026-01-02T00:00:00Z"]
+
+
+def test_real_clock__one_run_sells_the_occurrences_of_many_customers_each_grant_with_its_own_invoice(app):
+    """Three customers buy credits on the 1st of each month (the first two granted before payment); a run on
+    10 March makes February's and March's occurrences of all three at once: six purchase invoices, numbered
+    without gaps, each linked to its grant; the credits granted before payment are in the ledger, the others wait
+    for their invoice to be paid."""
+    b.seller(app)
+    made = []
+    for i, credits in enumerate(("5", "7", "9")):
+        cus = b.customer(app, None)
+        with app.uow() as uow:
+            wallet = wallets.create_wallet(uow, cus)["id"]
+        with app.uow() as uow:
+            wallets.create_recurring_grant(
+                uow, wallet, credits, starts_on=b.utc(2026, 2, 1).date(), paid=True, grant_before_payment=i < 2
+            )
+        made.append((cus, wallet, credits))
+    app.clock.move_to(b.utc(2026, 3, 10, 8))
+    bill_run.run(app.uow, b.utc(2026, 3, 10, 8))
+
+    numbers = []
+    for i, (cus, wallet, credits) in enumerate(made):
+        grants = _grants(app, wallet)
+        assert [(g["created_at"], g["credits"]) for g in grants] == [
+            ("2026-02-01T00:00:00Z", credits),
+            ("2026-03-01T00:00:00Z", credits),
+        ]
+        assert {g["status"] for g in grants} == ({"active"} if i < 2 else {"pending"})
+        with app.uow() as uow:
+            bought = [invoices.get_invoice(uow, g["invoice_id"]) for g in grants]
+        assert {(inv["customer_id"], inv["billing_reason"], inv["total_minor"]) for inv in bought} == {
+            (cus, "wallet_purchase", int(credits) * 100)
+        }
+        numbers += [inv["number"] for inv in bought]
+        ledger = _ledger(app, wallet)
+        assert ledger == (
+            [("grant", credits, "2026-02-01T00:00:00Z"), ("grant", credits, "2026-03-01T00:00:00Z")] if i < 2 else []
+        )
+    assert sorted(numbers) == [f"INV-2026-{n:06d}" for n in range(1, 7)]
+    with app.uow() as uow:
+        granted = views.list_events(uow, None, type_="wallet.credits_granted")
+    assert len(granted) == 4
+    last_wallet = made[2][1]
+    for g in _grants(app, last_wallet):
+        with app.uow() as uow:
+            invoices.mark_paid(uow, g["invoice_id"])
+    assert [x[0] for x in _ledger(app, last_wallet)] == ["grant", "grant"]
