@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from bill_run import bulk_write, customer_row, legal_entity_row, log, rid, settle_loaded
+from bill_run import Databases, bulk_write, customer_row, legal_entity_row, log, rid, settle_loaded
 
 PERIOD_START = datetime(2026, 6, 1, tzinfo=UTC)
 PERIOD_END = datetime(2026, 7, 1, tzinfo=UTC)
@@ -153,28 +151,12 @@ def main() -> int:
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    import shutil
-    import tempfile
-
-    import psycopg
-
-    tmp = tempfile.mkdtemp(prefix="remit_bench_")
-    admin = os.environ.get("REMIT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"remit_bench_{uuid.uuid4().hex[:10]}"
-    if args.db == "sqlite":
-        url = f"sqlite:///{tmp}/history.db"
-    else:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = f"{admin.rsplit('/', 1)[0]}/{name}"
+    dbs = Databases(args.db)  # a throwaway database, dropped at the end
     try:
-        ids = _load(url, args.customers, args.months, args.events_per_month)
-        seconds = {code: _measure(url, ids, code, args.repeat) for code in METERS}
+        ids = _load(dbs.url, args.customers, args.months, args.events_per_month)
+        seconds = {code: _measure(dbs.url, ids, code, args.repeat) for code in METERS}
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if args.db == "postgresql":
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        dbs.drop()
     for code, s in seconds.items():
         log(f"{code} ({METERS[code]}{', carry over' if code == 'seats' else ''}): {s:.3f} s")
     print(

@@ -21,14 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 
-import psycopg
+from bill_run import Databases
 
 
 def main() -> int:
@@ -45,16 +41,8 @@ def main() -> int:
     from remit.domain.clock import FixedClock
     from remit.service_layer import accounts, bill_run, wallets
 
-    tmp = tempfile.mkdtemp(prefix="remit_bench_")
-    admin = os.environ.get("REMIT_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = f"remit_bench_{uuid.uuid4().hex[:10]}"
-    if args.db == "sqlite":
-        url = f"sqlite:///{tmp}/grants.db"
-    else:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        url = f"{admin.rsplit('/', 1)[0]}/{name}"
-    engine = make_engine(url)
+    dbs = Databases(args.db)  # a throwaway database, dropped at the end
+    engine = make_engine(dbs.url)
     seconds: dict[str, float] = {}
     try:
         migrate(engine)
@@ -94,10 +82,7 @@ def main() -> int:
             print(f"{label}: {seconds[label]:.3f} s", flush=True)
     finally:
         engine.dispose()
-        shutil.rmtree(tmp, ignore_errors=True)
-        if args.db == "postgresql":
-            with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        dbs.drop()
     print(
         json.dumps(
             {
