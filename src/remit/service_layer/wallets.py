@@ -934,9 +934,9 @@ _MOVE_SCHEDULE = (
 
 @dataclass
 class _Granting:
-    """Free occurrences of recurring grants, and the schedules moved on, gathered across many schedules and
-    written together by ``flush``: a run on the 1st that gives thousands of customers their monthly credits
-    writes them in a few statements, not a few per customer."""
+    """Occurrences of recurring grants (free ones, and bought ones with their purchase invoices) and the
+    schedules moved on, gathered across many schedules and written together by ``flush``: a run on the 1st that
+    gives thousands of customers their monthly credits writes them in a few statements, not a few per customer."""
 
     entities: dict[str, Mapping[Any, Any]] = field(default_factory=dict)
     grants: list[dict[str, Any]] = field(default_factory=list)
@@ -978,7 +978,7 @@ def _grant_occurrences(
 ) -> int:
     """Grant the schedule's occurrences due by ``as_of``, each at its own time, and move the schedule on. A bought
     occurrence's purchase invoice is issued at ``as_of`` (the time of the run that makes it), as the bill run
-    issues its invoices: a run that comes late does not back-date invoices. ``granting``: gather the free
+    issues its invoices: a run that comes late does not back-date invoices. ``granting``: gather the
     occurrences and the move there, for the caller to write with others' (else written now)."""
     if wallet["status"] != "active":
         return 0  # a voided wallet's schedules are canceled with it
