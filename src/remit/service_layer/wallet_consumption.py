@@ -223,6 +223,7 @@ class WalletCredits:
     def _top_ups(self, uow: UnitOfWork) -> None:
         from remit.service_layer import wallets  # wallets buys credits with an invoice: it imports invoices
 
+        wanted = []
         for customer_id, wallet_id, invoice_id, at in self.touched:
             threshold = self.wallets[wallet_id]["threshold"]
             if threshold is None:
@@ -232,8 +233,8 @@ class WalletCredits:
                 Decimal(0),
             )
             if below_threshold(balance, threshold):
-                wallet = uow.conn.execute(select(t.wallets).where(t.wallets.c.id == wallet_id)).mappings().one()
-                wallets.top_up(uow, wallet, invoice_id, at)
+                wanted.append((wallet_id, invoice_id, at))
+        wallets.top_up_many(uow, wanted)  # all of them together: one purchase invoice each, written at once
         self.touched = []
 
 

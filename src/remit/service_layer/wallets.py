@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, tuple_, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -38,7 +38,7 @@ from remit.service_layer.invoices import InvoiceDraft, write_invoices
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.views import Filters, money, page, plain
-from remit.service_layer.wallet_consumption import PURCHASE_REASON, ledger_row
+from remit.service_layer.wallet_consumption import PURCHASE_REASON, in_ids, ledger_row
 from remit.service_layer.wallet_ledger import (
     check_ledger,
     expire_credits,
@@ -552,42 +552,70 @@ def _purchase_draft(
 def top_up(uow: UnitOfWork, wallet: Mapping[Any, Any], cause_invoice_id: str, at: datetime) -> str | None:
     """Buy the wallet's top-up credits, once per cause (the invoice whose consumption crossed the threshold), and
     only if no top-up of this wallet is still waiting for payment. Returns the new grant's id, if any."""
-    g = t.wallet_grants.c
-    waiting = uow.conn.execute(
-        select(g.id).where(g.wallet_id == wallet["id"], g.source == "top_up", g.status == "pending").limit(1)
-    ).first()
-    key = f"top_up:{cause_invoice_id}"
-    done = uow.conn.execute(select(g.id).where(g.wallet_id == wallet["id"], g.cause_key == key)).first()
-    if waiting is not None or done is not None:
-        return None
-    customer = _owner(uow, wallet)
-    days = wallet["top_up_expires_days"]
-    made = _add_grant(
-        uow,
-        wallet,
-        customer,
-        wallet["top_up_credits"],
-        at,
-        kind="paid",
-        source="top_up",
-        expires_at=at + timedelta(days=days) if days else None,
-        granted=False,
-        cause_key=key,
+    made = top_up_many(uow, [(wallet["id"], cause_invoice_id, at)])
+    return made[0] if made else None
+
+
+def top_up_many(uow: UnitOfWork, wanted: Sequence[tuple[str, str, datetime]]) -> list[str]:
+    """``top_up`` for many (wallet id, cause invoice id, time), in a few statements whatever their number: a bill
+    run whose invoices take many wallets under their threshold buys all their top-ups together, their purchase
+    invoices written by one ``write_invoices``. Returns the new grants' ids."""
+    if not wanted:
+        return []
+    g, w, c = t.wallet_grants.c, t.wallets.c, t.customers.c
+    wallet_ids = sorted({wallet_id for wallet_id, _cause, _at in wanted})
+    found = {r["id"]: r for r in uow.conn.execute(select(t.wallets).where(in_ids(uow, w.id, wallet_ids))).mappings()}
+    waiting = set(
+        uow.conn.execute(
+            select(g.wallet_id)
+            .where(in_ids(uow, g.wallet_id, wallet_ids), g.source == "top_up", g.status == "pending")
+            .distinct()
+        ).scalars()
     )
-    uow.emit(
-        "wallet.topped_up",
-        "wallet",
-        wallet["id"],
-        {
-            "grant_id": made["id"],
-            "credits": made["credits"],
-            "invoice_id": made["invoice_id"],
-            "threshold": plain(wallet["top_up_threshold"]),
-        },
-        wallet["customer_id"],
-        at=at,
-    )
-    return str(made["id"])
+    pairs = sorted({(wallet_id, f"top_up:{cause}") for wallet_id, cause, _at in wanted})
+    # One probe of the unique (wallet, cause) index per pair (two separate INs made SQLite try every combination).
+    done = {
+        (wallet_id, key)
+        for wallet_id, key in uow.conn.execute(
+            select(g.wallet_id, g.cause_key).where(tuple_(g.wallet_id, g.cause_key).in_(pairs))
+        )
+    }
+    customer_ids = sorted({found[wallet_id]["customer_id"] for wallet_id in wallet_ids})
+    customers = {
+        r["id"]: r for r in uow.conn.execute(select(t.customers).where(in_ids(uow, c.id, customer_ids))).mappings()
+    }
+    granting = _Granting()
+    bought: list[tuple[Mapping[Any, Any], dict[str, Any]]] = []
+    for wallet_id, cause, at in wanted:
+        wallet, key = found[wallet_id], f"top_up:{cause}"
+        if wallet_id in waiting or (wallet_id, key) in done or wallet["top_up_credits"] is None:
+            continue
+        waiting.add(wallet_id)  # one top-up at a time per wallet, even within these
+        customer = customers[wallet["customer_id"]]
+        amount, days = wallet["top_up_credits"], wallet["top_up_expires_days"]
+        value = _value(wallet, granting.entity(uow, customer["legal_entity_id"]), amount)
+        expires_at = at + timedelta(days=days) if days else None
+        row = _grant_row(wallet, amount, value, at, "paid", "top_up", expires_at, False, key, None)
+        item, draft = _purchase_draft(wallet, customer, amount, value, at)
+        granting.purchases.append((item, draft, row))
+        granting.codes[wallet_id] = wallet["currency"]
+        bought.append((wallet, row))
+    granting.flush(uow)
+    for topped, row in bought:
+        uow.emit(
+            "wallet.topped_up",
+            "wallet",
+            topped["id"],
+            {
+                "grant_id": row["id"],
+                "credits": plain(row["credits"]),
+                "invoice_id": row["invoice_id"],
+                "threshold": plain(topped["top_up_threshold"]),
+            },
+            topped["customer_id"],
+            at=row["created_at"],
+        )
+    return [row["id"] for _topped, row in bought]
 
 
 # --- what happens to invoices ------------------------------------------------------------------------------------
