@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import Conflict
-from remit.service_layer import bill_run, clocks, invoices, subscriptions, wallets
+from remit.service_layer import bill_run, clocks, invoices, subscriptions, views, wallets
 from remit.service_layer.wallet_consumption import ledger_row
 from tests import builders as b
 
@@ -247,3 +247,31 @@ def test_a_credit_note_gives_credits_back_to_the_wallets_before_money_to_the_bal
     assert _balance(app, first) == "12.00" and _balance(app, second) == "15.00"
     with app.uow() as uow:
         assert invoices.customer_balance(uow, cus) == 0
+
+
+def test_top_ups_bought_together_are_one_per_wallet_and_cause_each_with_its_own_invoice(app):
+    """``top_up_many`` (a bill run's batch): one purchase per wallet even if two of its invoices crossed the
+    threshold, none for a cause already bought or while one is unpaid, none for a wallet without top-up terms;
+    the purchase invoices numbered without gaps."""
+    b.seller(app)
+    made = []
+    for terms in ({"top_up_threshold": "5", "top_up_credits": "20"},) * 3 + ({},):
+        cus = b.customer(app, None)
+        with app.uow() as uow:
+            made.append(wallets.create_wallet(uow, cus, **terms)["id"])
+    at = b.utc(2026, 1, 1, 12)
+    with app.uow() as uow:
+        first = wallets.top_up_many(uow, [(made[0], "in_a", at)])  # already bought before the batch
+    wanted = [(made[0], "in_a", at), (made[1], "in_b", at), (made[1], "in_c", at), (made[2], "in_d", at)]
+    wanted.append((made[3], "in_e", at))  # no top-up terms
+    with app.uow() as uow:
+        bought = wallets.top_up_many(uow, wanted)
+    assert len(first) == 1 and len(bought) == 2  # made[1] once (in_c waits for in_b's to be paid), made[2] once
+    with app.uow() as uow:
+        grants = {w: wallets.get_wallet(uow, w, with_grants=True)["grants"] for w in made}
+        events = views.list_events(uow, None, type_="wallet.topped_up")
+        numbers = sorted(invoices.get_invoice(uow, g["invoice_id"])["number"] for gs in grants.values() for g in gs)
+    assert [len(grants[w]) for w in made] == [1, 1, 1, 0]
+    assert {g["status"] for gs in grants.values() for g in gs} == {"pending"}
+    assert sorted(e["data"]["grant_id"] for e in events) == sorted(first + bought)
+    assert numbers == [f"INV-2026-{n:06d}" for n in range(1, 4)]
