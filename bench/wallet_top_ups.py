@@ -25,6 +25,7 @@ from bill_run import Databases
 
 
 def _run(kind: str, customers: int, top_ups: bool) -> float:
+    """The bill run's wall time in seconds (a timing, not money)."""
     from remit.adapters.db.engine import make_engine, migrate
     from remit.bootstrap import Remit
     from remit.domain.clock import FixedClock

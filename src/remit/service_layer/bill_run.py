@@ -67,7 +67,7 @@ from remit.service_layer.invoices import Event, InvoiceDraft, write_events, writ
 from remit.service_layer.usage import meter_from_row, needs_review
 
 __all__ = ["InvoiceDraft", "run", "bill_customers", "compute_drafts"]
-from remit.service_layer.unit_of_work import SYSTEM_ERRORS, UnitOfWork, retrying
+from remit.service_layer.unit_of_work import UnitOfWork, isolating, retrying
 
 UowFactory = Callable[[], UnitOfWork]
 BATCH_SIZE = 5000
@@ -278,23 +278,21 @@ def _credits_due(
 def _credits_batch(
     make_uow: UowFactory, batch: Sequence[str], as_of: datetime, test_clock_id: str | None, run_id: str
 ) -> list[CustomerFailure]:
-    def attempt() -> None:
-        with make_uow() as uow:
-            wallets.grant_recurring_due(uow, as_of, test_clock_id, batch)
-            wallet_ledger.expire_due(uow, as_of, test_clock_id, batch)
+    failures: list[CustomerFailure] = []
 
-    try:
-        retrying(attempt)
-        return []
-    except SYSTEM_ERRORS:
-        raise
-    except Exception as exc:
-        if len(batch) == 1:
-            return [_record_failure(make_uow, run_id, batch[0], as_of, exc, CREDITS_STEP)]
-    half = len(batch) // 2
-    return _credits_batch(make_uow, batch[:half], as_of, test_clock_id, run_id) + _credits_batch(
-        make_uow, batch[half:], as_of, test_clock_id, run_id
-    )
+    def attempt(part: Sequence[str]) -> None:
+        def once() -> None:
+            with make_uow() as uow:
+                wallets.grant_recurring_due(uow, as_of, test_clock_id, part)
+                wallet_ledger.expire_due(uow, as_of, test_clock_id, part)
+
+        retrying(once)
+
+    def failed(customer_id: str, exc: Exception) -> None:
+        failures.append(_record_failure(make_uow, run_id, customer_id, as_of, exc, CREDITS_STEP))
+
+    isolating(batch, attempt, failed)
+    return failures
 
 
 SUSPECT_DAYS = 7
@@ -331,17 +329,20 @@ def bill_batch(
         for customer_id in alone:
             outcome.add(bill_batch(make_uow, [customer_id], as_of, run_id))
         return outcome
-    try:
-        return BatchOutcome(_bill_batch_with_retry(make_uow, batch, as_of, run_id, read_ahead, upcoming))
-    except SYSTEM_ERRORS:
-        raise
-    except Exception as exc:
-        if len(batch) == 1:
-            return BatchOutcome(failures=[_record_failure(make_uow, run_id, batch[0], as_of, exc)])
-    # The read-ahead started for ``upcoming`` is dropped (the failed batch never said it ended): the next batch
-    # aggregates its own usage.
-    half = len(batch) // 2
-    return bill_batch(make_uow, batch[:half], as_of, run_id).add(bill_batch(make_uow, batch[half:], as_of, run_id))
+    failures: list[CustomerFailure] = []
+
+    def attempt(part: Sequence[str]) -> list[str]:
+        # Only the whole batch reads ahead: if it fails, the read-ahead started for ``upcoming`` is dropped (the
+        # failed batch never said it ended), and the next batch aggregates its own usage.
+        if part is batch:
+            return _bill_batch_with_retry(make_uow, part, as_of, run_id, read_ahead, upcoming)
+        return _bill_batch_with_retry(make_uow, part, as_of, run_id)
+
+    def failed(customer_id: str, exc: Exception) -> None:
+        failures.append(_record_failure(make_uow, run_id, customer_id, as_of, exc))
+
+    billed = isolating(batch, attempt, failed)
+    return BatchOutcome([invoice_id for ids in billed for invoice_id in ids], failures)
 
 
 # What a failure's message starts with when the customer failed before billing, in the credits step.

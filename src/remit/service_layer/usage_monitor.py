@@ -38,7 +38,7 @@ from remit.service_layer import usage_watch, wallets
 from remit.service_layer.accounts import local_date
 from remit.service_layer.invoices import Event, InvoiceDraft, write_events, write_invoices
 from remit.service_layer.live_usage import CustomerUsage, SubscriptionUsage, measure
-from remit.service_layer.unit_of_work import SYSTEM_ERRORS, UnitOfWork, retrying
+from remit.service_layer.unit_of_work import UnitOfWork, isolating, retrying
 from remit.service_layer.views import money, plain
 
 UowFactory = Callable[[], UnitOfWork]
@@ -81,31 +81,26 @@ def evaluate(
 
 def _evaluate_isolating(make_uow: UowFactory, ids: Sequence[str], result: EvaluationResult) -> None:
     """Evaluate a batch in one transaction; if it fails for a reason of its customers' (usage no price can
-    rate: see ``bill_run``), evaluate its halves on their own, down to the customers that fail alone. Those are
-    logged and left unwatched until their usage changes again (new events, a cancellation); the bill run records
-    them. Counts are added once each part has committed."""
+    rate: see ``bill_run``), evaluate its halves on their own, down to the customers that fail alone
+    (``unit_of_work.isolating``). Those are logged and left unwatched until their usage changes again (new
+    events, a cancellation); the bill run records them. Counts are added once each part has committed."""
 
-    def attempt() -> EvaluationResult:
-        counted = EvaluationResult()  # a failed attempt's counts go with its transaction
-        with make_uow() as uow:
-            _evaluate_batch(uow, ids, counted)
-        return counted
+    def attempt(part: Sequence[str]) -> EvaluationResult:
+        def once() -> EvaluationResult:
+            counted = EvaluationResult()  # a failed attempt's counts go with its transaction
+            with make_uow() as uow:
+                _evaluate_batch(uow, part, counted)
+            return counted
 
-    try:
-        done = retrying(attempt)  # a concurrent writer that got there first: the next attempt sees what it wrote
-    except SYSTEM_ERRORS:
-        raise
-    except Exception as exc:
-        if len(ids) == 1:
-            log.warning("usage alerts and threshold of customer %s could not be evaluated: %s", ids[0], exc)
-            return
-        half = len(ids) // 2
-        _evaluate_isolating(make_uow, ids[:half], result)
-        _evaluate_isolating(make_uow, ids[half:], result)
-        return
-    result.customers += done.customers
-    result.alerts_triggered += done.alerts_triggered
-    result.invoice_ids.extend(done.invoice_ids)
+        return retrying(once)  # a concurrent writer that got there first: the next attempt sees what it wrote
+
+    def failed(customer_id: str, exc: Exception) -> None:
+        log.warning("usage alerts and threshold of customer %s could not be evaluated: %s", customer_id, exc)
+
+    for done in isolating(ids, attempt, failed):
+        result.customers += done.customers
+        result.alerts_triggered += done.alerts_triggered
+        result.invoice_ids.extend(done.invoice_ids)
 
 
 def _evaluate_batch(uow: UnitOfWork, customer_ids: Sequence[str], result: EvaluationResult) -> None:

@@ -41,13 +41,12 @@ def refund_purchase(uow: UnitOfWork, invoice_id: str, amount_minor: int, note_id
     same value from their grant (a ``refund`` entry), so that the customer does not keep both the credits and the
     money. Refused, before anything is written, when the credits are not granted yet (the purchase is not paid:
     voiding the invoice cancels it) or when less than that is unused (used, expired or voided credits were
-    delivered; they are not bought back)."""
+    delivered; they are not bought back). Under the customer's lock, as consumption and expiry are: the credit
+    note took it when it read the invoice."""
     g = t.wallet_grants.c
-    found = uow.conn.execute(select(g.customer_id).where(g.invoice_id == invoice_id)).first()
-    if found is None:
+    row = uow.conn.execute(select(t.wallet_grants).where(g.invoice_id == invoice_id)).mappings().first()
+    if row is None:
         return
-    uow.lock_customers([found[0]])  # as consumption and expiry do (a credit note holds it already: no cost)
-    row = uow.conn.execute(select(t.wallet_grants).where(g.invoice_id == invoice_id)).mappings().one()
     if row["status"] == "pending":
         raise Conflict(
             "purchase_not_granted",

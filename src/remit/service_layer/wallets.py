@@ -399,47 +399,10 @@ def grant(
             raise ValidationError("expiry_in_past", "Credits must expire after now.", "expires_at")
     if wallet["status"] != "active":
         raise Conflict("wallet_voided", "A voided wallet takes no more credits.", "wallet_id")
-    return _add_grant(
-        uow,
-        wallet,
-        customer,
-        amount,
-        now,
-        kind="paid" if paid else "free",
-        source="manual",
-        expires_at=expires_at,
-        granted=not paid or grant_before_payment,
-    )
-
-
-def _add_grant(
-    uow: UnitOfWork,
-    wallet: Mapping[Any, Any],
-    customer: Mapping[Any, Any],
-    amount: Decimal,
-    at: datetime,
-    *,
-    kind: str,
-    source: str,
-    expires_at: datetime | None,
-    granted: bool,
-    cause_key: str | None = None,
-    invoice_at: datetime | None = None,
-) -> dict[str, Any]:
-    """A grant made at ``at``; a paid one with its purchase invoice, issued at ``invoice_at`` (default ``at``)."""
-    entity = (
-        uow.conn.execute(select(t.legal_entities).where(t.legal_entities.c.id == customer["legal_entity_id"]))
-        .mappings()
-        .one()
-    )
-    value = _value(wallet, entity, amount)
-    invoice_id = (
-        _purchase_invoice(uow, wallet, customer, entity, amount, value, invoice_at or at) if kind == "paid" else None
-    )
-    row = _grant_row(wallet, amount, value, at, kind, source, expires_at, granted, cause_key, invoice_id)
-    uow.insert_many(t.wallet_grants, [row])
-    if granted:
-        _record_granted(uow, [row], wallet["currency"])
+    granting = _Granting()
+    kind = "paid" if paid else "free"
+    row = granting.add(uow, wallet, customer, amount, now, kind, "manual", expires_at, not paid or grant_before_payment)
+    granting.flush(uow)
     return grant_public(row, wallet["currency"])
 
 
@@ -506,26 +469,11 @@ def _record_granted(uow: UnitOfWork, grant_rows: Sequence[Mapping[Any, Any]], co
         )
 
 
-def _purchase_invoice(
-    uow: UnitOfWork,
-    wallet: Mapping[Any, Any],
-    customer: Mapping[Any, Any],
-    entity: Mapping[Any, Any],
-    amount: Decimal,
-    value_minor: int,
-    at: datetime,
-) -> str:
-    """An invoice of its own for credits bought: one line, paid with money only (neither the customer's balance
-    nor other credits pay for credits)."""
-    item, draft = _purchase_draft(wallet, customer, amount, value_minor, at)
-    uow.insert_many(t.pending_items, [item])
-    return write_invoices(uow, [draft], {entity["id"]: entity}, {}, None)[0]
-
-
 def _purchase_draft(
     wallet: Mapping[Any, Any], customer: Mapping[Any, Any], amount: Decimal, value_minor: int, at: datetime
 ) -> tuple[dict[str, Any], InvoiceDraft]:
-    """The pending item and the invoice draft that sell ``amount`` credits (``_purchase_invoice``)."""
+    """The pending item and the invoice draft of an invoice of its own for ``amount`` credits bought: one line,
+    paid with money only (neither the customer's balance nor other credits pay for credits)."""
     item = {
         "id": new_id("ii"),
         "customer_id": customer["id"],
@@ -549,17 +497,11 @@ def _purchase_draft(
     return item, draft
 
 
-def top_up(uow: UnitOfWork, wallet: Mapping[Any, Any], cause_invoice_id: str, at: datetime) -> str | None:
-    """Buy the wallet's top-up credits, once per cause (the invoice whose consumption crossed the threshold), and
-    only if no top-up of this wallet is still waiting for payment. Returns the new grant's id, if any."""
-    made = top_up_many(uow, [(wallet["id"], cause_invoice_id, at)])
-    return made[0] if made else None
-
-
 def top_up_many(uow: UnitOfWork, wanted: Sequence[tuple[str, str, datetime]]) -> list[str]:
-    """``top_up`` for many (wallet id, cause invoice id, time), in a few statements whatever their number: a bill
-    run whose invoices take many wallets under their threshold buys all their top-ups together, their purchase
-    invoices written by one ``write_invoices``. Returns the new grants' ids."""
+    """Buy the top-up credits of wallets whose balance an invoice took under their threshold: for each (wallet id,
+    cause invoice id, time), once per cause, and only if no top-up of the wallet is waiting for payment (nor
+    bought just before in this call). In a few statements whatever their number: a bill run buys its batch's
+    top-ups together, their purchase invoices written by one ``write_invoices``. Returns the new grants' ids."""
     if not wanted:
         return []
     g, w, c = t.wallet_grants.c, t.wallets.c, t.customers.c
@@ -592,13 +534,9 @@ def top_up_many(uow: UnitOfWork, wanted: Sequence[tuple[str, str, datetime]]) ->
             continue
         waiting.add(wallet_id)  # one top-up at a time per wallet, even within these
         customer = customers[wallet["customer_id"]]
-        amount, days = wallet["top_up_credits"], wallet["top_up_expires_days"]
-        value = _value(wallet, granting.entity(uow, customer["legal_entity_id"]), amount)
+        days, credits = wallet["top_up_expires_days"], wallet["top_up_credits"]
         expires_at = at + timedelta(days=days) if days else None
-        row = _grant_row(wallet, amount, value, at, "paid", "top_up", expires_at, False, key, None)
-        item, draft = _purchase_draft(wallet, customer, amount, value, at)
-        granting.purchases.append((item, draft, row))
-        granting.codes[wallet_id] = wallet["currency"]
+        row = granting.add(uow, wallet, customer, credits, at, "paid", "top_up", expires_at, False, key)
         bought.append((wallet, row))
     granting.flush(uow)
     for topped, row in bought:
@@ -980,6 +918,32 @@ class _Granting:
             self.entities[entity_id] = row
         return self.entities[entity_id]
 
+    def add(
+        self,
+        uow: UnitOfWork,
+        wallet: Mapping[Any, Any],
+        customer: Mapping[Any, Any],
+        amount: Decimal,
+        at: datetime,
+        kind: str,
+        source: str,
+        expires_at: datetime | None,
+        granted: bool,
+        cause_key: str | None = None,
+        invoice_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """A grant made at ``at``, to be written by ``flush``; a paid one with its purchase invoice, issued at
+        ``invoice_at`` (default ``at``), whose id ``flush`` sets in the returned row."""
+        value = _value(wallet, self.entity(uow, customer["legal_entity_id"]), amount)
+        row = _grant_row(wallet, amount, value, at, kind, source, expires_at, granted, cause_key, None)
+        self.codes[wallet["id"]] = wallet["currency"]
+        if kind == "paid":
+            item, draft = _purchase_draft(wallet, customer, amount, value, invoice_at or at)
+            self.purchases.append((item, draft, row))
+        else:
+            self.grants.append(row)
+        return row
+
     def flush(self, uow: UnitOfWork) -> None:
         if self.purchases:
             uow.insert_many(t.pending_items, [item for item, _draft, _row in self.purchases])
@@ -1025,20 +989,21 @@ def _grant_occurrences(
     now = granting is None
     gather = _Granting() if granting is None else granting
     days = schedule["expires_days"]
-    amount, paid = schedule["credits"], schedule["paid"]
-    value = _value(wallet, gather.entity(uow, customer["legal_entity_id"]), amount)
-    gather.codes[wallet["id"]] = wallet["currency"]
+    paid = schedule["paid"]
     for occurrence in due:
-        expires_at = occurrence.at + timedelta(days=days) if days else None
-        cause_key = f"{RECURRING_CAUSE}{schedule['id']}:{occurrence.index}"
-        granted = not paid or schedule["grant_before_payment"]
-        kind = "paid" if paid else "free"
-        row = _grant_row(wallet, amount, value, occurrence.at, kind, "recurring", expires_at, granted, cause_key, None)
-        if paid:  # with its purchase invoice, issued when it is made: never back-dated into an invoice series
-            item, draft = _purchase_draft(wallet, customer, amount, value, as_of)
-            gather.purchases.append((item, draft, row))
-        else:
-            gather.grants.append(row)
+        gather.add(
+            uow,
+            wallet,
+            customer,
+            schedule["credits"],
+            occurrence.at,
+            "paid" if paid else "free",
+            "recurring",
+            occurrence.at + timedelta(days=days) if days else None,
+            not paid or schedule["grant_before_payment"],
+            f"{RECURRING_CAUSE}{schedule['id']}:{occurrence.index}",
+            invoice_at=as_of,  # issued when it is made: never back-dated into an invoice series
+        )
     next_index = due[-1].index + 1
     next_on = occurrence_on(schedule["starts_on"], every, next_index)
     ended = schedule["ends_on"] is not None and next_on >= schedule["ends_on"]
