@@ -109,6 +109,25 @@ def test_a_purchase_draft_deleted_or_voided_grants_nothing_and_a_voided_wallet_i
     assert _ledger(app, wallet) == []
 
 
+def test_deleting_a_draft_purchase_granted_before_payment_voids_what_is_left_in_the_ledger(app):
+    """The credits were granted at once: deleting the purchase's draft voids the rest with a
+    ledger entry and an event, so that the balance is still the sum of the ledger."""
+    _clock, cus = _setup(app, auto_finalize=False)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        bought = wallets.grant(uow, wallet, "50", paid=True, grant_before_payment=True)
+    with app.uow() as uow:
+        invoices.delete_draft(uow, bought["invoice_id"])
+        shown = wallets.get_wallet(uow, wallet, with_grants=True)
+    assert [(g["status"], g["remaining"]) for g in shown["grants"]] == [("voided", "0.00")]
+    assert shown["balance"] == "0.00"
+    assert [(kind, amount) for kind, amount, *_ in _ledger(app, wallet)] == [("grant", "50.00"), ("void", "-50.00")]
+    with app.uow() as uow:
+        (voided,) = [e["data"] for e in views.list_events(uow, None, type_="wallet.credits_voided")]
+    assert (voided["amount_minor"], voided["reason"]) == (5000, "invoice_deleted")
+
+
 def test_purchase_invoices_are_paid_with_money_not_with_the_customer_balance(app):
     _clock, cus = _setup(app)
     with app.uow() as uow:

@@ -158,3 +158,30 @@ def test_expired_or_voided_credits_are_not_bought_back(app):
     with app.uow() as uow:
         wallets.void_wallet(uow, other)
     _refused(app, bought["invoice_id"], "credits_already_used", amount="1.00")
+
+
+def test_credits_past_their_time_are_not_bought_back_before_a_run_expires_them(app):
+    """A real-clock customer: expiry is written by the next bill run; until then the credits pay nothing, and
+    are not refunded either."""
+    b.seller(app)
+    cus = b.customer(app, None)
+    wallet, grant = _bought(app, cus, "50", expires_at=b.utc(2026, 1, 10))
+    app.clock.move_to(b.utc(2026, 1, 10))  # exactly at the expiry; no run has written it yet
+    error = _refused(app, grant["invoice_id"], "credits_already_used", amount="1.00")
+    assert "0.00 EUR" in error.message
+    assert _ledger(app, wallet) == [("grant", "50", "50.00")]
+
+
+def test_a_purchase_canceled_before_it_was_granted_and_paid_anyway_is_credited_in_full(app):
+    """Voiding the wallet cancels a purchase not paid yet (its invoice stays open). If the customer pays it all
+    the same, no credits were ever delivered: a credit note gives the whole payment back as balance."""
+    _clock, cus = _customer(app)
+    wallet, grant = _bought(app, cus, "50", pay=False)
+    with app.uow() as uow:
+        wallets.void_wallet(uow, wallet)
+    with app.uow() as uow:
+        invoices.mark_paid(uow, grant["invoice_id"])
+    with app.uow() as uow:
+        note = credit_notes.issue_credit_note(uow, grant["invoice_id"])
+    assert note["to_balance_minor"] == 5000
+    assert _ledger(app, wallet) == []  # nothing granted, nothing taken back

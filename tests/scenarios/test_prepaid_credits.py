@@ -129,6 +129,9 @@ def test_monthly__in_advance__calendar__top_up_once_per_crossing_granted_when_pa
         ("subscription_cycle", "30.00", "30.00", "paid"),
         ("wallet_purchase", "50.00", "0.00", "open"),
     ]
+    with app.uow() as uow:
+        waiting = wallets.get_wallet(uow, wallet, with_grants=True)["grants"][-1]
+    assert (waiting["status"], waiting["expires_at"], waiting["expires_days"]) == ("pending", None, 90)
     clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
     rows = b.invoices_of(app, cus)
     # May consumed the 10 left; the top-up is still unpaid, so no second purchase.
@@ -142,7 +145,7 @@ def test_monthly__in_advance__calendar__top_up_once_per_crossing_granted_when_pa
         top_up = wallets.get_wallet(uow, wallet, with_grants=True)["grants"][-1]
     assert (top_up["source"], top_up["expires_at"], top_up["granted_at"]) == (
         "top_up",
-        "2026-06-30T00:00:00Z",  # 90 days after the April invoice that crossed the threshold
+        "2026-07-30T00:00:00Z",  # 90 days after they were paid for and granted (not after the crossing invoice)
         "2026-05-01T00:00:00Z",
     )
     assert len(_events(app, "wallet.topped_up")) == 1

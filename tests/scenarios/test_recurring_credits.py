@@ -406,3 +406,29 @@ def test_real_clock__one_run_sells_the_occurrences_of_many_customers_each_grant_
         with app.uow() as uow:
             invoices.mark_paid(uow, g["invoice_id"])
     assert [x[0] for x in _ledger(app, last_wallet)] == ["grant", "grant"]
+
+
+def test_bought_credits_that_last_some_days_count_them_from_the_payment(app):
+    """Recurring credits sold on the 1st, lasting 5 days: paid on the 10th, they are good until the 15th (counted
+    from the occurrence, they would be bought already expired)."""
+    b.seller(app)
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus)["id"]
+    with app.uow() as uow:
+        wallets.create_recurring_grant(uow, wallet, "20", interval="month", paid=True, expires_days=5)
+    (waiting,) = _grants(app, wallet)
+    assert (waiting["status"], waiting["expires_at"], waiting["expires_days"]) == ("pending", None, 5)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    (purchase,) = b.invoices_of(app, cus)
+    with app.uow() as uow:
+        invoices.mark_paid(uow, purchase["id"])
+    (granted,) = _grants(app, wallet)
+    assert (granted["granted_at"], granted["expires_at"], granted["expires_days"]) == (
+        "2026-03-10T00:00:00Z",
+        "2026-03-15T00:00:00Z",
+        None,
+    )
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 16))
+    assert [(kind, credits) for kind, credits, _at in _ledger(app, wallet)] == [("grant", "20"), ("expiry", "-20")]

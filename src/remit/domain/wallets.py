@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time
-from decimal import Decimal
+from decimal import Context, Decimal
 from zoneinfo import ZoneInfo
 
 from remit.domain.errors import ValidationError
@@ -49,9 +49,13 @@ def parse_wallet_rate(value: object, field: str = "rate") -> Decimal:
     return result.normalize()
 
 
+_EXACT = Context(prec=60)  # credits × rate: at most 42 digits
+
+
 def credits_value_minor(credits: Decimal, rate: Decimal, policy: RoundingPolicy, cur: Currency) -> int:
-    """What credits are worth, in minor units: the one rounding point of a grant."""
-    raw = credits * rate
+    """What credits are worth, in minor units: the one rounding point of a grant. The product is exact (credits and
+    rate have up to 21 digits each: the default context's 28 would round it once before the policy does)."""
+    raw = _EXACT.multiply(credits, rate)
     if raw > Decimal(MAX_VALUE_MINOR).scaleb(-cur.minor_units):  # checked before rounding: quantize has limits
         raise ValidationError("amount_too_large", "A grant can be worth at most 10^15 minor units.", "credits")
     minor = policy.round_minor(raw, cur)

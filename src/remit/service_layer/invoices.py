@@ -706,7 +706,7 @@ def remove_draft_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[st
 def delete_draft(uow: UnitOfWork, invoice_id: str) -> None:
     inv = _draft(uow, invoice_id)
     if inv["billing_reason"] == PURCHASE_REASON:
-        wallet_ledger.invoice_deleted(uow, invoice_id)
+        wallet_ledger.invoice_deleted(uow, invoice_id, _customer_time(uow, inv["customer_id"]))
     uow.conn.execute(update(t.pending_items).where(t.pending_items.c.invoice_id == invoice_id).values(invoice_id=None))
     uow.conn.execute(delete(t.invoice_lines).where(t.invoice_lines.c.invoice_id == invoice_id))
     uow.conn.execute(delete(t.invoices).where(t.invoices.c.id == invoice_id))

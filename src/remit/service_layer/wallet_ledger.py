@@ -54,7 +54,10 @@ def refund_purchase(uow: UnitOfWork, invoice_id: str, amount_minor: int, note_id
             "purchase instead.",
             "invoice_id",
         )
-    unused = row["remaining_minor"] if row["status"] == "active" else 0
+    if row["granted_at"] is None:  # canceled before it was granted (its wallet was voided): nothing to take back
+        return
+    usable = row["status"] == "active" and (row["expires_at"] is None or row["expires_at"] > at)
+    unused = row["remaining_minor"] if usable else 0  # credits past their time are not bought back, expired or not
     if amount_minor > unused:
         code = uow.conn.execute(select(t.wallets.c.currency).where(t.wallets.c.id == row["wallet_id"])).scalar_one()
         raise Conflict(
@@ -89,9 +92,13 @@ def refund_purchase(uow: UnitOfWork, invoice_id: str, amount_minor: int, note_id
     )
 
 
-def invoice_deleted(uow: UnitOfWork, invoice_id: str) -> None:
-    """A draft purchase invoice was deleted: its credits will never be granted."""
+def invoice_deleted(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
+    """A draft purchase invoice was deleted: its credits will never be granted, and what is left of those granted
+    before payment is voided (a ``void`` entry, as when the invoice is voided)."""
     g = t.wallet_grants.c
+    for row in uow.conn.execute(select(t.wallet_grants).where(g.invoice_id == invoice_id)).mappings().all():
+        if row["status"] == "active":
+            void_grant(uow, row, at, "invoice_deleted")
     uow.conn.execute(update(t.wallet_grants).where(g.invoice_id == invoice_id).values(status="voided", invoice_id=None))
 
 
@@ -315,7 +322,8 @@ def _emit_expired(
 
 
 def check_ledger(uow: UnitOfWork, wallet_id: str) -> None:
-    """Every grant's remaining credits and money are the sum of its ledger entries, and never negative."""
+    """Every grant's remaining credits and money are the sum of its ledger entries, never negative, and nothing
+    unless the grant is active (the balance counts active grants only)."""
     x, g = t.wallet_transactions.c, t.wallet_grants.c
     sums: dict[str, tuple[Decimal, int]] = {}
     for grant_id, credits, minor in uow.conn.execute(
@@ -327,3 +335,9 @@ def check_ledger(uow: UnitOfWork, wallet_id: str) -> None:
         credits, minor = sums.get(row["id"], (Decimal(0), 0))
         assert (credits, minor) == (row["remaining_credits"], row["remaining_minor"]), (row["id"], credits, minor)
         assert row["remaining_credits"] >= 0 and row["remaining_minor"] >= 0, row["id"]
+        assert row["status"] == "active" or (credits, minor) == (Decimal(0), 0), (
+            row["id"],
+            row["status"],
+            credits,
+            minor,
+        )

@@ -424,7 +424,12 @@ def _grant_row(
     granted: bool,
     cause_key: str | None,
     invoice_id: str | None,
+    expires_days: int | None = None,
 ) -> dict[str, Any]:
+    """``expires_days``: the credits last that many days from when they are granted: from ``at`` if they are
+    granted now, else from the payment (``invoice_paid`` sets ``expires_at`` then)."""
+    if expires_days is not None and granted:
+        expires_at = at + timedelta(days=expires_days)
     return {
         "id": new_id("wgr"),
         "wallet_id": wallet["id"],
@@ -437,6 +442,7 @@ def _grant_row(
         "remaining_credits": amount if granted else Decimal(0),
         "remaining_minor": value if granted else 0,
         "expires_at": expires_at,
+        "expires_days": None if granted else expires_days,
         "invoice_id": invoice_id,
         "cause_key": cause_key,
         "created_at": at,
@@ -535,8 +541,7 @@ def top_up_many(uow: UnitOfWork, wanted: Sequence[tuple[str, str, datetime]]) ->
         waiting.add(wallet_id)  # one top-up at a time per wallet, even within these
         customer = customers[wallet["customer_id"]]
         days, credits = wallet["top_up_expires_days"], wallet["top_up_credits"]
-        expires_at = at + timedelta(days=days) if days else None
-        row = granting.add(uow, wallet, customer, credits, at, "paid", "top_up", expires_at, False, key)
+        row = granting.add(uow, wallet, customer, credits, at, "paid", "top_up", None, False, key, expires_days=days)
         bought.append((wallet, row))
     granting.flush(uow)
     for topped, row in bought:
@@ -567,17 +572,19 @@ def invoice_paid(uow: UnitOfWork, invoice_id: str, at: datetime) -> None:
         .join(t.wallets, t.wallets.c.id == g.wallet_id)
         .where(g.invoice_id == invoice_id, g.status == "pending")
     ).mappings():
-        granted = {**row, "remaining_credits": row["credits"], "remaining_minor": row["amount_minor"], "granted_at": at}
-        uow.conn.execute(
-            update(t.wallet_grants)
-            .where(g.id == row["id"])
-            .values(
-                status="active",
-                remaining_credits=row["credits"],
-                remaining_minor=row["amount_minor"],
-                granted_at=at,
-            )
-        )
+        # Credits that last some days count them from now: paid late, they are not bought already expired.
+        days = row["expires_days"]
+        expires_at = at + timedelta(days=days) if days is not None else row["expires_at"]
+        values = {
+            "status": "active",
+            "remaining_credits": row["credits"],
+            "remaining_minor": row["amount_minor"],
+            "granted_at": at,
+            "expires_at": expires_at,
+            "expires_days": None,
+        }
+        granted = {**row, **values}
+        uow.conn.execute(update(t.wallet_grants).where(g.id == row["id"]).values(**values))
         _record_granted(uow, [granted], row["currency"])
 
 
@@ -931,11 +938,13 @@ class _Granting:
         granted: bool,
         cause_key: str | None = None,
         invoice_at: datetime | None = None,
+        expires_days: int | None = None,
     ) -> dict[str, Any]:
         """A grant made at ``at``, to be written by ``flush``; a paid one with its purchase invoice, issued at
-        ``invoice_at`` (default ``at``), whose id ``flush`` sets in the returned row."""
+        ``invoice_at`` (default ``at``), whose id ``flush`` sets in the returned row. ``expires_days`` (instead
+        of ``expires_at``): the credits last that many days from when they are granted."""
         value = _value(wallet, self.entity(uow, customer["legal_entity_id"]), amount)
-        row = _grant_row(wallet, amount, value, at, kind, source, expires_at, granted, cause_key, None)
+        row = _grant_row(wallet, amount, value, at, kind, source, expires_at, granted, cause_key, None, expires_days)
         self.codes[wallet["id"]] = wallet["currency"]
         if kind == "paid":
             item, draft = _purchase_draft(wallet, customer, amount, value, invoice_at or at)
@@ -999,10 +1008,11 @@ def _grant_occurrences(
             occurrence.at,
             "paid" if paid else "free",
             "recurring",
-            occurrence.at + timedelta(days=days) if days else None,
+            None,
             not paid or schedule["grant_before_payment"],
             f"{RECURRING_CAUSE}{schedule['id']}:{occurrence.index}",
             invoice_at=as_of,  # issued when it is made: never back-dated into an invoice series
+            expires_days=days or None,  # from when the credits are granted: at once, or when paid
         )
     next_index = due[-1].index + 1
     next_on = occurrence_on(schedule["starts_on"], every, next_index)

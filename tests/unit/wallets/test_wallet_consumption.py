@@ -105,6 +105,14 @@ def test_value_is_rounded_once_by_the_policy():
     assert err.value.code == "amount_too_small"
 
 
+def test_value_is_rounded_from_the_exact_product_however_many_digits():
+    """21 digits of credits × 11 of rate: the product has 30 digits, which 28-digit arithmetic would round
+    (to ...844.005, then half-up to ...844.01) before the policy rounds it."""
+    credits, rate = Decimal("3562147716.890109891"), Decimal("37.123456789")
+    assert credits * rate == Decimal("132239236844.0050000000000000")  # what the default context makes of it
+    assert credits_value_minor(credits, rate, RoundingPolicy.HALF_UP, EUR) == 13223923684400  # ...844.004999...
+
+
 @pytest.mark.parametrize(
     ("value", "code"),
     [

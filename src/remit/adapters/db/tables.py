@@ -598,6 +598,9 @@ wallet_grants = Table(
     Column("remaining_credits", ExactDecimal, nullable=False),
     Column("remaining_minor", BigInteger, nullable=False),
     Column("expires_at", UTCDateTime),
+    # Bought credits granted when paid (a top-up, a recurring purchase) last this many days from their payment:
+    # ``expires_at`` is set then. NULL for the others, whose ``expires_at`` is known when they are made.
+    Column("expires_days", Integer),
     Column("invoice_id", ID, ForeignKey("invoices.id")),  # the purchase invoice of a paid grant
     # What caused it, once: "top_up:<invoice id>" for a top-up; NULL for a manual grant.
     Column("cause_key", String(80)),

@@ -80,6 +80,10 @@ class WalletGrantPublic(Output):
     remaining_credits: str
     remaining: str
     expires_at: datetime | None
+    expires_days: int | None = Field(
+        default=None,
+        description="Bought credits not paid yet that last some days: they expire that many days after the payment.",
+    )
     invoice_id: str | None
     recurring_grant_id: str | None = Field(default=None, description="The recurring grant that made it, if any.")
     created_at: datetime
