@@ -287,3 +287,40 @@ def test_usage_canceled_after_its_threshold_invoice_is_credited_by_the_period_en
     assert (
         remainder["description"] == "API calls (eu): usage corrected since the threshold invoice (1500 in the period)"
     )
+
+
+def test_a_group_threshold_billed_then_wholly_canceled_stays_billed_and_brings_no_second_threshold_invoice(app):
+    """Threshold 5.00: 2,500 us calls are invoiced at once (25.00), then all canceled. Live usage still shows the
+    25.00 billed (owed back at the period's end), so 600 eu calls later (6.00) leave 19.00 owed, not a second
+    threshold invoice; the period's end credits the difference."""
+    clock_id, cus, sub = _setup(app, [FEE, _usage_price()])
+    with app.uow() as uow:
+        alerts.set_usage_threshold(uow, sub, "5.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, b.utc(2026, 3, 10), 2500, region="us", txn="mistake")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 11))
+    with app.uow() as uow:
+        usage_cancellation.cancel_events(uow, [{"customer_id": cus, "transaction_id": "mistake"}])
+    with app.uow() as uow:
+        shown = live_usage.live_usage(uow, cus)
+    assert (shown["amount"], shown["billed"], shown["unbilled"]) == ("0.00", "25.00", "-25.00")
+    (item,) = shown["subscriptions"][0]["items"]
+    assert (item["meter"], item["group"], item["quantity"], item["billed"]) == (
+        "api_calls",
+        {"region": "us"},
+        "0",
+        "25.00",
+    )
+    _send(app, cus, b.utc(2026, 3, 11), 600, region="eu", txn="real")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 12))
+    assert [i["billing_reason"] for i in b.invoices_of(app, cus)].count("threshold") == 1
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    march = [ln for ln in b.lines_of(app, cus) if ln[1] == "2026-03-01"]
+    assert march == [
+        ("subscription", "2026-03-01", "2026-04-01", "49.00"),
+        ("usage_threshold", "2026-03-01", "2026-04-01", "25.00"),
+        ("usage", "2026-03-01", "2026-04-01", "6.00"),
+        ("usage_remainder", "2026-03-01", "2026-04-01", "-25.00"),
+    ]
+    remainder = [ln for ln in b.invoices_of(app, cus)[-1]["lines"] if ln["kind"] == "usage_remainder"][0]
+    assert remainder["description"] == "API calls: usage corrected since the threshold invoice (0 in the period)"

@@ -5,7 +5,10 @@ the next period's fees billed in advance.
 """
 
 import pytest
+from sqlalchemy import select
 
+from remit.adapters.db import tables as t
+from remit.domain.errors import ValidationError
 from remit.service_layer import (
     catalog,
     clocks,
@@ -480,3 +483,143 @@ def test_monthly__a_latest_meter_that_carries_over_bills_the_last_seats_reported
     assert "no event in these windows, so the value last reported before their end counts" in " ".join(
         explained["explanation"]
     )
+
+
+def _commitment(amount):
+    return {
+        "currency": "EUR",
+        "model": "flat",
+        "config": {"amount": amount},
+        "name": "Commitment",
+        "usage": {"minimum": True},
+    }
+
+
+def test_monthly__two_commitments_in_a_period_count_its_usage_once(app):
+    """Basic and Pro each commit to 20.00 a month; an upgrade on 16 March prorates them (9.68 + 10.32 = 20.00).
+    March's usage, 15.00, is counted once against both: the 5.00 short is trued up, shared in proportion to the
+    commitments (2.42 + 2.58). Counted against each one, it would have hidden the shortfall."""
+    b.seller(app)
+    _meter(app, "units", field="n")
+    _plan(app, "basic", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("20.00")])
+    _plan(app, "pro", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("20.00")])
+    clock_id, cus, sub = _start(app, "basic")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 16))
+    _send(app, cus, (b.utc(2026, 3, 9), {"n": 150}), code="units")
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, sub, "pro", when="now")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    lines = b.lines_of(app, cus)
+    assert [ln for ln in lines if ln[0] == "true_up"] == [
+        ("true_up", "2026-03-01", "2026-03-16", "2.42"),  # service days: Basic's part, then Pro's
+        ("true_up", "2026-03-16", "2026-04-01", "2.58"),
+    ]
+    assert sum(int(ln[3].replace(".", "")) for ln in lines if ln[0] in ("usage", "true_up")) == 2000
+    march = b.invoices_of(app, cus)[0]
+    true_up = [ln for ln in march["lines"] if ln["kind"] == "true_up"][0]
+    with app.uow() as uow:
+        why = explain.explain_line(uow, march["id"], true_up["id"])
+    assert (
+        "Minimum commitments 20.00 EUR for the period, of which this price's 9.68 EUR (the period's other "
+        "commitments apply to other days of it); usage lines came to 15.00 EUR; the true-ups bill the shortfall, "
+        "shared in proportion to the commitments."
+    ) in why["explanation"]
+
+
+def test_monthly__group_values_holding_the_separator_are_billed_apart(app):
+    """Two dimensions: ("x|y", "z") and ("x", "y|z") are different groups, each billed on its own line (they
+    once shared a charge key, and the customer could not be billed)."""
+    b.seller(app)
+    _meter(app, group_by=["a", "b"])
+    _plan(app, "api", [_usage("api_calls", config={"unit_price": "0.01"})])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 5))
+    sent = _send(
+        app,
+        cus,
+        (b.utc(2026, 3, 4), {"calls": 1000, "a": "x|y", "b": "z"}),
+        (b.utc(2026, 3, 4), {"calls": 700, "a": "x", "b": "y|z"}),
+    )
+    assert not sent.rejected
+    with app.uow() as uow:
+        assert live_usage.live_usage(uow, cus)["amount"] == "17.00"
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    lines = b.invoices_of(app, cus)[0]["lines"]
+    assert sorted((ln["description"], ln["amount"]) for ln in lines) == [
+        ("API calls (x, y|z): 700", "7.00"),
+        ("API calls (x|y, z): 1000", "10.00"),
+    ]
+
+
+def test_monthly__a_group_canceled_entirely_after_billing_is_credited_and_explained(app):
+    """March bills us 3.00 and eu 0.90; every us event is canceled on 2 April: the correction credits 3.00, says
+    nothing is measured now, and its explanation names the meter, the group and the canceled event."""
+    b.seller(app)
+    _meter(app, group_by=["region"])
+    _plan(app, "api", [_usage("api_calls", config={"unit_price": "0.01"})])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 31))
+    sent = _send(
+        app,
+        cus,
+        (b.utc(2026, 3, 5), {"calls": 90, "region": "eu"}),
+        (b.utc(2026, 3, 30), {"calls": 300, "region": "us"}),
+    )
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 2))
+    with app.uow() as uow:
+        usage_cancellation.cancel_events(
+            uow, [{"customer_id": cus, "transaction_id": sent.accepted[1]["transaction_id"]}], reason="test traffic"
+        )
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 3))
+    invoice = b.invoices_of(app, cus)[-1]
+    (correction,) = invoice["lines"]
+    assert (correction["kind"], correction["quantity"], correction["amount"]) == ("usage_correction", "0", "-3.00")
+    with app.uow() as uow:
+        why = explain.explain_line(uow, invoice["id"], correction["id"])
+    assert [x["reason"] for x in why["canceled_events"]] == ["test traffic"]
+    assert (
+        "Meter api_calls for region=us: no event counts in this period any more, so this line credits what was billed for it."
+        in why["explanation"]
+    )
+    assert why["usage_events"][0]["list"].endswith("&group=region%3Aus")
+
+
+def test_a_percentage_model_cannot_take_included_units_through_a_dimension_or_an_override(app):
+    """Included units cannot be taken from transactions: refused when a dimension, or a customer's negotiated
+    price, would rate a price with included units by percentage (it once billed all of them)."""
+    b.seller(app)
+    _meter(app, group_by=["region"])
+    percent = {"model": "percentage", "config": {"rate": "1"}}
+    with pytest.raises(ValidationError) as refused, app.uow() as uow:
+        catalog.create_plan(uow, "bad", "Bad", [_usage("api_calls", included_units="1000", dimensions={"eu": percent})])
+    assert (refused.value.code, refused.value.field) == ("invalid_usage", "prices[0].usage.dimensions.eu.model")
+    _plan(app, "api", [_usage("api_calls", included_units="1000")])
+    clock_id, cus, _sub = _start(app, "api")
+    with app.uow() as uow:
+        price_id = uow.conn.execute(select(t.prices.c.id).where(t.prices.c.usage.is_not(None))).scalar_one()
+    with pytest.raises(ValidationError) as refused, app.uow() as uow:
+        catalog.set_price_override(uow, cus, price_id, "percentage", {"rate": "1"})
+    assert (refused.value.code, refused.value.field) == ("invalid_usage", "model")
+
+
+def test_monthly__an_amount_off_coupon_is_taken_from_the_fee_first_and_usage_keeps_its_price(app):
+    """10.00 off every month on a 49.00 fee in advance and usage in arrears: the fee takes the whole discount on
+    1 March, and March's usage (15.00) is billed in full at its end, as live usage showed it, with no adjustment
+    of the fee's discount."""
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_fixed("49.00"), _usage("api_calls", config={"unit_price": "0.01"})])
+    with app.uow() as uow:
+        catalog.create_coupon(uow, "TEN", "Ten off", amount_off="10.00", currency_code="EUR", duration="forever")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "api", anchor="calendar", coupon="TEN")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, (b.utc(2026, 3, 9), {"calls": 1500}))
+    with app.uow() as uow:
+        shown = live_usage.live_usage(uow, cus)
+    assert (shown["amount"], shown["subscriptions"][0]["items"][0]["discount"]) == ("15.00", "0.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    april = b.invoices_of(app, cus)[1]
+    assert [(ln["kind"], ln["amount"]) for ln in april["lines"]] == [("usage", "15.00"), ("subscription", "39.00")]

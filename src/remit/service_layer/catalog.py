@@ -262,9 +262,16 @@ def set_price_override(uow: UnitOfWork, customer_id: str, price_id: str, model: 
     """A negotiated price for one customer; it replaces the list price's model on their invoices."""
     if uow.conn.execute(select(t.customers.c.id).where(t.customers.c.id == customer_id)).first() is None:
         raise NotFound("customer", customer_id, "customer_id")
-    if uow.conn.execute(select(t.prices.c.id).where(t.prices.c.id == price_id)).first() is None:
+    price = uow.conn.execute(select(t.prices.c.id, t.prices.c.usage).where(t.prices.c.id == price_id)).first()
+    if price is None:
         raise NotFound("price", price_id, "price_id")
     parsed = parse_charge_model(model, config, "config")
+    if parsed.kind == "percentage" and (price.usage or {}).get("included_units") not in (None, "0"):
+        raise ValidationError(
+            "invalid_usage",
+            "A percentage model charges transactions, which this price's included units cannot be taken from.",
+            "model",
+        )
     uow.lock_customer(customer_id)
     existing = uow.conn.execute(
         select(t.price_overrides.c.id).where(

@@ -44,12 +44,15 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
     if line["price_id"]:
         price = uow.conn.execute(select(t.prices).where(t.prices.c.id == line["price_id"])).mappings().first()
     usage: Mapping[str, Any] | None = details.get("usage")
+    # A correction of a charge nothing is measured for any more (every event of its group canceled, say) records
+    # no measurement: the line it corrects says which meter, group and windows, and so which events were canceled.
+    measured = usage if usage is not None else _corrected_usage(uow, line)
     meter = None
-    if usage and usage.get("meter"):
-        meter = uow.conn.execute(select(t.meters).where(t.meters.c.code == usage["meter"])).mappings().first()
-    windows = _windows(usage, invoice.timezone)
-    events = _events_behind(invoice.customer_id, usage, windows)
-    canceled = _canceled_in(uow, invoice.customer_id, usage, windows)
+    if measured and measured.get("meter"):
+        meter = uow.conn.execute(select(t.meters).where(t.meters.c.code == measured["meter"])).mappings().first()
+    windows = _windows(measured, invoice.timezone)
+    events = _events_behind(invoice.customer_id, measured, windows)
+    canceled = _canceled_in(uow, invoice.customer_id, measured, windows)
     corrections = [
         {"id": r.id, "invoice_id": r.invoice_id, "kind": r.kind, "amount": money(r.amount_minor, code)}
         for r in uow.conn.execute(
@@ -84,11 +87,21 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
         "breakdown": details.get("breakdown", []),
         "corrects_line_id": line["corrects_line_id"],
         "corrected_by": corrections,
-        "explanation": _sentences(line, details, usage, price, code, corrections, events, canceled),
+        "explanation": _sentences(line, details, usage, price, code, corrections, events, canceled, measured),
     }
 
 
 MAX_CANCELED_SHOWN = 100
+
+
+def _corrected_usage(uow: UnitOfWork, line: Mapping[Any, Any]) -> Mapping[str, Any] | None:
+    """The usage recorded by the line this usage correction corrects (None for other lines)."""
+    if not line["corrects_line_id"] or line["kind"] not in ("usage_correction", "usage_remainder"):
+        return None
+    ln = t.invoice_lines.c
+    first = uow.conn.execute(select(ln.details).where(ln.id == line["corrects_line_id"])).scalar()
+    usage = (first or {}).get("usage")
+    return usage if isinstance(usage, Mapping) and usage.get("meter") else None
 
 
 def _windows(usage: Mapping[str, Any] | None, tz: str) -> list[tuple[datetime, datetime]]:
@@ -201,7 +214,7 @@ def _usage(usage: Mapping[str, Any] | None, code: str) -> dict[str, Any] | None:
     if usage is None:
         return None
     out = {k: v for k, v in usage.items() if not k.endswith("_minor")}
-    for key in ("minimum_minor", "usage_minor"):
+    for key in ("minimum_minor", "usage_minor", "period_minimum_minor"):
         if key in usage:
             out[key[: -len("_minor")]] = money(usage[key], code)
     return out
@@ -216,6 +229,7 @@ def _sentences(
     corrections: list[dict[str, Any]],
     events: list[dict[str, Any]],
     canceled: list[dict[str, Any]],
+    measured: Mapping[str, Any] | None = None,
 ) -> list[str]:
     out: list[str] = []
     period = details.get("period") or {}
@@ -223,7 +237,14 @@ def _sentences(
         out.append(f"Billing period {_day(period['start_on'])} to {_day(period['end_on'])} (end exclusive).")
     if price is not None:
         out.append(f"Price {price['name']!r} ({price['id']}), model {price['model']}, billed {price['timing']}.")
-    if usage is not None and "minimum_minor" in usage:
+    if usage is not None and "period_minimum_minor" in usage:
+        out.append(
+            f"Minimum commitments {money(usage['period_minimum_minor'], code)} {code} for the period, of which "
+            f"this price's {money(usage['minimum_minor'], code)} {code} (the period's other commitments apply to "
+            f"other days of it); usage lines came to {money(usage['usage_minor'], code)} {code}; the true-ups "
+            "bill the shortfall, shared in proportion to the commitments."
+        )
+    elif usage is not None and "minimum_minor" in usage:
         out.append(
             f"Minimum commitment {money(usage['minimum_minor'], code)} {code} for the period; usage lines came to "
             f"{money(usage['usage_minor'], code)} {code}; the true-up bills the shortfall."
@@ -264,6 +285,14 @@ def _sentences(
             )
             out.append(f"{how}{usage['included_units']} units included; {usage['billable_units']} billable.")
         out.append(f"Rated with the {usage.get('price_model')} model.")
+    elif measured is not None:
+        group = measured.get("group") or {}
+        where = (" for " + ", ".join(f"{k}={v}" for k, v in group.items())) if group else ""
+        out.append(
+            f"Meter {measured['meter']}{where}: no event counts in this period any more, so this line credits what "
+            "was billed for it."
+        )
+    if measured is not None and "minimum_minor" not in measured:
         for w in events:
             out.append(f"The events measured, {w['occurred_gte']} to {w['occurred_lt']}: {w['list']}")
         if canceled:

@@ -21,7 +21,7 @@ from sqlalchemy import select
 from remit.adapters.db import tables as t
 from remit.adapters.db.mappers import with_overrides
 from remit.domain.errors import NotFound
-from remit.domain.invoicing.generator import ProposedLine, has_usage, propose
+from remit.domain.invoicing.generator import ProposedLine, UsageData, charge_key, has_usage, propose
 from remit.domain.money import RoundingPolicy
 from remit.domain.subscriptions.periods import Interval, Period, period_containing
 from remit.service_layer import bill_run
@@ -136,11 +136,35 @@ def _subscription_usage(batch: Any, sub: Mapping[Any, Any], period: Period) -> S
     proposed = propose(terms, prices, period.end_on, policy, batch.usage.get(customer["id"]))
     billed = batch.billed.get(sub["id"], {})
     result = SubscriptionUsage(sub["id"], customer["id"], sub["currency"], period)
+    seen = set()
     for line in proposed:
         if line.price.metered and line.period.start_on == period.start_on:
+            seen.add(line.key)
             before = billed.get(line.key)
             result.items.append(UsageItem(line, (before.subtotal_minor - before.discount_minor) if before else 0))
+    # Charges billed by a threshold invoice that nothing is measured for any more (every event of the group was
+    # canceled): they count nothing now, and what was billed of them is owed back at the period's end.
+    for key, before in billed.items():
+        price = prices.get(before.price_id or key[1])
+        if key in seen or key[2] != period.start_on or price is None or not price.metered:
+            continue
+        line = ProposedLine(key[0], price, Period(key[2], before.period_end_on), charge_key=key[1])
+        meter = price.usage.meter if price.usage else None
+        line.usage = {
+            "meter": meter or "",
+            "group": _group_of(key[1], price.id, batch.usage.get(customer["id"]), meter),
+        }
+        result.items.append(UsageItem(line, before.subtotal_minor - before.discount_minor))
     return result
+
+
+def _group_of(charge: str, price_id: str, usage: UsageData | None, code: str | None) -> dict[str, str]:
+    """A usage charge's group, read back from its key (``generator.charge_key``); {} when the key is hashed."""
+    meter = usage.meters.get(code) if usage is not None and code else None
+    values = tuple(charge.split("|")[1:])
+    if meter is None or len(values) != len(meter.group_by) or charge_key(price_id, values) != charge:
+        return {}
+    return dict(zip(meter.group_by, values, strict=True))
 
 
 def _thresholds(uow: UnitOfWork, subscription_ids: Sequence[str]) -> dict[str, int]:

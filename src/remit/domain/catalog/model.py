@@ -168,6 +168,13 @@ def parse_usage_terms(
         if not isinstance(spec, Mapping) or "model" not in spec:
             raise ValidationError("invalid_usage", 'Each dimension has {"model": ..., "config": {...}}.', where)
         dimensions[str(key)] = parse_charge_model(str(spec["model"]), spec.get("config", {}), f"{where}.config")
+        if included_units and dimensions[str(key)].kind == "percentage":
+            raise ValidationError(
+                "invalid_usage",
+                "A percentage model charges transactions, which included units cannot be taken from: give this "
+                "price no included_units, or the dimension another model.",
+                f"{where}.model",
+            )
     return UsageTerms(meter=meter, included_units=included_units, dimensions=dimensions)
 
 

@@ -24,6 +24,7 @@ threshold invoice), not as a late-usage correction.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -499,20 +500,48 @@ def _usage_lines(
             )
             line.subtotal_minor = _round_minor(policy, rated.amount, terms.currency)
             out.append(line)
+    out.extend(_true_ups(terms, minimums, out, policy))
+    return out
+
+
+def _true_ups(
+    terms: SubscriptionTerms,
+    minimums: Sequence[_UsagePart],
+    usage_lines: Sequence[ProposedLine],
+    policy: RoundingPolicy,
+) -> list[ProposedLine]:
+    """Minimum commitments against the period's usage lines, each counted once: the commitments that apply to a
+    period (two after a plan change, each prorated) are added up, and the shortfall is shared among their lines
+    in proportion to them, by largest remainder, so that the true-ups add up to it exactly."""
+    by_period: dict[date, list[tuple[_UsagePart, Decimal, int]]] = defaultdict(list)
     for part in minimums:
-        price, period, fraction, windows = part.price, part.period, part.fraction, part.windows
-        commitment = _rate(price.model, Decimal(1)).amount * fraction.numerator / fraction.denominator
-        committed_minor = _round_minor(policy, commitment, terms.currency)
-        used_minor = sum(ln.subtotal_minor for ln in out if ln.period.start_on == period.start_on)
-        line = ProposedLine(
-            terms.id,
-            price,
-            period,
-            [Slice(windows[0][0], windows[-1][1], Decimal(1), fraction, commitment)],
-            usage={"minimum_minor": committed_minor, "usage_minor": used_minor, "windows": part.windows_json},
-        )
-        line.subtotal_minor = max(0, committed_minor - used_minor)
-        out.append(line)
+        fraction = part.fraction
+        commitment = _rate(part.price.model, Decimal(1)).amount * fraction.numerator / fraction.denominator
+        by_period[part.period.start_on].append((part, commitment, _round_minor(policy, commitment, terms.currency)))
+    out: list[ProposedLine] = []
+    for start_on, parts in by_period.items():
+        used_minor = sum(ln.subtotal_minor for ln in usage_lines if ln.period.start_on == start_on)
+        committed = [minor for _part, _commitment, minor in parts]
+        shortfall = max(0, sum(committed) - used_minor)
+        shares = allocate(shortfall, committed) if shortfall else [0] * len(parts)
+        for (part, commitment, committed_minor), share in zip(parts, shares, strict=True):
+            windows = part.windows
+            details: dict[str, object] = {
+                "minimum_minor": committed_minor,
+                "usage_minor": used_minor,
+                "windows": part.windows_json,
+            }
+            if len(parts) > 1:  # the period's other commitments count too
+                details["period_minimum_minor"] = sum(committed)
+            line = ProposedLine(
+                terms.id,
+                part.price,
+                part.period,
+                [Slice(windows[0][0], windows[-1][1], Decimal(1), part.fraction, commitment)],
+                usage=details,
+            )
+            line.subtotal_minor = share
+            out.append(line)
     return out
 
 
@@ -562,9 +591,12 @@ def _combine_weighted(
 
 
 def charge_key(price_id: str, group: tuple[str, ...]) -> str:
-    """A usage line's charge: the price, and its group when the meter has dimensions (hashed if long)."""
+    """A usage line's charge: the price, and its group when the meter has dimensions (hashed if long, or if a
+    value of two or more holds the separator: ("a|b", "c") and ("a", "b|c") must not share a key)."""
     if not group:
         return price_id
+    if len(group) > 1 and any("|" in value for value in group):
+        return f"{price_id}|#{hashlib.sha256(json.dumps(group).encode()).hexdigest()[:24]}"
     key = f"{price_id}|{'|'.join(group)}"
     if len(key) <= 80:
         return key
@@ -619,9 +651,19 @@ def _discount(coupon: Coupon, lines: list[ProposedLine], cur: Currency, policy: 
             raw = Decimal(base).scaleb(-cur.minor_units) * coupon.percent_off / 100
             ln.discount_minor += min(base, _round_minor(policy, raw, cur))
         return
+    # An amount off is taken first from the fees billed in advance, then from those billed in arrears (usage,
+    # true-ups), each group in proportion to its lines: what a period's first invoice was discounted stays as it
+    # was when the period's usage is billed at its end, instead of being shared out again with that usage.
     cap = min(coupon.amount_off_minor or 0, sum(remaining))
-    for ln, part in zip(lines, allocate(cap, remaining), strict=True):
-        ln.discount_minor += part
+    for advance in (True, False):
+        group = [i for i, ln in enumerate(lines) if (ln.price.timing is Timing.IN_ADVANCE) is advance]
+        weights = [remaining[i] for i in group]
+        take = min(cap, sum(weights))
+        if take <= 0:
+            continue
+        for i, part in zip(group, allocate(take, weights), strict=True):
+            lines[i].discount_minor += part
+        cap -= take
 
 
 def diff(
@@ -713,8 +755,8 @@ def _usage_difference(line: ProposedLine, before: BilledTotals | None, d_subtota
     label = _usage_label(line)
     if line.slices:
         start, end, quantity = line.slices[0].start_on, line.slices[-1].end_on, line.slices[-1].quantity
-    else:
-        start, end, quantity = line.period.start_on, line.period.end_on, before.quantity if before else Decimal(0)
+    else:  # a key no longer proposed (all its events canceled, say): nothing is measured for it now
+        start, end, quantity = line.period.start_on, line.period.end_on, Decimal(0)
     minimum = line.price.is_minimum
     if minimum:
         kind = "true_up"
