@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple, TypeGuard
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, String, any_, bindparam, case, or_, select, update
+from sqlalchemy import Connection, Engine, String, any_, bindparam, case, insert, or_, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters import fastjson
@@ -470,8 +470,12 @@ def _row(event_id: str, e: CheckedEvent, now: datetime) -> dict[str, Any]:
         "dimension": e.dimension,
         "group_key": e.group_key,
         "matched": e.matched,
-        "properties": json.loads(e.properties),
+        "properties_text": e.properties,
     }
+
+
+# The properties as check_event wrote them (their numbers exact), not parsed and written again by the JSON type.
+_INSERT_EVENTS = insert(t.usage_events).values(properties=type_coerce(bindparam("properties_text"), String))
 
 
 _CUSTOMER_COLUMNS = (
@@ -680,7 +684,9 @@ def ingest(
         new_keys = {k for i, k in enumerate(keys) if i not in taken} if taken else set(keys)
     else:
         new_keys = _claim_keys(uow.conn, list(checked), now)
-        uow.insert_many(t.usage_events, [_row(ids[k], checked[k][1], now) for k in checked if k in new_keys])
+        new_rows = [_row(ids[k], checked[k][1], now) for k in checked if k in new_keys]
+        if new_rows:
+            uow.conn.execute(_INSERT_EVENTS, new_rows)
     for key, (index, event) in checked.items():
         entry = {"index": index, "transaction_id": event.transaction_id}
         if key in new_keys:
