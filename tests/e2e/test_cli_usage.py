@@ -209,3 +209,105 @@ def test_usage_series_by_day():
     assert [d["quantity"] for d in got["data"]] == ["0", "0"]
     bad = runner.invoke(app, ["usage", "series", customer, "--meter", "calls", "--since", "x", "--until", "y"])
     assert bad.exit_code == 2 and "invalid_date" in bad.stderr
+
+
+AT = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+
+
+def _gb_setup():
+    rj("init", "--currency", "EUR", "--country", "DE")
+    customer = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE")["id"]
+    rj("meters", "create", "--code", "gb", "--aggregation", "sum", "--field", "gb")
+    return customer
+
+
+def _line(customer, txn, **extra):
+    event = {"customer_id": customer, "code": "gb", "transaction_id": txn, "timestamp": AT, "properties": {"gb": "1"}}
+    return json.dumps({**event, **extra})
+
+
+def _refused(report):
+    return [(e["line"], e["code"]) for e in report["rejected_events"]]
+
+
+def test_a_json_lines_file_refuses_bad_lines_one_by_one(tmp_path):
+    customer = _gb_setup()
+    f = tmp_path / "u.jsonl"
+    lines = [
+        _line(customer, "a").encode(),
+        b'{"customer_id": "\xff\xfe"}',  # not UTF-8
+        _line(customer, "b", customer_id=[customer]).encode(),  # a list: no customer id
+        b"[" * 100_000 + b"]" * 100_000,  # nested too deeply
+        _line(customer, "c")
+        .replace('"1"', "12345678901234567890.5")
+        .encode(),  # a number with more digits than a float
+    ]
+    f.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines) + b"\r\n\r\n")  # a BOM and Windows line ends
+    report = rj("events", "import", str(f), code=2)
+    assert (report["accepted"], report["rejected"]) == (2, 3)
+    assert _refused(report) == [(2, "invalid_json"), (3, "unknown_customer"), (4, "invalid_json")]
+    values = {e["transaction_id"]: e["value"] for e in rj("usage", "events", customer, "--all")}
+    assert values == {"a": "1", "c": "12345678901234567890.5"}
+
+
+def test_a_csv_file_refuses_bad_rows_with_their_real_line_numbers(tmp_path):
+    customer = _gb_setup()
+    f = tmp_path / "u.csv"
+    rows = [
+        "customer_id,code,transaction_id,timestamp,gb,note",
+        f'{customer},gb,a,{AT},1,"two\nlines"',  # lines 2-3
+        "",
+        f"{customer},gb,b,{AT},lots,x",  # line 5: not numeric
+        f"{customer},gb,c,{AT},1,5,x",  # line 6: a decimal comma, one field too many
+    ]
+    f.write_bytes(
+        "\r\n".join(rows).encode()
+        + f"\r\n{customer},gb,d,{AT},1,".encode()
+        + b"\xff\r\n"  # line 7: not UTF-8
+        + f"{customer},gb,e,{AT},2,y\r\n".encode()
+    )
+    report = rj("events", "import", str(f), code=2)
+    assert (report["accepted"], report["rejected"]) == (2, 3)
+    assert _refused(report) == [(5, "not_numeric"), (6, "invalid_csv"), (7, "invalid_text")]
+
+
+def test_a_csv_properties_column_must_hold_an_object(tmp_path):
+    customer = _gb_setup()
+    f = tmp_path / "u.csv"
+    f.write_text(
+        "customer_id,code,transaction_id,timestamp,properties\n"
+        f'{customer},gb,a,{AT},"{{""gb"": 1.50}}"\n'
+        f'{customer},gb,b,{AT},"[1, 2]"\n',
+        newline="",
+    )
+    report = rj("events", "import", str(f), code=2)
+    assert (report["accepted"], _refused(report)) == (1, [(3, "invalid_json")])
+    assert [e["value"] for e in rj("usage", "events", customer, "--all")] == ["1.50"]
+
+
+def test_a_csv_header_naming_a_column_twice_refuses_the_file(tmp_path):
+    customer = _gb_setup()
+    f = tmp_path / "u.csv"
+    f.write_text(f"customer_id,code,transaction_id,timestamp,gb,gb\n{customer},gb,a,{AT},5,7\n", newline="")
+    result = runner.invoke(app, ["events", "import", str(f), "--json"])
+    assert result.exit_code == 2
+    assert "invalid_csv" in result.output
+    assert rj("usage", "events", customer, "--all") == []
+
+
+def test_grace_days_has_a_limit(tmp_path):
+    f = tmp_path / "u.jsonl"
+    f.write_text("{}\n")
+    result = runner.invoke(app, ["events", "import", str(f), "--grace-days", "1000000"])
+    assert result.exit_code == 2 and "--grace-days" in result.output and "36500" in result.output
+
+
+def test_a_cancel_file_reports_real_line_numbers(tmp_path):
+    customer = _gb_setup()
+    f = tmp_path / "u.jsonl"
+    f.write_text(_line(customer, "a") + "\n")
+    rj("events", "import", str(f))
+    c = tmp_path / "c.csv"
+    c.write_text(f"customer_id,transaction_id\n\n{customer},a\n\n{customer},nope\n", newline="")
+    out = rj("events", "cancel", "--file", str(c), code=2)
+    assert [(e["line"], e["transaction_id"]) for e in out["rejected_events"]] == [(5, "nope")]

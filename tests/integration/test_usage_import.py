@@ -203,3 +203,25 @@ def test_concurrent_imports_of_one_file_count_each_event_once(postgres_url):
     assert sum(r.duplicates for r in reports) == 6000
     assert _stored(app) == 3000
     app.engine.dispose()
+
+
+def test_an_import_stores_odd_offsets_as_the_api_does_and_refuses_bad_times_alone(app):
+    cus, _ = _setup(app)
+    events = [
+        _event(cus, "a"),
+        {**_event(cus, "sixteen"), "timestamp": "2026-01-01T15:00:00+16:00"},  # PostgreSQL reads no such offset
+        {**_event(cus, "sixty"), "timestamp": "2026-01-01T00:00:00+00:60"},
+        {**_event(cus, "overflow"), "timestamp": "0001-01-01T00:00:00+01:00"},
+        {**_event(cus, "listed"), "customer_id": [cus]},
+        _event(cus, "b"),
+    ]
+    report = import_events(app.engine, app.clock, _lines(events))
+    assert (report.accepted, report.rejected) == (3, 3)
+    assert [(e["line"], e["code"]) for e in report.rejected_events] == [
+        (3, "invalid_timestamp"),
+        (4, "invalid_timestamp"),
+        (5, "unknown_customer"),
+    ]
+    with app.engine.connect() as conn:
+        at = conn.execute(select(t.usage_events.c.occurred_at).where(t.usage_events.c.transaction_id == "sixteen"))
+        assert at.scalar().replace(tzinfo=UTC) == datetime(2025, 12, 31, 23, tzinfo=UTC)

@@ -170,3 +170,128 @@ def test_the_same_single_event_sent_at_once_counts_once(postgres_url):
     assert sum(len(r.duplicates) for r in results) == 3
     assert _stored(app) == 1
     app.engine.dispose()
+
+
+def _codes(result):
+    return {r["index"]: (r["error"]["code"], r["error"]["field"]) for r in result.rejected}
+
+
+def test_bad_values_are_refused_event_by_event_and_the_rest_kept(app):
+    cus = _setup(app)
+    with app.uow() as uow:
+        usage.create_meter(uow, "by_plan", "By plan", "count", filters={"paid": ["true"]}, group_by=["plan"])
+    long_id = "https://idp.example.com/" + "a" * 190  # two such ids differ only past 200 characters
+    batch = [
+        _event(cus, "ok"),
+        _event(cus, "u1", code="users", user=long_id + "/alice"),
+        _event(cus, "g1", tokens="1", model="small", region="x" * 600),  # the group key past 500 characters
+        {**_event(cus, "c1"), "code": ["tokens"]},
+        {**_event(cus, "c2"), "code": {"a": 1}},
+        {**_event(cus, "c3"), "customer_id": [cus]},
+        {**_event(cus, "c4"), "customer_id": None, "external_customer_id": {"id": 1}},
+        {**_event(cus, "c5"), "subscription_id": ["sub"]},
+        {**_event(cus, "c6"), "transaction_id": ["t"]},
+        {**_event(cus, "ts1"), "timestamp": "0001-01-01T00:00:00+01:00"},  # before year 1 in UTC
+        {**_event(cus, "ts2"), "timestamp": "9999-12-31T23:59:59-01:00"},  # after year 9999 in UTC
+        _event(cus, "n1", tokens="1e999999999999999999", model="small", region="eu"),
+        _event(cus, "n2", tokens="1e100000000", model="small", region="eu"),
+        _event(cus, "p1", code="by_plan", paid=True, plan={"name": "pro"}),
+        _event(cus, "p2", code="by_plan", paid=True, plan=None),
+        _event(cus, "k1", code="api_calls", **{"": 1}),
+        _event(cus, "k2", code="api_calls", **{"k" * 101: 1}),
+        _event(cus, "u2", code="users", user=long_id[:200]),  # 200 characters: counted
+    ]
+    with app.uow() as uow:
+        result = usage.ingest(uow, batch)
+    assert [a["transaction_id"] for a in result.accepted] == ["ok", "u2"]
+    assert _codes(result) == {
+        1: ("invalid_value", "properties.user"),
+        2: ("invalid_value", "properties.region"),
+        3: ("unknown_meter", "code"),
+        4: ("unknown_meter", "code"),
+        5: ("unknown_customer", "customer_id"),
+        6: ("unknown_customer", "external_customer_id"),
+        7: ("invalid_subscription_id", "subscription_id"),
+        8: ("invalid_transaction_id", "transaction_id"),
+        9: ("invalid_timestamp", "timestamp"),
+        10: ("invalid_timestamp", "timestamp"),
+        11: ("not_numeric", "properties.tokens"),
+        12: ("not_numeric", "properties.tokens"),
+        13: ("invalid_value", "properties.plan"),
+        14: ("missing_property", "properties.plan"),
+        15: ("invalid_properties", "properties"),
+        16: ("invalid_properties", "properties"),
+    }
+    assert _stored(app) == 2
+
+
+def test_filters_groups_and_unique_counts_read_json_values_as_json_writes_them(app):
+    cus = _setup(app)
+    with app.uow() as uow:
+        usage.create_meter(uow, "paid", "Paid", "count", filters={"billable": ["true"], "tier": ["1"]}, group_by=["p"])
+    batch = [
+        _event(cus, "a", code="paid", billable=True, tier=1, p=False),
+        _event(cus, "b", code="paid", billable="true", tier=1.0, p=2.50),
+        _event(cus, "c", code="paid", billable="True", tier="1", p="x"),
+        _event(cus, "d", code="users", user=7),
+        _event(cus, "e", code="users", user=7.0),
+    ]
+    with app.uow() as uow:
+        assert len(usage.ingest(uow, batch).accepted) == 5
+    with app.engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                t.usage_events.c.transaction_id,
+                t.usage_events.c.matched,
+                t.usage_events.c.group_key,
+                t.usage_events.c.dimension,
+            ).order_by(t.usage_events.c.transaction_id)
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("a", True, '["false"]', None),
+        ("b", True, '["2.5"]', None),
+        ("c", False, '["x"]', None),
+        ("d", True, "[]", "7"),
+        ("e", True, "[]", "7"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stamp", "stored"),
+    [
+        ("2026-01-01T15:00:00+16:00", datetime(2025, 12, 31, 23, 0, tzinfo=UTC)),  # PostgreSQL reads no such offset
+        ("2026-01-01T19:30:00+20:30", datetime(2025, 12, 31, 23, 0, tzinfo=UTC)),
+        ("2025-12-31t23:00:00.123456789z", datetime(2025, 12, 31, 23, 0, 0, 123456, tzinfo=UTC)),
+        ("2025-12-31 23:00Z", datetime(2025, 12, 31, 23, 0, tzinfo=UTC)),
+    ],
+)
+def test_every_accepted_time_is_stored_as_the_same_instant_on_both_databases(app, stamp, stored):
+    cus = _setup(app)
+    batch = [_event(cus, "before"), {**_event(cus, "odd", code="api_calls"), "timestamp": stamp}, _event(cus, "after")]
+    with app.uow() as uow:
+        assert len(usage.ingest(uow, batch).accepted) == 3
+    with app.engine.connect() as conn:
+        at = conn.execute(select(t.usage_events.c.occurred_at).where(t.usage_events.c.transaction_id == "odd")).scalar()
+    assert at.replace(tzinfo=UTC) == stored
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2026-01-01T00:00:00+00:60",
+        "2026-01-01T00:00:00+24:00",
+        "20251231T235900Z",
+        "2025-12-31T23Z",
+        "2025-12-31",
+        "1767225540",
+        1767225540,
+        "2025-W53-3T23:59:00",
+    ],
+)
+def test_a_time_not_in_the_documented_form_is_refused_alone(app, stamp):
+    cus = _setup(app)
+    batch = [_event(cus, "ok"), {**_event(cus, "odd"), "timestamp": stamp}]
+    with app.uow() as uow:
+        result = usage.ingest(uow, batch)
+    assert [a["transaction_id"] for a in result.accepted] == ["ok"]
+    assert _codes(result) == {1: ("invalid_timestamp", "timestamp")}

@@ -6,6 +6,9 @@ standard library, and writing an event's properties 10x less (measured: 254 -> 1
 from __future__ import annotations
 
 import json
+import re
+import uuid
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -16,11 +19,44 @@ _STRICT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def loads(data: bytes | str) -> Any:
-    """Parsed JSON; raises ValueError (json.JSONDecodeError) for what the standard library refuses."""
+    """Parsed JSON; raises ValueError (json.JSONDecodeError) for what the standard library refuses, or nests too
+    deeply for it."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return json.loads(data)
+        return _std_loads(data, None)
+
+
+def _std_loads(data: bytes | str, parse_float: Any) -> Any:
+    try:
+        return json.loads(data, parse_float=parse_float)
+    except RecursionError:
+        raise ValueError("The JSON nests too deeply.") from None
+
+
+def loads_exact(data: bytes | str) -> Any:
+    """``loads``, but a number with a fraction or an exponent is a ``Decimal`` of exactly the digits sent
+    (``0.30000000000000001``, ``1e-400``), not a float. orjson parses first; only a document in which it found
+    such a number (a float) is parsed again, by the standard library, so the extra cost falls where they appear:
+    looking for floats costs about 0.7 us per event of a batch (70 us per 19 kB body, against 81 us to parse it)."""
+    value = loads(data)
+    if _has_float(value):
+        return _std_loads(data, Decimal)
+    return value
+
+
+def _has_float(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float:
+            return True
+    return False
 
 
 def dumps(value: Any) -> str:
@@ -29,6 +65,33 @@ def dumps(value: Any) -> str:
         return orjson.dumps(value, default=str).decode()
     except TypeError:  # an integer beyond 64 bits
         return _std_encode(value)
+
+
+def _exact_default(value: Any) -> Any:
+    if isinstance(value, Decimal) and value.is_finite():
+        return orjson.Fragment(str(value))  # a number, written exactly as parsed
+    return str(value)
+
+
+def dumps_exact(value: Any) -> str:
+    """``dumps`` of what ``loads_exact`` parsed: a ``Decimal`` is written as the JSON number it was, digit for
+    digit (``dumps`` would write it as a string)."""
+    try:
+        return orjson.dumps(value, default=_exact_default).decode()
+    except TypeError:  # an integer beyond 64 bits, or nesting deeper than orjson writes
+        token = uuid.uuid4().hex  # stands for each Decimal in the standard library's text, then replaced
+        numbers: list[str] = []
+
+        def default(item: Any) -> Any:
+            if isinstance(item, Decimal) and item.is_finite():
+                numbers.append(str(item))
+                return f"{token}{len(numbers) - 1}"
+            return str(item)
+
+        text = json.JSONEncoder(default=default).encode(value)
+        if not numbers:
+            return text
+        return re.sub(f'"{token}(\\d+)"', lambda m: numbers[int(m[1])], text)
 
 
 def dumps_bytes(value: Any) -> bytes:

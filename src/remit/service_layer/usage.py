@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple, TypeGuard
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, String, any_, bindparam, case, or_, select, update
+from sqlalchemy import Connection, Engine, String, any_, bindparam, case, insert, or_, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters import fastjson
@@ -27,7 +27,7 @@ from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id, new_ids
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, RemitError, ValidationError
-from remit.domain.rating.aggregations import Aggregation, Meter, Rounding, UsageEvent
+from remit.domain.rating.aggregations import Aggregation, Meter, Rounding, UsageEvent, property_text
 from remit.domain.rating.expressions import Formula, parse_formula
 from remit.domain.subscriptions.periods import Interval, period_containing
 from remit.service_layer import usage_watch
@@ -40,6 +40,9 @@ MAX_PROPERTIES = 50
 MAX_PROPERTIES_BYTES = 8192
 FUTURE_SKEW = timedelta(minutes=5)
 MAX_VALUE_CHARS = 64  # usage_events.value is text of at most 64 characters
+MAX_DIMENSION_CHARS = 200  # usage_events.dimension: a unique count's value
+MAX_GROUP_KEY_CHARS = 500  # usage_events.group_key: the group-by values, as JSON
+MAX_PROPERTY_NAME_CHARS = 100
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def create_meter(
         code,
         agg,
         field_name,
-        {k: tuple(str(v) for v in vs) for k, vs in (filters or {}).items()},
+        {k: tuple(_filter_value(v, f"filters.{k}") for v in vs) for k, vs in (filters or {}).items()},
         tuple(group_by),
         formula,
         rounds,
@@ -130,6 +133,14 @@ def create_meter(
         ],
     )
     return meter_id
+
+
+def _filter_value(value: object, field_name: str) -> str:
+    """A value a filter accepts, as events' values are compared (``property_text``): true, not True."""
+    text = property_text(value, field_name)
+    if text is None:
+        raise ValidationError("invalid_value", "A filter's values are text, numbers or booleans.", field_name)
+    return text
 
 
 def meter_from_row(row: Mapping[Any, Any]) -> Meter:
@@ -177,16 +188,20 @@ def _occurred_at(
 ) -> datetime:
     """The event's time. Any time in the customer's open billing period is fine; before it, at most ``grace``
     before now (such late events are billed as corrections). Not in the future beyond a small clock skew."""
-    if isinstance(raw, str):
-        try:
-            at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValidationError("invalid_timestamp", f"{raw!r} is not an ISO 8601 time.", "timestamp") from None
-        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
-    elif isinstance(raw, datetime):
-        at = ensure_utc(raw)
-    else:
-        raise ValidationError("invalid_timestamp", "timestamp is an ISO 8601 time.", "timestamp")
+    try:
+        if isinstance(raw, str) and (_PLAIN_ISO.fullmatch(raw) or _ISO_TIME.fullmatch(raw)):
+            at = datetime.fromisoformat(raw.replace("z", "Z"))
+            at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+        elif isinstance(raw, datetime):
+            at = ensure_utc(raw)
+        else:
+            raise ValueError
+    except (ValueError, OverflowError):  # not a time as documented, or not one in years 1 to 9999 once in UTC
+        raise ValidationError(
+            "invalid_timestamp",
+            "timestamp is an ISO 8601 time: 2026-03-01T12:00:00Z, or with an offset (+01:00) instead of Z.",
+            "timestamp",
+        ) from None
     if at > now + FUTURE_SKEW:
         raise ValidationError("timestamp_in_future", "The event is dated in the future.", "timestamp")
     if at < now - settings.grace and (open_since is None or (since := open_since(customer_id)) is None or at < since):
@@ -196,7 +211,7 @@ def _occurred_at(
     return at
 
 
-_encode = fastjson.dumps
+_encode = fastjson.dumps_exact  # a number parsed as a Decimal (fastjson.loads_exact) is written as it was sent
 _GROUP_KEYS: dict[tuple[str, ...], str] = {}
 
 
@@ -226,8 +241,14 @@ class CheckedEvent(NamedTuple):
 
 
 # A timestamp already in this form is handed to PostgreSQL as it came (formatting it again costs more than the
-# rest of the COPY line); anything else Python accepted is written out again by isoformat().
-_PLAIN_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)", re.ASCII)
+# rest of the COPY line); any other accepted form is written out again, in UTC, by isoformat(). Its offset is one
+# both databases read alike: PostgreSQL refuses offsets beyond 15:59, which Python takes.
+_PLAIN_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-](?:0\d|1[0-5]):[0-5]\d)", re.ASCII)
+# Every time an event may carry (docs/usage.md): a date, T (or t, or a space), hours and minutes, seconds and up to 9
+# decimals if any (beyond 6 they are dropped), then Z or an offset of at most 23:59 (none: UTC).
+_ISO_TIME = re.compile(
+    r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d(?::\d\d(?:\.\d{1,9})?)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)?", re.ASCII
+)
 
 
 _STR = {str}
@@ -241,8 +262,11 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _string_keys(props: dict[Any, Any]) -> bool:
-    return set(map(type, props)) <= _STR or all(isinstance(k, str) for k in props)
+def _property_names(props: dict[Any, Any]) -> bool:
+    """Whether every key is a property's name: a string of 1 to 100 characters."""
+    if not (set(map(type, props)) <= _STR or all(isinstance(k, str) for k in props)):
+        return False
+    return all(0 < len(k) <= MAX_PROPERTY_NAME_CHARS for k in props)
 
 
 def check_event(
@@ -274,9 +298,12 @@ def check_event(
     if not meter.active:
         raise ValidationError("meter_deactivated", f"Meter {code} is deactivated: it takes no new events.", "code")
     props = raw.get("properties", {})
-    if not isinstance(props, dict) or len(props) > MAX_PROPERTIES or not _string_keys(props):
+    if not isinstance(props, dict) or len(props) > MAX_PROPERTIES or not _property_names(props):
         raise ValidationError(
-            "invalid_properties", f"properties is an object of at most {MAX_PROPERTIES} keys.", "properties"
+            "invalid_properties",
+            f"properties is an object of at most {MAX_PROPERTIES} keys, each of 1 to {MAX_PROPERTY_NAME_CHARS} "
+            "characters.",
+            "properties",
         )
     encoded = _encode(props)
     if "\\ud" in encoded and not _utf8(json.dumps(json.loads(encoded), ensure_ascii=False)):
@@ -290,15 +317,18 @@ def check_event(
     number = meter.checked_value(event)
     value = dimension = None
     if number is not None:
-        value = format(number, "f")
-        if len(value) > MAX_VALUE_CHARS:
-            field_name = f"properties.{meter.field}" if meter.field else "properties"
-            raise ValidationError("not_numeric", "The event's value is too large.", field_name)
+        value = _value_text(number, meter)
     elif meter.field is not None:
-        dimension = str(props[meter.field])[:200]
-        if "\x00" in dimension:
+        dimension = _dimension(meter, event)
+    group_key = "[]"
+    if meter.group_by:
+        group_key = _group_key(meter.group_of(event))
+        if len(group_key) > MAX_GROUP_KEY_CHARS:
             raise ValidationError(
-                "invalid_properties", "A property holds a NUL character.", f"properties.{meter.field}"
+                "invalid_value",
+                f"The values of the meter's group-by dimensions ({', '.join(meter.group_by)}) are too long: at most "
+                f"{MAX_GROUP_KEY_CHARS} characters together, written as JSON.",
+                f"properties.{meter.group_by[0]}" if len(meter.group_by) == 1 else "properties",
             )
     return CheckedEvent(
         customer_id,
@@ -308,11 +338,45 @@ def check_event(
         at,
         value,
         dimension,
-        _group_key(meter.group_of(event)) if meter.group_by else "[]",
+        group_key,
         meter.matches(event) if meter.filters else True,
         encoded,
         stamp if isinstance(stamp, str) and _PLAIN_ISO.fullmatch(stamp) else at.isoformat(),
     )
+
+
+def _value_text(number: Decimal, meter: Meter) -> str:
+    """The value as stored: exact decimal text of at most 64 characters."""
+    # The exponent first: written out, 1e100000000 would be a hundred million characters.
+    exponent = number.as_tuple().exponent
+    if (
+        -MAX_VALUE_CHARS < number.adjusted() < MAX_VALUE_CHARS
+        and isinstance(exponent, int)
+        and exponent > -MAX_VALUE_CHARS
+    ):
+        value = format(number, "f")
+        if len(value) <= MAX_VALUE_CHARS:
+            return value
+    field_name = f"properties.{meter.field}" if meter.field else "properties"
+    too_large = f"The event's value is too large (at most {MAX_VALUE_CHARS} characters written out)."
+    raise ValidationError("not_numeric", too_large, field_name)
+
+
+def _dimension(meter: Meter, event: UsageEvent) -> str:
+    """What a unique count counts of the event: refused rather than cut when too long, so that two long ids are
+    never counted as one."""
+    field_name = f"properties.{meter.field}"
+    dimension = meter.dimension_of(event)
+    assert dimension is not None  # a null was refused as missing
+    if len(dimension) > MAX_DIMENSION_CHARS:
+        raise ValidationError(
+            "invalid_value",
+            f"{field_name} is too long to be counted: at most {MAX_DIMENSION_CHARS} characters.",
+            field_name,
+        )
+    if "\x00" in dimension:
+        raise ValidationError("invalid_properties", "A property holds a NUL character.", field_name)
+    return dimension
 
 
 EVENT_COLUMNS = (
@@ -406,8 +470,12 @@ def _row(event_id: str, e: CheckedEvent, now: datetime) -> dict[str, Any]:
         "dimension": e.dimension,
         "group_key": e.group_key,
         "matched": e.matched,
-        "properties": json.loads(e.properties),
+        "properties_text": e.properties,
     }
+
+
+# The properties as check_event wrote them (their numbers exact), not parsed and written again by the JSON type.
+_INSERT_EVENTS = insert(t.usage_events).values(properties=type_coerce(bindparam("properties_text"), String))
 
 
 _CUSTOMER_COLUMNS = (
@@ -581,7 +649,7 @@ def ingest(
         raise ValidationError("batch_too_large", f"A batch holds at most {MAX_BATCH} events.", "events")
     uow.ensure_writable()
     now = uow.now
-    meters = meters_of(uow.conn, {e.get("code") for e in events if isinstance(e, dict)})
+    meters = meters_of(uow.conn, {c for e in events if isinstance(e, dict) and isinstance(c := e.get("code"), str)})
     refs = References(uow.conn, events)
     named = {c for e in events if isinstance(e, dict) and isinstance(c := e.get("customer_id"), str)}
     wanted: set[str] = {c for c in named if plain_text(c, 40)} | refs.customer_ids()  # per customer, not event
@@ -616,7 +684,9 @@ def ingest(
         new_keys = {k for i, k in enumerate(keys) if i not in taken} if taken else set(keys)
     else:
         new_keys = _claim_keys(uow.conn, list(checked), now)
-        uow.insert_many(t.usage_events, [_row(ids[k], checked[k][1], now) for k in checked if k in new_keys])
+        new_rows = [_row(ids[k], checked[k][1], now) for k in checked if k in new_keys]
+        if new_rows:
+            uow.conn.execute(_INSERT_EVENTS, new_rows)
     for key, (index, event) in checked.items():
         entry = {"index": index, "transaction_id": event.transaction_id}
         if key in new_keys:

@@ -109,7 +109,8 @@ def import_events(
     chunk_size: int = CHUNK,
     progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
-    """Check and store events given as (line number, parsed event or None if the line did not parse)."""
+    """Check and store events given as (line number, parsed event): in place of an event, None if the line did not
+    parse, or the RemitError that refuses it (a malformed CSV row)."""
     settings = settings or UsageSettings()
     report = ImportReport()
     postgres = engine.dialect.name == "postgresql"
@@ -191,7 +192,11 @@ class _Checker:
             refs = References(conn, (raw for _, raw in batch))
         self._learn(batch, refs.customer_ids())
         meters, known = self.meters, self.customers
-        customers = {c: known[c] for _, raw in batch if type(raw) is dict and (c := raw.get("customer_id")) in known}
+        customers = {
+            c: known[c]
+            for _, raw in batch
+            if type(raw) is dict and type(c := raw.get("customer_id")) is str and c in known
+        }
         customers.update((c, known[c]) for c in refs.customer_ids() if c in known)
         checked: dict[tuple[str, str], CheckedEvent] = {}
         with self.engine.connect() as conn:
@@ -199,11 +204,12 @@ class _Checker:
             open_since = OpenPeriods(conn, customers, now_of, now)  # read only if an event is older than the grace
             for line, raw in batch:
                 if not isinstance(raw, dict):
-                    error = (
-                        ValidationError("invalid_json", "The line is not valid JSON.", None)
-                        if raw is None
-                        else ValidationError("invalid_event", "Each event is an object.", "events")
-                    )
+                    if isinstance(raw, RemitError):
+                        error = raw
+                    elif raw is None:
+                        error = ValidationError("invalid_json", "The line is not valid JSON.", None)
+                    else:
+                        error = ValidationError("invalid_event", "Each event is an object.", "events")
                     report.refuse(line, None, error)
                     continue
                 try:

@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select
 
 from remit.adapters.db import tables as t
 from remit.entrypoints.api import fast_events
@@ -373,3 +373,80 @@ def test_a_dimension_name_holding_a_separator_is_refused(api):
     for name in ("aws:region", "a=b"):
         bad = api.post("/meters", {"code": "x", "name": "X", "aggregation": "count", "group_by": [name]})
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "group_by[0]", bad.json()
+
+
+def _raw_post(api, path, body):
+    return api.client.post(f"/v1{path}", content=body.encode(), headers=api.h(**{"Content-Type": "application/json"}))
+
+
+def test_numbers_are_kept_exactly_as_sent_on_every_path(api, monkeypatch):
+    cus = _setup(api)
+    numbers = ["12345678901234567890.5", "0.30000000000000001", "1e-40", "2.50"]
+    event = '{"customer_id": "%s", "code": "tokens", "transaction_id": "%s", "timestamp": "%s", "properties": {"tokens": %s, "model": "m", "n": [%s]}}'
+    for i, number in enumerate(numbers):
+        assert (
+            _raw_post(api, "/events", event % (cus, f"one{i}", _at(api), number, number)).json()["status"] == "accepted"
+        )
+    batch = ",".join(event % (cus, f"many{i}", _at(api), n, n) for i, n in enumerate(numbers))
+    assert len(_raw_post(api, "/events/batch", '{"events": [' + batch + "]}").json()["accepted"]) == 4
+    monkeypatch.setattr(fast_events, "answer", _declined)  # the FastAPI routes too
+    headers = {"Idempotency-Key": "k1", "Content-Type": "application/json"}
+    single = event % (cus, "route", _at(api), numbers[0], numbers[0])
+    assert (
+        api.client.post("/v1/events", content=single.encode(), headers=api.h(**headers)).json()["status"] == "accepted"
+    )
+    events = api.get("/usage_events", customer_id=cus, limit=20).json()["data"]
+    values = {e["transaction_id"]: e["value"] for e in events}
+    expected = ["12345678901234567890.5", "0.30000000000000001", "0.0000000000000000000000000000000000000001", "2.50"]
+    assert [values[f"one{i}"] for i in range(4)] == [values[f"many{i}"] for i in range(4)] == expected
+    assert values["route"] == expected[0]
+    with api.remit.engine.connect() as conn:
+        stored = dict(
+            conn.execute(select(t.usage_events.c.transaction_id, func.cast(t.usage_events.c.properties, String))).all()
+        )
+    assert (
+        stored["one0"].replace(" ", "") == '{"tokens":12345678901234567890.5,"model":"m","n":[12345678901234567890.5]}'
+    )
+    assert stored["many2"].replace(" ", "") == '{"tokens":1E-40,"model":"m","n":[1E-40]}'
+
+
+async def _declined(*args, **kwargs):
+    return False
+
+
+def test_json_nested_too_deeply_is_invalid_json(api):
+    for path in ("/events", "/events/batch", "/customers"):
+        r = _raw_post(api, path, '{"events": ' + "[" * 100_000 + "]" * 100_000 + "}")
+        assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_json")
+
+
+def test_one_event_and_a_batch_take_the_same_times_and_properties(api):
+    cus = _setup(api)
+    stamps = [
+        1767225540,
+        "1767225540",
+        "2025-12-31",
+        "2025-12-31 23:59:00",
+        "2025-12-31T23:59:00.1234567Z",
+        "2025-12-31T23:59:00z",
+        "20251231T235900Z",
+        "2025-12-31T23:59:00+00:60",
+        "2025-W53-3T23:59:00",
+        "2025-12-31T23:59Z",
+        "2025-12-31T23Z",
+        "2026-01-01T15:59:00+16:00",
+    ]
+    cases = [(stamp, {"tokens": 1, "model": "m"}) for stamp in stamps]
+    cases += [(_at(api), {"tokens": 1, "model": "m", "": 1}), (_at(api), {"tokens": 1, "model": "m", "k" * 101: 1})]
+    for i, (stamp, props) in enumerate(cases):
+        event = {"customer_id": cus, "code": "tokens", "timestamp": stamp, "properties": props}
+        one = api.post("/events", {**event, "transaction_id": f"one{i}"})
+        many = api.post("/events/batch", {"events": [{**event, "transaction_id": f"many{i}"}]}).json()
+        assert one.status_code in (200, 422), one.text
+        single = one.json().get("status") or one.json()["error"]["code"]
+        batch = "accepted" if many["accepted"] else many["rejected"][0]["error"]["code"]
+        assert single == batch, (stamp, props, one.json(), many)
+    events = api.get("/usage_events", customer_id=cus, limit=100).json()["data"]
+    times = {e["transaction_id"]: e["occurred_at"] for e in events}
+    assert sorted(times) == sorted(f"{w}{i}" for w in ("one", "many") for i in (3, 4, 5, 9, 11))
+    assert all(times[f"one{i}"] == times[f"many{i}"] for i in (3, 4, 5, 9, 11))

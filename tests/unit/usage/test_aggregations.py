@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remit.domain.errors import ValidationError
-from remit.domain.rating.aggregations import Aggregation, Meter, UsageEvent, aggregate
+from remit.domain.rating.aggregations import Aggregate, Aggregation, Meter, UsageEvent, aggregate, property_text
 from remit.domain.rating.expressions import parse_formula
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -196,3 +196,60 @@ def test_only_a_latest_meter_carries_over():
     with pytest.raises(ValidationError) as caught:
         Meter("m", Aggregation.SUM, "n", carry_over=True)
     assert (caught.value.code, caught.value.field) == ("invalid_carry_over", "carry_over")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("eu", "eu"),
+        ("True", "True"),  # a string is compared as it is
+        (True, "true"),
+        (False, "false"),
+        (None, None),  # null: a missing value
+        (1, "1"),
+        (-7, "-7"),
+        (1.0, "1"),
+        (Decimal("1.0"), "1"),
+        (Decimal("1E+3"), "1000"),
+        (Decimal("2.50"), "2.5"),
+        (0.1, "0.1"),
+        (Decimal("-0"), "0"),
+        (Decimal("0.30000000000000001"), "0.30000000000000001"),
+        (12345678901234567890, "12345678901234567890"),
+    ],
+)
+def test_a_property_has_one_text_for_filters_groups_and_unique_counts(value, text):
+    assert property_text(value, "properties.p") == text
+
+
+@pytest.mark.parametrize("value", [{"a": 1}, [1], Decimal("1E+100000000"), Decimal("1E-100000000"), Decimal("NaN")])
+def test_a_property_without_such_text_is_an_invalid_value(value):
+    with pytest.raises(ValidationError) as err:
+        property_text(value, "properties.p")
+    assert (err.value.code, err.value.field) == ("invalid_value", "properties.p")
+
+
+def test_filters_groups_and_unique_counts_compare_that_text():
+    meter = Meter("m", Aggregation.COUNT, filters={"billable": ("true",), "tier": ("1",)}, group_by=("premium",))
+    events = [
+        ev(0, "a", billable=True, tier=1, premium=False),
+        ev(1, "b", billable="true", tier=1.0, premium="false"),
+        ev(2, "c", billable="True", tier=1, premium=False),  # the string "True" is not JSON's true
+        ev(3, "d", billable=True, tier="1.0", premium=False),  # nor is the string "1.0" the number 1
+    ]
+    assert [meter.matches(e) for e in events] == [True, True, False, False]
+    assert aggregate(meter, events, START, END) == {("false",): Aggregate(Decimal(2), 2)}
+    users = Meter("u", Aggregation.UNIQUE_COUNT, "user")
+    same = [ev(0, "a", user=7), ev(1, "b", user=7.0), ev(2, "c", user="7"), ev(3, "d", user=True)]
+    assert aggregate(users, same, START, END)[()].quantity == Decimal(2)  # "7" and "true"
+
+
+def test_a_null_filter_group_or_counted_property_is_missing():
+    for meter in (
+        Meter("f", Aggregation.COUNT, filters={"region": ("eu",)}),
+        Meter("g", Aggregation.COUNT, group_by=("region",)),
+        Meter("u", Aggregation.UNIQUE_COUNT, "region"),
+    ):
+        with pytest.raises(ValidationError) as err:
+            meter.checked_value(ev(0, region=None))
+        assert (err.value.code, err.value.field) == ("missing_property", "properties.region")

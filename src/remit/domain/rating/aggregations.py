@@ -155,14 +155,16 @@ class Meter:
         if self.expression is not None:
             self.value_of(event)
         if self.field is not None:
-            if self.field not in event.properties:
+            if self.field not in event.properties or (
+                event.properties[self.field] is None and not self.aggregation.numeric
+            ):
                 raise ValidationError(
                     "missing_property", f"Meter {self.code} needs property {self.field!r}.", f"properties.{self.field}"
                 )
             if self.aggregation.numeric:
                 numeric_value(event.properties[self.field], f"properties.{self.field}")
         for name in (*self.filters, *self.group_by):
-            if name not in event.properties:
+            if event.properties.get(name) is None:
                 raise ValidationError(
                     "missing_property", f"Meter {self.code} needs property {name!r}.", f"properties.{name}"
                 )
@@ -175,7 +177,8 @@ class Meter:
         if self.expression is not None:
             value = self.expression.evaluate(props, "properties")
         elif self.field is not None:
-            if self.field not in props:
+            # Missing; or null, where the value is text (a numeric null is not_numeric, below).
+            if self.field not in props or (props[self.field] is None and self.aggregation not in _NUMERIC):
                 raise ValidationError(
                     "missing_property", f"Meter {self.code} needs property {self.field!r}.", f"properties.{self.field}"
                 )
@@ -183,18 +186,70 @@ class Meter:
                 value = numeric_value(props[self.field], f"properties.{self.field}")
         for names in (self.filters, self.group_by):
             for name in names:
-                if name not in props:
+                if props.get(name) is None:  # missing, or null
                     raise ValidationError(
                         "missing_property", f"Meter {self.code} needs property {name!r}.", f"properties.{name}"
                     )
         return value
 
     def matches(self, event: UsageEvent) -> bool:
-        return all(str(event.properties.get(k)) in allowed for k, allowed in self.filters.items())
+        props = event.properties
+        return all(property_text(props.get(k), f"properties.{k}") in allowed for k, allowed in self.filters.items())
 
     def group_of(self, event: UsageEvent) -> GroupKey:
         props = event.properties
-        return tuple([str(props.get(name, "")) for name in self.group_by])
+        return tuple([property_text(props.get(name), f"properties.{name}") or "" for name in self.group_by])
+
+    def dimension_of(self, event: UsageEvent) -> str | None:
+        """What a unique count counts of the event: its field's ``property_text``."""
+        assert self.field is not None
+        return property_text(event.properties.get(self.field), f"properties.{self.field}")
+
+
+MAX_TEXT_DIGITS = 200  # a number's text for a filter, group or unique count: at most this many digits
+
+
+def property_text(raw: object, field_name: str) -> str | None:
+    """A property's value as filters, group-by dimensions and unique counts compare it: a string as it is; a
+    boolean as JSON writes it (``true``, ``false``); a number by its value, in plain decimal notation, without
+    trailing zeros after a decimal point (``1``, ``1.0`` and ``1e0`` are ``1``; ``2.50`` is ``2.5``); None for null
+    (a missing value). An object or a list has no such text: ``invalid_value``. The one rule of ingestion and of
+    these reference semantics, so that they agree."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, int):
+        if raw.bit_length() > 3 * MAX_TEXT_DIGITS:  # more digits than a value holds; str() of it may be slow
+            raise _too_long(field_name)
+        return str(raw)
+    if isinstance(raw, float | Decimal):
+        return _number_text(Decimal(repr(raw)) if isinstance(raw, float) else raw, field_name)
+    raise ValidationError(
+        "invalid_value",
+        f"{field_name} must be text, a number or a boolean to be filtered, grouped or counted by, not an object or "
+        "a list.",
+        field_name,
+    )
+
+
+def _number_text(number: Decimal, field_name: str) -> str:
+    exponent = number.as_tuple().exponent
+    if not isinstance(exponent, int):  # NaN, Infinity
+        raise ValidationError("invalid_value", f"{field_name} must be a finite number.", field_name)
+    # Checked before it is written out: 1e100000000 would be a hundred million digits.
+    if not -MAX_TEXT_DIGITS < number.adjusted() < MAX_TEXT_DIGITS or exponent < -MAX_TEXT_DIGITS:
+        raise _too_long(field_name)
+    if number == 0:
+        return "0"
+    text = format(number, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _too_long(field_name: str) -> ValidationError:
+    return ValidationError("invalid_value", f"{field_name} has too many digits.", field_name)
 
 
 def numeric_value(raw: object, field_name: str = "value") -> Decimal:
@@ -287,11 +342,11 @@ def aggregate(
 
 
 def _one(meter: Meter, events: list[UsageEvent], start: datetime, end: datetime, level: Decimal) -> Aggregate:
-    agg, name = meter.aggregation, meter.field or ""
+    agg = meter.aggregation
     if agg is Aggregation.COUNT:
         return Aggregate(Decimal(len(events)), len(events))
     if agg is Aggregation.UNIQUE_COUNT:
-        return Aggregate(Decimal(len({str(e.properties[name]) for e in events})), len(events))
+        return Aggregate(Decimal(len({meter.dimension_of(e) for e in events})), len(events))
     values = [meter.value_of(e) for e in events]
     if agg is Aggregation.SUM:
         with localcontext(WIDE):

@@ -128,9 +128,11 @@ class ApiGate:
 
         parsed: Any = None
         if body and scope["method"] in ("POST", "PUT", "PATCH"):
+            # Usage events keep their numbers exactly as sent (a fraction or an exponent parsed as a Decimal).
+            loads = fastjson.loads_exact if scope["path"] in fast_events.PATHS else fastjson.loads
             try:
-                parsed = fastjson.loads(body)
-            except (ValueError, UnicodeDecodeError):
+                parsed = loads(body)
+            except (ValueError, UnicodeDecodeError):  # also JSON nested too deeply to parse
                 await fail(400, "invalid_json", "The request body is not valid JSON.")
                 return
             if not isinstance(parsed, dict):

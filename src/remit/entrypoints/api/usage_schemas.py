@@ -72,8 +72,15 @@ class UsageEventIn(Input):
     transaction_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] = Field(
         description="Your id for the event: the same id twice counts once."
     )
-    timestamp: datetime
-    properties: dict[PropertyName, Any] = {}
+    # Checked as a batch's events are (usage.check_event), so one event and a batch take the same times and
+    # properties, and refuse the others with the same errors.
+    timestamp: Any = Field(
+        description="ISO 8601: `2026-03-01T12:00:00Z`, or with an offset (`+01:00`) instead of `Z` (none: UTC).",
+        json_schema_extra={"type": "string", "format": "date-time"},
+    )
+    properties: dict[str, Any] = Field(
+        default={}, description="At most 50 properties, named by 1 to 100 characters; 8 KiB in all."
+    )
 
 
 class UsageBatchIn(Input):

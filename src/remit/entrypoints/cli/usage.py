@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from collections.abc import Iterator
@@ -16,12 +17,13 @@ from sqlalchemy import select
 from remit.adapters import fastjson
 from remit.adapters.db import tables as t
 from remit.bootstrap import Settings, bootstrap
-from remit.domain.errors import ValidationError
+from remit.domain.errors import RemitError, ValidationError
 from remit.entrypoints.cli.output import console, handle_errors, show
 from remit.service_layer import meters, usage, usage_cancellation, usage_import
 
 meters_app = typer.Typer(help="Meters: what usage is measured and how it is aggregated.", no_args_is_help=True)
 Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+MAX_GRACE_DAYS = 36_500  # a backfill reaches back at most 100 years
 BASE_COLUMNS = ("customer_id", "external_customer_id", "subscription_id", "code", "transaction_id", "timestamp")
 
 
@@ -121,27 +123,89 @@ def meters_reactivate(code: str, as_json: Json = False) -> None:
 
 
 def _read(path: Path) -> Iterator[tuple[int, Any]]:
-    """Events from CSV (extra columns become properties) or JSON lines, with their line numbers."""
+    """Events from CSV (extra columns become properties) or JSON lines, with their line numbers; in place of an
+    event, None (a line that is not JSON) or the error that refuses it."""
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            for line_no, row in enumerate(csv.DictReader(fh), start=2):
-                props = {k: v for k, v in row.items() if k not in BASE_COLUMNS and k is not None}
-                if "properties" in props:
-                    try:
-                        props = {**json.loads(props.pop("properties") or "{}"), **props}
-                    except json.JSONDecodeError:
-                        yield line_no, None
-                        continue
-                event = {k: row[k] for k in BASE_COLUMNS if row.get(k)}
-                yield line_no, {**event, "properties": props}
-        return
-    with path.open(encoding="utf-8") as fh:
+        header = _csv_header(path)
+        return (
+            (line_no, row if isinstance(row, RemitError) else _csv_event(row))
+            for line_no, row in _csv_rows(path, header)
+        )
+    return _json_lines(path)
+
+
+def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    with path.open("rb") as fh:  # each line decoded on its own: one that is not UTF-8 is that line's error
         for line_no, line in enumerate(fh, start=1):
+            if line_no == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
             if line.strip():
                 try:
-                    yield line_no, fastjson.loads(line)
-                except json.JSONDecodeError:
+                    yield line_no, fastjson.loads_exact(line)
+                except ValueError:  # not JSON, not UTF-8, or nested too deeply
                     yield line_no, None
+
+
+def _csv_event(row: dict[str, str | None]) -> dict[str, Any] | RemitError:
+    props: dict[str, Any] = {k: v for k, v in row.items() if k not in BASE_COLUMNS}
+    if "properties" in props:
+        try:
+            extra = fastjson.loads_exact(props.pop("properties") or "{}")
+        except ValueError:
+            extra = None
+        if not isinstance(extra, dict):
+            return ValidationError("invalid_json", "The properties column is not a JSON object.", "properties")
+        props = {**extra, **props}
+    event = {k: v for k in BASE_COLUMNS if (v := row.get(k))}
+    return {**event, "properties": props}
+
+
+def _csv_header(path: Path) -> list[str]:
+    """The CSV file's column names; a file that repeats one is refused (which of its values would count?)."""
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+        header = next(csv.reader(fh), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise ValidationError(
+            "invalid_csv", f"The header names a column more than once: {', '.join(repeated)}.", "file"
+        )
+    return header
+
+
+def _csv_rows(path: Path, header: list[str]) -> Iterator[tuple[int, dict[str, str | None] | RemitError]]:
+    """The rows after the header, each with the line it starts on (blank lines and line breaks inside quoted fields
+    counted), as {column: value} (None for a column the row is too short for), or the error that refuses it."""
+    bad_lines: list[int] = []
+
+    def lines() -> Iterator[str]:
+        with path.open("rb") as fh:
+            for line_no, line in enumerate(fh, start=1):
+                if line_no == 1:
+                    line = line.removeprefix(codecs.BOM_UTF8)
+                try:
+                    yield line.decode()
+                except UnicodeDecodeError:
+                    bad_lines.append(line_no)
+                    yield line.decode(errors="replace")
+
+    reader = csv.reader(lines())
+    next(reader, None)
+    last = reader.line_num
+    for row in reader:
+        line_no, last = last + 1, reader.line_num
+        if bad_lines and bad_lines[-1] >= line_no:
+            yield line_no, ValidationError("invalid_text", "The line is not valid UTF-8 text.", None)
+        elif len(row) > len(header):
+            yield (
+                line_no,
+                ValidationError(
+                    "invalid_csv",
+                    f"The row has {len(row)} fields, the header {len(header)} (a decimal comma not in quotes?).",
+                    None,
+                ),
+            )
+        elif row:
+            yield line_no, {**dict.fromkeys(header), **dict(zip(header, row, strict=False))}
 
 
 def import_events(
@@ -151,6 +215,7 @@ def import_events(
         typer.Option(
             "--grace-days",
             min=0,
+            max=MAX_GRACE_DAYS,
             help="Accept events up to this many days old (default: as the API, 7 unless "
             "REMIT_USAGE_GRACE_DAYS says otherwise).",
         ),
@@ -206,10 +271,9 @@ def _refs(path: Path) -> Iterator[tuple[int, Any]]:
     subscription_id) and transaction_id, or JSON lines of objects with those keys (other columns and keys are
     ignored, so an import file can be reused)."""
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            for line_no, row in enumerate(csv.DictReader(fh), start=2):
-                names = ("customer_id", "external_customer_id", "subscription_id", "transaction_id")
-                yield line_no, {k: row[k] for k in names if row.get(k)}
+        names = ("customer_id", "external_customer_id", "subscription_id", "transaction_id")
+        for line_no, row in _csv_rows(path, _csv_header(path)):
+            yield line_no, row if isinstance(row, RemitError) else {k: v for k in names if (v := row.get(k))}
         return
     for line_no, item in _read(path):
         yield line_no, item
@@ -267,8 +331,9 @@ def cancel_events(
 
     chunk: list[tuple[int, Any]] = []
     for line_no, item in numbered:
-        if item is None:
-            refused.append({"line": line_no, "code": "invalid_json", "message": "Not a JSON object.", "field": None})
+        if item is None or isinstance(item, RemitError):
+            error = item.to_dict() if item else {"code": "invalid_json", "message": "Not a JSON object.", "field": None}
+            refused.append({"line": line_no, **error})
             totals["rejected"] += 1
             continue
         chunk.append((line_no, item))

@@ -6,10 +6,11 @@ import json
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
+from remit.adapters import fastjson
 from remit.adapters.db import tables as t
 from remit.domain.errors import NotFound, ValidationError
 from remit.entrypoints.api.deps import Ctx, Read, Write
@@ -125,14 +126,19 @@ def list_usage_events(
     return page(rows, limit)
 
 
+async def _exact_body(request: Request) -> Any:
+    """The body as usage events are read on every path: numbers exactly as sent (``fastjson.loads_exact``). FastAPI
+    parsed it already (the body model checks its shape), but into floats."""
+    return fastjson.loads_exact(await request.body())
+
+
 @router.post("/events", response_model=UsageEventResult)
-async def ingest_event(body: UsageEventIn, ctx: Write) -> Any:
+async def ingest_event(body: UsageEventIn, request: Request, ctx: Write) -> Any:
     """Record one usage event. Sending the same transaction id again is not an error: it answers `duplicate`."""
-    return await run_in_threadpool(_ingest_event, body, ctx)
+    return await run_in_threadpool(_ingest_event, body, await _exact_body(request), ctx)
 
 
-def _ingest_event(body: UsageEventIn, ctx: Ctx) -> Any:
-    raw = body.model_dump(mode="json")
+def _ingest_event(body: UsageEventIn, raw: dict[str, Any], ctx: Ctx) -> Any:
     with ctx.uow() as uow:
         result = usage.ingest(uow, [raw], vis=ctx.vis)
     if result.rejected:
@@ -144,10 +150,11 @@ def _ingest_event(body: UsageEventIn, ctx: Ctx) -> Any:
 
 
 @router.post("/events/batch", response_model=UsageBatchResult)
-async def ingest_batch(body: UsageBatchIn, ctx: Write) -> Any:
+async def ingest_batch(body: UsageBatchIn, request: Request, ctx: Write) -> Any:
     """Record up to 1,000 usage events. Each is reported on its own: accepted, duplicate, or rejected with the
     reason; the valid ones are kept even when others are refused."""
-    result = await run_in_threadpool(_ingest_batch, body.events, ctx)
+    events = (await _exact_body(request))["events"]
+    result = await run_in_threadpool(_ingest_batch, events, ctx)
     # The answer as the response model would serialise it, without validating a thousand outcomes again.
     outcomes = {
         "object": "usage_batch_result",
