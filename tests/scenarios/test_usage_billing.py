@@ -345,6 +345,36 @@ def test_a_second_subscription_may_not_bill_the_same_meter(app):
     assert err.value.code == "meter_already_billed"
 
 
+def test_a_meter_is_billed_by_one_subscription_a_day_until_the_first_really_ends(app):
+    """A subscription canceled at its period's end still bills the meter until then: a second one for the same
+    meter may start on that day, not before (it once could, and both billed the same events); nor may another
+    subscription change to a plan that bills it. Canceled now, the meter is free from today."""
+    from remit.domain.errors import Conflict
+
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_usage("api_calls")])
+    _plan(app, "basic", [_fixed("10.00")])
+    clock_id, cus, sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    with app.uow() as uow:
+        subscriptions.cancel(uow, sub, at_period_end=True)
+        other = subscriptions.create_subscription(uow, cus, "basic")
+    for attempt in (
+        lambda uow: subscriptions.create_subscription(uow, cus, "api"),
+        lambda uow: subscriptions.change_plan(uow, other, "api"),
+    ):
+        with pytest.raises(Conflict) as err, app.uow() as uow:
+            attempt(uow)
+        assert (err.value.code, err.value.field) == ("meter_already_billed", "plan")
+        assert f"Subscription {sub} bills meter api_calls for this customer until 2026-04-01" in err.value.message
+    with app.uow() as uow:
+        later = subscriptions.create_subscription(uow, cus, "api", start_on=b.utc(2026, 4, 1).date())
+        subscriptions.cancel(uow, later)
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, other, "api", when=b.utc(2026, 4, 1).date())
+
+
 def test_usage_price_refuses_in_advance_timing_and_unknown_meters(app):
     from remit.domain.errors import ValidationError
 

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -140,7 +140,7 @@ def create_subscription_record(
         raise ValidationError("date_in_past", "A subscription cannot start before today.", "start_on")
     qty = catalog.quantity(quantity)
     items, interval, plan_id = _items_for(uow, customer, plan_code, qty, plan_version, add_ons)
-    _check_meters_free(uow, customer_id, items)
+    _check_meters_free(uow, customer_id, items, start)
     if trial_days is not None and trial_days < 0:
         raise ValidationError("invalid_trial", "trial_days cannot be negative.", "trial_days")
     trial_end = start + timedelta(days=trial_days) if trial_days else None
@@ -385,6 +385,7 @@ def change_plan(
     if interval != _interval(sub):
         raise ValidationError("interval_mismatch", "Changing the billing interval needs a new subscription.", "plan")
     items = new_items + _add_ons(uow, current)  # add-ons stay; the plan's own prices are replaced
+    _check_meters_free(uow, customer["id"], items, on, other_than=sub_id)
     _append(uow, sub, events, today, on, ChangeKind.CHANGE, items, "change_plan")
     if on <= today:
         uow.conn.execute(update(t.subscriptions).where(t.subscriptions.c.id == sub_id).values(plan_id=plan_id))
@@ -398,28 +399,36 @@ def change_plan(
     return {"subscription_id": sub_id, "effective_on": on}
 
 
-def _check_meters_free(uow: UnitOfWork, customer_id: str, items: Sequence[Item]) -> None:
-    """Usage events name the customer, so one live subscription per customer bills a given meter: a second one
-    would bill the same events twice."""
+def _check_meters_free(
+    uow: UnitOfWork, customer_id: str, items: Sequence[Item], from_on: date, other_than: str | None = None
+) -> None:
+    """Usage events name the customer, so one subscription per customer bills a given meter on a given day: a
+    second one would bill the same events twice. ``items`` would bill from ``from_on``: another subscription of
+    the customer that bills one of their meters then (not ended, or ending after that day: canceled at its
+    period's end, say) is in the way."""
     prices = load_prices(uow.conn, [i.price_id for i in items])
     meters = {p.usage.meter for p in prices.values() if p.usage is not None and p.usage.meter}
     if not meters:
         return
     s, pv, pr = t.subscriptions.c, t.plan_versions.c, t.prices.c
-    taken = uow.conn.execute(
-        select(pr.usage, s.id)
+    query = (
+        select(pr.usage, s.id, s.ended_on)
         .select_from(
             t.subscriptions.join(t.plan_versions, pv.plan_id == s.plan_id).join(t.prices, pr.plan_version_id == pv.id)
         )
-        .where(s.customer_id == customer_id, s.ended_on.is_(None), pr.usage.is_not(None))
-    ).all()
-    for usage, sub_id in taken:
+        .where(s.customer_id == customer_id, or_(s.ended_on.is_(None), s.ended_on > from_on), pr.usage.is_not(None))
+    )
+    if other_than is not None:
+        query = query.where(s.id != other_than)
+    for usage, sub_id, ends in uow.conn.execute(query).all():
         meter = (usage or {}).get("meter")
         if meter in meters:
+            until = f" until {ends}" if ends is not None else ""
             raise Conflict(
                 "meter_already_billed",
-                f"Subscription {sub_id} already bills meter {meter} for this customer; usage events name the "
-                "customer, so a second subscription would bill them twice. Change that subscription's plan instead.",
+                f"Subscription {sub_id} bills meter {meter} for this customer{until}; usage events name the "
+                "customer, so a second subscription would bill them twice. Change that subscription's plan instead"
+                + (f", or start on {ends} or later." if ends is not None else "."),
                 "plan",
             )
 
