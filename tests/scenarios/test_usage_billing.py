@@ -387,6 +387,29 @@ def test_monthly__graduated_percentage_usage_price(app):
     assert b.lines_of(app, cus) == [("usage", "2026-03-01", "2026-04-01", "600.00")]
 
 
+def test_monthly__a_formulas_thirds_add_up_to_the_whole_and_a_bad_event_is_refused_alone(app):
+    """A meter's formula divides each event's amount by 3: a quotient keeps 34 significant digits, more than the
+    28 a quantity is written with, so three thirds of 1 measure 1. An event the formula cannot value (text
+    compared with a number, an infinite amount) is refused on its own and the period bills the others."""
+    b.seller(app)
+    with app.uow() as uow:
+        usage.create_meter(uow, "cost", "Cost", "sum", None, expression="amount / 3 if amount > 0 else 0")
+    _plan(app, "api", [_usage("cost", config={"unit_price": "10.00"}, name="Cost")])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    sent = [(b.utc(2026, 3, day), {"amount": "1"}) for day in (2, 3, 4)]
+    sent += [(b.utc(2026, 3, 5), {"amount": "lots"}), (b.utc(2026, 3, 6), {"amount": "Infinity"})]
+    result = _send(app, cus, *sent, code="cost")
+    assert len(result.accepted) == 3
+    assert [(r["index"], r["error"]["code"]) for r in result.rejected] == [
+        (3, "formula_not_numeric"),
+        (4, "formula_not_numeric"),
+    ]
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    (line,) = b.invoices_of(app, cus)[0]["lines"]
+    assert (line["quantity"], line["amount"]) == ("1", "10.00")
+
+
 def test_monthly__upcoming_invoice_preview_shows_the_usage_so_far(app):
     b.seller(app)
     _meter(app)
