@@ -12,9 +12,9 @@ by its size, which is limited, and by the size of its numbers: a constant or pro
 (no value above that could be stored), so no operation works on a number of a million digits.
 
 Numbers are exact: a constant is read from its digits in the source (never through a float), a property from its
-text. Sums, differences and products keep 34 significant digits, which is exact for numbers as written in
-events; a quotient that does not end (1 / 3) is rounded to 34 significant digits, half to even, more than the 28
-a period's quantity is written with, so a period of thirds still sums to the whole.
+text. Arithmetic carries 34 significant digits (half to even beyond them): exact for numbers as events write them,
+and a quotient that does not end (1 / 3) keeps more digits than the 28 a period's quantity is written with, so a
+period of thirds still sums to the whole.
 """
 
 from __future__ import annotations
