@@ -95,3 +95,25 @@ def test_alerts_evaluate_runs_for_real_customers_and_bad_input_exits_2(tmp_path)
     assert rj("alerts", "create", "--customer", "cus_x", "--kind", "spend", "--threshold", "1", code=3)
     assert rj("usage", "show", "cus_x", code=3)["error"]["code"] == "customer_not_found"
     assert rj("alerts", "list") and len(rj("alerts", "list")) == 1
+
+
+def test_alerts_list_all_reads_every_page_and_a_bad_limit_exits_2():
+    """1,103 alerts: --all lists them all whatever --limit says (it read pages of --limit while the service gave
+    at most 1,001, and stopped after one), and a page of --limit 0 or 1001 is refused (0 raised IndexError)."""
+    from remit.bootstrap import Settings, bootstrap
+    from remit.service_layer import alerts
+
+    rj("init", "--currency", "EUR", "--country", "DE")
+    rj("meters", "create", "--code", "calls", "--aggregation", "sum", "--field", "n")
+    customer = rj("customers", "create", "--name", "Hooli", "--currency", "EUR", "--country", "DE")["id"]
+    with bootstrap(Settings()).uow() as uow:
+        made = [alerts.create_alert(uow, customer, "usage", [str(10 + i)], meter="calls")["id"] for i in range(1103)]
+    for limit in ("20", "0", "5000"):
+        assert [a["id"] for a in rj("alerts", "list", "--all", "--limit", limit)] == sorted(made)
+    assert len(rj("alerts", "list", "--limit", "1000")) == 1000
+    assert [a["id"] for a in rj("alerts", "list", "--limit", "2", "--starting-after", sorted(made)[0])] == sorted(made)[
+        1:3
+    ]
+    for bad in ("0", "-1", "1001"):
+        error = rj("alerts", "list", "--limit", bad, code=2)["error"]
+        assert (error["code"], error["field"]) == ("invalid_limit", "limit")

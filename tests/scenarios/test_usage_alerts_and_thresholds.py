@@ -5,6 +5,7 @@ the clock's time (before the bill run of that moment), so alerts fire and thresh
 order.
 """
 
+import pytest
 from sqlalchemy import select
 
 from remit.adapters.db import tables as t
@@ -324,3 +325,52 @@ def test_a_group_threshold_billed_then_wholly_canceled_stays_billed_and_brings_n
     ]
     remainder = [ln for ln in b.invoices_of(app, cus)[-1]["lines"] if ln["kind"] == "usage_remainder"][0]
     assert remainder["description"] == "API calls: usage corrected since the threshold invoice (0 in the period)"
+
+
+@pytest.mark.parametrize(
+    ("aggregation", "fires"),
+    [("latest", []), ("unique_count", []), ("sum", [("15", "20")])],
+)
+def test_a_plan_change_mid_period_does_not_add_up_seats_or_users_for_an_alert(app, aggregation, fires):
+    """10 seats (latest) or 10 users (unique_count) reported before a plan change on 10 March and the same again
+    after it are 10, not 20: an alert at 15 does not fire (it did). A sum of 10 and 10 calls is 20 and fires."""
+    b.seller(app)
+    field = "user" if aggregation == "unique_count" else "calls"
+    with app.uow() as uow:
+        usage.create_meter(uow, "api_calls", "API calls", aggregation, field)
+        catalog.create_plan(uow, "basic", "Basic", [_usage_price("1.00")])
+        catalog.create_plan(uow, "pro", "Pro", [_usage_price("2.00")])
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        sub = subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+        alerts.create_alert(uow, cus, "usage", ["15"], meter="api_calls")
+
+    def report(at, prefix):
+        props = [{"user": f"u{i}"} for i in range(10)] if aggregation == "unique_count" else [{"calls": 10}]
+        batch = [
+            {
+                "customer_id": cus,
+                "code": "api_calls",
+                "transaction_id": f"{prefix}{i}",
+                "timestamp": at.isoformat(),
+                "properties": p,
+            }
+            for i, p in enumerate(props)
+        ]
+        with app.uow() as uow:
+            assert not usage.ingest(uow, batch).rejected
+
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 5))
+    report(b.utc(2026, 3, 5), "a")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, sub, "pro")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 11))
+    report(b.utc(2026, 3, 10, 1), "b")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 12))
+    with app.uow() as uow:
+        items = live_usage.live_usage(uow, cus)["subscriptions"][0]["items"]
+    assert [i["quantity"] for i in items] == ["10", "10"]  # a line per plan, each billed at its plan's price
+    fired = [(e["data"]["threshold"], e["data"]["value"]) for e in _events(app, "usage.alert_triggered")]
+    assert fired == fires

@@ -407,6 +407,41 @@ def test_monthly__percentage_usage_price_charges_each_transaction__published_exa
     ]
 
 
+def test_monthly__a_refund_on_a_percentage_price_is_credited_within_its_line_never_below_zero(app):
+    """Payments of 100 and a refund of 40 at 1% + 0.10: 1.10 charged, 0.40 credited back, 0.70; a customer
+    whose refunds outweigh the payments owes nothing for the line (its bill run failed). A graduated
+    percentage nets the volume the same way."""
+    b.seller(app)
+    _meter(app, "payments", field="amount")
+    pct = {"rate": "0.01", "fixed_fee": "0.10"}
+    tiers = {"tiers": [{"up_to": None, "rate": "0.01"}]}
+    _plan(app, "pay", [_usage("payments", model="percentage", config=pct, name="Fees")])
+    _plan(app, "volume", [_usage("payments", model="graduated_percentage", config=tiers, name="Fees")])
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    customers = []
+    for plan, amounts in (("pay", ["100", "-40"]), ("pay", ["20", "-500"]), ("volume", ["100", "-40"])):
+        cus = b.customer(app, clock_id)
+        with app.uow() as uow:
+            subscriptions.create_subscription(uow, cus, plan, anchor="calendar")
+        customers.append((cus, amounts))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    for cus, amounts in customers:
+        sent = [(b.utc(2026, 3, 2 + i), {"amount": amount}) for i, amount in enumerate(amounts)]
+        assert len(_send(app, cus, *sent, code="payments").accepted) == 2
+    with app.uow() as uow:
+        (item,) = live_usage.live_usage(uow, customers[1][0])["subscriptions"][0]["items"]
+    assert item["amount"] == "0.00"
+    advanced = clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    assert advanced["customers_failed"] == 0
+    amounts = [[ln["amount"] for inv in b.invoices_of(app, cus) for ln in inv["lines"]] for cus, _ in customers]
+    assert amounts == [["0.70"], [], ["0.60"]]  # a line of 0.00 is not invoiced
+    (line,) = b.invoices_of(app, customers[0][0])[0]["lines"]
+    assert [bd["description"] for bd in line["details"]["breakdown"]] == [
+        "1 transaction, volume 100 × 1% + 0.10 each",
+        "1 refund, volume -40 × 1% credited",
+    ]
+
+
 def test_monthly__graduated_percentage_usage_price(app):
     """3% of the first 10,000 of volume, 2% above: 25,000 processed in March -> 300 + 300."""
     b.seller(app)
@@ -418,6 +453,29 @@ def test_monthly__graduated_percentage_usage_price(app):
     _send(app, cus, (b.utc(2026, 3, 2), {"amount": "20000"}), (b.utc(2026, 3, 9), {"amount": "5000"}), code="volume")
     clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
     assert b.lines_of(app, cus) == [("usage", "2026-03-01", "2026-04-01", "600.00")]
+
+
+def test_monthly__a_formulas_thirds_add_up_to_the_whole_and_a_bad_event_is_refused_alone(app):
+    """A meter's formula divides each event's amount by 3: a quotient keeps 34 significant digits, more than the
+    28 a quantity is written with, so three thirds of 1 measure 1. An event the formula cannot value (text
+    compared with a number, an infinite amount) is refused on its own and the period bills the others."""
+    b.seller(app)
+    with app.uow() as uow:
+        usage.create_meter(uow, "cost", "Cost", "sum", None, expression="amount / 3 if amount > 0 else 0")
+    _plan(app, "api", [_usage("cost", config={"unit_price": "10.00"}, name="Cost")])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    sent = [(b.utc(2026, 3, day), {"amount": "1"}) for day in (2, 3, 4)]
+    sent += [(b.utc(2026, 3, 5), {"amount": "lots"}), (b.utc(2026, 3, 6), {"amount": "Infinity"})]
+    result = _send(app, cus, *sent, code="cost")
+    assert len(result.accepted) == 3
+    assert [(r["index"], r["error"]["code"]) for r in result.rejected] == [
+        (3, "formula_not_numeric"),
+        (4, "formula_not_numeric"),
+    ]
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    (line,) = b.invoices_of(app, cus)[0]["lines"]
+    assert (line["quantity"], line["amount"]) == ("1", "10.00")
 
 
 def test_monthly__upcoming_invoice_preview_shows_the_usage_so_far(app):

@@ -166,7 +166,7 @@ def _formula(source: str | None) -> Formula | None:
         return None
     found = _FORMULAS.get(source)
     if found is None:
-        found = _FORMULAS[source] = parse_formula(source, "expression")
+        found = _FORMULAS[source] = parse_formula(source, "expression", stored=True)  # loads as it was created
     return found
 
 

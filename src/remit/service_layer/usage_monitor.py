@@ -33,7 +33,7 @@ from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
 from remit.domain.invoicing.generator import threshold_diff
 from remit.domain.rating.aggregations import Aggregation
-from remit.domain.rating.alerts import AlertKind, canonical, combine, crossed, group_matches
+from remit.domain.rating.alerts import AlertKind, LineQuantity, canonical, combine_lines, crossed, group_matches
 from remit.service_layer import usage_watch, wallets
 from remit.service_layer.accounts import local_date
 from remit.service_layer.invoices import Event, InvoiceDraft, write_events, write_invoices
@@ -154,7 +154,8 @@ def measured(alert: Mapping[Any, Any], sub: SubscriptionUsage, aggregations: Map
         return Decimal(sub.amount_minor)
     items = [i for i in sub.items if i.meter == alert["meter_code"] and group_matches(i.group, alert["group_values"])]
     aggregation = aggregations.get(alert["meter_code"], Aggregation.SUM)
-    return combine(aggregation, [i.quantity for i in items])
+    lines = [LineQuantity(i.group, i.line.slices[-1].end_on, i.quantity) for i in items if i.line.slices]
+    return combine_lines(aggregation, lines)
 
 
 def _fire_alerts(

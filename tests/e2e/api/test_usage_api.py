@@ -450,3 +450,32 @@ def test_one_event_and_a_batch_take_the_same_times_and_properties(api):
     times = {e["transaction_id"]: e["occurred_at"] for e in events}
     assert sorted(times) == sorted(f"{w}{i}" for w in ("one", "many") for i in (3, 4, 5, 9, 11))
     assert all(times[f"one{i}"] == times[f"many{i}"] for i in (3, 4, 5, 9, 11))
+
+
+def test_a_formula_that_cannot_value_one_event_refuses_that_event_alone(api):
+    formula = "amount if amount > 100 else 0"
+    meter = {"code": "cost", "name": "Cost", "aggregation": "sum", "expression": formula}
+    assert api.post("/meters", meter).status_code == 201
+    cus = api.post("/customers", {"name": "Hooli", "currency": "EUR", "country": "DE"}).json()["id"]
+    event = {"customer_id": cus, "code": "cost", "timestamp": _at(api)}
+    batch = [
+        {**event, "transaction_id": "ok", "properties": {"amount": "150"}},
+        {**event, "transaction_id": "text", "properties": {"amount": "lots"}},
+        {**event, "transaction_id": "infinite", "properties": {"amount": "Infinity"}},
+        {**event, "transaction_id": "huge", "properties": {"amount": "6e999999"}},
+    ]
+    result = api.post("/events/batch", {"events": batch})
+    assert result.status_code == 200
+    assert [e["transaction_id"] for e in result.json()["accepted"]] == ["ok"]
+    assert [(e["index"], e["error"]["code"], e["error"]["field"]) for e in result.json()["rejected"]] == [
+        (1, "formula_not_numeric", "properties"),
+        (2, "formula_not_numeric", "properties"),
+        (3, "formula_not_numeric", "properties"),
+    ]
+    one = api.post("/events", {**event, "transaction_id": "text", "properties": {"amount": "lots"}})
+    assert one.status_code == 422 and one.json()["error"]["code"] == "formula_not_numeric"
+    assert [e["transaction_id"] for e in api.get("/usage_events", customer_id=cus).json()["data"]] == ["ok"]
+    for bad in ("max() + amount", "amount * 1e400"):
+        refused = api.post("/meters", {**meter, "code": "cost2", "expression": bad})
+        assert refused.status_code == 422
+        assert (refused.json()["error"]["code"], refused.json()["error"]["field"]) == ("invalid_formula", "expression")

@@ -92,6 +92,20 @@ def test_percentage_transactions_sum_exactly(model: PercentageCharge, amounts: l
     assert result.amount == expected
 
 
+@given(percentages, st.lists(decimals(10**5, 2, min_value=-(10**5)), max_size=12))
+def test_percentage_refunds_net_within_the_line_never_below_zero(
+    model: PercentageCharge, amounts: list[Decimal]
+) -> None:
+    result = model.rate_transactions(amounts)
+    sales = [a for a in amounts if a >= 0]
+    refunds = [a for a in amounts if a < 0]
+    charged = model.rate_transactions(sales).amount
+    assert result.amount == max(Decimal(0), charged + sum(refunds, Decimal(0)) * model.rate_fraction)
+    assert sum((line.amount for line in result.breakdown), Decimal(0)) == result.amount
+    for line in result.breakdown:
+        assert line.amount == line.units * line.unit_price + line.flat_fee
+
+
 @given(models)
 def test_to_config_round_trips(model: ChargeModel) -> None:
     config = model.to_config()

@@ -273,10 +273,33 @@ def test_percentage_zero_amount_transaction_pays_the_fixed_fee() -> None:
     assert percentage(free_transactions=0).rate_transactions([D(0)]).amount == D("0.10")
 
 
-def test_percentage_negative_transaction_is_refused() -> None:
-    with pytest.raises(ValidationError) as info:
-        percentage().rate_transactions([D(1), D(-1)])
-    assert (info.value.code, info.value.field) == ("negative_quantity", "transactions[1]")
+def test_percentage_refund_is_credited_at_the_rate_and_nets_within_the_line() -> None:
+    """A negative transaction is a refund: amount × rate back, no fixed fee, and it takes no free transaction."""
+    model = percentage(free_transactions=1)
+    result = model.rate_transactions([D(10), D(-40), D(100), D(50)])
+    # 10 free; 100 and 50 at 1.2% + 0.10: 2.00; the refund of 40 credits 0.48
+    assert result.amount == D("1.52")
+    assert result.units == D(120)
+    assert [(i.description, i.amount) for i in result.breakdown] == [
+        ("1 transaction free (volume 10)", D(0)),
+        ("2 transactions, volume 150 × 1.2% + 0.10 each", D("2.00")),
+        ("1 refund, volume -40 × 1.2% credited", D("-0.48")),
+    ]
+    assert_consistent(result)
+
+
+def test_percentage_refunds_credit_at_most_what_the_line_charges() -> None:
+    model = percentage(free_transactions=0, min_per_transaction="0.30")
+    result = model.rate_transactions([D(50), D(-500), D(-100)])
+    assert result.amount == 0
+    assert result.units == D(-550)
+    assert [(i.description, i.amount) for i in result.breakdown] == [
+        ("1 transaction, volume 50 × 1.2% + 0.10 each", D("0.70")),
+        ("2 refunds, volume -600 × 1.2% credited up to the 0.7 charged", D("-0.70")),
+    ]
+    only_refunds = model.rate_transactions([D(-5)])
+    assert only_refunds.amount == 0 and not only_refunds.amount.is_signed()  # 0, not -0
+    assert_consistent(result)
 
 
 def test_percentage_optional_settings_default() -> None:

@@ -1,5 +1,6 @@
 """Alert thresholds, groups and crossings: pure rules."""
 
+from datetime import date
 from decimal import Decimal
 
 import pytest
@@ -11,8 +12,10 @@ from remit.domain.money import currency
 from remit.domain.rating.aggregations import Aggregation, Meter
 from remit.domain.rating.alerts import (
     AlertKind,
+    LineQuantity,
     canonical,
     combine,
+    combine_lines,
     crossed,
     group_matches,
     parse_group,
@@ -101,3 +104,21 @@ def test_groups_match_on_the_dimensions_named_and_quantities_combine_per_aggrega
     assert combine(Aggregation.SUM, [Decimal(2), Decimal(3)]) == 5
     assert combine(Aggregation.MAX, [Decimal(2), Decimal(3)]) == 3
     assert combine(Aggregation.COUNT, []) == 0
+
+
+def test_a_plan_change_splits_a_groups_period_in_lines_that_an_alert_reads_as_one_quantity():
+    """Ten seats before and after a plan change are ten seats; two regions' latest values still add up."""
+    march_10, april_1 = date(2026, 3, 10), date(2026, 4, 1)
+    before, after = (
+        LineQuantity({"region": "eu"}, march_10, Decimal(10)),
+        LineQuantity({"region": "eu"}, april_1, Decimal(12)),
+    )
+    other = LineQuantity({"region": "us"}, april_1, Decimal(5))
+    lines = [after, before, other]
+    assert combine_lines(Aggregation.LATEST, lines) == 12 + 5  # the latest window's value, per group
+    assert combine_lines(Aggregation.LATEST, [before]) == 10  # nothing reported since the change
+    assert combine_lines(Aggregation.UNIQUE_COUNT, lines) == 12 + 5  # at least the largest count, per group
+    assert combine_lines(Aggregation.MAX, lines) == 12
+    for adds_up in (Aggregation.SUM, Aggregation.COUNT, Aggregation.WEIGHTED_SUM):
+        assert combine_lines(adds_up, lines) == 10 + 12 + 5
+    assert combine_lines(Aggregation.SUM, []) == 0

@@ -1,3 +1,4 @@
+import time
 from decimal import Decimal
 
 import pytest
@@ -70,3 +71,97 @@ def test_evaluation_errors_are_clear():
         parse_formula('region == "eu"').evaluate({"region": "eu"})
     assert exc.value.code == "formula_not_numeric"
     assert parse_formula("a + b * c").names == frozenset({"a", "b", "c"})
+
+
+@pytest.mark.parametrize("value", ["Infinity", "-Infinity", "NaN", "sNaN", float("inf"), float("nan"), Decimal("Inf")])
+def test_a_property_that_is_not_a_finite_number_is_refused(value):
+    with pytest.raises(ValidationError) as exc:
+        parse_formula("amount * 1").evaluate({"amount": value}, "properties")
+    assert (exc.value.code, exc.value.field) == ("formula_not_numeric", "properties")
+
+
+def test_text_that_reads_as_infinity_or_nan_stays_text():
+    assert parse_formula('1 if name == "Nan" else 2').evaluate({"name": "Nan"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "props"),
+    [
+        ("amount if amount > 100 else 0", {"amount": "lots"}),
+        ("1 if 100 <= amount else 0", {"amount": "lots"}),
+        ('1 if flag < "x" else 0', {"flag": True}),
+    ],
+)
+def test_ordering_text_and_numbers_is_an_error_of_the_event(source, props):
+    with pytest.raises(ValidationError) as exc:
+        parse_formula(source).evaluate(props, "properties")
+    assert (exc.value.code, exc.value.field) == ("formula_not_numeric", "properties")
+    assert "cannot be ordered" in exc.value.message
+
+
+def test_text_still_compares_equal_or_not_with_numbers_and_orders_with_text():
+    assert parse_formula("1 if amount == 100 else 2").evaluate({"amount": "lots"}) == 2
+    assert parse_formula('1 if region > "eu" else 2').evaluate({"region": "us"}) == 1
+
+
+@pytest.mark.parametrize("source", ["max() + a", "min()", "abs(a, b)", "ceil()", "floor(a, 1)", "round(a, 1, 2)"])
+def test_a_function_given_the_wrong_number_of_arguments_is_refused_when_parsed(source):
+    with pytest.raises(ValidationError) as exc:
+        parse_formula(source, "expression")
+    assert (exc.value.code, exc.value.field) == ("invalid_formula", "expression")
+
+
+def test_a_stored_formula_with_the_wrong_number_of_arguments_loads_and_fails_per_event():
+    formula = parse_formula("max() + a", "expression", stored=True)
+    with pytest.raises(ValidationError) as exc:
+        formula.evaluate({"a": 1}, "properties")
+    assert (exc.value.code, exc.value.field) == ("invalid_formula", "properties")
+
+
+@pytest.mark.parametrize("source", ["a * 1e400", "a + 1e64", "a * 1" + "0" * 70])
+def test_a_constant_too_large_to_store_is_refused_when_parsed(source):
+    with pytest.raises(ValidationError) as exc:
+        parse_formula(source, "expression")
+    assert (exc.value.code, exc.value.field) == ("invalid_formula", "expression")
+    assert "too large" in exc.value.message
+
+
+def test_a_stored_formula_with_a_huge_constant_loads_and_gives_a_finite_value():
+    assert parse_formula("a * 1e400", stored=True).evaluate({"a": 2}) == Decimal("2e400")
+
+
+@pytest.mark.parametrize("source", ["ceil(d / 60)", "floor(d)", "round(d, 2)", "d // 7", "d % 7"])
+def test_a_huge_property_is_refused_at_once(source):
+    started = time.monotonic()
+    with pytest.raises(ValidationError) as exc:
+        parse_formula(source).evaluate({"d": "6e999999"}, "properties")
+    assert time.monotonic() - started < 0.5
+    assert (exc.value.code, exc.value.field) == ("formula_not_numeric", "properties")
+    assert "too large" in exc.value.message
+
+
+def test_ceil_and_floor_are_exact_up_to_the_largest_property():
+    largest = "9" * 64
+    assert parse_formula("ceil(d + 0.5)").evaluate({"d": largest}) == Decimal(largest) + 1
+    assert parse_formula("floor(d)").evaluate({"d": "-0.5"}) == -1
+    assert str(parse_formula("ceil(d)").evaluate({"d": "-0.5"})) == "0"  # not -0
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x * 1.0000000000000000001", "1000000000000.0000001"),
+        ("x * 0.12345678901234567890123", "123456789012.34567890123"),
+        ("x + 1_000.000000000000000000001", "1000000001000.000000000000000000001"),
+        ("x * 1.", "1000000000000"),
+        ("x * .5", "500000000000"),
+    ],
+)
+def test_constants_keep_every_digit_of_the_source(source, expected):
+    assert parse_formula(source).evaluate({"x": "1000000000000"}) == Decimal(expected)
+
+
+def test_a_quotient_that_does_not_end_has_34_significant_digits():
+    third = parse_formula("x / 3").evaluate({"x": 1})
+    assert third == Decimal("0." + "3" * 34)
+    assert parse_formula("x / 8").evaluate({"x": 1}) == Decimal("0.125")  # one that ends is exact

@@ -8,9 +8,12 @@ measures, this module decides.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
 from decimal import Decimal
 from enum import Enum
+from typing import NamedTuple
 
 from remit.domain.errors import ValidationError
 from remit.domain.money import Currency, Money, to_decimal
@@ -101,3 +104,36 @@ def combine(aggregation: Aggregation, quantities: Sequence[Decimal]) -> Decimal:
     if aggregation is Aggregation.MAX:
         return max(quantities)
     return sum(quantities, Decimal(0))
+
+
+class LineQuantity(NamedTuple):
+    """One usage line of a period as an alert reads it: its group, when its last window ends, its quantity."""
+
+    group: Mapping[str, str]
+    ends_on: date
+    quantity: Decimal
+
+
+def combine_lines(aggregation: Aggregation, lines: Sequence[LineQuantity]) -> Decimal:
+    """The quantity a usage alert compares with its thresholds, from a period's usage lines of its meter.
+
+    A plan change splits the period between two prices, one line per price and group; they measure one group
+    over one period, so first they become one quantity: counts and sums add up (their windows do not overlap),
+    and so do a time-weighted sum's lines (each is its window's level weighted by its share of the period); a
+    ``latest`` meter takes the line of the latest window, ``max`` the largest. ``unique_count`` takes the largest
+    too: the lines count distinct values per window and do not say which, so the period's distinct values are at
+    least that many (a user seen under both prices is one user) and at most their sum; the lower bound never
+    fires an alert that did not happen. Then the groups are combined as ``combine`` does.
+    """
+    per_group: dict[tuple[tuple[str, str], ...], list[LineQuantity]] = defaultdict(list)
+    for line in lines:
+        per_group[tuple(sorted(line.group.items()))].append(line)
+    return combine(aggregation, [_one_group(aggregation, group_lines) for group_lines in per_group.values()])
+
+
+def _one_group(aggregation: Aggregation, lines: Sequence[LineQuantity]) -> Decimal:
+    if aggregation is Aggregation.LATEST:
+        return max(lines, key=lambda line: line.ends_on).quantity
+    if aggregation in (Aggregation.MAX, Aggregation.UNIQUE_COUNT):
+        return max(line.quantity for line in lines)
+    return sum((line.quantity for line in lines), Decimal(0))

@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import ClassVar, Protocol, runtime_checkable
 
 from remit.domain.errors import ValidationError
+from remit.domain.money import to_decimal
 from remit.domain.rating.tiers import (
     ZERO,
     BreakdownItem,
@@ -243,13 +244,17 @@ class PercentageCharge:
     """A fraction of transaction amounts (``rate`` 0.012 is 1.2%).
 
     ``rate_transactions`` rates the period's transactions in order: the first ``free_transactions`` cost
-    nothing; each other one costs amount × rate + fixed_fee, clamped to [min, max] when those are set.
+    nothing; each other one costs amount × rate + fixed_fee, clamped to [min, max] when those are set. A negative
+    amount is a refund: it is credited amount × rate, with no fixed fee, free transaction, minimum or maximum,
+    and nets within the line, whose refunds are credited at most what its transactions are charged, so it never
+    comes below zero (as a negative quantity bills nothing in the other models).
 
     ``rate(units)`` treats ``units`` as a total transaction volume whose transaction count is unknown, so it
     is just units × rate: no fixed fee, no free transactions, no minimum or maximum.
 
     Breakdown lines group transactions (free, charged, at the minimum, at the maximum); a line's ``units`` is
-    the volume of its transactions and its ``flat_fee`` the fixed fees (or the clamped amounts) of the group.
+    the volume of its transactions and its ``flat_fee`` the fixed fees (or the clamped amounts) of the group;
+    refunds are one more line, of their (negative) volume.
     """
 
     kind: ClassVar[str] = "percentage"
@@ -277,9 +282,11 @@ class PercentageCharge:
             return result(self.kind, q, [item(f"{self._pct()} of {num(q)}", q, self.rate_fraction)])
 
     def rate_transactions(self, amounts: Sequence[Decimal]) -> ChargeResult:
-        values = [quantity(a, f"transactions[{i}]") for i, a in enumerate(amounts)]
+        values = [to_decimal(a, f"transactions[{i}]") for i, a in enumerate(amounts)]
+        refunds = [v for v in values if v < 0]
+        sales = [quantity(v) for v in values if not v < 0]
         with exact_arithmetic():
-            free, charged = values[: self.free_transactions], values[self.free_transactions :]
+            free, charged = sales[: self.free_transactions], sales[self.free_transactions :]
             plain: list[Decimal] = []
             at_min: list[Decimal] = []
             at_max: list[Decimal] = []
@@ -308,7 +315,18 @@ class PercentageCharge:
                     volume = sum(group, ZERO)
                     description = f"{_txns(group)} at the {word} of {num(bound)} (volume {num(volume)})"
                     lines.append(item(description, volume, ZERO, len(group) * bound))
+            if refunds:
+                lines.append(self._refunds(refunds, sum((line.amount for line in lines), ZERO)))
             return result(self.kind, sum(values, ZERO), lines)
+
+    def _refunds(self, refunds: Sequence[Decimal], charged: Decimal) -> BreakdownItem:
+        """The refunds' line: their volume × rate, credited up to what the line charged (call inside
+        ``exact_arithmetic``)."""
+        volume = sum(refunds, ZERO)
+        description = f"{plural(Decimal(len(refunds)), 'refund')}, volume {num(volume)} × {self._pct()} credited"
+        if volume * self.rate_fraction + charged >= 0:
+            return item(description, volume, self.rate_fraction)
+        return item(f"{description} up to the {qty(charged)} charged", volume, ZERO, ZERO - charged)  # not -0
 
     def to_config(self) -> dict[str, object]:
         def optional(value: Decimal | None) -> str | None:

@@ -8,21 +8,28 @@ It is parsed with Python's own parser into an AST and evaluated by this module, 
 arithmetic. Only these forms exist: numbers, strings, property names, + - * / // %, unary -, comparisons,
 and/or/not, `x if cond else y`, and the functions min, max, abs, round, ceil, floor. No attribute access, no
 indexing, no calls to anything else, no `eval`, no loops: a formula cannot reach Python, and its cost is bounded
-by its size, which is limited.
+by its size, which is limited, and by the size of its numbers: a constant or property is finite and below 10^64
+(no value above that could be stored), so no operation works on a number of a million digits.
+
+Numbers are exact: a constant is read from its digits in the source (never through a float), a property from its
+text. Arithmetic carries 34 significant digits (half to even beyond them): exact for numbers as events write them,
+and a quotient that does not end (1 / 3) keeps more digits than the 28 a period's quantity is written with, so a
+period of thirds still sums to the whole.
 """
 
 from __future__ import annotations
 
 import ast
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 
 from remit.domain.errors import ValidationError
 
 MAX_LENGTH = 500
 MAX_NODES = 200
+MAX_DIGITS = 64  # digits before the point of a constant or property: a stored value has at most 64 characters
+PRECISION = 34  # significant digits of a result that does not end (a quotient); see the module's docstring
 Value = Decimal | str | bool
 
 _BINARY: dict[type[ast.operator], Callable[[Decimal, Decimal], Decimal]] = {
@@ -33,6 +40,7 @@ _BINARY: dict[type[ast.operator], Callable[[Decimal, Decimal], Decimal]] = {
     ast.FloorDiv: lambda a, b: a // b,
     ast.Mod: lambda a, b: a % b,
 }
+_ORDERING = (ast.Lt, ast.LtE, ast.Gt, ast.GtE)
 _COMPARE: dict[type[ast.cmpop], Callable[[Value, Value], bool]] = {
     ast.Eq: lambda a, b: a == b,
     ast.NotEq: lambda a, b: a != b,
@@ -47,14 +55,29 @@ def _round(value: Decimal, places: Decimal = Decimal(0)) -> Decimal:
     return value.quantize(Decimal(1).scaleb(-int(places)), rounding=ROUND_HALF_UP)
 
 
+def _integral(value: Decimal, rounding: str) -> Decimal:
+    out = value.to_integral_value(rounding)  # cheap at any size, where math.ceil would build the whole int
+    return out if out else abs(out)  # 0, not -0
+
+
 _FUNCTIONS: dict[str, Callable[..., Decimal]] = {
     "min": lambda *a: min(a),
     "max": lambda *a: max(a),
     "abs": lambda a: abs(a),
     "round": _round,
-    "ceil": lambda a: Decimal(math.ceil(a)),
-    "floor": lambda a: Decimal(math.floor(a)),
+    "ceil": lambda a: _integral(a, ROUND_CEILING),
+    "floor": lambda a: _integral(a, ROUND_FLOOR),
 }
+# How many arguments each function takes, at least and at most (checked when the formula is parsed).
+_ARITY: dict[str, tuple[int, int]] = {
+    "min": (1, MAX_NODES),
+    "max": (1, MAX_NODES),
+    "abs": (1, 1),
+    "round": (1, 2),
+    "ceil": (1, 1),
+    "floor": (1, 1),
+}
+assert _ARITY.keys() == _FUNCTIONS.keys()
 _ALLOWED = (
     ast.Expression,
     ast.BinOp,
@@ -82,7 +105,7 @@ class Formula:
     def evaluate(self, properties: Mapping[str, object], field: str = "formula") -> Decimal:
         """The formula's value for one event. Missing or non-numeric properties are clear errors."""
         with localcontext() as ctx:
-            ctx.prec = 34
+            ctx.prec = PRECISION
             try:
                 result = _eval(self.tree.body, properties, field)
             except (InvalidOperation, ZeroDivisionError, ArithmeticError):
@@ -91,12 +114,15 @@ class Formula:
                     f"The formula {self.source!r} cannot be computed for this event (division by zero or overflow).",
                     field,
                 ) from None
-        if not isinstance(result, Decimal) or isinstance(result, bool):
+        if not isinstance(result, Decimal) or isinstance(result, bool) or not result.is_finite():
             raise ValidationError("formula_not_numeric", f"The formula {self.source!r} does not give a number.", field)
         return result
 
 
-def parse_formula(source: str, field: str = "formula") -> Formula:
+def parse_formula(source: str, field: str = "formula", *, stored: bool = False) -> Formula:
+    """The formula, checked. ``stored``: one read back from a meter created before the checks of arguments and
+    of the size of constants existed; those are then left to each event (as errors of that event), because a
+    meter must load with whatever it was created with."""
     if not isinstance(source, str) or not source.strip():
         raise ValidationError("invalid_formula", "A formula is needed.", field)
     if len(source) > MAX_LENGTH:
@@ -118,44 +144,78 @@ def parse_formula(source: str, field: str = "formula") -> Formula:
             raise ValidationError("invalid_formula", f"{type(node.op).__name__} is not allowed in a formula.", field)
         if isinstance(node, ast.Compare) and any(type(op) not in _COMPARE for op in node.ops):
             raise ValidationError("invalid_formula", "Only ==, !=, <, <=, > and >= compare values.", field)
-        if isinstance(node, ast.Constant) and not isinstance(node.value, int | float | str | bool):
-            raise ValidationError("invalid_formula", "Only numbers and strings may appear in a formula.", field)
+        if isinstance(node, ast.Constant):
+            _constant(node, source.strip(), field, stored)
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in _FUNCTIONS or node.keywords:
                 raise ValidationError(
                     "invalid_formula", "Only min, max, abs, round, ceil and floor may be called.", field
+                )
+            low, high = _ARITY[node.func.id]
+            if not stored and not low <= len(node.args) <= high:
+                expected = (
+                    "1 argument" if high == 1 else f"{low} to {high} arguments" if high < MAX_NODES else "arguments"
+                )
+                raise ValidationError(
+                    "invalid_formula", f"{node.func.id}() takes {expected}, not {len(node.args)}.", field
                 )
         elif isinstance(node, ast.Name) and node.id not in _FUNCTIONS:
             names.add(node.id)
     return Formula(source.strip(), tree, frozenset(names))
 
 
+def _constant(node: ast.Constant, source: str, field: str, stored: bool) -> None:
+    """Check a constant and, for a number, put its exact Decimal in the tree: read from its digits in the source,
+    since Python's float has already rounded 1.0000000000000000001 to 1.0 and 1e400 to inf."""
+    value = node.value
+    if isinstance(value, bool | str):
+        return
+    if not isinstance(value, int | float):
+        raise ValidationError("invalid_formula", "Only numbers and strings may appear in a formula.", field)
+    text = ast.get_source_segment(source, node) or ""
+    try:
+        number = Decimal(text) if isinstance(value, float) else Decimal(value)
+    except InvalidOperation:  # not expected: Python read it as a float
+        raise ValidationError("invalid_formula", f"The number {text!r} cannot be read exactly.", field) from None
+    if not stored and not _bounded(number):
+        raise ValidationError(
+            "invalid_formula", f"The number {text} is too large: at most {MAX_DIGITS} digits before the point.", field
+        )
+    node.value = number  # type: ignore[assignment]  # the tree is this module's own: _eval reads Decimals
+
+
+def _bounded(number: Decimal) -> bool:
+    """Finite and below 10^MAX_DIGITS in magnitude (``adjusted`` is the exponent of the first digit: cheap)."""
+    return number.is_finite() and (not number or number.adjusted() < MAX_DIGITS)
+
+
 def _number(value: object, name: str, field: str) -> Decimal:
-    if isinstance(value, bool):
-        raise ValidationError("formula_not_numeric", f"Property {name!r} is not a number.", field)
     if isinstance(value, Decimal):
-        return value
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):  # JSON numbers arrive as floats; their shortest repr is what the client sent
-        return Decimal(repr(value))
-    if isinstance(value, str):
-        try:
-            return Decimal(value)
-        except InvalidOperation:
-            pass
-    raise ValidationError("formula_not_numeric", f"Property {name!r} is not a number.", field)
+        number = value
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = Decimal(value)
+    elif isinstance(value, float):  # JSON numbers arrive as floats; their shortest repr is what the client sent
+        number = Decimal(repr(value))
+    elif isinstance(value, str) and _looks_numeric(value):
+        number = Decimal(value)
+    else:
+        number = Decimal("NaN")
+    if not number.is_finite():
+        raise ValidationError("formula_not_numeric", f"Property {name!r} is not a finite number.", field)
+    if not _bounded(number):
+        raise ValidationError(
+            "formula_not_numeric",
+            f"Property {name!r} is too large: at most {MAX_DIGITS} digits before the point.",
+            field,
+        )
+    return number
 
 
 def _eval(node: ast.expr, props: Mapping[str, object], field: str) -> Value:
     if isinstance(node, ast.Constant):
         value = node.value
-        if isinstance(value, bool | str):
-            return value
-        if isinstance(value, float):
-            return Decimal(repr(value))
-        assert isinstance(value, int), "parse_formula admits only numbers and strings"
-        return Decimal(value)
+        assert isinstance(value, Decimal | bool | str), "parse_formula made every number a Decimal"
+        return value
     if isinstance(node, ast.Name):
         if node.id not in props:
             raise ValidationError(
@@ -168,14 +228,15 @@ def _eval(node: ast.expr, props: Mapping[str, object], field: str) -> Value:
     if isinstance(node, ast.BinOp):
         left, right = _eval(node.left, props, field), _eval(node.right, props, field)
         if not isinstance(left, Decimal) or not isinstance(right, Decimal):
-            raise ValidationError("formula_not_numeric", "Arithmetic needs numbers.", field)
+            bad = right if isinstance(left, Decimal) else left
+            raise ValidationError("formula_not_numeric", f"Arithmetic needs numbers, not {_shown(bad)}.", field)
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp):
         operand = _eval(node.operand, props, field)
         if isinstance(node.op, ast.Not):
             return not operand
         if not isinstance(operand, Decimal):
-            raise ValidationError("formula_not_numeric", "Arithmetic needs numbers.", field)
+            raise ValidationError("formula_not_numeric", f"Arithmetic needs numbers, not {_shown(operand)}.", field)
         return -operand if isinstance(node.op, ast.USub) else operand
     if isinstance(node, ast.BoolOp):
         values = [bool(_eval(v, props, field)) for v in node.values]
@@ -184,6 +245,13 @@ def _eval(node: ast.expr, props: Mapping[str, object], field: str) -> Value:
         left = _eval(node.left, props, field)
         for op, comparator in zip(node.ops, node.comparators, strict=True):
             right = _eval(comparator, props, field)
+            if isinstance(op, _ORDERING) and not _comparable(left, right):
+                raise ValidationError(
+                    "formula_not_numeric",
+                    f"{_shown(left)} and {_shown(right)} cannot be ordered: a number compares with a number, text"
+                    " with text.",
+                    field,
+                )
             if not _COMPARE[type(op)](left, right):
                 return False
             left = right
@@ -198,14 +266,26 @@ def _eval(node: ast.expr, props: Mapping[str, object], field: str) -> Value:
             raise ValidationError("formula_not_numeric", f"{node.func.id}() needs numbers.", field)
         try:
             return _FUNCTIONS[node.func.id](*args)
-        except TypeError:
+        except (TypeError, ValueError):  # a formula stored before parsing counted them: min() has no value
             raise ValidationError("invalid_formula", f"Wrong number of arguments to {node.func.id}().", field) from None
     raise ValidationError("invalid_formula", "Unsupported expression.", field)  # unreachable: parse checks
 
 
+def _shown(value: Value) -> str:
+    """A value as an error message shows it: a number as written, text quoted and cut short."""
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else repr(value[:40]) + "..."
+    return str(value)
+
+
+def _comparable(left: Value, right: Value) -> bool:
+    """Whether <, <=, > and >= order the two: numbers with numbers, text with text (True and False are 1 and 0)."""
+    return isinstance(left, str) == isinstance(right, str)
+
+
 def _looks_numeric(text: str) -> bool:
+    """Text that is a finite number ("12.5"); "NaN" and "Infinity" are text (a name may be "Nan")."""
     try:
-        Decimal(text)
-        return True
+        return Decimal(text).is_finite()
     except InvalidOperation:
         return False

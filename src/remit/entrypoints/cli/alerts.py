@@ -9,7 +9,7 @@ import typer
 
 from remit.bootstrap import Settings, bootstrap
 from remit.domain.errors import ValidationError
-from remit.entrypoints.cli.output import console, handle_errors, parse_date, parse_time, show
+from remit.entrypoints.cli.output import MAX_PAGE, console, handle_errors, page_size, parse_date, parse_time, show
 from remit.service_layer import alerts, live_usage, usage_events, usage_monitor, usage_series
 
 usage_app = typer.Typer(help="Live usage, the events stored, and threshold billing.", no_args_is_help=True)
@@ -60,6 +60,7 @@ def usage_events_(
     """The usage events stored for a customer, oldest first: what the meters will aggregate, and whether each
     passes its meter's filters."""
     gte, lt = parse_time(since, "since"), parse_time(until, "until")
+    size = MAX_PAGE if every else page_size(limit)
     rows: list[dict[str, Any]] = []
     with bootstrap(Settings()).uow(read_only=True) as uow:
         while True:
@@ -71,11 +72,11 @@ def usage_events_(
                 occurred_lt=lt,
                 transaction_id=transaction_id,
                 group=usage_events.group_pairs(group, "=", "--group"),
-                limit=1000 if every else min(limit, 1000),
+                limit=size,
                 after=after,
             )
             rows.extend(page)
-            if not every or len(page) < 1000:
+            if not every or len(page) < size:
                 break
             after = page[-1]["id"]
     columns = ["occurred_at", "meter", "transaction_id", "value", "group", "counted", "id"]
@@ -134,12 +135,13 @@ def alerts_list(
     every: Annotated[bool, typer.Option("--all", help="Every row, not one page.")] = False,
     as_json: Json = False,
 ) -> None:
+    size = MAX_PAGE if every else page_size(limit)  # --all reads pages of 1000, as every --all listing does
     rows: list[dict[str, Any]] = []
     with bootstrap(Settings()).uow() as uow:
         while True:
-            found = alerts.list_alerts(uow, limit, after, customer)
+            found = alerts.list_alerts(uow, size, after, customer)
             rows.extend(found)
-            if not every or len(found) < limit:
+            if not every or len(found) < size:
                 break
             after = found[-1]["id"]
     show(rows, as_json, "Alerts", ALERT_COLUMNS)

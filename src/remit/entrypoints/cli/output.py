@@ -85,6 +85,16 @@ def show(data: Any, as_json: bool, title: str = "", columns: Sequence[str] | Non
         console.print(table)
 
 
+MAX_PAGE = 1000  # rows per page, as the API's listings
+
+
+def page_size(limit: int, field: str = "limit") -> int:
+    """A ``--limit``: rows per page, 1 to 1000; anything else is an ``invalid_limit`` error on ``field``."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValidationError("invalid_limit", f"--limit is a number of rows from 1 to {MAX_PAGE}, not {limit}.", field)
+    return limit
+
+
 def parse_date(value: str | None, field: str) -> date | None:
     """A day given as YYYY-MM-DD, or None; anything else is an ``invalid_date`` error on ``field``."""
     if value is None:
