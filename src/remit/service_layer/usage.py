@@ -185,11 +185,13 @@ def _reject(result: IngestResult, index: int, txn: object, exc: RemitError) -> N
 
 def _occurred_at(
     raw: object, now: datetime, settings: UsageSettings, open_since: OpenSince | None, customer_id: str
-) -> datetime:
-    """The event's time. Any time in the customer's open billing period is fine; before it, at most ``grace``
-    before now (such late events are billed as corrections). Not in the future beyond a small clock skew."""
+) -> tuple[datetime, str | None]:
+    """The event's time, and its text when PostgreSQL can be given it as it came (``_PLAIN_ISO``). Any time in the
+    customer's open billing period is fine; before it, at most ``grace`` before now (such late events are billed as
+    corrections). Not in the future beyond a small clock skew."""
+    plain = None
     try:
-        if isinstance(raw, str) and (_PLAIN_ISO.fullmatch(raw) or _ISO_TIME.fullmatch(raw)):
+        if isinstance(raw, str) and ((plain := _PLAIN_ISO.fullmatch(raw)) or _ISO_TIME.fullmatch(raw)):
             at = datetime.fromisoformat(raw.replace("z", "Z"))
             at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
         elif isinstance(raw, datetime):
@@ -208,7 +210,7 @@ def _occurred_at(
         raise ValidationError(
             "event_too_old", f"Events may arrive at most {settings.grace.days} days late.", "timestamp"
         )
-    return at
+    return at, raw if plain is not None and isinstance(raw, str) else None
 
 
 _encode = fastjson.dumps_exact  # a number parsed as a Decimal (fastjson.loads_exact) is written as it was sent
@@ -251,9 +253,6 @@ _ISO_TIME = re.compile(
 )
 
 
-_STR = {str}
-
-
 def _utf8(text: str) -> bool:
     try:
         text.encode()
@@ -263,10 +262,19 @@ def _utf8(text: str) -> bool:
 
 
 def _property_names(props: dict[Any, Any]) -> bool:
-    """Whether every key is a property's name: a string of 1 to 100 characters."""
-    if not (set(map(type, props)) <= _STR or all(isinstance(k, str) for k in props)):
-        return False
-    return all(0 < len(k) <= MAX_PROPERTY_NAME_CHARS for k in props)
+    """Whether every key is a property's name: a string of 1 to 100 characters. A product sends the same few
+    sets of names again and again: each set is checked once (the answers kept are bounded)."""
+    names = tuple(props)
+    known = _NAMES.get(names)
+    if known is None:
+        known = all(isinstance(k, str) and 0 < len(k) <= MAX_PROPERTY_NAME_CHARS for k in names)
+        if len(_NAMES) >= 4096:
+            _NAMES.clear()
+        _NAMES[names] = known
+    return known
+
+
+_NAMES: dict[tuple[Any, ...], bool] = {}
 
 
 def check_event(
@@ -312,7 +320,9 @@ def check_event(
     if len(encoded) > MAX_PROPERTIES_BYTES:
         raise ValidationError("invalid_properties", "properties are too large.", "properties")
     stamp = raw.get("timestamp")
-    at = _occurred_at(stamp, now_of.get(customer_id, now) if now_of else now, settings, open_since, customer_id)
+    at, as_sent = _occurred_at(
+        stamp, now_of.get(customer_id, now) if now_of else now, settings, open_since, customer_id
+    )
     event = UsageEvent(at, props, txn)
     number = meter.checked_value(event)
     value = dimension = None
@@ -341,19 +351,15 @@ def check_event(
         group_key,
         meter.matches(event) if meter.filters else True,
         encoded,
-        stamp if isinstance(stamp, str) and _PLAIN_ISO.fullmatch(stamp) else at.isoformat(),
+        as_sent if as_sent is not None else at.isoformat(),
     )
 
 
 def _value_text(number: Decimal, meter: Meter) -> str:
     """The value as stored: exact decimal text of at most 64 characters."""
-    # The exponent first: written out, 1e100000000 would be a hundred million characters.
-    exponent = number.as_tuple().exponent
-    if (
-        -MAX_VALUE_CHARS < number.adjusted() < MAX_VALUE_CHARS
-        and isinstance(exponent, int)
-        and exponent > -MAX_VALUE_CHARS
-    ):
+    # The magnitude first: written out, 1e100000000 (or 1e-100000000) would be a hundred million characters. In
+    # that range, the text is as long as the digits sent, which the size of the properties bounds.
+    if -MAX_VALUE_CHARS < number.adjusted() < MAX_VALUE_CHARS:
         value = format(number, "f")
         if len(value) <= MAX_VALUE_CHARS:
             return value

@@ -198,7 +198,12 @@ class Meter:
 
     def group_of(self, event: UsageEvent) -> GroupKey:
         props = event.properties
-        return tuple([property_text(props.get(name), f"properties.{name}") or "" for name in self.group_by])
+        return tuple(
+            [
+                value if type(value := props.get(name)) is str else property_text(value, f"properties.{name}") or ""
+                for name in self.group_by
+            ]
+        )
 
     def dimension_of(self, event: UsageEvent) -> str | None:
         """What a unique count counts of the event: its field's ``property_text``."""

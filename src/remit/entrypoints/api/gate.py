@@ -129,7 +129,7 @@ class ApiGate:
         parsed: Any = None
         if body and scope["method"] in ("POST", "PUT", "PATCH"):
             # Usage events keep their numbers exactly as sent (a fraction or an exponent parsed as a Decimal).
-            loads = fastjson.loads_exact if scope["path"] in fast_events.PATHS else fastjson.loads
+            loads = fastjson.loads_events if scope["path"] in fast_events.PATHS else fastjson.loads
             try:
                 parsed = loads(body)
             except (ValueError, UnicodeDecodeError):  # also JSON nested too deeply to parse

@@ -141,7 +141,7 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
                 line = line.removeprefix(codecs.BOM_UTF8)
             if line.strip():
                 try:
-                    yield line_no, fastjson.loads_exact(line)
+                    yield line_no, fastjson.loads_events(line)
                 except ValueError:  # not JSON, not UTF-8, or nested too deeply
                     yield line_no, None
 

@@ -129,7 +129,7 @@ def list_usage_events(
 async def _exact_body(request: Request) -> Any:
     """The body as usage events are read on every path: numbers exactly as sent (``fastjson.loads_exact``). FastAPI
     parsed it already (the body model checks its shape), but into floats."""
-    return fastjson.loads_exact(await request.body())
+    return fastjson.loads_events(await request.body())
 
 
 @router.post("/events", response_model=UsageEventResult)
