@@ -311,3 +311,14 @@ def test_a_cancel_file_reports_real_line_numbers(tmp_path):
     c.write_text(f"customer_id,transaction_id\n\n{customer},a\n\n{customer},nope\n", newline="")
     out = rj("events", "cancel", "--file", str(c), code=2)
     assert [(e["line"], e["transaction_id"]) for e in out["rejected_events"]] == [(5, "nope")]
+
+
+@pytest.mark.parametrize("filters", ['{"region": "eu"}', "[1]", '"x"', '{"region": 5}'])
+def test_meter_filters_of_the_wrong_shape_are_refused_with_exit_2(filters):
+    """A string for a filter's values once became the filter ["e", "u"] (its events never counted); other shapes
+    were a traceback."""
+    rj("init", "--currency", "EUR", "--country", "DE")
+    result = runner.invoke(app, ["meters", "create", "--code", "c", "--aggregation", "count", "--filters", filters])
+    assert result.exit_code == 2, result.output
+    assert "invalid_filters" in result.output + result.stderr
+    assert rj("meters", "list") == []

@@ -94,16 +94,20 @@ def create_meter(
             "invalid_choice", f"{rounding!r} is not a rounding: ceil, floor or round.", "rounding"
         ) from None
     for index, dimension in enumerate(group_by):
+        if not isinstance(dimension, str) or not dimension:
+            raise ValidationError("invalid_group_by", "A dimension is a property's name.", f"group_by[{index}]")
         if ":" in dimension or "=" in dimension:  # a group is typed dimension:value (API) or dimension=value (CLI)
             raise ValidationError(
                 "invalid_group_by", "A dimension's name may not hold ':' or '='.", f"group_by[{index}]"
             )
+        if dimension in group_by[:index]:
+            raise ValidationError("invalid_group_by", f"{dimension!r} is given twice.", f"group_by[{index}]")
     formula = parse_formula(expression, "expression") if expression is not None else None
     meter = Meter(
         code,
         agg,
         field_name,
-        {k: tuple(_filter_value(v, f"filters.{k}") for v in vs) for k, vs in (filters or {}).items()},
+        _filters(filters),
         tuple(group_by),
         formula,
         rounds,
@@ -133,6 +137,28 @@ def create_meter(
         ],
     )
     return meter_id
+
+
+def _filters(filters: object) -> dict[str, tuple[str, ...]]:
+    """A meter's filters: each property's name with the list of values it accepts (a single string is not a list:
+    taken for one, "eu" would accept "e" and "u")."""
+    if filters is None:
+        return {}
+    if not isinstance(filters, Mapping):
+        raise ValidationError(
+            "invalid_filters", 'filters maps a property to the values it accepts: {"region": ["eu"]}.', "filters"
+        )
+    out: dict[str, tuple[str, ...]] = {}
+    for name, values in filters.items():
+        where = f"filters.{name}"
+        if not isinstance(name, str) or not name:
+            raise ValidationError("invalid_filters", "A filter names a property.", "filters")
+        if not isinstance(values, list | tuple) or not values:
+            raise ValidationError(
+                "invalid_filters", f'A filter lists the values it accepts: {{"{name}": ["..."]}}.', where
+            )
+        out[name] = tuple(_filter_value(v, f"{where}[{i}]") for i, v in enumerate(values))
+    return out
 
 
 def _filter_value(value: object, field_name: str) -> str:
@@ -277,6 +303,11 @@ def _property_names(props: dict[Any, Any]) -> bool:
 _NAMES: dict[tuple[Any, ...], bool] = {}
 
 
+EVENT_FIELDS = frozenset(
+    {"customer_id", "external_customer_id", "subscription_id", "code", "transaction_id", "timestamp", "properties"}
+)
+
+
 def check_event(
     raw: Mapping[str, Any],
     meters: Mapping[str, Meter],
@@ -288,6 +319,9 @@ def check_event(
 ) -> CheckedEvent:
     """The rules every event is held to, on every path in (API, batch, import); raises ValidationError.
     ``now_of``: the time of customers on a test clock (the clock's); ``open_since``: see ``OpenSince``."""
+    if not EVENT_FIELDS.issuperset(raw):  # a misspelled field would be lost without a word
+        name = sorted(str(k) for k in set(raw) - EVENT_FIELDS)[0]
+        raise ValidationError("unknown_field", f"An event has no field {name!r}.", name)
     txn = raw.get("transaction_id")
     if not plain_text(txn, 200):
         raise ValidationError(

@@ -83,6 +83,9 @@ def _check_reason(reason: object) -> str | None:
     return reason
 
 
+CANCEL_FIELDS = frozenset({"customer_id", "external_customer_id", "subscription_id", "transaction_id"})
+
+
 def cancel_events(
     uow: UnitOfWork,
     items: Sequence[Any],
@@ -113,6 +116,9 @@ def cancel_events(
         try:
             if not isinstance(item, dict):
                 raise ValidationError("invalid_event", "Each event is an object.", "events")
+            if not CANCEL_FIELDS.issuperset(item):
+                name = sorted(str(k) for k in set(item) - CANCEL_FIELDS)[0]
+                raise ValidationError("unknown_field", f"An event to cancel has no field {name!r}.", name)
             if not usage.plain_text(txn, 200):
                 raise ValidationError(
                     "invalid_transaction_id", "transaction_id is a string of 1 to 200 characters.", "transaction_id"

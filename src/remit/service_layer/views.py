@@ -8,9 +8,11 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, or_, select
 
 from remit.adapters.db import tables as t
+from remit.domain.clock import ensure_utc
+from remit.domain.errors import ValidationError
 from remit.domain.money import Money
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
@@ -68,12 +70,27 @@ def page(uow: UnitOfWork, query: Select[Any], id_column: Any, limit: int | None,
     return [dict(r) for r in uow.conn.execute(query).mappings()]
 
 
+def utc_time(at: datetime, field: str) -> datetime:
+    """``at`` in UTC; without an offset, taken as UTC. ``invalid_time`` when it is out of range once in UTC."""
+    try:
+        return ensure_utc(at)
+    except OverflowError:
+        raise ValidationError("invalid_time", f"{field} is out of range.", field) from None
+
+
 @dataclass(frozen=True)
 class Filters:
     customer_id: str | None = None
     status: str | None = None
     created_gte: datetime | None = None
     created_lte: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # A time without an offset is UTC (as stored); one that cannot be one (year 1 at +01:00) is refused.
+        for name in ("created_gte", "created_lte"):
+            at = getattr(self, name)
+            if at is not None:
+                object.__setattr__(self, name, utc_time(at, name))
 
     def apply(self, query: Select[Any], table: Any) -> Select[Any]:
         if self.customer_id and "customer_id" in table.c:
@@ -160,10 +177,16 @@ def list_events(
     *,
     vis: Visibility = EVERYTHING,
     filters: Filters = Filters(),
+    shared: bool = True,
 ) -> list[dict[str, Any]]:
-    query = select(t.events).where(t.events.c.id > after_id)
+    """Events in order. ``vis``: those of the customers it lets see; and, with ``shared``, those of no customer
+    (the catalog's: meters, plans), as ``GET /v1/events/{id}`` shows them to a key not limited to a legal entity."""
+    e = t.events.c
+    query = select(t.events).where(e.id > after_id)
     if vis != EVERYTHING:
-        query = query.join(t.customers, t.customers.c.id == t.events.c.customer_id).where(vis.customers_clause())
+        query = query.outerjoin(t.customers, t.customers.c.id == e.customer_id)
+        seen = vis.customers_clause()
+        query = query.where(or_(e.customer_id.is_(None), seen) if shared else seen)
     if type_:
         query = query.where(t.events.c.type == type_)
     query = filters.apply(query, t.events).order_by(t.events.c.id)

@@ -83,7 +83,9 @@ def _top_up_terms(
 ) -> tuple[Decimal | None, Decimal | None, int | None]:
     if threshold is None and credits is None:
         if expires_days is not None:
-            raise ValidationError("top_up_incomplete", "An automatic top-up needs a threshold and credits.", "top_up")
+            raise ValidationError(
+                "top_up_incomplete", "An automatic top-up needs a threshold and credits.", "top_up_threshold"
+            )
         return None, None, None
     if threshold is None or credits is None:
         raise ValidationError(

@@ -6,6 +6,7 @@ from sqlalchemy import String, func, select
 
 from remit.adapters.db import tables as t
 from remit.entrypoints.api import fast_events
+from tests.e2e.api.conftest import PLAN
 
 
 def _setup(api):
@@ -479,3 +480,62 @@ def test_a_formula_that_cannot_value_one_event_refuses_that_event_alone(api):
         refused = api.post("/meters", {**meter, "code": "cost2", "expression": bad})
         assert refused.status_code == 422
         assert (refused.json()["error"]["code"], refused.json()["error"]["field"]) == ("invalid_formula", "expression")
+
+
+def test_a_misspelled_field_is_refused_not_dropped_on_every_path(api):
+    """A batch event with `subscripton_id` (or a cancellation with `reson`) was accepted and the field lost."""
+    cus = _setup(api)
+    good = {"customer_id": cus, "code": "tokens", "timestamp": _at(api), "properties": {"tokens": 5, "model": "s"}}
+    batch = api.post("/events/batch", {"events": [{**good, "transaction_id": "a", "subscripton_id": "sub_x"}]})
+    assert [(e["error"]["code"], e["error"]["field"]) for e in batch.json()["rejected"]] == [
+        ("unknown_field", "subscripton_id")
+    ]
+    single = api.post("/events", {**good, "transaction_id": "b", "subscripton_id": "sub_x"})
+    assert (single.status_code, single.json()["error"]["code"]) == (422, "unknown_field")
+    assert api.post("/events", {**good, "transaction_id": "c"}).json()["status"] == "accepted"
+    canceled = api.post("/events/cancel", {"events": [{"customer_id": cus, "transaction_id": "c", "reson": "x"}]})
+    assert [(e["error"]["code"], e["error"]["field"]) for e in canceled.json()["rejected"]] == [
+        ("unknown_field", "reson")
+    ]
+    assert api.get("/usage_events", customer_id=cus).json()["data"][0]["counted"] is True
+
+
+def test_a_meters_filters_and_dimensions_are_checked_for_shape(api):
+    """A filter's values are a list ("eu" as a string once became the filter ["e", "u"]); a dimension once."""
+    for filters, field in (({"region": "eu"}, "filters.region"), ({"region": []}, "filters.region")):
+        bad = api.post("/meters", {"code": "x", "name": "X", "aggregation": "count", "filters": filters})
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == field, bad.json()
+    twice = api.post("/meters", {"code": "x", "name": "X", "aggregation": "count", "group_by": ["region", "region"]})
+    error = twice.json()["error"]
+    assert (twice.status_code, error["code"], error["message"], error["field"]) == (
+        422,
+        "invalid_group_by",
+        "'region' is given twice.",
+        "group_by[1]",
+    )
+    assert api.get("/meters").json()["data"] == []
+
+
+def test_times_without_an_offset_are_utc_and_a_stale_cursor_is_not_found(api):
+    """`as_of` and `created_gte` without an offset were a 500; an unknown `starting_after` restarted the list."""
+    cus = _setup(api)
+    assert api.get("/events", created_gte="2025-12-31T00:00:00").status_code == 200
+    run = api.post("/bill_runs", {"as_of": "2025-12-31T00:00:00"})
+    assert (run.status_code, run.json()["as_of"]) == (201, "2025-12-31T00:00:00Z")
+    stale = api.get("/events", starting_after="evt_nope")
+    assert (stale.status_code, stale.json()["error"]["code"], stale.json()["error"]["field"]) == (
+        404,
+        "event_not_found",
+        "starting_after",
+    )
+    assert cus
+
+
+def test_events_of_no_customer_are_listed_as_they_are_shown(api):
+    """`plan.created` has no customer: `GET /v1/events/{id}` showed it to a key of every legal entity, and the list
+    left it out for every key."""
+    assert api.post("/plans", PLAN).status_code == 201
+    listed = api.get("/events", limit=100).json()["data"]
+    (created,) = [e for e in listed if e["type"] == "plan.created"]
+    assert created["customer_id"] is None
+    assert api.get(f"/events/{created['id']}").json()["id"] == created["id"]

@@ -6,6 +6,7 @@ from datetime import date, datetime
 from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from remit.entrypoints.api.schemas import Code, CurrencyCode, Id, Input, Name, Output
 
@@ -49,8 +50,9 @@ class WalletUpdate(Input):
     """Only the fields given change. Top-up terms are replaced together: give `top_up_threshold` and
     `top_up_credits` (and optionally `top_up_expires_days`), or both as null to turn automatic top-up off."""
 
-    name: Name | None = None
-    priority: Annotated[int, Field(ge=1, le=100)] | None = None
+    # Not null (refused): absent keeps them. SkipJsonSchema keeps null out of the OpenAPI document.
+    name: Name | SkipJsonSchema[None] = None
+    priority: Annotated[int, Field(ge=1, le=100)] | SkipJsonSchema[None] = None
     top_up_threshold: Credits | None = None
     top_up_credits: Credits | None = None
     top_up_expires_days: Annotated[int, Field(ge=1, le=3650)] | None = None
@@ -148,7 +150,7 @@ class RecurringGrantCreate(Input):
 class RecurringGrantUpdate(Input):
     """Only the fields given change, for the occurrences to come (those already due are granted first)."""
 
-    credits: Credits | None = None
+    credits: Credits | SkipJsonSchema[None] = None  # not null (refused): absent keeps them
     ends_on: date | None = Field(default=None, description="null: no end. On or before the next occurrence: ends it.")
     expires_days: Annotated[int, Field(ge=1, le=3650)] | None = Field(default=None, description="null: no expiry.")
 

@@ -270,13 +270,13 @@ def _refs(path: Path) -> Iterator[tuple[int, Any]]:
     """The events a file names, with their line numbers: CSV with columns customer_id (or external_customer_id, or
     subscription_id) and transaction_id, or JSON lines of objects with those keys (other columns and keys are
     ignored, so an import file can be reused)."""
+    names = ("customer_id", "external_customer_id", "subscription_id", "transaction_id")
     if path.suffix.lower() == ".csv":
-        names = ("customer_id", "external_customer_id", "subscription_id", "transaction_id")
         for line_no, row in _csv_rows(path, _csv_header(path)):
             yield line_no, row if isinstance(row, RemitError) else {k: v for k in names if (v := row.get(k))}
         return
     for line_no, item in _read(path):
-        yield line_no, item
+        yield line_no, {k: item[k] for k in names if k in item} if isinstance(item, dict) else item
 
 
 def cancel_events(

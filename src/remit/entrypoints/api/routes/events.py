@@ -31,9 +31,18 @@ def list_events(
     after = 0
     with ctx.uow() as uow:
         if starting_after:
-            after = uow.conn.execute(select(t.events.c.id).where(t.events.c.public_id == starting_after)).scalar() or 0
+            found = uow.conn.execute(select(t.events.c.id).where(t.events.c.public_id == starting_after)).scalar()
+            if found is None:  # a cursor that does not exist: not the first page again, which a client would loop on
+                raise NotFound("event", starting_after, "starting_after")
+            after = found
         rows = views.list_events(
-            uow, limit + 1, after, type, vis=ctx.vis, filters=filters(None, None, created_gte, created_lte)
+            uow,
+            limit + 1,
+            after,
+            type,
+            vis=ctx.vis,
+            filters=filters(None, None, created_gte, created_lte),
+            shared=ctx.principal.legal_entity_id is None,
         )
     return page([present.event(r) for r in rows], limit)
 

@@ -173,7 +173,7 @@ def create_bill_run(body: BillRunCreate, ctx: Admin) -> Any:
     ctx.require_unscoped("A bill run")
     ctx.require_live("A bill run")
     now = ctx.remit.clock.now()
-    as_of = body.as_of or now
+    as_of = views.utc_time(body.as_of, "as_of") if body.as_of else now  # without an offset: UTC
     if as_of > now:
         raise ValidationError("as_of_in_future", "A bill run cannot look into the future; use a test clock.", "as_of")
     result = bill_run.run(ctx.remit.uow, as_of)
