@@ -152,3 +152,32 @@ def test_monthly__in_advance__calendar__plan_versions_and_migration(app):
         ("subscription", "2026-05-01", "2026-06-01", "35.00"),
         ("subscription", "2026-06-01", "2026-07-01", "35.00"),
     ]
+
+
+def test_monthly__in_advance__calendar__migration_follows_each_subscribers_timeline_not_its_first_plan(app):
+    """Intro (10.00) with a phase to list (40.00) on 1 April; another subscriber with a phase on 1 May. On 10 April,
+    migrating intro to v2 at the periods' end (1 May) moves neither: both are on list by then (the first was once
+    moved back to intro, the second's phase lost to the migration); migrating list to v2 (45.00) moves both."""
+    b.seller(app)
+    b.plan(app, "intro", "10.00")
+    b.plan(app, "list", "40.00")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    moved_on, moving = b.customer(app, clock_id), b.customer(app, clock_id)
+    with app.uow() as uow:
+        subscriptions.create_subscription(
+            uow, moved_on, "intro", anchor="calendar", phases=[{"on": date(2026, 4, 1), "plan": "list"}]
+        )
+        subscriptions.create_subscription(
+            uow, moving, "intro", anchor="calendar", phases=[{"on": date(2026, 5, 1), "plan": "list"}]
+        )
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 10))
+    flat = {"currency": "EUR", "model": "flat", "interval": "month"}
+    with app.uow() as uow:
+        catalog.publish_plan_version(uow, "intro", [{**flat, "config": {"amount": "12.00"}}])
+        catalog.publish_plan_version(uow, "list", [{**flat, "config": {"amount": "45.00"}}])
+    with app.uow() as uow:
+        assert subscriptions.migrate_plan_version(uow, "intro", 2) == 0
+        assert subscriptions.migrate_plan_version(uow, "list", 2) == 2  # both on list at their periods' end
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 2))
+    assert b.lines_of(app, moved_on)[-1] == ("subscription", "2026-05-01", "2026-06-01", "45.00")
+    assert b.lines_of(app, moving)[-1] == ("subscription", "2026-05-01", "2026-06-01", "45.00")

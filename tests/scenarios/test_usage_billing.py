@@ -711,3 +711,38 @@ def test_monthly__an_amount_off_coupon_is_taken_from_the_fee_first_and_usage_kee
     clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
     april = b.invoices_of(app, cus)[1]
     assert [(ln["kind"], ln["amount"]) for ln in april["lines"]] == [("usage", "15.00"), ("subscription", "39.00")]
+
+
+def test_a_meter_a_phase_or_a_scheduled_change_will_bill_is_taken_and_one_it_leaves_is_free(app):
+    """The rule once read each subscription's plan at creation: a phase into a metered plan let a second
+    subscription bill the same events (twice), and a scheduled change off the meter kept it refused."""
+    from datetime import date
+
+    from remit.domain.errors import Conflict
+
+    b.seller(app)
+    _meter(app)
+    _plan(app, "basic", [_fixed("10.00")])
+    _plan(app, "api", [_usage("api_calls", config={"unit_price": "1"})])
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        phased = subscriptions.create_subscription(
+            uow, cus, "basic", anchor="calendar", phases=[{"on": date(2026, 4, 1), "plan": "api"}]
+        )
+    for at in (None, b.utc(2026, 4, 2)):  # before the phase and once it took effect
+        if at is not None:
+            clocks.advance(app.uow, clock_id, at)
+        with pytest.raises(Conflict) as err, app.uow() as uow:
+            subscriptions.create_subscription(uow, cus, "api", anchor="calendar")
+        assert err.value.code == "meter_already_billed" and phased in err.value.message
+    other = b.customer(app, clock_id)  # the other way round: a phase into the meter another subscription bills
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, other, "api", anchor="calendar")
+    with pytest.raises(Conflict) as err, app.uow() as uow:
+        subscriptions.create_subscription(uow, other, "basic", phases=[{"on": date(2026, 5, 1), "plan": "api"}])
+    assert err.value.code == "meter_already_billed"
+    with app.uow() as uow:  # moved off the meter at its period's end: free from then
+        subscriptions.change_plan(uow, phased, "basic", when="period_end")
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "api", anchor="calendar", start_on=date(2026, 5, 1))

@@ -140,7 +140,6 @@ def create_subscription_record(
         raise ValidationError("date_in_past", "A subscription cannot start before today.", "start_on")
     qty = catalog.quantity(quantity)
     items, interval, plan_id = _items_for(uow, customer, plan_code, qty, plan_version, add_ons)
-    _check_meters_free(uow, customer_id, items, start)
     if trial_days is not None and trial_days < 0:
         raise ValidationError("invalid_trial", "trial_days cannot be negative.", "trial_days")
     trial_end = start + timedelta(days=trial_days) if trial_days else None
@@ -170,6 +169,8 @@ def create_subscription_record(
         if phase_interval != interval:
             raise ValidationError("interval_mismatch", "A phase must bill on the same interval.", f"phases[{i}].plan")
         events.append(_event_row(sub_id, i + 1, on, ChangeKind.CHANGE, phase_items, "phase", uow))
+    # Its phases' meters too: a phase that brings in a metered plan must not bill what another subscription bills.
+    _check_meters_free(uow, customer_id, [i for row in events for i in timeline_event_from_row(row).items], start)
     status = status_on([timeline_event_from_row(e) for e in events], trial_end, today)
     uow.ensure_writable()
     values = {
@@ -404,33 +405,49 @@ def _check_meters_free(
 ) -> None:
     """Usage events name the customer, so one subscription per customer bills a given meter on a given day: a
     second one would bill the same events twice. ``items`` would bill from ``from_on``: another subscription of
-    the customer that bills one of their meters then (not ended, or ending after that day: canceled at its
-    period's end, say) is in the way."""
+    the customer whose timeline bills one of their meters then or later is in the way: by the items in force
+    that day, or by a change or phase to come (not by its plan at creation, which such changes leave behind);
+    one that ends by then, or that a change takes off the meter by then, is not."""
     prices = load_prices(uow.conn, [i.price_id for i in items])
     meters = {p.usage.meter for p in prices.values() if p.usage is not None and p.usage.meter}
     if not meters:
         return
-    s, pv, pr = t.subscriptions.c, t.plan_versions.c, t.prices.c
-    query = (
-        select(pr.usage, s.id, s.ended_on)
-        .select_from(
-            t.subscriptions.join(t.plan_versions, pv.plan_id == s.plan_id).join(t.prices, pr.plan_version_id == pv.id)
-        )
-        .where(s.customer_id == customer_id, or_(s.ended_on.is_(None), s.ended_on > from_on), pr.usage.is_not(None))
-    )
-    if other_than is not None:
-        query = query.where(s.id != other_than)
-    for usage, sub_id, ends in uow.conn.execute(query).all():
-        meter = (usage or {}).get("meter")
-        if meter in meters:
-            until = f" until {ends}" if ends is not None else ""
-            raise Conflict(
-                "meter_already_billed",
-                f"Subscription {sub_id} bills meter {meter} for this customer{until}; usage events name the "
-                "customer, so a second subscription would bill them twice. Change that subscription's plan instead"
-                + (f", or start on {ends} or later." if ends is not None else "."),
-                "plan",
+    s, e = t.subscriptions.c, t.subscription_events.c
+    ends = {
+        sub_id: ended
+        for sub_id, ended in uow.conn.execute(
+            select(s.id, s.ended_on).where(
+                s.customer_id == customer_id, or_(s.ended_on.is_(None), s.ended_on > from_on)
             )
+        ).all()
+        if sub_id != other_than
+    }
+    if not ends:
+        return
+    timelines: dict[str, list[TimelineEvent]] = {sub_id: [] for sub_id in ends}
+    for row in uow.conn.execute(
+        select(t.subscription_events).where(e.subscription_id.in_(list(ends)), e.revoked_at.is_(None))
+    ).mappings():
+        timelines[row["subscription_id"]].append(timeline_event_from_row(row))
+    billing = {
+        sub_id: {i.price_id for i in items_on(events, from_on)}
+        | {i.price_id for event in events if event.effective_on > from_on for i in event.items}
+        for sub_id, events in timelines.items()
+    }
+    theirs = load_prices(uow.conn, sorted(set().union(*billing.values())))
+    for sub_id in sorted(billing):
+        for price_id in sorted(billing[sub_id]):
+            price = theirs.get(price_id)
+            meter = price.usage.meter if price is not None and price.usage is not None else None
+            if meter in meters:
+                until = f" until {ends[sub_id]}" if ends[sub_id] is not None else ""
+                raise Conflict(
+                    "meter_already_billed",
+                    f"Subscription {sub_id} bills meter {meter} for this customer{until}; usage events name the "
+                    "customer, so a second subscription would bill them twice. Change that subscription's plan "
+                    "instead" + (f", or start on {ends[sub_id]} or later." if ends[sub_id] is not None else "."),
+                    "plan",
+                )
 
 
 def _add_ons(uow: UnitOfWork, items: Sequence[Item]) -> tuple[Item, ...]:
@@ -524,19 +541,35 @@ def migrate_plan_version(uow: UnitOfWork, plan_code: str, to_version: int, when:
     plan_id = uow.conn.execute(select(t.plans.c.id).where(t.plans.c.code == plan_code)).scalar()
     if plan_id is None:
         raise NotFound("plan", plan_code, "plan")
-    sub_ids = list(
-        uow.conn.execute(
-            select(t.subscriptions.c.id)
-            .where(t.subscriptions.c.plan_id == plan_id, t.subscriptions.c.status != SubscriptionStatus.CANCELED.value)
-            .order_by(t.subscriptions.c.customer_id)
-        ).scalars()
+    # The plan's prices in every version: a subscriber is on the plan when its timeline says so on the day the
+    # move takes effect (``subscriptions.plan_id`` is the plan it started on, or was last changed to at once: a
+    # phase or a change at a period's end leaves it behind).
+    pv, pr = t.plan_versions.c, t.prices.c
+    plan_prices = set(
+        uow.conn.execute(select(pr.id).join(t.plan_versions, pv.id == pr.plan_version_id).where(pv.plan_id == plan_id))
+        .scalars()
+        .all()
+    )
+    s, e = t.subscriptions.c, t.subscription_events.c
+    sub_ids = sorted(
+        {
+            sub_id
+            for sub_id, items in uow.conn.execute(
+                select(e.subscription_id, e["items"])
+                .join(t.subscriptions, s.id == e.subscription_id)
+                .where(s.status != SubscriptionStatus.CANCELED.value, e.revoked_at.is_(None))
+            ).all()
+            if any(item.get("price_id") in plan_prices for item in items or ())
+        }
     )
     moved = 0
     for sub_id in sub_ids:
         sub, _customer, events, today = _load(uow, sub_id)
-        current = items_on(events, today)
+        current = items_on(events, _when(sub, today, when))
         target = catalog.plan_price(uow, plan_code, sub["currency"], to_version)
-        if not current or current[0].price_id == target["id"] or ended_on(events) is not None:
+        if not current or current[0].price_id not in plan_prices or current[0].price_id == target["id"]:
+            continue  # not on this plan then (a phase moved it on, say), or on that version already
+        if ended_on(events) is not None:
             continue
         change_plan(uow, sub_id, plan_code, version=to_version, when=when)
         moved += 1
