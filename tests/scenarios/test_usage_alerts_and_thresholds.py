@@ -324,7 +324,7 @@ def test_a_group_threshold_billed_then_wholly_canceled_stays_billed_and_brings_n
         ("usage_remainder", "2026-03-01", "2026-04-01", "-25.00"),
     ]
     remainder = [ln for ln in b.invoices_of(app, cus)[-1]["lines"] if ln["kind"] == "usage_remainder"][0]
-    assert remainder["description"] == "API calls: usage corrected since the threshold invoice (0 in the period)"
+    assert remainder["description"] == "API calls (us): usage corrected since the threshold invoice (0 in the period)"
 
 
 @pytest.mark.parametrize(

@@ -662,6 +662,7 @@ def test_monthly__a_group_canceled_entirely_after_billing_is_credited_and_explai
     invoice = b.invoices_of(app, cus)[-1]
     (correction,) = invoice["lines"]
     assert (correction["kind"], correction["quantity"], correction["amount"]) == ("usage_correction", "0", "-3.00")
+    assert correction["description"] == "API calls (us): usage corrected for 2026-03-01 – 2026-04-01"
     with app.uow() as uow:
         why = explain.explain_line(uow, invoice["id"], correction["id"])
     assert [x["reason"] for x in why["canceled_events"]] == ["test traffic"]

@@ -788,6 +788,12 @@ def _usage_label(line: ProposedLine) -> str:
     group = line.usage.get("group") if line.usage else None
     if isinstance(group, dict) and group:
         label += " (" + ", ".join(str(v) for v in group.values()) + ")"
+    elif line.usage is None and line.charge_key.startswith(f"{line.price.id}|"):
+        # A charge no longer measured (its group's events all canceled): its group read back from its key,
+        # unless the key is hashed.
+        values = tuple(line.charge_key.split("|")[1:])
+        if charge_key(line.price.id, values) == line.charge_key:
+            label += " (" + ", ".join(values) + ")"
     return label
 
 
