@@ -38,8 +38,8 @@ class ValidationError(RemitError):
 class NotFound(RemitError):
     kind = ErrorKind.NOT_FOUND
 
-    def __init__(self, what: str, ident: object, field: str | None = None) -> None:
-        super().__init__(f"{what}_not_found", f"No {what.replace('_', ' ')} with id {ident!r}.", field)
+    def __init__(self, what: str, ident: object, field: str | None = None, by: str = "id") -> None:
+        super().__init__(f"{what}_not_found", f"No {what.replace('_', ' ')} with {by} {ident!r}.", field)
 
 
 class Conflict(RemitError):

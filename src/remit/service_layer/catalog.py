@@ -138,7 +138,7 @@ def publish_plan_version(uow: UnitOfWork, plan_code: str, prices: Sequence[Mappi
     """A new version of a plan; existing subscribers keep theirs until migrated."""
     plan = uow.conn.execute(select(t.plans).where(t.plans.c.code == plan_code)).mappings().first()
     if plan is None:
-        raise NotFound("plan", plan_code, "plan")
+        raise NotFound("plan", plan_code, "plan", by="code")
     latest = uow.conn.execute(
         select(func.max(t.plan_versions.c.version)).where(t.plan_versions.c.plan_id == plan["id"])
     ).scalar_one()
@@ -240,7 +240,7 @@ def _say_what_is_missing(uow: UnitOfWork, plan_code: str, currency_code: str, ve
     """Step by step, raise what is missing: the plan, the version or its price in this currency."""
     plan = uow.conn.execute(select(t.plans).where(t.plans.c.code == plan_code)).mappings().first()
     if plan is None:
-        raise NotFound("plan", plan_code, field)
+        raise NotFound("plan", plan_code, field, by="code")
     query = select(t.plan_versions).where(t.plan_versions.c.plan_id == plan["id"])
     if version is not None:
         query = query.where(t.plan_versions.c.version == version)
@@ -353,7 +353,7 @@ def create_promotion_code(
 ) -> str:
     coupon = uow.conn.execute(select(t.coupons.c.id).where(t.coupons.c.code == coupon_code)).scalar()
     if coupon is None:
-        raise NotFound("coupon", coupon_code, "coupon")
+        raise NotFound("coupon", coupon_code, "coupon", by="code")
     if uow.conn.execute(select(t.promotion_codes.c.id).where(t.promotion_codes.c.code == code)).first():
         raise Conflict("promotion_code_taken", f"Promotion code {code!r} exists already.", "code")
     if max_redemptions is not None and max_redemptions < 1:

@@ -32,6 +32,8 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
         .first()
     )
     if line is None:
+        if uow.conn.execute(select(t.invoices.c.id).where(t.invoices.c.id == invoice_id)).first() is None:
+            raise NotFound("invoice", invoice_id, "invoice_id")  # as the API answers, for the CLI too
         raise NotFound("invoice_line", line_id, "line_id")
     invoice = uow.conn.execute(
         select(t.invoices.c.currency, t.invoices.c.number, t.invoices.c.customer_id, t.customers.c.timezone)

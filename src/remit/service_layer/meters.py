@@ -25,7 +25,7 @@ MAX_NAME = 200
 def get_meter(uow: UnitOfWork, code: str) -> dict[str, Any]:
     row = uow.conn.execute(select(t.meters).where(t.meters.c.code == code)).mappings().first()
     if row is None:
-        raise NotFound("meter", code, "code")
+        raise NotFound("meter", code, "code", by="code")
     return dict(row)
 
 

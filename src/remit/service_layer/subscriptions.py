@@ -241,7 +241,7 @@ def _apply_coupon(
     else:
         found = uow.conn.execute(select(t.coupons).where(t.coupons.c.code == code)).mappings().first()
         if found is None:
-            raise NotFound("coupon", code, "coupon")
+            raise NotFound("coupon", code, "coupon", by="code")
         coupon_row = found
     coupon_from_row(coupon_row).check_redeemable(
         at, currency(customer["currency"]), "promotion_code" if promo else "coupon"
@@ -540,7 +540,7 @@ def migrate_plan_version(uow: UnitOfWork, plan_code: str, to_version: int, when:
     """Move every subscriber of a plan to one of its versions (by default from their next period)."""
     plan_id = uow.conn.execute(select(t.plans.c.id).where(t.plans.c.code == plan_code)).scalar()
     if plan_id is None:
-        raise NotFound("plan", plan_code, "plan")
+        raise NotFound("plan", plan_code, "plan", by="code")
     # The plan's prices in every version: a subscriber is on the plan when its timeline says so on the day the
     # move takes effect (``subscriptions.plan_id`` is the plan it started on, or was last changed to at once: a
     # phase or a change at a period's end leaves it behind).

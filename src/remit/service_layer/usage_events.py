@@ -118,7 +118,7 @@ def _group_key(uow: UnitOfWork, meter_code: str | None, group: Mapping[str, str]
         raise ValidationError("missing_meter", "A group is a group of one meter's dimensions: give the meter.", "meter")
     names = uow.conn.execute(select(t.meters.c.group_by).where(t.meters.c.code == meter_code)).scalar()
     if names is None:
-        raise NotFound("meter", meter_code, "meter")
+        raise NotFound("meter", meter_code, "meter", by="code")
     if sorted(group) != sorted(names):
         wanted = ", ".join(names) if names else "none"
         raise ValidationError(

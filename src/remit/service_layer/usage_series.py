@@ -67,7 +67,7 @@ def usage_series(
         raise ValidationError("invalid_choice", "granularity is day or hour.", "granularity")
     meter = meters_of(uow.conn, [meter_code]).get(meter_code) if plain_text(meter_code, 100) else None
     if meter is None:
-        raise NotFound("meter", meter_code, "meter")
+        raise NotFound("meter", meter_code, "meter", by="code")
     if end_on <= start_on:
         raise ValidationError("dates_out_of_order", "end_on must be after start_on.", "end_on")
     for day, name in ((start_on, "start_on"), (end_on, "end_on")):

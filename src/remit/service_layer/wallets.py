@@ -203,7 +203,7 @@ def _scope(uow: UnitOfWork, value: object) -> WalletScope | None:
         return None
     for code in sorted(scope.meters):
         if uow.conn.execute(select(t.meters.c.id).where(t.meters.c.code == code)).first() is None:
-            raise NotFound("meter", code, "applies_to.meters")
+            raise NotFound("meter", code, "applies_to.meters", by="code")
     for price_id in sorted(scope.prices):
         if uow.conn.execute(select(t.prices.c.id).where(t.prices.c.id == price_id)).first() is None:
             raise NotFound("price", price_id, "applies_to.prices")

@@ -81,3 +81,11 @@ def test_identical_requests_racing_produce_one_effect(postgres_url):
     for r in results:
         assert r.status_code == 201 or r.json()["error"]["code"] == "idempotency_request_in_progress"
     remit.engine.dispose()
+
+
+def test_the_openapi_document_declares_the_idempotency_key_on_every_post(api):
+    paths = api.client.get("/openapi.json").json()["paths"]
+    posts = [op for path in paths.values() for method, op in path.items() if method == "post"]
+    assert posts
+    for op in posts:
+        assert [p["name"] for p in op.get("parameters", []) if p["in"] == "header"] == ["Idempotency-Key"], op

@@ -51,6 +51,34 @@ class RemitAPI(FastAPI):
         return ApiGate(super().build_middleware_stack(), **self.gate_options)
 
 
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Repeat a request safely: the same key with the same body answers what the first answered; "
+    "with another body, `idempotency_key_reused` (409). Up to 255 characters; a UUID is a good choice.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x21-\\x7e]+$"},
+}
+
+
+def _declare_idempotency_key(app: FastAPI) -> None:
+    """Every POST takes an ``Idempotency-Key`` header (read by the gate, not by the routes): the OpenAPI
+    document says so on each."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for path in schema.get("paths", {}).values():
+            post = path.get("post")
+            if post is not None:
+                post.setdefault("parameters", []).append(dict(IDEMPOTENCY_KEY))
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(remit: Remit, settings: ApiSettings | None = None) -> FastAPI:
     settings = settings or ApiSettings()
     app = RemitAPI(
@@ -61,6 +89,7 @@ def create_app(remit: Remit, settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.remit = remit
     errors.install(app)
+    _declare_idempotency_key(app)
     routers = [m.router for m in (accounts, catalog, subscriptions, invoices, events, usage, alerts, wallets, webhooks)]
     for router in routers:
         app.include_router(router, prefix="/v1", responses=errors.COMMON_ERRORS)

@@ -37,7 +37,7 @@ router = APIRouter()
 def _plan(uow: Any, code: str) -> Any:
     row = uow.conn.execute(select(t.plans).where(t.plans.c.code == code)).mappings().first()
     if row is None:
-        raise NotFound("plan", code, "code")
+        raise NotFound("plan", code, "code", by="code")
     return present.plan(uow, row)
 
 

@@ -69,7 +69,7 @@ def get_meter(code: str, ctx: Read) -> Any:
     with ctx.uow() as uow:
         row = uow.conn.execute(select(t.meters).where(t.meters.c.code == code)).mappings().first()
     if row is None:
-        raise NotFound("meter", code, "code")
+        raise NotFound("meter", code, "code", by="code")
     return _meter(row)
 
 
