@@ -201,3 +201,38 @@ def test_monthly__calendar__bill_run_again_at_the_same_time_writes_nothing(app, 
         again = bill_run.run(app.uow, at, test_clock_id=clock_id)
         assert again.invoices_created == 0
     assert {cus: b.invoices_of(app, cus) for cus in (changed, canceled)} == before
+
+
+def test_monthly__in_advance__calendar__a_credit_note_never_credits_more_than_the_invoice_holds(app):
+    """An upgrade on 16 March: -15.48 + 25.81 = 10.33. The whole invoice credits 10.33 (it once credited the
+    positive line, 25.81), a lump sum above that is refused, and lines cannot be credited past the invoice by
+    naming one twice; an amount and lines together are refused."""
+    clock_id, cus, sub = _monthly(app, "30.00", plans=[("pro", "50.00")])
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 16))
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, sub, "pro", when="now")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 16, 12))
+    upgrade = b.invoices_of(app, cus)[-1]
+    assert upgrade["total"] == "10.33"
+    positive = [ln for ln in upgrade["lines"] if not ln["amount"].startswith("-")][0]
+    with pytest.raises(Conflict) as refused, app.uow() as uow:
+        credit_notes.issue_credit_note(uow, upgrade["id"], amount="10.34")
+    assert refused.value.code == "credit_exceeds_invoice"
+    twice = [{"line_id": positive["id"], "amount": "6.00"}, {"line_id": positive["id"], "amount": "6.00"}]
+    with pytest.raises(Conflict) as refused, app.uow() as uow:
+        credit_notes.issue_credit_note(uow, upgrade["id"], lines=twice)
+    assert (refused.value.code, refused.value.field) == ("credit_exceeds_invoice", "lines")
+    from remit.domain.errors import ValidationError
+
+    past_the_line = [{"line_id": positive["id"], "amount": "20.00"}, {"line_id": positive["id"], "amount": "20.00"}]
+    with pytest.raises(ValidationError) as refused, app.uow() as uow:
+        credit_notes.issue_credit_note(uow, upgrade["id"], lines=past_the_line)
+    assert (refused.value.code, refused.value.field) == ("invalid_amount", "lines[1].amount")
+    with pytest.raises(ValidationError) as refused, app.uow() as uow:
+        credit_notes.issue_credit_note(uow, upgrade["id"], amount="1.00", lines=twice[:1])
+    assert refused.value.code == "conflicting_fields"
+    with app.uow() as uow:
+        note = credit_notes.issue_credit_note(uow, upgrade["id"])
+    assert (note["amount_minor"], note["to_balance_minor"]) == (1033, 0)
+    assert _summary(b.invoices_of(app, cus)[-1]) == ("paid", "10.33", "10.33", "0.00", "0.00")
+    assert _balance(app, cus) == 0

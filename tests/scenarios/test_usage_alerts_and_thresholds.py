@@ -9,7 +9,16 @@ import pytest
 from sqlalchemy import select
 
 from remit.adapters.db import tables as t
-from remit.service_layer import alerts, catalog, clocks, live_usage, subscriptions, usage, usage_cancellation
+from remit.service_layer import (
+    alerts,
+    catalog,
+    clocks,
+    live_usage,
+    subscriptions,
+    usage,
+    usage_cancellation,
+    wallets,
+)
 from tests import builders as b
 
 
@@ -323,8 +332,31 @@ def test_a_group_threshold_billed_then_wholly_canceled_stays_billed_and_brings_n
         ("usage", "2026-03-01", "2026-04-01", "6.00"),
         ("usage_remainder", "2026-03-01", "2026-04-01", "-25.00"),
     ]
-    remainder = [ln for ln in b.invoices_of(app, cus)[-1]["lines"] if ln["kind"] == "usage_remainder"][0]
+    april = b.invoices_of(app, cus)[-1]
+    remainder = [ln for ln in april["lines"] if ln["kind"] == "usage_remainder"][0]
     assert remainder["description"] == "API calls (us): usage corrected since the threshold invoice (0 in the period)"
+    assert april["total"] == "30.00"
+
+
+def test_a_usage_wallet_pays_nothing_when_the_usage_of_an_invoice_nets_to_a_credit(app):
+    """Usage 6.00 (eu) and a -25.00 remainder for the us calls all canceled: the usage fee nets to -19.00, so a wallet
+    limited to usage pays nothing (the remainder once recorded no meter, stood apart from the eu line, and the
+    wallet paid a share of the 6.00)."""
+    clock_id, cus, sub = _setup(app, [FEE, _usage_price()])
+    with app.uow() as uow:
+        alerts.set_usage_threshold(uow, sub, "5.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, b.utc(2026, 3, 10), 2500, region="us", txn="mistake")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 11))
+    with app.uow() as uow:
+        usage_cancellation.cancel_events(uow, [{"customer_id": cus, "transaction_id": "mistake"}])
+    _send(app, cus, b.utc(2026, 3, 11), 600, region="eu", txn="real")
+    with app.uow() as uow:
+        wallet = wallets.create_wallet(uow, cus, name="API credits", applies_to={"fee_types": ["usage"]})["id"]
+        wallets.grant(uow, wallet, "100")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    april = b.invoices_of(app, cus)[-1]
+    assert (april["total"], april["applied_credits"], april["amount_due"]) == ("30.00", "0.00", "30.00")
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from sqlalchemy import func, select, update
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
 from remit.adapters.db.mappers import load_prices
-from remit.domain.errors import NotFound, ValidationError
+from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.invoicing.invoice import (
     CreditableLine,
     CreditReason,
@@ -69,25 +69,37 @@ def issue_credit_note(
     status = InvoiceStatus(inv["status"])
     cur = currency(inv["currency"])
     creditable = _creditable_lines(uow, invoice_id)
+    # What the invoice still holds: its total less what was credited (negative lines count: an invoice of 49.00 and
+    # a -10.00 correction holds 39.00, however its lines are credited).
+    invoice_open = max(inv["total_minor"] - inv["credited_minor"], 0)
     if lines:
+        if amount is not None:
+            raise ValidationError("conflicting_fields", "Give an amount or lines, not both.", "amount")
         by_id = {c.line_id: c for c in creditable}
         parts = []
+        taken: dict[str, int] = {}  # per line, over every part naming it
         for i, spec in enumerate(lines):
             line = by_id.get(str(spec.get("line_id")))
             if line is None:
                 raise NotFound("invoice_line", spec.get("line_id"), f"lines[{i}].line_id")
             part = Money.of(spec.get("amount"), cur, f"lines[{i}].amount").minor
-            if part <= 0 or part > line.open_minor:
+            taken[line.line_id] = taken.get(line.line_id, 0) + part
+            if part <= 0 or taken[line.line_id] > line.open_minor:
                 raise ValidationError(
                     "invalid_amount",
-                    "Each line's credit must be positive and at most what remains on that line.",
+                    "Each line's credit must be positive and at most what remains on that line (a line named twice "
+                    "counts both).",
                     f"lines[{i}].amount",
                 )
             parts.append((line.line_id, part))
         total = sum(p for _, p in parts)
+        if total > invoice_open:
+            raise Conflict(
+                "credit_exceeds_invoice", "The credit is more than what remains creditable on the invoice.", "lines"
+            )
     else:
-        total = Money.of(amount, cur).minor if amount is not None else sum(c.open_minor for c in creditable)
-        parts = split_credit(total, creditable)
+        total = Money.of(amount, cur).minor if amount is not None else invoice_open
+        parts = split_credit(total, creditable, invoice_open)
     outcome = credit_outcome(status, total, inv["amount_due_minor"])
     entity = (
         uow.conn.execute(select(t.legal_entities).where(t.legal_entities.c.id == inv["legal_entity_id"]))

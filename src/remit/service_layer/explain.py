@@ -47,7 +47,10 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
         price = uow.conn.execute(select(t.prices).where(t.prices.c.id == line["price_id"])).mappings().first()
     usage: Mapping[str, Any] | None = details.get("usage")
     # A correction of a charge nothing is measured for any more (every event of its group canceled, say) records
-    # no measurement: the line it corrects says which meter, group and windows, and so which events were canceled.
+    # no measurement (only its meter): the line it corrects says which meter, group and windows, and so which
+    # events were canceled.
+    if usage is not None and usage.get("nothing_measured"):
+        usage = None
     measured = usage if usage is not None else _corrected_usage(uow, line)
     meter = None
     if measured and measured.get("meter"):

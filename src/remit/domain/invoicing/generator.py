@@ -689,7 +689,12 @@ def diff(
             continue
         if before.last_kind == THRESHOLD_KIND and before.period_end_on > as_of_on:
             continue  # usage billed early at a threshold: its period is still open, the rest comes at its end
-        ghost = ProposedLine(key[0], prices[price_id], Period(key[2], before.period_end_on), charge_key=key[1])
+        price = prices[price_id]
+        ghost = ProposedLine(key[0], price, Period(key[2], before.period_end_on), charge_key=key[1])
+        if price.metered and price.usage is not None:
+            # Nothing is measured for it now (every event of its group canceled, say); its meter is recorded so
+            # that the line is the same fee as the price's other lines (wallets limited to fees net them).
+            ghost.usage = {"meter": price.usage.meter, "nothing_measured": True}
         new = _difference(ghost, before)
         if new is not None:
             out.append(new)
@@ -788,7 +793,7 @@ def _usage_label(line: ProposedLine) -> str:
     group = line.usage.get("group") if line.usage else None
     if isinstance(group, dict) and group:
         label += " (" + ", ".join(str(v) for v in group.values()) + ")"
-    elif line.usage is None and line.charge_key.startswith(f"{line.price.id}|"):
+    elif line.charge_key.startswith(f"{line.price.id}|"):
         # A charge no longer measured (its group's events all canceled): its group read back from its key,
         # unless the key is hashed.
         values = tuple(line.charge_key.split("|")[1:])

@@ -68,11 +68,17 @@ class CreditableLine:
         return max(self.amount_minor - self.credited_minor, 0)
 
 
-def split_credit(amount_minor: int, lines: Sequence[CreditableLine]) -> list[tuple[str, int]]:
-    """Spread a lump-sum credit over the lines still creditable, in proportion, by largest remainder."""
+def split_credit(
+    amount_minor: int, lines: Sequence[CreditableLine], invoice_open_minor: int | None = None
+) -> list[tuple[str, int]]:
+    """Spread a lump-sum credit over the lines still creditable, in proportion, by largest remainder. At most
+    what the lines hold, and (``invoice_open_minor``) what the invoice's total holds: a negative line (a credit for
+    unused time, a usage correction) lowers what can be credited, though no credit goes on it."""
     if amount_minor <= 0:
         raise ValidationError("invalid_amount", "A credit note must credit a positive amount.", "amount")
     open_total = sum(line.open_minor for line in lines)
+    if invoice_open_minor is not None:
+        open_total = min(open_total, invoice_open_minor)
     if amount_minor > open_total:
         raise Conflict(
             "credit_exceeds_invoice", "The credit is more than what remains creditable on the invoice.", "amount"
