@@ -322,3 +322,16 @@ def test_meter_filters_of_the_wrong_shape_are_refused_with_exit_2(filters):
     assert result.exit_code == 2, result.output
     assert "invalid_filters" in result.output + result.stderr
     assert rj("meters", "list") == []
+
+
+def test_list_limits_are_1_to_1000_and_a_page_holds_no_more_than_asked(tmp_path):
+    rj("init", "--currency", "EUR", "--country", "DE")
+    for name in ("A", "B", "C"):
+        rj("customers", "create", "--name", name, "--currency", "EUR", "--country", "DE")
+    assert [c["name"] for c in rj("customers", "list", "--limit", "2")] == ["A", "B"]
+    for bad in ("0", "1001", "-3"):
+        result = runner.invoke(app, ["customers", "list", "--limit", bad])
+        assert result.exit_code == 2 and "invalid_limit" in result.output + result.stderr, result.output
+    stale = runner.invoke(app, ["customers", "list", "--starting-after", "cus_nope"])
+    assert stale.exit_code == 3 and "customer_not_found" in stale.output + stale.stderr
+    assert len(rj("events", "list", "--limit", "1")) == 1

@@ -214,6 +214,7 @@ def _catalog(app: Remit) -> dict[str, str]:
 def _customers(app: Remit, rng: random.Random, clock_id: str, ids: dict[str, str], count: int) -> list[str]:
     subs: list[str] = []
     weights = {"EUR": 40, "USD": 35, "GBP": 15, "JPY": 10}
+    spring = 0  # redemptions of SPRING26
     for i in range(count):
         cur = rng.choices(list(weights), list(weights.values()))[0]
         country, tz = CURRENCIES[cur]
@@ -252,11 +253,13 @@ def _customers(app: Remit, rng: random.Random, clock_id: str, ids: dict[str, str
                 anchor="calendar" if rng.random() < 0.4 else "anniversary",
                 add_ons=[{"price_id": ids[f"support_{cur}"]}] if plan == "business" and rng.random() < 0.5 else (),
                 coupon="LAUNCH10" if cur == "EUR" and rng.random() < 0.15 else None,
-                promotion_code="SPRING26" if cur != "EUR" and rng.random() < 0.15 else None,
+                # The code's 8 redemptions are never exceeded, however many customers the demo makes.
+                promotion_code="SPRING26" if (promo := cur != "EUR" and rng.random() < 0.15 and spring < 8) else None,
                 phases=[{"on": start + timedelta(days=90), "plan": "team", "quantity": 5}]
                 if plan == "team" and rng.random() < 0.15
                 else (),
             )
+            spring += bool(promo)
             if plan in ("business", "enterprise"):
                 credit_notes.add_one_off(uow, cid, price_id=ids[f"onboarding_{cur}"])
             if plan == "api":  # monthly free API credits, from the subscription's first day, for 45 days each

@@ -12,7 +12,7 @@ from sqlalchemy import Select, or_, select
 
 from remit.adapters.db import tables as t
 from remit.domain.clock import ensure_utc
-from remit.domain.errors import ValidationError
+from remit.domain.errors import NotFound, ValidationError
 from remit.domain.money import Money
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
@@ -62,7 +62,13 @@ def customer_public(row: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def page(uow: UnitOfWork, query: Select[Any], id_column: Any, limit: int | None, after: str | None) -> list[Any]:
+    """A page of ``query`` by ``id_column``, after the id ``after``: one that does not exist is ``..._not_found``
+    (404), not the first page again (or an empty one), which a client holding a stale cursor would loop on."""
     if after:
+        if uow.conn.execute(select(id_column).where(id_column == after).limit(1)).first() is None:
+            name = id_column.table.name
+            kind = name[:-3] + "y" if name.endswith("ies") else name.removesuffix("s")
+            raise NotFound(kind, after, "starting_after")
         query = query.where(id_column > after)
     query = query.order_by(id_column)
     if limit is not None:

@@ -539,3 +539,18 @@ def test_events_of_no_customer_are_listed_as_they_are_shown(api):
     (created,) = [e for e in listed if e["type"] == "plan.created"]
     assert created["customer_id"] is None
     assert api.get(f"/events/{created['id']}").json()["id"] == created["id"]
+
+
+def test_every_list_answers_a_cursor_that_does_not_exist_with_404(api):
+    _setup(api)
+    for path, code in (
+        ("/customers", "customer_not_found"),
+        ("/meters", "meter_not_found"),
+        ("/plans", "plan_not_found"),
+    ):
+        stale = api.get(path, starting_after="zzz_nope")
+        assert (stale.status_code, stale.json()["error"]["code"], stale.json()["error"]["field"]) == (
+            404,
+            code,
+            "starting_after",
+        ), path

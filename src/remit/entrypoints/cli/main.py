@@ -16,7 +16,7 @@ from remit.bootstrap import Remit, Settings, bootstrap
 from remit.domain.errors import NotFound, ValidationError
 from remit.entrypoints.cli import alerts as alerts_cli
 from remit.entrypoints.cli import usage as usage_cli
-from remit.entrypoints.cli.output import console, handle_errors, parse_date, parse_time, show
+from remit.entrypoints.cli.output import all_pages, console, handle_errors, page_size, parse_date, parse_time, show
 from remit.entrypoints.cli.wallets import wallets_app
 from remit.entrypoints.cli.webhooks import webhooks_app, worker
 from remit.service_layer import (
@@ -61,20 +61,6 @@ def _app() -> Remit:
 
 _time = parse_time
 _date = parse_date
-
-
-def _all_pages(fetch: Any, limit: int, every: bool, key: str = "id") -> list[dict[str, Any]]:
-    """One page, or (``every``) all of them, each after the last row's ``key``."""
-    if not every:
-        return list(fetch(limit, None))
-    rows: list[dict[str, Any]] = []
-    after = None
-    while True:
-        page = fetch(1000, after)
-        rows.extend(page)
-        if len(page) < 1000:
-            return rows
-        after = page[-1][key]
 
 
 @app.command()
@@ -231,7 +217,7 @@ BILL_RUN_FAILURES_EXIT = 6
 
 
 def _run_failures(uow: Any, run_id: str) -> list[dict[str, Any]]:
-    return _all_pages(lambda n, a: views.list_bill_run_failures(uow, run_id, n, a), 0, True, key="customer_id")
+    return all_pages(lambda n, a: views.list_bill_run_failures(uow, run_id, n, a), 0, True, key="customer_id")
 
 
 def _show_run(run: dict[str, Any], failures: list[dict[str, Any]], as_json: bool) -> None:
@@ -265,7 +251,7 @@ def bill_runs_list(
         if test_clock is not None:
             EVERYTHING.check_clock(uow, test_clock, "test_clock")
         live = test_clock is None
-        rows = _all_pages(
+        rows = all_pages(
             lambda n, a: views.list_bill_runs(uow, n, a or after, livemode=live, test_clock_id=test_clock),
             limit,
             every,
@@ -295,7 +281,7 @@ def bill_runs_show(run_id: str, as_json: Json = False) -> None:
 def customers_list(limit: Limit = 20, every: All = False, after: After = None, as_json: Json = False) -> None:
     remit = _app()
     with remit.uow() as uow:
-        rows = _all_pages(lambda n, a: views.list_customers(uow, n, a or after), limit, every)
+        rows = all_pages(lambda n, a: views.list_customers(uow, n, a or after), limit, every)
     show(rows, as_json, "Customers", ["id", "name", "email", "currency", "country", "test_clock_id"])
 
 
@@ -435,7 +421,7 @@ def subs_list(
 ) -> None:
     remit = _app()
     with remit.uow() as uow:
-        rows = _all_pages(lambda n, a: views.list_subscriptions(uow, n, a or after, customer, status), limit, every)
+        rows = all_pages(lambda n, a: views.list_subscriptions(uow, n, a or after, customer, status), limit, every)
     show(
         rows,
         as_json,
@@ -579,7 +565,7 @@ def invoices_list(
 ) -> None:
     remit = _app()
     with remit.uow() as uow:
-        rows = _all_pages(lambda n, a: views.list_invoices(uow, n, a or after, customer, status), limit, every)
+        rows = all_pages(lambda n, a: views.list_invoices(uow, n, a or after, customer, status), limit, every)
     show(
         rows,
         as_json,
@@ -685,7 +671,7 @@ def cn_create(
 def cn_list(limit: Limit = 20, every: All = False, after: After = None, as_json: Json = False) -> None:
     remit = _app()
     with remit.uow() as uow:
-        rows = _all_pages(lambda n, a: views.list_credit_notes(uow, n, a or after), limit, every)
+        rows = all_pages(lambda n, a: views.list_credit_notes(uow, n, a or after), limit, every)
     show(rows, as_json, "Credit notes", ["id", "number", "invoice_id", "reason", "amount", "currency", "to_balance"])
 
 
@@ -765,7 +751,7 @@ def events_list(
     """Domain events recorded with each change (the outbox), oldest first."""
     remit = _app()
     with remit.uow() as uow:
-        rows = views.list_events(uow, limit, 0, type_)
+        rows = views.list_events(uow, page_size(limit), 0, type_)[:limit]
     show(rows, as_json, "Events", ["id", "type", "object_id", "customer_id", "created_at"])
 
 

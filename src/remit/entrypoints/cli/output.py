@@ -115,3 +115,18 @@ def parse_time(value: str | None, field: str) -> datetime | None:
     except ValueError:
         raise ValidationError("invalid_time", f"{value!r} is not an ISO 8601 time.", field) from None
     return ensure_utc(parsed)
+
+
+def all_pages(fetch: Any, limit: int, every: bool, key: str = "id") -> list[dict[str, Any]]:
+    """A list command's rows: one page of ``limit`` rows (1 to 1000: ``invalid_limit`` otherwise), or (``every``)
+    all of them, read in pages of 1000, each after the last row's ``key``. ``fetch(n, after)`` reads a page."""
+    if not every:
+        return list(fetch(page_size(limit), None))[:limit]  # the service reads one more, to know if there are more
+    rows: list[dict[str, Any]] = []
+    after = None
+    while True:
+        page = fetch(MAX_PAGE, after)
+        rows.extend(page)
+        if len(page) < MAX_PAGE:
+            return rows
+        after = page[-1][key]

@@ -8,7 +8,7 @@ import typer
 
 from remit.bootstrap import Settings, bootstrap
 from remit.domain.errors import ValidationError
-from remit.entrypoints.cli.output import handle_errors, parse_date, parse_time, show
+from remit.entrypoints.cli.output import all_pages, handle_errors, parse_date, parse_time, show
 from remit.service_layer import wallets
 from remit.service_layer.views import Filters
 
@@ -35,18 +35,6 @@ def _applies_to(fee_types: list[str] | None, meters: list[str] | None, prices: l
 
 
 WALLET_COLUMNS = ["id", "customer_id", "name", "priority", "rate", "status", "balance_credits", "balance", "currency"]
-
-
-def _every(fetch: Any, limit: int, every: bool, after: str | None) -> list[dict[str, Any]]:
-    if not every:
-        return list(fetch(limit, after))
-    rows: list[dict[str, Any]] = []
-    while True:
-        page = fetch(1000, after)
-        rows.extend(page)
-        if len(page) < 1000:
-            return rows
-        after = page[-1]["id"]
 
 
 @wallets_app.command("create")
@@ -145,11 +133,10 @@ def list_(
     as_json: Json = False,
 ) -> None:
     with bootstrap(Settings()).uow() as uow:
-        rows = _every(
-            lambda n, a: wallets.list_wallets(uow, n, a, filters=Filters(customer_id=customer, status=status)),
+        rows = all_pages(
+            lambda n, a: wallets.list_wallets(uow, n, a or after, filters=Filters(customer_id=customer, status=status)),
             limit,
             every,
-            after,
         )
     show(rows, as_json, "Wallets", WALLET_COLUMNS)
 
@@ -198,7 +185,7 @@ def transactions(
 ) -> None:
     """The wallet's ledger: grants, consumptions by invoices, expiries and voids, in the order recorded."""
     with bootstrap(Settings()).uow() as uow:
-        rows = _every(lambda n, a: wallets.list_transactions(uow, wallet_id, n, a), limit, every, after)
+        rows = all_pages(lambda n, a: wallets.list_transactions(uow, wallet_id, n, a or after), limit, every)
     show(rows, as_json, "Wallet ledger", ["id", "created_at", "kind", "credits", "amount", "invoice_id", "grant_id"])
 
 
