@@ -498,11 +498,28 @@ def _bill_batch_with_retry(
     read_ahead: UsageReadAhead | None = None,
     upcoming: Sequence[str] | None = None,
 ) -> list[str]:
-    def attempt() -> list[str]:
-        with _collector_paused(), make_uow() as uow:
-            return bill_customers(uow, batch, as_of, run_id, skip_locked=True, read_ahead=read_ahead, upcoming=upcoming)
+    skipped: list[str] = []
 
-    return retrying(attempt)
+    def attempt() -> list[str]:
+        skipped.clear()
+        with _collector_paused(), make_uow() as uow:
+            return bill_customers(
+                uow, batch, as_of, run_id, skip_locked=True, read_ahead=read_ahead, upcoming=upcoming, skipped=skipped
+            )
+
+    invoice_ids = retrying(attempt)
+    if not skipped:
+        return invoice_ids
+    # Customers whose lock another transaction held (an API request, the usage monitor, another run): billed
+    # now, once it is free, rather than passed over by a run that would report them done. Another run's customers
+    # are found billed by then, and nothing is written twice.
+    rest = list(skipped)
+
+    def again() -> list[str]:
+        with _collector_paused(), make_uow() as uow:
+            return bill_customers(uow, rest, as_of, run_id)
+
+    return invoice_ids + retrying(again)
 
 
 @dataclass
@@ -829,13 +846,17 @@ def bill_customers(
     write: bool = True,
     read_ahead: UsageReadAhead | None = None,
     upcoming: Sequence[str] | None = None,
+    skipped: list[str] | None = None,
 ) -> list[str]:
     """Generate and write the invoices due for these customers as of a time. Returns the new invoice ids.
+    ``skip_locked``: customers another transaction holds are left out (added to ``skipped``, if given).
 
     The events this produces are written here, in bulk and in the order they happen, rather than queued on the
     unit of work. ``read_ahead`` (SQLite): what the previous batch read ahead is used if still valid, and the
     ``upcoming`` batch's usage is read ahead while this one is billed."""
     locked = uow.lock_customers(customer_ids, skip_locked=skip_locked)
+    if skipped is not None and len(locked) < len(set(customer_ids)):
+        skipped.extend(sorted(set(customer_ids) - set(locked)))
     if not locked:
         return []
     version = usage_read_ahead.version(uow.conn) if read_ahead is not None else None

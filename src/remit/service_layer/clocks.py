@@ -81,12 +81,19 @@ def advance(
     """Move a test clock to ``to``, running all work that falls due on the way, in order."""
     to = ensure_utc(to)
     with make_uow() as uow:
+        get_test_clock(uow, clock_id)  # one that does not exist is not found, not busy
+        # Claimed in one statement: two advances that both read it ready must not both go on. Read again once
+        # claimed, so that its time is the one the advance before this one left.
+        claimed = uow.conn.execute(
+            update(t.test_clocks)
+            .where(t.test_clocks.c.id == clock_id, t.test_clocks.c.status == "ready")
+            .values(status="advancing")
+        ).rowcount
+        if not claimed:
+            raise Conflict("test_clock_busy", "The test clock is being advanced already.", "test_clock_id")
         clock = get_test_clock(uow, clock_id)
         if to <= clock["frozen_at"]:
             raise ValidationError("dates_out_of_order", "A test clock only moves forward.", "to")
-        if clock["status"] != "ready":
-            raise Conflict("test_clock_busy", "The test clock is being advanced already.", "test_clock_id")
-        uow.conn.execute(update(t.test_clocks).where(t.test_clocks.c.id == clock_id).values(status="advancing"))
     now = clock["frozen_at"]
     steps = invoices = failed = 0
     try:

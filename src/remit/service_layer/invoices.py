@@ -497,10 +497,15 @@ def _finalize_rows(
 
 
 def _invoice(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
-    row = uow.conn.execute(select(t.invoices).where(t.invoices.c.id == invoice_id)).mappings().first()
+    query = select(t.invoices).where(t.invoices.c.id == invoice_id)
+    row = uow.conn.execute(query).mappings().first()
     if row is None:
         raise NotFound("invoice", invoice_id, "invoice_id")
     uow.lock_customer(row["customer_id"])
+    # Read again under the lock (and the time after waiting for it): a credit note or a payment that held it
+    # has changed the invoice since (two credit notes at once each wrote totals from the row before the other).
+    uow.now = uow.clock.now()
+    row = uow.conn.execute(query).mappings().one()
     return dict(row)
 
 

@@ -286,10 +286,15 @@ def apply_coupon(uow: UnitOfWork, sub_id: str, coupon: str | None = None, promot
 
 
 def _load(uow: UnitOfWork, sub_id: str) -> tuple[dict[str, Any], dict[str, Any], list[TimelineEvent], date]:
-    row = uow.conn.execute(select(t.subscriptions).where(t.subscriptions.c.id == sub_id)).mappings().first()
+    query = select(t.subscriptions).where(t.subscriptions.c.id == sub_id)
+    row = uow.conn.execute(query).mappings().first()
     if row is None:
         raise NotFound("subscription", sub_id, "subscription_id")
     uow.lock_customer(row["customer_id"])
+    # Read again under the lock, and the time after waiting for it: a bill run that held it has moved the
+    # review mark since, which a change dated on or before it must move back (or that period is never billed).
+    uow.now = uow.clock.now()
+    row = uow.conn.execute(query).mappings().one()
     customer = get_customer(uow, row["customer_id"])
     events = [
         timeline_event_from_row(r)

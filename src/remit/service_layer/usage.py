@@ -39,6 +39,7 @@ MAX_BATCH = 1000
 MAX_PROPERTIES = 50
 MAX_PROPERTIES_BYTES = 8192
 FUTURE_SKEW = timedelta(minutes=5)
+REOPEN_MARGIN = timedelta(minutes=5)  # see reopen_for_late_usage
 MAX_VALUE_CHARS = 64  # usage_events.value is text of at most 64 characters
 MAX_DIMENSION_CHARS = 200  # usage_events.dimension: a unique count's value
 MAX_GROUP_KEY_CHARS = 500  # usage_events.group_key: the group-by values, as JSON
@@ -863,7 +864,11 @@ def reopen_for_late_usage(
     earliest: dict[str, date] = {}
     for customer_id, at in first.items():
         tz = customers[customer_id]["timezone"]
-        customer_now = now_of.get(customer_id, now)
+        # A margin on the real clock: a request that began before midnight, or on a machine whose clock is a little
+        # behind, may commit after the midnight run has read the period. Its events of the day ending are treated
+        # as late from REOPEN_MARGIN before midnight (they take the subscriptions' locks, so the run sees them or
+        # bills them next time); a test clock moves only with its advances.
+        customer_now = now_of[customer_id] if customer_id in now_of else now + REOPEN_MARGIN
         today_began = midnights.get((tz, customer_now))
         if today_began is None:
             today_began = midnights[tz, customer_now] = local_midnight(local_date(customer_now, tz), tz)

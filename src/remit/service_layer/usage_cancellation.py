@@ -139,7 +139,8 @@ def cancel_events(
         return result
     uow.lock_customers(sorted({c for c, _ in wanted}))
     conn = uow.conn
-    now = uow.now
+    # The time after the locks: a bill run that held them may have closed the day this request began in.
+    now = uow.now = uow.clock.now()
     now_of = usage.clock_times(conn, customers)
     open_since = usage.OpenPeriods(conn, customers, now_of, now)
 
