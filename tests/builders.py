@@ -135,18 +135,24 @@ def at_once(*calls: Callable[[], Any]) -> tuple[list[Any], list[Exception]]:
     return results, errors
 
 
-def usage_customer_on_postgres(postgres_url: str, at: datetime) -> tuple[Remit, str]:
+def emptied_postgres(postgres_url: str, at: datetime, pool_size: int = 5) -> Remit:
     """For tests where two things really run at once: an emptied PostgreSQL database on a fixed clock at ``at``,
-    a seller, ``usage_plan`` and a real-clock customer subscribed to it (calendar months)."""
+    with a seller."""
     from remit.adapters.db import tables as t
     from remit.adapters.db.engine import make_engine
     from remit.domain.clock import FixedClock
 
-    app = Remit(make_engine(postgres_url), FixedClock(at))
+    app = Remit(make_engine(postgres_url, pool_size=pool_size), FixedClock(at))
     with app.engine.begin() as conn:
         for table in reversed(t.metadata.sorted_tables):
             conn.execute(table.delete())
     seller(app)
+    return app
+
+
+def usage_customer_on_postgres(postgres_url: str, at: datetime) -> tuple[Remit, str]:
+    """``emptied_postgres``, with ``usage_plan`` and a real-clock customer subscribed to it (calendar months)."""
+    app = emptied_postgres(postgres_url, at)
     cus = customer(app, None)
     usage_plan(app)
     with app.uow() as uow:

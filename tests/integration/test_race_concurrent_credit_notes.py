@@ -7,10 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-from remit.adapters.db import tables as t
-from remit.adapters.db.engine import make_engine
-from remit.bootstrap import Remit
-from remit.domain.clock import FixedClock
 from remit.service_layer import bill_run, credit_notes
 from tests import builders as b
 
@@ -18,11 +14,7 @@ pytestmark = pytest.mark.postgres
 
 
 def _app(postgres_url):
-    app = Remit(make_engine(postgres_url, pool_size=10), FixedClock(datetime(2026, 3, 1, tzinfo=UTC)))
-    with app.engine.begin() as conn:
-        for table in reversed(t.metadata.sorted_tables):
-            conn.execute(table.delete())
-    b.seller(app)
+    app = b.emptied_postgres(postgres_url, datetime(2026, 3, 1, tzinfo=UTC), pool_size=10)
     b.plan(app, "basic", "10.00")
     (cus,) = b.subscribed_customers(app, 1, "basic")
     bill_run.run(app.uow, datetime(2026, 3, 1, 1, tzinfo=UTC))

@@ -9,9 +9,6 @@ import pytest
 from sqlalchemy import func, select
 
 from remit.adapters.db import tables as t
-from remit.adapters.db.engine import make_engine
-from remit.bootstrap import Remit
-from remit.domain.clock import FixedClock
 from remit.service_layer import bill_run, clocks, subscriptions, wallets
 from tests import builders as b
 
@@ -19,11 +16,7 @@ pytestmark = pytest.mark.postgres
 
 
 def _app(postgres_url, clock_at=None):
-    app = Remit(make_engine(postgres_url, pool_size=10), FixedClock(datetime(2026, 3, 1, tzinfo=UTC)))
-    with app.engine.begin() as conn:
-        for table in reversed(t.metadata.sorted_tables):
-            conn.execute(table.delete())
-    b.seller(app)
+    app = b.emptied_postgres(postgres_url, datetime(2026, 3, 1, tzinfo=UTC), pool_size=10)
     b.plan(app, "basic", "10.00")
     clock_id = b.clock(app, clock_at) if clock_at else None
     cus = b.customer(app, clock_id)
