@@ -619,6 +619,26 @@ def child(mode: str, *args: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------- the parent
 
 
+def seller_app(engine: Any, at: datetime) -> tuple[Any, Any]:
+    """The schema migrated into ``engine``, a Remit on a fixed clock at ``at`` and a legal entity (EUR, Germany):
+    where the wallet and history benches start. Returns the app and its clock."""
+    from remit.adapters.db.engine import migrate
+    from remit.bootstrap import Remit
+    from remit.domain.clock import FixedClock
+    from remit.service_layer import accounts
+
+    migrate(engine)
+    clock = FixedClock(at)
+    app = Remit(engine, clock)
+    with app.uow() as uow:
+        accounts.create_legal_entity(uow, "Bench GmbH", "DE", "EUR")
+    return app, clock
+
+
+# A timing's wall-clock seconds (time.perf_counter), the one float the benches keep: never money or a quantity.
+Seconds = float
+
+
 class Databases:
     """The database under test and the floor's copy of it; both removed by ``drop``."""
 

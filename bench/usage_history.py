@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from bill_run import Databases, bulk_write, customer_row, legal_entity_row, log, rid, settle_loaded
+from bill_run import Databases, Seconds, bulk_write, customer_row, legal_entity_row, log, rid, settle_loaded
 
 PERIOD_START = datetime(2026, 6, 1, tzinfo=UTC)
 PERIOD_END = datetime(2026, 7, 1, tzinfo=UTC)
@@ -119,7 +119,7 @@ def _load(url: str, customers: int, months: int, per_month: int) -> list[str]:
     return ids
 
 
-def _measure(url: str, ids: list[str], code: str, repeat: int) -> float:
+def _measure(url: str, ids: list[str], code: str, repeat: int) -> Seconds:
     """The fastest of ``repeat`` aggregations of the period, in seconds of wall time (a timing, not money)."""
     from remit.adapters.db.engine import make_engine
     from remit.adapters.db.usage_queries import Window, aggregate_usage
@@ -127,7 +127,7 @@ def _measure(url: str, ids: list[str], code: str, repeat: int) -> float:
 
     meter = Meter(code, Aggregation(METERS[code]), "n", carry_over=code == "seats")
     engine = make_engine(url)
-    timings: list[float] = []
+    timings: list[Seconds] = []
     try:
         for _ in range(repeat):
             began = time.perf_counter()

@@ -24,7 +24,7 @@ import json
 import time
 from datetime import UTC, datetime
 
-from bill_run import Databases
+from bill_run import Databases, Seconds, seller_app
 
 
 def main() -> int:
@@ -36,20 +36,14 @@ def main() -> int:
     )
     args = parser.parse_args()
 
-    from remit.adapters.db.engine import make_engine, migrate
-    from remit.bootstrap import Remit
-    from remit.domain.clock import FixedClock
+    from remit.adapters.db.engine import make_engine
     from remit.service_layer import accounts, bill_run, wallets
 
     dbs = Databases(args.db)  # a throwaway database, dropped at the end
     engine = make_engine(dbs.url)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, Seconds] = {}
     try:
-        migrate(engine)
-        clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
-        app = Remit(engine, clock)
-        with app.uow() as uow:
-            accounts.create_legal_entity(uow, "Bench GmbH", "DE", "EUR")
+        app, clock = seller_app(engine, datetime(2026, 1, 1, tzinfo=UTC))
         began = time.perf_counter()
         for i in range(args.customers):
             with app.uow() as uow:

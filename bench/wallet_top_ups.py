@@ -21,24 +21,19 @@ import json
 import time
 from datetime import UTC, datetime
 
-from bill_run import Databases
+from bill_run import Databases, Seconds, seller_app
 
 
-def _run(kind: str, customers: int, top_ups: bool) -> float:
+def _run(kind: str, customers: int, top_ups: bool) -> Seconds:
     """The bill run's wall time in seconds (a timing, not money)."""
-    from remit.adapters.db.engine import make_engine, migrate
-    from remit.bootstrap import Remit
-    from remit.domain.clock import FixedClock
+    from remit.adapters.db.engine import make_engine
     from remit.service_layer import accounts, bill_run, catalog, subscriptions, wallets
 
     dbs = Databases(kind)
     engine = make_engine(dbs.url)
     try:
-        migrate(engine)
-        clock = FixedClock(datetime(2026, 1, 1, tzinfo=UTC))
-        app = Remit(engine, clock)
+        app, clock = seller_app(engine, datetime(2026, 1, 1, tzinfo=UTC))
         with app.uow() as uow:
-            accounts.create_legal_entity(uow, "Bench GmbH", "DE", "EUR")
             price = {"currency": "EUR", "model": "flat", "config": {"amount": "8.00"}, "interval": "month"}
             catalog.create_plan(uow, "basic", "Basic", [price])
         terms = {"top_up_threshold": "5", "top_up_credits": "20"} if top_ups else {}
