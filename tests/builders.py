@@ -81,13 +81,15 @@ def customer(app: Remit, clock_id: str | None, currency: str = "EUR", **kwargs: 
         )
 
 
-def subscribed_customers(app: Remit, count: int, plan_code: str) -> list[str]:
-    """``count`` real-clock customers, each with one subscription to the plan."""
+def subscribed_customers(
+    app: Remit, count: int, plan_code: str, clock_id: str | None = None, anchor: str = "anniversary"
+) -> list[str]:
+    """``count`` customers (real-clock, or on ``clock_id``), each with one subscription to the plan."""
     made = []
     for _ in range(count):
-        cus = customer(app, None)
+        cus = customer(app, clock_id)
         with app.uow() as uow:
-            subscriptions.create_subscription(uow, cus, plan_code)
+            subscriptions.create_subscription(uow, cus, plan_code, anchor=anchor)
         made.append(cus)
     return made
 
@@ -148,6 +150,16 @@ def emptied_postgres(postgres_url: str, at: datetime, pool_size: int = 5) -> Rem
             conn.execute(table.delete())
     seller(app)
     return app
+
+
+def send_calls(app: Remit, cus: str, *events: tuple[str, str, int]) -> Any:
+    """``usage_plan``'s meter: one event per (transaction id, ISO time, calls), ingested together; the result."""
+    batch = [
+        {"customer_id": cus, "code": "calls", "transaction_id": txn, "timestamp": at, "properties": {"n": n}}
+        for txn, at, n in events
+    ]
+    with app.uow() as uow:
+        return usage.ingest(uow, batch)
 
 
 def usage_customer_on_postgres(postgres_url: str, at: datetime) -> tuple[Remit, str]:

@@ -16,19 +16,7 @@ pytestmark = pytest.mark.postgres
 def test_a_late_event_during_the_run_is_billed_by_the_next_run(postgres_url, monkeypatch):
     app, cus = b.usage_customer_on_postgres(postgres_url, datetime(2026, 3, 1, tzinfo=UTC))
     app.clock.move_to(datetime(2026, 3, 20, tzinfo=UTC))
-    with app.uow() as uow:
-        usage.ingest(
-            uow,
-            [
-                {
-                    "customer_id": cus,
-                    "code": "calls",
-                    "transaction_id": "a",
-                    "timestamp": "2026-03-10T00:00:00Z",
-                    "properties": {"n": 100},
-                }
-            ],
-        )
+    b.send_calls(app, cus, ("a", "2026-03-10T00:00:00Z", 100))
     bill_run.run(app.uow, datetime(2026, 3, 20, tzinfo=UTC))  # nothing due yet; the review mark is set
     app.clock.move_to(datetime(2026, 4, 1, 0, 5, tzinfo=UTC))
 

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from remit.adapters.db import tables as t
-from remit.service_layer import bill_run, subscriptions, usage
+from remit.service_layer import bill_run, subscriptions
 from tests import builders as b
 
 pytestmark = pytest.mark.postgres
@@ -18,19 +18,7 @@ pytestmark = pytest.mark.postgres
 def _setup(postgres_url):
     app, cus = b.usage_customer_on_postgres(postgres_url, datetime(2026, 3, 1, tzinfo=UTC))
     app.clock.move_to(datetime(2026, 4, 10, tzinfo=UTC))
-    with app.uow() as uow:
-        usage.ingest(
-            uow,
-            [
-                {
-                    "customer_id": cus,
-                    "code": "calls",
-                    "transaction_id": "a",
-                    "timestamp": "2026-04-05T00:00:00Z",
-                    "properties": {"n": 100},
-                }
-            ],
-        )
+    b.send_calls(app, cus, ("a", "2026-04-05T00:00:00Z", 100))
     bill_run.run(app.uow, datetime(2026, 4, 10, tzinfo=UTC))  # nothing due; review mark 10 April
     with app.engine.connect() as conn:
         sub = conn.execute(select(t.subscriptions.c.id).where(t.subscriptions.c.customer_id == cus)).scalar_one()

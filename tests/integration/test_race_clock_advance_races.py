@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from remit.adapters.db import tables as t
-from remit.service_layer import bill_run, clocks, subscriptions
+from remit.service_layer import bill_run, clocks
 from tests import builders as b
 
 pytestmark = pytest.mark.postgres
@@ -25,12 +25,7 @@ def test_advance_and_real_run_at_once(postgres_url, rep):
     app = _app(postgres_url)
     b.subscribed_customers(app, 40, "basic")
     clock_id = b.clock(app, datetime(2026, 3, 1, tzinfo=UTC))
-    test_customers = []
-    for _ in range(20):
-        cus = b.customer(app, clock_id)
-        with app.uow() as uow:
-            subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
-        test_customers.append(cus)
+    b.subscribed_customers(app, 20, "basic", clock_id, anchor="calendar")
     results, errors = b.at_once(
         lambda: bill_run.run(app.uow, datetime(2026, 3, 1, 12, tzinfo=UTC), batch_size=3),
         lambda: clocks.advance(app.uow, clock_id, datetime(2026, 6, 1, 12, tzinfo=UTC)),
@@ -54,10 +49,7 @@ def test_advance_and_real_run_at_once(postgres_url, rep):
 def test_two_advances_of_one_clock_at_once(postgres_url, rep):
     app = _app(postgres_url)
     clock_id = b.clock(app, datetime(2026, 3, 1, tzinfo=UTC))
-    for _ in range(5):
-        cus = b.customer(app, clock_id)
-        with app.uow() as uow:
-            subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    b.subscribed_customers(app, 5, "basic", clock_id, anchor="calendar")
     results, errors = b.at_once(
         lambda: clocks.advance(app.uow, clock_id, datetime(2026, 9, 1, 12, tzinfo=UTC)),
         lambda: clocks.advance(app.uow, clock_id, datetime(2026, 4, 1, 12, tzinfo=UTC)),
@@ -78,10 +70,7 @@ def test_two_advances_that_read_the_clock_ready_together_run_once(postgres_url, 
 
     app = _app(postgres_url)
     clock_id = b.clock(app, datetime(2026, 3, 1, tzinfo=UTC))
-    for _ in range(5):
-        cus = b.customer(app, clock_id)
-        with app.uow() as uow:
-            subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    b.subscribed_customers(app, 5, "basic", clock_id, anchor="calendar")
     both_read = threading.Barrier(2, timeout=5)
     real = clocks.get_test_clock
 

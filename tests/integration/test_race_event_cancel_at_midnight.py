@@ -10,7 +10,7 @@ import pytest
 
 from remit.bootstrap import Remit
 from remit.domain.clock import FixedClock
-from remit.service_layer import bill_run, usage, usage_cancellation
+from remit.service_layer import bill_run, usage_cancellation
 from tests import builders as b
 
 pytestmark = pytest.mark.postgres
@@ -20,12 +20,8 @@ RUN_AT = datetime(2026, 4, 1, 0, 0, 1, tzinfo=UTC)
 def _app(postgres_url):
     app, cus = b.usage_customer_on_postgres(postgres_url, datetime(2026, 3, 1, tzinfo=UTC))
     app.clock.move_to(datetime(2026, 3, 31, 13, tzinfo=UTC))
-    events = [
-        {"customer_id": cus, "code": "calls", "transaction_id": txn, "timestamp": at, "properties": {"n": n}}
-        for txn, at, n in (("kept", "2026-03-10T00:00:00Z", 100), ("mistake", "2026-03-31T12:00:00Z", 50))
-    ]
-    with app.uow() as uow:
-        assert len(usage.ingest(uow, events).accepted) == 2
+    sent = b.send_calls(app, cus, ("kept", "2026-03-10T00:00:00Z", 100), ("mistake", "2026-03-31T12:00:00Z", 50))
+    assert len(sent.accepted) == 2
     bill_run.run(app.uow, datetime(2026, 3, 31, 13, tzinfo=UTC))
     app.clock.move_to(RUN_AT)
     return app, cus

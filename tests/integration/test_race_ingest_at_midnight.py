@@ -18,19 +18,7 @@ RUN_AT = datetime(2026, 4, 1, 0, 0, 1, tzinfo=UTC)
 def _app(postgres_url):
     app, cus = b.usage_customer_on_postgres(postgres_url, datetime(2026, 3, 1, tzinfo=UTC))
     app.clock.move_to(datetime(2026, 3, 31, 13, tzinfo=UTC))
-    with app.uow() as uow:
-        assert usage.ingest(
-            uow,
-            [
-                {
-                    "customer_id": cus,
-                    "code": "calls",
-                    "transaction_id": "a",
-                    "timestamp": "2026-03-10T00:00:00Z",
-                    "properties": {"n": 100},
-                }
-            ],
-        ).accepted
+    assert b.send_calls(app, cus, ("a", "2026-03-10T00:00:00Z", 100)).accepted
     bill_run.run(app.uow, datetime(2026, 3, 31, 13, tzinfo=UTC))
     app.clock.move_to(RUN_AT)
     return app, cus

@@ -299,10 +299,8 @@ def test_usage_canceled_after_its_threshold_invoice_is_credited_by_the_period_en
     )
 
 
-def test_a_group_threshold_billed_then_wholly_canceled_stays_billed_and_brings_no_second_threshold_invoice(app):
-    """Threshold 5.00: 2,500 us calls are invoiced at once (25.00), then all canceled. Live usage still shows the
-    25.00 billed (owed back at the period's end), so 600 eu calls later (6.00) leave 19.00 owed, not a second
-    threshold invoice; the period's end credits the difference."""
+def _threshold_billed_then_canceled(app):
+    """Threshold 5.00: 2,500 us calls invoiced at once on 11 March (25.00), then all of them canceled."""
     clock_id, cus, sub = _setup(app, [FEE, _usage_price()])
     with app.uow() as uow:
         alerts.set_usage_threshold(uow, sub, "5.00")
@@ -311,6 +309,14 @@ def test_a_group_threshold_billed_then_wholly_canceled_stays_billed_and_brings_n
     clocks.advance(app.uow, clock_id, b.utc(2026, 3, 11))
     with app.uow() as uow:
         usage_cancellation.cancel_events(uow, [{"customer_id": cus, "transaction_id": "mistake"}])
+    return clock_id, cus
+
+
+def test_a_group_threshold_billed_then_wholly_canceled_stays_billed_and_brings_no_second_threshold_invoice(app):
+    """Threshold 5.00: 2,500 us calls are invoiced at once (25.00), then all canceled. Live usage still shows the
+    25.00 billed (owed back at the period's end), so 600 eu calls later (6.00) leave 19.00 owed, not a second
+    threshold invoice; the period's end credits the difference."""
+    clock_id, cus = _threshold_billed_then_canceled(app)
     with app.uow() as uow:
         shown = live_usage.live_usage(uow, cus)
     assert (shown["amount"], shown["billed"], shown["unbilled"]) == ("0.00", "25.00", "-25.00")
@@ -342,14 +348,7 @@ def test_a_usage_wallet_pays_nothing_when_the_usage_of_an_invoice_nets_to_a_cred
     """Usage 6.00 (eu) and a -25.00 remainder for the us calls all canceled: the usage fee nets to -19.00, so a wallet
     limited to usage pays nothing (the remainder once recorded no meter, stood apart from the eu line, and the
     wallet paid a share of the 6.00)."""
-    clock_id, cus, sub = _setup(app, [FEE, _usage_price()])
-    with app.uow() as uow:
-        alerts.set_usage_threshold(uow, sub, "5.00")
-    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
-    _send(app, cus, b.utc(2026, 3, 10), 2500, region="us", txn="mistake")
-    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 11))
-    with app.uow() as uow:
-        usage_cancellation.cancel_events(uow, [{"customer_id": cus, "transaction_id": "mistake"}])
+    clock_id, cus = _threshold_billed_then_canceled(app)
     _send(app, cus, b.utc(2026, 3, 11), 600, region="eu", txn="real")
     with app.uow() as uow:
         wallet = wallets.create_wallet(uow, cus, name="API credits", applies_to={"fee_types": ["usage"]})["id"]
