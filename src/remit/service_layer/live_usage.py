@@ -21,7 +21,7 @@ from sqlalchemy import select
 from remit.adapters.db import tables as t
 from remit.adapters.db.mappers import with_overrides
 from remit.domain.errors import NotFound
-from remit.domain.invoicing.generator import ProposedLine, UsageData, charge_key, has_usage, propose
+from remit.domain.invoicing.generator import ProposedLine, UsageData, group_of_charge, has_usage, propose
 from remit.domain.money import RoundingPolicy
 from remit.domain.subscriptions.periods import Interval, Period, period_containing
 from remit.service_layer import bill_run
@@ -161,8 +161,8 @@ def _subscription_usage(batch: Any, sub: Mapping[Any, Any], period: Period) -> S
 def _group_of(charge: str, price_id: str, usage: UsageData | None, code: str | None) -> dict[str, str]:
     """A usage charge's group, read back from its key (``generator.charge_key``); {} when the key is hashed."""
     meter = usage.meters.get(code) if usage is not None and code else None
-    values = tuple(charge.split("|")[1:])
-    if meter is None or len(values) != len(meter.group_by) or charge_key(price_id, values) != charge:
+    values = group_of_charge(price_id, charge)
+    if meter is None or not values or len(values) != len(meter.group_by):
         return {}
     return dict(zip(meter.group_by, values, strict=True))
 

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Text, cast, insert, or_, select, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -555,6 +555,8 @@ def migrate_plan_version(uow: UnitOfWork, plan_code: str, to_version: int, when:
         .scalars()
         .all()
     )
+    if not plan_prices:
+        return 0
     s, e = t.subscriptions.c, t.subscription_events.c
     sub_ids = sorted(
         {
@@ -563,6 +565,8 @@ def migrate_plan_version(uow: UnitOfWork, plan_code: str, to_version: int, when:
                 select(e.subscription_id, e["items"])
                 .join(t.subscriptions, s.id == e.subscription_id)
                 .where(s.status != SubscriptionStatus.CANCELED.value, e.revoked_at.is_(None))
+                # Only timelines that name one of the plan's prices are read (then checked exactly below).
+                .where(or_(*(cast(e["items"], Text).contains(price_id) for price_id in sorted(plan_prices))))
             ).all()
             if any(item.get("price_id") in plan_prices for item in items or ())
         }

@@ -603,6 +603,15 @@ def charge_key(price_id: str, group: tuple[str, ...]) -> str:
     return f"{price_id}|#{hashlib.sha256(chr(31).join(group).encode()).hexdigest()[:24]}"
 
 
+def group_of_charge(price_id: str, key: str) -> tuple[str, ...]:
+    """A usage charge's group values, read back from its key (``charge_key``); () when it has none, or when the key
+    is hashed (the values cannot be read back)."""
+    if not key.startswith(f"{price_id}|"):
+        return ()
+    values = tuple(key.split("|")[1:])
+    return values if charge_key(price_id, values) == key else ()
+
+
 def _overlapping(segments: Sequence[Segment], period: Period) -> list[Segment]:
     return [s for s in segments if s.start_on < period.end_on and (s.end_on is None or s.end_on > period.start_on)]
 
@@ -793,12 +802,8 @@ def _usage_label(line: ProposedLine) -> str:
     group = line.usage.get("group") if line.usage else None
     if isinstance(group, dict) and group:
         label += " (" + ", ".join(str(v) for v in group.values()) + ")"
-    elif line.charge_key.startswith(f"{line.price.id}|"):
-        # A charge no longer measured (its group's events all canceled): its group read back from its key,
-        # unless the key is hashed.
-        values = tuple(line.charge_key.split("|")[1:])
-        if charge_key(line.price.id, values) == line.charge_key:
-            label += " (" + ", ".join(values) + ")"
+    elif values := group_of_charge(line.price.id, line.charge_key):
+        label += " (" + ", ".join(values) + ")"  # a charge no longer measured: its group read back from its key
     return label
 
 
