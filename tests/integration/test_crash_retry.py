@@ -1,0 +1,70 @@
+"""Crashes in the middle of work that moves money (an error injected at one step), and the retry after them:
+the retry finishes the job, with nothing done twice and nothing lost."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from remit.adapters.db import tables as t
+from remit.bootstrap import Remit
+from remit.service_layer import bill_run, clocks
+from tests import builders as b
+
+
+def _dropped(*_args: Any, **_kwargs: Any) -> Any:
+    raise OperationalError("COMMIT", {}, Exception("server closed the connection unexpectedly"))
+
+
+def _clock_row(app: Remit, clock_id: str) -> tuple[datetime, str]:
+    with app.engine.connect() as conn:
+        frozen, status = conn.execute(
+            select(t.test_clocks.c.frozen_at, t.test_clocks.c.status).where(t.test_clocks.c.id == clock_id)
+        ).one()
+    return frozen, status
+
+
+@pytest.mark.parametrize("failing_step", ["last", "middle"])
+def test_an_advance_that_failed_on_a_step_is_finished_by_the_same_request_again(
+    app: Remit, monkeypatch: pytest.MonkeyPatch, failing_step: str
+) -> None:
+    b.seller(app)
+    b.plan(app, "basic", "10.00")
+    clock_id = b.clock(app, b.utc(2026, 1, 15))
+    (cus,) = b.subscribed_customers(app, 1, "basic", clock_id, anchor="calendar")
+    to = b.utc(2026, 3, 1, 12)
+    failing_at = to if failing_step == "last" else b.utc(2026, 2, 1)
+    real = bill_run.run
+
+    def run(make_uow: Any, as_of: datetime, **kwargs: Any) -> Any:
+        if as_of == failing_at:
+            _dropped()
+        return real(make_uow, as_of, **kwargs)
+
+    monkeypatch.setattr(bill_run, "run", run)
+    with pytest.raises(OperationalError):
+        clocks.advance(app.uow, clock_id, to)
+    assert _clock_row(app, clock_id) == (failing_at, "ready")  # the clock stands where the failed step moved it
+    monkeypatch.setattr(bill_run, "run", real)
+
+    again = clocks.advance(app.uow, clock_id, to)  # the same request, tried again
+
+    assert again["frozen_at"] == to and _clock_row(app, clock_id) == (to, "ready")
+    periods = [ln[1] for ln in b.lines_of(app, cus)]
+    assert periods == ["2026-01-15", "2026-02-01", "2026-03-01"]  # each month billed once, none lost
+    assert clocks.advance(app.uow, clock_id, to)["invoices_created"] == 0  # and a third time, nothing more
+
+
+def test_a_test_clock_still_only_moves_forward(app: Remit) -> None:
+    b.seller(app)
+    clock_id = b.clock(app, b.utc(2026, 1, 15))
+    from remit.domain.errors import ValidationError
+
+    with pytest.raises(ValidationError) as exc:
+        clocks.advance(app.uow, clock_id, datetime(2026, 1, 14, 23, 59, tzinfo=UTC))
+    assert exc.value.code == "dates_out_of_order"
+    assert _clock_row(app, clock_id) == (b.utc(2026, 1, 15), "ready")
