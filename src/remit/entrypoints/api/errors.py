@@ -76,6 +76,9 @@ def _field(loc: tuple[Any, ...]) -> str | None:
     return out or None
 
 
+INTERNAL_ERROR = "The request failed on Remit's side (the database may be unreachable); try it again shortly."
+
+
 INVALID_TEXT = "The request holds text that cannot be stored: a NUL character or invalid Unicode."
 
 
@@ -118,6 +121,12 @@ def install(app: FastAPI) -> None:
         if not unstorable_text(exc):
             raise exc
         return envelope(422, "invalid_text", INVALID_TEXT, None, _request_id(request))
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        """Anything unexpected (Starlette's outermost middleware calls this, logs and re-raises it): a 500 in the
+        same envelope as every other error, not a bare text page."""
+        return envelope(500, "internal_error", INTERNAL_ERROR, None, _request_id(request))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -16,7 +16,7 @@ from typing import Any
 from remit.adapters import fastjson
 from remit.adapters.db.ids import new_id
 from remit.bootstrap import Remit
-from remit.entrypoints.api import direct, fast_events
+from remit.entrypoints.api import direct, errors, fast_events
 from remit.entrypoints.api.errors import envelope_bytes
 from remit.entrypoints.api.threads import in_thread
 from remit.service_layer import idempotency
@@ -191,9 +191,7 @@ class ApiGate:
             return {"type": "http.request", "body": body, "more_body": False}
 
         if scope["method"] != "POST" or not key:
-            send = _with_request_id(send, request_id)
-            if not await direct.answer(self.direct, self.remit, scope, principal, json_body, send):
-                await self.app(scope, replay_receive, send)
+            await self._answer(scope, replay_receive, _with_request_id(send, request_id), principal, json_body, fail)
             return
         if len(key) > 255:
             await fail(
@@ -262,13 +260,39 @@ class ApiGate:
             await send(message)
 
         try:
-            if not await direct.answer(self.direct, self.remit, scope, principal, json_body, capture):
-                await self.app(scope, receive, capture)
+            await self._answer(scope, receive, capture, principal, json_body, fail)
         finally:
             if status >= 500:
                 await in_thread(idempotency.release, engine, principal.key_id, key)
             else:
                 await in_thread(idempotency.complete, engine, principal.key_id, key, status, b"".join(chunks).decode())
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        principal: Principal,
+        json_body: Any,
+        fail: Callable[..., Awaitable[None]],
+    ) -> None:
+        """The request answered by a direct route or by the app. What either raises unexpectedly (a dropped
+        database connection...) is answered, if nothing was sent yet, with a 500 in the error envelope (FastAPI's
+        own 500s are: errors.install), then raised on, for the server to log."""
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            if not await direct.answer(self.direct, self.remit, scope, principal, json_body, tracking):
+                await self.app(scope, receive, tracking)
+        except Exception:
+            if not started:
+                await fail(500, "internal_error", errors.INTERNAL_ERROR)
+            raise
 
 
 def _with_request_id(send: Send, request_id: str) -> Send:
