@@ -68,3 +68,38 @@ def test_a_test_clock_still_only_moves_forward(app: Remit) -> None:
         clocks.advance(app.uow, clock_id, datetime(2026, 1, 14, 23, 59, tzinfo=UTC))
     assert exc.value.code == "dates_out_of_order"
     assert _clock_row(app, clock_id) == (b.utc(2026, 1, 15), "ready")
+
+
+def test_customers_claimed_by_an_evaluation_that_lost_the_database_are_evaluated_by_the_next(
+    app: Remit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation clears a customer's mark when it claims it; if the evaluation fails and the database is
+    still away when the mark is put back, the next evaluation puts it back: the alert fires and the threshold
+    invoice is issued, once."""
+    from remit.service_layer import alerts, subscriptions, usage_monitor, usage_watch
+
+    b.seller(app)
+    cus = b.customer(app, None)
+    b.usage_plan(app)
+    with app.uow() as uow:
+        sub = subscriptions.create_subscription(uow, cus, "api", anchor="calendar")
+        alerts.set_usage_threshold(uow, sub, "5.00")
+        alerts.create_alert(uow, cus, "spend", ["8.00"])
+    usage_monitor.evaluate(app.uow)
+    b.send_calls(app, cus, ("t1", "2026-01-01T00:00:00Z", 1000))  # 10.00 EUR: past the threshold and the alert
+    with monkeypatch.context() as patch:
+        patch.setattr(usage_monitor, "_evaluate_isolating", _dropped)
+        patch.setattr(usage_watch, "remark", _dropped)
+        with pytest.raises(OperationalError):
+            usage_monitor.evaluate(app.uow)
+    with monkeypatch.context() as patch:  # still away at the start of the next round: kept for the one after
+        patch.setattr(usage_watch, "remark", _dropped)
+        with pytest.raises(OperationalError):
+            usage_monitor.evaluate(app.uow)
+
+    result = usage_monitor.evaluate(app.uow)
+
+    assert (result.customers, result.alerts_triggered, len(result.invoice_ids)) == (1, 1, 1)
+    assert [inv["total"] for inv in b.invoices_of(app, cus)] == ["10.00"]
+    again = usage_monitor.evaluate(app.uow)
+    assert (again.customers, again.alerts_triggered, again.invoice_ids) == (0, 0, [])

@@ -20,13 +20,15 @@ customers.
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters.db import tables as t
@@ -63,6 +65,8 @@ def evaluate(
     """Evaluate the dirty customers of the real world (or of one test clock), batch after batch. ``max_batches``
     bounds one call (the worker loop's round), so a steady stream of usage cannot keep it from its other work."""
     result = EvaluationResult()
+    engine = make_uow().engine  # (a unit of work connects only when entered)
+    _remark_pending(make_uow, engine)
     batches = 0
     while max_batches is None or batches < max_batches:
         batches += 1
@@ -72,11 +76,37 @@ def evaluate(
         try:
             _evaluate_isolating(make_uow, ids, result)
         except BaseException:
-            usage_watch.remark(make_uow, ids)
+            try:
+                usage_watch.remark(make_uow, ids)
+            except Exception:  # the database is still away: put them back at the next evaluation
+                log.warning("%d customers claimed for evaluation are put back later", len(ids), exc_info=True)
+                with _unmarked_lock:
+                    _unmarked.setdefault(engine, set()).update(ids)
             raise
         if len(ids) < batch_size:
             break
     return result
+
+
+# Customers claimed (their mark cleared) whose evaluation failed, and whose mark could not be put back either (the
+# database went away and stayed away): kept here, per database, and marked again by this process's next
+# evaluation, so that a dropped connection loses no alert and no threshold invoice. (A process killed between a
+# claim and its evaluation still loses the marks it held, until the customers' usage changes again.)
+_unmarked: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
+_unmarked_lock = threading.Lock()
+
+
+def _remark_pending(make_uow: UowFactory, engine: Engine) -> None:
+    with _unmarked_lock:
+        ids = sorted(_unmarked.pop(engine, ()))
+    if not ids:
+        return
+    try:
+        usage_watch.remark(make_uow, ids)
+    except BaseException:
+        with _unmarked_lock:
+            _unmarked.setdefault(engine, set()).update(ids)
+        raise
 
 
 def _evaluate_isolating(make_uow: UowFactory, ids: Sequence[str], result: EvaluationResult) -> None:
