@@ -375,6 +375,48 @@ def test_a_meter_is_billed_by_one_subscription_a_day_until_the_first_really_ends
         subscriptions.change_plan(uow, other, "api", when=b.utc(2026, 4, 1).date())
 
 
+def test_withdrawing_a_cancellation_or_change_is_refused_when_another_subscription_bills_the_meter_then(app):
+    """A subscription canceled at its period's end (or moved off the meter then) frees the meter from that day, so
+    a second one may start billing it there. Withdrawing the cancellation or the change (release-schedule) once
+    let both bill the same events: April's 10 calls were invoiced by each. It is refused now, and changes
+    nothing."""
+    from datetime import date
+
+    from remit.domain.errors import Conflict
+
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_usage("api_calls", config={"unit_price": "1"})])
+    _plan(app, "pro", [_usage("api_calls", config={"unit_price": "2"})])
+    _plan(app, "basic", [_fixed("10.00")])
+    clock_id, cus, sub = _start(app, "api")
+    moved = b.customer(app, clock_id)
+    with app.uow() as uow:
+        moving = subscriptions.create_subscription(uow, moved, "api", anchor="calendar")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    with app.uow() as uow:
+        subscriptions.cancel(uow, sub, at_period_end=True)
+        subscriptions.change_plan(uow, moving, "basic", when="period_end")
+        subscriptions.create_subscription(uow, cus, "pro", anchor="calendar", start_on=date(2026, 4, 1))
+        subscriptions.create_subscription(uow, moved, "pro", anchor="calendar", start_on=date(2026, 4, 1))
+    for withdrawn in (sub, moving):
+        with pytest.raises(Conflict) as err, app.uow() as uow:
+            subscriptions.release_scheduled(uow, withdrawn)
+        assert (err.value.code, err.value.field) == ("meter_already_billed", "plan")
+    with app.uow() as uow:
+        assert subscriptions.get_subscription(uow, sub)["ended_on"] == date(2026, 4, 1)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 10))
+    _send(app, cus, (b.utc(2026, 4, 5), {"calls": 10}))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    assert [ln for ln in b.lines_of(app, cus) if ln[0] == "usage"] == [("usage", "2026-04-01", "2026-05-01", "20.00")]
+    alone = b.customer(app, clock_id)
+    with app.uow() as uow:  # without a subscription in the way, a withdrawal still works
+        free = subscriptions.create_subscription(uow, alone, "api", anchor="calendar")
+        subscriptions.cancel(uow, free, at_period_end=True)
+    with app.uow() as uow:
+        assert subscriptions.release_scheduled(uow, free) == 1
+
+
 def test_usage_price_refuses_in_advance_timing_and_unknown_meters(app):
     from remit.domain.errors import ValidationError
 

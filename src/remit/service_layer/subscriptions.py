@@ -519,6 +519,11 @@ def cancel(uow: UnitOfWork, sub_id: str, at_period_end: bool = False) -> dict[st
 def release_scheduled(uow: UnitOfWork, sub_id: str) -> int:
     """Withdraw every change that has not taken effect yet (scheduled plan changes, phases, a pending cancel)."""
     sub, _customer, events, today = _load(uow, sub_id)
+    remaining = [e for e in events if e.effective_on <= today]
+    if ended_on(remaining) is None and len(remaining) < len(events):
+        # What it bills today it then bills for good: a cancellation or a change off a meter withdrawn must not
+        # take back a meter another subscription was allowed to bill from that day (both would bill its events).
+        _check_meters_free(uow, sub["customer_id"], items_on(remaining, today), today, other_than=sub_id)
     result = uow.conn.execute(
         update(t.subscription_events)
         .where(
@@ -528,7 +533,6 @@ def release_scheduled(uow: UnitOfWork, sub_id: str) -> int:
         )
         .values(revoked_at=uow.now)
     )
-    remaining = [e for e in events if e.effective_on <= today]
     uow.conn.execute(
         update(t.subscriptions)
         .where(t.subscriptions.c.id == sub_id)
