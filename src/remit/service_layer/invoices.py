@@ -709,7 +709,7 @@ def remove_draft_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[st
     return get_invoice(uow, invoice_id)
 
 
-def _reopen_billed_periods(uow: UnitOfWork, lines: Sequence[Mapping[str, Any]]) -> None:
+def _reopen_billed_periods(uow: UnitOfWork, lines: Sequence[Mapping[Any, Any]]) -> None:
     """Subscription lines taken off a draft come back at the next bill run: each subscription's review mark moves
     back to the earliest period whose line went, so that the run proposes that period again (a period before the
     mark is never looked at again, and its line would be lost). Never forward; a subscription never billed (no
