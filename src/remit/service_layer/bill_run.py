@@ -818,8 +818,8 @@ def _billed_totals(sub_id: str, lines: Sequence[Sequence[Any]]) -> dict[LineKey,
             acc[key] = [
                 subtotal,
                 discount,
-                1,
-                line_id if revision == 0 else None,
+                revision,  # the lowest revision: the key's first line (revision 0, unless a draft lost it)
+                line_id,
                 p_end and date.fromisoformat(p_end),
                 Decimal(qty),
                 revision,
@@ -829,12 +829,13 @@ def _billed_totals(sub_id: str, lines: Sequence[Sequence[Any]]) -> dict[LineKey,
         else:
             entry[0] += subtotal
             entry[1] += discount
-            entry[2] += 1
-            if revision == 0:
-                entry[3] = line_id
+            if revision < entry[2]:
+                entry[2], entry[3] = revision, line_id
             if revision > entry[6]:
                 entry[5], entry[6], entry[8] = Decimal(qty), revision, kind
-    return {k: BilledTotals(v[0], v[1], v[2], v[3] or "", v[4], v[5], v[7], v[8]) for k, v in acc.items()}
+    # The next line's revision follows the highest one billed, not the number of lines: a line taken off a
+    # draft leaves a gap, and the key's later revisions stay taken.
+    return {k: BilledTotals(v[0], v[1], v[6] + 1, v[3], v[4], v[5], v[7], v[8]) for k, v in acc.items()}
 
 
 def bill_customers(

@@ -702,10 +702,30 @@ def remove_draft_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[st
     if line is None:
         raise NotFound("invoice_line", line_id, "line_id")
     uow.conn.execute(delete(t.invoice_lines).where(t.invoice_lines.c.id == line_id))
+    _reopen_billed_periods(uow, [line])
     if line["pending_item_id"]:
         uow.conn.execute(delete(t.pending_items).where(t.pending_items.c.id == line["pending_item_id"]))
     _recompute_draft(uow, invoice_id)
     return get_invoice(uow, invoice_id)
+
+
+def _reopen_billed_periods(uow: UnitOfWork, lines: Sequence[Mapping[Any, Any]]) -> None:
+    """Subscription lines taken off a draft come back at the next bill run: each subscription's review mark moves
+    back to the earliest period whose line went, so that the run proposes that period again (a period before the
+    mark is never looked at again, and its line would be lost). Never forward; a subscription never billed (no
+    mark) is reviewed from its start anyway."""
+    earliest: dict[str, date] = {}
+    for line in lines:
+        sub_id, start = line["subscription_id"], line["period_start_on"]
+        if sub_id is not None and start is not None and (sub_id not in earliest or start < earliest[sub_id]):
+            earliest[sub_id] = start
+    s = t.subscriptions.c
+    for sub_id, start in sorted(earliest.items()):
+        uow.conn.execute(
+            update(t.subscriptions)
+            .where(s.id == sub_id, s.reviewed_from_on > start)
+            .values(reviewed_from_on=start, updated_at=uow.now)
+        )
 
 
 def delete_draft(uow: UnitOfWork, invoice_id: str) -> None:
@@ -713,7 +733,15 @@ def delete_draft(uow: UnitOfWork, invoice_id: str) -> None:
     if inv["billing_reason"] == PURCHASE_REASON:
         wallet_ledger.invoice_deleted(uow, invoice_id, _customer_time(uow, inv["customer_id"]))
     uow.conn.execute(update(t.pending_items).where(t.pending_items.c.invoice_id == invoice_id).values(invoice_id=None))
+    lines = list(
+        uow.conn.execute(
+            select(t.invoice_lines.c.subscription_id, t.invoice_lines.c.period_start_on).where(
+                t.invoice_lines.c.invoice_id == invoice_id
+            )
+        ).mappings()
+    )
     uow.conn.execute(delete(t.invoice_lines).where(t.invoice_lines.c.invoice_id == invoice_id))
+    _reopen_billed_periods(uow, lines)
     uow.conn.execute(delete(t.invoices).where(t.invoices.c.id == invoice_id))
 
 

@@ -124,7 +124,7 @@ class BilledTotals:
 
     subtotal_minor: int
     discount_minor: int
-    count: int
+    count: int  # the next revision of the key: one after the highest billed (lines taken off drafts leave gaps)
     first_line_id: str
     period_end_on: date
     quantity: Decimal
