@@ -82,3 +82,46 @@ def test_a_plan_change_may_not_bring_a_meter_an_add_on_bills(app):
     clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
     usage_lines = [ln for ln in b.lines_of(app, cus) if ln[0] == "usage"]
     assert usage_lines == [("usage", "2026-03-01", "2026-04-01", "15.00")]  # 5 calls × 3.00, once
+
+
+def test_a_charge_nothing_counts_for_any_more_keeps_its_one_value_that_holds_the_separator(app):
+    """A meter with one dimension whose value holds "|" ("us|east"): threshold-billed, then every event canceled.
+    Live usage lists the charge under its group (it showed none), and the period's end credits it as "API calls
+    (us|east)" (it said "(us, east)", as if the meter had two dimensions)."""
+    from remit.service_layer import alerts, live_usage, usage_cancellation
+
+    b.seller(app)
+    with app.uow() as uow:
+        usage.create_meter(uow, "api_calls", "API calls", "sum", "calls", group_by=["region"])
+        catalog.create_plan(uow, "api", "API", [_usage_price("api_calls", "0.01", "API calls")])
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        sub = subscriptions.create_subscription(uow, cus, "api", anchor="calendar")
+        alerts.set_usage_threshold(uow, sub, "5.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    event = {
+        "customer_id": cus,
+        "code": "api_calls",
+        "transaction_id": "mistake",
+        "timestamp": "2026-03-10T00:00:00Z",
+        "properties": {"calls": 2500, "region": "us|east"},
+    }
+    with app.uow() as uow:
+        assert not usage.ingest(uow, [event]).rejected
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 11))  # the threshold invoice bills 25.00
+    with app.uow() as uow:
+        usage_cancellation.cancel_events(uow, [{"customer_id": cus, "transaction_id": "mistake"}])
+    with app.uow() as uow:
+        (item,) = live_usage.live_usage(uow, cus)["subscriptions"][0]["items"]
+    assert (item["group"], item["quantity"], item["billed"]) == ({"region": "us|east"}, "0", "25.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    lines = [ln for inv in b.invoices_of(app, cus) for ln in inv["lines"]]
+    assert [(ln["kind"], ln["description"], ln["amount"]) for ln in lines] == [
+        ("usage_threshold", "API calls (us|east): 2500 so far this period (usage threshold reached)", "25.00"),
+        (
+            "usage_remainder",
+            "API calls (us|east): usage corrected since the threshold invoice (0 in the period)",
+            "-25.00",
+        ),
+    ]
