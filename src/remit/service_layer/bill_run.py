@@ -906,8 +906,10 @@ def compute_drafts(batch: _Batch, as_of: datetime) -> tuple[list[InvoiceDraft], 
             if terms is None:
                 continue
             events = terms.events
-            proposed = propose(terms, prices, as_of_on, policy, batch.usage.get(customer_id))
-            lines.extend(diff(proposed, batch.billed.get(sub_id, no_billed), as_of_on, prices))
+            usage = batch.usage.get(customer_id)
+            proposed = propose(terms, prices, as_of_on, policy, usage)
+            meters = usage.meters if usage is not None else None
+            lines.extend(diff(proposed, batch.billed.get(sub_id, no_billed), as_of_on, prices, meters))
             key = (events, sub["trial_end_on"], as_of_on)
             status = statuses.get(key)
             if status is None:

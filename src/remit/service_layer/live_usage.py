@@ -161,8 +161,8 @@ def _subscription_usage(batch: Any, sub: Mapping[Any, Any], period: Period) -> S
 def _group_of(charge: str, price_id: str, usage: UsageData | None, code: str | None) -> dict[str, str]:
     """A usage charge's group, read back from its key (``generator.charge_key``); {} when the key is hashed."""
     meter = usage.meters.get(code) if usage is not None and code else None
-    values = group_of_charge(price_id, charge)
-    if meter is None or not values or len(values) != len(meter.group_by):
+    values = group_of_charge(price_id, charge, len(meter.group_by)) if meter is not None else ()
+    if meter is None or not values:
         return {}
     return dict(zip(meter.group_by, values, strict=True))
 

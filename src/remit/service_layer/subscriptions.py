@@ -3,7 +3,7 @@ reads the timeline (see domain/billing_events.py) and bills the difference."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -67,7 +67,30 @@ def _items_for(
                 "interval_mismatch", "An add-on must recur on the plan's interval.", f"{field}.price_id"
             )
         items.append(Item(p.id, catalog.quantity(add_on.get("quantity", 1), f"{field}.quantity")))
+    plan_items = len(items) - len(add_ons)
+    _one_price_per_meter(uow, items, lambda i: f"add_ons[{i - plan_items}].price_id")
     return tuple(items), interval, plan_id
+
+
+def _one_price_per_meter(uow: UnitOfWork, items: Sequence[Item], field_of: Callable[[int], str]) -> None:
+    """Usage events name the customer, not a price: two items of a subscription billing one meter would bill each
+    event twice (an add-on on the plan's meter, or a usage price given again). ``field_of``: the field of the
+    item at a position, for the error."""
+    prices = load_prices(uow.conn, [i.price_id for i in items])
+    billed: dict[str, str] = {}
+    for index, item in enumerate(items):
+        price = prices.get(item.price_id)
+        meter = price.usage.meter if price is not None and price.usage is not None else None
+        if meter is None:
+            continue
+        if meter in billed:
+            raise Conflict(
+                "meter_already_billed",
+                f"Price {billed[meter]} of this subscription bills meter {meter} already; a second price on it "
+                "would bill its events twice.",
+                field_of(index),
+            )
+        billed[meter] = item.price_id
 
 
 # Statements built once: a statement's cache key is computed once per statement object.
@@ -391,6 +414,7 @@ def change_plan(
     if interval != _interval(sub):
         raise ValidationError("interval_mismatch", "Changing the billing interval needs a new subscription.", "plan")
     items = new_items + _add_ons(uow, current)  # add-ons stay; the plan's own prices are replaced
+    _one_price_per_meter(uow, items, lambda _i: "plan")
     _check_meters_free(uow, customer["id"], items, on, other_than=sub_id)
     _append(uow, sub, events, today, on, ChangeKind.CHANGE, items, "change_plan")
     if on <= today:

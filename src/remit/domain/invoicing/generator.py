@@ -603,12 +603,16 @@ def charge_key(price_id: str, group: tuple[str, ...]) -> str:
     return f"{price_id}|#{hashlib.sha256(chr(31).join(group).encode()).hexdigest()[:24]}"
 
 
-def group_of_charge(price_id: str, key: str) -> tuple[str, ...]:
+def group_of_charge(price_id: str, key: str, dimensions: int | None = None) -> tuple[str, ...]:
     """A usage charge's group values, read back from its key (``charge_key``); () when it has none, or when the key
-    is hashed (the values cannot be read back)."""
+    is hashed (the values cannot be read back). ``dimensions``: how many the meter has, when known: the one value
+    of a meter with one dimension may hold ``|`` ("us|east" is not "us" and "east")."""
     if not key.startswith(f"{price_id}|"):
         return ()
-    values = tuple(key.split("|")[1:])
+    rest = key[len(price_id) + 1 :]
+    values = (rest,) if dimensions == 1 else tuple(rest.split("|"))
+    if dimensions is not None and len(values) != dimensions:
+        return ()
     return values if charge_key(price_id, values) == key else ()
 
 
@@ -680,8 +684,10 @@ def diff(
     billed: Mapping[LineKey, BilledTotals],
     as_of_on: date,
     prices: Mapping[str, Price],
+    meters: Mapping[str, Meter] | None = None,
 ) -> list[NewLine]:
-    """The lines to write so that what is billed equals what is proposed."""
+    """The lines to write so that what is billed equals what is proposed. ``meters``: to read a usage charge that
+    is no longer proposed back into its group (``group_of_charge``)."""
     out: list[NewLine] = []
     seen: set[LineKey] = set()
     for line in proposed:
@@ -704,6 +710,9 @@ def diff(
             # Nothing is measured for it now (every event of its group canceled, say); its meter is recorded so
             # that the line is the same fee as the price's other lines (wallets limited to fees net them).
             ghost.usage = {"meter": price.usage.meter, "nothing_measured": True}
+            meter = meters.get(price.usage.meter) if meters and price.usage.meter else None
+            if meter is not None and (values := group_of_charge(price_id, key[1], len(meter.group_by))):
+                ghost.usage["group"] = dict(zip(meter.group_by, values, strict=True))
         new = _difference(ghost, before)
         if new is not None:
             out.append(new)
