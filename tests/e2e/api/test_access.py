@@ -119,3 +119,43 @@ def test_the_api_keys_endpoint_shows_the_secret_once(api):
 def test_expired_key_creation_is_refused(api):
     past = (datetime.now(UTC) - timedelta(days=400)).isoformat()
     assert api.post("/api_keys", {"scopes": ["read"], "expires_at": past}).json()["error"]["code"] == "date_in_past"
+
+
+def test_a_test_mode_key_creates_only_test_mode_keys(api):
+    by_default = api.post("/api_keys", {"scopes": ["admin"]}, key="test_admin")
+    assert by_default.status_code == 201
+    assert by_default.json()["livemode"] is False and by_default.json()["secret"].startswith("rk_test_")
+    live = api.post("/api_keys", {"scopes": ["read"], "livemode": True}, key="test_admin")
+    assert live.status_code == 403
+    assert live.json()["error"]["code"] == "test_mode_key" and live.json()["error"]["field"] == "livemode"
+    # A live key may still create either kind.
+    assert api.post("/api_keys", {"scopes": ["read"]}).json()["livemode"] is True
+    assert api.post("/api_keys", {"scopes": ["read"], "livemode": False}).json()["livemode"] is False
+
+
+def test_an_expiring_key_creates_only_keys_that_expire_no_later(api):
+    with api.remit.uow() as uow:
+        until = uow.now + timedelta(hours=1)
+        api.keys["brief"] = api_keys.create_key(uow, "brief", ["admin"], expires_at=until)["secret"]
+    forever = api.post("/api_keys", {"scopes": ["read"]}, key="brief")
+    assert forever.status_code == 403
+    assert forever.json()["error"]["code"] == "key_outlives_creator"
+    assert forever.json()["error"]["field"] == "expires_at"
+    later = api.post("/api_keys", {"scopes": ["read"], "expires_at": (until + timedelta(seconds=1)).isoformat()}, key="brief")
+    assert later.json()["error"]["code"] == "key_outlives_creator"
+    same = api.post("/api_keys", {"scopes": ["read"], "expires_at": until.isoformat()}, key="brief")
+    assert same.status_code == 201
+    secret = same.json()["secret"]
+    assert api.client.get("/v1/customers", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    api.remit.clock.move_to(until)
+    expired = api.client.get("/v1/customers", headers={"Authorization": f"Bearer {secret}"})
+    assert expired.json()["error"]["code"] == "api_key_expired"
+
+
+def test_a_key_expiry_without_offset_is_utc_and_one_out_of_range_is_refused(api):
+    naive = api.post("/api_keys", {"scopes": ["read"], "expires_at": "2030-01-01T00:00:00"})
+    assert naive.status_code == 201, naive.json()
+    assert naive.json()["expires_at"] == "2030-01-01T00:00:00Z"
+    huge = api.post("/api_keys", {"scopes": ["read"], "expires_at": "9999-12-31T23:59:59-01:00"})
+    assert huge.status_code == 422
+    assert huge.json()["error"]["code"] == "invalid_time" and huge.json()["error"]["field"] == "expires_at"

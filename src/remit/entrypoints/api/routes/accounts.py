@@ -131,8 +131,20 @@ def create_api_key(body: ApiKeyCreate, ctx: Admin) -> Any:
         raise Forbidden(
             "entity_scoped_key", "A key limited to one legal entity can only create keys for it.", "legal_entity_id"
         )
+    # A key cannot create one that reaches further than itself: another mode, or a longer life.
+    livemode = ctx.principal.livemode if body.livemode is None else body.livemode
+    if livemode and not ctx.principal.livemode:
+        raise Forbidden("test_mode_key", "A test-mode key can only create test-mode keys.", "livemode")
+    until = ctx.principal.expires_at
+    wanted = None if body.expires_at is None else views.utc_time(body.expires_at, "expires_at")
+    if until is not None and (wanted is None or wanted > until):
+        raise Forbidden(
+            "key_outlives_creator",
+            f"A key that expires can only create keys that expire no later than it does ({until.isoformat()}).",
+            "expires_at",
+        )
     with ctx.uow() as uow:
-        return api_keys.create_key(uow, body.name, body.scopes, body.legal_entity_id, body.livemode, body.expires_at)
+        return api_keys.create_key(uow, body.name, body.scopes, body.legal_entity_id, livemode, wanted)
 
 
 @router.post("/test_clocks", response_model=TestClockPublic, status_code=201, tags=["test clocks"])
