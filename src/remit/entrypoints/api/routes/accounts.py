@@ -47,7 +47,7 @@ def list_legal_entities(ctx: Read, limit: Limit = 20, starting_after: StartingAf
     if ctx.principal.legal_entity_id:
         query = query.where(t.legal_entities.c.id == ctx.principal.legal_entity_id)
     with ctx.uow() as uow:
-        return page(views.page(uow, query, t.legal_entities.c.id, limit + 1, starting_after), limit)
+        return page(views.page(uow, query, t.legal_entities.c.id, limit + 1, starting_after, query), limit)
 
 
 @router.get("/legal_entities/{entity_id}", response_model=LegalEntityPublic, tags=["legal entities"])
