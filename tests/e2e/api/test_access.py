@@ -141,7 +141,9 @@ def test_an_expiring_key_creates_only_keys_that_expire_no_later(api):
     assert forever.status_code == 403
     assert forever.json()["error"]["code"] == "key_outlives_creator"
     assert forever.json()["error"]["field"] == "expires_at"
-    later = api.post("/api_keys", {"scopes": ["read"], "expires_at": (until + timedelta(seconds=1)).isoformat()}, key="brief")
+    later = api.post(
+        "/api_keys", {"scopes": ["read"], "expires_at": (until + timedelta(seconds=1)).isoformat()}, key="brief"
+    )
     assert later.json()["error"]["code"] == "key_outlives_creator"
     same = api.post("/api_keys", {"scopes": ["read"], "expires_at": until.isoformat()}, key="brief")
     assert same.status_code == 201
@@ -172,7 +174,8 @@ def test_another_entitys_ids_are_not_found_as_cursors_and_events(api):
     us = api.post("/customers", {"name": "US", "currency": "USD", "country": "US"}, key="us_only").json()["id"]
     sub = api.post("/subscriptions", {"customer_id": us, "plan": "pro"}, key="us_only").json()["id"]
     wallet = api.post("/wallets", {"customer_id": us}, key="us_only").json()["id"]
-    alert = api.post("/alerts", {"customer_id": us, "kind": "spend", "thresholds": ["5.00"]}, key="us_only").json()["id"]
+    spend = {"customer_id": us, "kind": "spend", "thresholds": ["5.00"]}
+    alert = api.post("/alerts", spend, key="us_only").json()["id"]
     event = api.get("/events", key="us_only").json()["data"][-1]["id"]
     for path, cursor, kind in [
         ("/customers", us, "customer"),

@@ -110,8 +110,9 @@ class ApiKeyCreate(Input):
     scopes: list[Literal["read", "write", "admin"]] = Field(min_length=1)
     legal_entity_id: Id | None = None
     livemode: bool | None = Field(
-        None, description="Live (true) or test (false). Default: the mode of the key creating it; a test-mode key "
-        "creates only test-mode keys."
+        None,
+        description="Live (true) or test (false). Default: the mode of the key creating it; a test-mode key "
+        "creates only test-mode keys.",
     )
     expires_at: datetime | None = Field(
         None, description="When the key stops working. A key that expires creates only keys that expire no later."
