@@ -114,6 +114,10 @@ def list_alerts(
     if customer_id is not None:
         query = query.where(a.customer_id == customer_id)
     if starting_after:
+        # A cursor that does not exist, or that the caller may not see, is not found: never a page after it.
+        seen = select(a.id).join(t.customers, t.customers.c.id == a.customer_id).where(vis.customers_clause())
+        if uow.conn.execute(seen.where(a.id == starting_after)).first() is None:
+            raise NotFound("alert", starting_after, "starting_after")
         query = query.where(a.id > starting_after)
     rows = uow.conn.execute(query.order_by(a.id).limit(max(1, min(limit, 1001)))).mappings()
     return [alert_public(r) for r in rows]

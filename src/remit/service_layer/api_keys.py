@@ -24,6 +24,7 @@ from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
 from remit.domain.errors import NotFound, ValidationError
 from remit.service_layer.unit_of_work import UnitOfWork
+from remit.service_layer.views import utc_time
 
 SCOPES = ("read", "write", "admin")
 # OWASP's argon2id minimum: 19 MiB, 2 passes. The tokens are 256-bit random, so this guards a leaked table.
@@ -38,6 +39,7 @@ class Principal:
     scopes: frozenset[str]
     legal_entity_id: str | None
     livemode: bool
+    expires_at: datetime | None = None
 
     def allows(self, scope: str) -> bool:
         # admin implies write implies read
@@ -72,6 +74,8 @@ def create_key(
         is None
     ):
         raise NotFound("legal_entity", legal_entity_id, "legal_entity_id")
+    if expires_at is not None:
+        expires_at = utc_time(expires_at, "expires_at")  # without an offset: UTC, like every time the API takes
     if expires_at is not None and expires_at <= uow.now:
         raise ValidationError("date_in_past", "A key cannot expire in the past.", "expires_at")
     key_id = new_id("key")
@@ -250,6 +254,8 @@ def _load(engine: Engine, secret: str, digest: str, now: datetime) -> Principal:
         raise AuthError("api_key_revoked", "This API key has been revoked.")
     if row["expires_at"] is not None and now >= row["expires_at"]:
         raise AuthError("api_key_expired", "This API key has expired.")
-    principal = Principal(row["id"], frozenset(row["scopes"]), row["legal_entity_id"], bool(row["livemode"]))
+    principal = Principal(
+        row["id"], frozenset(row["scopes"]), row["legal_entity_id"], bool(row["livemode"]), row["expires_at"]
+    )
     _CACHE.put(digest, principal, row["expires_at"], row["secret_hash"])
     return principal

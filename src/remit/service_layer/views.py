@@ -61,11 +61,21 @@ def customer_public(row: Mapping[str, Any]) -> dict[str, Any]:
     return _with_money(row, row["currency"])
 
 
-def page(uow: UnitOfWork, query: Select[Any], id_column: Any, limit: int | None, after: str | None) -> list[Any]:
+def page(
+    uow: UnitOfWork,
+    query: Select[Any],
+    id_column: Any,
+    limit: int | None,
+    after: str | None,
+    cursor: Select[Any] | None = None,
+) -> list[Any]:
     """A page of ``query`` by ``id_column``, after the id ``after``: one that does not exist is ``..._not_found``
-    (404), not the first page again (or an empty one), which a client holding a stale cursor would loop on."""
+    (404), not the first page again (or an empty one), which a client holding a stale cursor would loop on.
+    ``cursor``: the rows a cursor may name, the caller's view before any filter (by default every row): an id
+    outside it is not found either, like one that does not exist."""
     if after:
-        if uow.conn.execute(select(id_column).where(id_column == after).limit(1)).first() is None:
+        named = select(id_column) if cursor is None else cursor.with_only_columns(id_column)
+        if uow.conn.execute(named.where(id_column == after).limit(1)).first() is None:
             name = id_column.table.name
             kind = name[:-3] + "y" if name.endswith("ies") else name.removesuffix("s")
             raise NotFound(kind, after, "starting_after")
@@ -126,8 +136,9 @@ def list_customers(
     vis: Visibility = EVERYTHING,
     filters: Filters = Filters(),
 ) -> list[dict[str, Any]]:
-    query = filters.apply(select(t.customers).where(vis.customers_clause()), t.customers)
-    return [customer_public(r) for r in page(uow, query, t.customers.c.id, limit, after)]
+    seen = select(t.customers).where(vis.customers_clause())
+    query = filters.apply(seen, t.customers)
+    return [customer_public(r) for r in page(uow, query, t.customers.c.id, limit, after, seen)]
 
 
 def list_subscriptions(
@@ -141,11 +152,12 @@ def list_subscriptions(
     filters: Filters | None = None,
 ) -> list[dict[str, Any]]:
     f = filters or Filters(customer_id=customer_id, status=status)
-    query = f.apply(_owned(t.subscriptions, vis), t.subscriptions)
+    seen = _owned(t.subscriptions, vis)
+    query = f.apply(seen, t.subscriptions)
     query = query.add_columns(t.plans.c.code.label("plan")).outerjoin(
         t.plans, t.plans.c.id == t.subscriptions.c.plan_id
     )
-    return [plain(r) for r in page(uow, query, t.subscriptions.c.id, limit, after)]
+    return [plain(r) for r in page(uow, query, t.subscriptions.c.id, limit, after, seen)]
 
 
 def list_invoices(
@@ -159,8 +171,9 @@ def list_invoices(
     filters: Filters | None = None,
 ) -> list[dict[str, Any]]:
     f = filters or Filters(customer_id=customer_id, status=status)
-    query = f.apply(_owned(t.invoices, vis), t.invoices)
-    return [invoice_public(r) for r in page(uow, query, t.invoices.c.id, limit, after)]
+    seen = _owned(t.invoices, vis)
+    query = f.apply(seen, t.invoices)
+    return [invoice_public(r) for r in page(uow, query, t.invoices.c.id, limit, after, seen)]
 
 
 def list_credit_notes(
@@ -171,8 +184,9 @@ def list_credit_notes(
     vis: Visibility = EVERYTHING,
     filters: Filters = Filters(),
 ) -> list[dict[str, Any]]:
-    query = filters.apply(_owned(t.credit_notes, vis), t.credit_notes)
-    return [_with_money(r, r["currency"]) for r in page(uow, query, t.credit_notes.c.id, limit, after)]
+    seen = _owned(t.credit_notes, vis)
+    query = filters.apply(seen, t.credit_notes)
+    return [_with_money(r, r["currency"]) for r in page(uow, query, t.credit_notes.c.id, limit, after, seen)]
 
 
 def list_events(
@@ -233,13 +247,9 @@ def list_bill_runs(
 ) -> list[dict[str, Any]]:
     """Bill runs of real customers, or (``livemode`` False) of test clocks (``test_clock_id``: of that one),
     oldest first (ids grow with time)."""
-    if livemode:
-        query = _BILL_RUN.where(_R.test_clock_id.is_(None))
-    elif test_clock_id is not None:
-        query = _BILL_RUN.where(_R.test_clock_id == test_clock_id)
-    else:
-        query = _BILL_RUN.where(_R.test_clock_id.is_not(None))
-    return [plain(r) for r in page(uow, query, _R.id, limit, after)]
+    seen = _BILL_RUN.where(_R.test_clock_id.is_(None) if livemode else _R.test_clock_id.is_not(None))
+    query = seen if livemode or test_clock_id is None else seen.where(_R.test_clock_id == test_clock_id)
+    return [plain(r) for r in page(uow, query, _R.id, limit, after, seen)]
 
 
 def list_bill_run_failures(
@@ -261,5 +271,5 @@ def list_bill_run_failures(
             "error": {"code": row["code"], "message": row["message"], "field": row["field"]},
             "failed_at": plain(row["failed_at"]),
         }
-        for row in page(uow, query, f.customer_id, limit, after)
+        for row in page(uow, query, f.customer_id, limit, after, query)
     ]

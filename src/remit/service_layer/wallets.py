@@ -342,11 +342,11 @@ def list_wallets(
     vis: Visibility = EVERYTHING,
     filters: Filters | None = None,
 ) -> list[dict[str, Any]]:
-    query = select(t.wallets)
+    seen = select(t.wallets)
     if vis != EVERYTHING:
-        query = query.join(t.customers, t.customers.c.id == t.wallets.c.customer_id).where(vis.customers_clause())
-    query = (filters or Filters()).apply(query, t.wallets)
-    return _with_balances(uow, page(uow, query, t.wallets.c.id, limit, after), False)
+        seen = seen.join(t.customers, t.customers.c.id == t.wallets.c.customer_id).where(vis.customers_clause())
+    query = (filters or Filters()).apply(seen, t.wallets)
+    return _with_balances(uow, page(uow, query, t.wallets.c.id, limit, after, seen), False)
 
 
 def list_transactions(

@@ -89,3 +89,17 @@ def test_the_openapi_document_declares_the_idempotency_key_on_every_post(api):
     assert posts
     for op in posts:
         assert [p["name"] for p in op.get("parameters", []) if p["in"] == "header"] == ["Idempotency-Key"], op
+
+
+def test_an_api_key_secret_is_never_stored_for_a_replay(api):
+    first = api.post("/api_keys", {"scopes": ["read"]}, **{"Idempotency-Key": "k-key"})
+    assert first.status_code == 201
+    secret = first.json()["secret"]
+    token = secret.split(".", 1)[1]
+    with api.remit.engine.connect() as conn:
+        stored = conn.execute(select(t.idempotency_keys.c.response_body)).scalars().all()
+    assert stored and not any(token in (body or "") for body in stored)
+    again = api.post("/api_keys", {"scopes": ["read"]}, **{"Idempotency-Key": "k-key"})
+    assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == {**first.json(), "secret": None}  # the same key, created once, its secret shown once
+    assert api.client.get("/v1/customers", headers={"Authorization": f"Bearer {secret}"}).status_code == 200

@@ -109,8 +109,14 @@ class ApiKeyCreate(Input):
     name: Annotated[str, StringConstraints(max_length=200)] = ""
     scopes: list[Literal["read", "write", "admin"]] = Field(min_length=1)
     legal_entity_id: Id | None = None
-    livemode: bool = True
-    expires_at: datetime | None = None
+    livemode: bool | None = Field(
+        None,
+        description="Live (true) or test (false). Default: the mode of the key creating it; a test-mode key "
+        "creates only test-mode keys.",
+    )
+    expires_at: datetime | None = Field(
+        None, description="When the key stops working. A key that expires creates only keys that expire no later."
+    )
 
 
 class ApiKeyPublic(Output):

@@ -47,7 +47,7 @@ def list_legal_entities(ctx: Read, limit: Limit = 20, starting_after: StartingAf
     if ctx.principal.legal_entity_id:
         query = query.where(t.legal_entities.c.id == ctx.principal.legal_entity_id)
     with ctx.uow() as uow:
-        return page(views.page(uow, query, t.legal_entities.c.id, limit + 1, starting_after), limit)
+        return page(views.page(uow, query, t.legal_entities.c.id, limit + 1, starting_after, query), limit)
 
 
 @router.get("/legal_entities/{entity_id}", response_model=LegalEntityPublic, tags=["legal entities"])
@@ -131,8 +131,20 @@ def create_api_key(body: ApiKeyCreate, ctx: Admin) -> Any:
         raise Forbidden(
             "entity_scoped_key", "A key limited to one legal entity can only create keys for it.", "legal_entity_id"
         )
+    # A key cannot create one that reaches further than itself: another mode, or a longer life.
+    livemode = ctx.principal.livemode if body.livemode is None else body.livemode
+    if livemode and not ctx.principal.livemode:
+        raise Forbidden("test_mode_key", "A test-mode key can only create test-mode keys.", "livemode")
+    until = ctx.principal.expires_at
+    wanted = None if body.expires_at is None else views.utc_time(body.expires_at, "expires_at")
+    if until is not None and (wanted is None or wanted > until):
+        raise Forbidden(
+            "key_outlives_creator",
+            f"A key that expires can only create keys that expire no later than it does ({until.isoformat()}).",
+            "expires_at",
+        )
     with ctx.uow() as uow:
-        return api_keys.create_key(uow, body.name, body.scopes, body.legal_entity_id, body.livemode, body.expires_at)
+        return api_keys.create_key(uow, body.name, body.scopes, body.legal_entity_id, livemode, wanted)
 
 
 @router.post("/test_clocks", response_model=TestClockPublic, status_code=201, tags=["test clocks"])

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from remit.adapters.db import tables as t
 from remit.domain.errors import NotFound
 from remit.entrypoints.api import present
-from remit.entrypoints.api.deps import Read
+from remit.entrypoints.api.deps import Ctx, Read
 from remit.entrypoints.api.routes.common import CreatedGte, CreatedLte, Limit, StartingAfter, filters, page
 from remit.entrypoints.api.schemas import EventPublic, ListOf
 from remit.service_layer import views
@@ -31,10 +31,9 @@ def list_events(
     after = 0
     with ctx.uow() as uow:
         if starting_after:
-            found = uow.conn.execute(select(t.events.c.id).where(t.events.c.public_id == starting_after)).scalar()
-            if found is None:  # a cursor that does not exist: not the first page again, which a client would loop on
-                raise NotFound("event", starting_after, "starting_after")
-            after = found
+            # A cursor that does not exist (or that the key may not see): not the first page again, which a client
+            # would loop on.
+            after = _seen(uow, ctx, starting_after, "starting_after")["id"]
         rows = views.list_events(
             uow,
             limit + 1,
@@ -50,9 +49,22 @@ def list_events(
 @router.get("/events/{event_id}", response_model=EventPublic)
 def get_event(event_id: str, ctx: Read) -> Any:
     with ctx.uow() as uow:
-        row = uow.conn.execute(select(t.events).where(t.events.c.public_id == event_id)).mappings().first()
-        if row is None or (row["customer_id"] is None and ctx.principal.legal_entity_id is not None):
-            raise NotFound("event", event_id, "event_id")
-        if row["customer_id"] is not None:
-            ctx.vis.check_customer(uow, row["customer_id"], "event_id")
+        row = _seen(uow, ctx, event_id, "event_id")
     return present.event(row)
+
+
+def _seen(uow: Any, ctx: Ctx, event_id: str, field: str) -> Any:
+    """The event, if the key may see it: one of a customer it sees, or (keys not limited to a legal entity) of
+    no customer. Otherwise ``event_not_found``, exactly as for an event that does not exist."""
+    row = uow.conn.execute(select(t.events).where(t.events.c.public_id == event_id)).mappings().first()
+    if row is None:
+        raise NotFound("event", event_id, field)
+    if row["customer_id"] is None:
+        seen = ctx.principal.legal_entity_id is None
+    else:
+        customer = uow.conn.execute(select(t.customers).where(t.customers.c.id == row["customer_id"])).mappings()
+        found = customer.first()
+        seen = found is not None and ctx.vis.sees_customer(found)
+    if not seen:
+        raise NotFound("event", event_id, field)
+    return row
