@@ -135,12 +135,12 @@ def test_text_no_database_holds_is_a_clear_error_never_a_500(api):
     assert events.status_code == 404
 
 
-def test_a_body_sent_in_many_small_pieces_is_read_in_linear_time(api):
-    """The gate joined the pieces of a body by repeated concatenation: a 1 MiB body in 4-byte pieces took seconds
-    of the event loop (every other request waiting) before even the key was checked. Joined once, it is quick."""
+def test_a_body_sent_in_many_small_pieces_is_read_whole(api):
+    """The largest body allowed, in 4-byte pieces, is read whole. (The gate joined the pieces by repeated
+    concatenation, seconds of the event loop for this body; they are now joined once. How long it takes is not
+    asserted here: speed is measured in bench/, not by timed tests.)"""
     import asyncio
     import json
-    import time
 
     piece = 4
     data = json.dumps(CUSTOMER).encode()
@@ -161,8 +161,5 @@ def test_a_body_sent_in_many_small_pieces_is_read_in_linear_time(api):
     secret = api.keys["admin"].encode()
     headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer " + secret)]
     scope = {"type": "http", "method": "POST", "path": "/v1/customers", "headers": headers, "query_string": b""}
-    started = time.perf_counter()
     asyncio.run(gate(scope, receive, send))
-    elapsed = time.perf_counter() - started
     assert sent[0]["status"] == 201, sent
-    assert elapsed < 2.0, elapsed  # some 6 s before, on a 2-core machine; about 0.3 s now
