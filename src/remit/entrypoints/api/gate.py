@@ -274,20 +274,6 @@ class ApiGate:
                 stored_body = _without_secret(scope["path"], status, b"".join(chunks))
                 await in_thread(idempotency.complete, engine, principal.key_id, key, status, stored_body)
 
-
-# Responses that hold a credential Remit keeps only as a hash: the idempotency store keeps them without it (a
-# replay answers the key with `secret` null), so that no API key secret is ever written in the clear.
-SECRET_RESPONSES = ("/v1/api_keys",)
-
-
-def _without_secret(path: str, status: int, body: bytes) -> str:
-    if path not in SECRET_RESPONSES or status >= 300:
-        return body.decode()
-    data = fastjson.loads(body)
-    if isinstance(data, dict) and "secret" in data:
-        data["secret"] = None
-    return fastjson.dumps_bytes(data).decode()
-
     async def _answer(
         self,
         scope: Scope,
@@ -314,6 +300,20 @@ def _without_secret(path: str, status: int, body: bytes) -> str:
             if not started:
                 await fail(500, "internal_error", errors.INTERNAL_ERROR)
             raise
+
+
+# Responses that hold a credential Remit keeps only as a hash: the idempotency store keeps them without it (a
+# replay answers the key with `secret` null), so that no API key secret is ever written in the clear.
+SECRET_RESPONSES = ("/v1/api_keys",)
+
+
+def _without_secret(path: str, status: int, body: bytes) -> str:
+    if path not in SECRET_RESPONSES or status >= 300:
+        return body.decode()
+    data = fastjson.loads(body)
+    if isinstance(data, dict) and "secret" in data:
+        data["secret"] = None
+    return fastjson.dumps_bytes(data).decode()
 
 
 def _with_request_id(send: Send, request_id: str) -> Send:
