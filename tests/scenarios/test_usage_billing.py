@@ -388,6 +388,20 @@ def test_usage_price_refuses_in_advance_timing_and_unknown_meters(app):
     assert (err.value.code, err.value.field) == ("invalid_timing", "prices[0].timing")
 
 
+def test_included_units_too_large_are_refused_when_the_plan_is_made_not_at_every_bill_run(app):
+    """1e999999999 included units were stored (from the CLI, which has no schema in front), then every bill run
+    failed for the customer with an internal error (decimal.Overflow while prorating them)."""
+    b.seller(app)
+    _meter(app)
+    for included in ("1e999999999", "1000000000000000"):
+        with pytest.raises(ValidationError) as err, app.uow() as uow:
+            catalog.create_plan(uow, "x", "X", [_usage("api_calls", included_units=included)])
+        assert (err.value.code, err.value.field) == ("invalid_number", "prices[0].usage.included_units")
+    with app.uow() as uow:
+        assert uow.conn.execute(select(t.prices.c.id)).first() is None  # nothing written
+    _plan(app, "x", [_usage("api_calls", included_units="999999999999999")])
+
+
 def test_monthly__percentage_usage_price_charges_each_transaction__published_example(app):
     """Lago's example: 1.2% + 0.10 per transaction, the first 3 transactions free: the 4th transaction, of
     50.00, costs 0.70 (here in EUR)."""
