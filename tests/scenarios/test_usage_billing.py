@@ -705,6 +705,47 @@ def test_a_percentage_model_cannot_take_included_units_through_a_dimension_or_an
     assert (refused.value.code, refused.value.field) == ("invalid_usage", "model")
 
 
+def test_monthly__a_line_rated_by_a_negotiated_price_explains_that_price_as_billed(app):
+    """The list price is volume tiers; this customer negotiated 0.01 a call. The explanation showed only the list
+    price ("model volume") beside a breakdown of the negotiated one, so the line could not be checked from it. It
+    now records the negotiated model and settings when the line is billed: a later change of the override does
+    not rewrite what was billed. A dimension's own model is not the negotiated one and says nothing of it."""
+    b.seller(app)
+    _meter(app, group_by=["region"])
+    volume = {"tiers": [{"up_to": "1000", "unit_price": "0.05"}, {"up_to": None, "unit_price": "0.04"}]}
+    eu = {"model": "per_unit", "config": {"unit_price": "0.02"}}
+    _plan(app, "api", [_usage("api_calls", model="volume", config=volume, dimensions={"eu": eu})])
+    clock_id, cus, _sub = _start(app, "api")
+    with app.uow() as uow:
+        price_id = uow.conn.execute(select(t.prices.c.id)).scalar_one()
+        override_id = catalog.set_price_override(uow, cus, price_id, "per_unit", {"unit_price": "0.01"})
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, (b.utc(2026, 3, 2), {"calls": 300, "region": "us"}), (b.utc(2026, 3, 3), {"calls": 100, "region": "eu"}))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    with app.uow() as uow:  # renegotiated after March's usage, before it is billed: March is billed at 0.02
+        catalog.set_price_override(uow, cus, price_id, "per_unit", {"unit_price": "0.02"})
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    invoice = b.invoices_of(app, cus)[0]
+    eu_line, us_line = invoice["lines"]
+    assert [(ln["description"], ln["amount"]) for ln in invoice["lines"]] == [
+        ("API calls (eu): 100", "2.00"),
+        ("API calls (us): 300", "6.00"),
+    ]
+    with app.uow() as uow:
+        catalog.set_price_override(uow, cus, price_id, "per_unit", {"unit_price": "0.03"})  # after billing
+        why = explain.explain_line(uow, invoice["id"], us_line["id"])
+        eu_why = explain.explain_line(uow, invoice["id"], eu_line["id"])
+    assert why["negotiated_price"] == {"override_id": override_id, "model": "per_unit", "config": {"unit_price": "0.02"}}
+    assert why["price"]["model"] == "volume"  # the list price, as configured
+    assert (
+        f'This customer\'s negotiated price ({override_id}) replaced the list price\'s model: per_unit, unit_price "0.02".'
+        in why["explanation"]
+    )
+    assert [bd["amount"] for bd in why["breakdown"]] == ["6.00"]
+    assert eu_why["negotiated_price"] is None
+    assert not any("negotiated" in sentence for sentence in eu_why["explanation"])
+
+
 def test_monthly__an_amount_off_coupon_is_taken_from_the_fee_first_and_usage_keeps_its_price(app):
     """10.00 off every month on a 49.00 fee in advance and usage in arrears: the fee takes the whole discount on
     1 March, and March's usage (15.00) is billed in full at its end, as live usage showed it, with no adjustment

@@ -84,6 +84,7 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
         "amount": money(line["amount_minor"], code),
         "billed_before": money(details.get("billed_before_minor"), code) if "billed_before_minor" in details else None,
         "price": _price(price),
+        "negotiated_price": details.get("negotiated_price"),
         "meter": _meter(meter),
         "usage": _usage(usage, code),
         "usage_events": events,
@@ -242,6 +243,13 @@ def _sentences(
         out.append(f"Billing period {_day(period['start_on'])} to {_day(period['end_on'])} (end exclusive).")
     if price is not None:
         out.append(f"Price {price['name']!r} ({price['id']}), model {price['model']}, billed {price['timing']}.")
+    negotiated = details.get("negotiated_price")
+    if negotiated:
+        settings = ", ".join(f"{k} {json.dumps(v)}" for k, v in negotiated["config"].items())
+        out.append(
+            f"This customer's negotiated price ({negotiated['override_id']}) replaced the list price's model: "
+            f"{negotiated['model']}, {settings}."
+        )
     if usage is not None and "period_minimum_minor" in usage:
         out.append(
             f"Minimum commitments {money(usage['period_minimum_minor'], code)} {code} for the period, of which "

@@ -75,6 +75,7 @@ class Price:
     plan_version_id: str | None = None
     name: str = ""
     usage: UsageTerms | None = None
+    override_id: str | None = None  # the customer's negotiated price whose model replaces the list price's
 
     @property
     def recurring(self) -> bool:
