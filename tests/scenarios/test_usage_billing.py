@@ -4,6 +4,8 @@ Usage is billed in arrears: the invoice written when a period closes carries the
 the next period's fees billed in advance.
 """
 
+from decimal import Decimal as D
+
 import pytest
 from sqlalchemy import select
 
@@ -744,6 +746,35 @@ def test_monthly__a_line_rated_by_a_negotiated_price_explains_that_price_as_bill
     assert [bd["amount"] for bd in why["breakdown"]] == ["6.00"]
     assert eu_why["negotiated_price"] is None
     assert not any("negotiated" in sentence for sentence in eu_why["explanation"])
+
+
+def test_monthly__an_explanation_says_how_its_breakdown_was_rounded_and_discounted_to_the_amount(app):
+    """1,000,000 calls at 0.0000125 JPY: the breakdown comes to 12.5 JPY, billed as 13 (half up, yen have no
+    decimals), less 10% (1 JPY): 12. The sentences went from the breakdown's 12.5000000 straight to "Amount: 12
+    JPY", leaving both the rounding and the coupon unsaid."""
+    b.seller(app, "JPY")
+    _meter(app)
+    _plan(app, "api", [{**_usage("api_calls", config={"unit_price": "0.0000125"}), "currency": "JPY"}])
+    with app.uow() as uow:
+        catalog.create_coupon(uow, "TEN", "Ten percent", percent_off="10", duration="forever")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id, "JPY")
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "api", anchor="calendar", coupon="TEN")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, (b.utc(2026, 3, 2), {"calls": 1_000_000}))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    invoice = b.invoices_of(app, cus)[0]
+    (line,) = invoice["lines"]
+    assert (line["subtotal"], line["discount"], line["amount"]) == ("13", "1", "12")
+    with app.uow() as uow:
+        why = explain.explain_line(uow, invoice["id"], line["id"])
+    assert why["explanation"][-3:] == [
+        "Before rounding: 12.5 JPY; rounded to 13 JPY.",
+        "Subtotal 13 JPY, discount 1 JPY: amount 12 JPY.",
+        "Amount: 12 JPY.",
+    ]
+    assert sum(D(bd["amount"]) for bd in why["breakdown"]) == D("12.5")
 
 
 def test_monthly__an_amount_off_coupon_is_taken_from_the_fee_first_and_usage_keeps_its_price(app):
