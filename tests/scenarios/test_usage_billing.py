@@ -722,7 +722,12 @@ def test_monthly__a_line_rated_by_a_negotiated_price_explains_that_price_as_bill
         price_id = uow.conn.execute(select(t.prices.c.id)).scalar_one()
         override_id = catalog.set_price_override(uow, cus, price_id, "per_unit", {"unit_price": "0.01"})
     clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
-    _send(app, cus, (b.utc(2026, 3, 2), {"calls": 300, "region": "us"}), (b.utc(2026, 3, 3), {"calls": 100, "region": "eu"}))
+    _send(
+        app,
+        cus,
+        (b.utc(2026, 3, 2), {"calls": 300, "region": "us"}),
+        (b.utc(2026, 3, 3), {"calls": 100, "region": "eu"}),
+    )
     clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
     with app.uow() as uow:  # renegotiated after March's usage, before it is billed: March is billed at 0.02
         catalog.set_price_override(uow, cus, price_id, "per_unit", {"unit_price": "0.02"})
@@ -737,10 +742,14 @@ def test_monthly__a_line_rated_by_a_negotiated_price_explains_that_price_as_bill
         catalog.set_price_override(uow, cus, price_id, "per_unit", {"unit_price": "0.03"})  # after billing
         why = explain.explain_line(uow, invoice["id"], us_line["id"])
         eu_why = explain.explain_line(uow, invoice["id"], eu_line["id"])
-    assert why["negotiated_price"] == {"override_id": override_id, "model": "per_unit", "config": {"unit_price": "0.02"}}
+    assert why["negotiated_price"] == {
+        "override_id": override_id,
+        "model": "per_unit",
+        "config": {"unit_price": "0.02"},
+    }
     assert why["price"]["model"] == "volume"  # the list price, as configured
     assert (
-        f'This customer\'s negotiated price ({override_id}) replaced the list price\'s model: per_unit, unit_price "0.02".'
+        f"This customer's negotiated price ({override_id}) replaced the list price's model: per_unit, unit_price \"0.02\"."
         in why["explanation"]
     )
     assert [bd["amount"] for bd in why["breakdown"]] == ["6.00"]

@@ -537,8 +537,11 @@ HUGE: list[tuple[str, dict[str, object], str]] = [
     ("percentage", {"rate": "1e999999999"}, "price.rate"),
     ("percentage", {"rate": "0.01", "free_transactions": "1e999999"}, "price.free_transactions"),
     ("percentage", {"rate": "0.01", "free_transactions": 10**20}, "price.free_transactions"),
-    ("graduated_percentage", {"tiers": [{"up_to": "1e999999999", "rate": "0.1"}, {"up_to": None, "rate": "0"}]},
-     "price.tiers[0].up_to"),
+    (
+        "graduated_percentage",
+        {"tiers": [{"up_to": "1e999999999", "rate": "0.1"}, {"up_to": None, "rate": "0"}]},
+        "price.tiers[0].up_to",
+    ),
 ]
 
 

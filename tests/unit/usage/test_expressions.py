@@ -181,7 +181,7 @@ def test_a_quotient_that_does_not_end_has_34_significant_digits():
         "(a > 1) * 5",
         "-True",
         'max(a, "b")',
-        'round(a, b > 1)',
+        "round(a, b > 1)",
         '1 if a < "b" < 2 else 0',
         '1 if 1 < "b" else 0',
     ],

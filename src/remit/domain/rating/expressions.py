@@ -204,10 +204,8 @@ def _kind(node: ast.expr, field: str) -> str:
         kinds = [_kind(node.left, field), *(_kind(c, field) for c in node.comparators)]
         for op, left, right in zip(node.ops, kinds, kinds[1:], strict=False):
             if isinstance(op, _ORDERING) and _ANY not in (left, right) and (left == _TEXT) != (right == _TEXT):
-                raise ValidationError(
-                    "invalid_formula", f"{left} and {right} cannot be ordered: a number compares with a number, text with text.",
-                    field,
-                )
+                ordered = "a number compares with a number, text with text"
+                raise ValidationError("invalid_formula", f"{left} and {right} cannot be ordered: {ordered}.", field)
         return _TRUTH
     if isinstance(node, ast.IfExp):
         _kind(node.test, field)
