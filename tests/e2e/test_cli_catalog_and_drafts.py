@@ -119,3 +119,14 @@ def test_versions_overrides_and_migration():
     assert rj("plans", "migrate", "--code", "team", "--to-version", "2")["subscriptions_moved"] == 1
     events = rj("subscriptions", "show", sub)["events"]
     assert [e["source"] for e in events] == ["start", "change_plan"]
+
+
+def test_a_price_with_a_number_too_large_is_an_error_not_a_traceback():
+    """`remit plans create` has no API schema in front of it: 1e999999999 once escaped as decimal.Overflow."""
+    rj("init", "--currency", "EUR", "--country", "DE")
+    prices = '[{"currency":"EUR","model":"flat","config":{"amount":"1e999999999"}}]'
+    result = runner.invoke(app, ["plans", "create", "--code", "x", "--name", "X", "--prices", prices, "--json"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stderr)["error"]
+    assert (error["code"], error["field"]) == ("invalid_number", "prices[0].config.amount")
+    assert rj("plans", "list") == []

@@ -4,6 +4,8 @@ Usage is billed in arrears: the invoice written when a period closes carries the
 the next period's fees billed in advance.
 """
 
+from decimal import Decimal as D
+
 import pytest
 from sqlalchemy import select
 
@@ -430,6 +432,20 @@ def test_usage_price_refuses_in_advance_timing_and_unknown_meters(app):
     assert (err.value.code, err.value.field) == ("invalid_timing", "prices[0].timing")
 
 
+def test_included_units_too_large_are_refused_when_the_plan_is_made_not_at_every_bill_run(app):
+    """1e999999999 included units were stored (from the CLI, which has no schema in front), then every bill run
+    failed for the customer with an internal error (decimal.Overflow while prorating them)."""
+    b.seller(app)
+    _meter(app)
+    for included in ("1e999999999", "1000000000000000"):
+        with pytest.raises(ValidationError) as err, app.uow() as uow:
+            catalog.create_plan(uow, "x", "X", [_usage("api_calls", included_units=included)])
+        assert (err.value.code, err.value.field) == ("invalid_number", "prices[0].usage.included_units")
+    with app.uow() as uow:
+        assert uow.conn.execute(select(t.prices.c.id)).first() is None  # nothing written
+    _plan(app, "x", [_usage("api_calls", included_units="999999999999999")])
+
+
 def test_monthly__percentage_usage_price_charges_each_transaction__published_example(app):
     """Lago's example: 1.2% + 0.10 per transaction, the first 3 transactions free: the 4th transaction, of
     50.00, costs 0.70 (here in EUR)."""
@@ -731,6 +747,85 @@ def test_a_percentage_model_cannot_take_included_units_through_a_dimension_or_an
     with pytest.raises(ValidationError) as refused, app.uow() as uow:
         catalog.set_price_override(uow, cus, price_id, "percentage", {"rate": "1"})
     assert (refused.value.code, refused.value.field) == ("invalid_usage", "model")
+
+
+def test_monthly__a_line_rated_by_a_negotiated_price_explains_that_price_as_billed(app):
+    """The list price is volume tiers; this customer negotiated 0.01 a call. The explanation showed only the list
+    price ("model volume") beside a breakdown of the negotiated one, so the line could not be checked from it. It
+    now records the negotiated model and settings when the line is billed: a later change of the override does
+    not rewrite what was billed. A dimension's own model is not the negotiated one and says nothing of it."""
+    b.seller(app)
+    _meter(app, group_by=["region"])
+    volume = {"tiers": [{"up_to": "1000", "unit_price": "0.05"}, {"up_to": None, "unit_price": "0.04"}]}
+    eu = {"model": "per_unit", "config": {"unit_price": "0.02"}}
+    _plan(app, "api", [_usage("api_calls", model="volume", config=volume, dimensions={"eu": eu})])
+    clock_id, cus, _sub = _start(app, "api")
+    with app.uow() as uow:
+        price_id = uow.conn.execute(select(t.prices.c.id)).scalar_one()
+        override_id = catalog.set_price_override(uow, cus, price_id, "per_unit", {"unit_price": "0.01"})
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(
+        app,
+        cus,
+        (b.utc(2026, 3, 2), {"calls": 300, "region": "us"}),
+        (b.utc(2026, 3, 3), {"calls": 100, "region": "eu"}),
+    )
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    with app.uow() as uow:  # renegotiated after March's usage, before it is billed: March is billed at 0.02
+        catalog.set_price_override(uow, cus, price_id, "per_unit", {"unit_price": "0.02"})
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    invoice = b.invoices_of(app, cus)[0]
+    eu_line, us_line = invoice["lines"]
+    assert [(ln["description"], ln["amount"]) for ln in invoice["lines"]] == [
+        ("API calls (eu): 100", "2.00"),
+        ("API calls (us): 300", "6.00"),
+    ]
+    with app.uow() as uow:
+        catalog.set_price_override(uow, cus, price_id, "per_unit", {"unit_price": "0.03"})  # after billing
+        why = explain.explain_line(uow, invoice["id"], us_line["id"])
+        eu_why = explain.explain_line(uow, invoice["id"], eu_line["id"])
+    assert why["negotiated_price"] == {
+        "override_id": override_id,
+        "model": "per_unit",
+        "config": {"unit_price": "0.02"},
+    }
+    assert why["price"]["model"] == "volume"  # the list price, as configured
+    assert (
+        f"This customer's negotiated price ({override_id}) replaced the list price's model: per_unit, unit_price \"0.02\"."
+        in why["explanation"]
+    )
+    assert [bd["amount"] for bd in why["breakdown"]] == ["6.00"]
+    assert eu_why["negotiated_price"] is None
+    assert not any("negotiated" in sentence for sentence in eu_why["explanation"])
+
+
+def test_monthly__an_explanation_says_how_its_breakdown_was_rounded_and_discounted_to_the_amount(app):
+    """1,000,000 calls at 0.0000125 JPY: the breakdown comes to 12.5 JPY, billed as 13 (half up, yen have no
+    decimals), less 10% (1 JPY): 12. The sentences went from the breakdown's 12.5000000 straight to "Amount: 12
+    JPY", leaving both the rounding and the coupon unsaid."""
+    b.seller(app, "JPY")
+    _meter(app)
+    _plan(app, "api", [{**_usage("api_calls", config={"unit_price": "0.0000125"}), "currency": "JPY"}])
+    with app.uow() as uow:
+        catalog.create_coupon(uow, "TEN", "Ten percent", percent_off="10", duration="forever")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id, "JPY")
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "api", anchor="calendar", coupon="TEN")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, (b.utc(2026, 3, 2), {"calls": 1_000_000}))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    invoice = b.invoices_of(app, cus)[0]
+    (line,) = invoice["lines"]
+    assert (line["subtotal"], line["discount"], line["amount"]) == ("13", "1", "12")
+    with app.uow() as uow:
+        why = explain.explain_line(uow, invoice["id"], line["id"])
+    assert why["explanation"][-3:] == [
+        "Before rounding: 12.5 JPY; rounded to 13 JPY.",
+        "Subtotal 13 JPY, discount 1 JPY: amount 12 JPY.",
+        "Amount: 12 JPY.",
+    ]
+    assert sum(D(bd["amount"]) for bd in why["breakdown"]) == D("12.5")
 
 
 def test_monthly__an_amount_off_coupon_is_taken_from_the_fee_first_and_usage_keeps_its_price(app):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from datetime import date, datetime
+from decimal import Decimal, localcontext
 from typing import Any
 from urllib.parse import urlencode
 
@@ -19,6 +20,7 @@ from sqlalchemy import and_, or_, select
 
 from remit.adapters.db import tables as t
 from remit.domain.errors import NotFound
+from remit.domain.rating.aggregations import WIDE
 from remit.service_layer.accounts import local_midnight
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.views import money, plain
@@ -84,6 +86,7 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
         "amount": money(line["amount_minor"], code),
         "billed_before": money(details.get("billed_before_minor"), code) if "billed_before_minor" in details else None,
         "price": _price(price),
+        "negotiated_price": details.get("negotiated_price"),
         "meter": _meter(meter),
         "usage": _usage(usage, code),
         "usage_events": events,
@@ -242,6 +245,13 @@ def _sentences(
         out.append(f"Billing period {_day(period['start_on'])} to {_day(period['end_on'])} (end exclusive).")
     if price is not None:
         out.append(f"Price {price['name']!r} ({price['id']}), model {price['model']}, billed {price['timing']}.")
+    negotiated = details.get("negotiated_price")
+    if negotiated:
+        settings = ", ".join(f"{k} {json.dumps(v)}" for k, v in negotiated["config"].items())
+        out.append(
+            f"This customer's negotiated price ({negotiated['override_id']}) replaced the list price's model: "
+            f"{negotiated['model']}, {settings}."
+        )
     if usage is not None and "period_minimum_minor" in usage:
         out.append(
             f"Minimum commitments {money(usage['period_minimum_minor'], code)} {code} for the period, of which "
@@ -325,7 +335,28 @@ def _sentences(
         out.append(f"Corrects line {line['corrects_line_id']}{billed}; this line bills the difference.")
     for c in corrections:
         out.append(f"Later corrected by line {c['id']} ({c['kind']}, {c['amount']} {code}).")
+    out.extend(_rounding_and_discount(line, slices, usage, code))
     out.append(f"Amount: {money(line['amount_minor'], code)} {code}.")
+    return out
+
+
+def _rounding_and_discount(
+    line: Mapping[Any, Any], slices: list[dict[str, Any]], usage: Mapping[str, Any] | None, code: str
+) -> list[str]:
+    """How the unrounded amounts above became the line's amount: the one rounding of its subtotal (a first line's:
+    a correction bills a difference of rounded subtotals, a true-up a share of the shortfall), and its discount."""
+    out = []
+    subtotal = money(line["subtotal_minor"], code)
+    if slices and not line["corrects_line_id"] and not (usage and "minimum_minor" in usage):
+        with localcontext(WIDE):  # exact: an amount may have more digits than the default context keeps
+            raw = sum((Decimal(str(s["amount"])) for s in slices), Decimal(0))
+        if raw != Decimal(str(subtotal)):
+            out.append(f"Before rounding: {format(raw.normalize(), 'f')} {code}; rounded to {subtotal} {code}.")
+    if line["discount_minor"]:
+        out.append(
+            f"Subtotal {subtotal} {code}, discount {money(line['discount_minor'], code)} {code}: "
+            f"amount {money(line['amount_minor'], code)} {code}."
+        )
     return out
 
 

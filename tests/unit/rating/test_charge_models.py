@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from decimal import Decimal
 
@@ -523,6 +524,43 @@ def test_invalid_config(kind: str, config: object, code: str, field: str) -> Non
         parse_charge_model(kind, config)  # type: ignore[arg-type]
     assert (info.value.code, info.value.field) == (code, field)
     assert info.value.message
+
+
+HUGE: list[tuple[str, dict[str, object], str]] = [
+    # kind, config, field: numbers too large for a price's settings (the API takes 15 digits before the point)
+    ("flat", {"amount": "1e999999999"}, "price.amount"),
+    ("per_unit", {"unit_price": "1000000000000000"}, "price.unit_price"),
+    ("graduated", tiers({"up_to": "1e999999999", "unit_price": "1"}, OPEN), "price.tiers[0].up_to"),
+    ("volume", tiers({"up_to": "10", "unit_price": "1", "flat_fee": "1e20"}, OPEN), "price.tiers[0].flat_fee"),
+    ("package", {"package_size": "1e999999999", "package_price": "5"}, "price.package_size"),
+    ("package", {"package_size": "1", "package_price": "5", "free_units": "1e16"}, "price.free_units"),
+    ("percentage", {"rate": "1e999999999"}, "price.rate"),
+    ("percentage", {"rate": "0.01", "free_transactions": "1e999999"}, "price.free_transactions"),
+    ("percentage", {"rate": "0.01", "free_transactions": 10**20}, "price.free_transactions"),
+    (
+        "graduated_percentage",
+        {"tiers": [{"up_to": "1e999999999", "rate": "0.1"}, {"up_to": None, "rate": "0"}]},
+        "price.tiers[0].up_to",
+    ),
+]
+
+
+@pytest.mark.parametrize(("kind", "config", "field"), HUGE, ids=[f"{k}-{f}" for k, _, f in HUGE])
+def test_a_number_too_large_for_a_setting_is_refused_at_once(kind: str, config: dict[str, object], field: str) -> None:
+    """They once escaped as a bare decimal.Overflow (a traceback from `remit plans create`), or, as a count of free
+    transactions, took minutes to read (1e999999)."""
+    started = time.monotonic()
+    with pytest.raises(ValidationError) as info:
+        parse_charge_model(kind, config)
+    assert time.monotonic() - started < 0.5
+    assert (info.value.code, info.value.field) == ("invalid_number", field)
+    assert "at most 15 digits before the point" in info.value.message
+
+
+def test_the_largest_numbers_a_setting_takes() -> None:
+    largest = "999999999999999.999999999"
+    assert parse_charge_model("per_unit", {"unit_price": largest}).rate(D(1)).amount == D(largest)
+    assert percentage(free_transactions=str(10**15 - 1)).free_transactions == 10**15 - 1
 
 
 def test_min_equal_to_max_is_allowed() -> None:

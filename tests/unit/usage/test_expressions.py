@@ -68,7 +68,7 @@ def test_evaluation_errors_are_clear():
         parse_formula("a / b").evaluate({"a": 1, "b": 0})
     assert exc.value.code == "formula_arithmetic"
     with pytest.raises(ValidationError) as exc:
-        parse_formula('region == "eu"').evaluate({"region": "eu"})
+        parse_formula('region == "eu"', stored=True).evaluate({"region": "eu"})  # (refused when parsed now)
     assert exc.value.code == "formula_not_numeric"
     assert parse_formula("a + b * c").names == frozenset({"a", "b", "c"})
 
@@ -165,3 +165,52 @@ def test_a_quotient_that_does_not_end_has_34_significant_digits():
     third = parse_formula("x / 3").evaluate({"x": 1})
     assert third == Decimal("0." + "3" * 34)
     assert parse_formula("x / 8").evaluate({"x": 1}) == Decimal("0.125")  # one that ends is exact
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'region == "eu"',
+        "tokens > 1000",
+        "a and b",
+        "not a",
+        '"eu"',
+        "True",
+        '"1" if a else "2"',
+        '"eu" * 2',
+        "(a > 1) * 5",
+        "-True",
+        'max(a, "b")',
+        "round(a, b > 1)",
+        '1 if a < "b" < 2 else 0',
+        '1 if 1 < "b" else 0',
+    ],
+)
+def test_a_formula_that_can_never_give_a_number_is_refused_when_parsed(source):
+    """It was accepted, and then every event the meter received was refused (formula_not_numeric): an error at
+    ingestion, event by event, for a mistake in the meter."""
+    with pytest.raises(ValidationError) as exc:
+        parse_formula(source, "expression")
+    assert (exc.value.code, exc.value.field) == ("invalid_formula", "expression")
+
+
+@pytest.mark.parametrize(
+    ("source", "props", "expected"),
+    [
+        ('amount * 1.2 if region == "eu" else amount', {"amount": 10, "region": "eu"}, Decimal("12.0")),
+        ("a if a > b else b", {"a": 1, "b": 2}, Decimal(2)),
+        ('1 if flag == True and name != "x" else 0', {"flag": True, "name": "y"}, Decimal(1)),
+        ("a", {"a": "3"}, Decimal(3)),
+        ('a if b else "none"', {"a": 4, "b": True}, Decimal(4)),
+        ("1 if not a else 2", {"a": False}, Decimal(1)),
+    ],
+)
+def test_formulas_that_may_give_a_number_are_still_taken(source, props, expected):
+    assert parse_formula(source, "expression").evaluate(props) == expected
+
+
+def test_a_stored_formula_that_never_gives_a_number_still_loads_and_fails_per_event():
+    formula = parse_formula("tokens > 1000", "expression", stored=True)
+    with pytest.raises(ValidationError) as exc:
+        formula.evaluate({"tokens": 5}, "properties")
+    assert (exc.value.code, exc.value.field) == ("formula_not_numeric", "properties")

@@ -70,6 +70,7 @@ def with_overrides(prices: Mapping[str, Price], overrides: Iterable[Mapping[str,
                 plan_version_id=base.plan_version_id,
                 name=base.name,
                 usage=base.usage,
+                override_id=row["id"],
             )
     return result
 

@@ -17,6 +17,7 @@ from enum import Enum
 from remit.domain.errors import Conflict, ValidationError
 from remit.domain.money import Currency
 from remit.domain.rating.charge_models import ChargeModel, parse_charge_model
+from remit.domain.rating.tiers import bounded
 from remit.domain.subscriptions.periods import Interval
 
 
@@ -74,6 +75,7 @@ class Price:
     plan_version_id: str | None = None
     name: str = ""
     usage: UsageTerms | None = None
+    override_id: str | None = None  # the customer's negotiated price whose model replaces the list price's
 
     @property
     def recurring(self) -> bool:
@@ -153,6 +155,7 @@ def parse_usage_terms(
                 'included_units is a number of at least 0, as a string ("1000").',
                 f"{field_name}.included_units",
             )
+        bounded(included_units, f"{field_name}.included_units")  # 1e999999999 would overflow at bill time
     if included_units and model.kind == "percentage":
         raise ValidationError(
             "invalid_usage",

@@ -880,6 +880,8 @@ def _new_line(
     }
     if line.usage is not None:
         details["usage"] = line.usage
+    if line.price.override_id is not None and (line.model is None or line.model is line.price.model):
+        details["negotiated_price"] = _negotiated(line.price)  # what rated it (not a dimension's own model)
     return NewLine(
         subscription_id=line.subscription_id,
         price_id=line.price.id,
@@ -897,6 +899,10 @@ def _new_line(
         corrects_line_id=before.first_line_id if before else None,
         details=details,
     )
+
+
+def _negotiated(price: Price) -> dict[str, object]:
+    return {"override_id": price.override_id, "model": price.model.kind, "config": price.model.to_config()}
 
 
 def _unit_price(value: Decimal) -> Decimal:

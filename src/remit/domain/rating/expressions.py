@@ -161,7 +161,62 @@ def parse_formula(source: str, field: str = "formula", *, stored: bool = False) 
                 )
         elif isinstance(node, ast.Name) and node.id not in _FUNCTIONS:
             names.add(node.id)
+    if not stored and _kind(tree.body, field) in (_TEXT, _TRUTH):
+        raise ValidationError(
+            "invalid_formula",
+            "The formula gives text or true/false, never a number: every event would be refused.",
+            field,
+        )
     return Formula(source.strip(), tree, frozenset(names))
+
+
+# What a part of a formula gives, as far as can be told before any event: a number, text, true/false, or (a
+# property, or a choice between two kinds) any of them.
+_NUMBER, _TEXT, _TRUTH, _ANY = "a number", "text", "true/false", "any"
+
+
+def _kind(node: ast.expr, field: str) -> str:
+    """The kind of value ``node`` gives; refuses (``invalid_formula``) what no event could compute: arithmetic or
+    a function on text or true/false, text ordered against a number. The checks ``_eval`` makes, done once."""
+    if isinstance(node, ast.Constant):
+        return _TRUTH if isinstance(node.value, bool) else _TEXT if isinstance(node.value, str) else _NUMBER
+    if isinstance(node, ast.Name):
+        return _ANY
+    if isinstance(node, ast.BoolOp):
+        for value in node.values:
+            _kind(value, field)
+        return _TRUTH
+    if isinstance(node, ast.UnaryOp):
+        operand = _kind(node.operand, field)
+        if isinstance(node.op, ast.Not):
+            return _TRUTH
+        _numeric(operand, field)
+        return _NUMBER
+    if isinstance(node, ast.BinOp):
+        _numeric(_kind(node.left, field), field)
+        _numeric(_kind(node.right, field), field)
+        return _NUMBER
+    if isinstance(node, ast.Call):
+        for arg in node.args:
+            _numeric(_kind(arg, field), field)
+        return _NUMBER
+    if isinstance(node, ast.Compare):
+        kinds = [_kind(node.left, field), *(_kind(c, field) for c in node.comparators)]
+        for op, left, right in zip(node.ops, kinds, kinds[1:], strict=False):
+            if isinstance(op, _ORDERING) and _ANY not in (left, right) and (left == _TEXT) != (right == _TEXT):
+                ordered = "a number compares with a number, text with text"
+                raise ValidationError("invalid_formula", f"{left} and {right} cannot be ordered: {ordered}.", field)
+        return _TRUTH
+    if isinstance(node, ast.IfExp):
+        _kind(node.test, field)
+        body, orelse = _kind(node.body, field), _kind(node.orelse, field)
+        return body if body == orelse else _ANY
+    return _ANY  # not reached: parse_formula allows nothing else
+
+
+def _numeric(kind: str, field: str) -> None:
+    if kind in (_TEXT, _TRUTH):
+        raise ValidationError("invalid_formula", f"Arithmetic needs numbers, not {kind}.", field)
 
 
 def _constant(node: ast.Constant, source: str, field: str, stored: bool) -> None:

@@ -150,6 +150,26 @@ def tier_label(tiers: Sequence[Tier], index: int) -> str:
 
 # --- config checks ----------------------------------------------------------------------------------------
 
+# Digits before the point of a number in a price's settings (a price, fee, tier bound, package size, count), as
+# the API takes them. Anything larger could never be billed (an amount is at most 10^15 minor units), and a
+# number such as 1e999999999 would overflow while it is read, or take minutes to turn into a count.
+MAX_WHOLE_DIGITS = 15
+
+
+def bounded(value: object, field: str) -> Decimal:
+    """An exact number of a price's settings, refused (``invalid_number``) from 10^15 on."""
+    number = to_decimal(value, field)
+    if number and number.adjusted() >= MAX_WHOLE_DIGITS:
+        raise ValidationError(
+            "invalid_number", f"{number:.3E} is too large: at most {MAX_WHOLE_DIGITS} digits before the point.", field
+        )
+    return number
+
+
+def _setting(value: object, field: str) -> Decimal:
+    """A price, fee, bound or size: bounded, then at most 9 decimals."""
+    return parse_rate(bounded(value, field), field)
+
 
 def check_keys(config: Mapping[Any, object], required: Sequence[str], optional: Sequence[str], path: str) -> None:
     for key in config:
@@ -162,7 +182,7 @@ def check_keys(config: Mapping[Any, object], required: Sequence[str], optional: 
 
 def non_negative(value: object, field: str) -> Decimal:
     """A price, fee or count from config or a constructor: exact, at most 9 decimals, not below zero."""
-    number = parse_rate(value, field)
+    number = _setting(value, field)
     if number < 0:
         raise ValidationError("negative_amount", f"{field.rsplit('.', 1)[-1]} must not be negative.", field)
     return number.copy_abs() if number == 0 else number
@@ -200,7 +220,7 @@ def check_tiers(tiers: Sequence[Tier], path: str) -> None:
             if not last:
                 raise _invalid_tiers("Only the last tier can be open-ended (up_to null).", f"{at}.up_to")
             continue
-        parse_rate(tier.up_to, f"{at}.up_to")
+        _setting(tier.up_to, f"{at}.up_to")
         if tier.up_to <= previous:
             raise _invalid_tiers(
                 f"up_to must be above {previous}: tiers go strictly up, starting above 0.", f"{at}.up_to"
@@ -225,7 +245,7 @@ def parse_tiers(config: Mapping[str, object], path: str) -> tuple[Tier, ...]:
         up_to = entry["up_to"]
         tiers.append(
             Tier(
-                up_to=None if up_to is None else parse_rate(up_to, f"{at}.up_to"),
+                up_to=None if up_to is None else _setting(up_to, f"{at}.up_to"),
                 unit_price=non_negative(entry["unit_price"], f"{at}.unit_price"),
                 flat_fee=non_negative_or_zero(entry, "flat_fee", at),
             )
@@ -235,14 +255,14 @@ def parse_tiers(config: Mapping[str, object], path: str) -> tuple[Tier, ...]:
 
 
 def check_package_size(value: object, field: str) -> Decimal:
-    size = parse_rate(value, field)
+    size = _setting(value, field)
     if size <= 0:
         raise ValidationError("invalid_package_size", "package_size must be above 0.", field)
     return size
 
 
 def check_rate(value: object, field: str) -> Decimal:
-    fraction = parse_rate(value, field)
+    fraction = _setting(value, field)
     if not 0 <= fraction <= 1:
         raise ValidationError(
             "invalid_rate", f"rate is a fraction between 0 and 1 (1.2% is 0.012), not {fraction}.", field
@@ -251,7 +271,7 @@ def check_rate(value: object, field: str) -> Decimal:
 
 
 def check_count(value: object, field: str) -> int:
-    count = to_decimal(value, field)
+    count = bounded(value, field)
     if count != count.to_integral_value():
         raise ValidationError("invalid_number", f"{value!r} is not a whole number.", field)
     if count < 0:

@@ -465,6 +465,11 @@ class InvoiceLineExplanation(Output):
     amount: str
     billed_before: str | None
     price: dict[str, Any] | None = Field(description="The price as configured: model, config, usage terms.")
+    negotiated_price: dict[str, Any] | None = Field(
+        None,
+        description="When the customer's negotiated price (a price override) rated the line: its id, model and "
+        "config as they were when the line was billed; they replace the list price's model and config.",
+    )
     meter: dict[str, Any] | None = Field(description="For usage lines: the meter and its aggregation.")
     usage: dict[str, Any] | None = Field(
         description="For usage lines: windows measured, events, quantity, included and billable units, group; "
