@@ -99,3 +99,76 @@ def test_a_transaction_is_listed_in_snapshots_before_it_draws_an_event_id(postgr
         conn.execute(text("SELECT remit_next_event_id()"))
         assert conn.execute(assigned).scalar() is not None
     engine.dispose()
+
+
+def _fresh(postgres_url: str) -> Remit:
+    app = Remit(make_engine(postgres_url, pool_size=6), FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    with app.engine.begin() as conn:
+        for table in reversed(t.metadata.sorted_tables):
+            conn.execute(table.delete())
+    with app.uow() as uow:
+        webhooks.create_endpoint(uow, "http://127.0.0.1:9/unused", ["*"])
+    webhooks.fan_out(app.engine, app.clock)  # the cursor, at the newest event
+    return app
+
+
+def _delivered(app: Remit) -> set[str]:
+    d = t.webhook_deliveries.c
+    with app.engine.connect() as conn:
+        return set(conn.execute(select(d.object_id)).scalars())
+
+
+def _event(app: Remit, object_id: str, rolled_back: bool = False) -> None:
+    try:
+        with app.uow() as uow:
+            uow.emit("thing.updated", "thing", object_id, {})
+            uow._flush_events()
+            if rolled_back:
+                raise RuntimeError
+    except RuntimeError:
+        pass
+
+
+def test_a_long_transaction_in_another_database_does_not_hold_back_the_fan_out(postgres_url):
+    """The transactions that may still hold an event id are this database's: a long one elsewhere on the server
+    (a report, pg_dump) used to hold every gap, so every event after a rolled-back one, until it ended."""
+    app = _fresh(postgres_url)
+    other = make_engine(postgres_url.rsplit("/", 1)[0] + "/postgres")
+    with other.connect() as conn:
+        conn.execute(text("SELECT pg_current_xact_id()"))  # another database's transaction holding an id...
+        _event(app, "before")  # ...then this database's, which finish after it started
+        _event(app, "ghost", rolled_back=True)  # a gap for ever
+        _event(app, "after")
+        webhooks.fan_out(app.engine, app.clock, settle_s=0.3)
+        assert _delivered(app) == {"before", "after"}
+        conn.rollback()
+    other.dispose()
+    app.engine.dispose()
+
+
+def test_an_id_held_by_a_transaction_above_every_finished_one_waits_for_it(postgres_url):
+    """A running transaction whose transaction id is above every finished one is not in a snapshot's list of
+    running ones (it is at or past the snapshot's xmax): the gap rule read that list, passed the id it held, and
+    its event, committed later, was never delivered."""
+    app = _fresh(postgres_url)
+    early, late = app.engine.connect(), app.engine.connect()
+    early.execute(text("SELECT pg_current_xact_id()"))  # takes its transaction id first...
+    late.execute(text("SELECT remit_next_event_id()"))  # ...this one its own, then the lower event id...
+    early.execute(  # ...then the first writes a higher event id and commits: the only finished transaction
+        t.events.insert().values(
+            public_id="evt_early",
+            type="thing.updated",
+            object_type="thing",
+            object_id="early",
+            data={},
+            created_at=app.clock.now(),
+        )
+    )
+    early.commit()
+    webhooks.fan_out(app.engine, app.clock, settle_s=0.3)
+    assert "early" not in _delivered(app)  # it waits behind the id the running transaction holds
+    late.rollback()  # that id is never used: now the gap passes
+    webhooks.fan_out(app.engine, app.clock, settle_s=0.3)
+    assert _delivered(app) == {"early"}
+    early.close(), late.close()
+    app.engine.dispose()

@@ -10,18 +10,18 @@ their own order: while id 7 is already visible, id 6 may belong to a transaction
 rolled back: that id is never used). Moving the cursor past 7 would lose 6 for ever. So on PostgreSQL:
 
 1. events pass only as a gap-free run after the cursor, while
-2. at a gap, we take a snapshot together with the highest visible id M, and wait (at most ``settle_s``) until every
-   transaction that snapshot saw running has ended. A transaction can only hold an id at most M if it had drawn it
-   before M's transaction committed, i.e. it was running in that snapshot; once they have all ended, every id up
+2. at a gap, we read the highest visible id M, then list the transactions of this database that hold a
+   transaction id, and wait (at most ``settle_s``) until they have all ended. A transaction can only hold an id
+   at most M if it had drawn it before M was read, so it was in that list; once they have all ended, every id up
    to M is final (committed and visible, or rolled back and never coming), and the gaps below M can be passed.
    If they have not ended in time, only the gap-free run passes, and the next round tries again.
 
 No wall-clock "settle window" is involved, so a slow transaction is never skipped, and ``created_at`` (which is
-the test clock's time for test-mode customers) plays no part. A transaction must be listed in the snapshot from
-the moment it holds an id: PostgreSQL gives a transaction its transaction id only at its first write, and a
-plain sequence default draws the event id before that write, so a transaction whose first write was an event
-could hold an id unlisted for a moment (a loss seen once in a concurrency test). The id's default therefore takes
-the transaction id first (migration 0008: ``remit_next_event_id()``).
+the test clock's time for test-mode customers) plays no part. A transaction must be listed from the moment it
+holds an id: PostgreSQL gives a transaction its transaction id only at its first write, and a plain sequence
+default draws the event id before that write, so a transaction whose first write was an event could hold an id
+unlisted for a moment (a loss seen once in a concurrency test). The id's default therefore takes the transaction id
+first (migration 0008: ``remit_next_event_id()``).
 
 On SQLite every write transaction holds the database's single write lock from BEGIN to COMMIT, so ids become
 visible in order and there are no late commits to wait for.
@@ -99,17 +99,36 @@ def final_prefix(ids: Sequence[int], after: int, horizon: int | None) -> int:
 
 
 def _settled_horizon(conn: Connection, settle_s: float) -> int | None:
-    """PostgreSQL: the highest id M such that every id up to M is final, or None if that takes over settle_s."""
-    snap, top = conn.execute(text("SELECT pg_current_snapshot()::text, (SELECT max(id) FROM events)")).one()
-    running = text(
-        "SELECT count(*) FROM pg_snapshot_xip(CAST(:snap AS pg_snapshot)) AS x WHERE pg_xact_status(x) = 'in progress'"
-    )
+    """PostgreSQL: the highest id M such that every id up to M is final, or None if that takes over settle_s.
+
+    M is the highest visible id; then the transactions of this database holding a transaction id are listed (from
+    the lock each holds on its own id, ``pg_locks``, which every role may read). Any transaction still holding an
+    id up to M drew it (and, by migration 0008, took its transaction id first) before M was read, so it is among
+    them; one that starts later draws a higher id. Once none of them is running, every id up to M is final.
+    Neither another database's transactions on the same server (a long report, ``pg_dump``) nor a snapshot's
+    ``xmax`` (a running transaction with a transaction id above every finished one is not in a snapshot's list
+    of running ones) enters into it."""
+    top = conn.execute(text("SELECT max(id) FROM events")).scalar()
+    held = conn.execute(_HOLDERS).scalars().all()
     deadline = time.monotonic() + settle_s
-    while conn.execute(running, {"snap": snap}).scalar():
+    while held and conn.execute(_STILL_HELD, {"xids": list(held)}).scalar():
         if time.monotonic() >= deadline:
             return None
         time.sleep(GAP_POLL_S)
     return int(top or 0)
+
+
+# Transactions of this database (other than ours) that hold a transaction id: each holds the lock on its own id
+# until it ends.
+_HOLDERS = text(
+    "SELECT l.transactionid::text FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.granted"
+    " AND a.datname = current_database() AND l.pid <> pg_backend_pid()"
+)
+_STILL_HELD = text(
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND mode = 'ExclusiveLock' AND granted"
+    " AND transactionid::text = ANY(:xids)"
+)
 
 
 def _passable(conn: Connection, after: int, batch: int, settle_s: float) -> list[Mapping[Any, Any]]:
