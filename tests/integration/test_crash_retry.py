@@ -3,7 +3,7 @@ the retry finishes the job, with nothing done twice and nothing lost."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -103,3 +103,37 @@ def test_customers_claimed_by_an_evaluation_that_lost_the_database_are_evaluated
     assert [inv["total"] for inv in b.invoices_of(app, cus)] == ["10.00"]
     again = usage_monitor.evaluate(app.uow)
     assert (again.customers, again.alerts_triggered, again.invoice_ids) == (0, 0, [])
+
+
+def _past(app: Remit, lease: timedelta) -> None:
+    clock: Any = app.clock
+    clock.move_to(clock.now() + lease + timedelta(seconds=1))
+
+
+def test_customers_claimed_by_a_killed_evaluation_are_evaluated_once_its_lease_has_passed(app: Remit) -> None:
+    """A process claims customers for evaluation (their marks cleared) and is killed before evaluating them: once
+    the claim's lease has passed, the next evaluation takes them; the alert fires and the threshold invoice is
+    issued, once, and an evaluated customer's claim ends (it is not evaluated again when the lease would pass)."""
+    from remit.service_layer import alerts, subscriptions, usage_monitor, usage_watch
+
+    b.seller(app)
+    cus = b.customer(app, None)
+    b.usage_plan(app)
+    with app.uow() as uow:
+        sub = subscriptions.create_subscription(uow, cus, "api", anchor="calendar")
+        alerts.set_usage_threshold(uow, sub, "5.00")
+        alerts.create_alert(uow, cus, "spend", ["8.00"])
+    usage_monitor.evaluate(app.uow)
+    b.send_calls(app, cus, ("t1", "2026-01-01T00:00:00Z", 1000))  # 10.00 EUR: past the threshold and the alert
+    usage_watch.claim(app.uow, None, usage_monitor.BATCH_SIZE)  # ... and the process that claimed them dies
+
+    assert usage_monitor.evaluate(app.uow).customers == 0  # still claimed: its lease runs
+    _past(app, usage_watch.LEASE)
+    result = usage_monitor.evaluate(app.uow)
+
+    assert (result.customers, result.alerts_triggered, len(result.invoice_ids)) == (1, 1, 1)
+    assert [inv["total"] for inv in b.invoices_of(app, cus)] == ["10.00"]
+    _past(app, usage_watch.LEASE)
+    again = usage_monitor.evaluate(app.uow)
+    assert (again.customers, again.alerts_triggered, again.invoice_ids) == (0, 0, [])
+
