@@ -121,6 +121,19 @@ def release(make_uow: UowFactory, customer_ids: Iterable[str], until: datetime) 
         uow.conn.execute(update(t.usage_watches).where(w.customer_id.in_(mine)).values(claimed_until=None))
 
 
+def release_stale(uow: UnitOfWork, test_clock_id: str) -> None:
+    """Mark again the customers of a test clock that a claim still holds. Only an advance of the clock evaluates
+    its customers, and the caller holds the clock: such a claim belonged to an advance that died (or failed), so
+    its customers are evaluated now rather than once its lease has passed."""
+    w = t.usage_watches.c
+    of_clock = select(t.customers.c.id).where(t.customers.c.test_clock_id == test_clock_id)
+    uow.conn.execute(
+        update(t.usage_watches)
+        .where(w.claimed_until.is_not(None), w.customer_id.in_(of_clock))
+        .values(dirty=True, claimed_until=None)
+    )
+
+
 def remark(make_uow: UowFactory, customer_ids: Iterable[str]) -> None:
     """Put customers back for the next round (their evaluation failed or they were busy)."""
     ids = list(customer_ids)
