@@ -4,16 +4,23 @@ Advancing a test clock walks time forward one due moment at a time (period bound
 changes, cancellations, recurring grants of credits) and runs the bill run for the clock's customers at each, in
 order, exactly as the real scheduler would have done on those days. Before each bill run, usage alerts and
 thresholds are evaluated for the clock's customers that received usage (``usage_monitor``), at the clock's time.
+
+An advance holds the clock (status ``advancing``) under a lease, ``LEASE``, that it renews as it goes: at each
+step and after each batch of customers it evaluates or bills. A process killed mid-advance stops renewing it; once
+the lease has passed, the next advance takes the clock over and resumes from the step the dead one reached (each
+step is idempotent: the bill run bills nothing twice, alerts and threshold invoices are written under unique keys).
+An advance that finds its lease taken over stops (``test_clock_busy``) without moving the clock.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, time
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.mappers import timeline_event_from_row
@@ -23,13 +30,58 @@ from remit.domain.errors import Conflict, NotFound, ValidationError
 from remit.domain.invoicing.invoice import settle
 from remit.domain.subscriptions.periods import Interval, period_containing
 from remit.domain.wallets import Fee, WalletScope
-from remit.service_layer import bill_run, usage_monitor, wallets
+from remit.service_layer import bill_run, usage_monitor, usage_watch, wallets
 from remit.service_layer.accounts import get_test_clock, local_date
 from remit.service_layer.scoping import EVERYTHING, Visibility
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.wallet_consumption import WalletCredits, line_fee
 
 UowFactory = Callable[[], UnitOfWork]
+
+# How long an advance holds its clock without renewing: far longer than what it does between two renewals (one
+# batch of up to 200 customers evaluated or billed: well under a second, seconds on a loaded database), and short
+# enough that a clock whose advancing process was killed is free again within minutes.
+LEASE = timedelta(minutes=2)
+
+
+class _Lease:
+    """The advance's hold on its clock. Every write to the clock is conditional on still holding it (the lease's
+    time is the token: a taker writes a later one), so an advance whose lease was taken over can neither move
+    the clock nor set it ready under the one that took it."""
+
+    def __init__(self, make_uow: UowFactory, clock_id: str, until: datetime) -> None:
+        self.make_uow = make_uow
+        self.clock_id = clock_id
+        self.until = until
+
+    def _write(self, uow: UnitOfWork, **values: Any) -> None:
+        c = t.test_clocks.c
+        held = uow.conn.execute(
+            update(t.test_clocks).where(c.id == self.clock_id, c.claimed_until == self.until).values(**values)
+        ).rowcount
+        if not held:
+            raise Conflict(
+                "test_clock_busy",
+                "The test clock was taken over by another advance (this one's lease had passed).",
+                "test_clock_id",
+            )
+
+    def renew(self, *_ignored: Any) -> None:
+        """Extend the lease, once half of it has gone (a batch costs no write)."""
+        if self.make_uow().now < self.until - LEASE / 2:  # (a unit of work reads the clock; it connects when entered)
+            return
+        self.move()
+
+    def move(self, **values: Any) -> None:
+        """Renew the lease, writing ``values`` (the clock's next time) with it."""
+        with self.make_uow() as uow:
+            until = uow.now + LEASE
+            self._write(uow, claimed_until=until, **values)
+        self.until = until
+
+    def end(self) -> None:
+        with self.make_uow() as uow:
+            self._write(uow, status="ready", claimed_until=None)
 
 
 def _next_due(uow: UnitOfWork, customer_ids: Sequence[str], after: datetime) -> datetime | None:
@@ -82,12 +134,14 @@ def advance(
     to = ensure_utc(to)
     with make_uow() as uow:
         get_test_clock(uow, clock_id)  # one that does not exist is not found, not busy
-        # Claimed in one statement: two advances that both read it ready must not both go on. Read again once
-        # claimed, so that its time is the one the advance before this one left.
+        # Claimed in one statement: two advances that both read it ready must not both go on; one whose lease has
+        # passed (its process died) is taken over. Read again once claimed, so that its time is the one the
+        # advance before this one left.
+        c = t.test_clocks.c
+        until = uow.now + LEASE
+        free = or_(c.status == "ready", c.claimed_until.is_(None), c.claimed_until < uow.now)
         claimed = uow.conn.execute(
-            update(t.test_clocks)
-            .where(t.test_clocks.c.id == clock_id, t.test_clocks.c.status == "ready")
-            .values(status="advancing")
+            update(t.test_clocks).where(c.id == clock_id, free).values(status="advancing", claimed_until=until)
         ).rowcount
         if not claimed:
             raise Conflict("test_clock_busy", "The test clock is being advanced already.", "test_clock_id")
@@ -97,13 +151,16 @@ def advance(
         # the same request, tried again, finishes it (the bill run bills nothing twice).
         if to < clock["frozen_at"]:
             raise ValidationError("dates_out_of_order", "A test clock only moves forward.", "to")
+        # Customers an advance that died had claimed for evaluation: evaluated now, not once their lease passes.
+        usage_watch.release_stale(uow, clock_id)
+    lease = _Lease(make_uow, clock_id, until)
     now = clock["frozen_at"]
     steps = invoices = failed = 0
     try:
         # Catch up first: work due at the clock's current time (a subscription created just now) runs before
         # time moves.
-        invoices += len(usage_monitor.evaluate(make_uow, test_clock_id=clock_id).invoice_ids)
-        first = bill_run.run(make_uow, now, test_clock_id=clock_id)
+        invoices += len(usage_monitor.evaluate(make_uow, test_clock_id=clock_id, progress=lease.renew).invoice_ids)
+        first = bill_run.run(make_uow, now, test_clock_id=clock_id, progress=lease.renew)
         invoices += first.invoices_created
         failed += len(first.failures)
         while now < to:
@@ -116,10 +173,10 @@ def advance(
                 if granting is not None and (due is None or granting < due):
                     due = granting
             step_to = to if due is None or due > to else due
-            with make_uow() as uow:
-                uow.conn.execute(update(t.test_clocks).where(t.test_clocks.c.id == clock_id).values(frozen_at=step_to))
-            invoices += len(usage_monitor.evaluate(make_uow, test_clock_id=clock_id).invoice_ids)
-            result = bill_run.run(make_uow, step_to, test_clock_id=clock_id)
+            lease.move(frozen_at=step_to)
+            evaluated = usage_monitor.evaluate(make_uow, test_clock_id=clock_id, progress=lease.renew)
+            invoices += len(evaluated.invoice_ids)
+            result = bill_run.run(make_uow, step_to, test_clock_id=clock_id, progress=lease.renew)
             steps += 1
             invoices += result.invoices_created
             failed += len(result.failures)
@@ -127,8 +184,8 @@ def advance(
                 on_step(step_to, result.invoices_created)
             now = step_to
     finally:
-        with make_uow() as uow:
-            uow.conn.execute(update(t.test_clocks).where(t.test_clocks.c.id == clock_id).values(status="ready"))
+        with contextlib.suppress(Conflict):  # taken over: the clock is the other advance's now
+            lease.end()
     # ``customers_failed``: how many times a customer could not be billed on the way (each bill run that met it
     # counts once); the runs' failures say who and why.
     return {"id": clock_id, "frozen_at": to, "steps": steps, "invoices_created": invoices, "customers_failed": failed}

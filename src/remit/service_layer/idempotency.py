@@ -3,6 +3,10 @@
 The key is claimed in its own committed transaction before the work starts, so two identical requests racing
 each other cannot both do it: the second finds the claim and is told to retry later (409) or, once the first has
 finished, receives the same response. A different request under the same key is refused (409).
+
+The claim is a lease (``LEASE``): a request whose process was killed before it answered leaves its key in progress;
+once the lease has passed, the same request sent again takes the key over (in one conditional statement, so of
+two such retries one does the work) and runs.
 """
 
 from __future__ import annotations
@@ -11,12 +15,26 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db import tables as t
 
 RETENTION = timedelta(hours=24)
+# How long a request holds its key before a retry may take it over: longer than any request runs. The requests
+# whose repeat would do something again (create a customer, an invoice item, a payment, a credit note, a grant)
+# are one short transaction each: milliseconds, at most SQLite's 30 s wait for the database's write lock. The only
+# ones that can run for minutes (a bill run, a test clock's advance, a large batch of events) do nothing twice
+# when repeated (nothing is billed twice; the clock is busy or only catches up; events are deduplicated by their
+# transaction ids), so even one outliving its lease cannot apply twice.
+LEASE = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The key is this request's, until ``until`` (also what tells this claim from a later take-over)."""
+
+    until: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,17 +52,14 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
     return h.hexdigest()
 
 
-def claim(engine: Engine, api_key_id: str, key: str, print_: str, now: datetime) -> Stored | None:
-    """Claim a key for this request. None: claimed, go ahead. Otherwise what is stored under the key."""
+def claim(engine: Engine, api_key_id: str, key: str, print_: str, now: datetime) -> Claimed | Stored:
+    """Claim a key for this request: ``Claimed``, go ahead; otherwise what is stored under the key."""
+    k = t.idempotency_keys.c
+    this = and_(k.api_key_id == api_key_id, k.key == key)
     with engine.begin() as conn:
         # Keys older than the retention window are forgotten, so the same key may be used again after it.
-        conn.execute(
-            delete(t.idempotency_keys).where(
-                t.idempotency_keys.c.api_key_id == api_key_id,
-                t.idempotency_keys.c.key == key,
-                t.idempotency_keys.c.created_at < now - RETENTION,
-            )
-        )
+        conn.execute(delete(t.idempotency_keys).where(this, k.created_at < now - RETENTION))
+    until = now + LEASE
     try:
         with engine.begin() as conn:
             conn.execute(
@@ -55,39 +70,48 @@ def claim(engine: Engine, api_key_id: str, key: str, print_: str, now: datetime)
                     status_code=None,
                     response_body=None,
                     created_at=now,
+                    claimed_until=until,
                 )
             )
-        return None
+        return Claimed(until)
     except IntegrityError:
-        with engine.connect() as conn:
-            row = (
-                conn.execute(
-                    select(t.idempotency_keys).where(
-                        t.idempotency_keys.c.api_key_id == api_key_id, t.idempotency_keys.c.key == key
-                    )
-                )
-                .mappings()
-                .first()
-            )
-        if row is None:  # released between our insert and our read: try once more
-            return claim(engine, api_key_id, key, print_, now)
-        return Stored(row["fingerprint"], row["status_code"], row["response_body"])
+        pass
+    # In progress under a lease that has passed (its request's process was killed): the same request takes it
+    # over. One statement: of two retries at once, the second finds the lease the first wrote and does nothing.
+    # (A key claimed before leases were kept has none: its lease is counted from when it was claimed.)
+    lapsed = or_(k.claimed_until < now, and_(k.claimed_until.is_(None), k.created_at < now - LEASE))
+    with engine.begin() as conn:
+        taken = conn.execute(
+            update(t.idempotency_keys)
+            .where(this, k.fingerprint == print_, k.status_code.is_(None), lapsed)
+            .values(claimed_until=until)
+        ).rowcount
+    if taken:
+        return Claimed(until)
+    with engine.connect() as conn:
+        row = conn.execute(select(t.idempotency_keys).where(this)).mappings().first()
+    if row is None:  # released between our insert and our read: try once more
+        return claim(engine, api_key_id, key, print_, now)
+    return Stored(row["fingerprint"], row["status_code"], row["response_body"])
 
 
-def complete(engine: Engine, api_key_id: str, key: str, status_code: int, body: str) -> None:
+def complete(engine: Engine, api_key_id: str, key: str, claimed: Claimed, status_code: int, body: str) -> None:
+    """Store the response of the request that holds the key (one whose key was taken over stores nothing: the
+    request that took it does)."""
+    k = t.idempotency_keys.c
     with engine.begin() as conn:
         conn.execute(
             update(t.idempotency_keys)
-            .where(t.idempotency_keys.c.api_key_id == api_key_id, t.idempotency_keys.c.key == key)
-            .values(status_code=status_code, response_body=body)
+            .where(k.api_key_id == api_key_id, k.key == key, k.claimed_until == claimed.until)
+            .values(status_code=status_code, response_body=body, claimed_until=None)
         )
 
 
-def release(engine: Engine, api_key_id: str, key: str) -> None:
-    """Forget a claim whose request failed on our side (5xx), so the client may retry with the same key."""
+def release(engine: Engine, api_key_id: str, key: str, claimed: Claimed) -> None:
+    """Forget a claim whose request failed on our side (5xx) or was told to try again later, so the client may
+    retry with the same key (a claim taken over is the other request's: left alone)."""
+    k = t.idempotency_keys.c
     with engine.begin() as conn:
         conn.execute(
-            delete(t.idempotency_keys).where(
-                t.idempotency_keys.c.api_key_id == api_key_id, t.idempotency_keys.c.key == key
-            )
+            delete(t.idempotency_keys).where(k.api_key_id == api_key_id, k.key == key, k.claimed_until == claimed.until)
         )

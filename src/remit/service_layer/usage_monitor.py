@@ -61,20 +61,23 @@ def evaluate(
     test_clock_id: str | None = None,
     batch_size: int = BATCH_SIZE,
     max_batches: int | None = None,
+    progress: Callable[[], None] | None = None,
 ) -> EvaluationResult:
     """Evaluate the dirty customers of the real world (or of one test clock), batch after batch. ``max_batches``
-    bounds one call (the worker loop's round), so a steady stream of usage cannot keep it from its other work."""
+    bounds one call (the worker loop's round), so a steady stream of usage cannot keep it from its other work.
+    ``progress``: called after each batch (a test clock's advance renews its lease there)."""
     result = EvaluationResult()
     engine = make_uow().engine  # (a unit of work connects only when entered)
     _remark_pending(make_uow, engine)
     batches = 0
     while max_batches is None or batches < max_batches:
         batches += 1
-        ids = usage_watch.claim(make_uow, test_clock_id, batch_size)
+        claim = usage_watch.claim(make_uow, test_clock_id, batch_size)
+        ids = claim.ids
         if not ids:
             break
         try:
-            _evaluate_isolating(make_uow, ids, result)
+            _evaluate_isolating(make_uow, claim, result)
         except BaseException:
             try:
                 usage_watch.remark(make_uow, ids)
@@ -83,6 +86,8 @@ def evaluate(
                 with _unmarked_lock:
                     _unmarked.setdefault(engine, set()).update(ids)
             raise
+        if progress is not None:
+            progress()
         if len(ids) < batch_size:
             break
     return result
@@ -90,8 +95,9 @@ def evaluate(
 
 # Customers claimed (their mark cleared) whose evaluation failed, and whose mark could not be put back either (the
 # database went away and stayed away): kept here, per database, and marked again by this process's next
-# evaluation, so that a dropped connection loses no alert and no threshold invoice. (A process killed between a
-# claim and its evaluation still loses the marks it held, until the customers' usage changes again.)
+# evaluation, so that a dropped connection loses no alert and no threshold invoice at once. (A process killed
+# between a claim and its evaluation leaves its claim's lease, ``usage_watch.LEASE``: once it has passed, the next
+# evaluation claims those customers again.)
 _unmarked: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
 _unmarked_lock = threading.Lock()
 
@@ -109,7 +115,7 @@ def _remark_pending(make_uow: UowFactory, engine: Engine) -> None:
         raise
 
 
-def _evaluate_isolating(make_uow: UowFactory, ids: Sequence[str], result: EvaluationResult) -> None:
+def _evaluate_isolating(make_uow: UowFactory, claim: usage_watch.Claim, result: EvaluationResult) -> None:
     """Evaluate a batch in one transaction; if it fails for a reason of its customers' (usage no price can
     rate: see ``bill_run``), evaluate its halves on their own, down to the customers that fail alone
     (``unit_of_work.isolating``). Those are logged and left unwatched until their usage changes again (new
@@ -127,10 +133,13 @@ def _evaluate_isolating(make_uow: UowFactory, ids: Sequence[str], result: Evalua
     def failed(customer_id: str, exc: Exception) -> None:
         log.warning("usage alerts and threshold of customer %s could not be evaluated: %s", customer_id, exc)
 
-    for done in isolating(ids, attempt, failed):
+    for done in isolating(claim.ids, attempt, failed):
         result.customers += done.customers
         result.alerts_triggered += done.alerts_triggered
         result.invoice_ids.extend(done.invoice_ids)
+    # Evaluated (or set aside, or marked again when busy): the claim ends. A process killed before this leaves
+    # the lease to pass, and those customers are evaluated once more: nothing is done twice.
+    usage_watch.release(make_uow, claim.ids, claim.until)
 
 
 def _evaluate_batch(uow: UnitOfWork, customer_ids: Sequence[str], result: EvaluationResult) -> None:

@@ -1,13 +1,17 @@
 """Idempotency-Key on every POST: replay, conflicting reuse, and identical requests racing each other."""
 
+import json
 import threading
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from remit.adapters.db import tables as t
+from remit.service_layer import api_keys, idempotency
 
 CUSTOMER = {"name": "Initech", "currency": "EUR", "country": "DE"}
+BODY = json.dumps(CUSTOMER).encode()
 
 
 def _customers(api):
@@ -78,6 +82,97 @@ def test_identical_requests_racing_produce_one_effect(postgres_url):
     assert _customers(api) == 1
     created = {r.json()["id"] for r in results if r.status_code == 201}
     assert len(created) == 1
+    for r in results:
+        assert r.status_code == 201 or r.json()["error"]["code"] == "idempotency_request_in_progress"
+    remit.engine.dispose()
+
+
+def _post_body(api, key):
+    """POST /customers with the body as BODY's bytes (so the test knows the request's fingerprint)."""
+    headers = api.h(**{"Idempotency-Key": key, "Content-Type": "application/json"})
+    return api.client.post("/v1/customers", content=BODY, headers=headers)
+
+
+def _claimed_by_a_killed_request(api, key):
+    """What a request with BODY under ``key`` leaves when its process is killed before it answers: the key
+    claimed, in progress, its response never stored nor the key released."""
+    now = api.remit.clock.now()
+    principal = api_keys.authenticate(api.remit.engine, api.keys["admin"], now)
+    print_ = idempotency.fingerprint("POST", "/v1/customers", "", BODY)
+    assert isinstance(idempotency.claim(api.remit.engine, principal.key_id, key, print_, now), idempotency.Claimed)
+
+
+def test_a_key_a_killed_request_left_in_progress_is_taken_over_once_its_lease_has_passed(api):
+    _claimed_by_a_killed_request(api, "k5")
+    busy = _post_body(api, "k5")
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "idempotency_request_in_progress"
+
+    api.remit.clock.move_to(api.remit.clock.now() + idempotency.LEASE + timedelta(seconds=1))
+    again = _post_body(api, "k5")
+
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+    replayed = _post_body(api, "k5")
+    assert replayed.status_code == 201 and replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json() == again.json() and _customers(api) == 1
+    other = api.post("/customers", {**CUSTOMER, "name": "Hooli"}, **{"Idempotency-Key": "k5"})
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_a_busy_test_clock_answer_is_not_stored_under_the_key(api):
+    """test_clock_busy says "try again later" (with Retry-After): the same request with the same key, sent once
+    the clock is free, advances it (it does not replay the 409)."""
+    clock = api.post("/test_clocks", {"name": "t", "frozen_at": "2026-01-01T00:00:00Z"}, key="test_admin").json()
+    with api.remit.engine.begin() as conn:  # another advance is running
+        conn.execute(
+            update(t.test_clocks)
+            .where(t.test_clocks.c.id == clock["id"])
+            .values(status="advancing", claimed_until=api.remit.clock.now() + timedelta(minutes=1))
+        )
+    path = f"/test_clocks/{clock['id']}/advance"
+    busy = api.post(path, {"to": "2026-02-01T00:00:00Z"}, key="test_admin", **{"Idempotency-Key": "k6"})
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "test_clock_busy"
+    assert busy.headers["retry-after"] == "1"
+    with api.remit.engine.begin() as conn:  # it has finished
+        conn.execute(
+            update(t.test_clocks).where(t.test_clocks.c.id == clock["id"]).values(status="ready", claimed_until=None)
+        )
+
+    again = api.post(path, {"to": "2026-02-01T00:00:00Z"}, key="test_admin", **{"Idempotency-Key": "k6"})
+
+    assert again.status_code == 200 and "idempotent-replayed" not in again.headers
+    assert again.json()["frozen_at"] == "2026-02-01T00:00:00Z" and again.json()["status"] == "ready"
+
+
+@pytest.mark.postgres
+def test_retries_racing_to_take_over_a_lapsed_key_produce_one_effect(postgres_url):
+    from datetime import UTC, datetime
+
+    from remit.adapters.db.engine import make_engine
+    from remit.bootstrap import Remit
+    from remit.domain.clock import FixedClock
+    from tests.e2e.api.conftest import make_api
+
+    remit = Remit(make_engine(postgres_url, pool_size=20), FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
+    with remit.engine.begin() as conn:
+        for table in reversed(t.metadata.sorted_tables):
+            conn.execute(table.delete())
+    api = make_api(remit)
+    _claimed_by_a_killed_request(api, "lapsed")
+    remit.clock.move_to(remit.clock.now() + idempotency.LEASE + timedelta(seconds=1))
+    barrier = threading.Barrier(8)
+    results = []
+
+    def call() -> None:
+        barrier.wait()
+        results.append(_post_body(api, "lapsed"))
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert _customers(api) == 1
+    assert len({r.json()["id"] for r in results if r.status_code == 201}) == 1
     for r in results:
         assert r.status_code == 201 or r.json()["error"]["code"] == "idempotency_request_in_progress"
     remit.engine.dispose()

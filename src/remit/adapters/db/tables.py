@@ -66,6 +66,9 @@ test_clocks = Table(
     Column("frozen_at", UTCDateTime, nullable=False),
     Column("status", String(16), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # While ``advancing``: until when the advancing process holds the clock (it renews this as it goes); past it,
+    # the process is taken for dead and another advance may take the clock over. NULL: held by no one.
+    Column("claimed_until", UTCDateTime),
 )
 
 customers = Table(
@@ -415,6 +418,9 @@ idempotency_keys = Table(
     Column("status_code", Integer),  # None while the first request is still running
     Column("response_body", Text),
     Column("created_at", UTCDateTime, nullable=False),
+    # While the first request runs: until when it holds the key (idempotency.LEASE); past it, the request's
+    # process is taken for dead and a retry may take the key over. Also what tells the holder from a taker.
+    Column("claimed_until", UTCDateTime),
     Index("ix_idempotency_keys_created_at", "created_at"),
 )
 
@@ -700,4 +706,7 @@ usage_watches = Table(
     metadata,
     Column("customer_id", ID, ForeignKey("customers.id"), primary_key=True),
     Column("dirty", Boolean, nullable=False),
+    # Claimed by an evaluation (its mark cleared) until then (usage_watch.LEASE); NULL once evaluated. A claim
+    # whose time has passed belonged to a process that died: the customer is claimable again.
+    Column("claimed_until", UTCDateTime),
 )

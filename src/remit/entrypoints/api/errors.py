@@ -15,6 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from remit.domain.errors import ErrorKind, RemitError
 
 STATUS = {ErrorKind.INVALID: 422, ErrorKind.NOT_FOUND: 404, ErrorKind.CONFLICT: 409, ErrorKind.FORBIDDEN: 403}
+# Errors that say "try again later", not "this request is wrong": answered with Retry-After (seconds), and not
+# stored under the request's Idempotency-Key (the gate releases it), so the same request may be sent again.
+RETRY_LATER = {"test_clock_busy": "1"}
 
 
 class ErrorBody(BaseModel):
@@ -96,7 +99,9 @@ def unstorable_text(exc: BaseException) -> bool:
 def install(app: FastAPI) -> None:
     @app.exception_handler(RemitError)
     async def _remit(request: Request, exc: RemitError) -> JSONResponse:
-        return envelope(STATUS[exc.kind], exc.code, exc.message, exc.field, _request_id(request))
+        retry = RETRY_LATER.get(exc.code)
+        headers = {"Retry-After": retry} if retry else None
+        return envelope(STATUS[exc.kind], exc.code, exc.message, exc.field, _request_id(request), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -221,7 +221,7 @@ class ApiGate:
         print_ = idempotency.fingerprint(scope["method"], scope["path"], scope.get("query_string", b"").decode(), body)
         engine = self.remit.engine
         stored = await in_thread(idempotency.claim, engine, principal.key_id, key, print_, self.remit.clock.now())
-        if stored is not None:
+        if isinstance(stored, idempotency.Stored):
             if stored.fingerprint != print_:
                 await fail(
                     409,
@@ -254,12 +254,14 @@ class ApiGate:
                 await send({"type": "http.response.body", "body": data})
             return
         status = 500
+        retry_later = False
         chunks: list[bytes] = []
 
         async def capture(message: Message) -> None:
-            nonlocal status
+            nonlocal status, retry_later
             if message["type"] == "http.response.start":
                 status = message["status"]
+                retry_later = any(name.lower() == b"retry-after" for name, _ in message.get("headers", []))
                 message = {**message, "headers": [*message.get("headers", []), (b"request-id", request_id.encode())]}
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
@@ -268,11 +270,13 @@ class ApiGate:
         try:
             await self._answer(scope, receive, capture, principal, json_body, fail)
         finally:
-            if status >= 500:
-                await in_thread(idempotency.release, engine, principal.key_id, key)
+            # A failure on our side (5xx) and a "try again later" (an answer with Retry-After: the test clock is
+            # busy) are not stored: the same request with the same key runs again.
+            if status >= 500 or retry_later:
+                await in_thread(idempotency.release, engine, principal.key_id, key, stored)
             else:
                 stored_body = _without_secret(scope["path"], status, b"".join(chunks))
-                await in_thread(idempotency.complete, engine, principal.key_id, key, status, stored_body)
+                await in_thread(idempotency.complete, engine, principal.key_id, key, stored, status, stored_body)
 
     async def _answer(
         self,
