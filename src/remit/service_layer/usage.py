@@ -19,12 +19,27 @@ from decimal import Decimal
 from typing import Any, NamedTuple, TypeGuard
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Connection, Engine, String, any_, bindparam, case, insert, or_, select, type_coerce, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    String,
+    Text,
+    any_,
+    bindparam,
+    case,
+    cast,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters import fastjson
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id, new_ids
+from remit.adapters.db.mappers import load_prices
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import Conflict, RemitError, ValidationError
 from remit.domain.rating.aggregations import Aggregation, Meter, Rounding, UsageEvent, property_text
@@ -62,9 +77,9 @@ def _grace_days() -> int:
     return int(raw)
 
 
-# When a customer's earliest open billing period began (None: no subscription), asked only of events older than
-# the grace period: an event in the open period is never late.
-OpenSince = Callable[[str], "datetime | None"]
+# When the open billing period of a customer's events on a meter began (customer, meter code; None: no subscription
+# bills that meter), asked only of events older than the grace period: an event in the open period is never late.
+OpenSince = Callable[[str, str], "datetime | None"]
 
 
 def create_meter(
@@ -211,11 +226,11 @@ def _reject(result: IngestResult, index: int, txn: object, exc: RemitError) -> N
 
 
 def _occurred_at(
-    raw: object, now: datetime, settings: UsageSettings, open_since: OpenSince | None, customer_id: str
+    raw: object, now: datetime, settings: UsageSettings, open_since: OpenSince | None, customer_id: str, meter: str
 ) -> tuple[datetime, str | None]:
     """The event's time, and its text when PostgreSQL can be given it as it came (``_PLAIN_ISO``). Any time in the
-    customer's open billing period is fine; before it, at most ``grace`` before now (such late events are billed as
-    corrections). Not in the future beyond a small clock skew."""
+    open billing period of the subscription billing the meter is fine; before it, at most ``grace`` before now (such
+    late events are billed as corrections). Not in the future beyond a small clock skew."""
     plain = None
     try:
         if isinstance(raw, str) and ((plain := _PLAIN_ISO.fullmatch(raw)) or _ISO_TIME.fullmatch(raw)):
@@ -233,7 +248,9 @@ def _occurred_at(
         ) from None
     if at > now + FUTURE_SKEW:
         raise ValidationError("timestamp_in_future", "The event is dated in the future.", "timestamp")
-    if at < now - settings.grace and (open_since is None or (since := open_since(customer_id)) is None or at < since):
+    if at < now - settings.grace and (
+        open_since is None or (since := open_since(customer_id, meter)) is None or at < since
+    ):
         raise ValidationError(
             "event_too_old", f"Events may arrive at most {settings.grace.days} days late.", "timestamp"
         )
@@ -356,7 +373,7 @@ def check_event(
         raise ValidationError("invalid_properties", "properties are too large.", "properties")
     stamp = raw.get("timestamp")
     at, as_sent = _occurred_at(
-        stamp, now_of.get(customer_id, now) if now_of else now, settings, open_since, customer_id
+        stamp, now_of.get(customer_id, now) if now_of else now, settings, open_since, customer_id, meter.code
     )
     event = UsageEvent(at, props, txn)
     number = meter.checked_value(event)
@@ -778,12 +795,16 @@ def needs_review() -> Any:
 class OpenPeriods:
     """``OpenSince`` for a batch: on the first question, one query for every customer of the batch.
 
-    A customer's periods are open from the start of the earliest period that the bill run has not billed, of a
-    subscription it still bills (live, or ended with periods left to bill): the period holding the day the last
-    successful run billed it through (``billed_through_on``, which only that moves, and only forward), or its
-    start if no run has. Usually that is the current period; it is an earlier one when a run could not bill the
-    customer (``bill_run_failures``) or none ran since the period ended, so that its usage can still be sent, or
-    canceled, before it is invoiced."""
+    The periods of a customer's events on a meter are open from the start of the earliest period that the bill run
+    has not billed, of the subscriptions that bill that meter: those the run still bills (live, or ended with
+    periods left to bill) whose timeline carries a usage price on the meter (the items they started with, a phase,
+    a change, scheduled or past: as ``subscriptions._check_meters_free`` finds them). For each, the period holding
+    the day the last successful run billed it through (``billed_through_on``, which only that moves, and only
+    forward), or its start if no run has. Usually that is the current period; it is an earlier one when a run could
+    not bill the customer (``bill_run_failures``) or none ran since the period ended, so that its usage can still
+    be sent, or canceled, before it is invoiced. Another subscription's open period (a yearly one beside a monthly
+    one) does not reopen the meter's: its invoiced periods take late events only within the grace period, as do
+    those of a meter no such subscription bills (None)."""
 
     def __init__(
         self,
@@ -793,35 +814,67 @@ class OpenPeriods:
         now: datetime,
     ) -> None:
         self.conn, self.customers, self.now_of, self.now = conn, customers, now_of, now
-        self.since: dict[str, datetime] | None = None
+        self.since: dict[tuple[str, str], datetime] | None = None
+        self.earliest_of: dict[str, datetime] = {}
 
-    def __call__(self, customer_id: str) -> datetime | None:
+    def __call__(self, customer_id: str, meter: str) -> datetime | None:
         if self.since is None:
-            self.since = self._load()
-        return self.since.get(customer_id)
+            self._load()
+            assert self.since is not None
+        return self.since.get((customer_id, meter))
 
-    def _load(self) -> dict[str, datetime]:
-        s = t.subscriptions.c
-        out: dict[str, datetime] = {}
+    def earliest(self, customer_id: str) -> datetime | None:
+        """When the customer's earliest open period, on any meter, began (None: no subscription bills a meter)."""
+        if self.since is None:
+            self._load()
+        return self.earliest_of.get(customer_id)
+
+    def _load(self) -> None:
+        s, e = t.subscriptions.c, t.subscription_events.c
+        subs: dict[str, tuple[str, datetime]] = {}  # subscription -> (customer, when its open period began)
+        price_ids: dict[str, set[str]] = {}  # subscription -> every price its timeline carries
         ids = sorted(self.customers)
         for start in range(0, len(ids), 10_000):
             rows = self.conn.execute(
                 select(
-                    s.customer_id, s.anchor_on, s.interval_unit, s.interval_count, s.started_on, s.billed_through_on
-                ).where(
+                    s.id,
+                    s.customer_id,
+                    s.anchor_on,
+                    s.interval_unit,
+                    s.interval_count,
+                    s.started_on,
+                    s.billed_through_on,
+                    cast(e["items"], Text),  # parsed by orjson: only the price ids are wanted
+                )
+                .join(t.subscription_events, e.subscription_id == s.id)
+                .where(
                     s.customer_id.in_(ids[start : start + 10_000]),
                     needs_review(),  # as the bill run picks them: live, or ended with periods left to review
+                    e.revoked_at.is_(None),  # a scheduled change released never bills
                 )
             ).all()
-            for customer_id, anchor_on, unit, count, started_on, billed_on in rows:
+            for sub_id, customer_id, anchor_on, unit, count, started_on, billed_on, items in rows:
+                price_ids.setdefault(sub_id, set()).update(item["price_id"] for item in fastjson.loads(items))
+                if sub_id in subs:
+                    continue
                 tz = self.customers[customer_id]["timezone"]
                 today = local_date(self.now_of.get(customer_id, self.now), tz)
                 billed_to = started_on if billed_on is None else max(started_on, billed_on)
                 period = period_containing(anchor_on, Interval.parse(unit, count), min(today, billed_to))
-                since = local_midnight(max(period.start_on, started_on), tz)
-                if customer_id not in out or since < out[customer_id]:
-                    out[customer_id] = since
-        return out
+                subs[sub_id] = (customer_id, local_midnight(max(period.start_on, started_on), tz))
+        prices = load_prices(self.conn, set().union(*price_ids.values()))  # kept once read: prices never change
+        since: dict[tuple[str, str], datetime] = {}
+        for sub_id, (customer_id, began) in subs.items():
+            for price_id in price_ids[sub_id]:
+                price = prices.get(price_id)
+                if price is None or price.usage is None or price.usage.meter is None:
+                    continue
+                key = (customer_id, price.usage.meter)
+                if key not in since or began < since[key]:
+                    since[key] = began
+                if customer_id not in self.earliest_of or began < self.earliest_of[customer_id]:
+                    self.earliest_of[customer_id] = began
+        self.since = since
 
 
 _REOPEN = (

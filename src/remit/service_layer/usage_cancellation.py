@@ -8,10 +8,11 @@ answers ``duplicate``, so a retry of the original request can never bring the ev
 needs a new transaction id.
 
 An event can be canceled while its period can still be corrected: the rule that admits a late event (in the
-customer's open billing period, or at most the grace period old). When it was dated before the customer's
-today, the subscriptions' review mark moves back to its day, exactly as for a late event, so the next bill run
-re-rates that period and the diff credits the difference as a ``usage_correction`` line on the next invoice.
-Nothing issued is edited. Canceling the same event again answers ``already_canceled`` and changes nothing.
+open billing period of the subscription billing its meter, or at most the grace period old). When it was dated
+before the customer's today, the subscriptions' review mark moves back to its day, exactly as for a late event, so
+the next bill run re-rates that period and the diff credits the difference as a ``usage_correction`` line on the
+next invoice. Nothing issued is edited. Canceling the same event again answers ``already_canceled`` and changes
+nothing.
 
 Each request is one transaction under the customers' locks (the bill run takes the same locks, so a
 cancellation waits for a batch being billed and then reopens its period), and records one
@@ -148,9 +149,11 @@ def cancel_events(
     done = _already_canceled(uow, by_customer)
     found: dict[tuple[str, str], _Found] = {}
     for customer_id, txns in sorted(by_customer.items()):
-        customer_now = now_of.get(customer_id, now)
-        since = open_since(customer_id)
-        earliest = customer_now - settings.grace if since is None else min(customer_now - settings.grace, since)
+        late = now_of.get(customer_id, now) - settings.grace
+        # Found from the earliest time any of the customer's meters is open (the index's range), then held to the
+        # open period of the event's own meter.
+        since = open_since.earliest(customer_id)
+        earliest = late if since is None else min(late, since)
         pending = [x for x in txns if (customer_id, x) not in done]
         for part in _chunks(pending):
             rows = conn.execute(
@@ -159,6 +162,10 @@ def cancel_events(
                 )
             ).all()
             for txn, event_id, meter_code, occurred_at in rows:
+                if occurred_at < late and (
+                    (open_on := open_since(customer_id, meter_code)) is None or occurred_at < open_on
+                ):
+                    continue  # before its meter's open period: too late (the key exists)
                 found[customer_id, txn] = _Found(event_id, meter_code, occurred_at)
     missing = [k for k in wanted if k not in done and k not in found]
     exists = _keys_taken(uow, missing)
@@ -169,7 +176,7 @@ def cancel_events(
         if key in exists:
             error = ValidationError(
                 "too_late_to_cancel",
-                f"The event is dated before the customer's open billing period and more than "
+                f"The event is dated before its meter's open billing period and more than "
                 f"{settings.grace.days} days ago: its period can no longer be corrected.",
                 "transaction_id",
             )

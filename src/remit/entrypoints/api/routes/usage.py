@@ -177,7 +177,7 @@ def _ingest_batch(events: list[Any], ctx: Ctx) -> usage.IngestResult:
 def cancel_events(body: UsageCancelIn, ctx: Write) -> Any:
     """Cancel usage events sent by mistake, each named by its customer and transaction id. A canceled event stops
     counting; if its period was already billed, the next invoice corrects it. Possible while the period can still
-    be corrected (the customer's open billing period, or the grace period for late events). Canceling an event
+    be corrected (its meter's open billing period, or the grace period for late events). Canceling an event
     again answers `already_canceled`; each event is answered on its own, and the others are canceled even when
     some are refused."""
     with ctx.uow() as uow:
