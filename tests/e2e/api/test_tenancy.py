@@ -133,3 +133,39 @@ def test_usage_events_name_by_external_id_the_customer_the_key_sees(api):
     assert [r["error"]["code"] for r in canceled.json()["rejected"]] == ["ambiguous_external_customer_id"]
     for who in ("de", "us"):
         assert len(api.get("/usage_events", customer_id=ids[who]).json()["data"]) == 1
+
+
+# --- the shared catalog: what live billing uses changes only with a live key of every legal entity ------------------
+
+
+def test_a_test_or_entity_limited_key_cannot_change_what_live_customers_are_billed_by(api):
+    api.key("test_write", ["write"], livemode=False)
+    api.key("de_write", ["write"], api.entity)
+    assert api.post("/meters", {"code": "calls", "name": "Calls", "aggregation": "count"}).status_code == 201
+    api.post("/plans", PLAN)
+    changes = [
+        ("/meters/calls/deactivate", None),
+        ("/meters/calls/reactivate", None),
+        ("/meters/calls", {"name": "Renamed"}),
+        ("/plans/pro/versions", {"prices": PLAN["prices"]}),
+    ]
+    for key, code in (
+        ("test_write", "test_mode_key"),
+        ("test_admin", "test_mode_key"),
+        ("de_write", "entity_scoped_key"),
+    ):
+        for path, body in changes:
+            resp = api.post(path, body, key=key)
+            assert resp.status_code == 403, (key, path, resp.json())
+            assert resp.json()["error"]["code"] == code, (key, path)
+    assert api.get("/meters/calls").json()["active"] is True
+    assert api.get("/meters/calls").json()["name"] == "Calls"
+    assert len(api.get("/plans/pro").json()["versions"]) == 1
+    cus = api.post("/customers", {"name": "Live", "currency": "EUR", "country": "DE"}).json()["id"]
+    event = {"customer_id": cus, "code": "calls", "transaction_id": "t1", "timestamp": "2025-12-31T23:00:00Z"}
+    assert api.post("/events", event).json()["status"] == "accepted"
+    # New catalog objects stay open to every write key (they change nothing live customers use).
+    assert api.post("/meters", {"code": "t", "name": "T", "aggregation": "count"}, key="test_write").status_code == 201
+    # A live key of every entity changes it.
+    for path, body in changes:
+        assert api.post(path, body, key="write").status_code in (200, 201), path
