@@ -110,3 +110,19 @@ def test_0022_and_0023_keep_every_row_and_give_clocks_their_customers_entity(app
         accounts.create_customer(
             uow, "L", currency_code="EUR", country="DE", external_id="acme", legal_entity_id=entity
         )
+
+
+def test_two_customers_racing_for_one_external_id_get_external_id_taken_not_a_crash(app, monkeypatch):
+    """Both may pass the check before either inserts (PostgreSQL reads committed rows): the unique index refuses
+    the second, which answers like the check does."""
+    entity = b.seller(app)
+    b.customer(app, None, external_id="acme")
+    monkeypatch.setattr(accounts, "_external_id_taken", lambda *a, **k: False)  # the check passed, then the other won
+    with pytest.raises(Exception) as exc, app.uow() as uow:
+        accounts.create_customer(
+            uow, "C", currency_code="EUR", country="DE", external_id="acme", legal_entity_id=entity
+        )
+    assert getattr(exc.value, "code", None) == "external_id_taken"
+    assert exc.value.field == "external_id"
+    with app.engine.connect() as conn:
+        assert len(conn.execute(select(t.customers.c.id)).all()) == 1

@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -228,7 +229,16 @@ def create_customer_row(
     }
     row: Mapping[Any, Any] | None
     if checked_first:
-        row = uow.conn.execute(_INSERT_CUSTOMER, values).mappings().one()
+        try:
+            row = uow.conn.execute(_INSERT_CUSTOMER, values).mappings().one()
+        except IntegrityError as exc:
+            # Another request took the external id between the check and this insert (PostgreSQL reads committed
+            # rows): the unique index refused it; the transaction is rolled back whole, as for the check.
+            if external_id and "external_id" in str(exc.orig):
+                raise Conflict(
+                    "external_id_taken", f"A customer with external id {external_id!r} exists.", "external_id"
+                ) from None
+            raise
     elif entity:
         row = uow.conn.execute(_INSERT_CUSTOMER_OF_ENTITY, values).mappings().first()
         if row is None:
