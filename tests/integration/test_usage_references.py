@@ -167,10 +167,11 @@ def test_text_no_database_holds_is_refused_event_by_event(app):
 
 
 def test_a_batch_looks_up_only_its_own_references(app, monkeypatch):
-    """The per-engine cache of external ids may hold many; a batch gets only the ones it names."""
-    _setup(app)
+    """The per-engine cache of subscriptions may hold many; a batch gets only the ones it names (external ids are
+    looked up each time: another legal entity or mode may take one at any time)."""
+    _, sub, _, _ = _setup(app)
     with app.engine.connect() as conn:
-        usage.References(conn, [_event("first", external_customer_id="acme-42")])  # the cache, filled
-        monkeypatch.setitem(usage._EXTERNAL_IDS[app.engine], "someone-else", "cus_x")
-        refs = usage.References(conn, [_event("a", external_customer_id="acme-42")])
-    assert set(refs.by_external) == {"acme-42"} and len(refs.customer_ids()) == 1
+        usage.References(conn, [_event("first", subscription_id=sub)])  # the cache, filled
+        monkeypatch.setitem(usage._SUBSCRIPTION_OWNERS[app.engine], "sub_someone_else", "cus_x")
+        refs = usage.References(conn, [_event("a", subscription_id=sub, external_customer_id="acme-42")])
+    assert set(refs.by_external) == {"acme-42"} and set(refs.owner) == {sub} and len(refs.customer_ids()) == 1

@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import bindparam, func, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
@@ -118,6 +119,16 @@ def _check_entity(uow: UnitOfWork, entity_id: str) -> None:
         raise NotFound("legal_entity", entity_id, "legal_entity_id")
 
 
+def _external_id_taken(uow: UnitOfWork, external_id: str, entity: str | None, *, live: bool) -> bool:
+    """Whether another customer of the legal entity, in the same mode (live, or test: on a test clock), has the
+    external id: it is unique there only, so that another entity's or mode's customers are neither revealed nor
+    blocked (a test customer cannot take a live customer's id)."""
+    c = t.customers.c
+    mode = c.test_clock_id.is_(None) if live else c.test_clock_id.is_not(None)
+    found = select(c.id).where(c.external_id == external_id, c.legal_entity_id == entity, mode)
+    return uow.conn.execute(found).first() is not None
+
+
 def create_customer(
     uow: UnitOfWork,
     name: str,
@@ -186,15 +197,19 @@ def create_customer_row(
             _check_entity(uow, entity)
         else:
             entity = default_entity(uow)
-    if (
-        test_clock_id is not None
-        and uow.conn.execute(select(t.test_clocks.c.id).where(t.test_clocks.c.id == test_clock_id)).first() is None
-    ):
-        raise NotFound("test_clock", test_clock_id, "test_clock_id")
-    if (
-        external_id
-        and uow.conn.execute(select(t.customers.c.id).where(t.customers.c.external_id == external_id)).first()
-    ):
+    if test_clock_id is not None:
+        clock = uow.conn.execute(
+            select(t.test_clocks.c.legal_entity_id).where(t.test_clocks.c.id == test_clock_id)
+        ).first()
+        if clock is None:
+            raise NotFound("test_clock", test_clock_id, "test_clock_id")
+        if clock.legal_entity_id is not None and clock.legal_entity_id != entity:
+            raise ValidationError(
+                "test_clock_other_entity",
+                f"Test clock {test_clock_id!r} holds customers of legal entity {clock.legal_entity_id!r} only.",
+                "test_clock_id",
+            )
+    if external_id and _external_id_taken(uow, external_id, entity, live=test_clock_id is None):
         raise Conflict("external_id_taken", f"A customer with external id {external_id!r} exists.", "external_id")
     customer_id = new_id("cus")
     values = {
@@ -214,7 +229,16 @@ def create_customer_row(
     }
     row: Mapping[Any, Any] | None
     if checked_first:
-        row = uow.conn.execute(_INSERT_CUSTOMER, values).mappings().one()
+        try:
+            row = uow.conn.execute(_INSERT_CUSTOMER, values).mappings().one()
+        except IntegrityError as exc:
+            # Another request took the external id between the check and this insert (PostgreSQL reads committed
+            # rows): the unique index refused it; the transaction is rolled back whole, as for the check.
+            if external_id and "external_id" in str(exc.orig):
+                raise Conflict(
+                    "external_id_taken", f"A customer with external id {external_id!r} exists.", "external_id"
+                ) from None
+            raise
     elif entity:
         row = uow.conn.execute(_INSERT_CUSTOMER_OF_ENTITY, values).mappings().first()
         if row is None:
@@ -242,11 +266,24 @@ def get_customer(uow: UnitOfWork, customer_id: str) -> dict[str, Any]:
     return {**dict(row), "balance_minor": int(balance)}
 
 
-def create_test_clock(uow: UnitOfWork, name: str, frozen_at: datetime) -> str:
+def create_test_clock(uow: UnitOfWork, name: str, frozen_at: datetime, legal_entity_id: str | None = None) -> str:
+    """A test clock; with ``legal_entity_id``, it holds only that entity's customers and that entity's keys see it
+    (without, any entity's customers, and only keys of every entity see it)."""
+    if legal_entity_id is not None:
+        _check_entity(uow, legal_entity_id)
     clock_id = new_id("clock")
     uow.insert_many(
         t.test_clocks,
-        [{"id": clock_id, "name": name, "frozen_at": ensure_utc(frozen_at), "status": "ready", "created_at": uow.now}],
+        [
+            {
+                "id": clock_id,
+                "name": name,
+                "frozen_at": ensure_utc(frozen_at),
+                "status": "ready",
+                "created_at": uow.now,
+                "legal_entity_id": legal_entity_id,
+            }
+        ],
     )
     return clock_id
 

@@ -58,10 +58,14 @@ class Visibility:
             raise NotFound(what, object_id, field)
 
     def check_clock(self, uow: UnitOfWork, clock_id: str, field: str = "test_clock_id") -> None:
-        if (
-            self.livemode is True
-            or uow.conn.execute(select(t.test_clocks.c.id).where(t.test_clocks.c.id == clock_id)).first() is None
-        ):
+        """A test clock in view: a test key's (or the CLI's), and, for a key limited to one legal entity, a clock
+        of that entity (a clock of no entity may hold any entity's customers)."""
+        clock = (
+            None
+            if self.livemode is True
+            else uow.conn.execute(select(t.test_clocks.c.legal_entity_id).where(t.test_clocks.c.id == clock_id)).first()
+        )
+        if clock is None or self.legal_entity_id not in (None, clock.legal_entity_id):
             raise NotFound("test_clock", clock_id, field)
 
 

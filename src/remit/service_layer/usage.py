@@ -596,9 +596,10 @@ def customers_seen(uow: UnitOfWork, wanted: set[str], vis: Visibility) -> dict[s
     return {c: row for c in wanted if (row := known.get(c)) is not None and vis.sees_customer(row)}
 
 
-# What an external id or a subscription id names never changes (customers are never updated; a subscription never
-# changes customer), so what was found is kept per engine; what was not found is looked up again next time.
-_EXTERNAL_IDS: WeakKeyDictionary[Engine, dict[str, str]] = WeakKeyDictionary()
+# What a subscription id names never changes (a subscription never changes customer), so what was found is kept per
+# engine; what was not found is looked up again next time. External ids are not kept: one is unique only within a
+# legal entity and a mode, and a customer of another entity or mode may take it at any time (in any process), which
+# must make it ambiguous at once to a key that sees both.
 _SUBSCRIPTION_OWNERS: WeakKeyDictionary[Engine, dict[str, str]] = WeakKeyDictionary()
 _REFERENCE_CACHE_SIZE = 200_000
 
@@ -617,6 +618,18 @@ def _owners(
             part = missing[start : start + 10_000]
             known.update((k, c) for k, c in conn.execute(select(column, owner).where(column.in_(part))).all())
     return {k: known[k] for k in keys if k in known}  # only the batch's: the cache may hold 200,000
+
+
+def _external_owners(conn: Connection, keys: set[str]) -> dict[str, tuple[str, ...]]:
+    """The customers of each external id (several when legal entities or modes share it)."""
+    cus = t.customers.c
+    found: dict[str, list[str]] = {}
+    wanted = sorted(keys)
+    for start in range(0, len(wanted), 10_000):
+        part = wanted[start : start + 10_000]
+        for external, customer_id in conn.execute(select(cus.external_id, cus.id).where(cus.external_id.in_(part))):
+            found.setdefault(external, []).append(customer_id)
+    return {k: tuple(v) for k, v in found.items()}
 
 
 def plain_text(value: object, longest: int) -> TypeGuard[str]:
@@ -644,8 +657,7 @@ class References:
                     externals.add(external)
                 if sub is not None and plain_text(sub, 40):
                     subscriptions.add(sub)
-        cus = t.customers.c
-        self.by_external = _owners(conn, _EXTERNAL_IDS, externals, cus.external_id, cus.id) if externals else {}
+        self.by_external = _external_owners(conn, externals) if externals else {}
         subs = t.subscriptions.c
         self.owner = (
             _owners(conn, _SUBSCRIPTION_OWNERS, subscriptions, subs.id, subs.customer_id) if subscriptions else {}
@@ -653,7 +665,7 @@ class References:
 
     def customer_ids(self) -> set[str]:
         """Every customer the batch's external ids and subscriptions name."""
-        return set(self.by_external.values()) | set(self.owner.values())
+        return {c for owners in self.by_external.values() for c in owners} | set(self.owner.values())
 
     def resolve(self, raw: dict[str, Any], customers: Container[str]) -> dict[str, Any]:
         """The event with its ``customer_id``, found from its references (``customers``: those the caller may
@@ -678,12 +690,21 @@ class References:
                     "Name the customer by customer_id or by external_customer_id, not both.",
                     "external_customer_id",
                 )
-            found = self.by_external.get(external) if plain_text(external, 200) else None
-            if found is None or found not in customers:
+            # Unique within a legal entity and a mode: a key of one entity and one mode finds one at most.
+            found = self.by_external.get(external, ()) if plain_text(external, 200) else ()
+            seen = [c for c in found if c in customers]
+            if not seen:
                 raise ValidationError(
                     "unknown_customer", f"No customer with external id {external!r}.", "external_customer_id"
                 )
-            customer_id = found
+            if len(seen) > 1:
+                raise ValidationError(
+                    "ambiguous_external_customer_id",
+                    f"Customers of several legal entities or modes have external id {external!r}: name the "
+                    "customer by customer_id (or send with a key limited to its legal entity).",
+                    "external_customer_id",
+                )
+            customer_id = seen[0]
         if sub is not None:
             if not plain_text(sub, 40):
                 raise ValidationError("invalid_subscription_id", "subscription_id is an id.", "subscription_id")

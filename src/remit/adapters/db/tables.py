@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 
 from remit.adapters.db.types import ExactDecimal, UTCDateTime
@@ -69,6 +70,9 @@ test_clocks = Table(
     # While ``advancing``: until when the advancing process holds the clock (it renews this as it goes); past it,
     # the process is taken for dead and another advance may take the clock over. NULL: held by no one.
     Column("claimed_until", UTCDateTime),
+    # The legal entity whose customers it holds and whose keys see it; NULL: any entity's, seen only by keys of
+    # every entity (migration 0023).
+    Column("legal_entity_id", ID, ForeignKey("legal_entities.id")),
 )
 
 customers = Table(
@@ -76,7 +80,7 @@ customers = Table(
     metadata,
     Column("id", ID, primary_key=True),
     Column("legal_entity_id", ID, ForeignKey("legal_entities.id"), nullable=False, index=True),
-    Column("external_id", String(200), unique=True),
+    Column("external_id", String(200), index=True),
     Column("name", String(200), nullable=False),
     Column("email", String(320)),
     Column("currency", String(3), nullable=False),
@@ -90,6 +94,24 @@ customers = Table(
     # The bill run walks one clock's customers (or the real ones: NULL) in id order, batch after batch: this
     # index gives them in that order from any starting id, so a batch costs the same at any number of customers.
     Index("ix_customers_test_clock_id_id", "test_clock_id", "id"),
+    # An external id is unique within a legal entity and a mode (live, or test: on a test clock), so one entity's
+    # or mode's ids neither collide with nor reveal another's (migration 0022).
+    Index(
+        "ux_customers_live_external_id",
+        "legal_entity_id",
+        "external_id",
+        unique=True,
+        sqlite_where=text("test_clock_id IS NULL"),
+        postgresql_where=text("test_clock_id IS NULL"),
+    ),
+    Index(
+        "ux_customers_test_external_id",
+        "legal_entity_id",
+        "external_id",
+        unique=True,
+        sqlite_where=text("test_clock_id IS NOT NULL"),
+        postgresql_where=text("test_clock_id IS NOT NULL"),
+    ),
 )
 
 products = Table(

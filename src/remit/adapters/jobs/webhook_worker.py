@@ -1,6 +1,7 @@
 """The webhook worker: fan out new events, deliver what is due, sleep a little when there is nothing to do.
 Each round also evaluates usage alerts and thresholds of real customers that received usage (``usage_monitor``);
-on start and then daily it creates the coming months' partitions of usage_events (PostgreSQL; ``partitions``).
+on start and then daily it creates the coming months' partitions of usage_events (PostgreSQL; ``partitions``); on
+start and then every ``PURGE_S`` it deletes idempotency keys past their 24 hours (``idempotency_purge``).
 
 `remit worker` runs this loop on PostgreSQL (start as many as you like, on any machines); on SQLite `remit serve`
 runs it in a thread of the server process (SQLite has one writer, so one worker is all it needs).
@@ -17,6 +18,7 @@ import httpx
 from remit.adapters.db import partitions
 from remit.bootstrap import Remit
 from remit.service_layer import usage_monitor, webhooks
+from remit.service_layer.idempotency_purge import purge_expired
 
 log = logging.getLogger("remit.webhooks")
 
@@ -55,6 +57,20 @@ def _upkeep(remit: Remit) -> bool:
     return True
 
 
+PURGE_S = 600.0  # expired idempotency keys: deleted within 10 minutes of their 24 hours
+
+
+def _purge(remit: Remit) -> None:
+    """Idempotency keys past their retention; a failure is logged and tried again next time."""
+    try:
+        purged = purge_expired(remit.engine, remit.clock.now())
+    except Exception:
+        log.exception("purging expired idempotency keys failed; retrying in %.0f s", PURGE_S)
+        return
+    if purged:
+        log.info("purged %d expired idempotency keys", purged)
+
+
 def run_worker(
     remit: Remit,
     stop_event: threading.Event,
@@ -63,11 +79,14 @@ def run_worker(
 ) -> None:
     """Loop until ``stop_event`` is set. A failing round (database restarting...) is logged and retried."""
     client = http_client or httpx.Client(follow_redirects=False)
-    upkeep_due = time.monotonic()
+    upkeep_due = purge_due = time.monotonic()
     try:
         while not stop_event.is_set():
             if time.monotonic() >= upkeep_due:
                 upkeep_due = time.monotonic() + (UPKEEP_S if _upkeep(remit) else UPKEEP_RETRY_S)
+            if time.monotonic() >= purge_due:
+                _purge(remit)
+                purge_due = time.monotonic() + PURGE_S
             try:
                 busy = tick(remit, client)
             except Exception:  # keep delivering: claims that were in flight come back when their lease ends

@@ -37,6 +37,12 @@ class Ctx:
         if not self.principal.livemode:
             raise Forbidden("test_mode_key", f"{what} needs a live-mode key.", None)
 
+    def require_catalog_owner(self, what: str) -> None:
+        """The catalog is shared by every legal entity and both modes: changing what exists in it (not adding to
+        it) changes what live customers are billed by, so it needs a live key of every legal entity."""
+        self.require_live(what)
+        self.require_unscoped(what)
+
     def require_test(self, what: str) -> None:
         if self.principal.livemode:
             raise Forbidden("live_mode_key", f"{what} needs a test-mode key.", None)

@@ -606,6 +606,12 @@ class BillRunFailurePublic(Output):
 class TestClockCreate(Input):
     name: Name
     frozen_at: datetime
+    legal_entity_id: str | None = Field(
+        default=None,
+        max_length=40,
+        description="The legal entity whose customers it holds (default: the key's, if it is limited to one; "
+        "none: any entity's customers, and only keys of every entity see it).",
+    )
 
 
 class TestClockAdvance(Input):
@@ -619,6 +625,7 @@ class TestClockPublic(Output):
     frozen_at: datetime
     status: str
     created_at: datetime
+    legal_entity_id: str | None
 
 
 class EventPublic(Output):

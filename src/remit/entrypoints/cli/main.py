@@ -681,13 +681,18 @@ def cn_list(limit: Limit = 20, every: All = False, after: After = None, as_json:
 @clock_app.command("create")
 @handle_errors
 def clock_create(
-    name: Annotated[str, typer.Option()], at: Annotated[str, typer.Option(help="ISO 8601 time")], as_json: Json = False
+    name: Annotated[str, typer.Option()],
+    at: Annotated[str, typer.Option(help="ISO 8601 time")],
+    legal_entity: Annotated[
+        str | None, typer.Option("--legal-entity", help="It holds only this entity's customers.")
+    ] = None,
+    as_json: Json = False,
 ) -> None:
     remit = _app()
     frozen = _time(at, "at")
     assert frozen is not None
     with remit.uow() as uow:
-        cid = accounts.create_test_clock(uow, name, frozen)
+        cid = accounts.create_test_clock(uow, name, frozen, legal_entity)
     show({"id": cid, "frozen_at": frozen}, as_json, "Test clock created")
 
 
@@ -731,7 +736,7 @@ def clock_list(as_json: Json = False) -> None:
         rows = [
             dict(r) for r in uow.conn.execute(select(t.test_clocks).order_by(t.test_clocks.c.created_at)).mappings()
         ]
-    show(rows, as_json, "Test clocks", ["id", "name", "frozen_at", "status"])
+    show(rows, as_json, "Test clocks", ["id", "name", "frozen_at", "status", "legal_entity_id"])
 
 
 events_app = typer.Typer(help="Domain events (the outbox), and usage events: import and cancel.", no_args_is_help=True)

@@ -150,8 +150,11 @@ def create_api_key(body: ApiKeyCreate, ctx: Admin) -> Any:
 @router.post("/test_clocks", response_model=TestClockPublic, status_code=201, tags=["test clocks"])
 def create_test_clock(body: TestClockCreate, ctx: Write) -> Any:
     ctx.require_test("Creating a test clock")
+    entity = body.legal_entity_id or ctx.principal.legal_entity_id
+    if ctx.principal.legal_entity_id and entity != ctx.principal.legal_entity_id:
+        raise NotFound("legal_entity", entity, "legal_entity_id")
     with ctx.uow() as uow:
-        return accounts.get_test_clock(uow, accounts.create_test_clock(uow, body.name, body.frozen_at))
+        return accounts.get_test_clock(uow, accounts.create_test_clock(uow, body.name, body.frozen_at, entity))
 
 
 @router.get("/test_clocks/{clock_id}", response_model=TestClockPublic, tags=["test clocks"])

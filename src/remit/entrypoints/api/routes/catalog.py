@@ -1,6 +1,7 @@
 """Plans and their versions, standalone prices, per-customer overrides, coupons and promotion codes.
 
-The catalog is shared by every legal entity: any key may read it, write keys may add to it.
+The catalog is shared by every legal entity and both modes: any key may read it, write keys may add to it; changing
+what exists (a plan's new version, which new subscriptions take) needs a live key of every legal entity.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def get_plan(code: str, ctx: Read) -> Any:
 @router.post("/plans/{code}/versions", response_model=PlanPublic, status_code=201, tags=["catalog"])
 def publish_version(code: str, body: PlanVersionCreate, ctx: Write) -> Any:
     """A new version of the plan; existing subscribers keep theirs until migrated."""
+    ctx.require_catalog_owner("Publishing a plan version")
     with ctx.uow() as uow:
         catalog.publish_plan_version(uow, code, [p.as_spec() for p in body.prices])
         return _plan(uow, code)

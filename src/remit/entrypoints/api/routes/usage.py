@@ -76,6 +76,7 @@ def get_meter(code: str, ctx: Read) -> Any:
 @router.post("/meters/{code}", response_model=MeterPublic)
 def update_meter(code: str, body: MeterUpdate, ctx: Write) -> Any:
     """Rename a meter. What it measures never changes: create another meter to measure differently."""
+    ctx.require_catalog_owner("Renaming a meter")
     with ctx.uow() as uow:
         return _meter(meters.rename_meter(uow, code, body.name))
 
@@ -83,12 +84,14 @@ def update_meter(code: str, body: MeterUpdate, ctx: Write) -> Any:
 @router.post("/meters/{code}/deactivate", response_model=MeterPublic)
 def deactivate_meter(code: str, ctx: Write) -> Any:
     """Refuse the meter's new events (`meter_deactivated`) and new prices; the events it has are still billed."""
+    ctx.require_catalog_owner("Deactivating a meter")
     with ctx.uow() as uow:
         return _meter(meters.deactivate_meter(uow, code))
 
 
 @router.post("/meters/{code}/reactivate", response_model=MeterPublic)
 def reactivate_meter(code: str, ctx: Write) -> Any:
+    ctx.require_catalog_owner("Reactivating a meter")
     with ctx.uow() as uow:
         return _meter(meters.reactivate_meter(uow, code))
 
