@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from remit.adapters.db.tables import metadata
 from remit.domain.errors import RemitError
-from remit.service_layer import accounts, catalog, clocks, subscriptions
+from remit.service_layer import accounts, catalog, clocks, credit_notes, subscriptions
 from tests import builders as b
 
 
@@ -46,6 +46,52 @@ CASES = [
         "quantity",
     ),
     ("float quantity", lambda u, w: subscriptions.change_quantity(u, w["sub"], 1.5), "float_not_allowed", "quantity"),
+    # Numbers out of range: 1e999999999 once overflowed (a traceback), or was written out in full (a string of a
+    # billion digits: minutes, then "string or blob too big"); 1e-999999999 was taken as a quantity or a percent.
+    (
+        "huge quantity",
+        lambda u, w: subscriptions.change_quantity(u, w["sub"], "1e999999999"),
+        "invalid_number",
+        "quantity",
+    ),
+    (
+        "quantity of 16 digits",
+        lambda u, w: subscriptions.create_subscription(u, w["customer"], "basic", quantity=10**15),
+        "invalid_number",
+        "quantity",
+    ),
+    (
+        "tiny quantity",
+        lambda u, w: subscriptions.change_quantity(u, w["sub"], "1e-999999999"),
+        "too_many_decimals",
+        "quantity",
+    ),
+    (
+        "huge quantity of a phase",
+        lambda u, w: subscriptions.create_subscription(
+            u, w["customer"], "basic", phases=[{"on": b.utc(2026, 6, 1).date(), "plan": "pro", "quantity": "1e20"}]
+        ),
+        "invalid_number",
+        "phases[0].quantity",
+    ),
+    (
+        "huge quantity of a one-off charge",
+        lambda u, w: credit_notes.add_one_off(u, w["customer"], description="Set-up", unit_amount="1", quantity="1e99"),
+        "invalid_number",
+        "quantity",
+    ),
+    (
+        "huge percent off",
+        lambda u, w: catalog.create_coupon(u, "BIG", "big", percent_off="1e999999999"),
+        "invalid_number",
+        "percent_off",
+    ),
+    (
+        "tiny percent off",
+        lambda u, w: catalog.create_coupon(u, "TINY", "tiny", percent_off="1e-999999999"),
+        "too_many_decimals",
+        "percent_off",
+    ),
     (
         "unknown currency",
         lambda u, w: accounts.create_customer(u, "X", currency_code="ABC", country="DE"),

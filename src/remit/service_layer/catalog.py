@@ -22,7 +22,7 @@ from remit.domain.catalog.model import (
     validate_price_shape,
 )
 from remit.domain.errors import Conflict, NotFound, ValidationError
-from remit.domain.money import Money, currency, to_decimal
+from remit.domain.money import RATE_MAX_DECIMALS, Money, bounded, currency, decimals, parse_rate
 from remit.domain.rating.charge_models import parse_charge_model
 from remit.domain.subscriptions.periods import Interval
 from remit.service_layer.unit_of_work import UnitOfWork
@@ -317,7 +317,7 @@ def create_coupon(
     redeem_by: datetime | None = None,
 ) -> str:
     dur = _enum(CouponDuration, duration, "duration")
-    pct = to_decimal(percent_off, "percent_off") if percent_off is not None else None
+    pct = parse_rate(percent_off, "percent_off") if percent_off is not None else None
     cur = currency(currency_code) if currency_code else None
     off_minor = Money.of(amount_off, cur, "amount_off").minor if amount_off is not None and cur else None
     if amount_off is not None and cur is None:
@@ -378,7 +378,11 @@ def create_promotion_code(
 
 
 def quantity(value: object, field: str = "quantity") -> Decimal:
-    q = to_decimal(value, field)
+    """A quantity a user gives (a subscription's, an add-on's, a one-off charge's, a manual line's): exact, not
+    negative, at most 15 digits before the point and 9 decimals, as the API takes it."""
+    q = bounded(value, field)
     if q < 0:
         raise ValidationError("negative_quantity", "Quantity cannot be negative.", field)
+    if decimals(q) > RATE_MAX_DECIMALS:
+        raise ValidationError("too_many_decimals", f"A quantity has at most {RATE_MAX_DECIMALS} decimals.", field)
     return q

@@ -15,9 +15,8 @@ from decimal import Decimal
 from enum import Enum
 
 from remit.domain.errors import Conflict, ValidationError
-from remit.domain.money import Currency
+from remit.domain.money import Currency, bounded
 from remit.domain.rating.charge_models import ChargeModel, parse_charge_model
-from remit.domain.rating.tiers import bounded
 from remit.domain.subscriptions.periods import Interval
 
 
