@@ -93,6 +93,32 @@ CASES = [
         "percent_off",
     ),
     (
+        "trial of a billion days",  # once an OverflowError (a date past 9999) from `remit subscriptions create`
+        lambda u, w: subscriptions.create_subscription(u, w["customer"], "basic", trial_days=999_999_999),
+        "invalid_trial",
+        "trial_days",
+    ),
+    (
+        "coupon redeemable 3 billion times",  # once a 500: PostgreSQL's integer column (SQLite's from 2^63)
+        lambda u, w: catalog.create_coupon(u, "MANY", "many", percent_off="10", max_redemptions=3_000_000_000),
+        "invalid_limit",
+        "max_redemptions",
+    ),
+    (
+        "promotion code redeemable 10^20 times",
+        lambda u, w: catalog.create_promotion_code(u, "ONCE", "MANYNOW", max_redemptions=10**20),
+        "invalid_limit",
+        "max_redemptions",
+    ),
+    (
+        "coupon repeating for 10^12 periods",  # the API takes at most 1000; the CLI took anything
+        lambda u, w: catalog.create_coupon(
+            u, "LONG", "long", percent_off="10", duration="repeating", duration_periods=10**12
+        ),
+        "invalid_duration",
+        "duration_periods",
+    ),
+    (
         "unknown currency",
         lambda u, w: accounts.create_customer(u, "X", currency_code="ABC", country="DE"),
         "unknown_currency",

@@ -16,6 +16,7 @@ from remit.domain.catalog.model import (
     PriceType,
     ProductKind,
     Timing,
+    check_max_redemptions,
     parse_usage_terms,
     usage_terms_to_json,
     validate_coupon_terms,
@@ -356,8 +357,7 @@ def create_promotion_code(
         raise NotFound("coupon", coupon_code, "coupon", by="code")
     if uow.conn.execute(select(t.promotion_codes.c.id).where(t.promotion_codes.c.code == code)).first():
         raise Conflict("promotion_code_taken", f"Promotion code {code!r} exists already.", "code")
-    if max_redemptions is not None and max_redemptions < 1:
-        raise ValidationError("invalid_limit", "max_redemptions must be at least 1.", "max_redemptions")
+    check_max_redemptions(max_redemptions)
     promo_id = new_id("promo")
     uow.insert_many(
         t.promotion_codes,

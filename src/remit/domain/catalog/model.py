@@ -247,16 +247,30 @@ def validate_coupon_terms(
             raise ValidationError("negative_amount", "amount_off must be positive.", "amount_off")
         if currency is None:
             raise ValidationError("missing_field", "A fixed-amount coupon needs a currency.", "currency")
-    if duration is CouponDuration.REPEATING and (duration_periods is None or duration_periods < 1):
+    if duration is CouponDuration.REPEATING and (
+        duration_periods is None or not 1 <= duration_periods <= MAX_DURATION_PERIODS
+    ):
         raise ValidationError(
-            "invalid_duration", "A repeating coupon needs duration_periods of at least 1.", "duration_periods"
+            "invalid_duration",
+            f"A repeating coupon needs duration_periods from 1 to {MAX_DURATION_PERIODS}.",
+            "duration_periods",
         )
     if duration is not CouponDuration.REPEATING and duration_periods is not None:
         raise ValidationError(
             "invalid_duration", "duration_periods only applies to repeating coupons.", "duration_periods"
         )
-    if max_redemptions is not None and max_redemptions < 1:
-        raise ValidationError("invalid_limit", "max_redemptions must be at least 1.", "max_redemptions")
+    check_max_redemptions(max_redemptions)
+
+
+# The most redemptions a coupon or a promotion code may be limited to, and the most periods a repeating coupon may
+# last (as the API takes them): beyond, the counts would not fit their columns (PostgreSQL's integer).
+MAX_REDEMPTIONS = 1_000_000_000
+MAX_DURATION_PERIODS = 1000
+
+
+def check_max_redemptions(max_redemptions: int | None) -> None:
+    if max_redemptions is not None and not 1 <= max_redemptions <= MAX_REDEMPTIONS:
+        raise ValidationError("invalid_limit", f"max_redemptions is from 1 to {MAX_REDEMPTIONS:,}.", "max_redemptions")
 
 
 @dataclass(frozen=True, slots=True)
