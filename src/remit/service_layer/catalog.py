@@ -267,6 +267,8 @@ def set_price_override(uow: UnitOfWork, customer_id: str, price_id: str, model: 
     if price is None:
         raise NotFound("price", price_id, "price_id")
     parsed = parse_charge_model(model, config, "config")
+    if (price.usage or {}).get("minimum") and parsed.kind != "flat":  # as when such a price is made
+        raise ValidationError("invalid_usage", "A minimum commitment is a flat amount per period.", "model")
     if parsed.kind == "percentage" and (price.usage or {}).get("included_units") not in (None, "0"):
         raise ValidationError(
             "invalid_usage",
