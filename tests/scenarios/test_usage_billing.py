@@ -736,6 +736,48 @@ def test_monthly__group_values_holding_the_separator_are_billed_apart(app):
     ]
 
 
+def test_monthly__a_dimension_price_names_one_group_even_when_values_hold_the_separator(app):
+    """Dimension prices were looked up by the group's values joined with "|": on a meter of two dimensions,
+    ("x|y", "z") and ("x", "y|z") both took the price keyed "x|y|z", though billed on lines of their own. Such a key
+    is now refused when the plan is made; a group whose values hold "|" is priced by a JSON list of its values
+    ('["x|y", "z"]'), and the usual "eu|gpt-4" keys are read as before."""
+    b.seller(app)
+    _meter(app, group_by=["a", "b"])
+    premium = {"model": "per_unit", "config": {"unit_price": "0.05"}}
+    with pytest.raises(ValidationError) as refused, app.uow() as uow:
+        catalog.create_plan(uow, "bad", "Bad", [_usage("api_calls", dimensions={"x|y|z": premium})])
+    assert (refused.value.code, refused.value.field) == ("invalid_usage", "prices[0].usage.dimensions.x|y|z")
+    assert '["x|y", "z"]' in refused.value.message
+    for key in ('["x"]', '["x", "y", "z"]'):  # a list of one value per dimension
+        with pytest.raises(ValidationError) as refused, app.uow() as uow:
+            catalog.create_plan(uow, "bad", "Bad", [_usage("api_calls", dimensions={key: premium})])
+        assert (refused.value.code, refused.value.field) == ("invalid_usage", f"prices[0].usage.dimensions.{key}")
+    with pytest.raises(ValidationError) as refused, app.uow() as uow:  # one group, written twice
+        catalog.create_plan(uow, "bad", "Bad", [_usage("api_calls", dimensions={"u|v": premium, '["u","v"]': premium})])
+    assert refused.value.code == "invalid_usage"
+    with app.uow() as uow:
+        assert uow.conn.execute(select(t.prices.c.id)).first() is None  # nothing written
+    dimensions = {'["x|y","z"]': premium, "u|v": {"model": "per_unit", "config": {"unit_price": "0.02"}}}
+    _plan(app, "api", [_usage("api_calls", config={"unit_price": "0.01"}, dimensions=dimensions)])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 5))
+    sent = _send(
+        app,
+        cus,
+        (b.utc(2026, 3, 4), {"calls": 1000, "a": "x|y", "b": "z"}),
+        (b.utc(2026, 3, 4), {"calls": 700, "a": "x", "b": "y|z"}),
+        (b.utc(2026, 3, 4), {"calls": 100, "a": "u", "b": "v"}),
+    )
+    assert not sent.rejected
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    lines = b.invoices_of(app, cus)[0]["lines"]
+    assert sorted((ln["description"], ln["amount"]) for ln in lines) == [
+        ("API calls (u, v): 100", "2.00"),
+        ("API calls (x, y|z): 700", "7.00"),
+        ("API calls (x|y, z): 1000", "50.00"),
+    ]
+
+
 def test_monthly__a_group_canceled_entirely_after_billing_is_credited_and_explained(app):
     """March bills us 3.00 and eu 0.90; every us event is canceled on 2 April: the correction credits 3.00, says
     nothing is measured now, and its explanation names the meter, the group and the canceled event."""

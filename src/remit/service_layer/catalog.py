@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -17,6 +18,8 @@ from remit.domain.catalog.model import (
     ProductKind,
     Timing,
     check_max_redemptions,
+    dimension_key,
+    group_of_key,
     parse_usage_terms,
     usage_terms_to_json,
     validate_coupon_terms,
@@ -89,6 +92,8 @@ def _price_row(
                 f"Meter {terms.meter} has no group-by dimensions to price by.",
                 f"{field}.usage.dimensions",
             )
+        if terms.dimensions and isinstance(usage_raw, Mapping):
+            _check_dimension_keys(terms.meter, list(meter[0]), usage_raw["dimensions"], field)
     return {
         "id": new_id("price"),
         "product_id": product_id,
@@ -104,6 +109,35 @@ def _price_row(
         "usage": usage_terms_to_json(terms),
         "created_at": uow.now,
     }
+
+
+def _check_dimension_keys(meter: str, group_by: list[str], keys: Mapping[Any, Any], field: str) -> None:
+    """Each key of a usage price's ``dimensions`` names one group of the meter: values joined with ``|``, one per
+    dimension at most (on a meter of two or more, "a|b|c" would name both ("a|b", "c") and ("a", "b|c")), or a JSON
+    list of exactly one value per dimension; and no group twice."""
+    seen: set[str] = set()
+    for key in map(str, keys):
+        where = f"{field}.usage.dimensions.{key}"
+        values = group_of_key(key)
+        if values is not None and len(values) != len(group_by):
+            raise ValidationError(
+                "invalid_usage",
+                f"A group of meter {meter} is a list of {len(group_by)} values, one per dimension "
+                f"({', '.join(group_by)}).",
+                where,
+            )
+        if values is None and len(group_by) > 1 and key.count("|") >= len(group_by):
+            example = json.dumps(key.rsplit("|", len(group_by) - 1))
+            raise ValidationError(
+                "invalid_usage",
+                f"{key!r} names more values than meter {meter} has dimensions ({', '.join(group_by)}): which "
+                f"group it means is ambiguous. Give a group whose values hold '|' as a JSON list, e.g. {example}.",
+                where,
+            )
+        canonical = key if values is None else dimension_key(values)
+        if canonical in seen:
+            raise ValidationError("invalid_usage", f"{key!r} names a group priced by another key too.", where)
+        seen.add(canonical)
 
 
 def _product_name(uow: UnitOfWork, product_id: str) -> str:

@@ -8,7 +8,8 @@ several currencies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -43,8 +44,9 @@ class UsageTerms:
     """What makes a recurring price a usage price, billed in arrears from a meter's aggregate.
 
     - ``meter``: the meter whose quantity for the billed time the price rates. A meter with group-by dimensions
-      gives one line per group (e.g. per region); ``dimensions`` may give a group its own model (keyed by the
-      group's values joined with ``|``, e.g. ``"eu"`` or ``"eu|gpt-4"``); other groups use the price's model.
+      gives one line per group (e.g. per region); ``dimensions`` may give a group its own model (keyed by
+      ``dimension_key``: the group's values joined with ``|``, e.g. ``"eu"`` or ``"eu|gpt-4"``, or a JSON list of
+      them where a value holds ``|``); other groups use the price's model.
     - ``included_units``: units included in the plan's fee, billed at nothing (per group; prorated when the
       price applies to part of a period).
     - ``minimum``: instead of a meter, a minimum commitment: the price's flat amount per period, less what the
@@ -59,7 +61,30 @@ class UsageTerms:
     def model_for(self, group: tuple[str, ...], default: ChargeModel) -> ChargeModel:
         if not self.dimensions:
             return default
-        return self.dimensions.get("|".join(group), default)
+        return self.dimensions.get(dimension_key(group), default)
+
+
+def dimension_key(group: Sequence[str]) -> str:
+    """The key a group's own price has in ``UsageTerms.dimensions``: its values joined with ``|`` ("eu",
+    "eu|gpt-4"); but where that is ambiguous, a meter of two or more dimensions with a value holding ``|``
+    (("a|b", "c") and ("a", "b|c") would both be "a|b|c"), the values as a JSON list ('["a|b", "c"]')."""
+    if len(group) > 1 and any("|" in value for value in group):
+        return json.dumps(list(group))
+    return "|".join(group)
+
+
+def group_of_key(key: str) -> tuple[str, ...] | None:
+    """The values of a dimension key written as a JSON list of strings ('["a|b", "c"]'); ``None`` for a key of
+    values joined with ``|`` (or anything else, as any key was taken before the list form existed)."""
+    if not key.startswith("["):
+        return None
+    try:
+        values = json.loads(key)
+    except ValueError:
+        return None
+    if not isinstance(values, list) or not values or not all(isinstance(value, str) for value in values):
+        return None
+    return tuple(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,8 +194,12 @@ def parse_usage_terms(
         where = f"{field_name}.dimensions.{key}"
         if not isinstance(spec, Mapping) or "model" not in spec:
             raise ValidationError("invalid_usage", 'Each dimension has {"model": ..., "config": {...}}.', where)
-        dimensions[str(key)] = parse_charge_model(str(spec["model"]), spec.get("config", {}), f"{where}.config")
-        if included_units and dimensions[str(key)].kind == "percentage":
+        model_of_group = parse_charge_model(str(spec["model"]), spec.get("config", {}), f"{where}.config")
+        values = group_of_key(str(key))
+        canonical = str(key) if values is None else dimension_key(values)
+        if values is None or canonical not in dimensions:  # one group twice (refused when made): the plain key wins
+            dimensions[canonical] = model_of_group
+        if included_units and model_of_group.kind == "percentage":
             raise ValidationError(
                 "invalid_usage",
                 "A percentage model charges transactions, which included units cannot be taken from: give this "
