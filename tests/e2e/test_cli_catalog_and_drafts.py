@@ -130,3 +130,30 @@ def test_a_price_with_a_number_too_large_is_an_error_not_a_traceback():
     error = json.loads(result.stderr)["error"]
     assert (error["code"], error["field"]) == ("invalid_number", "prices[0].config.amount")
     assert rj("plans", "list") == []
+
+
+def test_a_manual_line_with_a_number_too_large_is_an_error_not_a_traceback():
+    """`remit invoices add-line --unit-price 1e999999999` once escaped as a bare decimal.Overflow (parse_rate
+    normalised it in the default context); 1e-999999999 was taken, and writing it out in full took a minute."""
+    rj("init", "--currency", "EUR", "--country", "DE", "--review-drafts")
+    prices = '[{"currency":"EUR","model":"flat","config":{"amount":"100.00"}}]'
+    rj("plans", "create", "--code", "pro", "--name", "Pro", "--prices", prices)
+    customer = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE")["id"]
+    rj("subscriptions", "create", "--customer", customer, "--plan", "pro")
+    rj("bill-run")
+    draft = rj("invoices", "show", rj("invoices", "list", "--customer", customer)[0]["id"])
+    for option, value, code in [
+        ("--unit-price", "1e999999999", "invalid_number"),
+        ("--unit-price", "-1e999999999", "invalid_number"),
+        ("--unit-price", "1000000000000000", "invalid_number"),
+        ("--unit-price", "1e-999999999", "too_many_decimals"),
+        ("--quantity", "1e999999999", "invalid_number"),
+        ("--quantity", "1e-999999999", "too_many_decimals"),
+    ]:
+        numbers = {"--unit-price": "1", "--quantity": "1", option: value}
+        args = ["invoices", "add-line", draft["id"], "--description", "Extra", "--json"]
+        result = runner.invoke(app, args + [part for pair in numbers.items() for part in pair])
+        assert result.exit_code == 2, (option, value, result.output)
+        error = json.loads(result.stderr)["error"]
+        assert (error["code"], error["field"]) == (code, option[2:].replace("-", "_")), (option, value)
+    assert rj("invoices", "show", draft["id"]) == draft

@@ -7,7 +7,7 @@ from sqlalchemy import func, select
 
 from remit.adapters.db.tables import metadata
 from remit.domain.errors import RemitError
-from remit.service_layer import accounts, catalog, clocks, subscriptions
+from remit.service_layer import accounts, catalog, clocks, credit_notes, subscriptions
 from tests import builders as b
 
 
@@ -46,6 +46,78 @@ CASES = [
         "quantity",
     ),
     ("float quantity", lambda u, w: subscriptions.change_quantity(u, w["sub"], 1.5), "float_not_allowed", "quantity"),
+    # Numbers out of range: 1e999999999 once overflowed (a traceback), or was written out in full (a string of a
+    # billion digits: minutes, then "string or blob too big"); 1e-999999999 was taken as a quantity or a percent.
+    (
+        "huge quantity",
+        lambda u, w: subscriptions.change_quantity(u, w["sub"], "1e999999999"),
+        "invalid_number",
+        "quantity",
+    ),
+    (
+        "quantity of 16 digits",
+        lambda u, w: subscriptions.create_subscription(u, w["customer"], "basic", quantity=10**15),
+        "invalid_number",
+        "quantity",
+    ),
+    (
+        "tiny quantity",
+        lambda u, w: subscriptions.change_quantity(u, w["sub"], "1e-999999999"),
+        "too_many_decimals",
+        "quantity",
+    ),
+    (
+        "huge quantity of a phase",
+        lambda u, w: subscriptions.create_subscription(
+            u, w["customer"], "basic", phases=[{"on": b.utc(2026, 6, 1).date(), "plan": "pro", "quantity": "1e20"}]
+        ),
+        "invalid_number",
+        "phases[0].quantity",
+    ),
+    (
+        "huge quantity of a one-off charge",
+        lambda u, w: credit_notes.add_one_off(u, w["customer"], description="Set-up", unit_amount="1", quantity="1e99"),
+        "invalid_number",
+        "quantity",
+    ),
+    (
+        "huge percent off",
+        lambda u, w: catalog.create_coupon(u, "BIG", "big", percent_off="1e999999999"),
+        "invalid_number",
+        "percent_off",
+    ),
+    (
+        "tiny percent off",
+        lambda u, w: catalog.create_coupon(u, "TINY", "tiny", percent_off="1e-999999999"),
+        "too_many_decimals",
+        "percent_off",
+    ),
+    (
+        "trial of a billion days",  # once an OverflowError (a date past 9999) from `remit subscriptions create`
+        lambda u, w: subscriptions.create_subscription(u, w["customer"], "basic", trial_days=999_999_999),
+        "invalid_trial",
+        "trial_days",
+    ),
+    (
+        "coupon redeemable 3 billion times",  # once a 500: PostgreSQL's integer column (SQLite's from 2^63)
+        lambda u, w: catalog.create_coupon(u, "MANY", "many", percent_off="10", max_redemptions=3_000_000_000),
+        "invalid_limit",
+        "max_redemptions",
+    ),
+    (
+        "promotion code redeemable 10^20 times",
+        lambda u, w: catalog.create_promotion_code(u, "ONCE", "MANYNOW", max_redemptions=10**20),
+        "invalid_limit",
+        "max_redemptions",
+    ),
+    (
+        "coupon repeating for 10^12 periods",  # the API takes at most 1000; the CLI took anything
+        lambda u, w: catalog.create_coupon(
+            u, "LONG", "long", percent_off="10", duration="repeating", duration_periods=10**12
+        ),
+        "invalid_duration",
+        "duration_periods",
+    ),
     (
         "unknown currency",
         lambda u, w: accounts.create_customer(u, "X", currency_code="ABC", country="DE"),

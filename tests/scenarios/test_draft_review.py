@@ -1,6 +1,8 @@
 """Drafts left for review (``--review-drafts``): a subscription line taken off a draft, or a deleted draft, comes
 back at the next bill run, whichever period it billed, and the key's later lines are not in the way."""
 
+from decimal import Decimal
+
 from remit.service_layer import bill_run, clocks, invoices, subscriptions
 from tests import builders as b
 
@@ -58,3 +60,19 @@ def test_monthly__in_advance__calendar__a_first_line_taken_off_after_its_correct
     basic = [(k, a) for k, s, e, a in b.lines_of(app, cus) if s <= "2026-03-02" and a != "60.00"]
     assert sum(float(a) for _k, a in basic) == 1.00  # Basic's one day, billed once
     assert sum(int(a.replace(".", "")) for _k, _s, a in _billed(app, cus)) == 100 + 6000
+
+
+def test_a_manual_line_is_rounded_once_from_the_exact_product(app):
+    """1.000000001 × 10,005,000,000.999999999 is exactly 10,005,000,011.004999999999999999: 10,005,000,011.00. The
+    product was taken in the default context (28 digits), which rounded it to ...011.00500000000000000 first, and
+    the line came to 10,005,000,011.01."""
+    clock_id, cus, _sub = _review_drafts(app)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 1, 12))
+    (draft,) = b.invoices_of(app, cus)
+    with app.uow() as uow:
+        invoices.add_draft_line(
+            uow, draft["id"], "Correction", Decimal("1.000000001"), Decimal("10005000000.999999999")
+        )
+    (edited,) = b.invoices_of(app, cus)
+    line = next(ln for ln in edited["lines"] if ln["description"] == "Correction")
+    assert (line["amount"], edited["total"]) == ("10005000011.00", "10005000042.00")

@@ -129,6 +129,45 @@ def test_monthly__minimum_commitment__true_up_for_the_shortfall(app):
     ]
 
 
+def test_monthly__a_negotiated_minimum_commitment_is_a_flat_amount_too(app):
+    """A minimum commitment is a flat amount per period, which a customer's override could get around: a per-unit,
+    tiered or percentage model was taken, and the commitment became that model's rating of 1 unit. Such an
+    override is refused as such a price is (invalid_usage); a flat one (a negotiated commitment) is billed."""
+    b.seller(app)
+    _meter(app, "units", field="n")
+    minimum = {
+        "currency": "EUR",
+        "model": "flat",
+        "config": {"amount": "20.00"},
+        "name": "Commitment",
+        "usage": {"minimum": True},
+    }
+    _plan(app, "metered", [_usage("units", config={"unit_price": "0.10"}, name="Units"), minimum])
+    clock_id, cus, _sub = _start(app, "metered")
+    with app.uow() as uow:
+        price_id = uow.conn.execute(
+            select(t.prices.c.id).where(t.prices.c.usage["minimum"].as_boolean().is_(True))
+        ).scalar_one()
+    for model, config in [
+        ("per_unit", {"unit_price": "30.00"}),
+        ("graduated", {"tiers": [{"up_to": "1", "unit_price": "30"}, {"up_to": None, "unit_price": "1"}]}),
+        ("percentage", {"rate": "0.5"}),
+    ]:
+        with pytest.raises(ValidationError) as refused, app.uow() as uow:
+            catalog.set_price_override(uow, cus, price_id, model, config)
+        assert (refused.value.code, refused.value.field) == ("invalid_usage", "model"), model
+    with app.uow() as uow:
+        assert uow.conn.execute(select(t.price_overrides.c.id)).first() is None  # nothing written
+        catalog.set_price_override(uow, cus, price_id, "flat", {"amount": "12.00"})
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, (b.utc(2026, 3, 9), {"n": 50}), code="units")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    assert b.lines_of(app, cus) == [
+        ("usage", "2026-03-01", "2026-04-01", "5.00"),
+        ("true_up", "2026-03-01", "2026-04-01", "7.00"),
+    ]
+
+
 def test_monthly__late_event_inside_the_grace_period_is_billed_as_a_correction(app):
     """March is invoiced on 1 April. An event of 30 March arriving on 3 April (grace: 7 days) is billed on the
     next invoice as a correction linked to March's usage line; one of 20 March arriving then is refused."""
@@ -694,6 +733,48 @@ def test_monthly__group_values_holding_the_separator_are_billed_apart(app):
     assert sorted((ln["description"], ln["amount"]) for ln in lines) == [
         ("API calls (x, y|z): 700", "7.00"),
         ("API calls (x|y, z): 1000", "10.00"),
+    ]
+
+
+def test_monthly__a_dimension_price_names_one_group_even_when_values_hold_the_separator(app):
+    """Dimension prices were looked up by the group's values joined with "|": on a meter of two dimensions,
+    ("x|y", "z") and ("x", "y|z") both took the price keyed "x|y|z", though billed on lines of their own. Such a key
+    is now refused when the plan is made; a group whose values hold "|" is priced by a JSON list of its values
+    ('["x|y", "z"]'), and the usual "eu|gpt-4" keys are read as before."""
+    b.seller(app)
+    _meter(app, group_by=["a", "b"])
+    premium = {"model": "per_unit", "config": {"unit_price": "0.05"}}
+    with pytest.raises(ValidationError) as refused, app.uow() as uow:
+        catalog.create_plan(uow, "bad", "Bad", [_usage("api_calls", dimensions={"x|y|z": premium})])
+    assert (refused.value.code, refused.value.field) == ("invalid_usage", "prices[0].usage.dimensions.x|y|z")
+    assert '["x|y", "z"]' in refused.value.message
+    for key in ('["x"]', '["x", "y", "z"]'):  # a list of one value per dimension
+        with pytest.raises(ValidationError) as refused, app.uow() as uow:
+            catalog.create_plan(uow, "bad", "Bad", [_usage("api_calls", dimensions={key: premium})])
+        assert (refused.value.code, refused.value.field) == ("invalid_usage", f"prices[0].usage.dimensions.{key}")
+    with pytest.raises(ValidationError) as refused, app.uow() as uow:  # one group, written twice
+        catalog.create_plan(uow, "bad", "Bad", [_usage("api_calls", dimensions={"u|v": premium, '["u","v"]': premium})])
+    assert refused.value.code == "invalid_usage"
+    with app.uow() as uow:
+        assert uow.conn.execute(select(t.prices.c.id)).first() is None  # nothing written
+    dimensions = {'["x|y","z"]': premium, "u|v": {"model": "per_unit", "config": {"unit_price": "0.02"}}}
+    _plan(app, "api", [_usage("api_calls", config={"unit_price": "0.01"}, dimensions=dimensions)])
+    clock_id, cus, _sub = _start(app, "api")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 5))
+    sent = _send(
+        app,
+        cus,
+        (b.utc(2026, 3, 4), {"calls": 1000, "a": "x|y", "b": "z"}),
+        (b.utc(2026, 3, 4), {"calls": 700, "a": "x", "b": "y|z"}),
+        (b.utc(2026, 3, 4), {"calls": 100, "a": "u", "b": "v"}),
+    )
+    assert not sent.rejected
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    lines = b.invoices_of(app, cus)[0]["lines"]
+    assert sorted((ln["description"], ln["amount"]) for ln in lines) == [
+        ("API calls (u, v): 100", "2.00"),
+        ("API calls (x, y|z): 700", "7.00"),
+        ("API calls (x|y, z): 1000", "50.00"),
     ]
 
 

@@ -183,6 +183,9 @@ _MINOR_UNITS: dict[str, int] = {
 }
 
 RATE_MAX_DECIMALS = 9
+# Digits before the point of a number a user gives: a price's setting (a price, fee, tier bound, package size,
+# count), a unit price, a quantity. The API's schemas take no more.
+MAX_WHOLE_DIGITS = 15
 # The largest amount one rounding may give, in minor units: what a line, a discount or a grant may be. Far above
 # any real bill, and far enough below the 64-bit columns amounts are stored in (9.2e18) that an invoice's lines,
 # taxes and credits add up without overflowing them.
@@ -348,11 +351,34 @@ class Money:
         return f"{self.amount} {self.currency.code}"
 
 
+def bounded(value: object, field: str) -> Decimal:
+    """An exact number a user gives (a price's setting, a unit price, a quantity), refused (``invalid_number``)
+    from 10^15 on: nothing larger could ever be billed, and a number such as 1e999999999 would overflow while it is
+    read, or take minutes to turn into a count or to be written out in full."""
+    number = to_decimal(value, field)
+    if number and number.adjusted() >= MAX_WHOLE_DIGITS:
+        raise ValidationError(
+            "invalid_number", f"{number:.3E} is too large: at most {MAX_WHOLE_DIGITS} digits before the point.", field
+        )
+    return number
+
+
+def decimals(number: Decimal) -> int:
+    """How many decimals a finite number has, trailing zeros not counted (``1.50`` has 1, ``1E+3`` none), worked
+    out from its digits: ``normalize()`` would overflow on 1E+999999999 and turn 1E-999999999 into 0."""
+    _, digits, exponent = number.as_tuple()
+    assert isinstance(exponent, int), "finite numbers only"
+    if not any(digits):
+        return 0
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return max(0, -(exponent + trailing))
+
+
 def parse_rate(value: object, field: str = "unit_price") -> Decimal:
-    """A unit price or factor: exact, at most 9 decimals. Kept as Decimal, rounded only when it becomes money."""
-    result = to_decimal(value, field)
-    exponent = result.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -RATE_MAX_DECIMALS:
+    """A unit price or factor: exact, at most 15 digits before the point and 9 decimals. Kept as Decimal, rounded
+    only when it becomes money."""
+    result = bounded(value, field)
+    if decimals(result) > RATE_MAX_DECIMALS:
         raise ValidationError("too_many_decimals", f"{value} has more than {RATE_MAX_DECIMALS} decimals.", field)
     return result
 

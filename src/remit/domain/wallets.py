@@ -16,7 +16,7 @@ from decimal import Context, Decimal
 from zoneinfo import ZoneInfo
 
 from remit.domain.errors import ValidationError
-from remit.domain.money import MAX_AMOUNT_MINOR, Currency, RoundingPolicy, allocate, to_decimal
+from remit.domain.money import MAX_AMOUNT_MINOR, Currency, RoundingPolicy, allocate, decimals, to_decimal
 from remit.domain.subscriptions.periods import Interval, add_interval
 
 CREDIT_DECIMALS = 9  # like rates: a credit can be 0.000000001
@@ -28,8 +28,7 @@ MAX_VALUE_MINOR = MAX_AMOUNT_MINOR  # what one grant may be worth, in minor unit
 def parse_credits(value: object, field: str = "credits", *, allow_zero: bool = False) -> Decimal:
     """A number of credits: exact, positive (or zero if allowed), at most 9 decimals and 10^12."""
     result = to_decimal(value, field)
-    exponent = result.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -CREDIT_DECIMALS:
+    if decimals(result) > CREDIT_DECIMALS:  # counted from the digits: normalize() overflows on 1e999999999
         raise ValidationError("too_many_decimals", f"Credits have at most {CREDIT_DECIMALS} decimals.", field)
     if result < 0 or (result == 0 and not allow_zero):
         raise ValidationError("invalid_amount", "Credits must be above zero.", field)
@@ -41,11 +40,12 @@ def parse_credits(value: object, field: str = "credits", *, allow_zero: bool = F
 def parse_wallet_rate(value: object, field: str = "rate") -> Decimal:
     """Money per credit: positive, at most 9 decimals."""
     result = to_decimal(value, field)
-    exponent = result.normalize().as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -CREDIT_DECIMALS:
+    if decimals(result) > CREDIT_DECIMALS:
         raise ValidationError("too_many_decimals", f"A rate has at most {CREDIT_DECIMALS} decimals.", field)
-    if result <= 0 or result >= MAX_CREDITS:
+    if result <= 0:
         raise ValidationError("invalid_rate", "A wallet's rate (money per credit) must be above zero.", field)
+    if result >= MAX_CREDITS:
+        raise ValidationError("invalid_rate", "A wallet's rate (money per credit) is below 10^12.", field)
     return result.normalize()
 
 

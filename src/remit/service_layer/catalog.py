@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -16,13 +17,16 @@ from remit.domain.catalog.model import (
     PriceType,
     ProductKind,
     Timing,
+    check_max_redemptions,
+    dimension_key,
+    group_of_key,
     parse_usage_terms,
     usage_terms_to_json,
     validate_coupon_terms,
     validate_price_shape,
 )
 from remit.domain.errors import Conflict, NotFound, ValidationError
-from remit.domain.money import Money, currency, to_decimal
+from remit.domain.money import RATE_MAX_DECIMALS, Money, bounded, currency, decimals, parse_rate
 from remit.domain.rating.charge_models import parse_charge_model
 from remit.domain.subscriptions.periods import Interval
 from remit.service_layer.unit_of_work import UnitOfWork
@@ -88,6 +92,8 @@ def _price_row(
                 f"Meter {terms.meter} has no group-by dimensions to price by.",
                 f"{field}.usage.dimensions",
             )
+        if terms.dimensions and isinstance(usage_raw, Mapping):
+            _check_dimension_keys(terms.meter, list(meter[0]), usage_raw["dimensions"], field)
     return {
         "id": new_id("price"),
         "product_id": product_id,
@@ -103,6 +109,35 @@ def _price_row(
         "usage": usage_terms_to_json(terms),
         "created_at": uow.now,
     }
+
+
+def _check_dimension_keys(meter: str, group_by: list[str], keys: Mapping[Any, Any], field: str) -> None:
+    """Each key of a usage price's ``dimensions`` names one group of the meter: values joined with ``|``, one per
+    dimension at most (on a meter of two or more, "a|b|c" would name both ("a|b", "c") and ("a", "b|c")), or a JSON
+    list of exactly one value per dimension; and no group twice."""
+    seen: set[str] = set()
+    for key in map(str, keys):
+        where = f"{field}.usage.dimensions.{key}"
+        values = group_of_key(key)
+        if values is not None and len(values) != len(group_by):
+            raise ValidationError(
+                "invalid_usage",
+                f"A group of meter {meter} is a list of {len(group_by)} values, one per dimension "
+                f"({', '.join(group_by)}).",
+                where,
+            )
+        if values is None and len(group_by) > 1 and key.count("|") >= len(group_by):
+            example = json.dumps(key.rsplit("|", len(group_by) - 1))
+            raise ValidationError(
+                "invalid_usage",
+                f"{key!r} names more values than meter {meter} has dimensions ({', '.join(group_by)}): which "
+                f"group it means is ambiguous. Give a group whose values hold '|' as a JSON list, e.g. {example}.",
+                where,
+            )
+        canonical = key if values is None else dimension_key(values)
+        if canonical in seen:
+            raise ValidationError("invalid_usage", f"{key!r} names a group priced by another key too.", where)
+        seen.add(canonical)
 
 
 def _product_name(uow: UnitOfWork, product_id: str) -> str:
@@ -266,6 +301,8 @@ def set_price_override(uow: UnitOfWork, customer_id: str, price_id: str, model: 
     if price is None:
         raise NotFound("price", price_id, "price_id")
     parsed = parse_charge_model(model, config, "config")
+    if (price.usage or {}).get("minimum") and parsed.kind != "flat":  # as when such a price is made
+        raise ValidationError("invalid_usage", "A minimum commitment is a flat amount per period.", "model")
     if parsed.kind == "percentage" and (price.usage or {}).get("included_units") not in (None, "0"):
         raise ValidationError(
             "invalid_usage",
@@ -317,7 +354,7 @@ def create_coupon(
     redeem_by: datetime | None = None,
 ) -> str:
     dur = _enum(CouponDuration, duration, "duration")
-    pct = to_decimal(percent_off, "percent_off") if percent_off is not None else None
+    pct = parse_rate(percent_off, "percent_off") if percent_off is not None else None
     cur = currency(currency_code) if currency_code else None
     off_minor = Money.of(amount_off, cur, "amount_off").minor if amount_off is not None and cur else None
     if amount_off is not None and cur is None:
@@ -356,8 +393,7 @@ def create_promotion_code(
         raise NotFound("coupon", coupon_code, "coupon", by="code")
     if uow.conn.execute(select(t.promotion_codes.c.id).where(t.promotion_codes.c.code == code)).first():
         raise Conflict("promotion_code_taken", f"Promotion code {code!r} exists already.", "code")
-    if max_redemptions is not None and max_redemptions < 1:
-        raise ValidationError("invalid_limit", "max_redemptions must be at least 1.", "max_redemptions")
+    check_max_redemptions(max_redemptions)
     promo_id = new_id("promo")
     uow.insert_many(
         t.promotion_codes,
@@ -378,7 +414,11 @@ def create_promotion_code(
 
 
 def quantity(value: object, field: str = "quantity") -> Decimal:
-    q = to_decimal(value, field)
+    """A quantity a user gives (a subscription's, an add-on's, a one-off charge's, a manual line's): exact, not
+    negative, at most 15 digits before the point and 9 decimals, as the API takes it."""
+    q = bounded(value, field)
     if q < 0:
         raise ValidationError("negative_quantity", "Quantity cannot be negative.", field)
+    if decimals(q) > RATE_MAX_DECIMALS:
+        raise ValidationError("too_many_decimals", f"A quantity has at most {RATE_MAX_DECIMALS} decimals.", field)
     return q

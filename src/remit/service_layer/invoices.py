@@ -13,7 +13,6 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from decimal import Decimal
 from operator import itemgetter
 from typing import Any
 
@@ -641,20 +640,27 @@ def _recompute_draft(uow: UnitOfWork, invoice_id: str) -> None:
 
 
 def add_draft_line(
-    uow: UnitOfWork, invoice_id: str, description: str, quantity: Decimal, unit_price: Decimal
+    uow: UnitOfWork, invoice_id: str, description: str, quantity: object, unit_price: object
 ) -> dict[str, Any]:
-    """Add a manual line to a draft (a one-off service, a correction the reviewer wants)."""
-    from remit.domain.money import RoundingPolicy, currency
+    """Add a manual line to a draft (a one-off service, a correction the reviewer wants). The quantity and the unit
+    price are exact numbers of at most 15 digits before the point and 9 decimals (a unit price may be negative)."""
+    from remit.domain.money import RoundingPolicy, currency, parse_rate
+    from remit.domain.rating.tiers import exact_arithmetic
+    from remit.service_layer.catalog import quantity as parse_quantity
 
     inv = _draft(uow, invoice_id, editing=True)
     if not description.strip():
         raise ValidationError("missing_field", "A line needs a description.", "description")
-    if quantity <= 0:
+    qty = parse_quantity(quantity)
+    price = parse_rate(unit_price, "unit_price")
+    if qty <= 0:
         raise ValidationError("negative_quantity", "Quantity must be positive.", "quantity")
     entity = uow.conn.execute(
         select(t.legal_entities.c.rounding_policy).where(t.legal_entities.c.id == inv["legal_entity_id"])
     ).scalar_one()
-    amount = RoundingPolicy(entity).round_minor(quantity * unit_price, currency(inv["currency"]))
+    with exact_arithmetic():  # up to 48 digits: the default context's 28 would round once before the policy does
+        raw = qty * price
+    amount = RoundingPolicy(entity).round_minor(raw, currency(inv["currency"]))
     item_id = new_id("ii")
     uow.insert_many(
         t.pending_items,
@@ -664,8 +670,8 @@ def add_draft_line(
                 "customer_id": inv["customer_id"],
                 "price_id": None,
                 "description": description,
-                "quantity": quantity,
-                "unit_price": unit_price,
+                "quantity": qty,
+                "unit_price": price,
                 "amount_minor": amount,
                 "currency": inv["currency"],
                 "invoice_id": invoice_id,
@@ -679,8 +685,8 @@ def add_draft_line(
             "id": item_id,
             "price_id": None,
             "description": description,
-            "quantity": quantity,
-            "unit_price": unit_price,
+            "quantity": qty,
+            "unit_price": price,
             "amount_minor": amount,
         },
     )

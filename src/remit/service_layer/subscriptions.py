@@ -163,8 +163,8 @@ def create_subscription_record(
         raise ValidationError("date_in_past", "A subscription cannot start before today.", "start_on")
     qty = catalog.quantity(quantity)
     items, interval, plan_id = _items_for(uow, customer, plan_code, qty, plan_version, add_ons)
-    if trial_days is not None and trial_days < 0:
-        raise ValidationError("invalid_trial", "trial_days cannot be negative.", "trial_days")
+    if trial_days is not None and not 0 <= trial_days <= 730:  # as the API takes it: 10^9 days overflowed a date
+        raise ValidationError("invalid_trial", "trial_days is from 0 to 730.", "trial_days")
     trial_end = start + timedelta(days=trial_days) if trial_days else None
     try:
         anchor_kind = AnchorKind(anchor)

@@ -58,6 +58,22 @@ CASES = [
         "quantity",
     ),
     (
+        "quantity of 31 digits",  # a JSON integer has no length limit: once stored, for every bill run to fail on
+        "/subscriptions",
+        {"customer_id": "{cus}", "plan": "pro", "quantity": 10**30},
+        422,
+        "invalid_number",
+        "quantity",
+    ),
+    (
+        "redemptions beyond an integer column",  # once a 500 (an out-of-range integer from the database)
+        "/coupons",
+        {"code": "X", "name": "X", "percent_off": "10", "max_redemptions": 3_000_000_000},
+        422,
+        "invalid_limit",
+        "max_redemptions",
+    ),
+    (
         "unknown id",
         "/subscriptions",
         {"customer_id": "cus_nope", "plan": "pro"},

@@ -5,7 +5,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from remit.domain.errors import ValidationError
-from remit.domain.money import MAX_AMOUNT_MINOR, Money, RoundingPolicy, allocate, currency, parse_rate, to_decimal
+from remit.domain.money import (
+    MAX_AMOUNT_MINOR,
+    Money,
+    RoundingPolicy,
+    allocate,
+    currency,
+    decimals,
+    parse_rate,
+    to_decimal,
+)
 
 
 @pytest.mark.parametrize(
@@ -48,6 +57,38 @@ def test_rates_keep_up_to_nine_decimals():
     with pytest.raises(ValidationError) as exc:
         parse_rate("0.0000000001")
     assert exc.value.code == "too_many_decimals"
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("1e999999999", "invalid_number"),  # once a bare decimal.Overflow (normalize() in the default context)
+        ("-1e999999999", "invalid_number"),
+        ("1000000000000000", "invalid_number"),  # 16 digits before the point: as the API and the catalog refuse
+        ("1e-999999999", "too_many_decimals"),  # once taken: normalize() made it 0, which has no decimals
+        ("1E-10", "too_many_decimals"),
+        ("Infinity", "invalid_number"),
+    ],
+)
+def test_a_rate_too_large_or_too_precise_is_refused_with_the_field(value, code):
+    with pytest.raises(ValidationError) as exc:
+        parse_rate(value, "unit_price")
+    assert (exc.value.code, exc.value.field) == (code, "unit_price")
+
+
+def test_the_largest_and_most_precise_rates():
+    assert parse_rate("999999999999999.999999999") == Decimal("999999999999999.999999999")
+    assert parse_rate("-999999999999999") == Decimal("-999999999999999")
+    assert parse_rate("1.5000000000000") == Decimal("1.5")  # trailing zeros are not decimals
+    assert parse_rate("0E-30") == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "places"),
+    [("1.50", 1), ("1E+3", 0), ("100", 0), ("0.000000001", 9), ("0E-20", 0), ("1E-999999999", 999999999)],
+)
+def test_decimals_are_counted_from_the_digits(value, places):
+    assert decimals(Decimal(value)) == places
 
 
 def test_rounding_policy_half_up_and_half_even():

@@ -53,6 +53,8 @@ def test_usage_thresholds_are_exact_quantities_and_spend_thresholds_minor_units(
         (["0.0000000001"], AlertKind.USAGE, "invalid_number", "thresholds[0]"),
         (["1.005"], AlertKind.SPEND, "too_many_decimals", "thresholds[0]"),
         (["1e20"], AlertKind.USAGE, "invalid_threshold", "thresholds[0]"),
+        (["1e999999999"], AlertKind.USAGE, "invalid_threshold", "thresholds[0]"),  # once a bare decimal.Overflow
+        (["1e-999999999"], AlertKind.USAGE, "invalid_number", "thresholds[0]"),  # once taken: crossed by any use
     ],
 )
 def test_bad_thresholds_are_refused_with_a_code_and_the_field(raw, kind, code, field):

@@ -214,3 +214,49 @@ def test_a_stored_formula_that_never_gives_a_number_still_loads_and_fails_per_ev
     with pytest.raises(ValidationError) as exc:
         formula.evaluate({"tokens": 5}, "properties")
     assert (exc.value.code, exc.value.field) == ("formula_not_numeric", "properties")
+
+
+@pytest.mark.parametrize(
+    "source", ["round(a, 2.5)", "round(a, -1.5)", "round(a, 35)", "round(a, -35)", "round(a, 1e63)"]
+)
+def test_round_to_places_that_are_not_a_whole_number_in_range_is_refused_when_parsed(source):
+    """round(a, 2.5) rounded to 2 places without a word (the places were cut to a whole number)."""
+    with pytest.raises(ValidationError) as exc:
+        parse_formula(source, "expression")
+    assert (exc.value.code, exc.value.field) == ("invalid_formula", "expression")
+    assert "whole number of places from -34 to 34" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("source", "props", "expected"),
+    [
+        ("round(a, 2.0)", {"a": "1.235"}, Decimal("1.24")),
+        ("round(a, -2)", {"a": "1250"}, Decimal("1300")),
+        ("round(a, p)", {"a": "1.235", "p": "2"}, Decimal("1.24")),
+        ("round(a, 34)", {"a": "0.5"}, Decimal("0.5")),
+    ],
+)
+def test_round_to_whole_places(source, props, expected):
+    assert parse_formula(source, "expression").evaluate(props) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "props"),
+    [
+        ("round(a, p)", {"a": "1.23456", "p": "2.9"}),
+        ("round(a, p)", {"a": "1", "p": "-100"}),
+        ("round(a, 1 + 1.5)", {"a": "1.255"}),
+    ],
+)
+def test_round_to_places_known_only_per_event_refuses_that_event(source, props):
+    with pytest.raises(ValidationError) as exc:
+        parse_formula(source, "expression").evaluate(props, "properties")
+    assert (exc.value.code, exc.value.field) == ("formula_arithmetic", "properties")
+    assert "whole number of places" in exc.value.message
+
+
+def test_a_stored_formula_rounding_to_a_fraction_of_places_loads_and_fails_per_event():
+    formula = parse_formula("round(a, 2.5)", "expression", stored=True)
+    with pytest.raises(ValidationError) as exc:
+        formula.evaluate({"a": "1.23456"}, "properties")
+    assert (exc.value.code, exc.value.field) == ("formula_arithmetic", "properties")

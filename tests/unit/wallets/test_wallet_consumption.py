@@ -123,6 +123,8 @@ def test_value_is_rounded_from_the_exact_product_however_many_digits():
         ("1000000000000", "amount_too_large"),
         ("abc", "invalid_number"),
         ("NaN", "invalid_number"),
+        ("1e999999999", "amount_too_large"),  # once a bare decimal.Overflow (a traceback from the CLI)
+        ("1e-999999999", "too_many_decimals"),  # once taken: normalize() made it 0, which has no decimals
     ],
 )
 def test_bad_credits_are_refused(value, code):
@@ -131,10 +133,22 @@ def test_bad_credits_are_refused(value, code):
     assert (err.value.code, err.value.field) == (code, "credits")
 
 
-@pytest.mark.parametrize("value", ["0", "-2", "0.0000000001"])
-def test_bad_rates_are_refused(value):
-    with pytest.raises(ValidationError):
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("0", "invalid_rate"),
+        ("-2", "invalid_rate"),
+        ("0.0000000001", "too_many_decimals"),
+        ("1000000000000", "invalid_rate"),
+        ("1e999999999", "invalid_rate"),  # once a bare decimal.Overflow
+        ("-1e999999999", "invalid_rate"),
+        ("1e-999999999", "too_many_decimals"),  # once taken as a rate
+    ],
+)
+def test_bad_rates_are_refused(value, code):
+    with pytest.raises(ValidationError) as err:
         parse_wallet_rate(value)
+    assert (err.value.code, err.value.field) == (code, "rate")
 
 
 credits_st = st.decimals(min_value=Decimal("0.000000001"), max_value=Decimal("999999999"), places=9)

@@ -8,16 +8,16 @@ several currencies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 
 from remit.domain.errors import Conflict, ValidationError
-from remit.domain.money import Currency
+from remit.domain.money import Currency, bounded
 from remit.domain.rating.charge_models import ChargeModel, parse_charge_model
-from remit.domain.rating.tiers import bounded
 from remit.domain.subscriptions.periods import Interval
 
 
@@ -44,8 +44,9 @@ class UsageTerms:
     """What makes a recurring price a usage price, billed in arrears from a meter's aggregate.
 
     - ``meter``: the meter whose quantity for the billed time the price rates. A meter with group-by dimensions
-      gives one line per group (e.g. per region); ``dimensions`` may give a group its own model (keyed by the
-      group's values joined with ``|``, e.g. ``"eu"`` or ``"eu|gpt-4"``); other groups use the price's model.
+      gives one line per group (e.g. per region); ``dimensions`` may give a group its own model (keyed by
+      ``dimension_key``: the group's values joined with ``|``, e.g. ``"eu"`` or ``"eu|gpt-4"``, or a JSON list of
+      them where a value holds ``|``); other groups use the price's model.
     - ``included_units``: units included in the plan's fee, billed at nothing (per group; prorated when the
       price applies to part of a period).
     - ``minimum``: instead of a meter, a minimum commitment: the price's flat amount per period, less what the
@@ -60,7 +61,30 @@ class UsageTerms:
     def model_for(self, group: tuple[str, ...], default: ChargeModel) -> ChargeModel:
         if not self.dimensions:
             return default
-        return self.dimensions.get("|".join(group), default)
+        return self.dimensions.get(dimension_key(group), default)
+
+
+def dimension_key(group: Sequence[str]) -> str:
+    """The key a group's own price has in ``UsageTerms.dimensions``: its values joined with ``|`` ("eu",
+    "eu|gpt-4"); but where that is ambiguous, a meter of two or more dimensions with a value holding ``|``
+    (("a|b", "c") and ("a", "b|c") would both be "a|b|c"), the values as a JSON list ('["a|b", "c"]')."""
+    if len(group) > 1 and any("|" in value for value in group):
+        return json.dumps(list(group))
+    return "|".join(group)
+
+
+def group_of_key(key: str) -> tuple[str, ...] | None:
+    """The values of a dimension key written as a JSON list of strings ('["a|b", "c"]'); ``None`` for a key of
+    values joined with ``|`` (or anything else, as any key was taken before the list form existed)."""
+    if not key.startswith("["):
+        return None
+    try:
+        values = json.loads(key)
+    except ValueError:
+        return None
+    if not isinstance(values, list) or not values or not all(isinstance(value, str) for value in values):
+        return None
+    return tuple(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +194,12 @@ def parse_usage_terms(
         where = f"{field_name}.dimensions.{key}"
         if not isinstance(spec, Mapping) or "model" not in spec:
             raise ValidationError("invalid_usage", 'Each dimension has {"model": ..., "config": {...}}.', where)
-        dimensions[str(key)] = parse_charge_model(str(spec["model"]), spec.get("config", {}), f"{where}.config")
-        if included_units and dimensions[str(key)].kind == "percentage":
+        model_of_group = parse_charge_model(str(spec["model"]), spec.get("config", {}), f"{where}.config")
+        values = group_of_key(str(key))
+        canonical = str(key) if values is None else dimension_key(values)
+        if values is None or canonical not in dimensions:  # one group twice (refused when made): the plain key wins
+            dimensions[canonical] = model_of_group
+        if included_units and model_of_group.kind == "percentage":
             raise ValidationError(
                 "invalid_usage",
                 "A percentage model charges transactions, which included units cannot be taken from: give this "
@@ -248,16 +276,30 @@ def validate_coupon_terms(
             raise ValidationError("negative_amount", "amount_off must be positive.", "amount_off")
         if currency is None:
             raise ValidationError("missing_field", "A fixed-amount coupon needs a currency.", "currency")
-    if duration is CouponDuration.REPEATING and (duration_periods is None or duration_periods < 1):
+    if duration is CouponDuration.REPEATING and (
+        duration_periods is None or not 1 <= duration_periods <= MAX_DURATION_PERIODS
+    ):
         raise ValidationError(
-            "invalid_duration", "A repeating coupon needs duration_periods of at least 1.", "duration_periods"
+            "invalid_duration",
+            f"A repeating coupon needs duration_periods from 1 to {MAX_DURATION_PERIODS}.",
+            "duration_periods",
         )
     if duration is not CouponDuration.REPEATING and duration_periods is not None:
         raise ValidationError(
             "invalid_duration", "duration_periods only applies to repeating coupons.", "duration_periods"
         )
-    if max_redemptions is not None and max_redemptions < 1:
-        raise ValidationError("invalid_limit", "max_redemptions must be at least 1.", "max_redemptions")
+    check_max_redemptions(max_redemptions)
+
+
+# The most redemptions a coupon or a promotion code may be limited to, and the most periods a repeating coupon may
+# last (as the API takes them): beyond, the counts would not fit their columns (PostgreSQL's integer).
+MAX_REDEMPTIONS = 1_000_000_000
+MAX_DURATION_PERIODS = 1000
+
+
+def check_max_redemptions(max_redemptions: int | None) -> None:
+    if max_redemptions is not None and not 1 <= max_redemptions <= MAX_REDEMPTIONS:
+        raise ValidationError("invalid_limit", f"max_redemptions is from 1 to {MAX_REDEMPTIONS:,}.", "max_redemptions")
 
 
 @dataclass(frozen=True, slots=True)

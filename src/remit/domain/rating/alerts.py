@@ -16,7 +16,7 @@ from enum import Enum
 from typing import NamedTuple
 
 from remit.domain.errors import ValidationError
-from remit.domain.money import Currency, Money, to_decimal
+from remit.domain.money import Currency, Money, decimals, to_decimal
 from remit.domain.rating.aggregations import Aggregation, Meter
 
 MAX_THRESHOLDS = 20
@@ -49,8 +49,7 @@ def parse_thresholds(raw: object, kind: AlertKind, cur: Currency | None, field: 
             number = Decimal(Money.of(value, cur, where).minor)
         else:
             number = to_decimal(value, where)
-            exponent = number.normalize().as_tuple().exponent
-            if isinstance(exponent, int) and exponent < -9:
+            if decimals(number) > 9:  # counted from the digits: normalize() overflows on 1e999999999
                 raise ValidationError("invalid_number", "A threshold has at most 9 decimals.", where)
         if number <= 0:
             raise ValidationError("invalid_threshold", "Thresholds are above 0.", where)

@@ -6,10 +6,11 @@
 
 It is parsed with Python's own parser into an AST and evaluated by this module, node by node, in exact decimal
 arithmetic. Only these forms exist: numbers, strings, property names, + - * / // %, unary -, comparisons,
-and/or/not, `x if cond else y`, and the functions min, max, abs, round, ceil, floor. No attribute access, no
-indexing, no calls to anything else, no `eval`, no loops: a formula cannot reach Python, and its cost is bounded
-by its size, which is limited, and by the size of its numbers: a constant or property is finite and below 10^64
-(no value above that could be stored), so no operation works on a number of a million digits.
+and/or/not, `x if cond else y`, and the functions min, max, abs, round (to a whole number of places from -34 to
+34), ceil, floor. No attribute access, no indexing, no calls to anything else, no `eval`, no loops: a formula
+cannot reach Python, and its cost is bounded by its size, which is limited, and by the size of its numbers: a
+constant or property is finite and below 10^64 (no value above that could be stored), so no operation works on a
+number of a million digits.
 
 Numbers are exact: a constant is read from its digits in the source (never through a float), a property from its
 text. Arithmetic carries 34 significant digits (half to even beyond them): exact for numbers as events write them,
@@ -30,6 +31,7 @@ MAX_LENGTH = 500
 MAX_NODES = 200
 MAX_DIGITS = 64  # digits before the point of a constant or property: a stored value has at most 64 characters
 PRECISION = 34  # significant digits of a result that does not end (a quotient); see the module's docstring
+MAX_PLACES = PRECISION  # round(x, places): no more decimals (or tens) than the digits arithmetic carries
 Value = Decimal | str | bool
 
 _BINARY: dict[type[ast.operator], Callable[[Decimal, Decimal], Decimal]] = {
@@ -52,7 +54,17 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Value, Value], bool]] = {
 
 
 def _round(value: Decimal, places: Decimal = Decimal(0)) -> Decimal:
+    """Half up to ``places`` decimals (negative: to tens, hundreds...); ``places`` is checked by ``_places_ok``."""
     return value.quantize(Decimal(1).scaleb(-int(places)), rounding=ROUND_HALF_UP)
+
+
+def _places_ok(places: Decimal) -> bool:
+    """round()'s places: a whole number from -MAX_PLACES to MAX_PLACES (2.5 was cut to 2 without a word)."""
+    return places == places.to_integral_value() and -MAX_PLACES <= places <= MAX_PLACES
+
+
+def _places_error(places: object) -> str:
+    return f"round() takes a whole number of places from -{MAX_PLACES} to {MAX_PLACES}, not {places}."
 
 
 def _integral(value: Decimal, rounding: str) -> Decimal:
@@ -199,6 +211,10 @@ def _kind(node: ast.expr, field: str) -> str:
     if isinstance(node, ast.Call):
         for arg in node.args:
             _numeric(_kind(arg, field), field)
+        if isinstance(node.func, ast.Name) and node.func.id == "round" and len(node.args) == 2:
+            places = _literal(node.args[1])
+            if places is not None and not _places_ok(places):
+                raise ValidationError("invalid_formula", _places_error(places), field)
         return _NUMBER
     if isinstance(node, ast.Compare):
         kinds = [_kind(node.left, field), *(_kind(c, field) for c in node.comparators)]
@@ -212,6 +228,17 @@ def _kind(node: ast.expr, field: str) -> str:
         body, orelse = _kind(node.body, field), _kind(node.orelse, field)
         return body if body == orelse else _ANY
     return _ANY  # not reached: parse_formula allows nothing else
+
+
+def _literal(node: ast.expr) -> Decimal | None:
+    """The number a constant (``2.5``, ``-1``) stands for; ``None`` for anything else (known only per event)."""
+    sign = 1
+    while isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+        sign = -sign if isinstance(node.op, ast.USub) else sign
+        node = node.operand
+    if isinstance(node, ast.Constant) and isinstance(node.value, Decimal):
+        return node.value if sign > 0 else -node.value
+    return None
 
 
 def _numeric(kind: str, field: str) -> None:
@@ -319,6 +346,9 @@ def _eval(node: ast.expr, props: Mapping[str, object], field: str) -> Value:
         args = [_eval(a, props, field) for a in node.args]
         if not all(isinstance(a, Decimal) and not isinstance(a, bool) for a in args):
             raise ValidationError("formula_not_numeric", f"{node.func.id}() needs numbers.", field)
+        places = args[1] if node.func.id == "round" and len(args) == 2 else None
+        if isinstance(places, Decimal) and not _places_ok(places):  # a property, or a stored formula's constant
+            raise ValidationError("formula_arithmetic", _places_error(places), field)
         try:
             return _FUNCTIONS[node.func.id](*args)
         except (TypeError, ValueError):  # a formula stored before parsing counted them: min() has no value

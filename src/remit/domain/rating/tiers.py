@@ -24,7 +24,7 @@ from decimal import (
 from typing import Any
 
 from remit.domain.errors import ValidationError
-from remit.domain.money import parse_rate, to_decimal
+from remit.domain.money import bounded, parse_rate, to_decimal
 
 ZERO = Decimal(0)
 
@@ -150,25 +150,10 @@ def tier_label(tiers: Sequence[Tier], index: int) -> str:
 
 # --- config checks ----------------------------------------------------------------------------------------
 
-# Digits before the point of a number in a price's settings (a price, fee, tier bound, package size, count), as
-# the API takes them. Anything larger could never be billed (an amount is at most 10^15 minor units), and a
-# number such as 1e999999999 would overflow while it is read, or take minutes to turn into a count.
-MAX_WHOLE_DIGITS = 15
-
-
-def bounded(value: object, field: str) -> Decimal:
-    """An exact number of a price's settings, refused (``invalid_number``) from 10^15 on."""
-    number = to_decimal(value, field)
-    if number and number.adjusted() >= MAX_WHOLE_DIGITS:
-        raise ValidationError(
-            "invalid_number", f"{number:.3E} is too large: at most {MAX_WHOLE_DIGITS} digits before the point.", field
-        )
-    return number
-
 
 def _setting(value: object, field: str) -> Decimal:
-    """A price, fee, bound or size: bounded, then at most 9 decimals."""
-    return parse_rate(bounded(value, field), field)
+    """A price, fee, bound or size: at most 15 digits before the point and 9 decimals."""
+    return parse_rate(value, field)
 
 
 def check_keys(config: Mapping[Any, object], required: Sequence[str], optional: Sequence[str], path: str) -> None:

@@ -936,12 +936,8 @@ def invoices_add_line(
     as_json: Json = False,
 ) -> None:
     """Add a manual line to a draft invoice."""
-    from remit.domain.money import parse_rate, to_decimal
-
     with _app().uow() as uow:
-        data = invoices.add_draft_line(
-            uow, invoice_id, description, to_decimal(quantity, "quantity"), parse_rate(unit_price, "unit_price")
-        )
+        data = invoices.add_draft_line(uow, invoice_id, description, quantity, unit_price)
     show(views.invoice_public(data), as_json, "Line added")
 
 
