@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import Enum
+from fractions import Fraction
 
 from remit.domain.errors import ValidationError
 
@@ -394,16 +395,19 @@ def allocate(total_minor: int, weights: Sequence[Decimal | int]) -> list[int]:
         if total_minor != 0:
             raise ValueError("cannot allocate a non-zero amount over no parts")
         return []
-    ws = [Decimal(w) for w in weights]
+    # Exact shares (fractions, not 28-digit decimals): the remainders of tied shares are equal, so ties do go to
+    # the earlier part (in decimals, 500 split over 3500, 80 and 2420 gave the later 201.666... the unit before the
+    # earlier 6.666..., whose rounded remainder had more digits).
+    ws = [Fraction(w) for w in weights]
     if any(w < 0 for w in ws):
         raise ValueError("allocation weights must not be negative")
-    total_weight = sum(ws, Decimal(0))
+    total_weight = sum(ws, Fraction(0))
     if total_weight == 0:
-        ws = [Decimal(1)] * len(ws)
-        total_weight = Decimal(len(ws))
+        ws = [Fraction(1)] * len(ws)
+        total_weight = Fraction(len(ws))
     sign = -1 if total_minor < 0 else 1
     magnitude = abs(total_minor)
-    exact = [Decimal(magnitude) * w / total_weight for w in ws]
+    exact = [magnitude * w / total_weight for w in ws]
     floors = [int(e) for e in exact]  # exact >= 0, so int() is floor
     remainder = magnitude - sum(floors)
     order = sorted(range(len(ws)), key=lambda i: (-(exact[i] - floors[i]), i))

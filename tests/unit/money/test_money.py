@@ -106,6 +106,9 @@ def test_allocate_examples():
     assert allocate(-100, [1, 1, 1]) == [-34, -33, -33]
     assert allocate(5, [0, 0]) == [3, 2]
     assert allocate(0, []) == []
+    # Exact shares 291.67, 6.67 and 201.67 tie: the earlier parts get the two units left (not the later one,
+    # as 28-digit decimal shares had it: their remainders differed in the last digit).
+    assert allocate(500, [3500, 80, 2420]) == [292, 7, 201]
     assert Money.of("10.00", "EUR").allocate([1, 2]) == [Money.of("3.33", "EUR"), Money.of("6.67", "EUR")]
 
 
