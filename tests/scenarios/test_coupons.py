@@ -140,3 +140,26 @@ def test_monthly__in_advance__calendar__unredeemable_coupon_changes_nothing(app,
         ("subscription", "2026-03-01", "2026-04-01", "30.00"),
         ("subscription", "2026-04-01", "2026-05-01", "30.00"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("order", "total"),
+    [(("TENPCT", "FIVEOFF"), "85.00"), (("FIVEOFF", "TENPCT"), "85.50")],
+)
+def test_stacked_coupons_apply_in_the_order_they_were_added(app, order, total):
+    """Each coupon takes its share of what the ones before it left: 10 % then 5.00 off 100.00 is 85.00, 5.00 then
+    10 % is 85.50. The bill run read them in no defined order (the database's plan decided)."""
+    b.seller(app)
+    b.plan(app, "big", "100.00")
+    with app.uow() as uow:
+        catalog.create_coupon(uow, "TENPCT", "TENPCT", percent_off="10", duration="forever")
+        catalog.create_coupon(uow, "FIVEOFF", "FIVEOFF", amount_off="5.00", currency_code="EUR", duration="forever")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        sub = subscriptions.create_subscription(uow, cus, "big", anchor="calendar")
+    for code in order:
+        with app.uow() as uow:
+            subscriptions.apply_coupon(uow, sub, coupon=code)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    assert {row[2] for row in _totals(app, cus)[1:]} == {total}

@@ -639,6 +639,9 @@ def _coupons_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
         .join(t.subscription_coupons, t.subscription_coupons.c.coupon_id == t.coupons.c.id)
         .join(sub_customer, sub_customer.c.id == t.subscription_coupons.c.subscription_id)
         .where(in_ids(sub_customer.c.customer_id))
+        # Coupons stack: each takes its share of what the ones before it left, so their order is money. They apply
+        # in the order they were added (ids grow with time), never in whatever order the database's plan returns.
+        .order_by(t.subscription_coupons.c.subscription_id, t.subscription_coupons.c.id)
     )
 
 
