@@ -6,13 +6,16 @@ usage, a canceled event, a quantity change, a cancellation) are rated at that pe
 the whole period at the new one.
 """
 
+import pytest
 from sqlalchemy import select
 
 from remit.adapters.db import tables as t
+from remit.domain.errors import ValidationError
 from remit.service_layer import (
     alerts,
     catalog,
     clocks,
+    credit_notes,
     explain,
     live_usage,
     subscriptions,
@@ -325,3 +328,71 @@ def test_monthly__dimensions__a_group_no_longer_measured_is_credited_without_nam
         why = explain.explain_line(uow, invoice["id"], credit["id"])
     assert why["negotiated_price"] is None
     assert not any("negotiated" in sentence for sentence in why["explanation"])
+
+
+def test_a_one_off_charge_of_a_price_the_customer_negotiated_is_billed_at_the_negotiated_price(app):
+    """Onboarding is listed at 500.00; this customer negotiated 300.00. A one-off charge of that price was billed at
+    the list price (500.00): it is billed at 300.00, like every other line of a negotiated price; another customer
+    pays the list price."""
+    b.seller(app)
+    with app.uow() as uow:
+        product_id = catalog.create_product(uow, "Onboarding", "one_off")
+        price_id = catalog.create_price(
+            uow, product_id, {"currency": "EUR", "model": "flat", "config": {"amount": "500.00"}, "type": "one_off"}
+        )
+    negotiating, listed = b.customer(app, None), b.customer(app, None)
+    _negotiate(app, negotiating, price_id, "flat", {"amount": "300.00"})
+    with app.uow() as uow:
+        item = credit_notes.add_one_off(uow, negotiating, price_id=price_id)
+        other = credit_notes.add_one_off(uow, listed, price_id=price_id)
+    assert (item["amount_minor"], other["amount_minor"]) == (30000, 50000)
+
+
+def test_changing_a_negotiated_price_records_an_event_with_what_it_was(app):
+    """Every change records a domain event: setting a negotiated price did, changing it (in place) recorded
+    nothing, so a change of what a customer pays left no trace. Both record ``price_override.set`` with the
+    negotiated model and settings, and a change the ones it replaced."""
+    _clock_id, cus, _sub, price_id = _usage_customer(app)
+    override_id = _negotiate(app, cus, price_id, "per_unit", {"unit_price": "0.50"})
+    assert _negotiate(app, cus, price_id, "per_unit", {"unit_price": "0.20"}) == override_id
+    with app.uow() as uow:
+        rows = uow.conn.execute(
+            select(t.events.c.data).where(t.events.c.type == "price_override.set").order_by(t.events.c.id)
+        ).all()
+    assert [row.data for row in rows] == [
+        {"price_id": price_id, "override_id": override_id, "model": "per_unit", "config": {"unit_price": "0.50"}},
+        {
+            "price_id": price_id,
+            "override_id": override_id,
+            "model": "per_unit",
+            "config": {"unit_price": "0.20"},
+            "previous_model": "per_unit",
+            "previous_config": {"unit_price": "0.50"},
+        },
+    ]
+
+
+def test_a_negotiated_minimum_commitment_is_a_flat_amount_too(app):
+    """A minimum commitment is a flat amount per period (refused otherwise when the price is made); a customer's
+    negotiated price for one was accepted with any model, and a percentage of 0.5 made the commitment 0.50."""
+    b.seller(app)
+    with app.uow() as uow:
+        usage.create_meter(uow, "units", "Units", "sum", "n")
+        catalog.create_plan(
+            uow,
+            "metered",
+            "Metered",
+            [
+                {"currency": "EUR", "model": "per_unit", "config": {"unit_price": "0.10"}, "usage": {"meter": "units"}},
+                {"currency": "EUR", "model": "flat", "config": {"amount": "20.00"}, "usage": {"minimum": True}},
+            ],
+        )
+        minimum = uow.conn.execute(select(t.prices.c.id).where(t.prices.c.model == "flat")).scalar_one()
+    cus = b.customer(app, None)
+    for model, config in (("percentage", {"rate": "0.5"}), ("per_unit", {"unit_price": "3"})):
+        with pytest.raises(ValidationError) as refused, app.uow() as uow:
+            catalog.set_price_override(uow, cus, minimum, model, config)
+        assert (refused.value.code, refused.value.field) == ("invalid_usage", "model")
+    with app.uow() as uow:
+        assert uow.conn.execute(select(t.price_overrides.c.id)).first() is None
+    _negotiate(app, cus, minimum, "flat", {"amount": "15.00"})
