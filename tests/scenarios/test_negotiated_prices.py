@@ -355,6 +355,7 @@ def test_changing_a_negotiated_price_records_an_event_with_what_it_was(app):
     _clock_id, cus, _sub, price_id = _usage_customer(app)
     override_id = _negotiate(app, cus, price_id, "per_unit", {"unit_price": "0.50"})
     assert _negotiate(app, cus, price_id, "per_unit", {"unit_price": "0.20"}) == override_id
+    assert _negotiate(app, cus, price_id, "per_unit", {"unit_price": "0.20"}) == override_id  # no change: no event
     with app.uow() as uow:
         rows = uow.conn.execute(
             select(t.events.c.data).where(t.events.c.type == "price_override.set").order_by(t.events.c.id)

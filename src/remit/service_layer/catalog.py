@@ -282,6 +282,8 @@ def set_price_override(uow: UnitOfWork, customer_id: str, price_id: str, model: 
         .first()
     )
     kind, settings = parsed.kind, parsed.to_config()
+    if existing and (existing["model"], existing["config"]) == (kind, settings):
+        return str(existing["id"])  # set again as it is (a request retried): nothing changes, nothing to record
     if existing:
         # Changed in place; the event keeps what it replaced (periods already invoiced keep the price they were
         # invoiced at, as their lines recorded it).
