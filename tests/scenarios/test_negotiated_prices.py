@@ -17,6 +17,7 @@ from remit.service_layer import (
     clocks,
     credit_notes,
     explain,
+    invoices,
     live_usage,
     subscriptions,
     usage,
@@ -397,3 +398,25 @@ def test_a_negotiated_minimum_commitment_is_a_flat_amount_too(app):
     with app.uow() as uow:
         assert uow.conn.execute(select(t.price_overrides.c.id)).first() is None
     _negotiate(app, cus, minimum, "flat", {"amount": "15.00"})
+
+
+def test_monthly__in_advance__a_fee_taken_off_a_draft_comes_back_at_the_price_negotiated_since(app):
+    """Drafts left for review: March's fee (30.00) is on a draft when 24.00 is negotiated; kept, the draft's period
+    keeps 30.00; taken off the draft, March is no longer invoiced and comes back at 24.00."""
+    b.seller(app, auto_finalize=False)
+    b.plan(app, "basic", "30.00")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    kept, removed = b.customer(app, clock_id), b.customer(app, clock_id)
+    with app.uow() as uow:
+        price_id = catalog.plan_price(uow, "basic", "EUR")["id"]
+        for cus in (kept, removed):
+            subscriptions.create_subscription(uow, cus, "basic", anchor="calendar")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    for cus in (kept, removed):
+        _negotiate(app, cus, price_id, "flat", {"amount": "24.00"})
+    (draft,) = b.invoices_of(app, removed)
+    with app.uow() as uow:
+        invoices.remove_draft_line(uow, draft["id"], draft["lines"][0]["id"])
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 3))
+    assert b.lines_of(app, kept) == [("subscription", "2026-03-01", "2026-04-01", "30.00")]
+    assert b.lines_of(app, removed) == [("subscription", "2026-03-01", "2026-04-01", "24.00")]
