@@ -38,7 +38,7 @@ from remit.adapters.db import tables as t
 from remit.adapters.db.engine import make_engine
 from remit.adapters.db.id_lists import ID_LIST_TYPES, id_list_value, in_id_list
 from remit.adapters.db.ids import new_id
-from remit.adapters.db.mappers import coupon_from_row, load_prices, timeline_event_from_row, with_overrides
+from remit.adapters.db.mappers import coupon_from_row, load_prices, negotiated, timeline_event_from_row, with_overrides
 from remit.adapters.db.usage_queries import ReadAheadSpan, Span, Window, aggregate_usage, transaction_values
 from remit.adapters.db.usage_read_ahead import UsageReadAhead
 from remit.domain.billing_events import TimelineEvent, status_on
@@ -46,10 +46,12 @@ from remit.domain.catalog.model import Price
 from remit.domain.clock import Clock
 from remit.domain.errors import RemitError
 from remit.domain.invoicing.generator import (
+    NO_PINS,
     AppliedCoupon,
     BilledTotals,
     LineKey,
     NewLine,
+    Pinned,
     SubscriptionTerms,
     UsageData,
     UsageWindowKey,
@@ -536,6 +538,10 @@ class _Batch:
     prices: dict[str, Price]
     usage: dict[str, UsageData] = field(default_factory=dict)  # per customer, for the as-of time being billed
     terms: dict[str, SubscriptionTerms | None] = field(default_factory=dict)  # per subscription, made once
+    # Per subscription, its periods invoiced at another price than the customer's now (``_pin_invoiced``): only
+    # subscriptions of customers with negotiated prices can have any.
+    pinned: dict[str, Pinned] = field(default_factory=dict)
+    views: dict[str, Mapping[str, Price]] = field(default_factory=dict)  # per customer with overrides, made once
     # Whether any of the customers held wallet credits when the batch was loaded (a preview that finds none
     # skips reading them; finalizing reads them anyway, under its locks).
     credits: bool = True
@@ -795,7 +801,7 @@ def _load_batch(
     for row in run("pending", customer_ids, _pending_query).mappings() if present["pending"] else ():
         pending[row["customer_id"]].append(row)
     balances = run("balances", customer_ids, _balances_query).all() if present["balances"] else []
-    return _Batch(
+    batch = _Batch(
         rows,
         entities,
         subs,
@@ -808,6 +814,97 @@ def _load_batch(
         load_prices(conn, price_ids),
         credits=bool(present["credits"]),
     )
+    if overrides:
+        _pin_invoiced(uow, batch)
+    return batch
+
+
+def customer_prices(batch: _Batch, customer_id: str) -> Mapping[str, Price]:
+    """The catalog as this customer is billed by it now: its negotiated prices replace the list prices."""
+    overrides = batch.overrides.get(customer_id)
+    if not overrides:
+        return batch.prices
+    found = batch.views.get(customer_id)
+    if found is None:
+        found = batch.views[customer_id] = with_overrides(batch.prices, overrides)
+    return found
+
+
+def pinned_of(batch: _Batch, sub_id: str) -> Pinned:
+    return batch.pinned.get(sub_id, NO_PINS) if batch.pinned else NO_PINS
+
+
+def _pin_invoiced(uow: UnitOfWork, batch: _Batch) -> None:
+    """A period keeps the price it was first invoiced at: a negotiated price set or changed since applies to the
+    periods not invoiced yet. For the subscriptions of customers with negotiated prices, the lines of the periods
+    that may still change, of the prices they negotiated, are read (one query, and only for them): each such
+    period takes the price its first line rated by the price's own model recorded (``negotiated_price`` in the
+    line's details; no record: the list price). Lines a dimension's own model rated, and credits of charges no
+    longer measured, say nothing of it; a period with only those takes the customer's price now. Periods whose
+    price is the customer's now are not pinned, so that the generator's memos stay shared."""
+    wanted: dict[tuple[str, str, date], None] = {}  # (subscription, price, period start)
+    for sub in batch.subs:
+        overrides = batch.overrides.get(sub["customer_id"])
+        billed = batch.billed.get(sub["id"]) if overrides else None
+        if not billed:
+            continue
+        assert overrides is not None
+        overridden = {row["price_id"] for row in overrides}
+        for key, before in billed.items():
+            price_id = before.price_id or key[1]
+            if price_id in overridden:
+                wanted[(sub["id"], price_id, key[2])] = None
+    if not wanted:
+        return
+    ln, inv, s = t.invoice_lines.c, t.invoices.c, t.subscriptions.c
+    query = (
+        select(ln.subscription_id, ln.price_id, ln.period_start_on, ln.details)
+        .join_from(t.invoice_lines, t.invoices, inv.id == ln.invoice_id)
+        .join(t.subscriptions, s.id == ln.subscription_id)
+        .where(
+            _ids(uow, ln.subscription_id, sorted({sub_id for sub_id, _p, _d in wanted})),
+            _ids(uow, ln.price_id, sorted({price_id for _s, price_id, _d in wanted})),
+            or_(s.reviewed_from_on.is_(None), ln.period_end_on > s.reviewed_from_on),
+        )
+        .order_by(inv.created_at, ln.revision, ln.id)  # each period's first lines first
+    )
+    decided: set[tuple[str, str, date]] = set()
+    pins: dict[str, dict[tuple[str, date], Price]] = {}
+    customer_of = {sub["id"]: sub["customer_id"] for sub in batch.subs}
+    for sub_id, price_id, period_start, details in uow.conn.execute(query):
+        key = (sub_id, price_id, period_start)
+        if key not in wanted or key in decided:
+            continue
+        base = batch.prices.get(price_id)
+        if base is None or not _rated_by_price_model(base, details):
+            continue
+        decided.add(key)
+        record = details.get("negotiated_price")
+        current = customer_prices(batch, customer_of[sub_id])[price_id]
+        if record is None:
+            invoiced = base
+        elif (
+            record.get("override_id") == current.override_id
+            and record.get("model") == current.model.kind
+            and (record.get("config") == current.model.to_config())
+        ):
+            continue  # invoiced at the customer's price now
+        else:
+            invoiced = negotiated(base, record["override_id"], record["model"], record["config"])
+        pins.setdefault(sub_id, {})[(price_id, period_start)] = invoiced
+    batch.pinned.update(pins)
+
+
+def _rated_by_price_model(base: Price, details: Mapping[str, Any]) -> bool:
+    """Whether a line was rated by its price's own model (the list price's, or the negotiated one), which it then
+    records; not a dimension's own model, nor a credit of a charge no longer measured (it rates nothing)."""
+    used = details.get("usage") or {}
+    if used.get("nothing_measured"):
+        return False
+    group = used.get("group")
+    if base.usage is not None and base.usage.dimensions and isinstance(group, dict) and group:
+        return "|".join(str(v) for v in group.values()) not in base.usage.dimensions
+    return True
 
 
 def _billed_totals(sub_id: str, lines: Sequence[Sequence[Any]]) -> dict[LineKey, BilledTotals]:
@@ -900,8 +997,7 @@ def compute_drafts(batch: _Batch, as_of: datetime) -> tuple[list[InvoiceDraft], 
         as_of_on = local_days.get(customer["timezone"])
         if as_of_on is None:
             as_of_on = local_days[customer["timezone"]] = local_date(as_of, customer["timezone"])
-        overrides = batch.overrides.get(customer_id)
-        prices = with_overrides(batch.prices, overrides) if overrides else batch.prices
+        prices = customer_prices(batch, customer_id)
         lines: list[NewLine] = []
         for sub in subs_by_customer.get(customer_id, ()):
             sub_id = sub["id"]
@@ -910,9 +1006,10 @@ def compute_drafts(batch: _Batch, as_of: datetime) -> tuple[list[InvoiceDraft], 
                 continue
             events = terms.events
             usage = batch.usage.get(customer_id)
-            proposed = propose(terms, prices, as_of_on, policy, usage)
+            pinned = pinned_of(batch, sub_id)
+            proposed = propose(terms, prices, as_of_on, policy, usage, pinned)
             meters = usage.meters if usage is not None else None
-            lines.extend(diff(proposed, batch.billed.get(sub_id, no_billed), as_of_on, prices, meters))
+            lines.extend(diff(proposed, batch.billed.get(sub_id, no_billed), as_of_on, prices, meters, pinned))
             key = (events, sub["trial_end_on"], as_of_on)
             status = statuses.get(key)
             if status is None:
@@ -992,8 +1089,7 @@ def load_usage(
         if terms is None:
             continue
         customer = batch.customers[sub["customer_id"]]
-        overrides = batch.overrides.get(customer["id"])
-        prices = with_overrides(batch.prices, overrides) if overrides else batch.prices
+        prices = customer_prices(batch, customer["id"])
         if not has_usage(terms, prices):
             continue
         tz = customer["timezone"]
@@ -1001,7 +1097,7 @@ def load_usage(
         on = days.get((at, tz))
         if on is None:
             on = days[(at, tz)] = local_date(at, tz)
-        for key, one_by_one in usage_windows(terms, prices, on):
+        for key, one_by_one in usage_windows(terms, prices, on, pinned_of(batch, sub["id"])):
             meter, start_on, end_on = key
             window = Window(customer["id"], meter, midnight(start_on, tz), midnight(end_on, tz))
             windows.append(window)

@@ -310,33 +310,39 @@ def set_price_override(uow: UnitOfWork, customer_id: str, price_id: str, model: 
             "model",
         )
     uow.lock_customer(customer_id)
-    existing = uow.conn.execute(
-        select(t.price_overrides.c.id).where(
-            t.price_overrides.c.customer_id == customer_id, t.price_overrides.c.price_id == price_id
-        )
-    ).scalar()
-    if existing:
-        uow.conn.execute(
-            update(t.price_overrides)
-            .where(t.price_overrides.c.id == existing)
-            .values(model=parsed.kind, config=parsed.to_config())
-        )
-        return str(existing)
-    override_id = new_id("ovr")
-    uow.insert_many(
-        t.price_overrides,
-        [
-            {
-                "id": override_id,
-                "customer_id": customer_id,
-                "price_id": price_id,
-                "model": parsed.kind,
-                "config": parsed.to_config(),
-                "created_at": uow.now,
-            }
-        ],
+    o = t.price_overrides.c
+    existing = (
+        uow.conn.execute(select(o.id, o.model, o.config).where(o.customer_id == customer_id, o.price_id == price_id))
+        .mappings()
+        .first()
     )
-    uow.emit("price_override.set", "customer", customer_id, {"price_id": price_id}, customer_id)
+    kind, settings = parsed.kind, parsed.to_config()
+    if existing and (existing["model"], existing["config"]) == (kind, settings):
+        return str(existing["id"])  # set again as it is (a request retried): nothing changes, nothing to record
+    if existing:
+        # Changed in place; the event keeps what it replaced (periods already invoiced keep the price they were
+        # invoiced at, as their lines recorded it).
+        override_id = str(existing["id"])
+        uow.conn.execute(update(t.price_overrides).where(o.id == override_id).values(model=kind, config=settings))
+        previous = {"previous_model": existing["model"], "previous_config": existing["config"]}
+    else:
+        override_id = new_id("ovr")
+        uow.insert_many(
+            t.price_overrides,
+            [
+                {
+                    "id": override_id,
+                    "customer_id": customer_id,
+                    "price_id": price_id,
+                    "model": kind,
+                    "config": settings,
+                    "created_at": uow.now,
+                }
+            ],
+        )
+        previous = {}
+    data = {"price_id": price_id, "override_id": override_id, "model": kind, "config": settings, **previous}
+    uow.emit("price_override.set", "customer", customer_id, data, customer_id)
     return override_id
 
 

@@ -22,6 +22,7 @@ from remit.domain.invoicing.invoice import (
 )
 from remit.domain.lifecycle import InvoiceStatus
 from remit.domain.money import Money, RoundingPolicy, currency
+from remit.domain.rating.charge_models import parse_charge_model
 from remit.service_layer import wallet_ledger
 from remit.service_layer.accounts import customer_now, get_customer, local_date
 from remit.service_layer.catalog import quantity as parse_quantity
@@ -226,7 +227,15 @@ def add_one_off(
                 f"Price {price_id} is in {price.currency.code}, the customer pays in {cur.code}.",
                 "price_id",
             )
-        raw = price.model.rate(qty).amount
+        o = t.price_overrides.c
+        negotiated = (
+            uow.conn.execute(select(o.model, o.config).where(o.customer_id == customer_id, o.price_id == price_id))
+            .mappings()
+            .first()
+        )
+        # The customer's negotiated price replaces the list price's model, as on every other line of the price.
+        model = parse_charge_model(negotiated["model"], negotiated["config"]) if negotiated else price.model
+        raw = model.rate(qty).amount
         text = description or price.name or price_id
     else:
         if unit_amount is None or not description:

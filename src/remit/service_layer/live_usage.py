@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import select
 
 from remit.adapters.db import tables as t
-from remit.adapters.db.mappers import with_overrides
 from remit.domain.errors import NotFound
 from remit.domain.invoicing.generator import ProposedLine, UsageData, group_of_charge, has_usage, propose
 from remit.domain.money import RoundingPolicy
@@ -128,12 +127,12 @@ def _subscription_usage(batch: Any, sub: Mapping[Any, Any], period: Period) -> S
     if terms is None:
         return None
     customer = batch.customers[sub["customer_id"]]
-    overrides = batch.overrides.get(customer["id"])
-    prices = with_overrides(batch.prices, overrides) if overrides else batch.prices
+    prices = bill_run.customer_prices(batch, customer["id"])
     if not has_usage(terms, prices) or (sub["ended_on"] is not None and sub["ended_on"] <= period.start_on):
         return None
     policy = RoundingPolicy(batch.entities[customer["legal_entity_id"]]["rounding_policy"])
-    proposed = propose(terms, prices, period.end_on, policy, batch.usage.get(customer["id"]))
+    pinned = bill_run.pinned_of(batch, sub["id"])  # an open period billed early by a threshold keeps its price
+    proposed = propose(terms, prices, period.end_on, policy, batch.usage.get(customer["id"]), pinned)
     billed = batch.billed.get(sub["id"], {})
     result = SubscriptionUsage(sub["id"], customer["id"], sub["currency"], period)
     seen = set()
@@ -145,7 +144,7 @@ def _subscription_usage(batch: Any, sub: Mapping[Any, Any], period: Period) -> S
     # Charges billed by a threshold invoice that nothing is measured for any more (every event of the group was
     # canceled): they count nothing now, and what was billed of them is owed back at the period's end.
     for key, before in billed.items():
-        price = prices.get(before.price_id or key[1])
+        price = pinned.get((before.price_id or key[1], key[2])) or prices.get(before.price_id or key[1])
         if key in seen or key[2] != period.start_on or price is None or not price.metered:
             continue
         line = ProposedLine(key[0], price, Period(key[2], before.period_end_on), charge_key=key[1])

@@ -59,20 +59,25 @@ def with_overrides(prices: Mapping[str, Price], overrides: Iterable[Mapping[str,
     for row in overrides:
         base = result.get(row["price_id"])
         if base is not None:
-            result[base.id] = Price(
-                id=base.id,
-                product_id=base.product_id,
-                currency=base.currency,
-                model=parse_charge_model(row["model"], row["config"]),
-                type=base.type,
-                interval=base.interval,
-                timing=base.timing,
-                plan_version_id=base.plan_version_id,
-                name=base.name,
-                usage=base.usage,
-                override_id=row["id"],
-            )
+            result[base.id] = negotiated(base, row["id"], row["model"], row["config"])
     return result
+
+
+def negotiated(base: Price, override_id: str, model: str, config: Any) -> Price:
+    """The list price ``base`` with a negotiated model (an override's, now or as a line recorded it)."""
+    return Price(
+        id=base.id,
+        product_id=base.product_id,
+        currency=base.currency,
+        model=parse_charge_model(model, config),
+        type=base.type,
+        interval=base.interval,
+        timing=base.timing,
+        plan_version_id=base.plan_version_id,
+        name=base.name,
+        usage=base.usage,
+        override_id=override_id,
+    )
 
 
 def coupon_from_row(row: Mapping[Any, Any]) -> Coupon:

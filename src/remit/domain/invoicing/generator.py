@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal, localcontext
 from fractions import Fraction
+from types import MappingProxyType
 from typing import TypeVar
 
 from remit.domain.billing_events import Item, Segment, TimelineEvent, build_segments, ended_on
@@ -47,6 +48,10 @@ from remit.domain.subscriptions.periods import (
 )
 
 LineKey = tuple[str, str, date]  # (subscription id, charge key, period start)
+# A subscription's periods already invoiced at another price than the customer's price now (a negotiated price set
+# or changed since): (price id, period start) -> the price the period was first invoiced at. Usually empty.
+Pinned = Mapping[tuple[str, date], Price]
+NO_PINS: Pinned = MappingProxyType({})
 THRESHOLD_KIND = "usage_threshold"  # usage billed before its period ended, because it reached a threshold
 REMAINDER_KIND = "usage_remainder"  # the rest of a period's usage, after a threshold invoice
 _ONE_DAY = timedelta(days=1)
@@ -250,12 +255,14 @@ def propose(
     as_of_on: date,
     policy: RoundingPolicy,
     usage: UsageData | None = None,
+    pinned: Pinned = NO_PINS,
 ) -> list[ProposedLine]:
     """Every subscription line that should exist for the periods under review, as of a day.
 
-    Usage prices need ``usage``: the aggregates of the windows ``usage_windows`` names."""
+    Usage prices need ``usage``: the aggregates of the windows ``usage_windows`` names. ``pinned``: the periods
+    that keep the price they were invoiced at, rather than the one in ``prices`` (see ``Pinned``)."""
     lines: dict[LineKey, ProposedLine] = {}
-    plan = _plan(terms, prices, as_of_on)
+    plan = _plan(terms, prices, as_of_on, pinned)
     for period, start, end, item, price, fraction in plan.fixed:
         full = _rate(price.model, item.quantity).amount
         amount = full * fraction.numerator / fraction.denominator
@@ -273,18 +280,21 @@ def propose(
 
 
 DueSlice = tuple[Period, date, date, Item, Price, Fraction]
-_DUE: dict[tuple[object, ...], tuple[tuple[TimelineEvent, ...], Mapping[str, Price], tuple[DueSlice, ...]]] = {}
+_DUE: dict[tuple[object, ...], tuple[tuple[TimelineEvent, ...], Mapping[str, Price], Pinned, tuple[DueSlice, ...]]] = {}
 
 
-def _due_slices(terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date) -> tuple[DueSlice, ...]:
+def _due_slices(
+    terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date, pinned: Pinned = NO_PINS
+) -> tuple[DueSlice, ...]:
     """``_find_due_slices``, remembered. Subscriptions on the same plan since the same day share their timeline's
     event objects (a bill run parses identical events once per batch), so they share their due slices too. Keyed
-    by the identity of the events and of the prices (the entry keeps both alive, so no id is reused while it
-    exists; both are immutable once loaded) and by every date the answer depends on."""
+    by the identity of the events, of the prices and of the pinned periods (the entry keeps them alive, so no id
+    is reused while it exists; all are immutable once loaded) and by every date the answer depends on."""
     events = terms.events
     key = (
         tuple(map(id, events)),
         id(prices),
+        id(pinned),
         terms.trial_end_on,
         terms.reviewed_from_on,
         terms.anchor_on,
@@ -292,17 +302,25 @@ def _due_slices(terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on:
         as_of_on,
     )
     hit = _DUE.get(key)
-    if hit is not None and hit[1] is prices and all(a is b for a, b in zip(hit[0], events, strict=True)):
-        return hit[2]
-    found = tuple(_find_due_slices(terms, prices, as_of_on))
+    if (
+        hit is not None
+        and hit[1] is prices
+        and hit[2] is pinned
+        and all(a is b for a, b in zip(hit[0], events, strict=True))
+    ):
+        return hit[3]
+    found = tuple(_find_due_slices(terms, prices, as_of_on, pinned))
     if len(_DUE) >= _MEMO_LIMIT:
         _DUE.clear()
-    _DUE[key] = (events, prices, found)
+    _DUE[key] = (events, prices, pinned, found)
     return found
 
 
-def _find_due_slices(terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date) -> Iterator[DueSlice]:
-    """Each (period, slice, item) billable and due as of the day, with the slice's fraction of its period."""
+def _find_due_slices(
+    terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date, pinned: Pinned = NO_PINS
+) -> Iterator[DueSlice]:
+    """Each (period, slice, item) billable and due as of the day, with the slice's fraction of its period, and the
+    price it is rated at (a pinned period's, else the customer's)."""
     segments = [s for s in _segments(terms.events, terms.trial_end_on) if s.billable]
     if not segments:
         return
@@ -317,6 +335,8 @@ def _find_due_slices(terms: SubscriptionTerms, prices: Mapping[str, Price], as_o
             end = period.end_on if seg.end_on is None else min(seg.end_on, period.end_on)
             for item in seg.items:
                 price = prices[item.price_id]
+                if pinned:
+                    price = pinned.get((price.id, period.start_on), price)
                 if not price.recurring or not _due(price, start, period, end_on, as_of_on):
                     continue
                 if start == period.start_on and end == period.end_on and start < end:
@@ -355,8 +375,8 @@ class _Plan:
 _PLANS: dict[int, tuple[tuple[DueSlice, ...], Mapping[str, Price], _Plan]] = {}
 
 
-def _plan(terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date) -> _Plan:
-    due = _due_slices(terms, prices, as_of_on)
+def _plan(terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date, pinned: Pinned = NO_PINS) -> _Plan:
+    due = _due_slices(terms, prices, as_of_on, pinned)
     hit = _PLANS.get(id(due))  # the entry keeps ``due`` alive, so its id is not reused while it exists
     if hit is not None and hit[0] is due and hit[1] is prices:
         return hit[2]
@@ -371,17 +391,19 @@ def _make_plan(due: Sequence[DueSlice], prices: Mapping[str, Price]) -> _Plan:
     fixed: list[DueSlice] = []
     slices: dict[tuple[str, date], list[tuple[date, date, Fraction]]] = {}  # (price id, period start) -> slices
     periods: dict[date, Period] = {}
+    rated_by: dict[tuple[str, date], Price] = {}  # the price a period's slices were found with (pinned or not)
     for one in due:
         period, start, end, _item, price, fraction = one
         if price.usage is None:
             fixed.append(one)
             continue
         slices.setdefault((price.id, period.start_on), []).append((start, end, fraction))
+        rated_by[(price.id, period.start_on)] = price
         periods[period.start_on] = period
     usage: list[_UsagePart] = []
     windows: list[tuple[UsageWindowKey, bool]] = []
     for (price_id, period_start), parts in slices.items():
-        price = prices[price_id]
+        price = rated_by[(price_id, period_start)]
         assert price.usage is not None
         merged = tuple(_windows(parts))
         fraction = sum((f for _a, _b, f in parts), Fraction(0))
@@ -416,11 +438,11 @@ def has_usage(terms: SubscriptionTerms, prices: Mapping[str, Price]) -> bool:
 
 
 def usage_windows(
-    terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date
+    terms: SubscriptionTerms, prices: Mapping[str, Price], as_of_on: date, pinned: Pinned = NO_PINS
 ) -> tuple[tuple[UsageWindowKey, bool], ...]:
     """The meter windows ``propose`` will need aggregates for (to load them set-wise beforehand), each with
     whether its price also needs the window's transactions one by one (a percentage model)."""
-    return _plan(terms, prices, as_of_on).windows
+    return _plan(terms, prices, as_of_on, pinned).windows
 
 
 def _windows(parts: Sequence[tuple[date, date, Fraction]]) -> list[tuple[date, date]]:
@@ -685,9 +707,10 @@ def diff(
     as_of_on: date,
     prices: Mapping[str, Price],
     meters: Mapping[str, Meter] | None = None,
+    pinned: Pinned = NO_PINS,
 ) -> list[NewLine]:
     """The lines to write so that what is billed equals what is proposed. ``meters``: to read a usage charge that
-    is no longer proposed back into its group (``group_of_charge``)."""
+    is no longer proposed back into its group (``group_of_charge``). ``pinned``: as ``propose`` was given."""
     out: list[NewLine] = []
     seen: set[LineKey] = set()
     for line in proposed:
@@ -704,7 +727,7 @@ def diff(
             continue
         if before.last_kind == THRESHOLD_KIND and before.period_end_on > as_of_on:
             continue  # usage billed early at a threshold: its period is still open, the rest comes at its end
-        price = prices[price_id]
+        price = pinned.get((price_id, key[2]), prices[price_id]) if pinned else prices[price_id]
         ghost = ProposedLine(key[0], price, Period(key[2], before.period_end_on), charge_key=key[1])
         if price.metered and price.usage is not None:
             # Nothing is measured for it now (every event of its group canceled, say); its meter is recorded so
@@ -713,6 +736,7 @@ def diff(
             meter = meters.get(price.usage.meter) if meters and price.usage.meter else None
             if meter is not None and (values := group_of_charge(price_id, key[1], len(meter.group_by))):
                 ghost.usage["group"] = dict(zip(meter.group_by, values, strict=True))
+                ghost.model = price.usage.model_for(values, price.model)  # a dimension's own, if it has one
         new = _difference(ghost, before)
         if new is not None:
             out.append(new)
