@@ -34,7 +34,7 @@ def test_a_bill_run_lists_the_customers_it_could_not_bill_and_exits_with_6():
     typo = rj("customers", "create", "--name", "Globex", "--currency", "EUR", "--country", "DE")["id"]
     rj("subscriptions", "create", "--customer", good, "--plan", "seats", "--quantity", "5")
     # 10^15 seats at 12.00: an amount no invoice can hold
-    rj("subscriptions", "create", "--customer", typo, "--plan", "seats", "--quantity", "1" + "0" * 15)
+    rj("subscriptions", "create", "--customer", typo, "--plan", "seats", "--quantity", "9" * 15)
 
     assert BILL_RUN_FAILURES_EXIT == 6
     first = rj("bill-run", code=6)
@@ -63,7 +63,7 @@ def test_the_runs_of_a_test_clocks_advance_are_listed_with_whom_they_could_not_b
     typo = rj("customers", "create", "--name", "Globex", "--currency", "EUR", "--country", "DE", "--test-clock", clock)[
         "id"
     ]
-    rj("subscriptions", "create", "--customer", typo, "--plan", "seats", "--quantity", "1" + "0" * 15)
+    rj("subscriptions", "create", "--customer", typo, "--plan", "seats", "--quantity", "9" * 15)
     advanced = rj("clock", "advance", clock, "--to", "2026-03-01T00:00:00Z")
     assert advanced["customers_failed"] >= 1
 
