@@ -217,9 +217,7 @@ def create_subscription_record(
     sub_row = uow.conn.execute(_INSERT_SUBSCRIPTION, values).mappings().one()
     event_rows = uow.conn.execute(_INSERT_EVENTS, events).mappings()
     created = {**dict(sub_row), "events": [dict(e) for e in event_rows], "coupons": []}
-    if coupon or promotion_code:
-        _apply_coupon(uow, sub_id, customer, coupon, promotion_code, max(start, trial_end or start))
-        created["coupons"] = _coupons_of(uow, sub_id)
+    # Announced before the coupon redeemed on it: a receiver sees the subscription before anything about it.
     uow.emit(
         "subscription.created",
         "subscription",
@@ -227,6 +225,9 @@ def create_subscription_record(
         {"plan": plan_code, "status": status.value, "quantity": str(qty)},
         customer_id,
     )
+    if coupon or promotion_code:
+        _apply_coupon(uow, sub_id, customer, coupon, promotion_code, max(start, trial_end or start))
+        created["coupons"] = _coupons_of(uow, sub_id)
     return created
 
 

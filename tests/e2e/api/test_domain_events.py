@@ -31,3 +31,12 @@ def test_events_are_filtered_by_customer(api):
     # with the other filters and paging
     page = api.get("/events", customer=second, type="subscription.created", limit=1).json()
     assert [e["customer_id"] for e in page["data"]] == [second] and page["has_more"] is False
+
+
+def test_a_subscription_is_announced_before_the_coupon_redeemed_on_it(api):
+    api.post("/plans", PLAN)
+    api.post("/coupons", {"code": "TEN", "name": "10%", "percent_off": "10", "duration": "forever"})
+    cus = _customer(api)
+    sub = api.post("/subscriptions", {"customer_id": cus, "plan": "pro", "coupon": "TEN"}).json()
+    about_sub = [e["type"] for e in _events(api, customer=cus) if e["object_id"] == sub["id"]]
+    assert about_sub == ["subscription.created", "coupon.redeemed"]
