@@ -40,3 +40,53 @@ def test_a_subscription_is_announced_before_the_coupon_redeemed_on_it(api):
     sub = api.post("/subscriptions", {"customer_id": cus, "plan": "pro", "coupon": "TEN"}).json()
     about_sub = [e["type"] for e in _events(api, customer=cus) if e["object_id"] == sub["id"]]
     assert about_sub == ["subscription.created", "coupon.redeemed"]
+
+
+def _paid_events(api, invoice_id):
+    return [e for e in _events(api, type="invoice.paid") if e["object_id"] == invoice_id]
+
+
+def _assert_paid_event_matches(api, invoice_id, by):
+    [event] = _paid_events(api, invoice_id)
+    inv = api.get(f"/invoices/{invoice_id}").json()
+    assert inv["status"] == "paid"
+    data = event["data"]
+    assert data["by"] == by
+    assert (data["number"], data["currency"]) == (inv["number"], inv["currency"])
+    assert data["total_minor"] == _minor(inv["total"])
+    assert data["amount_due_minor"] == _minor(inv["amount_due"]) == 0
+    assert data["paid_minor"] == _minor(inv["paid"])
+    assert data["credited_minor"] == _minor(inv["credited"])
+    assert data["applied_balance_minor"] == _minor(inv["applied_balance"])
+    assert data["applied_credits_minor"] == _minor(inv["applied_credits"])
+    return data
+
+
+def test_invoice_paid_has_one_shape_whatever_paid_the_invoice(api):
+    api.post("/plans", PLAN)
+    # paid out of band
+    cash = _customer(api, "Cash")
+    api.post("/subscriptions", {"customer_id": cash, "plan": "pro", "quantity": 2})
+    # paid at finalization by prepaid credits
+    prepaid = _customer(api, "Prepaid")
+    wallet = api.post("/wallets", {"customer_id": prepaid, "name": "w"}).json()
+    assert api.post(f"/wallets/{wallet['id']}/grants", {"credits": "100"}).status_code == 201
+    api.post("/subscriptions", {"customer_id": prepaid, "plan": "pro"})
+    # paid off by a credit note
+    credited = _customer(api, "Credited")
+    api.post("/subscriptions", {"customer_id": credited, "plan": "pro"})
+    assert api.post("/bill_runs", {}).status_code == 201
+    invoices = {c: api.get("/invoices", customer=c).json()["data"][0]["id"] for c in (cash, prepaid, credited)}
+
+    data = _assert_paid_event_matches(api, invoices[prepaid], "finalization")
+    assert data["applied_credits_minor"] == 1200
+
+    paid = api.post(f"/invoices/{invoices[cash]}/pay")
+    assert paid.status_code == 200, paid.json()
+    data = _assert_paid_event_matches(api, invoices[cash], "out_of_band")
+    assert (data["amount_minor"], data["out_of_band"]) == (2400, True)
+
+    note = api.post("/credit_notes", {"invoice_id": invoices[credited], "amount": "12.00", "reason": "order_change"})
+    assert note.status_code == 201, note.json()
+    data = _assert_paid_event_matches(api, invoices[credited], "credit_note")
+    assert data["credit_note_id"] == note.json()["id"]
