@@ -90,3 +90,31 @@ def test_invoice_paid_has_one_shape_whatever_paid_the_invoice(api):
     assert note.status_code == 201, note.json()
     data = _assert_paid_event_matches(api, invoices[credited], "credit_note")
     assert data["credit_note_id"] == note.json()["id"]
+
+
+def test_events_of_a_test_clock_customer_are_dated_by_its_clock(api):
+    """The app's clock is at 2026-01-01; the customer lives on a test clock in 2025: every event about it is dated
+    by the test clock (webhooks.md), those of the changes made through the API as those the bill run makes."""
+    k = "test_admin"
+    api.post("/plans", PLAN)
+    api.post("/coupons", {"code": "TEN", "name": "10%", "percent_off": "10", "duration": "forever"})
+    clock = api.post("/test_clocks", {"name": "sim", "frozen_at": "2025-06-01T00:00:00Z"}, key=k).json()
+    cus = _customer(api, key=k, test_clock_id=clock["id"])
+    sub = api.post("/subscriptions", {"customer_id": cus, "plan": "pro", "coupon": "TEN", "trial_days": 10}, key=k)
+    sub_id = sub.json()["id"]
+    assert api.post(f"/subscriptions/{sub_id}/change_quantity", {"quantity": 2}, key=k).status_code == 200
+    item = {"customer_id": cus, "description": "Setup", "unit_amount": "5.00"}
+    assert api.post("/invoice_items", item, key=k).status_code == 201
+    alert = api.post("/alerts", {"customer_id": cus, "kind": "spend", "thresholds": ["1.00"]}, key=k).json()
+    assert api.client.delete(f"/v1/alerts/{alert['id']}", headers=api.h(k)).status_code in (200, 204)
+    before = {e["id"] for e in _events(api, key=k, customer=cus)}
+    assert all(e["created_at"] == "2025-06-01T00:00:00Z" for e in _events(api, key=k, customer=cus)), [
+        (e["type"], e["created_at"]) for e in _events(api, key=k, customer=cus)
+    ]
+    moved = api.post(f"/test_clocks/{clock['id']}/advance", {"to": "2025-06-20T00:00:00Z"}, key=k)
+    assert moved.status_code == 200, moved.json()
+    api.post(f"/subscriptions/{sub_id}/cancel", {"at_period_end": False}, key=k)
+    later = [(e["type"], e["created_at"]) for e in _events(api, key=k, customer=cus) if e["id"] not in before]
+    assert ("subscription.activated", "2025-06-11T00:00:00Z") in later  # the trial ended at the step of its end
+    assert ("subscription.canceled", "2025-06-20T00:00:00Z") in later
+    assert all("2025-06-01T00:00:00Z" <= at <= "2025-06-20T00:00:00Z" for _type, at in later), later
