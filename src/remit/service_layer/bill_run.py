@@ -1067,9 +1067,10 @@ def _mark_reviewed(
             by_day[day].append(sub["id"])
         if status != sub["status"]:
             changed.append({"b_id": sub["id"], "b_status": status})
+            resumed = status == "active" and sub["status"] == "paused"
             events.append(
                 (
-                    _STATUS_EVENTS.get(status, "subscription.updated"),
+                    "subscription.resumed" if resumed else _STATUS_EVENTS.get(status, "subscription.updated"),
                     "subscription",
                     sub["id"],
                     {"status": status, "previous_status": sub["status"]},

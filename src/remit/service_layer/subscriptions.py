@@ -510,7 +510,9 @@ def pause(uow: UnitOfWork, sub_id: str, when: str | date = "now") -> dict[str, A
     transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "pause", what="subscription")
     on = _when(sub, today, when)
     _append(uow, sub, events, today, on, ChangeKind.PAUSE, (), "pause")
-    uow.emit("subscription.paused", "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
+    # A pause to come is announced as scheduled; the bill run announces subscription.paused when it takes effect.
+    kind = "subscription.pause_scheduled" if on > today else "subscription.paused"
+    uow.emit(kind, "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
     return {"subscription_id": sub_id, "effective_on": on}
 
 
@@ -519,7 +521,8 @@ def resume(uow: UnitOfWork, sub_id: str, when: str | date = "now") -> dict[str, 
     transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "resume", what="subscription")
     on = _when(sub, today, when)
     _append(uow, sub, events, today, on, ChangeKind.RESUME, (), "resume")
-    uow.emit("subscription.resumed", "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
+    kind = "subscription.resume_scheduled" if on > today else "subscription.resumed"
+    uow.emit(kind, "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
     return {"subscription_id": sub_id, "effective_on": on}
 
 

@@ -1,6 +1,7 @@
 """Domain events as an integrator reads them: `GET /v1/events` and its filters, the order of an object's events,
 and payloads that agree with the object as the API shows it."""
 
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from tests.e2e.api.conftest import PLAN
@@ -118,3 +119,38 @@ def test_events_of_a_test_clock_customer_are_dated_by_its_clock(api):
     assert ("subscription.activated", "2025-06-11T00:00:00Z") in later  # the trial ended at the step of its end
     assert ("subscription.canceled", "2025-06-20T00:00:00Z") in later
     assert all("2025-06-01T00:00:00Z" <= at <= "2025-06-20T00:00:00Z" for _type, at in later), later
+
+
+def test_a_scheduled_pause_and_resume_are_announced_once_each_when_asked_and_once_when_they_happen(api):
+    api.post("/plans", PLAN)
+    cus = _customer(api)
+    sub_id = api.post("/subscriptions", {"customer_id": cus, "plan": "pro"}).json()["id"]
+    assert api.post(f"/subscriptions/{sub_id}/pause", {"when": "2026-01-10"}).status_code == 200
+    api.remit.clock.move_to(datetime(2026, 1, 10, tzinfo=UTC))
+    assert api.post("/bill_runs", {}).status_code == 201
+    assert api.get(f"/subscriptions/{sub_id}").json()["status"] == "paused"
+    assert api.post(f"/subscriptions/{sub_id}/resume", {"when": "2026-01-20"}).status_code == 200
+    api.remit.clock.move_to(datetime(2026, 1, 20, tzinfo=UTC))
+    assert api.post("/bill_runs", {}).status_code == 201
+    assert api.get(f"/subscriptions/{sub_id}").json()["status"] == "active"
+    about = [(e["type"], e["data"]) for e in _events(api, customer=cus) if e["object_id"] == sub_id]
+    assert about[1:] == [
+        ("subscription.pause_scheduled", {"effective_on": "2026-01-10"}),
+        ("subscription.paused", {"status": "paused", "previous_status": "active"}),
+        ("subscription.resume_scheduled", {"effective_on": "2026-01-20"}),
+        ("subscription.resumed", {"status": "active", "previous_status": "paused"}),
+    ]
+
+
+def test_a_pause_at_once_is_announced_once(api):
+    api.post("/plans", PLAN)
+    cus = _customer(api)
+    sub_id = api.post("/subscriptions", {"customer_id": cus, "plan": "pro"}).json()["id"]
+    assert api.post(f"/subscriptions/{sub_id}/pause", {}).status_code == 200
+    api.remit.clock.move_to(datetime(2026, 1, 2, tzinfo=UTC))
+    assert api.post("/bill_runs", {}).status_code == 201
+    assert api.post(f"/subscriptions/{sub_id}/resume", {}).status_code == 200
+    api.remit.clock.move_to(datetime(2026, 1, 3, tzinfo=UTC))
+    assert api.post("/bill_runs", {}).status_code == 201
+    about = [e["type"] for e in _events(api, customer=cus) if e["object_id"] == sub_id]
+    assert about[1:] == ["subscription.paused", "subscription.resumed"]
