@@ -970,7 +970,7 @@ def bill_customers(
     if not write:
         return []
     events: list[Event] = []
-    _mark_reviewed(uow, batch, reviewed, events)
+    _mark_reviewed(uow, batch, reviewed, events, as_of)
     invoice_ids = write_invoices(uow, drafts, batch.entities, batch.balances, run_id, events=events)
     write_events(uow, events)
     if read_ahead is not None:
@@ -1148,9 +1148,10 @@ def _interval(unit: str, count: int) -> Interval:
 
 
 def _mark_reviewed(
-    uow: UnitOfWork, batch: _Batch, reviewed: Mapping[str, tuple[date, str]], events: list[Event]
+    uow: UnitOfWork, batch: _Batch, reviewed: Mapping[str, tuple[date, str]], events: list[Event], as_of: datetime
 ) -> None:
-    """Advance each subscription's review mark; statuses that changed (trial ended, canceled...) add events."""
+    """Advance each subscription's review mark; statuses that changed (trial ended, canceled...) add events, dated
+    by the run's "as of" (a test clock's step, for its customers), like the invoices it writes."""
     by_day: dict[date, list[str]] = defaultdict(list)
     changed: list[dict[str, Any]] = []
     for sub in batch.subs:
@@ -1162,14 +1163,15 @@ def _mark_reviewed(
             by_day[day].append(sub["id"])
         if status != sub["status"]:
             changed.append({"b_id": sub["id"], "b_status": status})
+            resumed = status == "active" and sub["status"] == "paused"
             events.append(
                 (
-                    _STATUS_EVENTS.get(status, "subscription.updated"),
+                    "subscription.resumed" if resumed else _STATUS_EVENTS.get(status, "subscription.updated"),
                     "subscription",
                     sub["id"],
                     {"status": status, "previous_status": sub["status"]},
                     sub["customer_id"],
-                    None,
+                    as_of,
                 )
             )
     s = t.subscriptions.c

@@ -26,7 +26,7 @@ from remit.domain.rating.charge_models import parse_charge_model
 from remit.service_layer import wallet_ledger
 from remit.service_layer.accounts import customer_now, get_customer, local_date
 from remit.service_layer.catalog import quantity as parse_quantity
-from remit.service_layer.invoices import _invoice, reserve_numbers
+from remit.service_layer.invoices import _invoice, paid_data, reserve_numbers
 from remit.service_layer.unit_of_work import UnitOfWork
 from remit.service_layer.wallet_consumption import PURCHASE_REASON
 
@@ -179,7 +179,7 @@ def issue_credit_note(
             "invoice.paid",
             "invoice",
             invoice_id,
-            {"number": inv["number"], "by": "credit_note"},
+            paid_data({**inv, **values}, "credit_note", credit_note_id=note_id),
             inv["customer_id"],
             at=at,
         )

@@ -172,6 +172,24 @@ def bulk_insert(uow: UnitOfWork, table: Table, rows: Sequence[Mapping[str, Any]]
 Event = tuple[str, str, str, dict[str, Any], str | None, datetime | None]
 
 
+def paid_data(inv: Mapping[str, Any], by: str, **extra: Any) -> dict[str, Any]:
+    """The data of ``invoice.paid``, the same fields whatever paid the invoice (``by``: ``finalization`` when the
+    customer's balance or prepaid credits covered it as it was finalized, or it was for nothing;
+    ``out_of_band``; ``credit_note``): the invoice's amounts, in minor units, as they are once it is paid."""
+    return {
+        "number": inv["number"],
+        "currency": inv["currency"],
+        "total_minor": inv["total_minor"],
+        "paid_minor": inv["paid_minor"],
+        "credited_minor": inv["credited_minor"],
+        "applied_balance_minor": inv["applied_balance_minor"],
+        "applied_credits_minor": inv["applied_credits_minor"],
+        "amount_due_minor": inv["amount_due_minor"],
+        "by": by,
+        **extra,
+    }
+
+
 def write_events(uow: UnitOfWork, events: Sequence[Event]) -> None:
     """Write events to the outbox now, in order, in bulk: the rows ``UnitOfWork.emit`` would have queued."""
     now = uow.now
@@ -460,7 +478,8 @@ def _finalization(
             events.append(("invoice.finalized", "invoice", row["id"], data, customer_id, at))
             events.extend(wallet_events)
             if status is paid:
-                events.append(("invoice.paid", "invoice", row["id"], data, customer_id, at))
+                paid_now = paid_data({**row, **final[index]}, "finalization")
+                events.append(("invoice.paid", "invoice", row["id"], paid_now, customer_id, at))
     return final, balance_rows, events, credits
 
 
@@ -587,19 +606,13 @@ def mark_paid(uow: UnitOfWork, invoice_id: str) -> dict[str, Any]:
     """Record that an invoice was paid outside Remit (a bank transfer, a cheque)."""
     inv = _invoice(uow, invoice_id)
     at = _customer_time(uow, inv["customer_id"])
-    _move(
-        uow,
-        invoice_id,
-        "pay",
-        paid_at=at,
-        paid_minor=inv["paid_minor"] + inv["amount_due_minor"],
-        amount_due_minor=0,
-    )
+    paid = {"paid_at": at, "paid_minor": inv["paid_minor"] + inv["amount_due_minor"], "amount_due_minor": 0}
+    _move(uow, invoice_id, "pay", **paid)
     uow.emit(
         "invoice.paid",
         "invoice",
         invoice_id,
-        {"number": inv["number"], "amount_minor": inv["amount_due_minor"], "out_of_band": True},
+        paid_data({**inv, **paid}, "out_of_band", amount_minor=inv["amount_due_minor"], out_of_band=True),
         inv["customer_id"],
         at=at,
     )

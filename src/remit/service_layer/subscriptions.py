@@ -217,9 +217,7 @@ def create_subscription_record(
     sub_row = uow.conn.execute(_INSERT_SUBSCRIPTION, values).mappings().one()
     event_rows = uow.conn.execute(_INSERT_EVENTS, events).mappings()
     created = {**dict(sub_row), "events": [dict(e) for e in event_rows], "coupons": []}
-    if coupon or promotion_code:
-        _apply_coupon(uow, sub_id, customer, coupon, promotion_code, max(start, trial_end or start))
-        created["coupons"] = _coupons_of(uow, sub_id)
+    # Announced before the coupon redeemed on it: a receiver sees the subscription before anything about it.
     uow.emit(
         "subscription.created",
         "subscription",
@@ -227,6 +225,9 @@ def create_subscription_record(
         {"plan": plan_code, "status": status.value, "quantity": str(qty)},
         customer_id,
     )
+    if coupon or promotion_code:
+        _apply_coupon(uow, sub_id, customer, coupon, promotion_code, max(start, trial_end or start))
+        created["coupons"] = _coupons_of(uow, sub_id)
     return created
 
 
@@ -509,7 +510,9 @@ def pause(uow: UnitOfWork, sub_id: str, when: str | date = "now") -> dict[str, A
     transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "pause", what="subscription")
     on = _when(sub, today, when)
     _append(uow, sub, events, today, on, ChangeKind.PAUSE, (), "pause")
-    uow.emit("subscription.paused", "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
+    # A pause to come is announced as scheduled; the bill run announces subscription.paused when it takes effect.
+    kind = "subscription.pause_scheduled" if on > today else "subscription.paused"
+    uow.emit(kind, "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
     return {"subscription_id": sub_id, "effective_on": on}
 
 
@@ -518,7 +521,8 @@ def resume(uow: UnitOfWork, sub_id: str, when: str | date = "now") -> dict[str, 
     transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "resume", what="subscription")
     on = _when(sub, today, when)
     _append(uow, sub, events, today, on, ChangeKind.RESUME, (), "resume")
-    uow.emit("subscription.resumed", "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
+    kind = "subscription.resume_scheduled" if on > today else "subscription.resumed"
+    uow.emit(kind, "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
     return {"subscription_id": sub_id, "effective_on": on}
 
 

@@ -156,7 +156,8 @@ class UnitOfWork:
         customer_id: str | None = None,
         at: datetime | None = None,
     ) -> None:
-        """Record a domain event; it is written with the change, or not at all."""
+        """Record a domain event; it is written with the change, or not at all. ``at``: when it happened; by
+        default now as its customer lives it: the customer's test clock's time, or the real one."""
         self.ensure_writable()
         self._events.append(
             {
@@ -166,7 +167,7 @@ class UnitOfWork:
                 "object_id": object_id,
                 "customer_id": customer_id,
                 "data": data,
-                "created_at": at or self.now,
+                "created_at": at,
             }
         )
 
@@ -176,8 +177,22 @@ class UnitOfWork:
 
     def _flush_events(self) -> None:
         if self._events:
+            undated = [e for e in self._events if e["created_at"] is None]
+            clocks = self._test_clock_times({e["customer_id"] for e in undated if e["customer_id"] is not None})
+            for event in undated:
+                event["created_at"] = clocks.get(event["customer_id"], self.now)
             self.conn.execute(_INSERT_EVENTS, self._events)
             self._events = []
+
+    def _test_clock_times(self, customer_ids: set[str]) -> dict[str, datetime]:
+        """The time of the test clock of each of these customers that has one."""
+        if not customer_ids:
+            return {}
+        c, k = t.customers.c, t.test_clocks.c
+        query = (
+            select(c.id, k.frozen_at).join(t.test_clocks, k.id == c.test_clock_id).where(c.id.in_(sorted(customer_ids)))
+        )
+        return {row.id: row.frozen_at for row in self.conn.execute(query)}
 
     def lock_customers(self, customer_ids: Sequence[str], skip_locked: bool = False) -> list[str]:
         """One writer per account. On PostgreSQL, row locks in id order; SQLite already has one writer."""

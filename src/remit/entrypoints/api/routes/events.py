@@ -11,7 +11,15 @@ from remit.adapters.db import tables as t
 from remit.domain.errors import NotFound
 from remit.entrypoints.api import present
 from remit.entrypoints.api.deps import Ctx, Read
-from remit.entrypoints.api.routes.common import CreatedGte, CreatedLte, Limit, StartingAfter, filters, page
+from remit.entrypoints.api.routes.common import (
+    CreatedGte,
+    CreatedLte,
+    CustomerFilter,
+    Limit,
+    StartingAfter,
+    filters,
+    page,
+)
 from remit.entrypoints.api.schemas import EventPublic, ListOf
 from remit.service_layer import views
 
@@ -24,10 +32,11 @@ def list_events(
     limit: Limit = 20,
     starting_after: StartingAfter = None,
     type: Annotated[str | None, Query(max_length=64)] = None,
+    customer: CustomerFilter = None,
     created_gte: CreatedGte = None,
     created_lte: CreatedLte = None,
 ) -> Any:
-    """Oldest first. `starting_after` takes an event id (`evt_...`)."""
+    """Oldest first. `starting_after` takes an event id (`evt_...`). `customer`: only that customer's events."""
     after = 0
     with ctx.uow() as uow:
         if starting_after:
@@ -40,7 +49,7 @@ def list_events(
             after,
             type,
             vis=ctx.vis,
-            filters=filters(None, None, created_gte, created_lte),
+            filters=filters(customer, None, created_gte, created_lte),
             shared=ctx.principal.legal_entity_id is None,
         )
     return page([present.event(r) for r in rows], limit)
