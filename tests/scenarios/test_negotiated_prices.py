@@ -420,3 +420,14 @@ def test_monthly__in_advance__a_fee_taken_off_a_draft_comes_back_at_the_price_ne
     clocks.advance(app.uow, clock_id, b.utc(2026, 3, 3))
     assert b.lines_of(app, kept) == [("subscription", "2026-03-01", "2026-04-01", "30.00")]
     assert b.lines_of(app, removed) == [("subscription", "2026-03-01", "2026-04-01", "24.00")]
+
+
+def test_a_negotiated_price_in_another_currency_than_the_customers_is_refused(app):
+    """It could never bill (a customer is billed in their currency only): it was accepted and silently ignored."""
+    _clock_id, _cus, _sub, price_id = _usage_customer(app)
+    usd_customer = b.customer(app, None, currency="USD")
+    with pytest.raises(ValidationError) as refused, app.uow() as uow:
+        catalog.set_price_override(uow, usd_customer, price_id, "per_unit", {"unit_price": "0.50"})
+    assert (refused.value.code, refused.value.field) == ("currency_mismatch", "price_id")
+    with app.uow() as uow:
+        assert uow.conn.execute(select(t.price_overrides.c.id)).first() is None

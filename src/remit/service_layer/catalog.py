@@ -295,11 +295,19 @@ def _say_what_is_missing(uow: UnitOfWork, plan_code: str, currency_code: str, ve
 
 def set_price_override(uow: UnitOfWork, customer_id: str, price_id: str, model: str, config: Mapping[str, Any]) -> str:
     """A negotiated price for one customer; it replaces the list price's model on their invoices."""
-    if uow.conn.execute(select(t.customers.c.id).where(t.customers.c.id == customer_id)).first() is None:
+    customer = uow.conn.execute(select(t.customers.c.currency).where(t.customers.c.id == customer_id)).first()
+    if customer is None:
         raise NotFound("customer", customer_id, "customer_id")
-    price = uow.conn.execute(select(t.prices.c.id, t.prices.c.usage).where(t.prices.c.id == price_id)).first()
+    p = t.prices.c
+    price = uow.conn.execute(select(p.id, p.usage, p.currency).where(p.id == price_id)).first()
     if price is None:
         raise NotFound("price", price_id, "price_id")
+    if price.currency != customer.currency:  # it would never bill: the customer is billed in their currency only
+        raise ValidationError(
+            "currency_mismatch",
+            f"Price {price_id} is in {price.currency}, the customer pays in {customer.currency}.",
+            "price_id",
+        )
     parsed = parse_charge_model(model, config, "config")
     if (price.usage or {}).get("minimum") and parsed.kind != "flat":  # as when such a price is made
         raise ValidationError("invalid_usage", "A minimum commitment is a flat amount per period.", "model")
