@@ -609,27 +609,8 @@ def _act(rng: random.Random, books: Books, app) -> None:
             for done in result.canceled:
                 cus.canceled.add(done["transaction_id"])
         elif action in ("pay", "void", "credit"):
-            status = "paid" if action == "credit" else "open"
-            ids = sorted(
-                uow.conn.execute(
-                    select(t.invoices.c.id).where(t.invoices.c.status == status, t.invoices.c.customer_id == cus.id)
-                ).scalars()
-            )
-            if not ids:
+            if not _pay_void_or_credit(uow, rng, cus.id, cus.currency, action):
                 return
-            target = rng.choice(ids)
-            if action == "pay":
-                invoices.mark_paid(uow, target)
-            elif action == "void":
-                invoices.void(uow, target)
-            else:
-                inv = invoices.get_invoice(uow, target)
-                room = inv["total_minor"] - inv["credited_minor"]
-                if room > 0:
-                    amount = rng.randint(1, room)
-                    credit_notes.issue_credit_note(
-                        uow, target, amount=str(Decimal(amount).scaleb(-DECIMALS[cus.currency]))
-                    )
         elif action == "grant":
             found = uow.conn.execute(select(t.wallets.c.id).where(t.wallets.c.customer_id == cus.id)).scalars().first()
             wallet_id = found or wallets.create_wallet(uow, cus.id, rate=rng.choice(["1", "0.01"]))["id"]
@@ -1624,27 +1605,8 @@ def _rich_act(rng: random.Random, books: RichBooks, app) -> None:
             )
             cus.schedules[made["id"]] = starts
         elif action in ("pay", "void", "credit"):
-            status = "paid" if action == "credit" else "open"
-            ids = sorted(
-                uow.conn.execute(
-                    select(t.invoices.c.id).where(t.invoices.c.status == status, t.invoices.c.customer_id == cus.id)
-                ).scalars()
-            )
-            if not ids:
+            if not _pay_void_or_credit(uow, rng, cus.id, cus.currency, action):
                 return
-            target = rng.choice(ids)
-            if action == "pay":
-                invoices.mark_paid(uow, target)
-            elif action == "void":
-                invoices.void(uow, target)
-            else:
-                inv = invoices.get_invoice(uow, target)
-                room = inv["total_minor"] - inv["credited_minor"]
-                if room > 0:
-                    credit = rng.randint(1, room)
-                    credit_notes.issue_credit_note(
-                        uow, target, amount=str(Decimal(credit).scaleb(-DECIMALS[cus.currency]))
-                    )
         elif action == "finalize":
             drafts = sorted(
                 uow.conn.execute(
@@ -1719,3 +1681,28 @@ def simulate_priced(app, seed: int, customers: int = 16, steps: int = 24) -> Ric
 def test_random_priced_books_add_up(app, seed, monkeypatch):
     _seeded(monkeypatch, 1000 + seed)
     simulate_priced(app, seed)
+
+
+def _pay_void_or_credit(uow, rng, customer_id, currency, action) -> bool:
+    """Pay or void one of the customer's open invoices, or credit part of a paid one (both simulations); False
+    when the customer has no such invoice."""
+    status = "paid" if action == "credit" else "open"
+    ids = sorted(
+        uow.conn.execute(
+            select(t.invoices.c.id).where(t.invoices.c.status == status, t.invoices.c.customer_id == customer_id)
+        ).scalars()
+    )
+    if not ids:
+        return False
+    target = rng.choice(ids)
+    if action == "pay":
+        invoices.mark_paid(uow, target)
+    elif action == "void":
+        invoices.void(uow, target)
+    else:
+        inv = invoices.get_invoice(uow, target)
+        room = inv["total_minor"] - inv["credited_minor"]
+        if room > 0:
+            amount = rng.randint(1, room)
+            credit_notes.issue_credit_note(uow, target, amount=str(Decimal(amount).scaleb(-DECIMALS[currency])))
+    return True
