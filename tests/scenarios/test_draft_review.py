@@ -58,7 +58,7 @@ def test_monthly__in_advance__calendar__a_first_line_taken_off_after_its_correct
     result = bill_run.run(app.uow, b.utc(2026, 3, 3), test_clock_id=clock_id)
     assert result.failures == []
     basic = [(k, a) for k, s, e, a in b.lines_of(app, cus) if s <= "2026-03-02" and a != "60.00"]
-    assert sum(float(a) for _k, a in basic) == 1.00  # Basic's one day, billed once
+    assert sum(Decimal(a) for _k, a in basic) == Decimal("1.00")  # Basic's one day, billed once
     assert sum(int(a.replace(".", "")) for _k, _s, a in _billed(app, cus)) == 100 + 6000
 
 
