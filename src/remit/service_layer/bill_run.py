@@ -42,7 +42,7 @@ from remit.adapters.db.mappers import coupon_from_row, load_prices, negotiated, 
 from remit.adapters.db.usage_queries import ReadAheadSpan, Span, Window, aggregate_usage, transaction_values
 from remit.adapters.db.usage_read_ahead import UsageReadAhead
 from remit.domain.billing_events import TimelineEvent, status_on
-from remit.domain.catalog.model import Price
+from remit.domain.catalog.model import Price, dimension_key
 from remit.domain.clock import Clock
 from remit.domain.errors import RemitError
 from remit.domain.invoicing.generator import (
@@ -903,7 +903,7 @@ def _rated_by_price_model(base: Price, details: Mapping[str, Any]) -> bool:
         return False
     group = used.get("group")
     if base.usage is not None and base.usage.dimensions and isinstance(group, dict) and group:
-        return "|".join(str(v) for v in group.values()) not in base.usage.dimensions
+        return dimension_key(tuple(str(v) for v in group.values())) not in base.usage.dimensions
     return True
 
 

@@ -148,7 +148,7 @@ def _subscription_usage(batch: Any, sub: Mapping[Any, Any], period: Period) -> S
         if key in seen or key[2] != period.start_on or price is None or not price.metered:
             continue
         line = ProposedLine(key[0], price, Period(key[2], before.period_end_on), charge_key=key[1])
-        meter = price.usage.meter if price.usage else None
+        meter = price.meter
         line.usage = {
             "meter": meter or "",
             "group": _group_of(key[1], price.id, batch.usage.get(customer["id"]), meter),

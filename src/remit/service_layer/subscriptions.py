@@ -80,7 +80,7 @@ def _one_price_per_meter(uow: UnitOfWork, items: Sequence[Item], field_of: Calla
     billed: dict[str, str] = {}
     for index, item in enumerate(items):
         price = prices.get(item.price_id)
-        meter = price.usage.meter if price is not None and price.usage is not None else None
+        meter = price.meter if price is not None else None
         if meter is None:
             continue
         if meter in billed:
@@ -439,7 +439,7 @@ def _check_meters_free(
     that day, or by a change or phase to come (not by its plan at creation, which such changes leave behind);
     one that ends by then, or that a change takes off the meter by then, is not."""
     prices = load_prices(uow.conn, [i.price_id for i in items])
-    meters = {p.usage.meter for p in prices.values() if p.usage is not None and p.usage.meter}
+    meters = {p.meter for p in prices.values() if p.meter}
     if not meters:
         return
     s, e = t.subscriptions.c, t.subscription_events.c
@@ -468,7 +468,7 @@ def _check_meters_free(
     for sub_id in sorted(billing):
         for price_id in sorted(billing[sub_id]):
             price = theirs.get(price_id)
-            meter = price.usage.meter if price is not None and price.usage is not None else None
+            meter = price.meter if price is not None else None
             if meter in meters:
                 until = f" until {ends[sub_id]}" if ends[sub_id] is not None else ""
                 raise Conflict(

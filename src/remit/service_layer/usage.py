@@ -888,9 +888,9 @@ class OpenPeriods:
         for sub_id, (customer_id, began) in subs.items():
             for price_id in price_ids[sub_id]:
                 price = prices.get(price_id)
-                if price is None or price.usage is None or price.usage.meter is None:
+                if price is None or price.meter is None:
                     continue
-                key = (customer_id, price.usage.meter)
+                key = (customer_id, price.meter)
                 if key not in since or began < since[key]:
                     since[key] = began
                 if customer_id not in self.earliest_of or began < self.earliest_of[customer_id]:

@@ -111,6 +111,11 @@ class Price:
         return self.usage is not None and self.usage.meter is not None
 
     @property
+    def meter(self) -> str | None:
+        """The code of the meter it bills, if any."""
+        return self.usage.meter if self.usage is not None else None
+
+    @property
     def is_minimum(self) -> bool:
         return self.usage is not None and self.usage.minimum
 
