@@ -400,6 +400,70 @@ def test_a_negotiated_minimum_commitment_is_a_flat_amount_too(app):
     _negotiate(app, cus, minimum, "flat", {"amount": "15.00"})
 
 
+def _committed_customer(app):
+    """A plan billing 0.10 a unit with a minimum commitment of 20.00 a month; a customer on calendar months from
+    1 March. Returns the clock, the customer and the commitment's price."""
+    b.seller(app)
+    with app.uow() as uow:
+        usage.create_meter(uow, "units", "Units", "sum", "n")
+        catalog.create_plan(
+            uow,
+            "metered",
+            "Metered",
+            [
+                {"currency": "EUR", "model": "per_unit", "config": {"unit_price": "0.10"}, "usage": {"meter": "units"}},
+                {"currency": "EUR", "model": "flat", "config": {"amount": "20.00"}, "usage": {"minimum": True}},
+            ],
+        )
+        minimum = uow.conn.execute(select(t.prices.c.id).where(t.prices.c.model == "flat")).scalar_one()
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "metered", anchor="calendar")
+    return clock_id, cus, minimum
+
+
+def _units(app, cus, txn, at, n):
+    with app.uow() as uow:
+        result = usage.ingest(
+            uow,
+            [{"customer_id": cus, "code": "units", "transaction_id": txn, "timestamp": at.isoformat(), "properties": {"n": n}}],
+        )
+    assert not result.rejected
+
+
+@pytest.mark.parametrize(("negotiated_before", "march_true_up"), [(None, None), ("22.00", "2.00")])
+def test_monthly__a_commitment_negotiated_after_a_period_met_it_keeps_that_periods_commitment(
+    app, negotiated_before, march_true_up
+):
+    """March's 25.00 of usage met its commitment (the list 20.00, or 22.00 negotiated before March was invoiced),
+    so March was invoiced without a true-up line. On 2 April the commitment is negotiated up to 40.00, then an
+    event of 30 March (5.00) is canceled: March is re-rated at 20.00 of usage. It was trued up to 40.00 (a 20.00
+    true-up): re-rated at the commitment negotiated after it was invoiced, as March had no true-up line to pin the
+    commitment it was invoiced under. March keeps its commitment, as any price does (no true-up against 20.00,
+    2.00 against 22.00); April is trued up to 40.00."""
+    clock_id, cus, minimum = _committed_customer(app)
+    if negotiated_before:
+        _negotiate(app, cus, minimum, "flat", {"amount": negotiated_before})
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 6))
+    _units(app, cus, "a", b.utc(2026, 3, 5), 200)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 31))
+    _units(app, cus, "b", b.utc(2026, 3, 30), 50)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 2))
+    assert b.lines_of(app, cus) == [("usage", "2026-03-01", "2026-04-01", "25.00")]
+    _negotiate(app, cus, minimum, "flat", {"amount": "40.00"})
+    with app.uow() as uow:
+        assert usage_cancellation.cancel_events(uow, [{"customer_id": cus, "transaction_id": "b"}]).canceled
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    march = [("true_up", "2026-03-01", "2026-04-01", march_true_up)] if march_true_up else []
+    assert b.lines_of(app, cus) == [
+        ("usage", "2026-03-01", "2026-04-01", "25.00"),
+        ("usage_correction", "2026-03-01", "2026-04-01", "-5.00"),
+        *march,
+        ("true_up", "2026-04-01", "2026-05-01", "40.00"),
+    ]
+
+
 def test_monthly__in_advance__a_fee_taken_off_a_draft_comes_back_at_the_price_negotiated_since(app):
     """Drafts left for review: March's fee (30.00) is on a draft when 24.00 is negotiated; kept, the draft's period
     keeps 30.00; taken off the draft, March is no longer invoiced and comes back at 24.00."""

@@ -42,7 +42,7 @@ from remit.adapters.db.mappers import coupon_from_row, load_prices, negotiated, 
 from remit.adapters.db.usage_queries import ReadAheadSpan, Span, Window, aggregate_usage, transaction_values
 from remit.adapters.db.usage_read_ahead import UsageReadAhead
 from remit.domain.billing_events import TimelineEvent, status_on
-from remit.domain.catalog.model import Price, dimension_key
+from remit.domain.catalog.model import Price, Timing, dimension_key
 from remit.domain.clock import Clock
 from remit.domain.errors import RemitError
 from remit.domain.invoicing.generator import (
@@ -816,6 +816,7 @@ def _load_batch(
     )
     if overrides:
         _pin_invoiced(uow, batch)
+        _pin_commitments(uow, batch)
     return batch
 
 
@@ -893,6 +894,81 @@ def _pin_invoiced(uow: UnitOfWork, batch: _Batch) -> None:
             invoiced = negotiated(base, record["override_id"], record["model"], record["config"])
         pins.setdefault(sub_id, {})[(price_id, period_start)] = invoiced
     batch.pinned.update(pins)
+
+
+def _pin_commitments(uow: UnitOfWork, batch: _Batch) -> None:
+    """A period invoiced without a true-up line (its usage met the commitment) keeps the commitment it was
+    invoiced under too, though no line recorded it: a negotiated commitment set or changed since applies to the
+    periods not invoiced yet, and a late event or a canceled one that re-rates the period compares its usage
+    with the commitment it had. That commitment is read from the history of the customer's negotiated price
+    (``price_override.set`` records what each change replaced): the first change recorded after the period's
+    lines billed in arrears were first invoiced (``invoice.created``) replaced it; none since: the price now.
+    Only for customers with a negotiated commitment, and periods that may still change."""
+    wanted: dict[tuple[str, str, date], None] = {}  # (subscription, commitment price, period start)
+    for sub in batch.subs:
+        overrides = batch.overrides.get(sub["customer_id"])
+        billed = batch.billed.get(sub["id"]) if overrides else None
+        if not billed:
+            continue
+        assert overrides is not None
+        minimums = {r["price_id"] for r in overrides if (p := batch.prices.get(r["price_id"])) and p.is_minimum}
+        lined = {(before.price_id or key[1], key[2]) for key, before in billed.items()}
+        for price_id in minimums:
+            for period_start in sorted({key[2] for key in billed}):
+                if (price_id, period_start) not in lined:
+                    wanted[(sub["id"], price_id, period_start)] = None
+    if not wanted:
+        return
+    ln, inv = t.invoice_lines.c, t.invoices.c
+    sub_ids = sorted({sub_id for sub_id, _p, _d in wanted})
+    first_invoice: dict[tuple[str, date], str] = {}  # (subscription, period start) -> its first in-arrears invoice
+    for sub_id, price_id, period_start, invoice_id in uow.conn.execute(
+        select(ln.subscription_id, ln.price_id, ln.period_start_on, ln.invoice_id)
+        .join_from(t.invoice_lines, t.invoices, inv.id == ln.invoice_id)
+        .where(
+            _ids(uow, ln.subscription_id, sub_ids),
+            ln.period_start_on >= min(period_start for _s, _p, period_start in wanted),
+        )
+        .order_by(inv.created_at, ln.revision, ln.id)
+    ):
+        price = batch.prices.get(price_id)
+        if price is not None and price.timing is Timing.IN_ARREARS:
+            first_invoice.setdefault((sub_id, period_start), invoice_id)
+    customer_of = {sub["id"]: sub["customer_id"] for sub in batch.subs}
+    e = t.events.c
+    invoice_event: dict[str, int] = {}
+    changes: dict[tuple[str, str], list[tuple[int, Mapping[str, Any]]]] = defaultdict(list)
+    for event_id, type_, object_id, customer_id, data in uow.conn.execute(
+        select(e.id, e.type, e.object_id, e.customer_id, e.data)
+        .where(
+            _ids(uow, e.customer_id, sorted({customer_of[sub_id] for sub_id in sub_ids})),
+            e.type.in_(("invoice.created", "price_override.set")),
+        )
+        .order_by(e.id)
+    ):
+        if type_ == "invoice.created":
+            invoice_event[object_id] = event_id
+        else:
+            changes[(customer_id, data["price_id"])].append((event_id, data))
+    pins: dict[str, dict[tuple[str, date], Price]] = {}
+    for sub_id, price_id, period_start in wanted:
+        invoice_id = first_invoice.get((sub_id, period_start))
+        invoiced_at = invoice_event.get(invoice_id) if invoice_id else None
+        if invoiced_at is None:
+            continue  # not invoiced yet: the customer's price now
+        later = [data for event_id, data in changes[(customer_of[sub_id], price_id)] if event_id > invoiced_at]
+        if not later:
+            continue  # unchanged since: the customer's price now
+        base = batch.prices[price_id]
+        replaced = later[0]
+        if "previous_model" in replaced:
+            model, config = replaced["previous_model"], replaced["previous_config"]
+            invoiced = negotiated(base, replaced["override_id"], model, config)
+        else:
+            invoiced = base  # negotiated after the period was invoiced: it was invoiced under the list price
+        pins.setdefault(sub_id, {})[(price_id, period_start)] = invoiced
+    for sub_id, found in pins.items():
+        batch.pinned[sub_id] = {**batch.pinned.get(sub_id, {}), **found}
 
 
 def _rated_by_price_model(base: Price, details: Mapping[str, Any]) -> bool:
