@@ -709,6 +709,39 @@ def test_monthly__two_commitments_in_a_period_count_its_usage_once(app):
         "commitments apply to other days of it); usage lines came to 15.00 EUR; the true-ups bill the shortfall, "
         "shared in proportion to the commitments."
     ) in why["explanation"]
+    assert "This price's commitment: 20.00 EUR per period × 15/31 (the part of the period it applied to) = 9.68 EUR." in (
+        why["explanation"]
+    )
+
+
+def test_monthly__a_prorated_commitment_is_explained_as_the_commitment_times_the_part_of_the_period(app):
+    """A subscription from 16 March commits to 20.00 a month: March's commitment is 20.00 × 16/31 = 10.32, and
+    50 units (5.00) true up 5.32. The explanation said "Minimum commitment 10.32 EUR for the period", which is
+    not the commitment an auditor finds in the contract, and not how 10.32 came about; it says so now, as
+    prorated included units do."""
+    b.seller(app)
+    _meter(app, "units", field="n")
+    _plan(app, "metered", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("20.00")])
+    clock_id, cus, _sub = _start(app, "metered", at=(2026, 3, 16))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 18))
+    _send(app, cus, (b.utc(2026, 3, 17), {"n": 50}), code="units")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    assert b.lines_of(app, cus) == [
+        ("usage", "2026-03-16", "2026-04-01", "5.00"),
+        ("true_up", "2026-03-16", "2026-04-01", "5.32"),
+    ]
+    march = b.invoices_of(app, cus)[0]
+    with app.uow() as uow:
+        why = explain.explain_line(uow, march["id"], march["lines"][1]["id"])
+    assert (why["usage"]["minimum"], why["usage"]["minimum_per_period"], why["usage"]["share"]) == (
+        "10.32",
+        "20.00",
+        "16/31",
+    )
+    assert (
+        "Minimum commitment 20.00 EUR per period × 16/31 (the part of the period billed) = 10.32 EUR; usage lines "
+        "came to 5.00 EUR; the true-up bills the shortfall."
+    ) in why["explanation"]
 
 
 def test_monthly__group_values_holding_the_separator_are_billed_apart(app):

@@ -252,6 +252,12 @@ def _sentences(
             f"This customer's negotiated price ({negotiated['override_id']}) replaced the list price's model: "
             f"{negotiated['model']}, {settings}."
         )
+    # A commitment prorated to part of the period (lines written since it is recorded): per period × the share.
+    prorated = (
+        f"{usage['minimum_per_period']} {code} per period × {usage['share']}"
+        if usage is not None and "minimum_per_period" in usage
+        else None
+    )
     if usage is not None and "period_minimum_minor" in usage:
         out.append(
             f"Minimum commitments {money(usage['period_minimum_minor'], code)} {code} for the period, of which "
@@ -259,10 +265,17 @@ def _sentences(
             f"other days of it); usage lines came to {money(usage['usage_minor'], code)} {code}; the true-ups "
             "bill the shortfall, shared in proportion to the commitments."
         )
+        if prorated:
+            out.append(
+                f"This price's commitment: {prorated} (the part of the period it applied to) = "
+                f"{money(usage['minimum_minor'], code)} {code}."
+            )
     elif usage is not None and "minimum_minor" in usage:
+        committed = f"{money(usage['minimum_minor'], code)} {code}"
+        how = f"{prorated} (the part of the period billed) = {committed}" if prorated else f"{committed} for the period"
         out.append(
-            f"Minimum commitment {money(usage['minimum_minor'], code)} {code} for the period; usage lines came to "
-            f"{money(usage['usage_minor'], code)} {code}; the true-up bills the shortfall."
+            f"Minimum commitment {how}; usage lines came to {money(usage['usage_minor'], code)} {code}; the true-up "
+            "bills the shortfall."
         )
     elif usage is not None:
         windows = ", ".join(f"{_day(w['start_on'])} to {_day(w['end_on'])}" for w in usage.get("windows", []))
