@@ -714,6 +714,33 @@ def test_monthly__two_commitments_in_a_period_count_its_usage_once(app):
     )
 
 
+def test_monthly__two_prorated_commitments_add_up_to_the_period_commitment_not_a_cent_more(app):
+    """Basic and Pro each commit to 20.01 a month; an upgrade on 16 April splits the 30-day month in halves of
+    10.005. Each half was rounded on its own (10.01 + 10.01), so a customer without usage was trued up 20.02 for a
+    month committed at 20.01. The period's commitment is rounded once (20.01) and split between the two in
+    proportion (largest remainder): 10.01 + 10.00."""
+    b.seller(app)
+    _meter(app, "units", field="n")
+    _plan(app, "basic", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("20.01")])
+    _plan(app, "pro", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("20.01")])
+    clock_id, cus, sub = _start(app, "basic", at=(2026, 4, 1))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 16))
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, sub, "pro", when="now")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    assert b.lines_of(app, cus) == [
+        ("true_up", "2026-04-01", "2026-04-16", "10.01"),
+        ("true_up", "2026-04-16", "2026-05-01", "10.00"),
+    ]
+    april = b.invoices_of(app, cus)[0]
+    with app.uow() as uow:
+        why = [explain.explain_line(uow, april["id"], line["id"]) for line in april["lines"]]
+    assert [(w["usage"]["minimum"], w["usage"]["period_minimum"]) for w in why] == [
+        ("10.01", "20.01"),
+        ("10.00", "20.01"),
+    ]
+
+
 def test_monthly__a_prorated_commitment_is_explained_as_the_commitment_times_the_part_of_the_period(app):
     """A subscription from 16 March commits to 20.00 a month: March's commitment is 20.00 × 16/31 = 10.32, and
     50 units (5.00) true up 5.32. The explanation said "Minimum commitment 10.32 EUR for the period", which is

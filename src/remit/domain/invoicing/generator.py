@@ -534,19 +534,27 @@ def _true_ups(
 ) -> list[ProposedLine]:
     """Minimum commitments against the period's usage lines, each counted once: the commitments that apply to a
     period (two after a plan change, each prorated) are added up, and the shortfall is shared among their lines
-    in proportion to them, by largest remainder, so that the true-ups add up to it exactly."""
-    by_period: dict[date, list[tuple[_UsagePart, Decimal, int]]] = defaultdict(list)
+    in proportion to them, by largest remainder, so that the true-ups add up to it exactly. The period's
+    commitment is rounded once, from the exact prorated ones, and split among them the same way: two halves of
+    20.01 are 10.01 and 10.00, not 10.01 twice."""
+    by_period: dict[date, list[tuple[_UsagePart, Decimal]]] = defaultdict(list)
     for part in minimums:
         fraction = part.fraction
         commitment = _rate(part.price.model, Decimal(1)).amount * fraction.numerator / fraction.denominator
-        by_period[part.period.start_on].append((part, commitment, _round_minor(policy, commitment, terms.currency)))
+        by_period[part.period.start_on].append((part, commitment))
     out: list[ProposedLine] = []
     for start_on, parts in by_period.items():
         used_minor = sum(ln.subtotal_minor for ln in usage_lines if ln.period.start_on == start_on)
-        committed = [minor for _part, _commitment, minor in parts]
+        exact = [commitment for _part, commitment in parts]
+        if len(parts) == 1:
+            committed = [_round_minor(policy, exact[0], terms.currency)]
+        else:
+            with localcontext(WIDE):  # the exact sum of the prorated commitments, rounded once
+                period_commitment = sum(exact, _ZERO)
+            committed = allocate(_round_minor(policy, period_commitment, terms.currency), exact)
         shortfall = max(0, sum(committed) - used_minor)
         shares = allocate(shortfall, committed) if shortfall else [0] * len(parts)
-        for (part, commitment, committed_minor), share in zip(parts, shares, strict=True):
+        for (part, commitment), committed_minor, share in zip(parts, committed, shares, strict=True):
             windows = part.windows
             details: dict[str, object] = {
                 "minimum_minor": committed_minor,
