@@ -748,7 +748,7 @@ def test_monthly__a_prorated_commitment_is_explained_as_the_commitment_times_the
     prorated included units do."""
     b.seller(app)
     _meter(app, "units", field="n")
-    _plan(app, "metered", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("20.00")])
+    _plan(app, "metered", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("20")])
     clock_id, cus, _sub = _start(app, "metered", at=(2026, 3, 16))
     clocks.advance(app.uow, clock_id, b.utc(2026, 3, 18))
     _send(app, cus, (b.utc(2026, 3, 17), {"n": 50}), code="units")

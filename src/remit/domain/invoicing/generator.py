@@ -564,7 +564,9 @@ def _true_ups(
             if len(parts) > 1:  # the period's other commitments count too
                 details["period_minimum_minor"] = sum(committed)
             if part.fraction != 1:  # prorated: the commitment per period and the share of the period it applied to
-                details["minimum_per_period"] = str(_rate(part.price.model, Decimal(1)).amount)
+                per_period = _rate(part.price.model, Decimal(1)).amount
+                cents = per_period.quantize(terms.currency.quantum)
+                details["minimum_per_period"] = str(cents if cents == per_period else per_period)  # 20 as 20.00
                 details["share"] = f"{part.fraction.numerator}/{part.fraction.denominator}"
             line = ProposedLine(
                 terms.id,
