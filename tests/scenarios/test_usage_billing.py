@@ -714,6 +714,33 @@ def test_monthly__two_commitments_in_a_period_count_its_usage_once(app):
     )
 
 
+def test_monthly__a_commitment_is_compared_before_discounts_and_the_coupon_discounts_the_true_up(app):
+    """50 % off forever, a commitment of 20.00: 50 units (5.00) fall 15.00 short of it before the discount, so the
+    true-up is 15.00 and the coupon halves it like the usage (2.50 + 7.50: half the commitment is paid), in the
+    upcoming invoice as on the invoice."""
+    b.seller(app)
+    _meter(app, "units", field="n")
+    _plan(app, "metered", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("20.00")])
+    with app.uow() as uow:
+        catalog.create_coupon(uow, "HALF", "Half", percent_off="50", duration="forever")
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        subscriptions.create_subscription(uow, cus, "metered", anchor="calendar", coupon="HALF")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, (b.utc(2026, 3, 9), {"n": 50}), code="units")
+    with app.uow() as uow:
+        preview = clocks.preview_upcoming(uow, cus)
+    expected = [("usage", 500, 250), ("true_up", 1500, 750)]
+    assert [(ln["kind"], ln["subtotal_minor"], ln["discount_minor"]) for ln in preview["lines"]] == expected
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    (march,) = b.invoices_of(app, cus)
+    assert [(ln["kind"], ln["subtotal"], ln["discount"], ln["amount"]) for ln in march["lines"]] == [
+        ("usage", "5.00", "2.50", "2.50"),
+        ("true_up", "15.00", "7.50", "7.50"),
+    ]
+
+
 def test_monthly__two_prorated_commitments_add_up_to_the_period_commitment_not_a_cent_more(app):
     """Basic and Pro each commit to 20.01 a month; an upgrade on 16 April splits the 30-day month in halves of
     10.005. Each half was rounded on its own (10.01 + 10.01), so a customer without usage was trued up 20.02 for a
