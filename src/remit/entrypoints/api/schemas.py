@@ -473,7 +473,8 @@ class InvoiceLineExplanation(Output):
     meter: dict[str, Any] | None = Field(description="For usage lines: the meter and its aggregation.")
     usage: dict[str, Any] | None = Field(
         description="For usage lines: windows measured, events, quantity, included and billable units, group; "
-        "for a true-up: the minimum and what usage came to."
+        "for a true-up: the minimum and what usage came to (a prorated one: also the commitment per period and "
+        "the share of the period it applied to, `minimum_per_period` and `share`)."
     )
     usage_events: list[UsageWindowEvents] = Field(
         default=[], description="For usage lines: where to list the events measured, window by window."
