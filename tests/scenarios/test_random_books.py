@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -818,7 +819,7 @@ def _rate_model(model: Rate, units: Fraction) -> Fraction:
     raise AssertionError(kind)
 
 
-def _allocate(total: int, weights: list[int]) -> list[int]:
+def _allocate(total: int, weights: Sequence[int | Fraction]) -> list[int]:
     """Largest remainder, ties to the earlier part (as concepts.md says splits are made)."""
     if not weights:
         return []
@@ -1284,14 +1285,12 @@ class RichBooks:
             [pid, _minor(fees[pid], cus.currency, self.half_even), 0, self.prices[pid]] for pid in fee_order
         ]
         usage_lines: list[list[Any]] = []
-        minimums: list[tuple[RichPrice, int]] = []
+        minimums: list[tuple[RichPrice, Fraction]] = []  # each commitment prorated, exactly
         for pid in usage_order:
             price = self.prices[pid]
             share = Fraction(len(days[pid]), period.days)
             if price.kind == "minimum":
-                minimums.append(
-                    (price, _minor(_rate_model(price.model, Fraction(1)) * share, cus.currency, self.half_even))
-                )
+                minimums.append((price, _rate_model(price.model, Fraction(1)) * share))
                 continue
             assert price.meter is not None
             windows: list[tuple[date, date]] = []
@@ -1308,7 +1307,9 @@ class RichBooks:
                 key = pid if not group else f"{pid}|{'|'.join(group)}"
                 usage_lines.append([key, _minor(rated, cus.currency, self.half_even), 0, price])
         used = sum(line[1] for line in usage_lines)
-        committed = [m for _p, m in minimums]
+        # The period's commitment is rounded once and shared between its commitments by largest remainder.
+        exact = [m for _p, m in minimums]
+        committed = _allocate(_minor(sum(exact, Fraction(0)), cus.currency, self.half_even), exact)
         shortfall = max(0, sum(committed) - used)
         shares = _allocate(shortfall, committed) if shortfall else [0] * len(minimums)
         true_ups = [[p.id, s, 0, p] for (p, _m), s in zip(minimums, shares, strict=True)]
