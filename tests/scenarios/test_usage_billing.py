@@ -617,6 +617,26 @@ def test_included_units_of_a_part_period_are_prorated_and_the_explanation_says_h
     ), explained["explanation"]
 
 
+def test_the_amount_before_rounding_of_an_overage_line_is_the_one_its_breakdown_comes_to(app):
+    """10,000 calls from 16 March, 10,000 × 16/31 included: 4,838.709677419354838709677419 billable at 0.05 is
+    241.93548387096774193548387095 (29 digits), as the breakdown says. The explanation's "Before rounding" cut it
+    to 28 digits (241.935483870967741935483871), a figure that is neither the breakdown's nor the line's."""
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_usage("api_calls", config={"unit_price": "0.05"}, included_units="10000")])
+    clock_id, cus, _sub = _start(app, "api", at=(2026, 3, 16))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    assert not _send(app, cus, (b.utc(2026, 3, 18), {"calls": 10000})).rejected
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    invoice = b.invoices_of(app, cus)[0]
+    line = invoice["lines"][0]
+    assert (line["kind"], line["amount"]) == ("usage", "241.94")
+    with app.uow() as uow:
+        explained = explain.explain_line(uow, invoice["id"], line["id"])
+    assert [part["amount"] for part in explained["breakdown"]] == ["241.93548387096774193548387095"]
+    assert "Before rounding: 241.93548387096774193548387095 EUR; rounded to 241.94 EUR." in explained["explanation"]
+
+
 def test_the_smallest_quantity_a_package_price_bills_is_written_and_read_back_exactly(app):
     """1E-62 units (the smallest value an event may carry) of packages of 1,000 at 100.00: one package, 100.00,
     whose unit price per unit, 1E+64, is too long to write out in full: it is stored in exponent form and read

@@ -363,8 +363,9 @@ def _rounding_and_discount(
     if slices and not line["corrects_line_id"] and not (usage and "minimum_minor" in usage):
         with localcontext(WIDE):  # exact: an amount may have more digits than the default context keeps
             raw = sum((Decimal(str(s["amount"])) for s in slices), Decimal(0))
+            written = format(raw.normalize(), "f")  # (normalize rounds to the context's digits: the wide one's)
         if raw != Decimal(str(subtotal)):
-            out.append(f"Before rounding: {format(raw.normalize(), 'f')} {code}; rounded to {subtotal} {code}.")
+            out.append(f"Before rounding: {written} {code}; rounded to {subtotal} {code}.")
     if line["discount_minor"]:
         out.append(
             f"Subtotal {subtotal} {code}, discount {money(line['discount_minor'], code)} {code}: "
