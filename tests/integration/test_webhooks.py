@@ -43,7 +43,7 @@ def endpoint(app: Remit, url: str, types: list[str] | None = None, **kwargs: Any
         return webhooks.create_endpoint(uow, url, types or ["*"], **kwargs)
 
 
-def emit(app: Remit, object_id: str, type_: str = "thing.updated", customer_id: str | None = None, **data: Any) -> str:
+def emit(app: Remit, object_id: str, type_: str = "meter.updated", customer_id: str | None = None, **data: Any) -> str:
     with app.uow() as uow:
         uow.emit(type_, "thing", object_id, dict(data), customer_id)
         event_id = uow._events[-1]["public_id"]
@@ -142,9 +142,9 @@ def test_a_timeout_is_a_failed_attempt(app, receiver, http):
 def test_events_of_one_object_arrive_in_order(app, receiver, http):
     endpoint(app, receiver.url)
     receiver.script = [Reply(500)]
-    first = emit(app, "obj_a", "thing.created")
-    second = emit(app, "obj_a", "thing.updated")
-    other = emit(app, "obj_b", "thing.created")
+    first = emit(app, "obj_a", "meter.deactivated")
+    second = emit(app, "obj_a", "meter.reactivated")
+    other = emit(app, "obj_b", "meter.deactivated")
     one_by_one = {"concurrency": 1}  # so that the scripted 500 goes to obj_a's first event
     assert deliver(app, http, **one_by_one) == 2  # obj_a's first (fails) and obj_b's; obj_a's second waits
     assert receiver.event_ids() == [first, other]
@@ -426,3 +426,42 @@ def test_api_registers_lists_and_resends(app, receiver, http):
     disabled = call("POST", f"/webhook_endpoints/{ep['id']}/disable").json()
     assert disabled["active"] is False
     assert call("POST", f"/webhook_deliveries/{delivery['id']}/resend").status_code == 409
+
+
+def test_api_and_cli_subscribe_to_every_documented_type_and_refuse_unknown_ones(app, tmp_path, monkeypatch):
+    """Every type of the catalog (the one docs/webhooks.md lists) and every family can be subscribed to; a type
+    Remit never records (a typo) is refused with a clear error and registers nothing, instead of matching nothing
+    for ever."""
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from remit.domain.event_types import EVENT_TYPES, FAMILIES
+    from remit.entrypoints.api.app import create_app
+    from remit.entrypoints.cli.main import app as cli
+    from remit.service_layer import api_keys
+
+    b.seller(app)
+    with app.uow() as uow:
+        key = api_keys.create_key(uow, "admin", ["admin"])["secret"]
+    client = TestClient(create_app(app))
+    headers = {"Authorization": f"Bearer {key}"}
+    url = "https://example.com/hooks"
+    wanted = [*EVENT_TYPES, *(f"{f}.*" for f in sorted(FAMILIES))]
+    created = client.post("/v1/webhook_endpoints", headers=headers, json={"url": url, "event_types": wanted})
+    assert created.status_code == 201, created.json()
+    assert created.json()["event_types"] == wanted
+    for typo in ("invoice.payed", "invoices.*", "thing.updated"):
+        bad = client.post("/v1/webhook_endpoints", headers=headers, json={"url": url, "event_types": [typo]})
+        assert bad.status_code == 422, bad.json()
+        error = bad.json()["error"]
+        assert (error["code"], error["field"]) == ("invalid_event_type", "event_types") and typo in error["message"]
+    listed = client.get("/v1/webhook_endpoints", headers=headers).json()["data"]
+    assert [e["id"] for e in listed] == [created.json()["id"]]
+
+    monkeypatch.setenv("REMIT_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["init", "--country", "DE", "--currency", "EUR"]).exit_code == 0
+    ok = runner.invoke(cli, ["webhooks", "create", "--url", url, "--event", "wallet.depleted", "--json"])
+    assert ok.exit_code == 0, ok.output
+    typo = runner.invoke(cli, ["webhooks", "create", "--url", url, "--event", "wallet.deplted"])
+    assert typo.exit_code == 2 and "invalid_event_type" in typo.output

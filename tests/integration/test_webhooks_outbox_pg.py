@@ -34,12 +34,12 @@ def test_concurrent_writers_and_fan_outs_pass_every_committed_event_once(postgre
         try:
             for i in range(EVENTS_EACH):
                 with app.uow() as uow:
-                    uow.emit("thing.updated", "thing", f"obj_{n}", {"i": i})
+                    uow.emit("meter.updated", "thing", f"obj_{n}", {"i": i})
                     uow._flush_events()  # draw the id now, commit a little later: out-of-order commits
                     threading.Event().wait(rng.random() * 0.005)
                 if rng.random() < 0.1:  # an id drawn by a transaction that then rolls back: a gap for ever
                     with pytest.raises(RuntimeError), app.uow() as uow:
-                        uow.emit("thing.updated", "thing", "ghost", {})
+                        uow.emit("meter.updated", "thing", "ghost", {})
                         uow._flush_events()
                         raise RuntimeError
         except BaseException as exc:  # reported below
@@ -121,7 +121,7 @@ def _delivered(app: Remit) -> set[str]:
 def _event(app: Remit, object_id: str, rolled_back: bool = False) -> None:
     try:
         with app.uow() as uow:
-            uow.emit("thing.updated", "thing", object_id, {})
+            uow.emit("meter.updated", "thing", object_id, {})
             uow._flush_events()
             if rolled_back:
                 raise RuntimeError

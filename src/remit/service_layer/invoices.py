@@ -24,6 +24,7 @@ from remit.adapters.db.ids import new_id, new_ids
 from remit.adapters.db.sqlite_bulk import insert_statements, parameter_limit
 from remit.adapters.db.types import UTCDateTime, sqlite_utc_text
 from remit.domain.errors import Conflict, NotFound, ValidationError
+from remit.domain.event_types import check_recorded
 from remit.domain.invoicing.generator import NewLine
 from remit.domain.invoicing.invoice import invoice_number, series_key, settle
 from remit.domain.lifecycle import INVOICE_TRANSITIONS, InvoiceStatus, transition
@@ -192,6 +193,8 @@ def paid_data(inv: Mapping[str, Any], by: str, **extra: Any) -> dict[str, Any]:
 
 def write_events(uow: UnitOfWork, events: Sequence[Event]) -> None:
     """Write events to the outbox now, in order, in bulk: the rows ``UnitOfWork.emit`` would have queued."""
+    for event in events:
+        check_recorded(event[0])
     now = uow.now
     bulk_insert(
         uow,

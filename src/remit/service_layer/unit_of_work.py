@@ -20,6 +20,7 @@ from remit.adapters.db import tables as t
 from remit.adapters.db.id_lists import ID_LIST_TYPES, id_list_value, in_id_list
 from remit.adapters.db.ids import new_id
 from remit.domain.clock import Clock
+from remit.domain.event_types import check_recorded
 
 # Errors that are the database's or the process's, not the data's (the database went away, a lock or statement
 # timed out, the pool is exhausted, memory ran out). Work done customer by customer (the bill run, the usage
@@ -159,6 +160,7 @@ class UnitOfWork:
         """Record a domain event; it is written with the change, or not at all. ``at``: when it happened; by
         default now as its customer lives it: the customer's test clock's time, or the real one."""
         self.ensure_writable()
+        check_recorded(type_)
         self._events.append(
             {
                 "public_id": new_id("evt"),

@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from remit.adapters.db import tables as t
 from remit.adapters.db.ids import new_id
+from remit.domain import event_types
 from remit.domain.clock import Clock
 
 CURSOR = "webhooks"
@@ -145,12 +146,7 @@ def _passable(conn: Connection, after: int, batch: int, settle_s: float) -> list
 
 
 def _type_matches(patterns: Sequence[str], event_type: str) -> bool:
-    for pattern in patterns:
-        if pattern == "*" or pattern == event_type:
-            return True
-        if pattern.endswith(".*") and event_type.startswith(pattern[:-1]):
-            return True
-    return False
+    return any(event_types.matches(pattern, event_type) for pattern in patterns)
 
 
 def matches(endpoint: Mapping[Any, Any], event: Mapping[Any, Any]) -> bool:
