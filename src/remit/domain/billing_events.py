@@ -118,6 +118,23 @@ def status_on(events: Sequence[TimelineEvent], trial_end_on: date | None, on: da
     return SubscriptionStatus.CANCELED
 
 
+def status_since(events: Sequence[TimelineEvent], trial_end_on: date | None, on: date) -> date | None:
+    """The day the state the subscription is in on ``on`` began (it has held without a break since): the day of
+    its cancellation, pause, resume or trial end. None if it has held since before the start (``on`` is before it)."""
+    status = status_on(events, trial_end_on, on)
+    if status is SubscriptionStatus.CANCELED:
+        return ended_on(events)
+    since: date | None = None
+    for seg in build_segments(events, trial_end_on):
+        if seg.start_on > on:
+            break
+        if seg.status is not status:
+            since = None
+        elif since is None:
+            since = seg.start_on
+    return since
+
+
 def ended_on(events: Sequence[TimelineEvent]) -> date | None:
     """The day the subscription stops (its cancellation's effective date), if one is recorded."""
     for event in events:

@@ -41,7 +41,7 @@ from remit.adapters.db.ids import new_id
 from remit.adapters.db.mappers import coupon_from_row, load_prices, negotiated, timeline_event_from_row, with_overrides
 from remit.adapters.db.usage_queries import ReadAheadSpan, Span, Window, aggregate_usage, transaction_values
 from remit.adapters.db.usage_read_ahead import UsageReadAhead
-from remit.domain.billing_events import TimelineEvent, status_on
+from remit.domain.billing_events import TimelineEvent, status_on, status_since
 from remit.domain.catalog.model import Price, Timing, dimension_key
 from remit.domain.clock import Clock
 from remit.domain.errors import RemitError
@@ -1239,13 +1239,21 @@ def _mark_reviewed(
             by_day[day].append(sub["id"])
         if status != sub["status"]:
             changed.append({"b_id": sub["id"], "b_status": status})
-            resumed = status == "active" and sub["status"] == "paused"
+            # Out of a pause into anything but the end (active, or back in its trial) is a resume.
+            resumed = sub["status"] == "paused" and status != "canceled"
+            terms = _terms(batch, sub)
+            since = status_since(terms.events, sub["trial_end_on"], day) if terms is not None else None
             events.append(
                 (
                     "subscription.resumed" if resumed else _STATUS_EVENTS.get(status, "subscription.updated"),
                     "subscription",
                     sub["id"],
-                    {"status": status, "previous_status": sub["status"]},
+                    {
+                        # The same fields as when the change takes effect at once (subscriptions.py).
+                        "effective_on": since.isoformat() if since is not None else None,
+                        "status": status,
+                        "previous_status": sub["status"],
+                    },
                     sub["customer_id"],
                     as_of,
                 )

@@ -509,10 +509,10 @@ def pause(uow: UnitOfWork, sub_id: str, when: str | date = "now") -> dict[str, A
     sub, _customer, events, today = _load(uow, sub_id)
     transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "pause", what="subscription")
     on = _when(sub, today, when)
-    _append(uow, sub, events, today, on, ChangeKind.PAUSE, (), "pause")
+    status = _append(uow, sub, events, today, on, ChangeKind.PAUSE, (), "pause")
     # A pause to come is announced as scheduled; the bill run announces subscription.paused when it takes effect.
     kind = "subscription.pause_scheduled" if on > today else "subscription.paused"
-    uow.emit(kind, "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
+    uow.emit(kind, "subscription", sub_id, _status_data(sub, on, today, status), sub["customer_id"])
     return {"subscription_id": sub_id, "effective_on": on}
 
 
@@ -520,9 +520,9 @@ def resume(uow: UnitOfWork, sub_id: str, when: str | date = "now") -> dict[str, 
     sub, _customer, events, today = _load(uow, sub_id)
     transition(SUBSCRIPTION_TRANSITIONS, SubscriptionStatus(sub["status"]), "resume", what="subscription")
     on = _when(sub, today, when)
-    _append(uow, sub, events, today, on, ChangeKind.RESUME, (), "resume")
+    status = _append(uow, sub, events, today, on, ChangeKind.RESUME, (), "resume")
     kind = "subscription.resume_scheduled" if on > today else "subscription.resumed"
-    uow.emit(kind, "subscription", sub_id, {"effective_on": on.isoformat()}, sub["customer_id"])
+    uow.emit(kind, "subscription", sub_id, _status_data(sub, on, today, status), sub["customer_id"])
     return {"subscription_id": sub_id, "effective_on": on}
 
 
@@ -533,15 +533,24 @@ def cancel(uow: UnitOfWork, sub_id: str, at_period_end: bool = False) -> dict[st
     if ended_on(events) is not None:
         raise Conflict("subscription_ending", "The subscription is already set to end.", "subscription_id")
     on = _when(sub, today, "period_end" if at_period_end else "now")
-    _append(uow, sub, events, today, on, ChangeKind.CANCEL, (), "cancel")
+    status = _append(uow, sub, events, today, on, ChangeKind.CANCEL, (), "cancel")
     uow.emit(
         "subscription.cancellation_scheduled" if on > today else "subscription.canceled",
         "subscription",
         sub_id,
-        {"effective_on": on.isoformat()},
+        _status_data(sub, on, today, status),
         sub["customer_id"],
     )
     return {"subscription_id": sub_id, "effective_on": on}
+
+
+def _status_data(sub: Mapping[Any, Any], on: date, today: date, status: SubscriptionStatus) -> dict[str, Any]:
+    """A pause, resume or cancellation's event data. Taking effect now: the same fields as when the bill run
+    reaches one asked for a later day (``effective_on``, ``status``, ``previous_status``); still to come: the day."""
+    data: dict[str, Any] = {"effective_on": on.isoformat()}
+    if on <= today:
+        data.update(status=status.value, previous_status=sub["status"])
+    return data
 
 
 def release_scheduled(uow: UnitOfWork, sub_id: str) -> int:

@@ -136,9 +136,9 @@ def test_a_scheduled_pause_and_resume_are_announced_once_each_when_asked_and_onc
     about = [(e["type"], e["data"]) for e in _events(api, customer=cus) if e["object_id"] == sub_id]
     assert about[1:] == [
         ("subscription.pause_scheduled", {"effective_on": "2026-01-10"}),
-        ("subscription.paused", {"status": "paused", "previous_status": "active"}),
+        ("subscription.paused", {"effective_on": "2026-01-10", "status": "paused", "previous_status": "active"}),
         ("subscription.resume_scheduled", {"effective_on": "2026-01-20"}),
-        ("subscription.resumed", {"status": "active", "previous_status": "paused"}),
+        ("subscription.resumed", {"effective_on": "2026-01-20", "status": "active", "previous_status": "paused"}),
     ]
 
 
@@ -154,3 +154,51 @@ def test_a_pause_at_once_is_announced_once(api):
     assert api.post("/bill_runs", {}).status_code == 201
     about = [e["type"] for e in _events(api, customer=cus) if e["object_id"] == sub_id]
     assert about[1:] == ["subscription.paused", "subscription.resumed"]
+
+
+def _status_events(api, cus, sub_id):
+    return [(e["type"], e["data"]) for e in _events(api, customer=cus) if e["object_id"] == sub_id][1:]
+
+
+def test_a_cancellation_has_the_same_fields_at_once_as_when_the_bill_run_reaches_it(api):
+    """webhooks.md: subscription.canceled (paused, resumed) carries effective_on, status and previous_status
+    whichever path recorded it, so a receiver needs one handler."""
+    api.post("/plans", PLAN)
+    cus = _customer(api)
+    now_id = api.post("/subscriptions", {"customer_id": cus, "plan": "pro"}).json()["id"]
+    later_id = api.post("/subscriptions", {"customer_id": cus, "plan": "pro"}).json()["id"]
+    assert api.post(f"/subscriptions/{now_id}/cancel", {"at_period_end": False}).status_code == 200
+    assert api.post(f"/subscriptions/{later_id}/cancel", {"at_period_end": True}).status_code == 200
+    api.remit.clock.move_to(datetime(2026, 2, 1, tzinfo=UTC))
+    assert api.post("/bill_runs", {}).status_code == 201
+    assert _status_events(api, cus, now_id) == [
+        ("subscription.canceled", {"effective_on": "2026-01-01", "status": "canceled", "previous_status": "active"})
+    ]
+    assert _status_events(api, cus, later_id) == [
+        ("subscription.cancellation_scheduled", {"effective_on": "2026-02-01"}),
+        ("subscription.canceled", {"effective_on": "2026-02-01", "status": "canceled", "previous_status": "active"}),
+    ]
+
+
+def test_a_paused_trial_that_resumes_is_announced_as_resumed_then_activated(api):
+    """Out of a pause back into a running trial is a resume (not a bare subscription.updated with fields of its
+    own), dated like every status event; the trial's end is then announced as activated, dated by the trial's
+    end."""
+    api.post("/plans", PLAN)
+    cus = _customer(api)
+    sub = api.post("/subscriptions", {"customer_id": cus, "plan": "pro", "trial_days": 30})
+    assert sub.status_code == 201, sub.json()
+    sub_id = sub.json()["id"]
+    assert api.post(f"/subscriptions/{sub_id}/pause", {"when": "2026-01-05"}).status_code == 200
+    for day in (5, 10, 31):
+        api.remit.clock.move_to(datetime(2026, 1, day, tzinfo=UTC))
+        assert api.post("/bill_runs", {}).status_code == 201
+        if day == 5:
+            assert api.post(f"/subscriptions/{sub_id}/resume", {"when": "2026-01-10"}).status_code == 200
+    assert _status_events(api, cus, sub_id) == [
+        ("subscription.pause_scheduled", {"effective_on": "2026-01-05"}),
+        ("subscription.paused", {"effective_on": "2026-01-05", "status": "paused", "previous_status": "trialing"}),
+        ("subscription.resume_scheduled", {"effective_on": "2026-01-10"}),
+        ("subscription.resumed", {"effective_on": "2026-01-10", "status": "trialing", "previous_status": "paused"}),
+        ("subscription.activated", {"effective_on": "2026-01-31", "status": "active", "previous_status": "trialing"}),
+    ]
