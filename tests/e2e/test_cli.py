@@ -66,6 +66,13 @@ def test_a_customer_lifecycle_from_the_command_line(db):
     assert remit_json("subscriptions", "cancel", sub)["effective_on"] == "2026-02-15"
     events = remit_json("events", "list", "--limit", "500")
     assert {"invoice.finalized", "credit_note.issued", "subscription.canceled"} <= {e["type"] for e in events}
+    # --type takes one type, a family or "*"; a type Remit never records is refused, not answered with nothing
+    invoice_types = {e["type"] for e in remit_json("events", "list", "--limit", "500", "--type", "invoice.*")}
+    assert invoice_types == {e["type"] for e in events if e["type"].startswith("invoice.")} >= {"invoice.paid"}
+    assert [e["type"] for e in remit_json("events", "list", "--type", "invoice.paid")] == ["invoice.paid"]
+    assert len(remit_json("events", "list", "--limit", "500", "--type", "*")) == len(events)
+    typo = remit("events", "list", "--type", "invoice.payed", code=2)
+    assert "invalid_event_type" in typo.output
 
 
 def test_lists_page_with_limit_and_all(db):

@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 
 from remit.adapters.db import tables as t
+from remit.domain import event_types
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import NotFound, ValidationError
 from remit.domain.money import Money
@@ -200,15 +201,22 @@ def list_events(
     shared: bool = True,
 ) -> list[dict[str, Any]]:
     """Events in order. ``vis``: those of the customers it lets see; and, with ``shared``, those of no customer
-    (the catalog's: meters, plans), as ``GET /v1/events/{id}`` shows them to a key not limited to a legal entity."""
+    (the catalog's: meters, plans), as ``GET /v1/events/{id}`` shows them to a key not limited to a legal entity.
+    ``type_``: one type (``invoice.paid``), a family (``invoice.*``) or ``*``; a type Remit never records is
+    refused (``invalid_event_type``) rather than answered with an empty list."""
+    if type_:
+        event_types.check_pattern(type_, "type")
     e = t.events.c
     query = select(t.events).where(e.id > after_id)
     if vis != EVERYTHING:
         query = query.outerjoin(t.customers, t.customers.c.id == e.customer_id)
         seen = vis.customers_clause()
         query = query.where(or_(e.customer_id.is_(None), seen) if shared else seen)
-    if type_:
-        query = query.where(t.events.c.type == type_)
+    if type_ and type_.endswith("*"):
+        if type_ != "*":  # "invoice.*": "invoice.paid", not "invoice_item.created" ("_" is no wildcard here)
+            query = query.where(e.type.startswith(type_[:-1], autoescape=True))
+    elif type_:
+        query = query.where(e.type == type_)
     query = filters.apply(query, t.events).order_by(t.events.c.id)
     if limit:
         query = query.limit(min(limit, MAX_LIMIT + 1))

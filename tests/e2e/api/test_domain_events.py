@@ -34,6 +34,29 @@ def test_events_are_filtered_by_customer(api):
     assert [e["customer_id"] for e in page["data"]] == [second] and page["has_more"] is False
 
 
+def test_events_are_filtered_by_one_type_a_family_or_star(api):
+    api.post("/plans", PLAN)
+    cus = _customer(api)
+    api.post("/subscriptions", {"customer_id": cus, "plan": "pro"})
+    item = api.post("/invoice_items", {"customer_id": cus, "description": "Setup", "unit_amount": "5.00"})
+    assert item.status_code == 201, item.json()
+    api.remit.clock.move_to(datetime(2026, 2, 1, tzinfo=UTC))
+    assert api.post("/bill_runs", {}).status_code == 201
+    every = _events(api)
+    invoices = _events(api, type="invoice.*")
+    assert [e["id"] for e in invoices] == [e["id"] for e in every if e["type"].startswith("invoice.")]
+    assert {"invoice.created", "invoice.finalized"} <= {e["type"] for e in invoices}
+    # "invoice.*" is the invoice. family: not invoice_item.created ("_" is no wildcard)
+    assert [e["type"] for e in _events(api, type="invoice_item.*")] == ["invoice_item.created"]
+    assert _events(api, type="*") == every
+    page = api.get("/events", type="invoice.*", limit=1).json()
+    assert page["has_more"] is True and page["data"][0]["type"].startswith("invoice.")
+    for bad in ("invoice.payed", "invoice%", "invoices.*", "*.*"):
+        refused = api.get("/events", type=bad)
+        assert refused.status_code == 422, (bad, refused.json())
+        assert (refused.json()["error"]["code"], refused.json()["error"]["field"]) == ("invalid_event_type", "type")
+
+
 def test_a_subscription_is_announced_before_the_coupon_redeemed_on_it(api):
     api.post("/plans", PLAN)
     api.post("/coupons", {"code": "TEN", "name": "10%", "percent_off": "10", "duration": "forever"})

@@ -751,7 +751,11 @@ app.add_typer(alerts_cli.alerts_app, name="alerts")
 @events_app.command("list")
 @handle_errors
 def events_list(
-    limit: Limit = 50, type_: Annotated[str | None, typer.Option("--type")] = None, as_json: Json = False
+    limit: Limit = 50,
+    type_: Annotated[
+        str | None, typer.Option("--type", help='One type ("invoice.paid"), a family ("invoice.*") or "*".')
+    ] = None,
+    as_json: Json = False,
 ) -> None:
     """Domain events recorded with each change (the outbox), oldest first."""
     remit = _app()

@@ -31,7 +31,10 @@ def list_events(
     ctx: Read,
     limit: Limit = 20,
     starting_after: StartingAfter = None,
-    type: Annotated[str | None, Query(max_length=64)] = None,
+    type: Annotated[
+        str | None,
+        Query(max_length=64, description='One event type ("invoice.paid"), a family ("invoice.*") or "*".'),
+    ] = None,
     customer: CustomerFilter = None,
     created_gte: CreatedGte = None,
     created_lte: CreatedLte = None,
