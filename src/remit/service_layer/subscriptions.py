@@ -424,7 +424,8 @@ def change_plan(
         "subscription.updated",
         "subscription",
         sub_id,
-        {"change": "plan", "plan": plan_code, "effective_on": on.isoformat()},
+        # The quantity too: change_plan may set it (a receiver following seats would keep the old count).
+        {"change": "plan", "plan": plan_code, "quantity": str(qty), "effective_on": on.isoformat()},
         sub["customer_id"],
     )
     return {"subscription_id": sub_id, "effective_on": on}

@@ -225,3 +225,19 @@ def test_a_paused_trial_that_resumes_is_announced_as_resumed_then_activated(api)
         ("subscription.resumed", {"effective_on": "2026-01-10", "status": "trialing", "previous_status": "paused"}),
         ("subscription.activated", {"effective_on": "2026-01-31", "status": "active", "previous_status": "trialing"}),
     ]
+
+
+def test_a_plan_change_that_also_sets_the_quantity_announces_the_quantity(api):
+    """change_plan takes a quantity: subscription.updated must say what the subscription now holds, or a receiver
+    that follows seat counts from the events keeps the old count."""
+    api.post("/plans", PLAN)
+    api.post("/plans", {**PLAN, "code": "max", "name": "Max"})
+    cus = _customer(api)
+    sub_id = api.post("/subscriptions", {"customer_id": cus, "plan": "pro", "quantity": 2}).json()["id"]
+    changed = api.post(f"/subscriptions/{sub_id}/change_plan", {"plan": "max", "quantity": 5})
+    assert changed.status_code == 200, changed.json()
+    assert api.post(f"/subscriptions/{sub_id}/change_plan", {"plan": "pro"}).status_code == 200
+    assert [data for _type, data in _status_events(api, cus, sub_id)] == [
+        {"change": "plan", "plan": "max", "quantity": "5", "effective_on": "2026-01-01"},
+        {"change": "plan", "plan": "pro", "quantity": "5", "effective_on": "2026-01-01"},
+    ]
