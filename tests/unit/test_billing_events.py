@@ -17,6 +17,7 @@ from remit.domain.billing_events import (
     items_on,
     next_change_on,
     status_on,
+    status_since,
 )
 from remit.domain.errors import ValidationError
 from remit.domain.lifecycle import SubscriptionStatus
@@ -190,3 +191,20 @@ def test_next_change_is_the_earliest_of_events_trial_end_and_period_end():
     ended = [*events, ev(D(2026, 4, 25), ChangeKind.CANCEL, seq=2)]
     assert next_change_on(ended, None, D(2026, 5, 1), D(2026, 4, 20)) == D(2026, 4, 25)
     assert next_change_on(ended, None, D(2026, 5, 1), D(2026, 4, 25)) is None
+
+
+def test_status_since_is_the_day_the_current_state_began_across_item_changes():
+    pro = (Item("pro", Decimal(1)),)
+    events = [
+        TimelineEvent(date(2026, 1, 1), ChangeKind.START, BASIC, 0),
+        TimelineEvent(date(2026, 1, 10), ChangeKind.PAUSE, (), 1),
+        TimelineEvent(date(2026, 1, 12), ChangeKind.CHANGE, pro, 2),  # a change while paused: still paused
+        TimelineEvent(date(2026, 1, 20), ChangeKind.RESUME, (), 3),
+        TimelineEvent(date(2026, 2, 1), ChangeKind.CANCEL, (), 4),
+    ]
+    trial_end = date(2026, 1, 5)
+    assert status_since(events, trial_end, date(2026, 1, 3)) == date(2026, 1, 1)  # trialing since the start
+    assert status_since(events, trial_end, date(2026, 1, 7)) == trial_end  # active since the trial's end
+    assert status_since(events, trial_end, date(2026, 1, 15)) == date(2026, 1, 10)
+    assert status_since(events, trial_end, date(2026, 1, 25)) == date(2026, 1, 20)
+    assert status_since(events, trial_end, date(2026, 3, 1)) == date(2026, 2, 1)
