@@ -51,6 +51,10 @@ def test_a_draft_finalized_by_hand_consumes_credits_and_voiding_it_gives_them_ba
         invoices.void(uow, draft["id"])
     assert _ledger(app, wallet) == [("grant", "20.00"), ("consumption", "-20.00"), ("restore", "20.00")]
     assert _balance(app, wallet) == "20.00"
+    with app.uow() as uow:
+        (restored,) = [e["data"] for e in views.list_events(uow, None, type_="wallet.credits_restored")]
+    # like every wallet event with an amount_minor, it names the currency that amount is in
+    assert (restored["invoice_id"], restored["amount_minor"], restored["currency"]) == (draft["id"], 2000, "EUR")
 
 
 def test_voiding_after_the_grant_expired_restores_and_expires_again(app):
@@ -125,7 +129,7 @@ def test_deleting_a_draft_purchase_granted_before_payment_voids_what_is_left_in_
     assert [(kind, amount) for kind, amount, *_ in _ledger(app, wallet)] == [("grant", "50.00"), ("void", "-50.00")]
     with app.uow() as uow:
         (voided,) = [e["data"] for e in views.list_events(uow, None, type_="wallet.credits_voided")]
-    assert (voided["amount_minor"], voided["reason"]) == (5000, "invoice_deleted")
+    assert (voided["amount_minor"], voided["currency"], voided["reason"]) == (5000, "EUR", "invoice_deleted")
 
 
 def test_purchase_invoices_are_paid_with_money_not_with_the_customer_balance(app):

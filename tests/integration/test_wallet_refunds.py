@@ -88,6 +88,7 @@ def test_a_credit_note_on_a_paid_purchase_takes_back_the_unused_credits_and_only
         "grant_id": grant["id"],
         "credits": "70",
         "amount_minor": 7000,
+        "currency": "EUR",
         "invoice_id": grant["invoice_id"],
         "credit_note_id": note["id"],
     }

@@ -84,6 +84,7 @@ def refund_purchase(uow: UnitOfWork, invoice_id: str, amount_minor: int, note_id
             "grant_id": row["id"],
             "credits": plain(credits),
             "amount_minor": amount_minor,
+            "currency": _currency_of(uow, row["wallet_id"]),
             "invoice_id": invoice_id,
             "credit_note_id": note_id,
         },
@@ -165,7 +166,13 @@ def _restore_one(
         "wallet.credits_restored",
         "wallet",
         grant_row["wallet_id"],
-        {"grant_id": grant_id, "invoice_id": invoice_id, "credits": plain(credits), "amount_minor": minor},
+        {
+            "grant_id": grant_id,
+            "invoice_id": invoice_id,
+            "credits": plain(credits),
+            "amount_minor": minor,
+            "currency": _currency_of(uow, grant_row["wallet_id"]),
+        },
         grant_row["customer_id"],
         at=at,
     )
@@ -186,6 +193,7 @@ def void_grant(uow: UnitOfWork, row: Mapping[Any, Any], at: datetime, reason: st
                 "grant_id": row["id"],
                 "credits": plain(row["remaining_credits"]),
                 "amount_minor": row["remaining_minor"],
+                "currency": _currency_of(uow, row["wallet_id"]),
                 "reason": reason,
             },
             row["customer_id"],
@@ -309,8 +317,7 @@ def _emit_expired(
 ) -> None:
     """``wallet.credits_expired``; ``code``: the wallet's currency, if the caller has it."""
     if code is None:
-        wallet_id = grant_row["wallet_id"]
-        code = uow.conn.execute(select(t.wallets.c.currency).where(t.wallets.c.id == wallet_id)).scalar_one()
+        code = _currency_of(uow, grant_row["wallet_id"])
     uow.emit(
         "wallet.credits_expired",
         "wallet",
@@ -319,6 +326,12 @@ def _emit_expired(
         grant_row["customer_id"],
         at=at,
     )
+
+
+def _currency_of(uow: UnitOfWork, wallet_id: str) -> str:
+    """The wallet's currency: every wallet event with an ``amount_minor`` names it (minor units mean nothing
+    without it)."""
+    return str(uow.conn.execute(select(t.wallets.c.currency).where(t.wallets.c.id == wallet_id)).scalar_one())
 
 
 def check_ledger(uow: UnitOfWork, wallet_id: str) -> None:
