@@ -303,8 +303,8 @@ def quantity_of(value: Decimal) -> Decimal:
 
 def decimal_of(value: Fraction) -> Decimal:
     """A fraction as a decimal: exactly when it has a finite decimal expansion of at most 28 significant digits (3,
-    2.5, 1/8), otherwise to the default context's 28 significant digits (as every measured quantity is: see
-    ``quantity_of``)."""
+    2.5, 1/8), otherwise to the default context's 28 significant digits; written as every measured quantity is
+    (``quantity_of``: trailing zeros dropped, so 8/21 is 0.380952380952380952380952381, not ...3810)."""
     den = value.denominator
     for factor in (2, 5):
         while den % factor == 0:
@@ -313,8 +313,8 @@ def decimal_of(value: Fraction) -> Decimal:
         with localcontext(WIDE):
             exact = Decimal(value.numerator) / Decimal(value.denominator)
         if len(exact.as_tuple().digits) <= 28:
-            return exact
-    return Decimal(value.numerator) / Decimal(value.denominator)
+            return quantity_of(exact)
+    return quantity_of(Decimal(value.numerator) / Decimal(value.denominator))
 
 
 def aggregate(
