@@ -989,3 +989,24 @@ def test_a_time_weighted_quantity_is_written_one_way_by_live_usage_the_invoice_l
     with app.uow() as uow:
         shown = explain.explain_line(uow, line["invoice_id"], line["id"])
     assert shown["quantity"] == shown["usage"]["quantity"] == written
+
+
+def test_a_rounded_quantity_is_written_one_way_by_live_usage_the_invoice_line_and_its_explanation(app):
+    """A meter rounding to 3 decimals measures 1415.4 minutes: live usage and the line's quantity said 1415.400,
+    the line's description and its explanation 1415.4. Written once, without trailing zeros, everywhere."""
+    b.seller(app)
+    _meter(app, "minutes", field="m", rounding="round", rounding_precision=3)
+    _plan(app, "calls", [_usage("minutes", config={"unit_price": "0.01"}, name="Minutes")])
+    clock_id, cus, _sub = _start(app, "calls", at=(2026, 3, 1))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, (b.utc(2026, 3, 9), {"m": "1000.25"}), (b.utc(2026, 3, 9, 1), {"m": "415.15"}), code="minutes")
+    with app.uow() as uow:
+        (item,) = live_usage.live_usage(uow, cus)["subscriptions"][0]["items"]
+    assert (item["quantity"], item["billable_units"], item["amount"]) == ("1415.4", "1415.4", "14.15")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    (line,) = [ln for ln in b.invoices_of(app, cus)[-1]["lines"] if ln["kind"] == "usage"]
+    assert (line["description"], line["quantity"]) == ("Minutes: 1415.4", "1415.4")
+    with app.uow() as uow:
+        shown = explain.explain_line(uow, line["invoice_id"], line["id"])
+    assert shown["quantity"] == shown["usage"]["quantity"] == "1415.4"
+    assert "Measured 1415.4; the meter rounds (round) to 3 decimals: 1415.4." in shown["explanation"]

@@ -105,8 +105,9 @@ class Meter:
         # As many digits as the result needs (the default context's 28 would refuse a large quantity).
         wide = Context(prec=max(28, quantity.adjusted() + max(self.precision, 0) + 3), Emax=999_999, Emin=-999_999)
         out = quantity.quantize(Decimal(1).scaleb(-self.precision), self.rounding.mode, wide)
-        if self.precision < 0:
-            out = out.quantize(_ONE, context=wide)  # 1300, not 1.3E+3
+        # Written as every quantity is: a whole number as one (1300, not 1.3E+3), anything else without trailing
+        # zeros (1415.4, not 1415.400, which live usage and the line's quantity showed beside its description's).
+        out = out.quantize(_ONE, context=wide) if out == out.to_integral_value() else out.normalize(wide)
         return out if out else abs(out)  # 0, not -0
 
     def __post_init__(self) -> None:
