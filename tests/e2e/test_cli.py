@@ -75,6 +75,35 @@ def test_a_customer_lifecycle_from_the_command_line(db):
     assert "invalid_event_type" in typo.output
 
 
+def test_the_upcoming_invoice_says_what_pays_the_total(db):
+    """The preview's text says how its total becomes the amount due, as an invoice does: the customer balance and
+    prepaid credits it applies (it said "Total 60.00 EUR, amount due 50.00" and not why)."""
+    remit_json("init", "--name", "Acme GmbH", "--country", "DE", "--currency", "EUR")
+    remit(
+        "plans",
+        "create",
+        "--code",
+        "pro",
+        "--name",
+        "Pro",
+        "--prices",
+        '[{"currency":"EUR","model":"per_unit","config":{"unit_price":"12.00"},"interval":"month"}]',
+    )
+    clock = remit_json("clock", "create", "--name", "t", "--at", "2026-01-01T00:00:00Z")["id"]
+    customer = remit_json(
+        "customers", "create", "--name", "Globex", "--currency", "EUR", "--country", "FR", "--test-clock", clock
+    )["id"]
+    remit_json(
+        "subscriptions", "create", "--customer", customer, "--plan", "pro", "--quantity", "5", "--anchor", "calendar"
+    )
+    remit_json("clock", "advance", clock, "--to", "2026-01-15T00:00:00Z")
+    (january,) = remit_json("invoices", "list", "--customer", customer)
+    remit_json("invoices", "pay", january["id"])
+    remit_json("credit-notes", "create", "--invoice", january["id"], "--amount", "10.00", "--reason", "order_change")
+    shown = remit("customers", "upcoming-invoice", customer).stdout
+    assert "Total 60.00 EUR, customer balance 10.00, prepaid credits 0.00, amount due 50.00" in shown, shown
+
+
 def test_lists_page_with_limit_and_all(db):
     remit("init", "--currency", "EUR", "--country", "DE")
     for i in range(5):

@@ -1072,3 +1072,48 @@ def test_a_meter_a_phase_or_a_scheduled_change_will_bill_is_taken_and_one_it_lea
         subscriptions.change_plan(uow, phased, "basic", when="period_end")
     with app.uow() as uow:
         subscriptions.create_subscription(uow, cus, "api", anchor="calendar", start_on=date(2026, 5, 1))
+
+
+def test_a_time_weighted_quantity_is_written_one_way_by_live_usage_the_invoice_line_and_its_explanation(app):
+    """1 GB held 8 of March's 31 days is 8/31 GB-months: 0.2580645161290322580645161290 to 28 digits, whose last
+    one is a 0. Quantities drop trailing zeros ("a whole number exactly, anything else to 28 significant
+    digits"): live usage, the line's quantity, its description and its explanation all said it, but live usage
+    and the line's quantity kept the 0 and the description and the explanation did not."""
+    b.seller(app)
+    _meter(app, "storage", aggregation="weighted_sum", field="gb")
+    _plan(app, "store", [_usage("storage", config={"unit_price": "2.00"}, name="Storage")])
+    clock_id, cus, _sub = _start(app, "store", at=(2026, 3, 1))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 24))
+    _send(app, cus, (b.utc(2026, 3, 24), {"gb": 1}), code="storage")
+    written = "0.258064516129032258064516129"
+    with app.uow() as uow:
+        (item,) = live_usage.live_usage(uow, cus)["subscriptions"][0]["items"]
+    assert item["quantity"] == written
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    (line,) = [ln for ln in b.invoices_of(app, cus)[-1]["lines"] if ln["kind"] == "usage"]
+    assert line["description"] == f"Storage: {written}"
+    assert line["quantity"] == written
+    with app.uow() as uow:
+        shown = explain.explain_line(uow, line["invoice_id"], line["id"])
+    assert shown["quantity"] == shown["usage"]["quantity"] == written
+
+
+def test_a_rounded_quantity_is_written_one_way_by_live_usage_the_invoice_line_and_its_explanation(app):
+    """A meter rounding to 3 decimals measures 1415.4 minutes: live usage and the line's quantity said 1415.400,
+    the line's description and its explanation 1415.4. Written once, without trailing zeros, everywhere."""
+    b.seller(app)
+    _meter(app, "minutes", field="m", rounding="round", rounding_precision=3)
+    _plan(app, "calls", [_usage("minutes", config={"unit_price": "0.01"}, name="Minutes")])
+    clock_id, cus, _sub = _start(app, "calls", at=(2026, 3, 1))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, (b.utc(2026, 3, 9), {"m": "1000.25"}), (b.utc(2026, 3, 9, 1), {"m": "415.15"}), code="minutes")
+    with app.uow() as uow:
+        (item,) = live_usage.live_usage(uow, cus)["subscriptions"][0]["items"]
+    assert (item["quantity"], item["billable_units"], item["amount"]) == ("1415.4", "1415.4", "14.15")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    (line,) = [ln for ln in b.invoices_of(app, cus)[-1]["lines"] if ln["kind"] == "usage"]
+    assert (line["description"], line["quantity"]) == ("Minutes: 1415.4", "1415.4")
+    with app.uow() as uow:
+        shown = explain.explain_line(uow, line["invoice_id"], line["id"])
+    assert shown["quantity"] == shown["usage"]["quantity"] == "1415.4"
+    assert "Measured 1415.4; the meter rounds (round) to 3 decimals: 1415.4." in shown["explanation"]

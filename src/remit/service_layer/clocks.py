@@ -216,7 +216,11 @@ def preview_upcoming(uow: UnitOfWork, customer_id: str, vis: Visibility = EVERYT
         "customer_id": customer_id,
         "currency": customer["currency"],
         "lines": [],
+        "subtotal_minor": 0,
+        "discount_minor": 0,
         "total_minor": 0,
+        "applied_balance_minor": 0,
+        "applied_credits_minor": 0,
         "amount_due_minor": 0,
         "as_of": None,
     }
@@ -254,6 +258,10 @@ def _present_draft(draft: bill_run.InvoiceDraft, balance: int, at: datetime) -> 
         {
             "description": ln.description,
             "kind": ln.kind,
+            "subscription_id": ln.subscription_id,
+            "price_id": ln.price_id,
+            "period_start_on": ln.period.start_on,
+            "period_end_on": ln.period.end_on,
             "service_start_on": ln.service_start_on,
             "service_end_on": ln.service_end_on,
             "quantity": ln.quantity,

@@ -82,3 +82,46 @@ def test_usage_price_bad_input_is_refused_with_the_field(api):
     assert bad.json()["error"]["code"] == "unknown_meter"
     assert bad.json()["error"]["field"] == "prices[0].usage.meter"
     assert api.get("/plans").json()["data"] == []
+
+
+def test_the_upcoming_invoice_says_what_it_bills_as_the_invoice_does(api):
+    """The preview answers like the invoice it announces: each line names its subscription, price and period (so
+    its usage lines can be matched with the live usage items, which name their price), and the totals say how
+    the total becomes the amount due: the customer balance it applies, as the invoice says, and the credits."""
+    clock, cus = _hybrid(api)
+    api.post(f"/test_clocks/{clock}/advance", {"to": "2026-03-15T00:00:00Z"}, key="test_admin")
+    (march,) = api.get("/invoices", key="test_admin", customer=cus).json()["data"]
+    assert api.post(f"/invoices/{march['id']}/pay", key="test_admin").status_code == 200
+    refund = api.post("/credit_notes", {"invoice_id": march["id"], "amount": "10.00"}, key="test_admin")
+    assert refund.json()["to_balance"] == "10.00"  # a paid invoice's credit: the customer's balance
+    event = {"customer_id": cus, "code": "calls", "timestamp": "2026-03-14T10:00:00Z", "properties": {"n": 3500}}
+    assert api.post("/events", {**event, "transaction_id": "e1"}, key="test_admin").json()["status"] == "accepted"
+
+    live = api.get(f"/customers/{cus}/usage", key="test_admin").json()
+    (item,) = live["subscriptions"][0]["items"]
+    upcoming = api.get(f"/customers/{cus}/upcoming_invoice", key="test_admin").json()
+    assert (upcoming["subtotal"], upcoming["discount"], upcoming["total"]) == ("54.00", "0.00", "54.00")
+    assert (upcoming["applied_balance"], upcoming["applied_credits"], upcoming["amount_due"]) == (
+        "10.00",
+        "0.00",
+        "44.00",
+    )
+    (usage_line,) = [ln for ln in upcoming["lines"] if ln["kind"] == "usage"]
+    assert (usage_line["price_id"], usage_line["subscription_id"]) == (
+        item["price_id"],
+        live["subscriptions"][0]["subscription_id"],
+    )
+    assert (usage_line["period_start_on"], usage_line["period_end_on"]) == ("2026-03-01", "2026-04-01")
+    assert usage_line["amount"] == item["amount"] == "5.00"
+
+    api.post(f"/test_clocks/{clock}/advance", {"to": "2026-04-01T00:00:00Z"}, key="test_admin")
+    april = next(
+        i for i in api.get("/invoices", key="test_admin", customer=cus).json()["data"] if i["id"] != march["id"]
+    )
+    issued = api.get(f"/invoices/{april['id']}", key="test_admin").json()
+    for name in ("subtotal", "discount", "total", "applied_balance", "applied_credits", "amount_due"):
+        assert issued[name] == upcoming[name], name
+    key = ("kind", "subscription_id", "price_id", "period_start_on", "period_end_on", "amount")
+    assert sorted(tuple(ln[k] for k in key) for ln in issued["lines"]) == sorted(
+        tuple(ln[k] for k in key) for ln in upcoming["lines"]
+    )

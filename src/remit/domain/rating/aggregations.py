@@ -105,8 +105,9 @@ class Meter:
         # As many digits as the result needs (the default context's 28 would refuse a large quantity).
         wide = Context(prec=max(28, quantity.adjusted() + max(self.precision, 0) + 3), Emax=999_999, Emin=-999_999)
         out = quantity.quantize(Decimal(1).scaleb(-self.precision), self.rounding.mode, wide)
-        if self.precision < 0:
-            out = out.quantize(_ONE, context=wide)  # 1300, not 1.3E+3
+        # Written as every quantity is: a whole number as one (1300, not 1.3E+3), anything else without trailing
+        # zeros (1415.4, not 1415.400, which live usage and the line's quantity showed beside its description's).
+        out = out.quantize(_ONE, context=wide) if out == out.to_integral_value() else out.normalize(wide)
         return out if out else abs(out)  # 0, not -0
 
     def __post_init__(self) -> None:
@@ -303,8 +304,8 @@ def quantity_of(value: Decimal) -> Decimal:
 
 def decimal_of(value: Fraction) -> Decimal:
     """A fraction as a decimal: exactly when it has a finite decimal expansion of at most 28 significant digits (3,
-    2.5, 1/8), otherwise to the default context's 28 significant digits (as every measured quantity is: see
-    ``quantity_of``)."""
+    2.5, 1/8), otherwise to the default context's 28 significant digits; written as every measured quantity is
+    (``quantity_of``: trailing zeros dropped, so 8/21 is 0.380952380952380952380952381, not ...3810)."""
     den = value.denominator
     for factor in (2, 5):
         while den % factor == 0:
@@ -313,8 +314,8 @@ def decimal_of(value: Fraction) -> Decimal:
         with localcontext(WIDE):
             exact = Decimal(value.numerator) / Decimal(value.denominator)
         if len(exact.as_tuple().digits) <= 28:
-            return exact
-    return Decimal(value.numerator) / Decimal(value.denominator)
+            return quantity_of(exact)
+    return quantity_of(Decimal(value.numerator) / Decimal(value.denominator))
 
 
 def aggregate(

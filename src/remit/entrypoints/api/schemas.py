@@ -526,7 +526,10 @@ class UpcomingInvoicePublic(Output):
     currency: str
     as_of: datetime | None
     lines: list[InvoiceLinePublic]
+    subtotal: str | None = None
+    discount: str | None = None
     total: str
+    applied_balance: str | None = Field(default=None, description="What the customer's balance would pay.")
     applied_credits: str | None = Field(default=None, description="What prepaid credits would pay.")
     amount_due: str
 

@@ -344,7 +344,10 @@ def customers_upcoming(customer_id: str, as_json: Json = False) -> None:
         f"Upcoming invoice as of {data['as_of']}",
         ["description", "service_start_on", "service_end_on", "quantity", "unit_price", "discount", "amount"],
     )
-    console.print(f"Total {data['total']} {data['currency']}, amount due {data['amount_due']}")
+    console.print(
+        f"Total {data['total']} {data['currency']}, customer balance {data['applied_balance']}, prepaid credits "
+        f"{data['applied_credits']}, amount due {data['amount_due']}"
+    )
 
 
 # --- plans ---------------------------------------------------------------------------------------------------------
