@@ -6,6 +6,9 @@ credit notes are counted, and a credit note credits a line at most what it holds
 it on other invoices are counted.
 """
 
+import pytest
+
+from remit.domain.errors import Conflict, ValidationError
 from remit.service_layer import catalog, clocks, credit_notes, invoices, subscriptions, usage, usage_cancellation
 from tests import builders as b
 
@@ -103,6 +106,24 @@ def test_a_partial_credit_note_leaves_room_for_a_correction_up_to_what_is_left(a
     assert len(_corrections(app, cus)) == 2  # and nothing more at later runs
 
 
+def test_a_line_corrected_on_a_later_invoice_is_credited_at_most_what_is_left(app):
+    """The reverse order: the 400 calls canceled are credited (-40.00) on a later invoice; a credit note on
+    March's 100.00 line then credits at most 60.00."""
+    clock_id, cus, march, line = _usage_plan(app)
+    _cancel(app, cus, "small")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 4))
+    assert _corrections(app, cus) == [("usage_correction", "2026-03-01", "2026-04-01", "-40.00")]
+    with pytest.raises(ValidationError) as refused:
+        _credit_line(app, march["id"], line["id"], "60.01")
+    assert (refused.value.code, refused.value.field) == ("invalid_amount", "lines[0].amount")
+    with pytest.raises(Conflict) as refused, app.uow() as uow:
+        credit_notes.issue_credit_note(uow, march["id"], amount="109.01")  # 49.00 of fee + 60.00 of calls
+    assert refused.value.code == "credit_exceeds_invoice"
+    assert _credit_line(app, march["id"], line["id"], "60.00")["amount_minor"] == 6000
+    with pytest.raises(ValidationError):
+        _credit_line(app, march["id"], line["id"], "0.01")
+
+
 def _fee_plan(app):
     b.seller(app)
     b.plan(app, "basic", "100.00")
@@ -136,3 +157,26 @@ def test_a_fee_partly_credited_is_credited_for_unused_time_up_to_what_is_left(ap
     assert _preview_lines(app, cus) == [("proration", -3000)]  # the upcoming invoice agrees with the bill run
     clocks.advance(app.uow, clock_id, b.utc(2026, 3, 16, 12))
     assert _corrections(app, cus) == [("proration", "2026-03-16", "2026-04-01", "-30.00")]
+
+
+def test_a_fee_credited_for_unused_time_is_credited_by_a_credit_note_at_most_what_is_left(app):
+    """The reverse order: canceling now on 16 March credits 51.61 on an invoice of its own; a credit note on
+    March's 100.00 fee then credits at most 48.39."""
+    clock_id, cus, sub, march, line = _fee_plan(app)
+    with app.uow() as uow:
+        subscriptions.cancel(uow, sub)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 16, 12))
+    assert _corrections(app, cus) == [("proration", "2026-03-16", "2026-04-01", "-51.61")]
+    with pytest.raises(ValidationError) as refused:
+        _credit_line(app, march["id"], line["id"], "48.40")
+    assert refused.value.code == "invalid_amount"
+    with pytest.raises(Conflict) as refused, app.uow() as uow:
+        credit_notes.issue_credit_note(uow, march["id"], amount="48.40")
+    assert refused.value.code == "credit_exceeds_invoice"
+    with app.uow() as uow:
+        note = credit_notes.issue_credit_note(uow, march["id"])  # in whole: 48.39 is all it still holds
+    assert note["amount_minor"] == 4839
+    with pytest.raises(ValidationError), app.uow() as uow:
+        credit_notes.issue_credit_note(uow, march["id"])  # nothing is left
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 2))
+    assert len(_corrections(app, cus)) == 1  # and the bill run credits nothing more either
