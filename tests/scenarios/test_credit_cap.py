@@ -108,7 +108,7 @@ def test_a_partial_credit_note_leaves_room_for_a_correction_up_to_what_is_left(a
 
 def test_a_line_corrected_on_a_later_invoice_is_credited_at_most_what_is_left(app):
     """The reverse order: the 400 calls canceled are credited (-40.00) on a later invoice; a credit note on
-    March's 100.00 line then credits at most 60.00."""
+    March's 100.00 line then credits at most 60.00, after which canceling the other 600 calls credits nothing."""
     clock_id, cus, march, line = _usage_plan(app)
     _cancel(app, cus, "small")
     clocks.advance(app.uow, clock_id, b.utc(2026, 4, 4))
@@ -122,6 +122,9 @@ def test_a_line_corrected_on_a_later_invoice_is_credited_at_most_what_is_left(ap
     assert _credit_line(app, march["id"], line["id"], "60.00")["amount_minor"] == 6000
     with pytest.raises(ValidationError):
         _credit_line(app, march["id"], line["id"], "0.01")
+    _cancel(app, cus, "big")  # March's calls down to none: nothing is left to credit
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 5))
+    assert len(_corrections(app, cus)) == 1
 
 
 def _fee_plan(app):

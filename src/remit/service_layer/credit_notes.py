@@ -136,7 +136,7 @@ def issue_credit_note(
                 raise ValidationError(
                     "invalid_amount",
                     "Each line's credit must be positive and at most what remains on that line (a line named twice "
-                    "counts both).",
+                    "counts both; corrections of its charge on later invoices, and credit notes on them, count too).",
                     f"lines[{i}].amount",
                 )
             parts.append((line.line_id, part))
