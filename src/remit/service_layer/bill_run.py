@@ -26,7 +26,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -656,6 +656,22 @@ def _balances_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
     return select(bt.customer_id, func.sum(bt.amount_minor)).where(in_ids(bt.customer_id)).group_by(bt.customer_id)
 
 
+def _credited_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
+    """What credit notes credited on the customers' subscription lines, per key (subscription, charge, period):
+    a correction of a key credits no more than its lines still hold (``BilledTotals.credited_minor``). From the
+    invoices credited (indexed by customer), through their credit notes and lines."""
+    inv, cn, cnl, ln = t.invoices.c, t.credit_notes.c, t.credit_note_lines.c, t.invoice_lines.c
+    return (
+        select(ln.subscription_id, ln.charge_key, ln.period_start_on, func.sum(cnl.amount_minor))
+        .select_from(t.invoices)
+        .join(t.credit_notes, cn.invoice_id == inv.id)
+        .join(t.credit_note_lines, cnl.credit_note_id == cn.id)
+        .join(t.invoice_lines, ln.id == cnl.invoice_line_id)
+        .where(in_ids(inv.customer_id), inv.credited_minor > 0, ln.subscription_id.is_not(None))
+        .group_by(ln.subscription_id, ln.charge_key, ln.period_start_on)
+    )
+
+
 def _credits_query(in_ids: Callable[[Any], Any], _postgres: bool) -> Any:
     """Wallet grants the customers could pay with (only asked whether there are any: see ``_Batch.credits``)."""
     g = t.wallet_grants.c
@@ -680,6 +696,7 @@ _SPARSE: tuple[tuple[str, Callable[[Callable[[Any], Any], bool], Any]], ...] = (
     ("pending", _pending_query),
     ("balances", _balances_query),
     ("credits", _credits_query),
+    ("credited", _credited_query),
 )
 
 
@@ -801,6 +818,12 @@ def _load_batch(
     for row in run("pending", customer_ids, _pending_query).mappings() if present["pending"] else ():
         pending[row["customer_id"]].append(row)
     balances = run("balances", customer_ids, _balances_query).all() if present["balances"] else []
+    credited_rows = run("credited", customer_ids, _credited_query) if present["credited"] else ()
+    for sub_id, charge, start_on, credited in credited_rows:
+        key = (sub_id, charge, start_on)
+        found = billed.get(sub_id, {}).get(key)
+        if found is not None:  # keys of periods that can no longer change are not loaded
+            billed[sub_id][key] = replace(found, credited_minor=int(credited))
     batch = _Batch(
         rows,
         entities,

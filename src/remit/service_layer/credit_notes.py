@@ -45,7 +45,48 @@ def _creditable_lines(uow: UnitOfWork, invoice_id: str) -> list[CreditableLine]:
         .where(t.invoice_lines.c.invoice_id == invoice_id)
         .order_by(t.invoice_lines.c.id)
     )
-    return [CreditableLine(line_id, amount, int(credited.get(line_id, 0))) for line_id, amount in rows]
+    key_open = _key_open(uow, invoice_id)
+    return [
+        CreditableLine(line_id, amount, int(credited.get(line_id, 0)), key_open.get(line_id))
+        for line_id, amount in rows
+    ]
+
+
+def _key_open(uow: UnitOfWork, invoice_id: str) -> dict[str, int]:
+    """Per subscription line of the invoice, what its key (subscription, charge, period) still holds: every line
+    of the key, on any invoice (a correction crediting it later, a late usage line), less what credit notes
+    credited on them. A 100.00 line whose usage was corrected by -40.00 on a later invoice holds 60.00."""
+    own, other, cnl = t.invoice_lines.alias("own"), t.invoice_lines.alias("other"), t.credit_note_lines.c
+    same_key = (
+        (other.c.subscription_id == own.c.subscription_id)
+        & (other.c.charge_key == own.c.charge_key)
+        & (other.c.period_start_on == own.c.period_start_on)
+    )
+    mine = (own.c.invoice_id == invoice_id) & own.c.subscription_id.is_not(None)
+    billed = uow.conn.execute(
+        select(own.c.id, func.sum(other.c.amount_minor)).join(other, same_key).where(mine).group_by(own.c.id)
+    ).all()
+    credited = dict(
+        uow.conn.execute(
+            select(own.c.id, func.sum(cnl.amount_minor))
+            .join(other, same_key)
+            .join(t.credit_note_lines, cnl.invoice_line_id == other.c.id)
+            .where(mine)
+            .group_by(own.c.id)
+        ).all()
+    )
+    return {line_id: int(net) - int(credited.get(line_id, 0)) for line_id, net in billed}
+
+
+def _line_keys(uow: UnitOfWork, invoice_id: str) -> dict[str, tuple[Any, ...]]:
+    """The key (subscription, charge, period) of each subscription line of the invoice."""
+    ln = t.invoice_lines.c
+    rows = uow.conn.execute(
+        select(ln.id, ln.subscription_id, ln.charge_key, ln.period_start_on).where(
+            ln.invoice_id == invoice_id, ln.subscription_id.is_not(None)
+        )
+    )
+    return {line_id: (sub_id, charge, start_on) for line_id, sub_id, charge, start_on in rows}
 
 
 def issue_credit_note(
@@ -79,17 +120,23 @@ def issue_credit_note(
         by_id = {c.line_id: c for c in creditable}
         parts = []
         taken: dict[str, int] = {}  # per line, over every part naming it
+        keys = _line_keys(uow, invoice_id)
+        taken_of_key: dict[tuple[Any, ...], int] = {}  # per key, over every line of it named
         for i, spec in enumerate(lines):
             line = by_id.get(str(spec.get("line_id")))
             if line is None:
                 raise NotFound("invoice_line", spec.get("line_id"), f"lines[{i}].line_id")
             part = Money.of(spec.get("amount"), cur, f"lines[{i}].amount").minor
             taken[line.line_id] = taken.get(line.line_id, 0) + part
-            if part <= 0 or taken[line.line_id] > line.open_minor:
+            key = keys.get(line.line_id)
+            if key is not None:
+                taken_of_key[key] = taken_of_key.get(key, 0) + part
+            over_key = key is not None and line.key_open_minor is not None and taken_of_key[key] > line.key_open_minor
+            if part <= 0 or taken[line.line_id] > line.open_minor or over_key:
                 raise ValidationError(
                     "invalid_amount",
                     "Each line's credit must be positive and at most what remains on that line (a line named twice "
-                    "counts both).",
+                    "counts both; corrections of its charge on later invoices, and credit notes on them, count too).",
                     f"lines[{i}].amount",
                 )
             parts.append((line.line_id, part))
@@ -99,7 +146,9 @@ def issue_credit_note(
                 "credit_exceeds_invoice", "The credit is more than what remains creditable on the invoice.", "lines"
             )
     else:
-        total = Money.of(amount, cur).minor if amount is not None else invoice_open
+        # In whole: what the invoice holds, and its lines (a line corrected on a later invoice holds less).
+        whole = min(invoice_open, sum(c.open_minor for c in creditable))
+        total = Money.of(amount, cur).minor if amount is not None else whole
         parts = split_credit(total, creditable, invoice_open)
     outcome = credit_outcome(status, total, inv["amount_due_minor"])
     entity = (

@@ -447,3 +447,41 @@ def test_corrections_add_up_to_a_fresh_proposal_of_the_final_timeline(story):
             assert (ln.kind, ln.corrects_line_id) == ("proration", first_id)
     t = terms(events, anchor, coupons=applied)
     assert diff(propose(t, prices, final_as_of, POLICY), ledger.billed(), final_as_of, prices) == []
+
+
+# --- Corrections after credit notes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("credited", "amount", "subtotal", "discount"),
+    [
+        (0, -4129, -5161, -1032),  # nothing credited: the unused time, as always
+        (3000, -4129, -5161, -1032),  # 50.00 left covers it
+        (5000, -3000, -3750, -750),  # 30.00 left: the credit is capped, subtotal and discount in proportion
+        (7999, -1, -1, 0),
+        (8000, None, None, None),  # all of it credited: no line
+    ],
+)
+def test_a_correction_credits_no_more_than_credit_notes_left_on_the_key(credited, amount, subtotal, discount):
+    """A 100.00 fee with 20 % off (80.00) canceled on 16 March: 16 of 31 days unused credit 41.29 (51.61 less
+    10.32 off). Credit notes having credited part of the fee, the correction credits at most what is left."""
+    prices = {"basic": price("basic", "100.00")}
+    applied = (AppliedCoupon(coupon(CouponDuration.FOREVER, percent="20"), D(2026, 3, 1)),)
+    events = [ev(D(2026, 3, 1), ChangeKind.START, ("basic", 1))]
+    ledger = Ledger()
+    ledger.run(terms(events, D(2026, 3, 1), coupons=applied), prices, D(2026, 3, 1))
+    key = ("sub", "basic", D(2026, 3, 1))
+    billed = {key: replace(ledger.billed()[key], credited_minor=credited)}
+    events.append(ev(D(2026, 3, 16), ChangeKind.CANCEL, seq=1))
+    new = diff(
+        propose(terms(events, D(2026, 3, 1), coupons=applied), prices, D(2026, 3, 16), POLICY),
+        billed,
+        D(2026, 3, 16),
+        prices,
+    )
+    if amount is None:
+        assert new == []
+        return
+    (credit,) = new
+    assert (credit.amount_minor, credit.subtotal_minor, credit.discount_minor) == (amount, subtotal, discount)
+    assert credit.corrects_line_id == ledger.first_line_id(key)

@@ -135,6 +135,7 @@ class BilledTotals:
     quantity: Decimal
     price_id: str = ""  # default: the key's charge
     last_kind: str = ""  # the kind of the key's latest line (``usage_threshold``: billed before its period ended)
+    credited_minor: int = 0  # what credit notes credited on the key's lines: a correction credits no more than is left
 
 
 @dataclass(frozen=True, slots=True)
@@ -772,6 +773,8 @@ def _difference(line: ProposedLine, before: BilledTotals | None, interim: bool =
     billed_discount = before.discount_minor if before else 0
     d_subtotal = line.subtotal_minor - billed_subtotal
     d_discount = line.discount_minor - billed_discount
+    if before is not None and before.credited_minor and d_subtotal - d_discount < 0:
+        d_subtotal, d_discount = _capped(d_subtotal, d_discount, before)
     if d_subtotal == 0 and d_discount == 0:
         return None
     if before is None and line.subtotal_minor == 0 and line.discount_minor == 0:
@@ -807,6 +810,21 @@ def _difference(line: ProposedLine, before: BilledTotals | None, interim: bool =
         d_subtotal,
         d_discount,
     )
+
+
+def _capped(d_subtotal: int, d_discount: int, before: BilledTotals) -> tuple[int, int]:
+    """A correction's credit, capped at what the key still holds once its credit notes are counted (billed net of
+    the key less what they credited): a charge credited in full by a credit note is not credited again. The capped
+    credit keeps the correction's split between subtotal and discount (the subtotal in proportion, by largest
+    remainder; the discount the rest, so the line's parts sum exactly). Nothing left: (0, 0), no line."""
+    wanted = d_subtotal - d_discount
+    room = max(before.subtotal_minor - before.discount_minor - before.credited_minor, 0)
+    if -wanted <= room:
+        return d_subtotal, d_discount
+    if room == 0:
+        return 0, 0
+    subtotal = allocate(d_subtotal, [room, -wanted - room])[0]
+    return subtotal, subtotal + room
 
 
 def _usage_difference(line: ProposedLine, before: BilledTotals | None, d_subtotal: int, d_discount: int) -> NewLine:

@@ -62,10 +62,16 @@ class CreditableLine:
     line_id: str
     amount_minor: int  # the line's amount on the invoice
     credited_minor: int  # already credited by earlier credit notes
+    # A subscription line: what its key (subscription, charge, period) still holds over all its lines, on every
+    # invoice (a correction elsewhere lowers it), less what credit notes credited on them. None: no key.
+    key_open_minor: int | None = None
 
     @property
     def open_minor(self) -> int:
-        return max(self.amount_minor - self.credited_minor, 0)
+        held = self.amount_minor - self.credited_minor
+        if self.key_open_minor is not None:
+            held = min(held, self.key_open_minor)
+        return max(held, 0)
 
 
 def split_credit(
