@@ -1072,3 +1072,22 @@ def test_a_meter_a_phase_or_a_scheduled_change_will_bill_is_taken_and_one_it_lea
         subscriptions.change_plan(uow, phased, "basic", when="period_end")
     with app.uow() as uow:
         subscriptions.create_subscription(uow, cus, "api", anchor="calendar", start_on=date(2026, 5, 1))
+
+
+def test_an_overage_on_prorated_included_units_is_rounded_once_from_its_exact_amount(app):
+    """From 11 April: 20 of 30 days, so 100 included calls become 100 × 20/30 = 66.666... (no finite decimal).
+    75 calls at 0.0006 bill (75 - 200/3) × 0.0006 = 25/3 × 0.0006 = 0.005 exactly: 0.01 half up. Written to 28
+    digits first (66.66666666666666666666666667), the included units made it 0.004999...998, rounded to 0.00."""
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_usage("api_calls", config={"unit_price": "0.0006"}, included_units="100")])
+    clock_id, cus, _sub = _start(app, "api", at=(2026, 4, 11))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 20))
+    assert not _send(app, cus, (b.utc(2026, 4, 18), {"calls": 75})).rejected
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    invoice = b.invoices_of(app, cus)[0]
+    line = invoice["lines"][0]
+    assert (line["kind"], line["amount"]) == ("usage", "0.01")
+    with app.uow() as uow:
+        explained = explain.explain_line(uow, invoice["id"], line["id"])
+    assert "Before rounding: 0.005 EUR; rounded to 0.01 EUR." in explained["explanation"], explained["explanation"]

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from decimal import Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from fractions import Fraction
 from types import MappingProxyType
 from typing import TypeVar
@@ -355,7 +355,8 @@ class _UsagePart:
     fraction: Fraction  # the share of the period the slices cover
     windows: tuple[tuple[date, date], ...]  # consecutive slices merged
     windows_json: list[dict[str, str]]  # the windows as a line's details show them (never changed once made)
-    included: Decimal  # the price's included units, prorated to the fraction
+    included: Decimal  # the price's included units, prorated to the fraction (to 28 digits: as shown)
+    included_exact: Fraction  # the same, exactly (10,000 × 16/31 has no finite decimal expansion)
     included_text: str
     # When the included units were prorated (a part of the period billed): the units per period and the share.
     proration: dict[str, str] | None
@@ -408,6 +409,7 @@ def _make_plan(due: Sequence[DueSlice], prices: Mapping[str, Price]) -> _Plan:
         merged = tuple(_windows(parts))
         fraction = sum((f for _a, _b, f in parts), Fraction(0))
         included = price.usage.included_units * fraction.numerator / fraction.denominator
+        included_exact = Fraction(price.usage.included_units) * fraction
         usage.append(
             _UsagePart(
                 price,
@@ -416,6 +418,7 @@ def _make_plan(due: Sequence[DueSlice], prices: Mapping[str, Price]) -> _Plan:
                 merged,
                 [{"start_on": a.isoformat(), "end_on": b.isoformat()} for a, b in merged],
                 included,
+                included_exact,
                 _fmt_qty(included),
                 None
                 if fraction == 1 or not price.usage.included_units
@@ -477,18 +480,23 @@ def _usage_lines(
         assert terms_.meter is not None
         meter = usage.meters[terms_.meter]
         per_group = _combine(meter, [(w, usage.windows.get((meter.code, *w), {})) for w in windows], period)
-        included = part.included
         for group, (measured, events) in sorted(per_group.items()) if len(per_group) > 1 else per_group.items():
             quantity = meter.rounded(measured) if meter.rounding is not None else measured
-            billable = quantity - included
-            if not billable > 0:
-                billable = _ZERO  # as max(Decimal(0), ...) gives, zero itself included
+            exact_billable = Fraction(quantity) - part.included_exact
+            billable = decimal_of(exact_billable) if exact_billable > 0 else _ZERO  # as max(0, ...), 0 itself too
             model = terms_.model_for(group, price.model)
+            amount: Decimal | None = None  # the line's amount before rounding, if not the breakdown's
+            subtotal: int | None = None  # when rated exactly, not from the amount written
             if isinstance(model, PercentageCharge):  # transaction by transaction: fees, free ones, min and max
                 values = [v for w in windows for v in usage.transactions.get((meter.code, *w), {}).get(group, ())]
                 rated = model.rate_transactions(values)
             else:
                 rated = _rate(model, billable)
+                if exact_billable > 0 and Fraction(billable) != exact_billable:
+                    exact = _rate_exactly(model, exact_billable)
+                    subtotal = policy.round_exact(exact, terms.currency)
+                    if Fraction(written := decimal_of(exact)) == exact:  # a finite amount (0.005): shown as it is
+                        amount = written
             details: dict[str, object] = {
                 "meter": meter.code,
                 "aggregation": meter.aggregation.value,
@@ -513,17 +521,41 @@ def _usage_lines(
                 terms.id,
                 price,
                 period,
-                [Slice(windows[0][0], windows[-1][1], quantity, fraction, rated.amount)],
+                [Slice(windows[0][0], windows[-1][1], quantity, fraction, rated.amount if amount is None else amount)],
                 charge_key=charge_key(price.id, group),
                 model=model,
                 rated_units=billable,
                 rated=rated,
                 usage=details,
             )
-            line.subtotal_minor = _round_minor(policy, rated.amount, terms.currency)
+            line.subtotal_minor = _round_minor(policy, rated.amount, terms.currency) if subtotal is None else subtotal
             out.append(line)
     out.extend(_true_ups(terms, minimums, out, policy))
     return out
+
+
+# Digits of the two decimals a billable quantity with no finite decimal expansion lies between: so close that no
+# bound of a tier or package (a decimal of at most 24 digits, 9 of them decimals) can lie between them, and far
+# fewer than the 200 rating multiplies exactly.
+_BRACKET_DIGITS = 150
+
+
+def _rate_exactly(model: ChargeModel, units: Fraction) -> Fraction:
+    """The exact amount a model rates a quantity to that has no finite decimal expansion (an overage on included
+    units prorated by 20/30: 75 - 200/3 calls), or more digits than the 28 it is written with. Every model is
+    linear between its tier bounds and package steps, so the amount is interpolated between the ratings of the two
+    nearest decimals of 150 digits on either side of the quantity."""
+    with localcontext(WIDE) as ctx:
+        ctx.prec = _BRACKET_DIGITS
+        ctx.rounding = ROUND_FLOOR
+        low = Decimal(units.numerator) / units.denominator
+        ctx.rounding = ROUND_CEILING
+        high = Decimal(units.numerator) / units.denominator
+    at_low, at_high = model.rate(low).amount, model.rate(high).amount
+    if low == high:  # a finite decimal after all, of more digits than a quantity is written with
+        return Fraction(at_low)
+    slope = (Fraction(at_high) - Fraction(at_low)) / (Fraction(high) - Fraction(low))
+    return Fraction(at_low) + (units - Fraction(low)) * slope
 
 
 def _true_ups(
