@@ -788,6 +788,25 @@ def test_monthly__two_prorated_commitments_add_up_to_the_period_commitment_not_a
     ]
 
 
+def test_monthly__two_prorated_commitments_are_added_up_exactly_before_their_one_rounding(app):
+    """Half-even seller. Basic commits to 10.00 a month, Pro to 25.15; an upgrade on 2 April (30 days): 10.00 × 1/30
+    + 25.15 × 29/30 = 24.645 exactly, 24.64 half to even. Each prorated commitment was written to 28 digits
+    (0.3333…33 and 24.3116…67) and their sum, 24.645000…0033, was rounded up to 24.65."""
+    b.seller(app, rounding_policy="half_even")
+    _meter(app, "units", field="n")
+    _plan(app, "basic", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("10.00")])
+    _plan(app, "pro", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("25.15")])
+    clock_id, cus, sub = _start(app, "basic", at=(2026, 4, 1))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 2))
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, sub, "pro", when="now")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    assert b.lines_of(app, cus) == [
+        ("true_up", "2026-04-01", "2026-04-02", "0.33"),
+        ("true_up", "2026-04-02", "2026-05-01", "24.31"),
+    ]
+
+
 def test_monthly__a_prorated_commitment_is_explained_as_the_commitment_times_the_part_of_the_period(app):
     """A subscription from 16 March commits to 20.00 a month: March's commitment is 20.00 × 16/31 = 10.32, and
     50 units (5.00) true up 5.32. The explanation said "Minimum commitment 10.32 EUR for the period", which is

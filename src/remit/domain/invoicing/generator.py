@@ -84,7 +84,8 @@ class Slice:
     end_on: date
     quantity: Decimal
     fraction: Fraction
-    amount: Decimal  # unrounded
+    amount: Decimal  # unrounded (to 28 digits when it has more, or no finite decimal expansion: 16/31 of a fee)
+    full: Decimal | None = None  # a fixed fee's amount for the whole period, of which ``fraction`` is billed
 
 
 UsageWindowKey = tuple[str, date, date]  # (meter code, first day, day after the last)
@@ -113,6 +114,7 @@ class ProposedLine:
     rated_units: Decimal | None = None  # usage: the units rated, after included units
     rated: ChargeResult | None = None  # usage: the rating, when it is not ``model.rate(rated_units)``
     usage: dict[str, object] | None = None  # usage: how the quantity was measured
+    before_rounding: Decimal | None = None  # the exact subtotal before rounding, when the slices' amounts are not
 
     @property
     def key(self) -> LineKey:
@@ -269,14 +271,30 @@ def propose(
         line = lines.get((terms.id, price.id, period.start_on))
         if line is None:
             line = lines[(terms.id, price.id, period.start_on)] = ProposedLine(terms.id, price, period)
-        line.slices.append(Slice(start, end, item.quantity, fraction, amount))
+        line.slices.append(Slice(start, end, item.quantity, fraction, amount, full))
     result = list(lines.values())
     for line in result:
-        line.subtotal_minor = _round_minor(policy, line.raw_subtotal, terms.currency)
+        _round_fixed(line, policy, terms.currency)
     if plan.usage:
         result.extend(_usage_lines(terms, plan.usage, usage, policy))
     _apply_coupons(terms, result, policy)
     return result
+
+
+def _round_fixed(line: ProposedLine, policy: RoundingPolicy, cur: Currency) -> None:
+    """A fixed line's subtotal: its slices' exact sum, rounded once. Each slice's amount is written to 28 digits
+    (16/31 of a fee has no finite decimal expansion), and so is their sum, so that slices of a per-seat fee adding
+    up to exactly 5.085 (1.13 for 2 seats 1 day, 5 seats 25 days and 2 seats 4 days of 30) could come to
+    5.084999… and be rounded down."""
+    raw = line.raw_subtotal
+    (first, *more) = line.slices
+    if not more and first.fraction == 1 and first.amount == first.full:  # a whole period: its amount, exact
+        line.subtotal_minor = _round_minor(policy, raw, cur)
+        return
+    exact = sum((Fraction(s.full or 0) * s.fraction for s in line.slices), Fraction(0))
+    line.subtotal_minor = policy.round_exact(exact, cur)
+    if Fraction(raw) != exact and Fraction(written := decimal_of(exact)) == exact:  # a finite amount: as it is
+        line.before_rounding = written
 
 
 DueSlice = tuple[Period, date, date, Item, Price, Fraction]
@@ -580,10 +598,12 @@ def _true_ups(
         exact = [commitment for _part, commitment in parts]
         if len(parts) == 1:
             committed = [_round_minor(policy, exact[0], terms.currency)]
-        else:
-            with localcontext(WIDE):  # the exact sum of the prorated commitments, rounded once
-                period_commitment = sum(exact, _ZERO)
-            committed = allocate(_round_minor(policy, period_commitment, terms.currency), exact)
+        else:  # the exact sum of the prorated commitments (each one's decimal may be cut to 28 digits), rounded once
+            period_commitment = sum(
+                (Fraction(_rate(part.price.model, Decimal(1)).amount) * part.fraction for part, _c in parts),
+                Fraction(0),
+            )
+            committed = allocate(policy.round_exact(period_commitment, terms.currency), exact)
         shortfall = max(0, sum(committed) - used_minor)
         shares = allocate(shortfall, committed) if shortfall else [0] * len(parts)
         for (part, commitment), committed_minor, share in zip(parts, committed, shares, strict=True):
@@ -947,6 +967,8 @@ def _new_line(
         "breakdown": _breakdown(line),
         "billed_before_minor": billed,
     }
+    if line.before_rounding is not None:  # the slices' amounts, written to 28 digits, do not add up to it exactly
+        details["before_rounding"] = str(line.before_rounding)
     if line.usage is not None:
         details["usage"] = line.usage
     if line.price.override_id is not None and (line.model is None or line.model is line.price.model):
