@@ -296,6 +296,24 @@ def test_monthly__a_level_held_for_part_of_a_part_period_is_exact_before_it_is_r
         assert explain.explain_line(uow, invoice["id"], line["id"])["usage"]["measured"] == "3"
 
 
+def test_monthly__a_level_held_for_a_third_of_the_month_is_billed_from_the_exact_level(app):
+    """10 GB stored from 21 April, 10 of its 30 days: 10/3 GB-months at 0.0015 is 0.005 exactly, 0.01 half up. The
+    level written to 28 digits (3.333333333333333333333333333) billed 0.004999…, rounded down to nothing."""
+    b.seller(app)
+    _meter(app, "gb", "weighted_sum", "gb")
+    _plan(app, "store", [_usage("gb", config={"unit_price": "0.0015"}, name="Storage")])
+    clock_id, cus, _sub = _start(app, "store", at=(2026, 4, 1))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 22))
+    _send(app, cus, (b.utc(2026, 4, 21), {"gb": 10}), code="gb")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    (invoice,) = b.invoices_of(app, cus)
+    (line,) = invoice["lines"]
+    assert (line["quantity"], line["amount"]) == ("3.333333333333333333333333333", "0.01")
+    with app.uow() as uow:
+        why = explain.explain_line(uow, invoice["id"], line["id"])
+    assert "Before rounding: 0.005 EUR; rounded to 0.01 EUR." in why["explanation"], why["explanation"]
+
+
 def test_monthly__plan_change_mid_period__usage_on_both_sides_at_each_plans_price(app):
     """Basic bills 0.01 a call, Pro 0.005. An upgrade on 16 March: calls before it at Basic's price, calls
     after it at Pro's; the fees are prorated as usual."""

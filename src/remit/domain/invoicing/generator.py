@@ -497,10 +497,16 @@ def _usage_lines(
             raise ValueError(f"usage price {price.id} needs usage data")
         assert terms_.meter is not None
         meter = usage.meters[terms_.meter]
-        per_group = _combine(meter, [(w, usage.windows.get((meter.code, *w), {})) for w in windows], period)
+        measured_windows = [(w, usage.windows.get((meter.code, *w), {})) for w in windows]
+        if meter.aggregation is Aggregation.WEIGHTED_SUM:  # the level held, exactly (10 GB for 10 of 30 days: 10/3)
+            levels = _weighted_levels(measured_windows, period)
+            per_group = {group: (decimal_of(level), events) for group, (level, events) in levels.items()}
+        else:
+            levels, per_group = {}, _combine(meter, measured_windows, period)
         for group, (measured, events) in sorted(per_group.items()) if len(per_group) > 1 else per_group.items():
             quantity = meter.rounded(measured) if meter.rounding is not None else measured
-            exact_billable = Fraction(quantity) - part.included_exact
+            exact_quantity = levels[group][0] if group in levels and meter.rounding is None else Fraction(quantity)
+            exact_billable = exact_quantity - part.included_exact
             billable = decimal_of(exact_billable) if exact_billable > 0 else _ZERO  # as max(0, ...), 0 itself too
             model = terms_.model_for(group, price.model)
             amount: Decimal | None = None  # the line's amount before rounding, if not the breakdown's
@@ -667,6 +673,13 @@ def _combine_weighted(
 ) -> dict[tuple[str, ...], tuple[Decimal, int]]:
     """Each window's average level times its share of the period, added up exactly (as fractions) and written
     out once: 5 GB held 18 of a window's 26 days, the window 26 of the period's 30, is 3 GB, not 3.000…001."""
+    return {group: (decimal_of(total), events) for group, (total, events) in _weighted_levels(windows, period).items()}
+
+
+def _weighted_levels(
+    windows: Sequence[tuple[tuple[date, date], Mapping[tuple[str, ...], Aggregate]]], period: Period
+) -> dict[tuple[str, ...], tuple[Fraction, int]]:
+    """``_combine_weighted`` before it is written out: each group's level over the period as a fraction."""
     sums: dict[tuple[str, ...], tuple[Fraction, int]] = {}
     for (start, end), groups in windows:
         share = Fraction(period.overlap_days(start, end), period.days) if period.days else Fraction(0)
@@ -674,7 +687,7 @@ def _combine_weighted(
             average = agg.exact if agg.exact is not None else Fraction(agg.quantity)
             before = sums.get(group, (Fraction(0), 0))
             sums[group] = (before[0] + average * share, before[1] + agg.events)
-    return {group: (decimal_of(total), events) for group, (total, events) in sums.items()}
+    return sums
 
 
 def charge_key(price_id: str, group: tuple[str, ...]) -> str:
