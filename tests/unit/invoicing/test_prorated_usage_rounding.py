@@ -137,3 +137,42 @@ def test_a_graduated_overage_is_rounded_from_its_exact_amount(
     share = Fraction(31 - start_day, 30)
     billable = max(Fraction(0), quantity - included * share)
     assert line.subtotal_minor == policy.round_exact(_graduated_exact(tiers, billable), currency(code))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    start_day=st.integers(2, 30),
+    included=st.integers(1, 10**4),
+    quantity=st.integers(0, 10**5),
+    bound=st.integers(1, 10**4),
+    low=st.integers(1, 10**6),
+    high=st.integers(1, 10**6),
+    fee=st.integers(0, 10**3),
+    size=st.integers(1, 100),
+    policy=st.sampled_from(list(RoundingPolicy)),
+)
+def test_volume_and_package_overages_are_rounded_from_their_exact_amounts(
+    start_day, included, quantity, bound, low, high, fee, size, policy
+):
+    """Near tier bounds and package steps too: the tier and the number of packages are the exact quantity's."""
+    share = Fraction(31 - start_day, 30)
+    billable = max(Fraction(0), quantity - included * share)
+    low_price, high_price, flat = Decimal(low).scaleb(-6), Decimal(high).scaleb(-6), Decimal(fee).scaleb(-3)
+    volume = {
+        "tiers": [
+            {"up_to": str(bound), "unit_price": str(low_price)},
+            {"up_to": None, "unit_price": str(high_price), "flat_fee": str(flat)},
+        ]
+    }
+    if billable == 0:
+        expected = Fraction(0)
+    elif billable <= bound:
+        expected = billable * Fraction(low_price)
+    else:
+        expected = billable * Fraction(high_price) + Fraction(flat)
+    line = _line("EUR", "volume", volume, str(included), str(quantity), date(2026, 4, start_day), policy)
+    assert line.subtotal_minor == policy.round_exact(expected, currency("EUR"))
+    package = {"package_size": str(size), "package_price": str(high_price)}
+    packages = -(-billable.numerator // (billable.denominator * size))  # ceil(billable / size)
+    line = _line("EUR", "package", package, str(included), str(quantity), date(2026, 4, start_day), policy)
+    assert line.subtotal_minor == policy.round_exact(packages * Fraction(high_price), currency("EUR"))
