@@ -114,7 +114,7 @@ class ProposedLine:
     rated_units: Decimal | None = None  # usage: the units rated, after included units
     rated: ChargeResult | None = None  # usage: the rating, when it is not ``model.rate(rated_units)``
     usage: dict[str, object] | None = None  # usage: how the quantity was measured
-    before_rounding: Decimal | None = None  # the exact subtotal before rounding, when the slices' amounts are not
+    before_rounding: Decimal | None = None  # the exact subtotal, when the slices' amounts do not add up to it
 
     @property
     def key(self) -> LineKey:
