@@ -261,3 +261,26 @@ def test_monthly__in_arrears__seat_changes_adding_up_to_half_a_cent_are_rounded_
     with app.uow() as uow:
         why = explain.explain_line(uow, invoice["id"], line["id"])
     assert "Before rounding: 5.085 EUR; rounded to 5.09 EUR." in why["explanation"], why["explanation"]
+
+
+def test_a_one_off_charge_of_a_flat_price_in_a_tiny_quantity_is_billed_not_a_server_error(app):
+    """A flat one-off price of 9,999,999,999,999.99 charged for a quantity of 0.000000001 costs the flat amount; its
+    unit price (amount ÷ quantity, shown to the nano) has 31 digits, more than the default context's 28, and the
+    charge failed with decimal.InvalidOperation."""
+    from remit.service_layer import catalog
+
+    b.seller(app)
+    with app.uow() as uow:
+        product_id = catalog.create_product(uow, "Onboarding", "one_off")
+        config = {"amount": "9999999999999.99"}
+        price_id = catalog.create_price(uow, product_id, {"currency": "EUR", "model": "flat", "config": config})
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        item = credit_notes.add_one_off(uow, cus, price_id=price_id, quantity="0.000000001")
+    assert item["amount_minor"] == 999999999999999
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    (invoice,) = b.invoices_of(app, cus)
+    (line,) = invoice["lines"]
+    assert (line["kind"], line["quantity"], line["amount"]) == ("one_off", "0.000000001", "9999999999999.99")
+    assert line["unit_price"] == "9999999999999990000000"
