@@ -236,3 +236,51 @@ def test_monthly__in_advance__calendar__a_credit_note_never_credits_more_than_th
     assert (note["amount_minor"], note["to_balance_minor"]) == (1033, 0)
     assert _summary(b.invoices_of(app, cus)[-1]) == ("paid", "10.33", "10.33", "0.00", "0.00")
     assert _balance(app, cus) == 0
+
+
+def test_monthly__in_arrears__seat_changes_adding_up_to_half_a_cent_are_rounded_once_and_explained(app):
+    """1.13 per seat for April (30 days), in arrears: 2 seats on the 1st, 5 from the 2nd, 2 from the 27th, so
+    2 × 1/30 + 5 × 25/30 + 2 × 4/30 = 4.5 seat-months at 1.13, 5.085 exactly: 5.09 half up. The three slices were
+    each written to 28 digits and added up to 5.084999…, billed 5.08."""
+    from remit.service_layer import explain
+
+    b.seller(app)
+    b.plan(app, "seats", timing="in_arrears", model="per_unit", config={"unit_price": "1.13"})
+    clock_id = b.clock(app, b.utc(2026, 4, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        sub = subscriptions.create_subscription(uow, cus, "seats", anchor="calendar", quantity=2)
+    for day, seats in ((2, 5), (27, 2)):
+        clocks.advance(app.uow, clock_id, b.utc(2026, 4, day))
+        with app.uow() as uow:
+            subscriptions.change_quantity(uow, sub, seats)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    (invoice,) = b.invoices_of(app, cus)
+    (line,) = invoice["lines"]
+    assert (line["kind"], line["amount"], invoice["total"]) == ("subscription", "5.09", "5.09")
+    with app.uow() as uow:
+        why = explain.explain_line(uow, invoice["id"], line["id"])
+    assert "Before rounding: 5.085 EUR; rounded to 5.09 EUR." in why["explanation"], why["explanation"]
+
+
+def test_a_one_off_charge_of_a_flat_price_in_a_tiny_quantity_is_billed_not_a_server_error(app):
+    """A flat one-off price of 9,999,999,999,999.99 charged for a quantity of 0.000000001 costs the flat amount; its
+    unit price (amount ÷ quantity, shown to the nano) has 31 digits, more than the default context's 28, and the
+    charge failed with decimal.InvalidOperation."""
+    from remit.service_layer import catalog
+
+    b.seller(app)
+    with app.uow() as uow:
+        product_id = catalog.create_product(uow, "Onboarding", "one_off")
+        config = {"amount": "9999999999999.99"}
+        price_id = catalog.create_price(uow, product_id, {"currency": "EUR", "model": "flat", "config": config})
+    clock_id = b.clock(app, b.utc(2026, 3, 1))
+    cus = b.customer(app, clock_id)
+    with app.uow() as uow:
+        item = credit_notes.add_one_off(uow, cus, price_id=price_id, quantity="0.000000001")
+    assert item["amount_minor"] == 999999999999999
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 2))
+    (invoice,) = b.invoices_of(app, cus)
+    (line,) = invoice["lines"]
+    assert (line["kind"], line["quantity"], line["amount"]) == ("one_off", "0.000000001", "9999999999999.99")
+    assert line["unit_price"] == "9999999999999990000000"

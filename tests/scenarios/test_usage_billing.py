@@ -296,6 +296,24 @@ def test_monthly__a_level_held_for_part_of_a_part_period_is_exact_before_it_is_r
         assert explain.explain_line(uow, invoice["id"], line["id"])["usage"]["measured"] == "3"
 
 
+def test_monthly__a_level_held_for_a_third_of_the_month_is_billed_from_the_exact_level(app):
+    """10 GB stored from 21 April, 10 of its 30 days: 10/3 GB-months at 0.0015 is 0.005 exactly, 0.01 half up. The
+    level written to 28 digits (3.333333333333333333333333333) billed 0.004999…, rounded down to nothing."""
+    b.seller(app)
+    _meter(app, "gb", "weighted_sum", "gb")
+    _plan(app, "store", [_usage("gb", config={"unit_price": "0.0015"}, name="Storage")])
+    clock_id, cus, _sub = _start(app, "store", at=(2026, 4, 1))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 22))
+    _send(app, cus, (b.utc(2026, 4, 21), {"gb": 10}), code="gb")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    (invoice,) = b.invoices_of(app, cus)
+    (line,) = invoice["lines"]
+    assert (line["quantity"], line["amount"]) == ("3.333333333333333333333333333", "0.01")
+    with app.uow() as uow:
+        why = explain.explain_line(uow, invoice["id"], line["id"])
+    assert "Before rounding: 0.005 EUR; rounded to 0.01 EUR." in why["explanation"], why["explanation"]
+
+
 def test_monthly__plan_change_mid_period__usage_on_both_sides_at_each_plans_price(app):
     """Basic bills 0.01 a call, Pro 0.005. An upgrade on 16 March: calls before it at Basic's price, calls
     after it at Pro's; the fees are prorated as usual."""
@@ -788,6 +806,25 @@ def test_monthly__two_prorated_commitments_add_up_to_the_period_commitment_not_a
     ]
 
 
+def test_monthly__two_prorated_commitments_are_added_up_exactly_before_their_one_rounding(app):
+    """Half-even seller. Basic commits to 10.00 a month, Pro to 25.15; an upgrade on 2 April (30 days): 10.00 × 1/30
+    + 25.15 × 29/30 = 24.645 exactly, 24.64 half to even. Each prorated commitment was written to 28 digits
+    (0.3333…33 and 24.3116…67) and their sum, 24.645000…0033, was rounded up to 24.65."""
+    b.seller(app, rounding_policy="half_even")
+    _meter(app, "units", field="n")
+    _plan(app, "basic", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("10.00")])
+    _plan(app, "pro", [_usage("units", config={"unit_price": "0.10"}, name="Units"), _commitment("25.15")])
+    clock_id, cus, sub = _start(app, "basic", at=(2026, 4, 1))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 2))
+    with app.uow() as uow:
+        subscriptions.change_plan(uow, sub, "pro", when="now")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    assert b.lines_of(app, cus) == [
+        ("true_up", "2026-04-01", "2026-04-02", "0.33"),
+        ("true_up", "2026-04-02", "2026-05-01", "24.31"),
+    ]
+
+
 def test_monthly__a_prorated_commitment_is_explained_as_the_commitment_times_the_part_of_the_period(app):
     """A subscription from 16 March commits to 20.00 a month: March's commitment is 20.00 × 16/31 = 10.32, and
     50 units (5.00) true up 5.32. The explanation said "Minimum commitment 10.32 EUR for the period", which is
@@ -1117,3 +1154,22 @@ def test_a_rounded_quantity_is_written_one_way_by_live_usage_the_invoice_line_an
         shown = explain.explain_line(uow, line["invoice_id"], line["id"])
     assert shown["quantity"] == shown["usage"]["quantity"] == "1415.4"
     assert "Measured 1415.4; the meter rounds (round) to 3 decimals: 1415.4." in shown["explanation"]
+
+
+def test_an_overage_on_prorated_included_units_is_rounded_once_from_its_exact_amount(app):
+    """From 11 April: 20 of 30 days, so 100 included calls become 100 × 20/30 = 66.666... (no finite decimal).
+    75 calls at 0.0006 bill (75 - 200/3) × 0.0006 = 25/3 × 0.0006 = 0.005 exactly: 0.01 half up. Written to 28
+    digits first (66.66666666666666666666666667), the included units made it 0.004999...998, rounded to 0.00."""
+    b.seller(app)
+    _meter(app)
+    _plan(app, "api", [_usage("api_calls", config={"unit_price": "0.0006"}, included_units="100")])
+    clock_id, cus, _sub = _start(app, "api", at=(2026, 4, 11))
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 20))
+    assert not _send(app, cus, (b.utc(2026, 4, 18), {"calls": 75})).rejected
+    clocks.advance(app.uow, clock_id, b.utc(2026, 5, 1))
+    invoice = b.invoices_of(app, cus)[0]
+    line = invoice["lines"][0]
+    assert (line["kind"], line["amount"]) == ("usage", "0.01")
+    with app.uow() as uow:
+        explained = explain.explain_line(uow, invoice["id"], line["id"])
+    assert "Before rounding: 0.005 EUR; rounded to 0.01 EUR." in explained["explanation"], explained["explanation"]

@@ -268,6 +268,18 @@ class RoundingPolicy(Enum):
     def round_minor(self, raw: Decimal, cur: Currency) -> int:
         return self.round(raw, cur).minor
 
+    def round_exact(self, raw: Fraction, cur: Currency) -> int:
+        """``round_minor`` of an exact fraction, for an amount with no finite decimal expansion (a usage line's
+        overage on included units prorated by 20/30): rounded once from the fraction itself, so that one that comes
+        to a half (0.005) is a half, not 0.00499… as a decimal cut to some digits would make it."""
+        scaled = abs(raw) * 10**cur.minor_units
+        whole, rest = divmod(scaled.numerator, scaled.denominator)
+        twice = 2 * rest
+        half_goes_up = self is RoundingPolicy.HALF_UP or whole % 2 == 1
+        if twice > scaled.denominator or (twice == scaled.denominator and half_goes_up):
+            whole += 1
+        return self.round_minor(Decimal(-whole if raw < 0 else whole).scaleb(-cur.minor_units), cur)
+
 
 @dataclass(frozen=True, slots=True)
 class Money:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -22,6 +22,7 @@ from remit.domain.invoicing.invoice import (
 )
 from remit.domain.lifecycle import InvoiceStatus
 from remit.domain.money import Money, RoundingPolicy, currency
+from remit.domain.rating.aggregations import WIDE
 from remit.domain.rating.charge_models import parse_charge_model
 from remit.service_layer import wallet_ledger
 from remit.service_layer.accounts import customer_now, get_customer, local_date
@@ -297,6 +298,8 @@ def add_one_off(
         raw = unit * qty
         text = description
     amount = policy.round_minor(raw, cur)
+    with localcontext(WIDE):  # a flat price for a tiny quantity makes a huge unit price: 10^13 ÷ 10^-9
+        unit_price = (raw / qty).quantize(Decimal("0.000000001"))
     item_id = new_id("ii")
     uow.insert_many(
         t.pending_items,
@@ -307,7 +310,7 @@ def add_one_off(
                 "price_id": price_id,
                 "description": text,
                 "quantity": qty,
-                "unit_price": (raw / qty).quantize(Decimal("0.000000001")).normalize(),
+                "unit_price": unit_price.normalize(),  # (to 28 digits, as a line's unit price)
                 "amount_minor": amount,
                 "currency": cur.code,
                 "invoice_id": None,

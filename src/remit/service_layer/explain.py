@@ -348,21 +348,30 @@ def _sentences(
         out.append(f"Corrects line {line['corrects_line_id']}{billed}; this line bills the difference.")
     for c in corrections:
         out.append(f"Later corrected by line {c['id']} ({c['kind']}, {c['amount']} {code}).")
-    out.extend(_rounding_and_discount(line, slices, usage, code))
+    out.extend(_rounding_and_discount(line, slices, usage, code, details.get("before_rounding")))
     out.append(f"Amount: {money(line['amount_minor'], code)} {code}.")
     return out
 
 
 def _rounding_and_discount(
-    line: Mapping[Any, Any], slices: list[dict[str, Any]], usage: Mapping[str, Any] | None, code: str
+    line: Mapping[Any, Any],
+    slices: list[dict[str, Any]],
+    usage: Mapping[str, Any] | None,
+    code: str,
+    before_rounding: str | None = None,
 ) -> list[str]:
     """How the unrounded amounts above became the line's amount: the one rounding of its subtotal (a first line's:
-    a correction bills a difference of rounded subtotals, a true-up a share of the shortfall), and its discount."""
+    a correction bills a difference of rounded subtotals, a true-up a share of the shortfall), and its discount.
+    ``before_rounding``: the exact subtotal, when the slices' amounts (each to 28 digits) do not add up to it."""
     out = []
     subtotal = money(line["subtotal_minor"], code)
     if slices and not line["corrects_line_id"] and not (usage and "minimum_minor" in usage):
         with localcontext(WIDE):  # exact: an amount may have more digits than the default context keeps
-            raw = sum((Decimal(str(s["amount"])) for s in slices), Decimal(0))
+            raw = (
+                Decimal(before_rounding)
+                if before_rounding
+                else sum((Decimal(str(s["amount"])) for s in slices), Decimal(0))
+            )
             written = format(raw.normalize(), "f")  # (normalize rounds to the context's digits: the wide one's)
         if raw != Decimal(str(subtotal)):
             out.append(f"Before rounding: {written} {code}; rounded to {subtotal} {code}.")

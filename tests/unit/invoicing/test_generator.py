@@ -485,3 +485,21 @@ def test_a_correction_credits_no_more_than_credit_notes_left_on_the_key(credited
     (credit,) = new
     assert (credit.amount_minor, credit.subtotal_minor, credit.discount_minor) == (amount, subtotal, discount)
     assert credit.corrects_line_id == ledger.first_line_id(key)
+
+
+def test_seat_changes_that_add_up_to_half_a_cent_are_rounded_once_as_a_half():
+    """1.13 per seat for April (30 days): 2 seats on the 1st, 5 from the 2nd, 2 from the 27th, so 2 × 1/30 + 5 × 25/30
+    + 2 × 4/30 = 4.5 seat-months, 5.085 exactly: 5.09 half up. Each slice's amount has no finite decimal expansion
+    (0.07533…, 4.708333…, 0.301333…): written to 28 digits and added up, they came to 5.084999… and 5.08."""
+    prices = {"seat": price("seat", model="per_unit", config={"unit_price": "1.13"})}
+    events = [
+        ev(D(2026, 4, 1), ChangeKind.START, ("seat", 2)),
+        ev(D(2026, 4, 2), ChangeKind.CHANGE, ("seat", 5), seq=1),
+        ev(D(2026, 4, 27), ChangeKind.CHANGE, ("seat", 2), seq=2),
+    ]
+    ledger = Ledger()
+    for day in (1, 2, 27):
+        ledger.run(terms(events[: {1: 1, 2: 2, 27: 3}[day]], D(2026, 4, 1)), prices, D(2026, 4, day))
+    assert sum(ln.amount_minor for _, ln in ledger.written) == 509
+    (line,) = propose(terms(events, D(2026, 4, 1)), prices, D(2026, 4, 27), RoundingPolicy.HALF_EVEN)
+    assert (line.subtotal_minor, line.before_rounding) == (508, Decimal("5.085"))

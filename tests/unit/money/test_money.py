@@ -1,4 +1,5 @@
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -176,3 +177,27 @@ def test_rounding_refuses_amounts_beyond_the_largest_billable_one(policy):
             policy.round_minor(raw, cur)
         assert caught.value.code == "amount_out_of_range"
         assert f"at most {Decimal(MAX_AMOUNT_MINOR).scaleb(-cur.minor_units):f} {cur.code}" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "half_up", "half_even"),
+    [
+        (Fraction(1, 200), "EUR", 1, 0),  # 0.005
+        (Fraction(3, 200), "EUR", 2, 2),  # 0.015
+        (Fraction(1, 300), "EUR", 0, 0),  # 0.00333...
+        (Fraction(2, 300), "EUR", 1, 1),  # 0.00666...
+        (Fraction(5, 2), "JPY", 3, 2),
+        (Fraction(61, 2000), "BHD", 31, 30),  # 0.0305
+        (Fraction(-1, 200), "EUR", -1, 0),  # a half away from zero, as Decimal's half up
+        (Fraction(-2, 3), "KWD", -667, -667),
+    ],
+)
+def test_an_exact_fraction_is_rounded_once_by_the_policy(raw, code, half_up, half_even):
+    assert RoundingPolicy.HALF_UP.round_exact(raw, currency(code)) == half_up
+    assert RoundingPolicy.HALF_EVEN.round_exact(raw, currency(code)) == half_even
+
+
+def test_an_exact_fraction_beyond_what_can_be_billed_is_refused():
+    with pytest.raises(ValidationError) as caught:
+        RoundingPolicy.HALF_UP.round_exact(Fraction(MAX_AMOUNT_MINOR + 1, 3) * 3, currency("JPY"))
+    assert caught.value.code == "amount_out_of_range"

@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from decimal import Decimal, localcontext
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from fractions import Fraction
 from types import MappingProxyType
 from typing import TypeVar
@@ -84,7 +84,8 @@ class Slice:
     end_on: date
     quantity: Decimal
     fraction: Fraction
-    amount: Decimal  # unrounded
+    amount: Decimal  # unrounded (to 28 digits when it has more, or no finite decimal expansion: 16/31 of a fee)
+    full: Decimal | None = None  # a fixed fee's amount for the whole period, of which ``fraction`` is billed
 
 
 UsageWindowKey = tuple[str, date, date]  # (meter code, first day, day after the last)
@@ -113,6 +114,7 @@ class ProposedLine:
     rated_units: Decimal | None = None  # usage: the units rated, after included units
     rated: ChargeResult | None = None  # usage: the rating, when it is not ``model.rate(rated_units)``
     usage: dict[str, object] | None = None  # usage: how the quantity was measured
+    before_rounding: Decimal | None = None  # the exact subtotal, when the slices' amounts do not add up to it
 
     @property
     def key(self) -> LineKey:
@@ -270,14 +272,30 @@ def propose(
         line = lines.get((terms.id, price.id, period.start_on))
         if line is None:
             line = lines[(terms.id, price.id, period.start_on)] = ProposedLine(terms.id, price, period)
-        line.slices.append(Slice(start, end, item.quantity, fraction, amount))
+        line.slices.append(Slice(start, end, item.quantity, fraction, amount, full))
     result = list(lines.values())
     for line in result:
-        line.subtotal_minor = _round_minor(policy, line.raw_subtotal, terms.currency)
+        _round_fixed(line, policy, terms.currency)
     if plan.usage:
         result.extend(_usage_lines(terms, plan.usage, usage, policy))
     _apply_coupons(terms, result, policy)
     return result
+
+
+def _round_fixed(line: ProposedLine, policy: RoundingPolicy, cur: Currency) -> None:
+    """A fixed line's subtotal: its slices' exact sum, rounded once. Each slice's amount is written to 28 digits
+    (16/31 of a fee has no finite decimal expansion), and so is their sum, so that slices of a per-seat fee adding
+    up to exactly 5.085 (1.13 for 2 seats 1 day, 5 seats 25 days and 2 seats 4 days of 30) could come to
+    5.084999… and be rounded down."""
+    raw = line.raw_subtotal
+    (first, *more) = line.slices
+    if not more and first.fraction == 1 and first.amount == first.full:  # a whole period: its amount, exact
+        line.subtotal_minor = _round_minor(policy, raw, cur)
+        return
+    exact = sum((Fraction(s.full or 0) * s.fraction for s in line.slices), Fraction(0))
+    line.subtotal_minor = policy.round_exact(exact, cur)
+    if Fraction(raw) != exact and Fraction(written := decimal_of(exact)) == exact:  # a finite amount: as it is
+        line.before_rounding = written
 
 
 DueSlice = tuple[Period, date, date, Item, Price, Fraction]
@@ -356,7 +374,8 @@ class _UsagePart:
     fraction: Fraction  # the share of the period the slices cover
     windows: tuple[tuple[date, date], ...]  # consecutive slices merged
     windows_json: list[dict[str, str]]  # the windows as a line's details show them (never changed once made)
-    included: Decimal  # the price's included units, prorated to the fraction
+    included: Decimal  # the price's included units, prorated to the fraction (to 28 digits: as shown)
+    included_exact: Fraction  # the same, exactly (10,000 × 16/31 has no finite decimal expansion)
     included_text: str
     # When the included units were prorated (a part of the period billed): the units per period and the share.
     proration: dict[str, str] | None
@@ -409,6 +428,7 @@ def _make_plan(due: Sequence[DueSlice], prices: Mapping[str, Price]) -> _Plan:
         merged = tuple(_windows(parts))
         fraction = sum((f for _a, _b, f in parts), Fraction(0))
         included = price.usage.included_units * fraction.numerator / fraction.denominator
+        included_exact = Fraction(price.usage.included_units) * fraction
         usage.append(
             _UsagePart(
                 price,
@@ -417,6 +437,7 @@ def _make_plan(due: Sequence[DueSlice], prices: Mapping[str, Price]) -> _Plan:
                 merged,
                 [{"start_on": a.isoformat(), "end_on": b.isoformat()} for a, b in merged],
                 included,
+                included_exact,
                 _fmt_qty(included),
                 None
                 if fraction == 1 or not price.usage.included_units
@@ -477,19 +498,30 @@ def _usage_lines(
             raise ValueError(f"usage price {price.id} needs usage data")
         assert terms_.meter is not None
         meter = usage.meters[terms_.meter]
-        per_group = _combine(meter, [(w, usage.windows.get((meter.code, *w), {})) for w in windows], period)
-        included = part.included
+        measured_windows = [(w, usage.windows.get((meter.code, *w), {})) for w in windows]
+        if meter.aggregation is Aggregation.WEIGHTED_SUM:  # the level held, exactly (10 GB for 10 of 30 days: 10/3)
+            levels = _weighted_levels(measured_windows, period)
+            per_group = {group: (decimal_of(level), events) for group, (level, events) in levels.items()}
+        else:
+            levels, per_group = {}, _combine(meter, measured_windows, period)
         for group, (measured, events) in sorted(per_group.items()) if len(per_group) > 1 else per_group.items():
             quantity = meter.rounded(measured) if meter.rounding is not None else measured
-            billable = quantity - included
-            if not billable > 0:
-                billable = _ZERO  # as max(Decimal(0), ...) gives, zero itself included
+            exact_quantity = levels[group][0] if group in levels and meter.rounding is None else Fraction(quantity)
+            exact_billable = exact_quantity - part.included_exact
+            billable = decimal_of(exact_billable) if exact_billable > 0 else _ZERO  # as max(0, ...), 0 itself too
             model = terms_.model_for(group, price.model)
+            amount: Decimal | None = None  # the line's amount before rounding, if not the breakdown's
+            subtotal: int | None = None  # when rated exactly, not from the amount written
             if isinstance(model, PercentageCharge):  # transaction by transaction: fees, free ones, min and max
                 values = [v for w in windows for v in usage.transactions.get((meter.code, *w), {}).get(group, ())]
                 rated = model.rate_transactions(values)
             else:
                 rated = _rate(model, billable)
+                if exact_billable > 0 and Fraction(billable) != exact_billable:
+                    exact = _rate_exactly(model, exact_billable)
+                    subtotal = policy.round_exact(exact, terms.currency)
+                    if Fraction(written := decimal_of(exact)) == exact:  # a finite amount (0.005): shown as it is
+                        amount = written
             details: dict[str, object] = {
                 "meter": meter.code,
                 "aggregation": meter.aggregation.value,
@@ -514,17 +546,41 @@ def _usage_lines(
                 terms.id,
                 price,
                 period,
-                [Slice(windows[0][0], windows[-1][1], quantity, fraction, rated.amount)],
+                [Slice(windows[0][0], windows[-1][1], quantity, fraction, rated.amount if amount is None else amount)],
                 charge_key=charge_key(price.id, group),
                 model=model,
                 rated_units=billable,
                 rated=rated,
                 usage=details,
             )
-            line.subtotal_minor = _round_minor(policy, rated.amount, terms.currency)
+            line.subtotal_minor = _round_minor(policy, rated.amount, terms.currency) if subtotal is None else subtotal
             out.append(line)
     out.extend(_true_ups(terms, minimums, out, policy))
     return out
+
+
+# Digits of the two decimals a billable quantity with no finite decimal expansion lies between: so close that no
+# bound of a tier or package (a decimal of at most 24 digits, 9 of them decimals) can lie between them, and far
+# fewer than the 200 rating multiplies exactly.
+_BRACKET_DIGITS = 150
+
+
+def _rate_exactly(model: ChargeModel, units: Fraction) -> Fraction:
+    """The exact amount a model rates a quantity to that has no finite decimal expansion (an overage on included
+    units prorated by 20/30: 75 - 200/3 calls), or more digits than the 28 it is written with. Every model is
+    linear between its tier bounds and package steps, so the amount is interpolated between the ratings of the two
+    nearest decimals of 150 digits on either side of the quantity."""
+    with localcontext(WIDE) as ctx:
+        ctx.prec = _BRACKET_DIGITS
+        ctx.rounding = ROUND_FLOOR
+        low = Decimal(units.numerator) / units.denominator
+        ctx.rounding = ROUND_CEILING
+        high = Decimal(units.numerator) / units.denominator
+    at_low, at_high = model.rate(low).amount, model.rate(high).amount
+    if low == high:  # a finite decimal after all, of more digits than a quantity is written with
+        return Fraction(at_low)
+    slope = (Fraction(at_high) - Fraction(at_low)) / (Fraction(high) - Fraction(low))
+    return Fraction(at_low) + (units - Fraction(low)) * slope
 
 
 def _true_ups(
@@ -549,10 +605,12 @@ def _true_ups(
         exact = [commitment for _part, commitment in parts]
         if len(parts) == 1:
             committed = [_round_minor(policy, exact[0], terms.currency)]
-        else:
-            with localcontext(WIDE):  # the exact sum of the prorated commitments, rounded once
-                period_commitment = sum(exact, _ZERO)
-            committed = allocate(_round_minor(policy, period_commitment, terms.currency), exact)
+        else:  # the exact sum of the prorated commitments (each one's decimal may be cut to 28 digits), rounded once
+            period_commitment = sum(
+                (Fraction(_rate(part.price.model, Decimal(1)).amount) * part.fraction for part, _c in parts),
+                Fraction(0),
+            )
+            committed = allocate(policy.round_exact(period_commitment, terms.currency), exact)
         shortfall = max(0, sum(committed) - used_minor)
         shares = allocate(shortfall, committed) if shortfall else [0] * len(parts)
         for (part, commitment), committed_minor, share in zip(parts, committed, shares, strict=True):
@@ -616,6 +674,13 @@ def _combine_weighted(
 ) -> dict[tuple[str, ...], tuple[Decimal, int]]:
     """Each window's average level times its share of the period, added up exactly (as fractions) and written
     out once: 5 GB held 18 of a window's 26 days, the window 26 of the period's 30, is 3 GB, not 3.000…001."""
+    return {group: (decimal_of(total), events) for group, (total, events) in _weighted_levels(windows, period).items()}
+
+
+def _weighted_levels(
+    windows: Sequence[tuple[tuple[date, date], Mapping[tuple[str, ...], Aggregate]]], period: Period
+) -> dict[tuple[str, ...], tuple[Fraction, int]]:
+    """``_combine_weighted`` before it is written out: each group's level over the period as a fraction."""
     sums: dict[tuple[str, ...], tuple[Fraction, int]] = {}
     for (start, end), groups in windows:
         share = Fraction(period.overlap_days(start, end), period.days) if period.days else Fraction(0)
@@ -623,7 +688,7 @@ def _combine_weighted(
             average = agg.exact if agg.exact is not None else Fraction(agg.quantity)
             before = sums.get(group, (Fraction(0), 0))
             sums[group] = (before[0] + average * share, before[1] + agg.events)
-    return {group: (decimal_of(total), events) for group, (total, events) in sums.items()}
+    return sums
 
 
 def charge_key(price_id: str, group: tuple[str, ...]) -> str:
@@ -933,6 +998,8 @@ def _new_line(
         "breakdown": _breakdown(line),
         "billed_before_minor": billed,
     }
+    if line.before_rounding is not None:  # the slices' amounts, written to 28 digits, do not add up to it exactly
+        details["before_rounding"] = str(line.before_rounding)
     if line.usage is not None:
         details["usage"] = line.usage
     if line.price.override_id is not None and (line.model is None or line.model is line.price.model):
