@@ -23,7 +23,9 @@ def _local(tz, *args):
     return datetime(*args, tzinfo=ZoneInfo(tz))
 
 
-def _setup(app, tz, start, meter="api_calls", aggregation="sum", field="calls", unit_price="1.00", **sub):
+def _setup(
+    app, tz, start, meter="api_calls", aggregation="sum", field="calls", unit_price="1.00", interval="month", **sub
+):
     b.seller(app)
     with app.uow() as uow:
         usage.create_meter(uow, meter, meter, aggregation, field)
@@ -38,6 +40,7 @@ def _setup(app, tz, start, meter="api_calls", aggregation="sum", field="calls", 
                     "model": "per_unit",
                     "config": {"unit_price": unit_price},
                     "name": "Usage",
+                    "interval": interval,
                     "usage": {"meter": meter},
                 }
             ],
@@ -121,3 +124,36 @@ def test_a_level_held_for_whole_local_days_bills_those_days_share_even_across_a_
     _send(app, cus, drop.isoformat(), -100, code="storage", field="gb")
     _advance(app, clock_id, _local(tz, 2026, month + 1, 1))
     assert b.lines_of(app, cus)[1] == ("usage", f"2026-{month:02d}-01", f"2026-{month + 1:02d}-01", expected)
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "Pacific/Kiritimati", "America/Los_Angeles"])
+def test_an_anniversary_on_the_31st_bills_usage_up_to_the_last_second_before_28_february_local(app, tz):
+    """Started 31 January: the periods are [31 Jan, 28 Feb) and [28 Feb, 31 Mar) in local days."""
+    clock_id, cus, _sub = _setup(app, tz, _local(tz, 2026, 1, 31, 9), anchor="anniversary")
+    last = _local(tz, 2026, 2, 27, 23, 59, 59)
+    _advance(app, clock_id, last)
+    _send(app, cus, last.isoformat(), 3)
+    first = _local(tz, 2026, 2, 28, 0, 0, 1)
+    _advance(app, clock_id, first)
+    _send(app, cus, first.astimezone(ZoneInfo("UTC")).isoformat().replace("+00:00", "Z"), 4)
+    _advance(app, clock_id, _local(tz, 2026, 3, 31))
+    assert b.lines_of(app, cus) == [
+        ("usage", "2026-01-31", "2026-02-28", "3.00"),
+        ("usage", "2026-02-28", "2026-03-31", "4.00"),
+    ]
+
+
+def test_a_yearly_anniversary_on_29_february_bills_each_year_to_the_end_of_february_plus_fourteen(app):
+    """Kiritimati (+14): started 29 Feb 2028 local, the years are [29 Feb 2028, 28 Feb 2029), [28 Feb 2029, ...)."""
+    tz = "Pacific/Kiritimati"
+    clock_id, cus, _sub = _setup(app, tz, _local(tz, 2028, 2, 29, 0, 10), anchor="anniversary", interval="year")
+    last = _local(tz, 2029, 2, 27, 23, 59, 59)
+    _advance(app, clock_id, last)
+    _send(app, cus, last.isoformat(), 2)
+    _advance(app, clock_id, _local(tz, 2029, 2, 28))
+    _send(app, cus, _local(tz, 2029, 2, 28).isoformat(), 6)
+    _advance(app, clock_id, _local(tz, 2030, 2, 28))
+    assert b.lines_of(app, cus) == [
+        ("usage", "2028-02-29", "2029-02-28", "2.00"),
+        ("usage", "2029-02-28", "2030-02-28", "6.00"),
+    ]
