@@ -21,6 +21,7 @@ hold the two to each other.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -409,32 +410,35 @@ def _weighted(
 
 
 def _weighted_by_days(
-    events: list[UsageEvent], values: list[Decimal], days: tuple[datetime, ...], level: Decimal
+    events: list[UsageEvent], values: list[Decimal], days: tuple[tuple[datetime, ...], int], level: Decimal
 ) -> Aggregate:
     """The time-weighted average over whole local days, each day weighing the same (as fees are prorated): time
-    is counted in days, an instant inside a day being that share of the day's real length."""
+    is counted in days, an instant inside a day being that share of the day's real length. Positions are whole
+    numbers of a unit that divides every day's length (``_uneven_days``), so the sum stays exact in decimals."""
+    starts, unit = days
 
-    def position(at: datetime) -> Fraction:
-        i = min(bisect_right(days, at) - 1, len(days) - 2)
-        return i + Fraction(_microseconds(at - days[i]), _microseconds(days[i + 1] - days[i]))
+    def position(at: datetime) -> int:
+        i = min(bisect_right(starts, at) - 1, len(starts) - 2)
+        return i * unit + _microseconds(at - starts[i]) * (unit // _microseconds(starts[i + 1] - starts[i]))
 
-    area = Fraction(0)
-    at = Fraction(0)
+    area = Decimal(0)
+    at = 0
     ordered = sorted(zip(events, values, strict=True), key=lambda p: (p[0].timestamp, p[0].transaction_id))
-    with localcontext(WIDE):
+    with localcontext(WIDE):  # level × units and their sum, exactly
         for event, delta in ordered:
             moved = position(event.timestamp)
-            area += Fraction(level) * (moved - at)
+            area += level * (moved - at)
             level += delta
             at = moved
-    area += Fraction(level) * (len(days) - 1 - at)
-    average = area / (len(days) - 1)
+        area += level * ((len(starts) - 1) * unit - at)
+    average = Fraction(area) / ((len(starts) - 1) * unit)
     return Aggregate(decimal_of(average), len(events), level, average)
 
 
 @lru_cache(maxsize=4096)
-def _uneven_days(timezone: str, start: datetime, end: datetime) -> tuple[datetime, ...] | None:
-    """The instants the local days of ``[start, end)`` begin at (and ``end``), when ``start`` and ``end`` are
+def _uneven_days(timezone: str, start: datetime, end: datetime) -> tuple[tuple[datetime, ...], int] | None:
+    """The instants the local days of ``[start, end)`` begin at (and ``end``), and a day's weight in units that
+    divide into each day's length in microseconds (their least common multiple), when ``start`` and ``end`` are
     local midnights and a day between them is not 24 hours long; else None (counting by seconds is the same)."""
     zone = ZoneInfo(timezone)
 
@@ -444,10 +448,11 @@ def _uneven_days(timezone: str, start: datetime, end: datetime) -> tuple[datetim
     first, last = start.astimezone(zone).date(), end.astimezone(zone).date()
     if last <= first or midnight(first) != start or midnight(last) != end:
         return None
-    days = tuple(midnight(first + timedelta(days=k)) for k in range((last - first).days + 1))
-    if all(b - a == timedelta(days=1) for a, b in zip(days, days[1:], strict=False)):
+    starts = tuple(midnight(first + timedelta(days=k)) for k in range((last - first).days + 1))
+    lengths = {_microseconds(b - a) for a, b in zip(starts, starts[1:], strict=False)}
+    if lengths == {_microseconds(timedelta(days=1))}:
         return None
-    return days
+    return starts, math.lcm(*lengths)
 
 
 def _microseconds(delta: timedelta) -> int:
