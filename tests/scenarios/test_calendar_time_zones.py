@@ -1,7 +1,7 @@
 """Calendar edges of usage billing on the test clock: customers in time zones with DST changes, 30-minute shifts,
 +14 and negative offsets; events sent with offsets or as Z at the first and last instants of a local month."""
 
-from datetime import datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -157,3 +157,18 @@ def test_a_yearly_anniversary_on_29_february_bills_each_year_to_the_end_of_febru
         ("usage", "2028-02-29", "2029-02-28", "2.00"),
         ("usage", "2029-02-28", "2030-02-28", "6.00"),
     ]
+
+
+def test_a_level_dropped_on_the_16th_bills_as_a_pause_from_the_16th_does_across_a_clock_change(app):
+    """New York, March 2026 (8 March has 23 hours): 100 GB until a pause from 16 March bills 15 of 31 days, as
+    100 GB that drops to 0 on 16 March does (the pause splits the period by days; the drop is inside one window)."""
+    tz = "America/New_York"
+    start = _local(tz, 2026, 2, 20)
+    clock_id, cus, sub = _setup(
+        app, tz, start, meter="storage", aggregation="weighted_sum", field="gb", unit_price="2.00"
+    )
+    _send(app, cus, start.isoformat(), 100, code="storage", field="gb")
+    with app.uow() as uow:
+        subscriptions.pause(uow, sub, when=date(2026, 3, 16))
+    _advance(app, clock_id, _local(tz, 2026, 4, 1))
+    assert b.lines_of(app, cus)[1] == ("usage", "2026-03-01", "2026-03-16", "96.77")
