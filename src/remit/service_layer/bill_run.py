@@ -1207,7 +1207,8 @@ def load_usage(
         return {}, []
     meters = {r["code"]: meter_from_row(r) for r in uow.conn.execute(select(t.meters)).mappings()}
     distinct = list(dict.fromkeys(windows))
-    found = aggregate_usage(uow.conn, meters, distinct, read_ahead=read_ahead)
+    zones = {customer_id: batch.customers[customer_id]["timezone"] for customer_id in wanted}
+    found = aggregate_usage(uow.conn, meters, distinct, read_ahead=read_ahead, timezones=zones)
     by_window: dict[tuple[str, str, datetime, datetime], dict[tuple[str, ...], Any]] = defaultdict(dict)
     for (customer_id, meter, start, end, group), agg in found.items():
         by_window[(customer_id, meter, start, end)][group] = agg

@@ -265,6 +265,20 @@ def test_day_of_month_anchor_leap_day_yearly() -> None:
     assert period_containing(anchor, year, start) == Period(date(2027, 2, 28), date(2028, 2, 29))
 
 
+@pytest.mark.parametrize("day", [30, 31])
+def test_day_of_month_anchor_past_february_yearly_is_the_end_of_february_in_leap_years_too(day: int) -> None:
+    """Periods that start on the 30th (31st) of February, clamped, start on its last day: the 29th in 2028."""
+    year = Interval(IntervalUnit.YEAR)
+    start = date(2026, 3, 5)
+    anchor = billing_anchor(AnchorKind.DAY_OF_MONTH, start, year, day_of_month=day)
+    assert periods_overlapping(anchor, year, start, date(2030, 1, 1)) == [
+        Period(date(2026, 2, 28), date(2027, 2, 28)),
+        Period(date(2027, 2, 28), date(2028, 2, 29)),
+        Period(date(2028, 2, 29), date(2029, 2, 28)),
+        Period(date(2029, 2, 28), date(2030, 2, 28)),
+    ]
+
+
 @pytest.mark.parametrize(
     ("interval", "day"),
     [

@@ -1,5 +1,6 @@
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -253,3 +254,42 @@ def test_a_null_filter_group_or_counted_property_is_missing():
         with pytest.raises(ValidationError) as err:
             meter.checked_value(ev(0, region=None))
         assert (err.value.code, err.value.field) == ("missing_property", "properties.region")
+
+
+def _local_midnight(tz: str, *day: int) -> datetime:
+    from zoneinfo import ZoneInfo
+
+    return datetime(*day, tzinfo=ZoneInfo(tz)).astimezone(UTC)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("tz", "month", "days"),
+    [("America/New_York", 3, 31), ("Europe/Berlin", 10, 31), ("Australia/Lord_Howe", 4, 30), ("UTC", 3, 31)],
+)
+def test_weighted_sum_in_a_time_zone_weighs_each_local_day_the_same(tz, month, days):
+    """Given the customer's zone, 100 held from the 1st to the 16th (local midnights) of a month with a clock
+    change is 15 days of the month's, as a fee is prorated; without it, its share of the hours."""
+    meter = Meter("gb", Aggregation.WEIGHTED_SUM, "gb")
+    start, end = _local_midnight(tz, 2026, month, 1), _local_midnight(tz, 2026, month + 1, 1)
+    drop = UsageEvent(_local_midnight(tz, 2026, month, 16), {"gb": "-100"}, "drop")
+    found = aggregate(meter, [drop], start, end, {(): Decimal(100)}, timezone=tz)[()]
+    assert found.exact == Fraction(1500, days)
+    assert found.ending_level == 0
+    by_hours = aggregate(meter, [drop], start, end, {(): Decimal(100)})[()]
+    held = Fraction((drop.timestamp - start) // timedelta(seconds=1), (end - start) // timedelta(seconds=1))
+    assert by_hours.exact == 100 * held
+    assert (by_hours.exact == found.exact) is (tz == "UTC")
+
+
+def test_weighted_sum_in_a_time_zone_counts_an_hour_of_a_short_day_as_its_share_of_that_day():
+    """New York, 8 March 2026 has 23 hours: a level of 23 held for its last hour (and nothing else) is one day's
+    worth of 1, 1/31 of March's average; the days of 24 hours are counted as before."""
+    tz = "America/New_York"
+    meter = Meter("gb", Aggregation.WEIGHTED_SUM, "gb")
+    start, end = _local_midnight(tz, 2026, 3, 1), _local_midnight(tz, 2026, 4, 1)
+    up = UsageEvent(_local_midnight(tz, 2026, 3, 9) - timedelta(hours=1), {"gb": "23"}, "up")
+    down = UsageEvent(_local_midnight(tz, 2026, 3, 9), {"gb": "-23"}, "down")
+    assert aggregate(meter, [up, down], start, end, timezone=tz)[()].exact == Fraction(1, 31)
+    # A window that is not whole local days (an hour's bucket) is weighted by its seconds, as before.
+    hour = aggregate(meter, [up], up.timestamp, down.timestamp, timezone=tz)[()]
+    assert hour.exact == 23

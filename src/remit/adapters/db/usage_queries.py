@@ -120,6 +120,7 @@ def aggregate_usage(
     windows: Sequence[Window],
     starting_levels: Mapping[tuple[str, str, tuple[str, ...]], Decimal] | None = None,
     read_ahead: Mapping[Span, ReadAheadSpan] | None = None,
+    timezones: Mapping[str, str] | None = None,
 ) -> dict[Key, Aggregate]:
     """Aggregate every window's events, per group.
 
@@ -127,7 +128,8 @@ def aggregate_usage(
     one statement with the customers as a single array parameter: a batch costs one query per distinct span and
     meter (one for calendar billing; at most one per start day for anniversary billing), never one per
     subscription. Each statement computes only the aggregate its meter needs. ``read_ahead``: spans whose first
-    statement was already run for (at least) these customers, in a snapshot still valid (SQLite)."""
+    statement was already run for (at least) these customers, in a snapshot still valid (SQLite). ``timezones``: each
+    customer's, so that a time-weighted sum over whole local days weighs each day the same (``aggregate``)."""
     if not windows:
         return {}
     pg = conn.dialect.name == "postgresql"
@@ -153,7 +155,7 @@ def aggregate_usage(
             group = () if group_key == _NO_GROUP else tuple(json.loads(group_key))
             result[(customer_id, meter_code, start, end, group)] = Aggregate(quantity, int(events))
     if weighted:
-        result.update(_weighted(conn, meters, weighted, starting_levels or {}))
+        result.update(_weighted(conn, meters, weighted, starting_levels or {}, timezones or {}))
     return result
 
 
@@ -475,6 +477,7 @@ def _weighted(
     meters: Mapping[str, Meter],
     windows: Sequence[Window],
     starting_levels: Mapping[tuple[str, str, tuple[str, ...]], Decimal],
+    timezones: Mapping[str, str],
 ) -> dict[Key, Aggregate]:
     """Time-weighted sums: each window's events in order, streamed, after the level everything before the window
     built up (summed by the database: events before the window only move the starting level). Two queries per
@@ -500,7 +503,8 @@ def _weighted(
                 if c == customer_id:
                     levels[(group_json,)] = levels.get((group_json,), Decimal(0)) + level
             events = by_customer.get(customer_id, [])
-            for (group_json,), agg in aggregate(reader, events, start, end, levels).items():
+            found = aggregate(reader, events, start, end, levels, timezones.get(customer_id))
+            for (group_json,), agg in found.items():
                 out[(customer_id, meter_code, start, end, tuple(json.loads(group_json)))] = agg
     return out
 

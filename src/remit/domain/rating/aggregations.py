@@ -14,19 +14,25 @@ hold the two to each other.
   only when it changes) |
 | weighted_sum | a level held over time, prorated by time: each event changes the level by its value; the quantity
   is the time-weighted average level over the period (e.g. GB stored, seats held), starting from the level the
-  previous period ended with |
+  previous period ended with. Given the customer's time zone, a period of whole local days weighs every day the
+  same, as fees are prorated: a day the clocks change (23 or 25 hours, 23.5 or 24.5 on Lord Howe Island) counts
+  as one day, its hours each a share of it |
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal, InvalidOperation, localcontext
 from enum import Enum
 from fractions import Fraction
+from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from remit.domain.errors import ValidationError
 from remit.domain.rating.expressions import Formula
@@ -324,9 +330,11 @@ def aggregate(
     period_start: datetime,
     period_end: datetime,
     starting_levels: Mapping[GroupKey, Decimal] | None = None,
+    timezone: str | None = None,
 ) -> dict[GroupKey, Aggregate]:
     """Aggregate the events inside [period_start, period_end), per group. A latest meter that carries over
-    starts from the group's last event before the period (counted as no event of the period)."""
+    starts from the group's last event before the period (counted as no event of the period). ``timezone``: the
+    customer's, for a time-weighted sum over whole local days (each day weighs the same, see ``_weighted``)."""
     groups: dict[GroupKey, list[UsageEvent]] = defaultdict(list)
     carried: dict[GroupKey, UsageEvent] = {}
     for event in events:
@@ -342,12 +350,14 @@ def aggregate(
     for key in starting_levels or {}:
         groups.setdefault(key, [])
     return {
-        key: _one(meter, evs, period_start, period_end, (starting_levels or {}).get(key, Decimal(0)))
+        key: _one(meter, evs, period_start, period_end, (starting_levels or {}).get(key, Decimal(0)), timezone)
         for key, evs in groups.items()
     }
 
 
-def _one(meter: Meter, events: list[UsageEvent], start: datetime, end: datetime, level: Decimal) -> Aggregate:
+def _one(
+    meter: Meter, events: list[UsageEvent], start: datetime, end: datetime, level: Decimal, timezone: str | None
+) -> Aggregate:
     agg = meter.aggregation
     if agg is Aggregation.COUNT:
         return Aggregate(Decimal(len(events)), len(events))
@@ -362,7 +372,7 @@ def _one(meter: Meter, events: list[UsageEvent], start: datetime, end: datetime,
         return Aggregate(quantity_of(max(values, default=Decimal(0))), len(events))
     if agg is Aggregation.LATEST:
         return _latest(meter, events, None)
-    return _weighted(events, values, start, end, level)
+    return _weighted(events, values, start, end, level, timezone)
 
 
 def _latest(meter: Meter, events: list[UsageEvent], carried: UsageEvent | None) -> Aggregate:
@@ -374,8 +384,16 @@ def _latest(meter: Meter, events: list[UsageEvent], carried: UsageEvent | None) 
 
 
 def _weighted(
-    events: list[UsageEvent], values: list[Decimal], start: datetime, end: datetime, level: Decimal
+    events: list[UsageEvent],
+    values: list[Decimal],
+    start: datetime,
+    end: datetime,
+    level: Decimal,
+    timezone: str | None = None,
 ) -> Aggregate:
+    days = _uneven_days(timezone, start, end) if timezone is not None else None
+    if days is not None:
+        return _weighted_by_days(events, values, days, level)
     total_s = _seconds(end - start)
     area = Decimal(0)
     at = start
@@ -390,6 +408,56 @@ def _weighted(
         return Aggregate(Decimal(0), len(events), level, Fraction(0))
     average = Fraction(area) / Fraction(total_s)
     return Aggregate(decimal_of(average), len(events), level, average)
+
+
+def _weighted_by_days(
+    events: list[UsageEvent], values: list[Decimal], days: tuple[tuple[datetime, ...], int], level: Decimal
+) -> Aggregate:
+    """The time-weighted average over whole local days, each day weighing the same (as fees are prorated): time
+    is counted in days, an instant inside a day being that share of the day's real length. Positions are whole
+    numbers of a unit that divides every day's length (``_uneven_days``), so the sum stays exact in decimals."""
+    starts, unit = days
+
+    def position(at: datetime) -> int:
+        i = min(bisect_right(starts, at) - 1, len(starts) - 2)
+        return i * unit + _microseconds(at - starts[i]) * (unit // _microseconds(starts[i + 1] - starts[i]))
+
+    area = Decimal(0)
+    at = 0
+    ordered = sorted(zip(events, values, strict=True), key=lambda p: (p[0].timestamp, p[0].transaction_id))
+    with localcontext(WIDE):  # level × units and their sum, exactly
+        for event, delta in ordered:
+            moved = position(event.timestamp)
+            area += level * (moved - at)
+            level += delta
+            at = moved
+        area += level * ((len(starts) - 1) * unit - at)
+    average = Fraction(area) / ((len(starts) - 1) * unit)
+    return Aggregate(decimal_of(average), len(events), level, average)
+
+
+@lru_cache(maxsize=4096)
+def _uneven_days(timezone: str, start: datetime, end: datetime) -> tuple[tuple[datetime, ...], int] | None:
+    """The instants the local days of ``[start, end)`` begin at (and ``end``), and a day's weight in units that
+    divide into each day's length in microseconds (their least common multiple), when ``start`` and ``end`` are
+    local midnights and a day between them is not 24 hours long; else None (counting by seconds is the same)."""
+    zone = ZoneInfo(timezone)
+
+    def midnight(on: date) -> datetime:
+        return datetime.combine(on, time(0), zone).astimezone(UTC)
+
+    first, last = start.astimezone(zone).date(), end.astimezone(zone).date()
+    if last <= first or midnight(first) != start or midnight(last) != end:
+        return None
+    starts = tuple(midnight(first + timedelta(days=k)) for k in range((last - first).days + 1))
+    lengths = {_microseconds(b - a) for a, b in zip(starts, starts[1:], strict=False)}
+    if lengths == {_microseconds(timedelta(days=1))}:
+        return None
+    return starts, math.lcm(*lengths)
+
+
+def _microseconds(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _seconds(delta: timedelta) -> Decimal:

@@ -215,9 +215,11 @@ def billing_anchor(
             break
         if _month_length(index) >= day_of_month:
             return _on_day(index, day_of_month)
-    # Only a yearly grid on 30/31 February (or 29 Feb with no leap year in the grid) ends up here: use the
-    # clamped boundary itself, which gives the same grid except on 29 Feb in leap years.
-    return _on_day(first, day_of_month)
+    # Only a yearly grid on 30/31 February (or 29 Feb with no leap year in the grid) ends up here: every boundary
+    # is the end of its February, so the origin is the grid's latest 29 February (its clamped day 28 Feb when the
+    # grid has no leap year), whose grid ends each February on its last day: 28 Feb, or 29 in leap years.
+    indexes = [first - k * step for k in range(49) if first - k * step >= 12]
+    return _on_day(max(indexes, key=_month_length, default=first), day_of_month)
 
 
 def _index_containing(anchor: date, interval: Interval, on: date) -> int:
