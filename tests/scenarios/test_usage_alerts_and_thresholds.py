@@ -405,3 +405,25 @@ def test_a_plan_change_mid_period_does_not_add_up_seats_or_users_for_an_alert(ap
     assert [i["quantity"] for i in items] == ["10", "10"]  # a line per plan, each billed at its plan's price
     fired = [(e["data"]["threshold"], e["data"]["value"]) for e in _events(app, "usage.alert_triggered")]
     assert fired == fires
+
+
+def test_a_late_event_after_a_period_billed_wholly_by_its_threshold_invoice_is_a_late_correction(app):
+    """Threshold 5.00: 800 calls on 10 March are invoiced at once (8.00) and nothing more comes, so the period's
+    end bills no remainder. 300 calls dated 31 March arrive on 1 April, after that bill run closed the period:
+    they are a late correction of a closed period, as without a threshold, not "usage since the threshold
+    invoice"."""
+    clock_id, cus, sub = _setup(app, [_usage_price()])
+    with app.uow() as uow:
+        alerts.set_usage_threshold(uow, sub, "5.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, b.utc(2026, 3, 10), 800)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1, 6))
+    assert [ln[0] for ln in b.lines_of(app, cus)] == ["usage_threshold"]
+    _send(app, cus, b.utc(2026, 3, 31, 12), 300)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 2))
+    assert b.lines_of(app, cus) == [
+        ("usage_threshold", "2026-03-01", "2026-04-01", "8.00"),
+        ("usage_correction", "2026-03-01", "2026-04-01", "3.00"),
+    ]
+    late = b.invoices_of(app, cus)[-1]["lines"][0]
+    assert late["description"] == "API calls (eu): usage received late for 2026-03-01 – 2026-04-01"
