@@ -427,3 +427,25 @@ def test_a_late_event_after_a_period_billed_wholly_by_its_threshold_invoice_is_a
     ]
     late = b.invoices_of(app, cus)[-1]["lines"][0]
     assert late["description"] == "API calls (eu): usage received late for 2026-03-01 – 2026-04-01"
+
+
+def test_a_late_event_after_a_cancellation_is_a_late_correction_not_a_threshold_invoice(app):
+    """Threshold 5.00: 800 calls are invoiced at once on 10 March (8.00); the subscription is canceled on 15 March
+    (the bill run bills its end). 600 calls dated 14 March arrive on 20 March: the subscription has no open period
+    any more, so the next bill run bills them as a late correction, not a threshold invoice."""
+    clock_id, cus, sub = _setup(app, [_usage_price()])
+    with app.uow() as uow:
+        alerts.set_usage_threshold(uow, sub, "5.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, b.utc(2026, 3, 10), 800)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 15))
+    with app.uow() as uow:
+        subscriptions.cancel(uow, sub)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    _send(app, cus, b.utc(2026, 3, 14), 600)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 21))
+    assert [i["billing_reason"] for i in b.invoices_of(app, cus)] == ["threshold", "subscription_cycle"]
+    assert b.lines_of(app, cus) == [
+        ("usage_threshold", "2026-03-01", "2026-04-01", "8.00"),  # written before the cancellation
+        ("usage_correction", "2026-03-01", "2026-03-15", "6.00"),
+    ]

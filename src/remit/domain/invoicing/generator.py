@@ -723,18 +723,24 @@ def diff(
     meters: Mapping[str, Meter] | None = None,
     pinned: Pinned = NO_PINS,
     billed_through_on: date | None = None,
+    ends_on: date | None = None,
 ) -> list[NewLine]:
     """The lines to write so that what is billed equals what is proposed. ``meters``: to read a usage charge that
     is no longer proposed back into its group (``group_of_charge``). ``pinned``: as ``propose`` was given.
-    ``billed_through_on``: the subscription's (``SubscriptionTerms``): a period a bill run already billed through
-    its end was closed, so what changes in it after a threshold invoice is a late correction, not its remainder."""
+    ``billed_through_on`` and ``ends_on``: the subscription's (``SubscriptionTerms.billed_through_on``, the day it
+    ends): a period a bill run already billed through its close (its end, or the subscription's) was closed, so
+    what changes in it after a threshold invoice is a late correction, not its remainder."""
     out: list[NewLine] = []
     seen: set[LineKey] = set()
-    closed = billed_through_on
+
+    def closed(period_end_on: date) -> bool:
+        closes_on = period_end_on if ends_on is None else min(period_end_on, ends_on)
+        return billed_through_on is not None and closes_on <= billed_through_on
+
     for line in proposed:
         seen.add(line.key)
         before = billed.get(line.key)
-        new = _difference(line, before, closed=closed is not None and line.period.end_on <= closed)
+        new = _difference(line, before, closed=closed(line.period.end_on))
         if new is not None:
             out.append(new)
     for key, before in billed.items():
@@ -755,7 +761,7 @@ def diff(
             if meter is not None and (values := group_of_charge(price_id, key[1], len(meter.group_by))):
                 ghost.usage["group"] = dict(zip(meter.group_by, values, strict=True))
                 ghost.model = price.usage.model_for(values, price.model)  # a dimension's own, if it has one
-        new = _difference(ghost, before, closed=closed is not None and before.period_end_on <= closed)
+        new = _difference(ghost, before, closed=closed(before.period_end_on))
         if new is not None:
             out.append(new)
     return out
