@@ -449,3 +449,30 @@ def test_a_late_event_after_a_cancellation_is_a_late_correction_not_a_threshold_
         ("usage_threshold", "2026-03-01", "2026-04-01", "8.00"),  # written before the cancellation
         ("usage_correction", "2026-03-01", "2026-03-15", "6.00"),
     ]
+
+
+def test_a_threshold_line_explains_that_it_counts_the_usage_received_by_its_invoice(app):
+    """The threshold line's windows run to the period's end, and the events listed there grow after it was billed:
+    its explanation says it counted those received by its invoice, and that the rest is billed later."""
+    from remit.service_layer import explain
+
+    clock_id, cus, sub = _setup(app, [_usage_price()])
+    with app.uow() as uow:
+        alerts.set_usage_threshold(uow, sub, "5.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, b.utc(2026, 3, 10), 800)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 12))
+    _send(app, cus, b.utc(2026, 3, 12), 300)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    threshold, remainder = b.invoices_of(app, cus)
+    with app.uow() as uow:
+        said = explain.explain_line(uow, threshold["id"], threshold["lines"][0]["id"])["explanation"]
+    assert (
+        "Billed before the period ended, when the unbilled usage reached the subscription's usage threshold: it "
+        "counts the events received by 2026-03-10T00:00:00Z; the rest of the period's usage is billed by a later "
+        "threshold invoice or at the period's end (usage_remainder)."
+    ) in said
+    assert "Meter api_calls: sum of calls for region=eu over 2026-03-01 to 2026-04-01: 800 from 1 event." in said
+    with app.uow() as uow:
+        said = explain.explain_line(uow, remainder["id"], remainder["lines"][0]["id"])["explanation"]
+    assert not any(s.startswith("Billed before the period ended") for s in said)
