@@ -245,8 +245,10 @@ MIXED = [
 ]
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_random_usage_cancellations_and_coupons_bill_the_same_with_and_without_a_threshold(app, seed):
+@pytest.mark.parametrize("seed", range(12))
+def test_random_usage_changes_and_coupons_bill_the_same_with_and_without_a_threshold(app, seed):
+    """Seeded random usage over a month, with canceled events, plan changes at once and a cancellation (at once or
+    at the period's end), on three plans and with coupons: the same invoiced total with a threshold as without."""
     rnd = random.Random(seed)
     coupon = rnd.choice(
         [
@@ -257,7 +259,9 @@ def test_random_usage_cancellations_and_coupons_bill_the_same_with_and_without_a
     )
     clock_id, subs = _pair(app, MIXED[seed % 3], threshold=rnd.choice(["0.50", "3.00", "9.00"]), coupon=coupon)
     sent: list[str] = []
-    for day in sorted(rnd.sample(range(2, 31), 8)):
+    plan = "api"
+    days = sorted(rnd.sample(range(2, 31), 8))
+    for day in days:
         clocks.advance(app.uow, clock_id, b.utc(2026, 3, day, 13))
         for _ in range(rnd.randint(1, 3)):
             txn = f"t{len(sent)}"
@@ -275,6 +279,18 @@ def test_random_usage_cancellations_and_coupons_bill_the_same_with_and_without_a
             with app.uow() as uow:
                 assert not usage.ingest(uow, events).rejected
             sent.append(txn)
+        change = rnd.random()
+        if change < 0.2:
+            plan = "api2" if plan == "api" else "api"
+            for _cus, sub in subs:
+                with app.uow() as uow:
+                    subscriptions.change_plan(uow, sub, plan)
+        elif change < 0.3 and day == days[-2]:
+            at_period_end = rnd.random() < 0.5
+            for _cus, sub in subs:
+                with app.uow() as uow:
+                    subscriptions.cancel(uow, sub, at_period_end=at_period_end)
+            break
         if rnd.random() < 0.3:
             txn = rnd.choice(sent)
             with app.uow() as uow:

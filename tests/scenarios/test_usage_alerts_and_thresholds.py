@@ -429,10 +429,10 @@ def test_a_late_event_after_a_period_billed_wholly_by_its_threshold_invoice_is_a
     assert late["description"] == "API calls (eu): usage received late for 2026-03-01 – 2026-04-01"
 
 
-def test_a_late_event_after_a_cancellation_is_a_late_correction_not_a_threshold_invoice(app):
+def test_a_late_event_after_a_cancellation_is_billed_by_the_bill_run_not_a_threshold_invoice(app):
     """Threshold 5.00: 800 calls are invoiced at once on 10 March (8.00); the subscription is canceled on 15 March
     (the bill run bills its end). 600 calls dated 14 March arrive on 20 March: the subscription has no open period
-    any more, so the next bill run bills them as a late correction, not a threshold invoice."""
+    any more, so the next bill run bills them, not a threshold invoice."""
     clock_id, cus, sub = _setup(app, [_usage_price()])
     with app.uow() as uow:
         alerts.set_usage_threshold(uow, sub, "5.00")
@@ -447,7 +447,7 @@ def test_a_late_event_after_a_cancellation_is_a_late_correction_not_a_threshold_
     assert [i["billing_reason"] for i in b.invoices_of(app, cus)] == ["threshold", "subscription_cycle"]
     assert b.lines_of(app, cus) == [
         ("usage_threshold", "2026-03-01", "2026-04-01", "8.00"),  # written before the cancellation
-        ("usage_correction", "2026-03-01", "2026-03-15", "6.00"),
+        ("usage_remainder", "2026-03-01", "2026-03-15", "6.00"),
     ]
 
 

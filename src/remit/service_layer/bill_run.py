@@ -1087,8 +1087,7 @@ def compute_drafts(batch: _Batch, as_of: datetime) -> tuple[list[InvoiceDraft], 
             proposed = propose(terms, prices, as_of_on, policy, usage, pinned)
             meters = usage.meters if usage is not None else None
             billed = batch.billed.get(sub_id, no_billed)
-            closing = (terms.billed_through_on, sub["ended_on"])
-            lines.extend(diff(proposed, billed, as_of_on, prices, meters, pinned, *closing))
+            lines.extend(diff(proposed, billed, as_of_on, prices, meters, pinned, terms.billed_through_on))
             key = (events, sub["trial_end_on"], as_of_on)
             status = statuses.get(key)
             if status is None:

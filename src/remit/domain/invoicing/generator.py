@@ -723,19 +723,18 @@ def diff(
     meters: Mapping[str, Meter] | None = None,
     pinned: Pinned = NO_PINS,
     billed_through_on: date | None = None,
-    ends_on: date | None = None,
 ) -> list[NewLine]:
     """The lines to write so that what is billed equals what is proposed. ``meters``: to read a usage charge that
     is no longer proposed back into its group (``group_of_charge``). ``pinned``: as ``propose`` was given.
-    ``billed_through_on`` and ``ends_on``: the subscription's (``SubscriptionTerms.billed_through_on``, the day it
-    ends): a period a bill run already billed through its close (its end, or the subscription's) was closed, so
-    what changes in it after a threshold invoice is a late correction, not its remainder."""
+    ``billed_through_on``: the subscription's (``SubscriptionTerms``): a period a bill run already billed through
+    its end was closed (a run as of its last day bills every line of it), so what changes in it after a threshold
+    invoice is a late correction, not its remainder. (The end of a subscription canceled mid-period does not tell
+    as much: a run earlier on the day of the cancellation billed it through that day already.)"""
     out: list[NewLine] = []
     seen: set[LineKey] = set()
 
     def closed(period_end_on: date) -> bool:
-        closes_on = period_end_on if ends_on is None else min(period_end_on, ends_on)
-        return billed_through_on is not None and closes_on <= billed_through_on
+        return billed_through_on is not None and period_end_on <= billed_through_on
 
     for line in proposed:
         seen.add(line.key)
