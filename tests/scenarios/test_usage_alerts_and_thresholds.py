@@ -405,3 +405,74 @@ def test_a_plan_change_mid_period_does_not_add_up_seats_or_users_for_an_alert(ap
     assert [i["quantity"] for i in items] == ["10", "10"]  # a line per plan, each billed at its plan's price
     fired = [(e["data"]["threshold"], e["data"]["value"]) for e in _events(app, "usage.alert_triggered")]
     assert fired == fires
+
+
+def test_a_late_event_after_a_period_billed_wholly_by_its_threshold_invoice_is_a_late_correction(app):
+    """Threshold 5.00: 800 calls on 10 March are invoiced at once (8.00) and nothing more comes, so the period's
+    end bills no remainder. 300 calls dated 31 March arrive on 1 April, after that bill run closed the period:
+    they are a late correction of a closed period, as without a threshold, not "usage since the threshold
+    invoice"."""
+    clock_id, cus, sub = _setup(app, [_usage_price()])
+    with app.uow() as uow:
+        alerts.set_usage_threshold(uow, sub, "5.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, b.utc(2026, 3, 10), 800)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1, 6))
+    assert [ln[0] for ln in b.lines_of(app, cus)] == ["usage_threshold"]
+    _send(app, cus, b.utc(2026, 3, 31, 12), 300)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 2))
+    assert b.lines_of(app, cus) == [
+        ("usage_threshold", "2026-03-01", "2026-04-01", "8.00"),
+        ("usage_correction", "2026-03-01", "2026-04-01", "3.00"),
+    ]
+    late = b.invoices_of(app, cus)[-1]["lines"][0]
+    assert late["description"] == "API calls (eu): usage received late for 2026-03-01 – 2026-04-01"
+
+
+def test_a_late_event_after_a_cancellation_is_billed_by_the_bill_run_not_a_threshold_invoice(app):
+    """Threshold 5.00: 800 calls are invoiced at once on 10 March (8.00); the subscription is canceled on 15 March
+    (the bill run bills its end). 600 calls dated 14 March arrive on 20 March: the subscription has no open period
+    any more, so the next bill run bills them, not a threshold invoice."""
+    clock_id, cus, sub = _setup(app, [_usage_price()])
+    with app.uow() as uow:
+        alerts.set_usage_threshold(uow, sub, "5.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, b.utc(2026, 3, 10), 800)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 15))
+    with app.uow() as uow:
+        subscriptions.cancel(uow, sub)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 20))
+    _send(app, cus, b.utc(2026, 3, 14), 600)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 21))
+    assert [i["billing_reason"] for i in b.invoices_of(app, cus)] == ["threshold", "subscription_cycle"]
+    assert b.lines_of(app, cus) == [
+        ("usage_threshold", "2026-03-01", "2026-04-01", "8.00"),  # written before the cancellation
+        ("usage_remainder", "2026-03-01", "2026-03-15", "6.00"),
+    ]
+
+
+def test_a_threshold_line_explains_that_it_counts_the_usage_received_by_its_invoice(app):
+    """The threshold line's windows run to the period's end, and the events listed there grow after it was billed:
+    its explanation says it counted those received by its invoice, and that the rest is billed later."""
+    from remit.service_layer import explain
+
+    clock_id, cus, sub = _setup(app, [_usage_price()])
+    with app.uow() as uow:
+        alerts.set_usage_threshold(uow, sub, "5.00")
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 10))
+    _send(app, cus, b.utc(2026, 3, 10), 800)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 3, 12))
+    _send(app, cus, b.utc(2026, 3, 12), 300)
+    clocks.advance(app.uow, clock_id, b.utc(2026, 4, 1))
+    threshold, remainder = b.invoices_of(app, cus)
+    with app.uow() as uow:
+        said = explain.explain_line(uow, threshold["id"], threshold["lines"][0]["id"])["explanation"]
+    assert (
+        "Billed before the period ended, when the unbilled usage reached the subscription's usage threshold: it "
+        "counts the events received by 2026-03-10T00:00:00Z; the rest of the period's usage is billed by a later "
+        "threshold invoice or at the period's end (usage_remainder)."
+    ) in said
+    assert "Meter api_calls: sum of calls for region=eu over 2026-03-01 to 2026-04-01: 800 from 1 event." in said
+    with app.uow() as uow:
+        said = explain.explain_line(uow, remainder["id"], remainder["lines"][0]["id"])["explanation"]
+    assert not any(s.startswith("Billed before the period ended") for s in said)

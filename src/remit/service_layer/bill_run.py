@@ -584,6 +584,7 @@ _SUBSCRIPTION_COLUMNS = (
     "trial_end_on",
     "ended_on",
     "reviewed_from_on",
+    "billed_through_on",
 )
 
 
@@ -1108,7 +1109,8 @@ def compute_drafts(batch: _Batch, as_of: datetime) -> tuple[list[InvoiceDraft], 
             pinned = pinned_of(batch, sub_id)
             proposed = propose(terms, prices, as_of_on, policy, usage, pinned)
             meters = usage.meters if usage is not None else None
-            lines.extend(diff(proposed, batch.billed.get(sub_id, no_billed), as_of_on, prices, meters, pinned))
+            billed = batch.billed.get(sub_id, no_billed)
+            lines.extend(diff(proposed, billed, as_of_on, prices, meters, pinned, terms.billed_through_on))
             key = (events, sub["trial_end_on"], as_of_on)
             status = statuses.get(key)
             if status is None:
@@ -1153,6 +1155,7 @@ def _make_terms(batch: _Batch, sub: Mapping[Any, Any]) -> SubscriptionTerms | No
         events=tuple(sub_events),
         coupons=tuple(batch.coupons.get(sub_id, ())),
         reviewed_from_on=sub["reviewed_from_on"],
+        billed_through_on=sub["billed_through_on"],
     )
 
 

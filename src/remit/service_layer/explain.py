@@ -38,7 +38,13 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
             raise NotFound("invoice", invoice_id, "invoice_id")  # as the API answers, for the CLI too
         raise NotFound("invoice_line", line_id, "line_id")
     invoice = uow.conn.execute(
-        select(t.invoices.c.currency, t.invoices.c.number, t.invoices.c.customer_id, t.customers.c.timezone)
+        select(
+            t.invoices.c.currency,
+            t.invoices.c.number,
+            t.invoices.c.customer_id,
+            t.invoices.c.created_at,
+            t.customers.c.timezone,
+        )
         .join(t.customers, t.customers.c.id == t.invoices.c.customer_id)
         .where(t.invoices.c.id == invoice_id)
     ).one()
@@ -68,6 +74,9 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
             .order_by(ln.revision)
         )
     ]
+    said = _sentences(line, details, usage, price, code, corrections, events, canceled, measured)
+    if line["kind"] == "usage_threshold":
+        said = _threshold_sentence(invoice.created_at) + said
     return {
         "object": "invoice_line_explanation",
         "invoice_id": invoice_id,
@@ -95,8 +104,18 @@ def explain_line(uow: UnitOfWork, invoice_id: str, line_id: str) -> dict[str, An
         "breakdown": details.get("breakdown", []),
         "corrects_line_id": line["corrects_line_id"],
         "corrected_by": corrections,
-        "explanation": _sentences(line, details, usage, price, code, corrections, events, canceled, measured),
+        "explanation": said,
     }
+
+
+def _threshold_sentence(invoiced_at: datetime) -> list[str]:
+    """A threshold line measured the events received by the time its invoice was written, though its windows run
+    to the period's end (and the events listed there go on growing after it)."""
+    return [
+        "Billed before the period ended, when the unbilled usage reached the subscription's usage threshold: it "
+        f"counts the events received by {plain(invoiced_at)}; the rest of the period's usage is billed by a later "
+        "threshold invoice or at the period's end (usage_remainder)."
+    ]
 
 
 MAX_CANCELED_SHOWN = 100

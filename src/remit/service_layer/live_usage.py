@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -62,6 +62,7 @@ class SubscriptionUsage:
     period: Period
     items: list[UsageItem] = field(default_factory=list)
     usage_threshold_minor: int | None = None
+    ended_on: date | None = None  # the subscription's end, when it ends (its last period closes then)
 
     @property
     def amount_minor(self) -> int:
@@ -134,7 +135,7 @@ def _subscription_usage(batch: Any, sub: Mapping[Any, Any], period: Period) -> S
     pinned = bill_run.pinned_of(batch, sub["id"])  # an open period billed early by a threshold keeps its price
     proposed = propose(terms, prices, period.end_on, policy, batch.usage.get(customer["id"]), pinned)
     billed = batch.billed.get(sub["id"], {})
-    result = SubscriptionUsage(sub["id"], customer["id"], sub["currency"], period)
+    result = SubscriptionUsage(sub["id"], customer["id"], sub["currency"], period, ended_on=sub["ended_on"])
     seen = set()
     for line in proposed:
         if line.price.metered and line.period.start_on == period.start_on:

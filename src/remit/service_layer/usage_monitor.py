@@ -292,14 +292,19 @@ def _trigger_data(
 def _threshold_drafts(
     batch: Any, usage: Mapping[str, CustomerUsage]
 ) -> tuple[list[InvoiceDraft], dict[str, list[SubscriptionUsage]]]:
-    """One invoice per customer for the subscriptions whose unbilled usage reached their threshold."""
+    """One invoice per customer for the subscriptions whose unbilled usage reached their threshold. A subscription
+    that has ended has no open period any more: usage that comes late for its last one is the bill run's (a late
+    correction), not a threshold invoice's."""
     drafts: list[InvoiceDraft] = []
     reached: dict[str, list[SubscriptionUsage]] = {}
     for customer_id, customer_usage in usage.items():
+        today = local_date(customer_usage.as_of, batch.customers[customer_id]["timezone"])
         subs = [
             s
             for s in customer_usage.subscriptions
-            if s.usage_threshold_minor is not None and s.unbilled_minor >= s.usage_threshold_minor
+            if s.usage_threshold_minor is not None
+            and s.unbilled_minor >= s.usage_threshold_minor
+            and (s.ended_on is None or s.ended_on > today)
         ]
         lines = []
         for sub in subs:

@@ -76,6 +76,7 @@ class SubscriptionTerms:
     events: tuple[TimelineEvent, ...]
     coupons: tuple[AppliedCoupon, ...] = ()
     reviewed_from_on: date | None = None  # earliest day whose period may still change (None: from the start)
+    billed_through_on: date | None = None  # the day the last bill run billed it through (only ever moves forward)
 
 
 @dataclass(frozen=True, slots=True)
@@ -787,15 +788,24 @@ def diff(
     prices: Mapping[str, Price],
     meters: Mapping[str, Meter] | None = None,
     pinned: Pinned = NO_PINS,
+    billed_through_on: date | None = None,
 ) -> list[NewLine]:
     """The lines to write so that what is billed equals what is proposed. ``meters``: to read a usage charge that
-    is no longer proposed back into its group (``group_of_charge``). ``pinned``: as ``propose`` was given."""
+    is no longer proposed back into its group (``group_of_charge``). ``pinned``: as ``propose`` was given.
+    ``billed_through_on``: the subscription's (``SubscriptionTerms``): a period a bill run already billed through
+    its end was closed (a run as of its last day bills every line of it), so what changes in it after a threshold
+    invoice is a late correction, not its remainder. (The end of a subscription canceled mid-period does not tell
+    as much: a run earlier on the day of the cancellation billed it through that day already.)"""
     out: list[NewLine] = []
     seen: set[LineKey] = set()
+
+    def closed(period_end_on: date) -> bool:
+        return billed_through_on is not None and period_end_on <= billed_through_on
+
     for line in proposed:
         seen.add(line.key)
         before = billed.get(line.key)
-        new = _difference(line, before)
+        new = _difference(line, before, closed=closed(line.period.end_on))
         if new is not None:
             out.append(new)
     for key, before in billed.items():
@@ -816,7 +826,7 @@ def diff(
             if meter is not None and (values := group_of_charge(price_id, key[1], len(meter.group_by))):
                 ghost.usage["group"] = dict(zip(meter.group_by, values, strict=True))
                 ghost.model = price.usage.model_for(values, price.model)  # a dimension's own, if it has one
-        new = _difference(ghost, before)
+        new = _difference(ghost, before, closed=closed(before.period_end_on))
         if new is not None:
             out.append(new)
     return out
@@ -833,7 +843,9 @@ def threshold_diff(proposed: Sequence[ProposedLine], billed: Mapping[LineKey, Bi
     return out
 
 
-def _difference(line: ProposedLine, before: BilledTotals | None, interim: bool = False) -> NewLine | None:
+def _difference(
+    line: ProposedLine, before: BilledTotals | None, interim: bool = False, closed: bool = False
+) -> NewLine | None:
     billed_subtotal = before.subtotal_minor if before else 0
     billed_discount = before.discount_minor if before else 0
     d_subtotal = line.subtotal_minor - billed_subtotal
@@ -846,7 +858,7 @@ def _difference(line: ProposedLine, before: BilledTotals | None, interim: bool =
         return None
     first = before is None
     if line.price.usage is not None:
-        new = _usage_difference(line, before, d_subtotal, d_discount)
+        new = _usage_difference(line, before, d_subtotal, d_discount, closed)
         return _as_threshold(new, line, before) if interim else new
     service_start, service_end, quantity = _service_range(line, first)
     if not line.slices and before is not None:
@@ -892,8 +904,11 @@ def _capped(d_subtotal: int, d_discount: int, before: BilledTotals) -> tuple[int
     return subtotal, subtotal + room
 
 
-def _usage_difference(line: ProposedLine, before: BilledTotals | None, d_subtotal: int, d_discount: int) -> NewLine:
-    """A usage or true-up line: the first for its key, or the correction late usage (or a change) calls for."""
+def _usage_difference(
+    line: ProposedLine, before: BilledTotals | None, d_subtotal: int, d_discount: int, closed: bool = False
+) -> NewLine:
+    """A usage or true-up line: the first for its key, or the correction late usage (or a change) calls for.
+    ``closed``: a bill run billed the line's period through its end already (its remainder, if any, is billed)."""
     first = before is None
     label = _usage_label(line)
     if line.slices:
@@ -909,7 +924,7 @@ def _usage_difference(line: ProposedLine, before: BilledTotals | None, d_subtota
         kind = "usage" if first else "usage_correction"
         if first:
             description = f"{label}: {_fmt_qty(quantity)}"
-        elif before is not None and before.last_kind == THRESHOLD_KIND:
+        elif before is not None and before.last_kind == THRESHOLD_KIND and not closed:
             kind = REMAINDER_KIND
             change = "usage since" if d_subtotal - d_discount >= 0 else "usage corrected since"
             description = f"{label}: {change} the threshold invoice ({_fmt_qty(quantity)} in the period)"
