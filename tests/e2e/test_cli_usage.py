@@ -335,3 +335,37 @@ def test_list_limits_are_1_to_1000_and_a_page_holds_no_more_than_asked(tmp_path)
     stale = runner.invoke(app, ["customers", "list", "--starting-after", "cus_nope"])
     assert stale.exit_code == 3 and "customer_not_found" in stale.output + stale.stderr
     assert len(rj("events", "list", "--limit", "1")) == 1
+
+
+def test_an_imported_whole_number_of_more_than_28_digits_reads_back_exactly(tmp_path):
+    customer = _gb_setup()
+    big = "9" * 50  # within the 64 characters a value holds
+    f = tmp_path / "u.csv"
+    f.write_text(f"customer_id,code,transaction_id,timestamp,gb\n{customer},gb,a,{AT},{big}\n", newline="")
+    assert rj("events", "import", str(f))["accepted"] == 1
+    [event] = rj("usage", "events", customer, "--all")
+    assert (event["value"], event["properties"]["gb"]) == (big, big)  # not rounded to 1 followed by 50 zeros
+
+
+def test_an_empty_csv_cell_is_no_property(tmp_path):
+    customer = _gb_setup()
+    rj("meters", "create", "--code", "users", "--aggregation", "unique_count", "--field", "user")
+    rj("meters", "create", "--code", "calls", "--aggregation", "count", "--group-by", "region")
+    f = tmp_path / "u.csv"
+    f.write_text(
+        "customer_id,code,transaction_id,timestamp,gb,user,region\n"
+        f"{customer},gb,a,{AT},2,,\n"  # the other meters' columns left empty
+        f"{customer},users,b,{AT},,u1,\n"
+        f"{customer},users,c,{AT},,,\n"  # no user: not a user of its own
+        f"{customer},calls,d,{AT},,,eu\n"
+        f"{customer},calls,e,{AT},,,\n"  # no region: not a group of its own
+        f"{customer},gb,f,{AT}\n",  # a short row: no gb
+        newline="",
+    )
+    report = rj("events", "import", str(f), code=2)
+    assert (report["accepted"], _refused(report)) == (
+        3,
+        [(4, "missing_property"), (6, "missing_property"), (7, "missing_property")],
+    )
+    stored = {e["transaction_id"]: e["properties"] for e in rj("usage", "events", customer, "--all")}
+    assert stored == {"a": {"gb": "2"}, "b": {"user": "u1"}, "d": {"region": "eu"}}

@@ -147,7 +147,9 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _csv_event(row: dict[str, str | None]) -> dict[str, Any] | RemitError:
-    props: dict[str, Any] = {k: v for k, v in row.items() if k not in BASE_COLUMNS}
+    # An empty cell (or one a short row lacks) is no value: the property is left out, as a base column is, rather
+    # than stored as "" (which a unique count would count and a group-by would bill as a group of its own).
+    props: dict[str, Any] = {k: v for k, v in row.items() if k not in BASE_COLUMNS and v}
     if "properties" in props:
         try:
             extra = fastjson.loads_exact(props.pop("properties") or "{}")
