@@ -369,3 +369,24 @@ def test_an_empty_csv_cell_is_no_property(tmp_path):
     )
     stored = {e["transaction_id"]: e["properties"] for e in rj("usage", "events", customer, "--all")}
     assert stored == {"a": {"gb": "2"}, "b": {"user": "u1"}, "d": {"region": "eu"}}
+
+
+@pytest.mark.parametrize(
+    ("header", "missing"),
+    [
+        ("customer_id,code,timestamp,gb", "transaction_id"),
+        ("customer_id,code,Transaction_ID,timestamp,gb", "transaction_id"),
+        ("customer,code,transaction_id,timestamp,gb", "customer_id (or external_customer_id, or subscription_id)"),
+        ("customer_id,transaction_id,gb", "code, timestamp"),
+    ],
+)
+def test_a_csv_header_missing_a_column_events_need_refuses_the_file(tmp_path, header, missing):
+    customer = _gb_setup()
+    f = tmp_path / "u.csv"
+    f.write_text(f"{header}\n{customer},gb,a,{AT},5\n", newline="")
+    result = runner.invoke(app, ["events", "import", str(f), "--json"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stderr)["error"]
+    assert (error["code"], error["field"]) == ("invalid_csv", "file")
+    assert error["message"] == f"The header has no column {missing}."
+    assert rj("usage", "events", customer, "--all") == []

@@ -127,6 +127,7 @@ def _read(path: Path) -> Iterator[tuple[int, Any]]:
     event, None (a line that is not JSON) or the error that refuses it."""
     if path.suffix.lower() == ".csv":
         header = _csv_header(path)
+        _require_columns(header)
         return (
             (line_no, row if isinstance(row, RemitError) else _csv_event(row))
             for line_no, row in _csv_rows(path, header)
@@ -160,6 +161,16 @@ def _csv_event(row: dict[str, str | None]) -> dict[str, Any] | RemitError:
         props = {**extra, **props}
     event = {k: v for k in BASE_COLUMNS if (v := row.get(k))}
     return {**event, "properties": props}
+
+
+def _require_columns(header: list[str]) -> None:
+    """An import file's header names every column an event needs; else the file is refused before any row is read
+    (each of its rows would be refused: a misspelled ``transaction_id`` column is a property, not the id)."""
+    missing = [name for name in ("code", "transaction_id", "timestamp") if name not in header]
+    if not {"customer_id", "external_customer_id", "subscription_id"} & set(header):
+        missing.insert(0, "customer_id (or external_customer_id, or subscription_id)")
+    if missing:
+        raise ValidationError("invalid_csv", f"The header has no column {', '.join(missing)}.", "file")
 
 
 def _csv_header(path: Path) -> list[str]:
