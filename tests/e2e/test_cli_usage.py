@@ -1,5 +1,6 @@
 """`remit meters create`, `remit events import FILE` (CSV and JSON lines) and `remit usage events`."""
 
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -390,3 +391,27 @@ def test_a_csv_header_missing_a_column_events_need_refuses_the_file(tmp_path, he
     assert (error["code"], error["field"]) == ("invalid_csv", "file")
     assert error["message"] == f"The header has no column {missing}."
     assert rj("usage", "events", customer, "--all") == []
+
+
+def test_a_gzipped_file_is_imported_and_a_damaged_one_refused_with_a_clear_error(tmp_path):
+    customer = _gb_setup()
+    jsonl = tmp_path / "u.jsonl.gz"
+    jsonl.write_bytes(gzip.compress(f"{_line(customer, 'a')}\n\n{{broken\n{_line(customer, 'b')}\n".encode()))
+    report = rj("events", "import", str(jsonl), code=2)
+    assert (report["accepted"], _refused(report)) == (2, [(3, "invalid_json")])  # the file's own line numbers
+    csv_file = tmp_path / "u.CSV.GZ"
+    csv_file.write_bytes(
+        gzip.compress(f"\ufeffcustomer_id,code,transaction_id,timestamp,gb\r\n{customer},gb,c,{AT},3\r\n".encode())
+    )
+    assert rj("events", "import", str(csv_file))["accepted"] == 1
+    whole = gzip.compress("".join(f"{_line(customer, f'd{i}')}\n" for i in range(3000)).encode())
+    cut = tmp_path / "cut.jsonl"  # compressed, whatever its name says
+    cut.write_bytes(whole[: len(whole) // 2])
+    result = runner.invoke(app, ["events", "import", str(cut), "--json", "--chunk-size", "100"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stderr)["error"]
+    assert (error["code"], error["field"]) == ("invalid_file", "file")
+    cut.write_bytes(whole)  # the whole file again: what the cut one stored counts once
+    report = rj("events", "import", str(cut), "--chunk-size", "100")
+    assert report["accepted"] + report["duplicates"] == 3000 and report["duplicates"] > 0
+    assert len(rj("usage", "events", customer, "--all")) == 3003

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
+import io
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO, cast
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -125,7 +128,7 @@ def meters_reactivate(code: str, as_json: Json = False) -> None:
 def _read(path: Path) -> Iterator[tuple[int, Any]]:
     """Events from CSV (extra columns become properties) or JSON lines, with their line numbers; in place of an
     event, None (a line that is not JSON) or the error that refuses it."""
-    if path.suffix.lower() == ".csv":
+    if _is_csv(path):
         header = _csv_header(path)
         _require_columns(header)
         return (
@@ -135,8 +138,47 @@ def _read(path: Path) -> Iterator[tuple[int, Any]]:
     return _json_lines(path)
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _is_csv(path: Path) -> bool:
+    """CSV by its name, ``.csv`` (or ``.csv.gz``); JSON lines otherwise."""
+    name = path.name.lower()
+    return name.endswith(".csv") or name.endswith(".csv.gz")
+
+
+class _Gzip(gzip.GzipFile):
+    """A gzip file whose damage (cut short, corrupt) is a clear error rather than a traceback; the chunks stored
+    before it stay stored, as after any interruption, and importing the repaired file again stores only the rest."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return _intact(super().read, size)
+
+    def read1(self, size: int = -1) -> bytes:
+        return _intact(super().read1, size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return _intact(super().readline, size)
+
+
+def _intact(read: Callable[[Any], bytes], size: Any) -> bytes:
+    try:
+        return read(size)
+    except (EOFError, OSError, zlib.error):
+        raise ValidationError(
+            "invalid_file", "The file is not valid gzip: it is cut short or corrupt.", "file"
+        ) from None
+
+
+def _open(path: Path) -> BinaryIO:
+    """The file's bytes; a gzip-compressed one (known by its first bytes, whatever its name) decompressed."""
+    with path.open("rb") as fh:
+        compressed = fh.read(2) == GZIP_MAGIC
+    return cast(BinaryIO, _Gzip(path, "rb")) if compressed else path.open("rb")
+
+
 def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open("rb") as fh:  # each line decoded on its own: one that is not UTF-8 is that line's error
+    with _open(path) as fh:  # each line decoded on its own: one that is not UTF-8 is that line's error
         for line_no, line in enumerate(fh, start=1):
             if line_no == 1:
                 line = line.removeprefix(codecs.BOM_UTF8)
@@ -175,7 +217,7 @@ def _require_columns(header: list[str]) -> None:
 
 def _csv_header(path: Path) -> list[str]:
     """The CSV file's column names; a file that repeats one is refused (which of its values would count?)."""
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
+    with io.TextIOWrapper(_open(path), newline="", encoding="utf-8-sig", errors="replace") as fh:
         header = next(csv.reader(fh), [])
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
@@ -191,7 +233,7 @@ def _csv_rows(path: Path, header: list[str]) -> Iterator[tuple[int, dict[str, st
     bad_lines: list[int] = []
 
     def lines() -> Iterator[str]:
-        with path.open("rb") as fh:
+        with _open(path) as fh:
             for line_no, line in enumerate(fh, start=1):
                 if line_no == 1:
                     line = line.removeprefix(codecs.BOM_UTF8)
@@ -284,7 +326,7 @@ def _refs(path: Path) -> Iterator[tuple[int, Any]]:
     subscription_id) and transaction_id, or JSON lines of objects with those keys (other columns and keys are
     ignored, so an import file can be reused)."""
     names = ("customer_id", "external_customer_id", "subscription_id", "transaction_id")
-    if path.suffix.lower() == ".csv":
+    if _is_csv(path):
         for line_no, row in _csv_rows(path, _csv_header(path)):
             yield line_no, row if isinstance(row, RemitError) else {k: v for k in names if (v := row.get(k))}
         return
