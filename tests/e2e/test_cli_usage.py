@@ -415,3 +415,24 @@ def test_a_gzipped_file_is_imported_and_a_damaged_one_refused_with_a_clear_error
     report = rj("events", "import", str(cut), "--chunk-size", "100")
     assert report["accepted"] + report["duplicates"] == 3000 and report["duplicates"] > 0
     assert len(rj("usage", "events", customer, "--all")) == 3003
+
+
+def test_a_malformed_csv_row_is_refused_on_its_own_and_an_unclosed_quote_swallows_nothing_silently(tmp_path):
+    customer = _gb_setup()
+    f = tmp_path / "u.csv"
+    f.write_text(
+        "customer_id,code,transaction_id,timestamp,gb,note\n"
+        f"{customer},gb,a,{AT},1,fine\n"
+        f'{customer},gb,b,{AT},"5"0,x\n'  # line 3: text after a closing quote (lax parsing read 50)
+        f"{customer},gb,c,{AT},1,{'x' * 200_000}\n"  # line 4: a field past the csv module's limit
+        f"{customer},gb,d,{AT},2,ok\n"
+        f'{customer},gb,e,{AT},1,"never closed\n'  # line 6: swallows the rest of the file
+        f"{customer},gb,f,{AT},1,lost\n",
+        newline="",
+    )
+    result = runner.invoke(app, ["events", "import", str(f), "--json"])
+    assert result.exit_code == 2, result.output  # no traceback: every problem is a line's refusal
+    report = json.loads(result.stdout)
+    assert (report["accepted"], _refused(report)) == (2, [(3, "invalid_csv"), (4, "invalid_csv"), (6, "invalid_csv")])
+    assert "runs from line 6 to the end of the file (line 7)" in report["rejected_events"][2]["message"]
+    assert sorted(e["transaction_id"] for e in rj("usage", "events", customer, "--all")) == ["a", "d"]

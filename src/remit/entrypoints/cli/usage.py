@@ -218,13 +218,25 @@ def _require_columns(header: list[str]) -> None:
 def _csv_header(path: Path) -> list[str]:
     """The CSV file's column names; a file that repeats one is refused (which of its values would count?)."""
     with io.TextIOWrapper(_open(path), newline="", encoding="utf-8-sig", errors="replace") as fh:
-        header = next(csv.reader(fh), [])
+        try:
+            header = next(csv.reader(fh, strict=True), [])
+        except csv.Error as exc:
+            raise ValidationError("invalid_csv", f"The header is not valid CSV ({exc}).", "file") from None
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise ValidationError(
             "invalid_csv", f"The header names a column more than once: {', '.join(repeated)}.", "file"
         )
     return header
+
+
+def _csv_problem(exc: csv.Error, line_no: int, last: int) -> str:
+    """What is wrong with a row the csv module could not read, for people."""
+    if "end of data" in str(exc):
+        return f"A quoted field is never closed: it runs from line {line_no} to the end of the file (line {last})."
+    if "field limit" in str(exc):
+        return f"A field is longer than {csv.field_size_limit():,} characters."
+    return f'The row is not valid CSV ({exc}): a quote inside a quoted field is written twice, as "".'
 
 
 def _csv_rows(path: Path, header: list[str]) -> Iterator[tuple[int, dict[str, str | None] | RemitError]]:
@@ -243,10 +255,20 @@ def _csv_rows(path: Path, header: list[str]) -> Iterator[tuple[int, dict[str, st
                     bad_lines.append(line_no)
                     yield line.decode(errors="replace")
 
-    reader = csv.reader(lines())
+    # Strict: a malformed row is refused on its own (lax parsing would take `"5"0` as 50, or let a quote that is
+    # never closed swallow every row after it into one field without a word).
+    reader = csv.reader(lines(), strict=True)
     next(reader, None)
     last = reader.line_num
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line_no, last = last + 1, reader.line_num
+            yield line_no, ValidationError("invalid_csv", _csv_problem(exc, line_no, last), None)
+            continue
         line_no, last = last + 1, reader.line_num
         if bad_lines and bad_lines[-1] >= line_no:
             yield line_no, ValidationError("invalid_text", "The line is not valid UTF-8 text.", None)
