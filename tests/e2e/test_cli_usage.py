@@ -436,3 +436,15 @@ def test_a_malformed_csv_row_is_refused_on_its_own_and_an_unclosed_quote_swallow
     assert (report["accepted"], _refused(report)) == (2, [(3, "invalid_csv"), (4, "invalid_csv"), (6, "invalid_csv")])
     assert "runs from line 6 to the end of the file (line 7)" in report["rejected_events"][2]["message"]
     assert sorted(e["transaction_id"] for e in rj("usage", "events", customer, "--all")) == ["a", "d"]
+
+
+def test_the_import_report_shows_what_the_file_says_never_reads_it_as_markup(tmp_path):
+    customer = _gb_setup()
+    f = tmp_path / "u.jsonl"
+    f.write_text(
+        _line(customer, "[bold]a[/bold]").replace('"1"', '"[red]lots"') + "\n" + _line(customer, "[/]", code="x") + "\n"
+    )
+    result = runner.invoke(app, ["events", "import", str(f)])
+    assert result.exit_code == 2, (result.output, result.exception)  # a closing tag alone no longer crashes it
+    shown = " ".join(result.stdout.split())
+    assert "[bold]a[/bold]" in shown and "'[red]lots'" in shown and "[/]" in shown
