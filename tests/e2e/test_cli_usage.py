@@ -1,5 +1,6 @@
 """`remit meters create`, `remit events import FILE` (CSV and JSON lines) and `remit usage events`."""
 
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -335,3 +336,115 @@ def test_list_limits_are_1_to_1000_and_a_page_holds_no_more_than_asked(tmp_path)
     stale = runner.invoke(app, ["customers", "list", "--starting-after", "cus_nope"])
     assert stale.exit_code == 3 and "customer_not_found" in stale.output + stale.stderr
     assert len(rj("events", "list", "--limit", "1")) == 1
+
+
+def test_an_imported_whole_number_of_more_than_28_digits_reads_back_exactly(tmp_path):
+    customer = _gb_setup()
+    big = "9" * 50  # within the 64 characters a value holds
+    f = tmp_path / "u.csv"
+    f.write_text(f"customer_id,code,transaction_id,timestamp,gb\n{customer},gb,a,{AT},{big}\n", newline="")
+    assert rj("events", "import", str(f))["accepted"] == 1
+    [event] = rj("usage", "events", customer, "--all")
+    assert (event["value"], event["properties"]["gb"]) == (big, big)  # not rounded to 1 followed by 50 zeros
+
+
+def test_an_empty_csv_cell_is_no_property(tmp_path):
+    customer = _gb_setup()
+    rj("meters", "create", "--code", "users", "--aggregation", "unique_count", "--field", "user")
+    rj("meters", "create", "--code", "calls", "--aggregation", "count", "--group-by", "region")
+    f = tmp_path / "u.csv"
+    f.write_text(
+        "customer_id,code,transaction_id,timestamp,gb,user,region\n"
+        f"{customer},gb,a,{AT},2,,\n"  # the other meters' columns left empty
+        f"{customer},users,b,{AT},,u1,\n"
+        f"{customer},users,c,{AT},,,\n"  # no user: not a user of its own
+        f"{customer},calls,d,{AT},,,eu\n"
+        f"{customer},calls,e,{AT},,,\n"  # no region: not a group of its own
+        f"{customer},gb,f,{AT}\n",  # a short row: no gb
+        newline="",
+    )
+    report = rj("events", "import", str(f), code=2)
+    assert (report["accepted"], _refused(report)) == (
+        3,
+        [(4, "missing_property"), (6, "missing_property"), (7, "missing_property")],
+    )
+    stored = {e["transaction_id"]: e["properties"] for e in rj("usage", "events", customer, "--all")}
+    assert stored == {"a": {"gb": "2"}, "b": {"user": "u1"}, "d": {"region": "eu"}}
+
+
+@pytest.mark.parametrize(
+    ("header", "missing"),
+    [
+        ("customer_id,code,timestamp,gb", "transaction_id"),
+        ("customer_id,code,Transaction_ID,timestamp,gb", "transaction_id"),
+        ("customer,code,transaction_id,timestamp,gb", "customer_id (or external_customer_id, or subscription_id)"),
+        ("customer_id,transaction_id,gb", "code, timestamp"),
+    ],
+)
+def test_a_csv_header_missing_a_column_events_need_refuses_the_file(tmp_path, header, missing):
+    customer = _gb_setup()
+    f = tmp_path / "u.csv"
+    f.write_text(f"{header}\n{customer},gb,a,{AT},5\n", newline="")
+    result = runner.invoke(app, ["events", "import", str(f), "--json"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stderr)["error"]
+    assert (error["code"], error["field"]) == ("invalid_csv", "file")
+    assert error["message"] == f"The header has no column {missing}."
+    assert rj("usage", "events", customer, "--all") == []
+
+
+def test_a_gzipped_file_is_imported_and_a_damaged_one_refused_with_a_clear_error(tmp_path):
+    customer = _gb_setup()
+    jsonl = tmp_path / "u.jsonl.gz"
+    jsonl.write_bytes(gzip.compress(f"{_line(customer, 'a')}\n\n{{broken\n{_line(customer, 'b')}\n".encode()))
+    report = rj("events", "import", str(jsonl), code=2)
+    assert (report["accepted"], _refused(report)) == (2, [(3, "invalid_json")])  # the file's own line numbers
+    csv_file = tmp_path / "u.CSV.GZ"
+    csv_file.write_bytes(
+        gzip.compress(f"\ufeffcustomer_id,code,transaction_id,timestamp,gb\r\n{customer},gb,c,{AT},3\r\n".encode())
+    )
+    assert rj("events", "import", str(csv_file))["accepted"] == 1
+    whole = gzip.compress("".join(f"{_line(customer, f'd{i}')}\n" for i in range(3000)).encode())
+    cut = tmp_path / "cut.jsonl"  # compressed, whatever its name says
+    cut.write_bytes(whole[: len(whole) // 2])
+    result = runner.invoke(app, ["events", "import", str(cut), "--json", "--chunk-size", "100"])
+    assert result.exit_code == 2, result.output
+    error = json.loads(result.stderr)["error"]
+    assert (error["code"], error["field"]) == ("invalid_file", "file")
+    cut.write_bytes(whole)  # the whole file again: what the cut one stored counts once
+    report = rj("events", "import", str(cut), "--chunk-size", "100")
+    assert report["accepted"] + report["duplicates"] == 3000 and report["duplicates"] > 0
+    assert len(rj("usage", "events", customer, "--all")) == 3003
+
+
+def test_a_malformed_csv_row_is_refused_on_its_own_and_an_unclosed_quote_swallows_nothing_silently(tmp_path):
+    customer = _gb_setup()
+    f = tmp_path / "u.csv"
+    f.write_text(
+        "customer_id,code,transaction_id,timestamp,gb,note\n"
+        f"{customer},gb,a,{AT},1,fine\n"
+        f'{customer},gb,b,{AT},"5"0,x\n'  # line 3: text after a closing quote (lax parsing read 50)
+        f"{customer},gb,c,{AT},1,{'x' * 200_000}\n"  # line 4: a field past the csv module's limit
+        f"{customer},gb,d,{AT},2,ok\n"
+        f'{customer},gb,e,{AT},1,"never closed\n'  # line 6: swallows the rest of the file
+        f"{customer},gb,f,{AT},1,lost\n",
+        newline="",
+    )
+    result = runner.invoke(app, ["events", "import", str(f), "--json"])
+    assert result.exit_code == 2, result.output  # no traceback: every problem is a line's refusal
+    report = json.loads(result.stdout)
+    assert (report["accepted"], _refused(report)) == (2, [(3, "invalid_csv"), (4, "invalid_csv"), (6, "invalid_csv")])
+    assert "runs from line 6 to the end of the file (line 7)" in report["rejected_events"][2]["message"]
+    assert sorted(e["transaction_id"] for e in rj("usage", "events", customer, "--all")) == ["a", "d"]
+
+
+def test_the_import_report_shows_what_the_file_says_never_reads_it_as_markup(tmp_path):
+    customer = _gb_setup()
+    f = tmp_path / "u.jsonl"
+    f.write_text(
+        _line(customer, "[bold]a[/bold]").replace('"1"', '"[red]lots"') + "\n" + _line(customer, "[/]", code="x") + "\n"
+    )
+    result = runner.invoke(app, ["events", "import", str(f)])
+    assert result.exit_code == 2, (result.output, result.exception)  # a closing tag alone no longer crashes it
+    shown = " ".join(result.stdout.split())
+    assert "[bold]a[/bold]" in shown and "'[red]lots'" in shown and "[/]" in shown

@@ -229,3 +229,27 @@ def test_a_default_partition_in_long_use_makes_the_upkeep_give_up_soon_and_try_a
     assert [c.name for c in partitions.ensure_usage_partitions(engine, date(2031, 1, 10), months_ahead=0)] == [
         "usage_events_2031_01"
     ]
+
+
+@pytest.mark.postgres
+def test_db_partitions_makes_every_month_of_a_long_history_at_once(fresh, monkeypatch):
+    """`remit db partitions` after a backfill gives every month of history its partition, even more months than
+    one round of the upkeep makes (MAX_MONTHS, made smaller here)."""
+    from typer.testing import CliRunner
+
+    from remit.entrypoints.cli.main import app
+
+    engine = fresh()
+    months = [partitions.Month(2001, 1).plus(i) for i in range(30)]
+    with engine.begin() as conn:
+        conn.execute(
+            t.usage_events.insert(),
+            [_event(datetime(m.year, m.month, 15, tzinfo=UTC), i) for i, m in enumerate(months)],
+        )
+    monkeypatch.setattr(partitions, "MAX_MONTHS", 20)
+    monkeypatch.setenv("REMIT_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+
+    result = CliRunner().invoke(app, ["db", "partitions", "--months-ahead", "0", "--json"])
+
+    assert result.exit_code == 0, result.output
+    assert {p for p, _ in _where(engine)} == {m.name for m in months}  # none left in the default partition

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from sqlalchemy import Select, or_, select
@@ -32,7 +32,10 @@ def plain(value: Any) -> Any:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+        if value != value.to_integral():
+            return format(value, "f")
+        # Trailing zeros dropped exactly: the default context (28 digits) would round a longer whole number.
+        return format(value.normalize(Context(prec=max(len(value.as_tuple().digits), 1))), "f")
     if isinstance(value, Mapping):
         return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -126,7 +126,11 @@ def db_partitions(
     """PostgreSQL: create the monthly partitions of usage_events that are missing, from this month on (`remit
     worker` does it daily). Events of those months found in the default partition are moved into them."""
     remit = _app()
-    created = partitions.ensure_usage_partitions(remit.engine, remit.clock.now().date(), months_ahead)
+    created = []
+    # One call makes at most MAX_MONTHS months: after a backfill of decades of history, call again until every
+    # month whose events wait in the default partition has one (each round makes at least one, or ends).
+    while made := partitions.ensure_usage_partitions(remit.engine, remit.clock.now().date(), months_ahead):
+        created += made
     rows = [{"partition": c.name, "from": c.start, "to": c.end, "events_moved": c.moved} for c in created]
     if remit.engine.dialect.name != "postgresql":
         show({"partitions": "SQLite has none: nothing to do"}, as_json, "Partitions")

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import ErrorKind, RemitError, ValidationError
@@ -61,11 +62,11 @@ def cell(value: Any) -> str:
 
 
 def print_table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    table = Table(title=title)
+    table = Table(title=Text(title, style="table.title"))  # as Text: data is shown as it is, never read as markup
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*[cell(row.get(c)) for c in columns])
+        table.add_row(*[Text(cell(row.get(c))) for c in columns])
     console.print(table)
 
 
@@ -75,13 +76,13 @@ def show(data: Any, as_json: bool, title: str = "", columns: Sequence[str] | Non
     elif isinstance(data, list):
         print_table(title, data, columns or (list(data[0].keys()) if data else []))
     else:
-        table = Table(title=title, show_header=False)
+        table = Table(title=Text(title, style="table.title"), show_header=False)
         table.add_column("field", style="bold")
         table.add_column("value", overflow="fold")
         for key, value in data.items():
             if isinstance(value, list):
                 continue
-            table.add_row(key, cell(value))
+            table.add_row(Text(key), Text(cell(value)))
         console.print(table)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import gzip
+import io
 import json
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO, cast
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -125,8 +128,9 @@ def meters_reactivate(code: str, as_json: Json = False) -> None:
 def _read(path: Path) -> Iterator[tuple[int, Any]]:
     """Events from CSV (extra columns become properties) or JSON lines, with their line numbers; in place of an
     event, None (a line that is not JSON) or the error that refuses it."""
-    if path.suffix.lower() == ".csv":
+    if _is_csv(path):
         header = _csv_header(path)
+        _require_columns(header)
         return (
             (line_no, row if isinstance(row, RemitError) else _csv_event(row))
             for line_no, row in _csv_rows(path, header)
@@ -134,8 +138,47 @@ def _read(path: Path) -> Iterator[tuple[int, Any]]:
     return _json_lines(path)
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _is_csv(path: Path) -> bool:
+    """CSV by its name, ``.csv`` (or ``.csv.gz``); JSON lines otherwise."""
+    name = path.name.lower()
+    return name.endswith(".csv") or name.endswith(".csv.gz")
+
+
+class _Gzip(gzip.GzipFile):
+    """A gzip file whose damage (cut short, corrupt) is a clear error rather than a traceback; the chunks stored
+    before it stay stored, as after any interruption, and importing the repaired file again stores only the rest."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        return _intact(super().read, size)
+
+    def read1(self, size: int = -1) -> bytes:
+        return _intact(super().read1, size)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return _intact(super().readline, size)
+
+
+def _intact(read: Callable[[Any], bytes], size: Any) -> bytes:
+    try:
+        return read(size)
+    except (EOFError, OSError, zlib.error):
+        raise ValidationError(
+            "invalid_file", "The file is not valid gzip: it is cut short or corrupt.", "file"
+        ) from None
+
+
+def _open(path: Path) -> BinaryIO:
+    """The file's bytes; a gzip-compressed one (known by its first bytes, whatever its name) decompressed."""
+    with path.open("rb") as fh:
+        compressed = fh.read(2) == GZIP_MAGIC
+    return cast(BinaryIO, _Gzip(path, "rb")) if compressed else path.open("rb")
+
+
 def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open("rb") as fh:  # each line decoded on its own: one that is not UTF-8 is that line's error
+    with _open(path) as fh:  # each line decoded on its own: one that is not UTF-8 is that line's error
         for line_no, line in enumerate(fh, start=1):
             if line_no == 1:
                 line = line.removeprefix(codecs.BOM_UTF8)
@@ -147,7 +190,9 @@ def _json_lines(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _csv_event(row: dict[str, str | None]) -> dict[str, Any] | RemitError:
-    props: dict[str, Any] = {k: v for k, v in row.items() if k not in BASE_COLUMNS}
+    # An empty cell (or one a short row lacks) is no value: the property is left out, as a base column is, rather
+    # than stored as "" (which a unique count would count and a group-by would bill as a group of its own).
+    props: dict[str, Any] = {k: v for k, v in row.items() if k not in BASE_COLUMNS and v}
     if "properties" in props:
         try:
             extra = fastjson.loads_exact(props.pop("properties") or "{}")
@@ -160,10 +205,23 @@ def _csv_event(row: dict[str, str | None]) -> dict[str, Any] | RemitError:
     return {**event, "properties": props}
 
 
+def _require_columns(header: list[str]) -> None:
+    """An import file's header names every column an event needs; else the file is refused before any row is read
+    (each of its rows would be refused: a misspelled ``transaction_id`` column is a property, not the id)."""
+    missing = [name for name in ("code", "transaction_id", "timestamp") if name not in header]
+    if not {"customer_id", "external_customer_id", "subscription_id"} & set(header):
+        missing.insert(0, "customer_id (or external_customer_id, or subscription_id)")
+    if missing:
+        raise ValidationError("invalid_csv", f"The header has no column {', '.join(missing)}.", "file")
+
+
 def _csv_header(path: Path) -> list[str]:
     """The CSV file's column names; a file that repeats one is refused (which of its values would count?)."""
-    with path.open(newline="", encoding="utf-8-sig", errors="replace") as fh:
-        header = next(csv.reader(fh), [])
+    with io.TextIOWrapper(_open(path), newline="", encoding="utf-8-sig", errors="replace") as fh:
+        try:
+            header = next(csv.reader(fh, strict=True), [])
+        except csv.Error as exc:
+            raise ValidationError("invalid_csv", f"The header is not valid CSV ({exc}).", "file") from None
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise ValidationError(
@@ -172,13 +230,22 @@ def _csv_header(path: Path) -> list[str]:
     return header
 
 
+def _csv_problem(exc: csv.Error, line_no: int, last: int) -> str:
+    """What is wrong with a row the csv module could not read, for people."""
+    if "end of data" in str(exc):
+        return f"A quoted field is never closed: it runs from line {line_no} to the end of the file (line {last})."
+    if "field limit" in str(exc):
+        return f"A field is longer than {csv.field_size_limit():,} characters."
+    return f'The row is not valid CSV ({exc}): a quote inside a quoted field is written twice, as "".'
+
+
 def _csv_rows(path: Path, header: list[str]) -> Iterator[tuple[int, dict[str, str | None] | RemitError]]:
     """The rows after the header, each with the line it starts on (blank lines and line breaks inside quoted fields
     counted), as {column: value} (None for a column the row is too short for), or the error that refuses it."""
     bad_lines: list[int] = []
 
     def lines() -> Iterator[str]:
-        with path.open("rb") as fh:
+        with _open(path) as fh:
             for line_no, line in enumerate(fh, start=1):
                 if line_no == 1:
                     line = line.removeprefix(codecs.BOM_UTF8)
@@ -188,10 +255,20 @@ def _csv_rows(path: Path, header: list[str]) -> Iterator[tuple[int, dict[str, st
                     bad_lines.append(line_no)
                     yield line.decode(errors="replace")
 
-    reader = csv.reader(lines())
+    # Strict: a malformed row is refused on its own (lax parsing would take `"5"0` as 50, or let a quote that is
+    # never closed swallow every row after it into one field without a word).
+    reader = csv.reader(lines(), strict=True)
     next(reader, None)
     last = reader.line_num
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            line_no, last = last + 1, reader.line_num
+            yield line_no, ValidationError("invalid_csv", _csv_problem(exc, line_no, last), None)
+            continue
         line_no, last = last + 1, reader.line_num
         if bad_lines and bad_lines[-1] >= line_no:
             yield line_no, ValidationError("invalid_text", "The line is not valid UTF-8 text.", None)
@@ -271,7 +348,7 @@ def _refs(path: Path) -> Iterator[tuple[int, Any]]:
     subscription_id) and transaction_id, or JSON lines of objects with those keys (other columns and keys are
     ignored, so an import file can be reused)."""
     names = ("customer_id", "external_customer_id", "subscription_id", "transaction_id")
-    if path.suffix.lower() == ".csv":
+    if _is_csv(path):
         for line_no, row in _csv_rows(path, _csv_header(path)):
             yield line_no, row if isinstance(row, RemitError) else {k: v for k in names if (v := row.get(k))}
         return
