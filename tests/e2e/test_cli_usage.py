@@ -448,3 +448,23 @@ def test_the_import_report_shows_what_the_file_says_never_reads_it_as_markup(tmp
     assert result.exit_code == 2, (result.output, result.exception)  # a closing tag alone no longer crashes it
     shown = " ".join(result.stdout.split())
     assert "[bold]a[/bold]" in shown and "'[red]lots'" in shown and "[/]" in shown
+
+
+def test_usage_events_json_writes_properties_numbers_as_stored(tmp_path):
+    """`remit usage events --json` writes each property's number as stored: not 0.3, nor Infinity (not JSON)."""
+    from decimal import Decimal
+
+    rj("init", "--currency", "EUR", "--country", "DE")
+    customer = rj("customers", "create", "--name", "Initech", "--currency", "EUR", "--country", "DE")["id"]
+    rj("meters", "create", "--code", "calls", "--aggregation", "count")
+    at = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    lines = tmp_path / "e.jsonl"
+    lines.write_text(
+        f'{{"customer_id": "{customer}", "code": "calls", "transaction_id": "t1", "timestamp": "{at}", '
+        '"properties": {"x": 0.30000000000000001, "big": 1e999999, "n": 7}}\n'
+    )
+    rj("events", "import", str(lines))
+    result = runner.invoke(app, ["usage", "events", customer, "--json"])
+    assert result.exit_code == 0, result.output
+    (event,) = json.loads(result.stdout, parse_float=Decimal, parse_constant=lambda c: pytest.fail(c))
+    assert event["properties"] == {"x": Decimal("0.30000000000000001"), "big": Decimal("1e999999"), "n": 7}

@@ -132,3 +132,39 @@ def dumps_strict(value: Any) -> str:
         return orjson.dumps(value, option=_STRICT).decode()
     except TypeError:
         return json.dumps(value)
+
+
+class Number(str):
+    """A JSON number with a fraction or an exponent, as the text it was stored with (``0.30000000000000001``,
+    ``1E+999999``): read back by ``loads_numbers`` and written back by ``dumps_numbers`` as that same number, where
+    a float would have rounded it (to ``0.3``, or to infinity). Anything else sees the text."""
+
+    __slots__ = ()
+
+
+def loads_numbers(data: bytes | str) -> Any:
+    """Stored JSON (an event's properties) with its numbers as they were stored: whole numbers as ``int``, the
+    others as ``Number``."""
+    return _std_loads(data, Number)
+
+
+def dumps_numbers(value: Any, indent: int | None = None) -> str:
+    """JSON text of ``value`` in which each ``Number`` is written as the number it holds, digit for digit (the
+    rest as ``json.dumps`` writes it; values JSON has no type for as their ``str()``)."""
+    token = uuid.uuid4().hex
+    numbers: list[str] = []
+
+    def swap(item: Any) -> Any:
+        if isinstance(item, Number):
+            numbers.append(str.__str__(item))
+            return f"{token}{len(numbers) - 1}"
+        if isinstance(item, dict):
+            return {k: swap(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [swap(v) for v in item]
+        return item
+
+    text = json.dumps(swap(value), indent=indent, ensure_ascii=False, default=str)
+    if not numbers:
+        return text
+    return re.sub(f'"{token}(\\d+)"', lambda m: numbers[int(m[1])], text)

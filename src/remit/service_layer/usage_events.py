@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import String, and_, cast, or_, select
 
+from remit.adapters import fastjson
 from remit.adapters.db import tables as t
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import NotFound, ValidationError
@@ -72,7 +73,15 @@ def list_usage_events(
             raise NotFound("usage_event", after, "starting_after")
         where.append(or_(e.occurred_at > at, and_(e.occurred_at == at, e.id > after)))
     query = (
-        select(*(e[name] for name in _COLUMNS), e.value, e.dimension, e.group_key, e.matched, e.properties)
+        select(
+            *(e[name] for name in _COLUMNS),
+            e.value,
+            e.dimension,
+            e.group_key,
+            e.matched,
+            # the stored text, read with its numbers exact (the JSON type would read them as floats)
+            cast(e.properties, String).label("properties"),
+        )
         .where(*where)
         .order_by(e.occurred_at, e.id)
     )
@@ -146,7 +155,7 @@ def _public(row: Any, group_by: list[str], cancellation: Any) -> dict[str, Any]:
         "object": "usage_event",
         **{name: plain(row[name]) for name in _COLUMNS if name != "meter_code"},
         "meter": row["meter_code"],
-        "properties": row["properties"],
+        "properties": fastjson.loads_numbers(row["properties"]),
         "value": plain(row["value"]),
         "dimension": row["dimension"],
         # The meter's group-by dimensions and this event's values of them (as they were when it was received).

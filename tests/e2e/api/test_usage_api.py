@@ -1,6 +1,8 @@
 """Usage ingestion over HTTP: one event, batches with per-event outcomes, meters."""
 
+import json
 from datetime import timedelta
+from decimal import Decimal
 
 from sqlalchemy import String, func, select
 
@@ -554,3 +556,25 @@ def test_every_list_answers_a_cursor_that_does_not_exist_with_404(api):
             code,
             "starting_after",
         ), path
+
+
+def test_properties_read_back_with_their_numbers_as_sent(api):
+    """The listing writes a property's number as it was stored: a float would have made 0.30000000000000001 0.3,
+    1e-400 zero and 1e999999 infinity (once written as null)."""
+    cus = _setup(api)
+    props = '{"tokens": 2, "model": "m", "x": 0.30000000000000001, "tiny": 1e-400, "big": 1e999999, "n": [2.50, 12345678901234567890123]}'
+    body = '{"customer_id": "%s", "code": "tokens", "transaction_id": "p1", "timestamp": "%s", "properties": %s}'
+    assert _raw_post(api, "/events", body % (cus, _at(api), props)).json()["status"] == "accepted"
+    r = api.get("/usage_events", customer_id=cus)
+    assert r.status_code == 200
+    (event,) = json.loads(r.text, parse_float=Decimal)["data"]
+    assert event["properties"] == {
+        "tokens": 2,
+        "model": "m",
+        "x": Decimal("0.30000000000000001"),
+        "tiny": Decimal("1e-400"),
+        "big": Decimal("1e999999"),
+        "n": [Decimal("2.50"), 12345678901234567890123],
+    }
+    assert '"x": 0.30000000000000001' in r.text.replace('":0', '": 0')
+    assert event["transaction_id"] == "p1" and event["value"] == "2" and event["counted"] is True

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from remit.adapters import fastjson
 from remit.domain.clock import ensure_utc
 from remit.domain.errors import ErrorKind, RemitError, ValidationError
 from remit.service_layer.views import plain
@@ -46,7 +47,8 @@ def handle_errors(func: Callable[P, R]) -> Callable[P, R]:
 
 
 def print_json(data: Any) -> None:
-    print(json.dumps(plain(data), indent=2, ensure_ascii=False))
+    # fastjson.Number (a usage event's stored property) is written as the number it is, digit for digit.
+    print(fastjson.dumps_numbers(plain(data), indent=2))
 
 
 def cell(value: Any) -> str:

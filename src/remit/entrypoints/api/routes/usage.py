@@ -126,7 +126,9 @@ def list_usage_events(
             after=starting_after,
             vis=ctx.vis,
         )
-    return page(rows, limit)
+    # Written here, not by the response model: the properties' numbers go out as stored, digit for digit
+    # (``fastjson.Number``), where the model would write them as strings (or, read as floats, round them).
+    return Response(fastjson.dumps_numbers(page(rows, limit)), media_type="application/json")
 
 
 async def _exact_body(request: Request) -> Any:
