@@ -29,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_CEILING, ROUND_FLOOR, Context, Decimal, localcontext
 from fractions import Fraction
 from types import MappingProxyType
 from typing import TypeVar
@@ -507,9 +507,8 @@ def _usage_lines(
             levels, per_group = {}, _combine(meter, measured_windows, period)
         for group, (measured, events) in sorted(per_group.items()) if len(per_group) > 1 else per_group.items():
             quantity = meter.rounded(measured) if meter.rounding is not None else measured
-            exact_quantity = levels[group][0] if group in levels and meter.rounding is None else Fraction(quantity)
-            exact_billable = exact_quantity - part.included_exact
-            billable = decimal_of(exact_billable) if exact_billable > 0 else _ZERO  # as max(0, ...), 0 itself too
+            level = levels[group][0] if group in levels and meter.rounding is None else None
+            billable, exact_billable = _billable(quantity, level, part)
             model = terms_.model_for(group, price.model)
             amount: Decimal | None = None  # the line's amount before rounding, if not the breakdown's
             subtotal: int | None = None  # when rated exactly, not from the amount written
@@ -518,7 +517,7 @@ def _usage_lines(
                 rated = model.rate_transactions(values)
             else:
                 rated = _rate(model, billable)
-                if exact_billable > 0 and Fraction(billable) != exact_billable:
+                if exact_billable is not None:
                     exact = _rate_exactly(model, exact_billable)
                     subtotal = policy.round_exact(exact, terms.currency)
                     if Fraction(written := decimal_of(exact)) == exact:  # a finite amount (0.005): shown as it is
@@ -558,6 +557,30 @@ def _usage_lines(
             out.append(line)
     out.extend(_true_ups(terms, minimums, out, policy))
     return out
+
+
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)  # adds and subtracts decimals without rounding
+_QUANTITY = Context(prec=28)  # the digits a quantity is written with
+
+
+def _billable(quantity: Decimal, level: Fraction | None, part: _UsagePart) -> tuple[Decimal, Fraction | None]:
+    """The units a usage line rates: its quantity (``level``: a weighted level's exact value) less the included
+    units, never below 0; and the exact units when that decimal, written to 28 digits, is not them (an overage on
+    included units prorated by 20/30: 75 - 200/3 calls). The usual case, included units not prorated (or none),
+    is the difference of two decimals, worked out exactly without fractions."""
+    if level is None and (part.fraction == 1 or not part.included_exact):
+        wide = _EXACT.subtract(quantity, part.included)
+        if not wide > 0:
+            return _ZERO, None  # as max(0, ...) gives, 0 itself too
+        if _QUANTITY.plus(wide) == wide:
+            return wide, None
+        exact = Fraction(wide)
+    else:
+        exact = (Fraction(quantity) if level is None else level) - part.included_exact
+        if not exact > 0:
+            return _ZERO, None
+    billable = decimal_of(exact)
+    return billable, (None if Fraction(billable) == exact else exact)
 
 
 # Digits of the two decimals a billable quantity with no finite decimal expansion lies between: so close that no
