@@ -468,3 +468,15 @@ def test_usage_events_json_writes_properties_numbers_as_stored(tmp_path):
     assert result.exit_code == 0, result.output
     (event,) = json.loads(result.stdout, parse_float=Decimal, parse_constant=lambda c: pytest.fail(c))
     assert event["properties"] == {"x": Decimal("0.30000000000000001"), "big": Decimal("1e999999"), "n": 7}
+
+
+@pytest.mark.parametrize("command", [("events", "import"), ("events", "cancel", "--file")])
+def test_a_missing_file_or_a_folder_is_a_clear_error_in_json_too(tmp_path, command):
+    """Before: Typer's own check answered in plain text, whatever --json said."""
+    rj("init", "--currency", "EUR", "--country", "DE")
+    for path, says in ((tmp_path / "nope.jsonl", "does not exist"), (tmp_path, "is a folder")):
+        result = runner.invoke(app, [*command, str(path), "--json"])
+        assert result.exit_code == 2, result.output
+        error = json.loads(result.stderr)["error"]
+        assert (error["code"], error["field"]) == ("file_not_found", "file")
+        assert says in error["message"]

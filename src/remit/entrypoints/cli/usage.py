@@ -125,9 +125,24 @@ def meters_reactivate(code: str, as_json: Json = False) -> None:
     show(row, as_json, "Meter reactivated")
 
 
+def _readable(path: Path) -> Path:
+    """The file, or a clear error (``file_not_found``, exit 2, as JSON with ``--json``) when it is missing, a folder
+    or cannot be read: Typer's own check would answer in plain text whatever ``--json`` says."""
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ValidationError("file_not_found", f"{path} {what}.", "file")
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ValidationError("file_not_found", f"{path} cannot be read: {exc.strerror}.", "file") from None
+    return path
+
+
 def _read(path: Path) -> Iterator[tuple[int, Any]]:
     """Events from CSV (extra columns become properties) or JSON lines, with their line numbers; in place of an
     event, None (a line that is not JSON) or the error that refuses it."""
+    _readable(path)
     if _is_csv(path):
         header = _csv_header(path)
         _require_columns(header)
@@ -286,7 +301,7 @@ def _csv_rows(path: Path, header: list[str]) -> Iterator[tuple[int, dict[str, st
 
 
 def import_events(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A .csv or .jsonl file.")],
+    file: Annotated[Path, typer.Argument(help="A .csv or .jsonl file (or .csv.gz, .jsonl.gz).")],
     grace_days: Annotated[
         int | None,
         typer.Option(
@@ -365,8 +380,6 @@ def cancel_events(
         Path | None,
         typer.Option(
             "--file",
-            exists=True,
-            dir_okay=False,
             help="Instead: a .csv or .jsonl file naming customer_id and transaction_id on each line.",
         ),
     ] = None,
