@@ -111,10 +111,7 @@ def dumps_exact(value: Any) -> str:
                 return f"{token}{len(numbers) - 1}"
             return str(item)
 
-        text = json.JSONEncoder(default=default).encode(value)
-        if not numbers:
-            return text
-        return re.sub(f'"{token}(\\d+)"', lambda m: numbers[int(m[1])], text)
+        return _put_back(json.JSONEncoder(default=default).encode(value), token, numbers)
 
 
 def dumps_bytes(value: Any) -> bytes:
@@ -164,7 +161,12 @@ def dumps_numbers(value: Any, indent: int | None = None) -> str:
             return [swap(v) for v in item]
         return item
 
-    text = json.dumps(swap(value), indent=indent, ensure_ascii=False, default=str)
+    return _put_back(json.dumps(swap(value), indent=indent, ensure_ascii=False, default=str), token, numbers)
+
+
+def _put_back(text: str, token: str, numbers: list[str]) -> str:
+    """JSON text whose strings ``"<token><i>"`` stood for numbers, with each written back as the number
+    ``numbers[i]``, digit for digit."""
     if not numbers:
         return text
     return re.sub(f'"{token}(\\d+)"', lambda m: numbers[int(m[1])], text)

@@ -859,6 +859,18 @@ def pinned_of(batch: _Batch, sub_id: str) -> Pinned:
     return batch.pinned.get(sub_id, NO_PINS) if batch.pinned else NO_PINS
 
 
+def _negotiating(
+    batch: _Batch,
+) -> Iterator[tuple[Mapping[Any, Any], list[Mapping[Any, Any]], Mapping[LineKey, BilledTotals]]]:
+    """The batch's subscriptions whose customer negotiated prices and which have lines billed in periods that may
+    still change, with those negotiated prices and lines: the only ones a pin can concern."""
+    for sub in batch.subs:
+        overrides = batch.overrides.get(sub["customer_id"])
+        billed = batch.billed.get(sub["id"]) if overrides else None
+        if billed and overrides:
+            yield sub, overrides, billed
+
+
 def _pin_invoiced(uow: UnitOfWork, batch: _Batch) -> None:
     """A period keeps the price it was first invoiced at: a negotiated price set or changed since applies to the
     periods not invoiced yet. For the subscriptions of customers with negotiated prices, the lines of the periods
@@ -868,12 +880,7 @@ def _pin_invoiced(uow: UnitOfWork, batch: _Batch) -> None:
     longer measured, say nothing of it; a period with only those takes the customer's price now. Periods whose
     price is the customer's now are not pinned, so that the generator's memos stay shared."""
     wanted: dict[tuple[str, str, date], None] = {}  # (subscription, price, period start)
-    for sub in batch.subs:
-        overrides = batch.overrides.get(sub["customer_id"])
-        billed = batch.billed.get(sub["id"]) if overrides else None
-        if not billed:
-            continue
-        assert overrides is not None
+    for sub, overrides, billed in _negotiating(batch):
         overridden = {row["price_id"] for row in overrides}
         for key, before in billed.items():
             price_id = before.price_id or key[1]
@@ -929,12 +936,7 @@ def _pin_commitments(uow: UnitOfWork, batch: _Batch) -> None:
     lines billed in arrears were first invoiced (``invoice.created``) replaced it; none since: the price now.
     Only for customers with a negotiated commitment, and periods that may still change."""
     wanted: dict[tuple[str, str, date], None] = {}  # (subscription, commitment price, period start)
-    for sub in batch.subs:
-        overrides = batch.overrides.get(sub["customer_id"])
-        billed = batch.billed.get(sub["id"]) if overrides else None
-        if not billed:
-            continue
-        assert overrides is not None
+    for sub, overrides, billed in _negotiating(batch):
         minimums = {r["price_id"] for r in overrides if (p := batch.prices.get(r["price_id"])) and p.is_minimum}
         lined = {(before.price_id or key[1], key[2]) for key, before in billed.items()}
         for price_id in minimums:
