@@ -427,7 +427,15 @@ def _units(app, cus, txn, at, n):
     with app.uow() as uow:
         result = usage.ingest(
             uow,
-            [{"customer_id": cus, "code": "units", "transaction_id": txn, "timestamp": at.isoformat(), "properties": {"n": n}}],
+            [
+                {
+                    "customer_id": cus,
+                    "code": "units",
+                    "transaction_id": txn,
+                    "timestamp": at.isoformat(),
+                    "properties": {"n": n},
+                }
+            ],
         )
     assert not result.rejected
 

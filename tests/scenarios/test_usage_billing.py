@@ -747,8 +747,9 @@ def test_monthly__two_commitments_in_a_period_count_its_usage_once(app):
         "commitments apply to other days of it); usage lines came to 15.00 EUR; the true-ups bill the shortfall, "
         "shared in proportion to the commitments."
     ) in why["explanation"]
-    assert "This price's commitment: 20.00 EUR per period × 15/31 (the part of the period it applied to) = 9.68 EUR." in (
-        why["explanation"]
+    assert (
+        "This price's commitment: 20.00 EUR per period × 15/31 (the part of the period it applied to) = 9.68 EUR."
+        in (why["explanation"])
     )
 
 

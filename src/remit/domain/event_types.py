@@ -86,7 +86,7 @@ def check_pattern(value: object, field: str) -> str:
     shown = repr(value) if isinstance(value, str) and len(value) <= 64 else "This value"
     raise ValidationError(
         "invalid_event_type",
-        f"{shown} is not an event type Remit records: give one such as \"invoice.finalized\", a family such as "
+        f'{shown} is not an event type Remit records: give one such as "invoice.finalized", a family such as '
         '"invoice.*", or "*" (the types are listed in docs/webhooks.md).',
         field,
     )

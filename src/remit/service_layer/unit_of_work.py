@@ -21,6 +21,7 @@ from remit.adapters.db.id_lists import ID_LIST_TYPES, id_list_value, in_id_list
 from remit.adapters.db.ids import new_id
 from remit.domain.clock import Clock
 from remit.domain.event_types import check_recorded
+from remit.service_layer import idempotency
 
 # Errors that are the database's or the process's, not the data's (the database went away, a lock or statement
 # timed out, the pool is exhausted, memory ran out). Work done customer by customer (the bill run, the usage
@@ -105,6 +106,7 @@ class UnitOfWork:
         self._conn: Connection | None = None
         self._events: list[dict[str, Any]] = []
         self._after_commit: list[Callable[[], None]] = []
+        self._watched: int | None = None
         self.now: datetime = clock.now()  # read once per command
 
     @property
@@ -122,6 +124,7 @@ class UnitOfWork:
         if self.read_only and self.is_postgres and not self.autocommits:
             self._conn.execution_options(isolation_level="AUTOCOMMIT")
         self._conn.begin()
+        self._watched = None if self.read_only else idempotency.watch(self._conn)
         return self
 
     def __exit__(
@@ -131,6 +134,7 @@ class UnitOfWork:
         try:
             if exc_type is None:
                 self._flush_events()
+                idempotency.mark_committed(self._conn, self.now, self._watched)
                 self._conn.commit()
             else:
                 self._conn.rollback()

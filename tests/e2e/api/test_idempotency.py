@@ -198,3 +198,67 @@ def test_an_api_key_secret_is_never_stored_for_a_replay(api):
     assert again.status_code == 201 and again.headers["idempotent-replayed"] == "true"
     assert again.json() == {**first.json(), "secret": None}  # the same key, created once, its secret shown once
     assert api.client.get("/v1/customers", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+
+
+def test_a_request_killed_after_its_commit_is_not_done_again_once_its_lease_has_passed(api, monkeypatch):
+    """The process stops between committing the work and storing its answer: the key stays in progress, but its
+    work is marked committed in the work's own transaction, so a retry after the lease is told the answer was
+    lost -- it does not create a second customer."""
+    monkeypatch.setattr(idempotency, "complete", lambda *args: None)  # the answer is never stored
+    first = _post_body(api, "k7")
+    assert first.status_code == 201 and _customers(api) == 1
+    monkeypatch.undo()
+
+    busy = _post_body(api, "k7")  # within the lease: still running, as far as anyone can tell
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "idempotency_request_in_progress"
+    api.remit.clock.move_to(api.remit.clock.now() + idempotency.LEASE + timedelta(seconds=1))
+    lost = _post_body(api, "k7")
+
+    assert lost.status_code == 409
+    assert lost.json()["error"] | {"request_id": None} == {
+        "code": "idempotency_answer_lost",
+        "message": "The request with this idempotency key was carried out, but it stopped before its answer was"
+        " stored; it is not done again. Read the object it created or changed to see the result.",
+        "field": "Idempotency-Key",
+        "request_id": None,
+    }
+    assert _customers(api) == 1
+
+
+def test_a_failure_after_the_work_committed_is_stored_not_released(api, monkeypatch):
+    """A 5xx normally releases the key so the request may run again; one whose work had committed is stored,
+    and the same request replays it instead of creating the customer twice."""
+    from remit.service_layer.unit_of_work import UnitOfWork
+
+    commit = UnitOfWork.__exit__
+
+    def commit_then_fail(self, *exc):
+        commit(self, *exc)
+        if exc[0] is None and not self.read_only:
+            raise RuntimeError("failed after the commit")
+
+    monkeypatch.setattr(UnitOfWork, "__exit__", commit_then_fail)
+    with pytest.raises(RuntimeError):
+        _post_body(api, "k8")
+    monkeypatch.undo()
+    assert _customers(api) == 1
+
+    again = _post_body(api, "k8")
+    assert again.status_code == 500 and again.headers["idempotent-replayed"] == "true"
+    assert again.json()["error"]["code"] == "internal_error"
+    assert _customers(api) == 1
+
+
+def test_a_failure_before_anything_committed_still_releases_the_key(api, monkeypatch):
+    from remit.service_layer import accounts
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("failed before the commit")
+
+    monkeypatch.setattr(accounts, "create_customer_row", broken)
+    with pytest.raises(RuntimeError):
+        _post_body(api, "k9")
+    monkeypatch.undo()
+    again = _post_body(api, "k9")
+    assert again.status_code == 201 and "idempotent-replayed" not in again.headers
+    assert _customers(api) == 1

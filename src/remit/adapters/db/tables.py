@@ -443,6 +443,9 @@ idempotency_keys = Table(
     # While the first request runs: until when it holds the key (idempotency.LEASE); past it, the request's
     # process is taken for dead and a retry may take the key over. Also what tells the holder from a taker.
     Column("claimed_until", UTCDateTime),
+    # When the request's own work committed (written in that work's transaction): from then on the key is never
+    # taken over or released, so the work is not done a second time even if its answer was never stored.
+    Column("committed_at", UTCDateTime),
     Index("ix_idempotency_keys_created_at", "created_at"),
 )
 

@@ -229,6 +229,14 @@ class ApiGate:
                     "This idempotency key was used with a different request.",
                     field="Idempotency-Key",
                 )
+            elif stored.answer_lost:
+                await fail(
+                    409,
+                    "idempotency_answer_lost",
+                    "The request with this idempotency key was carried out, but it stopped before its answer was"
+                    " stored; it is not done again. Read the object it created or changed to see the result.",
+                    field="Idempotency-Key",
+                )
             elif stored.status_code is None:
                 await fail(
                     409,
@@ -268,14 +276,18 @@ class ApiGate:
             await send(message)
 
         try:
-            await self._answer(scope, receive, capture, principal, json_body, fail)
+            with idempotency.holding(principal.key_id, key, stored):
+                await self._answer(scope, receive, capture, principal, json_body, fail)
         finally:
             # A failure on our side (5xx) and a "try again later" (an answer with Retry-After: the test clock is
-            # busy) are not stored: the same request with the same key runs again.
+            # busy) are not stored, so the same request with the same key runs again -- unless its work had
+            # committed: then they are stored too (idempotency.release).
+            # What failed before the app answered was answered by ``_answer`` directly, past ``capture``.
+            sent = b"".join(chunks) or envelope_bytes("internal_error", errors.INTERNAL_ERROR, None, request_id)
+            stored_body = _without_secret(scope["path"], status, sent)
             if status >= 500 or retry_later:
-                await in_thread(idempotency.release, engine, principal.key_id, key, stored)
+                await in_thread(idempotency.release, engine, principal.key_id, key, stored, status, stored_body)
             else:
-                stored_body = _without_secret(scope["path"], status, b"".join(chunks))
                 await in_thread(idempotency.complete, engine, principal.key_id, key, stored, status, stored_body)
 
     async def _answer(

@@ -20,6 +20,7 @@ request whose transaction is still open.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 from collections.abc import Callable
@@ -34,7 +35,9 @@ _POOL = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="remit-api") 
 
 async def in_thread(fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``fn(*args, **kwargs)`` on a worker thread; its result or its exception."""
-    future = asyncio.get_running_loop().run_in_executor(_POOL, functools.partial(fn, *args, **kwargs))
+    # In the caller's context (as anyio's hand-off does): the request's idempotency key goes with its work.
+    work = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    future = asyncio.get_running_loop().run_in_executor(_POOL, work)
     try:
         return await asyncio.shield(future)
     except asyncio.CancelledError:
